@@ -1,0 +1,1 @@
+"""Batch files: the three shapes users write, loaded through one streaming loader."""

@@ -1,0 +1,133 @@
+"""Settings: the schema of `anvil.yaml`, built once and passed explicitly.
+
+Precedence, highest first:
+1. command-line flags (passed in as `overrides`),
+2. `ANVIL_*` environment variables (`ANVIL_SCALING__WORKERS=4`, `ANVIL_STATE_DIR=...`),
+3. the config file (`--config FILE`, else `./anvil.yaml` when present),
+4. the built-in defaults below.
+The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Scaling(_Section):
+    workers: int | None = Field(None, ge=1, le=256, description="worker processes (default: CPU count)")
+    min_agents: int = Field(10, ge=1)
+    max_agents: int = Field(100, ge=1)
+    scale_up_threshold: float = Field(80, ge=0, le=100)
+    scale_down_threshold: float = Field(20, ge=0, le=100)
+    max_concurrent_jobs: int = Field(100, ge=1)
+    queue_size: int = Field(1000, ge=1)
+
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def agent_limit(self) -> int:
+        return min(self.max_agents, self.max_concurrent_jobs)
+
+
+class RateLimit(_Section):
+    requests_per_minute: float = Field(300, gt=0)
+    burst_size: int = Field(50, ge=1)
+    input_tokens_per_minute: float | None = Field(None, gt=0)
+    output_tokens_per_minute: float | None = Field(None, gt=0)
+
+
+class Retries(_Section):
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+
+
+class CircuitBreakerSettings(_Section):
+    failure_threshold: int = Field(5, ge=1)
+    recovery_timeout_s: float = Field(30.0, gt=0)
+    half_open_probes: int = Field(1, ge=1)
+
+
+class Budget(_Section):
+    max_usd: float | None = Field(None, gt=0)
+    warn_usd: float | None = Field(None, gt=0)
+
+
+class Routing(_Section):
+    simple: str = "claude-haiku-4-5"
+    moderate: str = "claude-sonnet-4-6"
+    complex: str = "claude-opus-4-8"
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Cache(_Section):
+    enabled: bool = True
+    prompt_caching: bool = True
+    prompt_caching_min_chars: int = Field(4096, ge=0)
+
+
+class Alerts(_Section):
+    error_rate_pct: float = Field(2.0, ge=0)
+    queue_depth: int = Field(500, ge=0)
+    p95_latency_s: float = Field(30.0, gt=0)
+    cost_spike_pct: float = Field(20.0, ge=0)
+    utilisation_pct: float = Field(90.0, ge=0, le=100)
+    command: str | None = None
+
+
+class Provider(_Section):
+    base_url: str | None = None
+    timeout_s: float = Field(600.0, gt=0)
+
+
+class RunSettings(_Section):
+    grace_period_s: float = Field(30.0, ge=0)
+    progress_interval_s: float = Field(10.0, gt=0)
+
+
+class ModelPriceOverride(_Section):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class Settings(_Section):
+    scaling: Scaling = Field(default_factory=Scaling)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=lambda: {"default": RateLimit()})
+    retries: Retries = Field(default_factory=Retries)
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    budget: Budget = Field(default_factory=Budget)
+    routing: Routing = Field(default_factory=Routing)
+    cache: Cache = Field(default_factory=Cache)
+    alerts: Alerts = Field(default_factory=Alerts)
+    provider: Provider = Field(default_factory=Provider)
+    run: RunSettings = Field(default_factory=RunSettings)
+    prices: dict[str, ModelPriceOverride] = Field(default_factory=dict)
+    state_dir: Path = Path(".anvil")
+
+    def rate_limit_for(self, model: str) -> tuple[str, RateLimit]:
+        """The rate_limits entry that applies to `model`: exact id, then glob, then default."""
+        import fnmatch
+
+        if model in self.rate_limits:
+            return model, self.rate_limits[model]
+        for key, rl in self.rate_limits.items():
+            if key != "default" and fnmatch.fnmatch(model, key):
+                return key, rl
+        return "default", self.rate_limits.get("default", RateLimit())
+
+
+def load_settings(
+    config_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError."""
+    raise NotImplementedError  # owned by the foundation work (issue 2)

@@ -1,0 +1,84 @@
+"""Known model ids, their rate-limit class, and the price table."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per million tokens for one model."""
+
+    input: float
+    output: float
+    retired: bool = False
+    deprecated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """The price data file: per-model prices, cache multipliers, batch discount."""
+
+    read_on: str
+    batch_discount: float
+    cache_write_5m: float
+    cache_write_1h: float
+    cache_read: float
+    models: dict[str, ModelPrice]
+
+
+def _parse_table(raw: dict[str, Any]) -> PriceTable:
+    mult = raw.get("cache_multipliers", {})
+    models = {
+        name: ModelPrice(
+            input=float(v["input"]),
+            output=float(v["output"]),
+            retired=bool(v.get("retired", False)),
+            deprecated=bool(v.get("deprecated", False)),
+        )
+        for name, v in raw["models"].items()
+    }
+    return PriceTable(
+        read_on=str(raw.get("read_on", "")),
+        batch_discount=float(raw.get("batch_discount", 0.5)),
+        cache_write_5m=float(mult.get("write_5m", 1.25)),
+        cache_write_1h=float(mult.get("write_1h", 2.0)),
+        cache_read=float(mult.get("read", 0.1)),
+        models=models,
+    )
+
+
+@lru_cache(maxsize=1)
+def builtin_prices() -> PriceTable:
+    """The price table shipped in the package."""
+    text = resources.files("anvil_cli.data").joinpath("prices.yaml").read_text("utf-8")
+    return _parse_table(yaml.safe_load(text))
+
+
+def known_models() -> list[str]:
+    """Model ids Anvil knows (from the built-in price table)."""
+    return list(builtin_prices().models)
+
+
+def suggest_model(model: str, candidates: list[str] | None = None) -> str | None:
+    """The closest known model id to `model`, if any is close."""
+    pool = candidates if candidates is not None else known_models()
+    match = difflib.get_close_matches(model, pool, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def model_class(model: str) -> str:
+    """The rate-limit pool a model belongs to: all Opus share one, all Sonnet one, Haiku one."""
+    for family in ("opus", "sonnet", "haiku"):
+        if fnmatch.fnmatch(model, f"claude-{family}-*") or model == f"claude-{family}":
+            return family
+    return model
