@@ -1,10 +1,118 @@
-"""The `anvil run` command."""
+"""`anvil run` and `anvil export`."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from anvil_cli.commands.common import CONFIG_HELP, domain_errors, err_console, out_console, set_in, settings_from
+from anvil_cli.engine.conductor import Conductor
+from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.output import write_results
+from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
+from anvil_cli.errors import UsageError
+from anvil_cli.exitcodes import EXIT_CODES_HELP
+from anvil_cli.progress import PlainProgress, human_summary
+
+
+def run_command(
+    batch: Path = typer.Argument(..., help="Batch file: YAML, templated YAML, or JSONL.", show_default=False),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write results here (JSONL, one line per job in batch order, mode 0600)."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start a new run instead of resuming this batch's last run."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-queue jobs that failed permanently."),
+    simulate: bool = typer.Option(
+        False, "--simulate", help="Run against the built-in simulated API (offline, no key, no cost)."
+    ),
+    budget: float | None = typer.Option(None, "--budget", help="Spend cap in USD (budget.max_usd)."),
+    workers: int | None = typer.Option(None, "--workers", help="Worker processes (scaling.workers)."),
+    agents: int | None = typer.Option(None, "--agents", help="Concurrent agents (scaling.max_agents)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the journal lives (default .anvil)."),
+    progress_interval: float | None = typer.Option(
+        None, "--progress-interval", help="Seconds between progress lines off a terminal."
+    ),
+    grace: float | None = typer.Option(None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
+) -> None:
+    """Run a batch as fast as the rate limits allow; resume it if it was interrupted.
+
+    Every result is committed to the journal (state dir) as it arrives, so a crash or Ctrl-C
+    loses nothing: run the same command again to continue. First Ctrl-C stops cleanly (calls in
+    flight may finish); a second aborts at once.
+    """
+    overrides: dict[str, Any] = {}
+    set_in(overrides, "budget.max_usd", budget)
+    set_in(overrides, "scaling.workers", workers)
+    if agents is not None:
+        set_in(overrides, "scaling.max_agents", agents)
+        set_in(overrides, "scaling.max_concurrent_jobs", agents)
+    set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
+    set_in(overrides, "run.progress_interval_s", progress_interval)
+    set_in(overrides, "run.grace_period_s", grace)
+    with domain_errors():
+        settings = settings_from(config, overrides)
+        opts = RunOptions(batch=batch, output=output, fresh=fresh, retry_failed=retry_failed, simulate=simulate)
+        console = err_console()
+        progress = PlainProgress(console, settings.run.progress_interval_s)
+
+        def on_tick(conductor: Conductor) -> None:
+            import time
+
+            summary = conductor.metrics.summary(time.monotonic())
+            conductor.journal.save_snapshot(conductor.run_id, summary)
+            if not quiet:
+                progress.tick(summary, conductor.pool.in_flight(), conductor.agent_limit)
+
+        report = execute_run(settings, opts, on_tick=on_tick)
+    _print_report(report, json_out, quiet)
+    raise typer.Exit(int(report.exit_code))
+
+
+def _print_report(report: RunReport, json_out: bool, quiet: bool) -> None:
+    console = err_console()
+    for note in report.notes:
+        if not quiet:
+            console.print(f"note: {note}", markup=False)
+    if report.message:
+        console.print(f"stopped: {report.message}", markup=False)
+    if json_out:
+        sys.stdout.write(json.dumps(report.summary, indent=2) + "\n")
+    else:
+        human_summary(out_console(), report.summary)
+    if report.exit_code in (3, 130):
+        console.print("resume with the same `anvil run` command", markup=False)
+
+
+def export_command(
+    run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write (mode 0600)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the journal lives (default .anvil)."),
+) -> None:
+    """Write a run's results from the journal, at any time (also while it runs)."""
+    overrides: dict[str, Any] = {}
+    set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
+    with domain_errors():
+        settings = settings_from(config, overrides)
+        journal = Journal.open_existing(settings.state_dir)
+        if journal is None:
+            raise UsageError(f"no journal in {settings.state_dir}: nothing has run here yet")
+        with journal:
+            row = journal.find_run(run) if run else journal.latest_run()
+            if row is None:
+                raise UsageError(f"no run matches {run!r}" if run else "no runs in the journal yet")
+            n = write_results(journal, row.id, output)
+    err_console().print(f"wrote {n} result(s) of run {row.id} to {output}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `anvil run` to the app."""
-    _ = app
+    """Add `anvil run` and `anvil export` to the app."""
+    app.command("run", help=(run_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(run_command)
+    app.command("export")(export_command)

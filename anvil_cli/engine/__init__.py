@@ -1,0 +1,1 @@
+"""The engine: conductor, worker processes, journal, shared governor."""

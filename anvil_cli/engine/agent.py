@@ -1,0 +1,254 @@
+"""An agent: one job's conversation with Claude, driven through the governor and tenacity.
+
+Every API call asks the governor first and settles with it afterwards. The SDK's own retries
+are off; tenacity is the one owner of retries, so the governor sees every attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from anvil_cli.batch.job import Job
+from anvil_cli.config import Settings
+from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
+from anvil_cli.engine.journal import JobResult
+from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.models import AUTO
+from anvil_cli.pricing import Pricer
+from anvil_cli.routing import fallbacks, route
+from anvil_cli.tokens import estimate_input_tokens
+
+MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
+
+
+class Abandoned(Exception):
+    """Raised when a job is given up because the run is stopping; it goes back to pending."""
+
+    attempts: int = 0
+
+
+class StopRun(Exception):
+    """Raised when no further request can succeed (auth, spend cap, budget): the run stops."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.attempts = 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, anthropic.APIError) and classify(exc).verdict is Verdict.RETRY
+
+
+@dataclass
+class AgentContext:
+    """What an agent needs, shared by all agents of one worker process."""
+
+    client: anthropic.Anthropic
+    governor: Any  # a GovernorService proxy
+    settings: Settings
+    pricer: Pricer
+    stopping: threading.Event  # set when the run drains: stop waiting and retrying
+    on_attempt: Callable[[dict[str, Any]], None] = lambda _info: None
+
+
+@dataclass
+class _JobState:
+    job: Job
+    model: str
+    request: dict[str, Any]
+    est_input: int
+    attempts: int = 0
+    cost_usd: float = 0.0
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
+    if raw_headers is None:
+        return {}
+    return {k.lower(): v for k, v in raw_headers.items() if k.lower().startswith("anthropic-ratelimit-")}
+
+
+def _usage_dict(message: Any) -> dict[str, Any]:
+    usage = message.usage
+    data: dict[str, Any] = usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
+    return data
+
+
+def _text_of(message: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
+
+
+class Agent:
+    """Runs jobs to completion, one at a time per thread."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        s = ctx.settings
+        self.timeout_s = s.provider.timeout_s
+        self.retries = s.retries
+
+    def run(self, job: Job) -> JobResult:
+        started = time.time()
+        model = job.model
+        if model == AUTO:
+            model = route(job.complexity, job.request(), self.ctx.settings.routing)
+        request = job.request(model)
+        st = _JobState(job=job, model=model, request=request, est_input=estimate_input_tokens(request))
+        try:
+            message = self._with_retries(st)
+        except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
+            return self._failed(st, classify(exc), started)
+        except (Abandoned, StopRun) as exc:
+            exc.attempts = st.attempts
+            raise
+        finished = time.time()
+        return JobResult(
+            seq=job.seq,
+            succeeded=True,
+            model=st.model,
+            attempts=st.attempts,
+            output=_text_of(message),
+            stop_reason=message.stop_reason,
+            usage=_usage_dict(message),
+            cost_usd=st.cost_usd,
+            attempt_log=st.log,
+            latency_s=finished - started,
+            started_at=started,
+            finished_at=finished,
+        )
+
+    def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:
+        finished = time.time()
+        return JobResult(
+            seq=st.job.seq,
+            succeeded=False,
+            model=st.model,
+            attempts=st.attempts,
+            cost_usd=st.cost_usd,
+            error=info.as_dict(),
+            attempt_log=st.log,
+            latency_s=finished - started,
+            started_at=started,
+            finished_at=finished,
+        )
+
+    # -- retries ------------------------------------------------------------------------------
+
+    def _with_retries(self, st: _JobState) -> Any:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries.max_attempts),
+            wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
+            retry=retry_if_exception(_is_transient),
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._note_wait(st, rs),
+            reraise=True,
+        )
+        return retrying(self._attempt, st)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.ctx.stopping.wait(seconds):
+            raise Abandoned("run is stopping")
+
+    def _note_wait(self, st: _JobState, rs: RetryCallState) -> None:
+        if st.log and rs.next_action is not None:
+            st.log[-1]["wait_s"] = round(rs.next_action.sleep, 3)
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    def _attempt(self, st: _JobState) -> Any:
+        if self.ctx.stopping.is_set():
+            raise Abandoned("run is stopping")
+        grant = self._acquire(st)
+        st.attempts += 1
+        t0 = time.monotonic()
+        try:
+            raw = self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
+            message = raw.parse()
+        except anthropic.APIError as exc:
+            self._settle_failure(st, grant, exc, time.monotonic() - t0)
+            raise
+        except BaseException:
+            self.ctx.governor.release(grant.ticket)
+            raise
+        usage = _usage_dict(message)
+        cost = self.ctx.pricer.cost_usd(st.model, usage)
+        st.cost_usd += cost
+        counted_in = int(usage.get("input_tokens", 0)) + int(usage.get("cache_creation_input_tokens") or 0)
+        self.ctx.governor.settle(
+            grant.ticket,
+            Outcome(
+                ok=True,
+                input_tokens=counted_in,
+                output_tokens=int(usage.get("output_tokens", 0)),
+                cost_usd=cost,
+                status_code=raw.http_response.status_code,
+                headers=_headers(raw.headers),
+            ),
+        )
+        entry = {"n": st.attempts, "model": st.model, "status_code": 200, "latency_s": round(time.monotonic() - t0, 4)}
+        st.log.append(entry)
+        self.ctx.on_attempt({"seq": st.job.seq, **entry})
+        return message
+
+    def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
+        """Tell the governor, log the attempt; raise StopRun when no request can succeed."""
+        info = classify(exc)
+        response = getattr(exc, "response", None)
+        self.ctx.governor.settle(
+            grant.ticket,
+            Outcome(
+                ok=False,
+                status_code=info.status_code,
+                breaker_failure=info.breaker_failure,
+                retry_after_s=retry_after_s(exc) if info.status_code == 429 else None,
+                headers=_headers(response.headers if response is not None else None),
+            ),
+        )
+        entry = {
+            "n": st.attempts,
+            "model": st.model,
+            "status_code": info.status_code,
+            "error_type": info.type,
+            "message": info.message[:500],
+            "latency_s": round(elapsed_s, 4),
+        }
+        st.log.append(entry)
+        self.ctx.on_attempt({"seq": st.job.seq, **entry})
+        if info.verdict is Verdict.STOP_RUN:
+            raise StopRun(info.type, f"{info.type} ({info.status_code}): {info.message}") from exc
+
+    def _acquire(self, st: _JobState) -> Grant:
+        """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
+        worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
+        while True:
+            decision = self.ctx.governor.acquire(st.model, st.est_input, st.job.max_tokens, worst)
+            if isinstance(decision, Grant):
+                return decision
+            if isinstance(decision, Deny):
+                raise StopRun(decision.reason, decision.message)
+            assert isinstance(decision, Wait)
+            if decision.reason == "breaker" and self._switch_to_fallback(st):
+                worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
+                continue
+            if self.ctx.stopping.wait(min(decision.seconds, MAX_WAIT_SLICE_S)):
+                raise Abandoned("run is stopping")
+
+    def _switch_to_fallback(self, st: _JobState) -> bool:
+        chain = fallbacks(st.model, self.ctx.settings.routing)
+        snapshot = self.ctx.governor.snapshot()
+        breakers = snapshot.get("breakers", {})
+        for candidate in chain:
+            if breakers.get(candidate, {}).get("state", "closed") != "open":
+                st.model = candidate
+                st.request = {**st.request, "model": candidate}
+                return True
+        return False

@@ -1,0 +1,260 @@
+"""The conductor: the parent process. Feeds workers from the ready queue, records every event
+in the journal before acting on it, watches workers, and stops cleanly on signals and limits."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anvil_cli.config import Settings
+from anvil_cli.engine.journal import JobResult, Journal
+from anvil_cli.engine.pool import InFlight, WorkerPool
+from anvil_cli.engine.ready import ReadyQueue
+from anvil_cli.engine.signals import SignalState
+from anvil_cli.metrics import RunMetrics
+
+EVENT_WAIT_S = 0.02
+SNAPSHOT_EVERY_S = 1.0
+
+
+@dataclass
+class RunEnd:
+    """How the conductor's loop ended."""
+
+    interrupted: bool = False
+    aborted: bool = False
+    stop_reason: str | None = None  # budget, authentication_error, spend_limit, ...
+    stop_message: str | None = None
+
+
+class Conductor:
+    """Runs one run to completion (or to a clean stop)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        run_id: str,
+        pool: WorkerPool,
+        governor: Any,
+        signals: SignalState,
+        metrics: RunMetrics,
+        on_tick: Callable[[Conductor], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.run_id = run_id
+        self.pool = pool
+        self.governor = governor
+        self.signals = signals
+        self.metrics = metrics
+        self.on_tick = on_tick
+        self.agent_limit = settings.scaling.agent_limit()
+        self.ready = ReadyQueue(
+            lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
+        )
+        self.end = RunEnd()
+        self._drain_deadline: float | None = None
+        self._last_snapshot = 0.0
+        self.paused = False
+
+    # -- main loop ----------------------------------------------------------------------------
+
+    def run(self) -> RunEnd:
+        self.pool.start()
+        try:
+            while not self._should_exit():
+                self._check_signals()
+                if not self._stopping():
+                    self._dispatch()
+                self._pump_events()
+                self._reap_workers()
+                self._periodic()
+        finally:
+            self._shutdown()
+        return self.end
+
+    def _stopping(self) -> bool:
+        return self.end.interrupted or self.end.stop_reason is not None or self.paused
+
+    def _should_exit(self) -> bool:
+        if self.end.aborted:
+            return True
+        in_flight = self.pool.in_flight()
+        if self.end.interrupted or self.end.stop_reason is not None:
+            if in_flight == 0:
+                return True
+            return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
+        if self.paused:
+            return False
+        return in_flight == 0 and len(self.ready) == 0 and self.ready.exhausted
+
+    def _check_signals(self) -> None:
+        count = self.signals.count
+        if count >= 2 and not self.end.aborted:
+            self.end.aborted = True
+            self.end.interrupted = True
+        elif count >= 1 and not self.end.interrupted:
+            self.end.interrupted = True
+            self._begin_drain()
+
+    def _begin_drain(self) -> None:
+        """Stop dispatching; in-flight calls may finish within the grace period."""
+        self.pool.stopping.set()
+        self._drain_deadline = time.monotonic() + self.settings.run.grace_period_s
+
+    def stop_run(self, reason: str, message: str) -> None:
+        if self.end.stop_reason is None:
+            self.end.stop_reason = reason
+            self.end.stop_message = message
+            self.journal.add_event(self.run_id, "run_stopping", {"reason": reason, "message": message})
+            self._begin_drain()
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Move jobs from the ready queue to workers: journal first, then send."""
+        free = self.agent_limit - self.pool.in_flight()
+        if free <= 0:
+            return
+        batch: list[tuple[Any, InFlight]] = []
+        for _ in range(free):
+            worker = self.pool.pick()
+            if worker is None:
+                break
+            row = self.ready.pop()
+            if row is None:
+                break
+            if row[3] >= self.settings.retries.max_attempts:
+                self._fail_poison(row)
+                continue
+            batch.append((worker, row))
+            worker.jobs[row[1]] = row  # reserve its slot so pick() balances the batch
+        if not batch:
+            return
+        self.journal.begin()
+        self.journal.mark_dispatched(self.run_id, [row[1] for _, row in batch], time.time())
+        self.journal.commit()
+        for worker, row in batch:
+            self.pool.send(worker, row)
+
+    def _fail_poison(self, row: InFlight) -> None:
+        """A job whose worker died under it too often is failed rather than retried forever."""
+        now = time.time()
+        result = JobResult(
+            seq=row[1],
+            succeeded=False,
+            model=str(row[2].get("model")),
+            attempts=0,
+            error={
+                "type": "worker_crashed",
+                "message": f"the worker process died while running this job {row[3]} times",
+                "status_code": None,
+            },
+            started_at=now,
+            finished_at=now,
+        )
+        self.journal.record_result(self.run_id, result)
+        self.metrics.on_result(result, time.monotonic())
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _pump_events(self) -> None:
+        """Take every event waiting (blocking briefly for the first); record them in one commit."""
+        events: list[tuple[Any, ...]] = []
+        try:
+            events.append(self.pool.outbox.get(timeout=EVENT_WAIT_S))
+            while len(events) < 1000:
+                events.append(self.pool.outbox.get_nowait())
+        except queue.Empty:
+            pass
+        if not events:
+            return
+        self.journal.begin()
+        try:
+            for event in events:
+                self._handle(event)
+        finally:
+            self.journal.commit()
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        now = time.monotonic()
+        if kind == "done":
+            result: JobResult = event[2]
+            if self.pool.finished(event[1], result.seq) is not None:
+                self.journal.record_result(self.run_id, result)
+                self.metrics.on_result(result, now)
+        elif kind == "attempt":
+            self.metrics.on_attempt(event[3], now)
+        elif kind == "ready":
+            worker = self.pool.workers.get(event[1])
+            if worker is not None:
+                worker.ready = True
+        elif kind == "abandoned":
+            if self.pool.finished(event[1], event[2]) is not None:
+                self.journal.mark_pending(self.run_id, [event[2]], attempts=event[3])
+        elif kind == "fatal":
+            _, wid, seq, reason, message = event
+            if self.pool.finished(wid, seq) is not None:
+                self.journal.mark_pending(self.run_id, [seq])
+            self.stop_run(reason, message)
+
+    def _reap_workers(self) -> None:
+        for wid, exitcode, jobs in self.pool.reap():
+            seqs = [row[1] for row in jobs]
+            self.journal.begin()
+            self.journal.mark_pending(self.run_id, seqs, attempts=1)
+            self.journal.add_event(
+                self.run_id, "worker_died", {"worker": wid, "exitcode": exitcode, "jobs": len(seqs)}
+            )
+            self.journal.commit()
+            if not self._stopping():
+                for row in jobs:
+                    self.ready.push_back((row[0], row[1], row[2], row[3] + 1))
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now - self._last_snapshot < SNAPSHOT_EVERY_S:
+            return
+        self._last_snapshot = now
+        self._record_governor_events()
+        if self.on_tick is not None:
+            self.on_tick(self)
+
+    def _record_governor_events(self) -> None:
+        with contextlib.suppress(Exception):  # the manager may be gone during shutdown
+            events = self.governor.drain_events()
+            for ev in events:
+                self.journal.add_event(self.run_id, ev.kind, dict(ev.data))
+                if ev.kind == "budget_exhausted":
+                    spent = ev.data.get("spent_usd", 0.0)
+                    self.stop_run("budget", f"budget reached: ${spent:.4f} spent of the cap")
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Workers stop; whatever they still hold goes back to pending for the next resume."""
+        self.pool.stopping.set()
+        grace = 0.0 if self.end.aborted else 5.0
+        self.pool.stop(timeout_s=grace)
+        with contextlib.suppress(queue.Empty, OSError, ValueError):
+            while True:  # results that arrived while stopping still count
+                event = self.pool.outbox.get(timeout=0.05)
+                self.journal.begin()
+                self._handle(event)
+                self.journal.commit()
+        left = [seq for w in self.pool.workers.values() for seq in w.jobs]
+        if left:
+            self.journal.mark_pending(self.run_id, left)
+        self._record_governor_events()
+
+
+def workers_for(settings: Settings, agent_limit: int) -> tuple[int, int]:
+    """(processes, threads per process): a few processes, many agents each."""
+    procs = max(1, min(settings.scaling.worker_count(), agent_limit))
+    return procs, agent_limit  # threads start lazily; a worker may hold all slots if others died

@@ -1,0 +1,67 @@
+"""Results files: one JSON line per job in batch order, written atomically with mode 0600."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from anvil_cli.engine.journal import PENDING, RUNNING, Journal
+
+
+def result_line(row: dict[str, Any]) -> dict[str, Any]:
+    """The public shape of one job's result."""
+    state = row["state"]
+    status = "pending" if state in (PENDING, RUNNING) else state
+    job = row["job"]
+    return {
+        "id": row["id"],
+        "status": status,
+        "model": row["model"] or job.get("model"),
+        "output": row["output"],
+        "stop_reason": row["stop_reason"],
+        "usage": row["usage"],
+        "cost_usd": round(row["cost_usd"] or 0.0, 8),
+        "attempts": row["attempts"],
+        "latency_s": None if row["latency_s"] is None else round(row["latency_s"], 4),
+        "error": row["error"] if status == "failed" else None,
+        "metadata": job.get("metadata") or {},
+    }
+
+
+def secure_write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write to a temp file beside `path` (0600), fsync, then rename over it: all or nothing."""
+    path = path.expanduser()
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    count = 0
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line)
+                fh.write("\n")
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def iter_result_lines(journal: Journal, run_id: str) -> Iterator[str]:
+    for row in journal.iter_results(run_id):
+        yield json.dumps(result_line(row), ensure_ascii=False)
+
+
+def write_results(journal: Journal, run_id: str, path: Path) -> int:
+    """Export a run's results from the journal; returns the number of lines written."""
+    return secure_write_lines(path, iter_result_lines(journal, run_id))

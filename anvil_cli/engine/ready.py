@@ -1,0 +1,59 @@
+"""The ready queue: a bounded heap of pending jobs in dispatch order, refilled from the journal.
+
+Order is priority (critical first), then batch position (first in, first out). The heap never
+holds more than `capacity` jobs, so a 100,000-job batch runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+# fetch(after_key, limit) -> [(priority, seq, job_record, dispatches)] strictly after after_key
+Fetch = Callable[[tuple[int, int] | None, int], list[tuple[int, int, dict[str, Any], int]]]
+
+
+class ReadyQueue:
+    """Bounded heap of (priority, seq) keyed jobs, with a keyset cursor into the journal."""
+
+    def __init__(self, fetch: Fetch, capacity: int) -> None:
+        self._fetch = fetch
+        self.capacity = max(1, capacity)
+        self._heap: list[tuple[int, int, dict[str, Any], int]] = []
+        self._cursor: tuple[int, int] | None = None
+        self._exhausted = False
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def exhausted(self) -> bool:
+        """True when the journal had nothing more after the cursor at the last refill."""
+        return self._exhausted
+
+    def refill(self) -> None:
+        """Top the heap up from the journal when it runs below half full."""
+        if self._exhausted or len(self._heap) > self.capacity // 2:
+            return
+        rows = self._fetch(self._cursor, self.capacity - len(self._heap))
+        if not rows:
+            self._exhausted = True
+            return
+        for row in rows:
+            heapq.heappush(self._heap, row)
+        self._cursor = (rows[-1][0], rows[-1][1])
+
+    def pop(self) -> tuple[int, int, dict[str, Any], int] | None:
+        self.refill()
+        return heapq.heappop(self._heap) if self._heap else None
+
+    def push_back(self, row: tuple[int, int, dict[str, Any], int]) -> None:
+        """Return a job taken earlier (its worker died): it keeps its place in the order."""
+        heapq.heappush(self._heap, row)
+
+    def rewind(self) -> None:
+        """Jobs were added to the journal (or re-queued there): read again from the start."""
+        self._cursor = None
+        self._exhausted = False
+        self._heap.clear()

@@ -1,0 +1,246 @@
+"""`anvil run` end to end: validate, open or resume the run in the journal, start the
+governor and workers, conduct, then record the outcome and write the results."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anvil_cli.batch.job import Job
+from anvil_cli.batch.loader import load_batch
+from anvil_cli.config import Settings
+from anvil_cli.engine.conductor import Conductor, RunEnd, workers_for
+from anvil_cli.engine.journal import (
+    FAILED,
+    PENDING,
+    RUN_FINISHED,
+    RUN_INTERRUPTED,
+    RUN_RUNNING,
+    RUN_STOPPED,
+    RUNNING,
+    SUCCEEDED,
+    Journal,
+    RunRow,
+)
+from anvil_cli.engine.output import write_results
+from anvil_cli.engine.pool import WorkerPool
+from anvil_cli.engine.shared import start_governor
+from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.worker import WorkerConfig
+from anvil_cli.errors import UsageError
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.metrics import RunMetrics
+
+SIM_API_KEY = "sk-ant-simulated-local-key"
+
+
+@dataclass
+class RunOptions:
+    """What the user asked of `anvil run`."""
+
+    batch: Path
+    output: Path | None = None
+    fresh: bool = False
+    retry_failed: bool = False
+    simulate: bool = False
+    api_key: str | None = None
+
+
+@dataclass
+class RunReport:
+    """The outcome of `anvil run`, for the summary and the exit code."""
+
+    run_id: str
+    exit_code: ExitCode
+    state: str
+    summary: dict[str, Any]
+    message: str | None = None
+    resumed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _open_run(journal: Journal, jobs: Iterator[Job], sha: str, opts: RunOptions) -> tuple[str, bool, list[str]]:
+    """Create the run, or pick up the unfinished one of this batch. Returns (id, resumed, notes)."""
+    batch_path = str(opts.batch.resolve())
+    run = None if opts.fresh else journal.latest_run(batch_path)
+    if run is None:
+        return journal.create_run(batch_path, sha, jobs), False, []
+    _check_resumable(run, sha)
+    notes: list[str] = []
+    if opts.retry_failed:
+        n = journal.requeue_failed(run.id)
+        notes.append(f"re-queued {n} failed job(s)")
+    requeued = journal.requeue_running(run.id)
+    if requeued:
+        notes.append(f"{requeued} job(s) that were in flight when the last process stopped will run again")
+    return run.id, True, notes
+
+
+def _check_resumable(run: RunRow, sha: str) -> None:
+    if run.batch_sha != sha:
+        raise UsageError(
+            f"{run.batch_path} changed since run {run.id} started; "
+            "run with --fresh to start a new run, or restore the file to resume"
+        )
+    if run.state == RUN_RUNNING and pid_alive(run.pid):
+        raise UsageError(f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`")
+
+
+def _start_simulator(settings: Settings, stack: ExitStack) -> str:
+    from anvil_cli.sim import SimConfig, SimServer
+
+    _, rl = settings.rate_limit_for("claude-sonnet-4-6")
+    config = SimConfig(
+        rpm=rl.requests_per_minute,
+        burst=rl.burst_size,
+        itpm=rl.input_tokens_per_minute,
+        otpm=rl.output_tokens_per_minute,
+        latency_ms=400.0,
+        latency_spread=0.3,
+        output_tokens=120,
+        output_tokens_spread=0.5,
+        seed=7,
+    )
+    server = SimServer(config).start_process()
+    stack.callback(server.stop)
+    return server.base_url
+
+
+def _mp_context() -> Any:
+    """forkserver: workers and replacements start from a clean, preloaded process, not a fork of
+    a conductor that has threads."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["anvil_cli.engine.worker"])
+    return ctx
+
+
+def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
+    unfinished = counts[PENDING] + counts[RUNNING]
+    if unfinished and end.stop_reason is not None:
+        return ExitCode.STOPPED, RUN_STOPPED
+    if unfinished:
+        return ExitCode.INTERRUPTED, RUN_INTERRUPTED
+    if counts[FAILED]:
+        return ExitCode.JOBS_FAILED, RUN_FINISHED
+    return ExitCode.OK, RUN_FINISHED
+
+
+def execute_run(
+    settings: Settings,
+    opts: RunOptions,
+    on_tick: Callable[[Conductor], None] | None = None,
+    on_start: Callable[[str, RunMetrics], None] | None = None,
+) -> RunReport:
+    """Run (or resume) the batch; returns the report. Raises AnvilError on bad input."""
+    api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
+    if not api_key:
+        raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
+    # validate the whole batch before anything is written: bad input leaves no trace
+    jobs = load_batch(opts.batch, extra_models=list(settings.prices))
+    sha = file_sha256(opts.batch)
+    journal = Journal.open(settings.state_dir)
+    with journal, ExitStack() as stack:
+        run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
+        journal.claim_run(run_id)
+        counts = journal.counts(run_id)
+        end = RunEnd()
+        t0 = time.monotonic()
+        metrics = RunMetrics(
+            total=sum(counts.values()), started_at=t0, already_done=counts[SUCCEEDED] + counts[FAILED]
+        )
+        if on_start is not None:
+            on_start(run_id, metrics)
+        if counts[PENDING]:
+            base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
+            end = _conduct(settings, journal, run_id, api_key, base_url, metrics, on_tick)
+        return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
+
+
+def _conduct(
+    settings: Settings,
+    journal: Journal,
+    run_id: str,
+    api_key: str,
+    base_url: str | None,
+    metrics: RunMetrics,
+    on_tick: Callable[[Conductor], None] | None,
+) -> RunEnd:
+    ctx = _mp_context()
+    spent_before = journal.totals(run_id)["cost_usd"]
+    manager, governor = start_governor(settings, ctx, spent_before)
+    try:
+        procs, threads = workers_for(settings, settings.scaling.agent_limit())
+        settings_json = settings.model_dump_json()
+
+        def make_config(wid: int) -> WorkerConfig:
+            return WorkerConfig(wid, settings_json, api_key, base_url, threads)
+
+        pool = WorkerPool(ctx, procs, make_config, governor)
+        with SignalState() as signals:
+            conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick)
+            return conductor.run()
+    finally:
+        manager.shutdown()
+
+
+def _finish(
+    settings: Settings,
+    journal: Journal,
+    run_id: str,
+    opts: RunOptions,
+    end: RunEnd,
+    metrics: RunMetrics,
+    resumed: bool,
+    notes: list[str],
+) -> RunReport:
+    counts = journal.counts(run_id)
+    code, state = _exit_code(end, counts)
+    summary = run_summary(journal, run_id, metrics, counts)
+    summary.update({"run_id": run_id, "state": state, "exit_code": int(code), "stop_reason": end.stop_reason})
+    journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
+    if opts.output is not None:
+        write_results(journal, run_id, opts.output)
+        summary["output"] = str(opts.output)
+    _ = settings
+    return RunReport(run_id, code, state, summary, end.stop_message, resumed, notes)
+
+
+def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict[str, int]) -> dict[str, Any]:
+    """The run's figures: this session's metrics plus the journal's totals over the whole run."""
+    summary = metrics.summary(time.monotonic())
+    totals = journal.totals(run_id)
+    summary["counts"] = {
+        "total": sum(counts.values()),
+        "succeeded": counts[SUCCEEDED],
+        "failed": counts[FAILED],
+        "pending": counts[PENDING] + counts[RUNNING],
+    }
+    summary["run_cost_usd"] = round(totals["cost_usd"], 6)
+    return summary

@@ -1,0 +1,135 @@
+"""The governor shared by every worker: a `Governor` held in a multiprocessing Manager.
+
+The policy (`anvil_cli.governor`) is pure and takes `now`; this module is the thin driver
+that reads the clock, holds the lock and serves the calls of all worker processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+from anvil_cli.config import Settings
+from anvil_cli.engine.lifeline import die_with_parent
+from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
+from anvil_cli.models import model_class
+
+
+def limits_resolver(settings: Settings) -> Any:
+    """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
+    rate_limits = {k: v.model_dump() for k, v in settings.rate_limits.items()}
+    return _LimitsFor(rate_limits)
+
+
+class _LimitsFor:
+    """Picklable resolver from a model id to its rate-limit pool and limits."""
+
+    def __init__(self, rate_limits: dict[str, dict[str, Any]]) -> None:
+        self.rate_limits = rate_limits
+
+    def __call__(self, model: str) -> tuple[str, Limits]:
+        import fnmatch
+
+        key = "default"
+        if model in self.rate_limits:
+            key = model
+        else:
+            for k in self.rate_limits:
+                if k != "default" and fnmatch.fnmatch(model, k):
+                    key = k
+                    break
+        rl = self.rate_limits.get(key) or {"requests_per_minute": 300, "burst_size": 50}
+        limits = Limits(
+            requests_per_minute=float(rl["requests_per_minute"]),
+            burst_size=int(rl["burst_size"]),
+            input_tokens_per_minute=rl.get("input_tokens_per_minute"),
+            output_tokens_per_minute=rl.get("output_tokens_per_minute"),
+        )
+        return f"{key}:{model_class(model)}", limits
+
+
+class GovernorService:
+    """Serves the governor to many processes and threads; reads the clock, holds the lock."""
+
+    def __init__(self, settings_json: str, spent_before_usd: float = 0.0) -> None:
+        settings = Settings.model_validate_json(settings_json)
+        budget = settings.budget
+        cb = settings.circuit_breaker
+        self._lock = threading.Lock()
+        self._gov = Governor(
+            limits_resolver(settings),
+            BreakerPolicy(
+                failure_threshold=cb.failure_threshold,
+                recovery_timeout_s=cb.recovery_timeout_s,
+                half_open_probes=cb.half_open_probes,
+            ),
+            # a resumed run has spent money already: the cap covers the whole run
+            max_usd=None if budget.max_usd is None else max(0.0, budget.max_usd - spent_before_usd),
+            warn_usd=None if budget.warn_usd is None else max(0.0, budget.warn_usd - spent_before_usd),
+            now=time.monotonic(),
+        )
+
+    def acquire(
+        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float
+    ) -> Grant | Wait | Deny:
+        with self._lock:
+            return self._gov.acquire(model, est_input_tokens, max_tokens, worst_cost_usd, time.monotonic())
+
+    def settle(self, ticket: int, outcome: Outcome) -> None:
+        with self._lock:
+            self._gov.settle(ticket, outcome, time.monotonic())
+
+    def settle_and_acquire(
+        self, ticket: int, outcome: Outcome, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float
+    ) -> Grant | Wait | Deny:
+        """One round trip for the common case: settle a call and ask for the next."""
+        with self._lock:
+            now = time.monotonic()
+            self._gov.settle(ticket, outcome, now)
+            return self._gov.acquire(model, est_input_tokens, max_tokens, worst_cost_usd, now)
+
+    def release(self, ticket: int) -> None:
+        with self._lock:
+            self._gov.release(ticket, time.monotonic())
+
+    def drain_events(self) -> list[Any]:
+        with self._lock:
+            return self._gov.drain_events()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._gov.snapshot(time.monotonic())
+
+    def set_breaker(self, model: str, state: str) -> None:
+        with self._lock:
+            self._gov.set_breaker(model, state, time.monotonic())
+
+    def budget(self) -> tuple[float, float]:
+        with self._lock:
+            return self._gov.spent_usd, self._gov.reserved_usd
+
+
+class GovernorManager(BaseManager):
+    """The Manager process that owns the run's one GovernorService."""
+
+
+GovernorManager.register("Governor", GovernorService)
+
+
+def _manager_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
+    die_with_parent()
+
+
+def start_governor(
+    settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0
+) -> tuple[GovernorManager, Any]:
+    """Start the Manager process and create the run's governor in it."""
+    manager = GovernorManager(ctx=ctx)
+    manager.start(initializer=_manager_init)
+    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd)  # type: ignore[attr-defined]
+    return manager, proxy

@@ -1,0 +1,120 @@
+"""A worker process: runs many agents at once (threads), reports events to the conductor.
+
+Messages in (inbox): ("job", job_record) and ("stop",).
+Events out (outbox), the only protocol with the conductor:
+  ("ready", worker_id, pid)
+  ("attempt", worker_id, seq, info)          a failed API attempt (for live error counts)
+  ("done", worker_id, JobResult)             a job finished (succeeded or failed for good)
+  ("abandoned", worker_id, seq, attempts)    given up because the run is stopping: back to pending
+  ("fatal", worker_id, seq, reason, message) no request can succeed: the run must stop
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx2
+
+from anvil_cli.batch.job import Job
+from anvil_cli.config import Settings
+from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
+from anvil_cli.engine.journal import JobResult
+from anvil_cli.engine.lifeline import die_with_parent
+from anvil_cli.pricing import Pricer
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, picklable (workers may be spawned)."""
+
+    worker_id: int
+    settings_json: str
+    api_key: str  # passed over the process pipe, never on a command line or in a log
+    base_url: str | None
+    max_threads: int
+
+    def __repr__(self) -> str:  # keep the key out of any traceback or log
+        return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
+
+
+def make_client(api_key: str, base_url: str | None, timeout_s: float, max_connections: int) -> anthropic.Anthropic:
+    """An SDK client with its own retries off: tenacity owns retries."""
+    http_client = httpx2.Client(
+        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        timeout=httpx2.Timeout(timeout_s, connect=5.0),
+    )
+    return anthropic.Anthropic(
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s, http_client=http_client
+    )
+
+
+def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, outbox: Any, stopping: Any) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+    random.seed(os.urandom(16))  # never share the parent's RNG state (jitter must differ)
+    settings = Settings.model_validate_json(cfg.settings_json)
+    client = make_client(cfg.api_key, cfg.base_url, settings.provider.timeout_s, cfg.max_threads + 4)
+    wid = cfg.worker_id
+
+    def on_attempt(info: dict[str, Any]) -> None:
+        if info.get("status_code") != 200:
+            outbox.put(("attempt", wid, info["seq"], info))
+
+    agent = Agent(
+        AgentContext(
+            client=client,
+            governor=governor,
+            settings=settings,
+            pricer=Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()}),
+            stopping=stopping,
+            on_attempt=on_attempt,
+        )
+    )
+    pool = ThreadPoolExecutor(max_workers=cfg.max_threads, thread_name_prefix=f"agent-{wid}")
+    outbox.put(("ready", wid, os.getpid()))
+    try:
+        while True:
+            msg = inbox.get()
+            if msg[0] == "stop":
+                break
+            pool.submit(_run_one, agent, Job.from_record(msg[1]), outbox, wid)
+    finally:
+        pool.shutdown(wait=True)
+        client.close()
+        outbox.close()
+        outbox.join_thread()
+
+
+def _run_one(agent: Agent, job: Job, outbox: Any, wid: int) -> None:
+    try:
+        result = agent.run(job)
+    except Abandoned as exc:
+        outbox.put(("abandoned", wid, job.seq, exc.attempts))
+    except StopRun as exc:
+        outbox.put(("fatal", wid, job.seq, exc.reason, exc.message))
+    except Exception as exc:  # a bug, not an API error: record it on the job, keep the worker alive
+        now = time.time()
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result = JobResult(
+            seq=job.seq,
+            succeeded=False,
+            model=job.model,
+            attempts=0,
+            error={"type": "internal_error", "message": detail, "status_code": None},
+            started_at=now,
+            finished_at=now,
+        )
+        outbox.put(("done", wid, result))
+    else:
+        outbox.put(("done", wid, result))
+

@@ -1,0 +1,81 @@
+"""Shared helpers for engine tests: batches, configs, running `anvil run` in or out of process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from anvil_cli.config import load_settings
+from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
+
+MODEL = "claude-haiku-4-5"
+
+
+def write_jsonl_batch(path: Path, prompts: Iterable[str], **job_fields: Any) -> Path:
+    """One Anvil-shaped job per prompt, ids job-0000..."""
+    with path.open("w") as fh:
+        for i, prompt in enumerate(prompts):
+            job = {"id": f"job-{i:04d}", "prompt": prompt, "model": MODEL, "max_tokens": 64, **job_fields}
+            fh.write(json.dumps(job) + "\n")
+    return path
+
+
+def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> Path:
+    with path.open("w") as fh:
+        for job in jobs:
+            fh.write(json.dumps({"model": MODEL, "max_tokens": 64, **job}) + "\n")
+    return path
+
+
+def write_config(path: Path, base_url: str, **sections: Any) -> Path:
+    """An anvil.yaml pointing at the simulator with fast, test-friendly defaults."""
+    cfg: dict[str, Any] = {
+        "provider": {"base_url": base_url, "timeout_s": 30},
+        "scaling": {"workers": 2, "max_agents": 20, "max_concurrent_jobs": 20, "min_agents": 1},
+        "rate_limits": {"default": {"requests_per_minute": 60000, "burst_size": 1000}},
+        "retries": {"max_attempts": 5, "backoff_base_s": 0.01, "backoff_max_s": 0.2},
+        "run": {"grace_period_s": 5, "progress_interval_s": 60},
+        "state_dir": str(path.parent / ".anvil"),
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(name), dict):
+            cfg[name] = {**cfg[name], **value}
+        else:
+            cfg[name] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_inprocess(config: Path, batch: Path, output: Path | None = None, **opts: Any) -> RunReport:
+    settings = load_settings(config, env={})
+    return execute_run(settings, RunOptions(batch=batch, output=output, api_key="test-key", **opts))
+
+
+def cli_env(secret: str = "test-key") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "ANTHROPIC_"))}
+    env["ANTHROPIC_API_KEY"] = secret
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def anvil_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anvil_cli", *args]
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 60, secret: str = "test-key"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        anvil_cmd(*args), cwd=cwd, env=cli_env(secret), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
