@@ -1,0 +1,40 @@
+"""The governor: rate limits, circuit breakers, budget and backoff as pure policy (time passed in)."""
+
+from anvil_cli.governor.backoff import WaitBackoff, backoff_s, retry_after_s
+from anvil_cli.governor.breaker import Admission, CircuitBreaker
+from anvil_cli.governor.bucket import TokenBucket
+from anvil_cli.governor.budget import BudgetGuard
+from anvil_cli.governor.core import (
+    BreakerPolicy,
+    Deny,
+    Governor,
+    GovernorEvent,
+    Grant,
+    Limits,
+    Outcome,
+    Wait,
+)
+from anvil_cli.governor.estimate import OutputEstimator
+from anvil_cli.governor.limiter import DIMENSIONS, PoolLimiter, read_ratelimit_headers
+
+__all__ = [
+    "DIMENSIONS",
+    "Admission",
+    "BreakerPolicy",
+    "BudgetGuard",
+    "CircuitBreaker",
+    "Deny",
+    "Governor",
+    "GovernorEvent",
+    "Grant",
+    "Limits",
+    "Outcome",
+    "OutputEstimator",
+    "PoolLimiter",
+    "TokenBucket",
+    "Wait",
+    "WaitBackoff",
+    "backoff_s",
+    "read_ratelimit_headers",
+    "retry_after_s",
+]

@@ -1,0 +1,73 @@
+"""The budget guard: reserve a call's worst-case cost before it starts, settle the actual after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# Float sums of many small prices drift; a reservation within this much of the cap still fits.
+_SLACK_USD: Final = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetNotice:
+    """A one-off budget event: "budget_warn" or "budget_exhausted"."""
+
+    kind: str
+    spent_usd: float
+    reserved_usd: float
+
+
+class BudgetGuard:
+    """Keeps spent + reserved ≤ max_usd, so a run that reserves worst-case costs never overspends."""
+
+    def __init__(self, max_usd: float | None, warn_usd: float | None) -> None:
+        self.max_usd = max_usd
+        self.warn_usd = warn_usd
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self._holds = 0  # reservations outstanding: at zero, reserved_usd is reset to exactly 0.0
+        self._warned = False
+        self._exhausted = False
+        self._notices: list[BudgetNotice] = []
+
+    def fits(self, cost_usd: float) -> bool:
+        """Would reserving `cost_usd` on top of what is spent and reserved stay within the cap?"""
+        if self.max_usd is None:
+            return True
+        return self.spent_usd + self.reserved_usd + cost_usd <= self.max_usd + _SLACK_USD
+
+    def exhausted_for(self, cost_usd: float) -> bool:
+        """Would `cost_usd` break the cap even if every call in flight turned out free?"""
+        if self.max_usd is None:
+            return False
+        return self.spent_usd + cost_usd > self.max_usd + _SLACK_USD
+
+    def deny(self) -> None:
+        """Record that a call was refused for budget (notifies once)."""
+        if not self._exhausted:
+            self._exhausted = True
+            self._notices.append(BudgetNotice("budget_exhausted", self.spent_usd, self.reserved_usd))
+
+    def reserve(self, cost_usd: float) -> None:
+        """Hold `cost_usd` for a call about to start (check `fits` first)."""
+        self.reserved_usd += cost_usd
+        self._holds += 1
+
+    def release(self, reserved_usd: float) -> None:
+        """Drop a reservation whose call never ran."""
+        self._holds = max(0, self._holds - 1)
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd) if self._holds else 0.0
+
+    def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        """Replace a reservation by what the call actually cost; warn once past `warn_usd`."""
+        self.release(reserved_usd)
+        self.spent_usd += actual_usd
+        if self.warn_usd is not None and not self._warned and self.spent_usd >= self.warn_usd:
+            self._warned = True
+            self._notices.append(BudgetNotice("budget_warn", self.spent_usd, self.reserved_usd))
+
+    def drain(self) -> list[BudgetNotice]:
+        """Notices since the last drain, oldest first."""
+        out, self._notices = self._notices, []
+        return out

@@ -1,0 +1,312 @@
+"""The governor: one object per run that every API call asks first and settles with afterwards.
+
+It decides and never acts: it takes `now` (monotonic seconds) as an argument, never reads a clock
+and never sleeps. The engine wraps it in a multiprocessing Manager and calls it with
+`time.monotonic()`; tests call it with a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from anvil_cli.governor.breaker import BreakerPolicy, CircuitBreaker
+from anvil_cli.governor.budget import BudgetGuard
+from anvil_cli.governor.estimate import OutputEstimator
+from anvil_cli.governor.limiter import (
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    REQUESTS,
+    Limits,
+    PoolLimiter,
+    sum_by_dimension,
+)
+
+__all__ = ["BreakerPolicy", "Deny", "Governor", "GovernorEvent", "Grant", "Limits", "Outcome", "Wait"]
+
+# While calls in flight hold reservations that keep a new one from fitting in the budget, the
+# caller waits and asks again after this long (their settling may free enough).
+BUDGET_POLL_S: Final = 1.0
+# A 429 without `retry-after` pauses its pool this long.
+DEFAULT_429_PAUSE_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Permission to make one API call; settle or release it by `ticket`."""
+
+    ticket: int
+    model: str
+    pool: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Not now: ask again in `seconds` ("requests", "input_tokens", "output_tokens", "paused",
+    "breaker", or "budget" while in-flight reservations hold the budget)."""
+
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Never, as things stand: the budget cannot cover this call ("budget")."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one granted call did (tokens as the rate limiter counts them, cost, errors, headers)."""
+
+    ok: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    status_code: int | None = None
+    breaker_failure: bool = False
+    retry_after_s: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    headers_at: float | None = None  # monotonic time the headers arrived (a stream's start), if known
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorEvent:
+    """Something worth telling the dashboard and journal: breaker, paused, limit_adapted, budget_*."""
+
+    kind: str
+    at: float
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    grant: Grant
+    need: dict[str, float]  # what was reserved per dimension
+    charged: dict[str, float]  # what was actually taken from buckets that existed at grant time
+
+
+class Governor:
+    """Rate limits per pool, a circuit breaker per model and the budget, behind acquire/settle."""
+
+    def __init__(
+        self,
+        limits_for: Callable[[str], tuple[str, Limits]],
+        breaker: BreakerPolicy,
+        *,
+        max_usd: float | None,
+        warn_usd: float | None,
+        now: float,
+        estimator: OutputEstimator | None = None,
+    ) -> None:
+        self._limits_for = limits_for
+        self._breaker_policy = breaker
+        self._budget = BudgetGuard(max_usd, warn_usd)
+        self._estimator = estimator or OutputEstimator()
+        self._created_at = now
+        self._pool_of: dict[str, str] = {}
+        self._pools: dict[str, PoolLimiter] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._in_flight: dict[int, _InFlight] = {}
+        self._next_ticket = 1
+        self._events: list[GovernorEvent] = []
+
+    @property
+    def spent_usd(self) -> float:
+        """Actual cost of every settled call."""
+        return self._budget.spent_usd
+
+    @property
+    def reserved_usd(self) -> float:
+        """Worst-case cost held for the calls in flight."""
+        return self._budget.reserved_usd
+
+    # --- the pieces, created on first use -------------------------------------------------
+
+    def pool_for(self, model: str, now: float) -> tuple[str, PoolLimiter]:
+        """The pool key and limiter `model` draws from."""
+        key = self._pool_of.get(model)
+        if key is None:
+            key, limits = self._limits_for(model)
+            self._pool_of[model] = key
+            if key not in self._pools:
+                self._pools[key] = PoolLimiter(limits, now)
+        return key, self._pools[key]
+
+    def breaker_for(self, model: str) -> CircuitBreaker:
+        """The circuit breaker of `model`."""
+        if model not in self._breakers:
+            self._breakers[model] = CircuitBreaker(self._breaker_policy)
+        return self._breakers[model]
+
+    # --- acquire / settle / release ---------------------------------------------------------
+
+    def acquire(
+        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, now: float
+    ) -> Grant | Wait | Deny:
+        """Budget, then breaker, then pause, then all buckets; takes nothing unless it grants."""
+        refusal = self._check_budget(worst_cost_usd, now)
+        if refusal is not None:
+            return refusal
+        breaker = self.breaker_for(model)
+        admission = breaker.allow(now)
+        self._collect_breaker(model)
+        if not admission.allowed:
+            return Wait(admission.retry_in_s, "breaker")
+        key, pool = self.pool_for(model, now)
+        output_tokens = min(max_tokens, self._estimator.estimate(model, max_tokens))
+        need = {REQUESTS: 1.0, INPUT_TOKENS: float(est_input_tokens), OUTPUT_TOKENS: float(output_tokens)}
+        seconds, reason = pool.wait(need, now)
+        if seconds > 0:
+            return Wait(seconds, reason)
+        charged = pool.take(need, now)
+        self._budget.reserve(worst_cost_usd)
+        if admission.probe:
+            breaker.begin_probe()
+        grant = Grant(
+            self._next_ticket, model, key, est_input_tokens, output_tokens, worst_cost_usd, admission.probe
+        )
+        self._next_ticket += 1
+        self._in_flight[grant.ticket] = _InFlight(grant, need, charged)
+        return grant
+
+    def _check_budget(self, worst_cost_usd: float, now: float) -> Wait | Deny | None:
+        budget = self._budget
+        if budget.exhausted_for(worst_cost_usd):
+            budget.deny()
+            self._collect_budget(now)
+            message = (
+                f"budget exhausted: spent ${budget.spent_usd:.4f} + this call's worst case "
+                f"${worst_cost_usd:.4f} would pass the cap of ${budget.max_usd:.2f}"
+            )
+            return Deny("budget", message)
+        if not budget.fits(worst_cost_usd):
+            return Wait(BUDGET_POLL_S, "budget")
+        return None
+
+    def settle(self, ticket: int, outcome: Outcome, now: float) -> None:
+        """Account for a finished call; unknown or already-settled tickets are ignored."""
+        flight = self._in_flight.pop(ticket, None)
+        if flight is None:
+            return
+        grant = flight.grant
+        _, pool = self.pool_for(grant.model, now)
+        actual = {INPUT_TOKENS: float(outcome.input_tokens), OUTPUT_TOKENS: float(outcome.output_tokens)}
+        for dim, used in actual.items():
+            pool.adjust(dim, used - flight.charged.get(dim, 0.0), now)
+        if outcome.ok:
+            self._estimator.observe(grant.model, outcome.output_tokens)
+        self._budget.settle(grant.cost_usd, outcome.cost_usd)
+        self._collect_budget(now)
+        self._settle_breaker(grant, outcome, now)
+        self._observe_headers(grant.pool, pool, outcome, now)
+
+    def _settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> None:
+        breaker = self.breaker_for(grant.model)
+        if outcome.ok:
+            breaker.record_success(now, grant.probe)
+        elif outcome.breaker_failure:
+            breaker.record_failure(now, grant.probe)
+        elif grant.probe:
+            breaker.end_probe()
+        self._collect_breaker(grant.model)
+
+    def _observe_headers(self, key: str, pool: PoolLimiter, outcome: Outcome, now: float) -> None:
+        for change in pool.observe(outcome.headers, now, outcome.headers_at):
+            self._emit(
+                "limit_adapted",
+                now,
+                pool=key,
+                dimension=change.dimension,
+                configured_per_min=change.configured_per_min,
+                server_per_min=change.server_per_min,
+                effective_per_min=change.effective_per_min,
+            )
+        rate_limited = outcome.status_code == 429 or (
+            outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok
+        )
+        if not rate_limited:
+            return
+        pause_s = outcome.retry_after_s if outcome.retry_after_s is not None else DEFAULT_429_PAUSE_S
+        if pool.pause(pause_s, now):
+            self._emit("paused", now, pool=key, until=pool.paused_until, retry_after_s=pause_s)
+
+    def release(self, ticket: int, now: float) -> None:
+        """Give back everything of a grant that was never used (the request was not sent)."""
+        flight = self._in_flight.pop(ticket, None)
+        if flight is None:
+            return
+        _, pool = self.pool_for(flight.grant.model, now)
+        for dim, amount in flight.charged.items():
+            pool.adjust(dim, -amount, now)
+        self._budget.release(flight.grant.cost_usd)
+        if flight.grant.probe:
+            self.breaker_for(flight.grant.model).end_probe()
+
+    def set_breaker(self, model: str, state: str, now: float) -> None:
+        """Open, half-open or close `model`'s breaker by hand."""
+        self.breaker_for(model).force(state, now)
+        self._collect_breaker(model)
+
+    # --- events and snapshot ----------------------------------------------------------------
+
+    def _emit(self, kind: str, at: float, **data: Any) -> None:
+        self._events.append(GovernorEvent(kind, at, data))
+
+    def _collect_breaker(self, model: str) -> None:
+        for t in self.breaker_for(model).drain():
+            self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures)
+
+    def _collect_budget(self, now: float) -> None:
+        budget = self._budget
+        for notice in budget.drain():
+            if notice.kind == "budget_warn":
+                self._emit(notice.kind, now, spent_usd=notice.spent_usd, warn_usd=budget.warn_usd)
+            else:
+                self._emit(
+                    notice.kind,
+                    now,
+                    spent_usd=notice.spent_usd,
+                    reserved_usd=notice.reserved_usd,
+                    max_usd=budget.max_usd,
+                )
+
+    def drain_events(self) -> list[GovernorEvent]:
+        """Events since the last drain, oldest first."""
+        out, self._events = self._events, []
+        return out
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """JSON-able state for the dashboard and the HTTP API."""
+        pools: dict[str, Any] = {}
+        for key, pool in self._pools.items():
+            reserved = sum_by_dimension(f.need for f in self._in_flight.values() if f.grant.pool == key)
+            pools[key] = pool.snapshot(now, reserved)
+        breakers = {
+            model: {
+                "state": b.state,
+                "failures": b.failures,
+                "retry_in_s": b.retry_in_s(now),
+                "probes_in_flight": b.probes_in_flight,
+            }
+            for model, b in self._breakers.items()
+        }
+        budget = self._budget
+        return {
+            "pools": pools,
+            "breakers": breakers,
+            "budget": {
+                "spent_usd": budget.spent_usd,
+                "reserved_usd": budget.reserved_usd,
+                "max_usd": budget.max_usd,
+                "warn_usd": budget.warn_usd,
+            },
+            "in_flight": len(self._in_flight),
+        }
