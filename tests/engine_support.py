@@ -73,7 +73,13 @@ def run_cli(
     *args: str, cwd: Path, timeout: float = 60, secret: str = "test-key"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        anvil_cmd(*args), cwd=cwd, env=cli_env(secret), capture_output=True, text=True, timeout=timeout, check=False
+        anvil_cmd(*args),
+        cwd=cwd,
+        env=cli_env(secret),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -47,7 +47,17 @@ def test_runs_a_batch_and_writes_results_in_batch_order(tmp_path: Path, sim: Sim
         digest = messages_digest([{"role": "user", "content": prompt}])
         assert str(r["output"]).startswith(f"sim:{digest}")
         assert r["status"] == "succeeded" and r["error"] is None and r["attempts"] == 1
-        assert set(r) >= {"id", "status", "model", "output", "stop_reason", "usage", "attempts", "latency_s", "error"}
+        assert set(r) >= {
+            "id",
+            "status",
+            "model",
+            "output",
+            "stop_reason",
+            "usage",
+            "attempts",
+            "latency_s",
+            "error",
+        }
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / ".anvil" / "journal.sqlite").st_mode) == 0o600
     assert sim.stats()["paid_duplicates"] == 0
@@ -55,7 +65,9 @@ def test_runs_a_batch_and_writes_results_in_batch_order(tmp_path: Path, sim: Sim
 
 @pytest.mark.parametrize("code", ["429", "408", "409", "500", "503", "529"])
 def test_every_retryable_status_is_retried(tmp_path: Path, sim: SimServer, code: str) -> None:
-    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "a", "prompt": f"@sim{{fail={code}x2, retry_after=0}} hi"}])
+    batch = write_jobs(
+        tmp_path / "b.jsonl", [{"id": "a", "prompt": f"@sim{{fail={code}x2, retry_after=0}} hi"}]
+    )
     config = write_config(tmp_path / "anvil.yaml", sim.base_url)
     out = tmp_path / "out.jsonl"
     report = run_inprocess(config, batch, out)
@@ -122,7 +134,9 @@ def test_auth_or_spend_cap_stops_the_run_with_exit_3(tmp_path: Path, sim: SimSer
     ]
     batch = write_jobs(tmp_path / "b.jsonl", jobs)
     config = write_config(
-        tmp_path / "anvil.yaml", sim.base_url, scaling={"workers": 1, "max_agents": 1, "max_concurrent_jobs": 1}
+        tmp_path / "anvil.yaml",
+        sim.base_url,
+        scaling={"workers": 1, "max_agents": 1, "max_concurrent_jobs": 1},
     )
     out = tmp_path / "out.jsonl"
     report = run_inprocess(config, batch, out)
@@ -138,7 +152,9 @@ def test_priority_order_with_one_agent(tmp_path: Path, sim: SimServer) -> None:
     jobs = [{"id": f"j{i}", "prompt": f"p{i}", "priority": p} for i, p in enumerate(prios)]
     batch = write_jobs(tmp_path / "b.jsonl", jobs)
     config = write_config(
-        tmp_path / "anvil.yaml", sim.base_url, scaling={"workers": 1, "max_agents": 1, "max_concurrent_jobs": 1}
+        tmp_path / "anvil.yaml",
+        sim.base_url,
+        scaling={"workers": 1, "max_agents": 1, "max_concurrent_jobs": 1},
     )
     assert run_inprocess(config, batch).exit_code == ExitCode.OK
     with Journal.open(tmp_path / ".anvil") as journal:
@@ -162,15 +178,17 @@ def test_rerun_of_a_finished_batch_sends_nothing(tmp_path: Path, sim: SimServer)
     batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(10)])
     config = write_config(tmp_path / "anvil.yaml", sim.base_url)
     first = run_inprocess(config, batch)
-    sent = sim.stats()["requests_total"]
+    sent = sim.stats()["requests"]
     second = run_inprocess(config, batch, tmp_path / "again.jsonl")
     assert second.run_id == first.run_id and second.exit_code == ExitCode.OK
-    assert sim.stats()["requests_total"] == sent
+    assert sim.stats()["requests"] == sent
     assert len(read_results(tmp_path / "again.jsonl")) == 10
 
 
 def test_retry_failed_requeues_permanent_failures(tmp_path: Path, sim: SimServer) -> None:
-    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "x", "prompt": "@sim{fail=400x1} once"}, {"id": "y", "prompt": "y"}])
+    batch = write_jobs(
+        tmp_path / "b.jsonl", [{"id": "x", "prompt": "@sim{fail=400x1} once"}, {"id": "y", "prompt": "y"}]
+    )
     config = write_config(tmp_path / "anvil.yaml", sim.base_url)
     assert run_inprocess(config, batch).exit_code == ExitCode.JOBS_FAILED
     report = run_inprocess(config, batch, tmp_path / "out.jsonl", retry_failed=True)
@@ -217,7 +235,7 @@ def test_header_adaptation_converges_to_the_server_limit(tmp_path: Path) -> None
         adapted = journal.events(run.id, "limit_adapted")
     assert adapted and adapted[0]["server_per_min"] == 1200
     # without adaptation nearly every request past the burst would be refused at first
-    assert stats["rate_limited"] < 0.35 * stats["requests_total"]
+    assert stats["rate_limited"] < 0.35 * stats["requests"]
 
 
 def test_breaker_opens_half_opens_and_closes(tmp_path: Path, sim: SimServer) -> None:
@@ -260,10 +278,14 @@ def test_budget_stops_with_exit_3_then_resumes_with_a_higher_cap(tmp_path: Path,
 
 def test_secrets_never_reach_files_or_output(tmp_path: Path, sim: SimServer) -> None:
     secret = "sk-ant-SECRET-do-not-log-9f8e7d"
-    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "a", "prompt": "@sim{status=401} x"}, {"id": "b", "prompt": "b"}])
+    batch = write_jobs(
+        tmp_path / "b.jsonl", [{"id": "a", "prompt": "@sim{status=401} x"}, {"id": "b", "prompt": "b"}]
+    )
     config = write_config(tmp_path / "anvil.yaml", sim.base_url)
     env_out = tmp_path / "out.jsonl"
-    proc = run_cli("run", str(batch), "--config", str(config), "-o", str(env_out), cwd=tmp_path, secret=secret)
+    proc = run_cli(
+        "run", str(batch), "--config", str(config), "-o", str(env_out), cwd=tmp_path, secret=secret
+    )
     assert proc.returncode == ExitCode.STOPPED, proc.stderr
     for path in [env_out, *(tmp_path / ".anvil").iterdir()]:
         assert secret.encode() not in path.read_bytes(), path
@@ -289,4 +311,4 @@ def test_bad_batch_exits_2_and_writes_nothing(tmp_path: Path, sim: SimServer) ->
     assert proc.returncode == ExitCode.BAD_INPUT
     assert "b.jsonl:2" in proc.stderr
     assert not (tmp_path / ".anvil").exists()
-    assert sim.stats()["requests_total"] == 0
+    assert sim.stats()["requests"] == 0

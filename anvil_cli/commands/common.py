@@ -17,7 +17,9 @@ from anvil_cli.errors import AnvilError, InputError
 
 T = TypeVar("T")
 
-CONFIG_HELP = "Config file (default: ./anvil.yaml when present). Precedence: flags > ANVIL_* env > file > defaults."
+CONFIG_HELP = (
+    "Config file (default: ./anvil.yaml when present). Precedence: flags > ANVIL_* env > file > defaults."
+)
 
 
 def err_console() -> Console:

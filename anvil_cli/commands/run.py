@@ -9,11 +9,19 @@ from typing import Any
 
 import typer
 
-from anvil_cli.commands.common import CONFIG_HELP, domain_errors, err_console, out_console, set_in, settings_from
+from anvil_cli.commands.common import (
+    CONFIG_HELP,
+    domain_errors,
+    err_console,
+    out_console,
+    set_in,
+    settings_from,
+)
 from anvil_cli.engine.conductor import Conductor
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
+from anvil_cli.engine.signals import SignalState
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP
 from anvil_cli.progress import PlainProgress, human_summary
@@ -26,7 +34,9 @@ def run_command(
     ),
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start a new run instead of resuming this batch's last run."),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Start a new run instead of resuming this batch's last run."
+    ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-queue jobs that failed permanently."),
     simulate: bool = typer.Option(
         False, "--simulate", help="Run against the built-in simulated API (offline, no key, no cost)."
@@ -34,11 +44,15 @@ def run_command(
     budget: float | None = typer.Option(None, "--budget", help="Spend cap in USD (budget.max_usd)."),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes (scaling.workers)."),
     agents: int | None = typer.Option(None, "--agents", help="Concurrent agents (scaling.max_agents)."),
-    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the journal lives (default .anvil)."),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where the journal lives (default .anvil)."
+    ),
     progress_interval: float | None = typer.Option(
         None, "--progress-interval", help="Seconds between progress lines off a terminal."
     ),
-    grace: float | None = typer.Option(None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."),
+    grace: float | None = typer.Option(
+        None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
 ) -> None:
     """Run a batch as fast as the rate limits allow; resume it if it was interrupted.
@@ -58,7 +72,9 @@ def run_command(
     set_in(overrides, "run.grace_period_s", grace)
     with domain_errors():
         settings = settings_from(config, overrides)
-        opts = RunOptions(batch=batch, output=output, fresh=fresh, retry_failed=retry_failed, simulate=simulate)
+        opts = RunOptions(
+            batch=batch, output=output, fresh=fresh, retry_failed=retry_failed, simulate=simulate
+        )
         console = err_console()
         progress = PlainProgress(console, settings.run.progress_interval_s)
 
@@ -70,7 +86,9 @@ def run_command(
             if not quiet:
                 progress.tick(summary, conductor.pool.in_flight(), conductor.agent_limit)
 
-        report = execute_run(settings, opts, on_tick=on_tick)
+        # installed for the rest of the command: a late Ctrl-C is counted, never a traceback
+        signals = SignalState().install()
+        report = execute_run(settings, opts, on_tick=on_tick, signals=signals)
     _print_report(report, json_out, quiet)
     raise typer.Exit(int(report.exit_code))
 
@@ -94,7 +112,9 @@ def export_command(
     run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write (mode 0600)."),
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where the journal lives (default .anvil)."),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where the journal lives (default .anvil)."
+    ),
 ) -> None:
     """Write a run's results from the journal, at any time (also while it runs)."""
     overrides: dict[str, Any] = {}

@@ -79,7 +79,9 @@ def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
 
 def _usage_dict(message: Any) -> dict[str, Any]:
     usage = message.usage
-    data: dict[str, Any] = usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
+    data: dict[str, Any] = (
+        usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
+    )
     return data
 
 
@@ -194,7 +196,12 @@ class Agent:
                 headers=_headers(raw.headers),
             ),
         )
-        entry = {"n": st.attempts, "model": st.model, "status_code": 200, "latency_s": round(time.monotonic() - t0, 4)}
+        entry = {
+            "n": st.attempts,
+            "model": st.model,
+            "status_code": 200,
+            "latency_s": round(time.monotonic() - t0, 4),
+        }
         st.log.append(entry)
         self.ctx.on_attempt({"seq": st.job.seq, **entry})
         return message

@@ -4,7 +4,6 @@ in the journal before acting on it, watches workers, and stops cleanly on signal
 from __future__ import annotations
 
 import contextlib
-import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ class Conductor:
 
     def _begin_drain(self) -> None:
         """Stop dispatching; in-flight calls may finish within the grace period."""
-        self.pool.stopping.set()
+        self.pool.drain()
         self._drain_deadline = time.monotonic() + self.settings.run.grace_period_s
 
     def stop_run(self, reason: str, message: str) -> None:
@@ -165,13 +164,7 @@ class Conductor:
 
     def _pump_events(self) -> None:
         """Take every event waiting (blocking briefly for the first); record them in one commit."""
-        events: list[tuple[Any, ...]] = []
-        try:
-            events.append(self.pool.outbox.get(timeout=EVENT_WAIT_S))
-            while len(events) < 1000:
-                events.append(self.pool.outbox.get_nowait())
-        except queue.Empty:
-            pass
+        events = self.pool.wait_events(EVENT_WAIT_S)
         if not events:
             return
         self.journal.begin()
@@ -195,6 +188,7 @@ class Conductor:
             worker = self.pool.workers.get(event[1])
             if worker is not None:
                 worker.ready = True
+                self.journal.add_event(self.run_id, "worker_started", {"worker": event[1], "pid": event[2]})
         elif kind == "abandoned":
             if self.pool.finished(event[1], event[2]) is not None:
                 self.journal.mark_pending(self.run_id, [event[2]], attempts=event[3])
@@ -239,15 +233,16 @@ class Conductor:
 
     def _shutdown(self) -> None:
         """Workers stop; whatever they still hold goes back to pending for the next resume."""
-        self.pool.stopping.set()
-        grace = 0.0 if self.end.aborted else 5.0
-        self.pool.stop(timeout_s=grace)
-        with contextlib.suppress(queue.Empty, OSError, ValueError):
-            while True:  # results that arrived while stopping still count
-                event = self.pool.outbox.get(timeout=0.05)
+        self.pool.drain()
+        if not self.end.aborted:
+            self.pool.stop(timeout_s=5.0)
+            events = self.pool.drain_events()  # results that arrived while stopping still count
+            if events:
                 self.journal.begin()
-                self._handle(event)
+                for event in events:
+                    self._handle(event)
                 self.journal.commit()
+        self.pool.kill()
         left = [seq for w in self.pool.workers.values() for seq in w.jobs]
         if left:
             self.journal.mark_pending(self.run_id, left)

@@ -179,7 +179,9 @@ class Journal:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def create_run(self, batch_path: str, batch_sha: str, jobs: Iterable[Job], *, mode: str = "messages") -> str:
+    def create_run(
+        self, batch_path: str, batch_sha: str, jobs: Iterable[Job], *, mode: str = "messages"
+    ) -> str:
         """Insert a run and all its jobs in one transaction: all or nothing."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = time.time()
@@ -225,7 +227,9 @@ class Journal:
         return added
 
     def next_seq(self, run_id: str) -> int:
-        row = self.db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM jobs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT COALESCE(MAX(seq), -1) + 1 FROM jobs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         return int(row[0])
 
     def _run_from_row(self, row: tuple[Any, ...]) -> RunRow:
@@ -294,13 +298,21 @@ class Journal:
         self.db.execute(
             "UPDATE runs SET state = ?, stop_reason = ?, updated_at = ?, ended_at = ?,"
             " summary_json = COALESCE(?, summary_json) WHERE id = ?",
-            (state, stop_reason, now, now if ended else None, json.dumps(summary) if summary else None, run_id),
+            (
+                state,
+                stop_reason,
+                now,
+                now if ended else None,
+                json.dumps(summary) if summary else None,
+                run_id,
+            ),
         )
 
     def claim_run(self, run_id: str) -> None:
         """Mark a run as running in this process (on start or resume)."""
         self.db.execute(
-            "UPDATE runs SET state = ?, pid = ?, updated_at = ?, ended_at = NULL, stop_reason = NULL WHERE id = ?",
+            "UPDATE runs SET state = ?, pid = ?, updated_at = ?, ended_at = NULL, stop_reason = NULL"
+            " WHERE id = ?",
             (RUN_RUNNING, os.getpid(), time.time(), run_id),
         )
 
@@ -383,7 +395,9 @@ class Journal:
 
     def add_cost(self, run_id: str, seq: int, cost_usd: float) -> None:
         """Money spent on a job whose result was not kept (e.g. abandoned mid-call)."""
-        self.db.execute("UPDATE jobs SET cost_usd = cost_usd + ? WHERE run_id = ? AND seq = ?", (cost_usd, run_id, seq))
+        self.db.execute(
+            "UPDATE jobs SET cost_usd = cost_usd + ? WHERE run_id = ? AND seq = ?", (cost_usd, run_id, seq)
+        )
 
     def counts(self, run_id: str) -> dict[str, int]:
         counts = dict.fromkeys(JOB_STATES, 0)
@@ -395,12 +409,15 @@ class Journal:
 
     def totals(self, run_id: str) -> dict[str, float]:
         row = self.db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(attempts), 0) FROM jobs WHERE run_id = ?", (run_id,)
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(attempts), 0) FROM jobs WHERE run_id = ?",
+            (run_id,),
         ).fetchone()
         return {"cost_usd": float(row[0]), "attempts": float(row[1])}
 
     def job_by_id(self, run_id: str, job_id: str) -> dict[str, Any] | None:
-        row = self.db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)
+        ).fetchone()
         return _job_row(row) if row else None
 
     def iter_results(self, run_id: str) -> Iterator[dict[str, Any]]:
@@ -431,7 +448,9 @@ class Journal:
         if kind is not None:
             sql += " AND kind = ?"
             args += (kind,)
-        return [{"at": a, "kind": k, **json.loads(d)} for a, k, d in self.db.execute(sql + " ORDER BY at", args)]
+        return [
+            {"at": a, "kind": k, **json.loads(d)} for a, k, d in self.db.execute(sql + " ORDER BY at", args)
+        ]
 
 
 _JOB_COLS = (

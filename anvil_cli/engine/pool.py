@@ -1,11 +1,17 @@
-"""The worker processes: start, feed, watch, replace. Tracks which jobs each one holds."""
+"""The worker processes: start, feed, watch, replace. Tracks which jobs each one holds.
+
+Each worker has its own pair of pipes (jobs in, events out). Nothing is shared between
+workers, so a worker killed at any instant cannot leave a lock held that others need.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass, field
+from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -20,8 +26,10 @@ class WorkerHandle:
 
     worker_id: int
     process: Any
-    inbox: Any
+    inbox: Any  # Connection: conductor -> worker
+    events: Any  # Connection: worker -> conductor
     ready: bool = False
+    closed: bool = False
     jobs: dict[int, InFlight] = field(default_factory=dict)
 
     @property
@@ -30,7 +38,7 @@ class WorkerHandle:
 
 
 class WorkerPool:
-    """Starts `count` workers sharing one outbox, one governor and one `stopping` event."""
+    """Starts `count` workers sharing one governor; each has its own pipes."""
 
     def __init__(
         self,
@@ -43,8 +51,7 @@ class WorkerPool:
         self.count = count
         self.make_config = make_config
         self.governor = governor
-        self.outbox: Any = ctx.Queue()
-        self.stopping: Any = ctx.Event()
+        self.draining = False
         self.workers: dict[int, WorkerHandle] = {}
         self._next_id = 0
         self.restarts = 0
@@ -57,15 +64,20 @@ class WorkerPool:
         wid = self._next_id
         self._next_id += 1
         cfg: WorkerConfig = self.make_config(wid)
-        inbox = self.ctx.Queue()
+        jobs_r, jobs_w = self.ctx.Pipe(duplex=False)
+        events_r, events_w = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(cfg, self.governor, inbox, self.outbox, self.stopping),
+            args=(cfg, self.governor, jobs_r, events_w),
             name=f"anvil-worker-{wid}",
             daemon=True,
         )
         proc.start()
-        handle = WorkerHandle(worker_id=wid, process=proc, inbox=inbox)
+        jobs_r.close()
+        events_w.close()
+        handle = WorkerHandle(worker_id=wid, process=proc, inbox=jobs_w, events=events_r)
+        if self.draining:
+            self._tell(handle, ("drain",))
         self.workers[wid] = handle
         return handle
 
@@ -77,9 +89,43 @@ class WorkerPool:
         ready = [w for w in self.workers.values() if w.ready]
         return min(ready, key=lambda w: len(w.jobs)) if ready else None
 
+    def drain(self) -> None:
+        """Tell every worker the run is stopping: no retries, no waiting for the governor."""
+        self.draining = True
+        for worker in self.workers.values():
+            self._tell(worker, ("drain",))
+
+    @staticmethod
+    def _tell(worker: WorkerHandle, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            worker.inbox.send(message)
+
     def send(self, worker: WorkerHandle, row: InFlight) -> None:
         worker.jobs[row[1]] = row
-        worker.inbox.put(("job", row[2]))
+        with contextlib.suppress(OSError):  # a dead worker: reap() hands its jobs back
+            worker.inbox.send(("job", row[2]))
+
+    def wait_events(self, timeout_s: float, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Events from every worker, waiting up to `timeout_s` for the first; wakes on deaths too."""
+        conns: dict[Any, WorkerHandle] = {w.events: w for w in self.workers.values() if not w.closed}
+        sentinels = [w.process.sentinel for w in self.workers.values()]
+        ready = connection.wait([*conns, *sentinels], timeout=timeout_s)
+        events: list[tuple[Any, ...]] = []
+        for ready_obj in ready:
+            worker = conns.get(ready_obj)
+            if worker is not None:
+                events.extend(self._receive(worker, limit - len(events)))
+        return events
+
+    @staticmethod
+    def _receive(worker: WorkerHandle, limit: int) -> list[tuple[Any, ...]]:
+        events: list[tuple[Any, ...]] = []
+        try:
+            while len(events) < limit and worker.events.poll():
+                events.append(worker.events.recv())
+        except (EOFError, OSError):
+            worker.closed = True
+        return events
 
     def finished(self, worker_id: int, seq: int) -> InFlight | None:
         worker = self.workers.get(worker_id)
@@ -96,9 +142,7 @@ class WorkerPool:
             worker.process.join(timeout=0.1)
             dead.append((wid, worker.process.exitcode, list(worker.jobs.values())))
             del self.workers[wid]
-            with contextlib.suppress(Exception):
-                worker.inbox.close()
-                worker.inbox.cancel_join_thread()
+            self._close(worker)
             self.restarts += 1
             self._spawn()
         return dead
@@ -109,11 +153,18 @@ class WorkerPool:
     def stop(self, timeout_s: float) -> None:
         """Ask every worker to finish what it holds and exit; kill those that do not."""
         for worker in self.workers.values():
-            with contextlib.suppress(Exception):
-                worker.inbox.put(("stop",))
+            self._tell(worker, ("stop",))
+        deadline = time.monotonic() + timeout_s
         for worker in self.workers.values():
-            worker.process.join(timeout=timeout_s)
-        self.kill()
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def drain_events(self) -> list[tuple[Any, ...]]:
+        """Whatever workers sent before they exited."""
+        events: list[tuple[Any, ...]] = []
+        for worker in self.workers.values():
+            if not worker.closed:
+                events.extend(self._receive(worker, 1_000_000))
+        return events
 
     def kill(self) -> None:
         for worker in self.workers.values():
@@ -121,6 +172,11 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signal.SIGKILL)
             worker.process.join(timeout=2)
-            with contextlib.suppress(Exception):
-                worker.inbox.close()
-                worker.inbox.cancel_join_thread()
+            self._close(worker)
+
+    @staticmethod
+    def _close(worker: WorkerHandle) -> None:
+        for conn in (worker.inbox, worker.events):
+            with contextlib.suppress(OSError):
+                conn.close()
+        worker.closed = True

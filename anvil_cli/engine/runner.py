@@ -86,7 +86,9 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _open_run(journal: Journal, jobs: Iterator[Job], sha: str, opts: RunOptions) -> tuple[str, bool, list[str]]:
+def _open_run(
+    journal: Journal, jobs: Iterator[Job], sha: str, opts: RunOptions
+) -> tuple[str, bool, list[str]]:
     """Create the run, or pick up the unfinished one of this batch. Returns (id, resumed, notes)."""
     batch_path = str(opts.batch.resolve())
     run = None if opts.fresh else journal.latest_run(batch_path)
@@ -110,7 +112,9 @@ def _check_resumable(run: RunRow, sha: str) -> None:
             "run with --fresh to start a new run, or restore the file to resume"
         )
     if run.state == RUN_RUNNING and pid_alive(run.pid):
-        raise UsageError(f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`")
+        raise UsageError(
+            f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`"
+        )
 
 
 def _start_simulator(settings: Settings, stack: ExitStack) -> str:
@@ -157,8 +161,12 @@ def execute_run(
     opts: RunOptions,
     on_tick: Callable[[Conductor], None] | None = None,
     on_start: Callable[[str, RunMetrics], None] | None = None,
+    signals: SignalState | None = None,
 ) -> RunReport:
-    """Run (or resume) the batch; returns the report. Raises AnvilError on bad input."""
+    """Run (or resume) the batch; returns the report. Raises AnvilError on bad input.
+
+    `signals`: handlers the caller installed for the whole command (so a late Ctrl-C during
+    teardown is counted, not a traceback); without it they are installed for the run only."""
     api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
@@ -167,6 +175,8 @@ def execute_run(
     sha = file_sha256(opts.batch)
     journal = Journal.open(settings.state_dir)
     with journal, ExitStack() as stack:
+        if signals is None:
+            signals = stack.enter_context(SignalState())
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
         journal.claim_run(run_id)
         counts = journal.counts(run_id)
@@ -179,7 +189,7 @@ def execute_run(
             on_start(run_id, metrics)
         if counts[PENDING]:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
-            end = _conduct(settings, journal, run_id, api_key, base_url, metrics, on_tick)
+            end = _conduct(settings, journal, run_id, api_key, base_url, metrics, signals, on_tick)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -190,6 +200,7 @@ def _conduct(
     api_key: str,
     base_url: str | None,
     metrics: RunMetrics,
+    signals: SignalState,
     on_tick: Callable[[Conductor], None] | None,
 ) -> RunEnd:
     ctx = _mp_context()
@@ -203,9 +214,8 @@ def _conduct(
             return WorkerConfig(wid, settings_json, api_key, base_url, threads)
 
         pool = WorkerPool(ctx, procs, make_config, governor)
-        with SignalState() as signals:
-            conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick)
-            return conductor.run()
+        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick)
+        return conductor.run()
     finally:
         manager.shutdown()
 

@@ -84,7 +84,13 @@ class GovernorService:
             self._gov.settle(ticket, outcome, time.monotonic())
 
     def settle_and_acquire(
-        self, ticket: int, outcome: Outcome, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float
+        self,
+        ticket: int,
+        outcome: Outcome,
+        model: str,
+        est_input_tokens: int,
+        max_tokens: int,
+        worst_cost_usd: float,
     ) -> Grant | Wait | Deny:
         """One round trip for the common case: settle a call and ask for the next."""
         with self._lock:

@@ -29,7 +29,9 @@ class SignalState:
             if self._on_first is not None:
                 self._on_first()
         elif self.count == 2:
-            print(f"\n{name}: aborting; calls in flight will run again on resume", file=sys.stderr, flush=True)
+            print(
+                f"\n{name}: aborting; calls in flight will run again on resume", file=sys.stderr, flush=True
+            )
 
     def install(self) -> SignalState:
         for sig in (signal.SIGINT, signal.SIGTERM):

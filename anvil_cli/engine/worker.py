@@ -1,7 +1,8 @@
 """A worker process: runs many agents at once (threads), reports events to the conductor.
 
-Messages in (inbox): ("job", job_record) and ("stop",).
-Events out (outbox), the only protocol with the conductor:
+Messages in (a pipe from the conductor): ("job", job_record), ("drain",) (the run is stopping:
+no more retries or waits) and ("stop",) (finish what you hold and exit).
+Events out (this worker's own pipe), the only protocol with the conductor:
   ("ready", worker_id, pid)
   ("attempt", worker_id, seq, info)          a failed API attempt (for live error counts)
   ("done", worker_id, JobResult)             a job finished (succeeded or failed for good)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +47,9 @@ class WorkerConfig:
         return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
 
 
-def make_client(api_key: str, base_url: str | None, timeout_s: float, max_connections: int) -> anthropic.Anthropic:
+def make_client(
+    api_key: str, base_url: str | None, timeout_s: float, max_connections: int
+) -> anthropic.Anthropic:
     """An SDK client with its own retries off: tenacity owns retries."""
     http_client = httpx2.Client(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -56,7 +60,19 @@ def make_client(api_key: str, base_url: str | None, timeout_s: float, max_connec
     )
 
 
-def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, outbox: Any, stopping: Any) -> None:
+class _Outbox:
+    """The event pipe, shared safely by this worker's agent threads."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def put(self, event: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(event)
+
+
+def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -65,6 +81,8 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, outbox: Any, stopp
     settings = Settings.model_validate_json(cfg.settings_json)
     client = make_client(cfg.api_key, cfg.base_url, settings.provider.timeout_s, cfg.max_threads + 4)
     wid = cfg.worker_id
+    outbox = _Outbox(events)
+    stopping = threading.Event()  # process-local: a killed sibling can never leave it locked
 
     def on_attempt(info: dict[str, Any]) -> None:
         if info.get("status_code") != 200:
@@ -84,18 +102,23 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, outbox: Any, stopp
     outbox.put(("ready", wid, os.getpid()))
     try:
         while True:
-            msg = inbox.get()
+            try:
+                msg = inbox.recv()
+            except EOFError:  # the conductor is gone
+                os._exit(1)
             if msg[0] == "stop":
                 break
+            if msg[0] == "drain":
+                stopping.set()
+                continue
             pool.submit(_run_one, agent, Job.from_record(msg[1]), outbox, wid)
     finally:
         pool.shutdown(wait=True)
         client.close()
-        outbox.close()
-        outbox.join_thread()
+        events.close()
 
 
-def _run_one(agent: Agent, job: Job, outbox: Any, wid: int) -> None:
+def _run_one(agent: Agent, job: Job, outbox: _Outbox, wid: int) -> None:
     try:
         result = agent.run(job)
     except Abandoned as exc:
@@ -117,4 +140,3 @@ def _run_one(agent: Agent, job: Job, outbox: Any, wid: int) -> None:
         outbox.put(("done", wid, result))
     else:
         outbox.put(("done", wid, result))
-
