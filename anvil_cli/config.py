@@ -11,14 +11,23 @@ The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from anvil_cli.config_sources import flags_layer, merge_layers, read_env_layer, read_file_layer
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _cross_field(field: str, message: str) -> PydanticCustomError:
+    """A check between two fields, reported against `field` (the loader adds it to the path)."""
+    return PydanticCustomError("cross_field", message, {"field": field})
 
 
 class Scaling(_Section):
@@ -29,6 +38,21 @@ class Scaling(_Section):
     scale_down_threshold: float = Field(20, ge=0, le=100)
     max_concurrent_jobs: int = Field(100, ge=1)
     queue_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Scaling:
+        if self.min_agents > self.max_agents:
+            raise _cross_field(
+                "min_agents",
+                f"min_agents ({self.min_agents}) must be <= max_agents ({self.max_agents})",
+            )
+        if self.scale_down_threshold >= self.scale_up_threshold:
+            raise _cross_field(
+                "scale_down_threshold",
+                f"scale_down_threshold ({self.scale_down_threshold:g}) must be below "
+                f"scale_up_threshold ({self.scale_up_threshold:g})",
+            )
+        return self
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -49,6 +73,15 @@ class Retries(_Section):
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
 
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Retries:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise _cross_field(
+                "backoff_base_s",
+                f"backoff_base_s ({self.backoff_base_s:g}) must be <= backoff_max_s ({self.backoff_max_s:g})",
+            )
+        return self
+
 
 class CircuitBreakerSettings(_Section):
     failure_threshold: int = Field(5, ge=1)
@@ -59,6 +92,14 @@ class CircuitBreakerSettings(_Section):
 class Budget(_Section):
     max_usd: float | None = Field(None, gt=0)
     warn_usd: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_warn_below_max(self) -> Budget:
+        if self.max_usd is not None and self.warn_usd is not None and self.warn_usd > self.max_usd:
+            raise _cross_field(
+                "warn_usd", f"warn_usd ({self.warn_usd:g}) must be <= max_usd ({self.max_usd:g})"
+            )
+        return self
 
 
 class Routing(_Section):
@@ -123,11 +164,46 @@ class Settings(_Section):
                 return key, rl
         return "default", self.rate_limits.get("default", RateLimit())
 
+    @model_validator(mode="after")
+    def _ensure_default_rate_limit(self) -> Settings:
+        self.rate_limits.setdefault("default", RateLimit())
+        return self
+
+    def model_ids(self) -> list[str]:
+        """Known model ids plus those added under `prices:`."""
+        from anvil_cli.models import known_models
+
+        return [*known_models(), *(m for m in self.prices if m not in known_models())]
+
+
+CONFIG_FILE_NAME = "anvil.yaml"
+
 
 def load_settings(
     config_path: Path | None = None,
-    env: dict[str, str] | None = None,
-    overrides: dict[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError."""
-    raise NotImplementedError  # owned by the foundation work (issue 2)
+    """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError.
+
+    1. `overrides` (flags) win; a None value in them means "flag not given";
+    2. then `ANVIL_*` variables from `env` (default: `os.environ`), `__` between levels;
+    3. then the file: `config_path` (must exist), else `./anvil.yaml` when present;
+    4. then the built-in defaults.
+    Every problem from every source is collected before raising. A relative `state_dir` is
+    resolved against the current directory. Nothing is created or written.
+    """
+    from anvil_cli.config_check import check_settings
+
+    layers = []
+    path = config_path if config_path is not None else _default_config_path()
+    if path is not None:
+        layers.append(read_file_layer(path))
+    layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
+    layers.append(flags_layer(overrides or {}))
+    return check_settings(merge_layers(layers))
+
+
+def _default_config_path() -> Path | None:
+    candidate = Path(CONFIG_FILE_NAME)
+    return candidate if candidate.is_file() else None

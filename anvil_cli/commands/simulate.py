@@ -1,10 +1,100 @@
-"""The `anvil simulate` command."""
+"""The `anvil simulate` command: parse options, build a SimConfig, serve until Ctrl-C."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import typer
+
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.sim.config import DEFAULT_PORT, TIERS, SimConfig, with_tier
+from anvil_cli.sim.server import serve_forever
+
+EPILOG = (
+    "Per-request directives, written anywhere in the system or message text: "
+    "@sim{key=value, key=value}. Keys: fail=CODExN[+CODExN] (the first N attempts of this "
+    "identical request answer CODE), status=CODE or status=429spend (always answer CODE; the "
+    "spend-cap 429 has no retry-after), retry_after=S (for 429s from fail/status, default 1), "
+    "drop=N (close the connection on the first N attempts), latency_ms=X, output_tokens=N, "
+    "input_tokens=N, tool=NAME (call that offered tool first), stream_error=N (first N streamed "
+    "attempts end in an overloaded_error event after the 200). "
+    "Tiers (RPM/ITPM/OTPM per model class): "
+    + ", ".join(f"{name}={t.rpm:,.0f}/{t.itpm:,.0f}/{t.otpm:,.0f}" for name, t in TIERS.items())
+    + ". Rate-limit headers and other details: docs/simulator.md."
+)
+
+
+def _with_limits(
+    base: SimConfig, tier: str | None, rpm: float | None, itpm: float | None, otpm: float | None
+) -> SimConfig:
+    """Precedence, per dimension: the explicit --rpm/--itpm/--otpm, then --tier, then unlimited."""
+    config = base
+    if tier is not None:
+        if tier.lower() not in TIERS:
+            raise typer.BadParameter(f"unknown tier {tier!r}; known: {', '.join(TIERS)}", param_hint="--tier")
+        config = with_tier(config, tier)
+    return replace(
+        config,
+        rpm=rpm if rpm is not None else config.rpm,
+        itpm=itpm if itpm is not None else config.itpm,
+        otpm=otpm if otpm is not None else config.otpm,
+    )
+
+
+def simulate(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on; 0 picks a free one."),
+    tier: str | None = typer.Option(None, help=f"Published limits of a tier: {', '.join(TIERS)}."),
+    rpm: float | None = typer.Option(None, help="Requests per minute per model class (default unlimited)."),
+    itpm: float | None = typer.Option(None, help="Input tokens per minute per model class."),
+    otpm: float | None = typer.Option(None, help="Output tokens per minute per model class."),
+    burst: int | None = typer.Option(None, min=1, help="Request bucket capacity (default: 1 s worth)."),
+    latency_ms: float = typer.Option(0.0, min=0, help="Median latency of an answer."),
+    latency_spread: float = typer.Option(0.0, min=0, help="Lognormal sigma of the latency."),
+    ms_per_output_token: float = typer.Option(0.0, min=0, help="Extra latency per output token."),
+    output_tokens: int = typer.Option(50, min=1, help="Mean output tokens of a text answer."),
+    output_tokens_spread: float = typer.Option(0.0, min=0, help="Lognormal sigma of the output tokens."),
+    overloaded_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered 529."),
+    error_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered 500 api_error."),
+    drop_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of connections dropped."),
+    slow_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of answers delayed by --slow-ms."),
+    slow_ms: float = typer.Option(0.0, min=0, help="Extra latency of a slow answer."),
+    seed: int = typer.Option(0, help="Seed: the same seed and request give the same answer."),
+    batch_seconds_per_request: float = typer.Option(0.01, min=0, help="Compressed clock of Message Batches."),
+    auth: bool = typer.Option(True, help="Require an x-api-key or Authorization: Bearer header."),
+) -> None:
+    """Serve a local stand-in for the Anthropic API, with rate limits, latency and faults."""
+    base = SimConfig(
+        host=host,
+        port=port,
+        burst=burst,
+        latency_ms=latency_ms,
+        latency_spread=latency_spread,
+        ms_per_output_token=ms_per_output_token,
+        output_tokens=output_tokens,
+        output_tokens_spread=output_tokens_spread,
+        overloaded_rate=overloaded_rate,
+        error_rate=error_rate,
+        drop_rate=drop_rate,
+        slow_rate=slow_rate,
+        slow_ms=slow_ms,
+        seed=seed,
+        batch_seconds_per_request=batch_seconds_per_request,
+        require_auth=auth,
+    )
+    config = _with_limits(base, tier, rpm, itpm, otpm)
+
+    def ready(url: str) -> None:
+        typer.echo(f"Simulated Anthropic API at {url}  (export ANTHROPIC_BASE_URL={url})  Ctrl-C stops.")
+
+    try:
+        serve_forever(config, on_ready=ready)
+    except OSError as exc:
+        typer.echo(f"anvil simulate: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+    typer.echo("Simulator stopped.")
 
 
 def register(app: typer.Typer) -> None:
     """Add `anvil simulate` to the app."""
-    _ = app
+    app.command(epilog=EPILOG)(simulate)

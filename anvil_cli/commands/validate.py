@@ -1,10 +1,83 @@
-"""The `anvil validate` command."""
+"""The `anvil validate` command: check the settings and a batch file; run nothing, write nothing."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from anvil_cli.batch.summary import BatchSummary, problem_dict, summarize_batch
+from anvil_cli.config import Settings, load_settings
+from anvil_cli.errors import ConfigError, Problem
+from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
+
+HELP = (
+    "Check a batch file (YAML, templated YAML or JSONL) and the settings, without running anything.\n\n"
+    "Prints the number of jobs per model and priority and an estimate of the input tokens; "
+    "or every problem found, one per line as file:line[:col]: job 'id': field 'f': message.\n\n"
+    "Nothing is written: the state directory is not created.\n\n" + EXIT_CODES_HELP
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add `anvil validate` to the app."""
-    _ = app
+    app.command("validate", help=HELP)(validate)
+
+
+def validate(
+    batch: Path = typer.Argument(
+        ..., help="The batch file: .yaml/.yml, or .jsonl/.ndjson (one job per line)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Settings file (default: ./anvil.yaml when present)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
+) -> None:
+    """Check the settings and the batch; exit 0 when both are valid, 2 otherwise."""
+    problems: list[Problem] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    extra_models = list(settings.prices) if settings is not None else []
+    summary = summarize_batch(batch, extra_models=extra_models)
+    problems.extend(summary.problems)
+    if as_json:
+        _print_json(summary, problems)
+    if problems:
+        _print_problems(problems)
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    if not as_json:
+        _print_summary(summary)
+
+
+def _print_json(summary: BatchSummary, problems: list[Problem]) -> None:
+    data = summary.to_dict()
+    data["ok"] = not problems
+    data["problems"] = [problem_dict(p) for p in problems]
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    noun = "problem" if len(problems) == 1 else "problems"
+    typer.echo(f"{len(problems)} {noun} found; nothing was run.", err=True)
+
+
+def _print_summary(summary: BatchSummary) -> None:
+    console = Console(highlight=False)
+    console.print(f"[green]✓[/green] {summary.path}: [bold]{summary.jobs}[/bold] jobs, valid")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("model")
+    table.add_column("jobs", justify="right")
+    for model, count in sorted(summary.per_model.items()):
+        table.add_row(model, str(count))
+    console.print(table)
+    priorities = ", ".join(f"{label} {count}" for label, count in summary.per_priority.items())
+    console.print(f"priority: {priorities}")
+    console.print(f"input tokens (estimate, ~4 characters a token): ~{summary.estimated_input_tokens:,}")

@@ -1,33 +1,49 @@
-"""Child processes never outlive the conductor: no orphan keeps calling the API."""
+"""Child processes never outlive the conductor: no orphan keeps calling the API.
+
+Workers and the governor's Manager are forked by the fork server, not by the conductor, so
+"my parent died" is the wrong signal: each child watches the conductor's pid itself (a pidfd
+where the kernel has them, else polling).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import sys
+import select
 import threading
 import time
 
-_PR_SET_PDEATHSIG = 1
+POLL_S = 0.2
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process the instant its parent dies (Linux), and
-    keep a watchdog thread as a fallback elsewhere."""
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def die_with(pid: int) -> None:
+    """Exit this process at once (os._exit) when process `pid` exits."""
+    fd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.pidfd_open(pid)
+    if not _alive(pid):
         os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="anvil-lifeline", daemon=True).start()
+    target = _watch_pidfd if fd is not None else _watch_poll
+    arg = fd if fd is not None else pid
+    threading.Thread(target=target, args=(arg,), name="anvil-lifeline", daemon=True).start()
 
 
-def _watch_parent(parent: int, interval_s: float = 0.5) -> None:
-    while True:
-        if os.getppid() != parent:
-            os._exit(1)
-        time.sleep(interval_s)
+def _watch_pidfd(fd: int) -> None:
+    select.select([fd], [], [])  # readable when the process exits
+    os._exit(1)
+
+
+def _watch_poll(pid: int) -> None:
+    while _alive(pid):
+        time.sleep(POLL_S)
+    os._exit(1)

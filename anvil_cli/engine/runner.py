@@ -138,10 +138,14 @@ def _start_simulator(settings: Settings, stack: ExitStack) -> str:
 
 
 def _mp_context() -> Any:
-    """forkserver: workers and replacements start from a clean, preloaded process, not a fork of
-    a conductor that has threads."""
+    """forkserver: workers and replacements start from a clean process that has already imported
+    and warmed the SDK, not from a fork of a conductor that has threads. Starting it early lets
+    its imports overlap with loading the batch."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["anvil_cli.engine.worker"])
+    ctx.set_forkserver_preload(["anvil_cli.engine.warm"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
     return ctx
 
 
@@ -170,6 +174,7 @@ def execute_run(
     api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
+    ctx = _mp_context()
     # validate the whole batch before anything is written: bad input leaves no trace
     jobs = load_batch(opts.batch, extra_models=list(settings.prices))
     sha = file_sha256(opts.batch)
@@ -189,7 +194,7 @@ def execute_run(
             on_start(run_id, metrics)
         if counts[PENDING]:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
-            end = _conduct(settings, journal, run_id, api_key, base_url, metrics, signals, on_tick)
+            end = _conduct(settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -197,13 +202,13 @@ def _conduct(
     settings: Settings,
     journal: Journal,
     run_id: str,
-    api_key: str,
-    base_url: str | None,
+    endpoint: tuple[str, str | None],
+    ctx: Any,
     metrics: RunMetrics,
     signals: SignalState,
     on_tick: Callable[[Conductor], None] | None,
 ) -> RunEnd:
-    ctx = _mp_context()
+    api_key, base_url = endpoint
     spent_before = journal.totals(run_id)["cost_usd"]
     manager, governor = start_governor(settings, ctx, spent_before)
     try:
@@ -211,7 +216,7 @@ def _conduct(
         settings_json = settings.model_dump_json()
 
         def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, api_key, base_url, threads)
+            return WorkerConfig(wid, settings_json, api_key, base_url, threads, os.getpid())
 
         pool = WorkerPool(ctx, procs, make_config, governor)
         conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick)

@@ -6,6 +6,7 @@ that reads the clock, holds the lock and serves the calls of all worker processe
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from multiprocessing.managers import BaseManager
 from typing import Any
 
 from anvil_cli.config import Settings
-from anvil_cli.engine.lifeline import die_with_parent
+from anvil_cli.engine.lifeline import die_with
 from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
 from anvil_cli.models import model_class
 
@@ -126,9 +127,9 @@ class GovernorManager(BaseManager):
 GovernorManager.register("Governor", GovernorService)
 
 
-def _manager_init() -> None:
+def _manager_init(conductor_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
-    die_with_parent()
+    die_with(conductor_pid)
 
 
 def start_governor(
@@ -136,6 +137,6 @@ def start_governor(
 ) -> tuple[GovernorManager, Any]:
     """Start the Manager process and create the run's governor in it."""
     manager = GovernorManager(ctx=ctx)
-    manager.start(initializer=_manager_init)
+    manager.start(initializer=_manager_init, initargs=(os.getpid(),))
     proxy = manager.Governor(settings.model_dump_json(), spent_before_usd)  # type: ignore[attr-defined]
     return manager, proxy

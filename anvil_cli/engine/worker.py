@@ -29,7 +29,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.journal import JobResult
-from anvil_cli.engine.lifeline import die_with_parent
+from anvil_cli.engine.lifeline import die_with
 from anvil_cli.pricing import Pricer
 
 
@@ -42,6 +42,7 @@ class WorkerConfig:
     api_key: str  # passed over the process pipe, never on a command line or in a log
     base_url: str | None
     max_threads: int
+    conductor_pid: int
 
     def __repr__(self) -> str:  # keep the key out of any traceback or log
         return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
@@ -76,7 +77,7 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> No
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
+    die_with(cfg.conductor_pid)
     random.seed(os.urandom(16))  # never share the parent's RNG state (jitter must differ)
     settings = Settings.model_validate_json(cfg.settings_json)
     client = make_client(cfg.api_key, cfg.base_url, settings.provider.timeout_s, cfg.max_threads + 4)

@@ -1,0 +1,19 @@
+"""Preloaded by the fork server: import and warm the SDK once, so every worker (and every
+replacement after a crash) starts in milliseconds instead of re-importing it."""
+
+from __future__ import annotations
+
+import anthropic
+import anthropic.resources.messages
+import anthropic.types
+
+import anvil_cli.engine.worker  # noqa: F401
+
+
+def _warm() -> None:
+    client = anthropic.Anthropic(api_key="warm-up", base_url="http://127.0.0.1:9", max_retries=0)
+    _ = client.messages.with_raw_response  # builds the resource classes
+    client.close()
+
+
+_warm()

@@ -1,0 +1,191 @@
+"""The aiohttp application: Messages, count_tokens and the `/_sim` control endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from anvil_cli.models import model_class
+from anvil_cli.sim import batch_api
+from anvil_cli.sim.batches import BatchStore
+from anvil_cli.sim.core import Outcome, SimCore
+from anvil_cli.sim.directives import DirectiveError, request_directives
+from anvil_cli.sim.http import authorized, error_response, json_response, model_of, new_request_id, read_json
+from anvil_cli.sim.limits import retry_after_header
+from anvil_cli.sim.responses import stream_body, stream_error_event, stream_head
+from anvil_cli.sim.validation import check_count_tokens, check_message
+from anvil_cli.tokens import estimate_input_tokens
+
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+
+klass_of = lru_cache(maxsize=1024)(model_class)
+
+
+class SimApp:
+    """Handlers bound to one simulator's state."""
+
+    def __init__(
+        self,
+        core: SimCore,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.wall = wall
+        self.batches = BatchStore(per_item_s=core.config.batch_seconds_per_request)
+        cfg = core.config
+        self.limited = any(v is not None for v in (cfg.rpm, cfg.itpm, cfg.otpm))
+
+    def build(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        batch_api.add_routes(app, self)
+        app.router.add_get("/_sim/stats", self.stats)
+        app.router.add_post("/_sim/reset", self.reset)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def limit_headers(self, model: str | None) -> dict[str, str]:
+        if not self.limited or model is None:
+            return {}
+        return self.core.limiter.headers(klass_of(model), self.clock(), datetime.now(UTC))
+
+    def fail(
+        self,
+        status: int,
+        request_id: str,
+        message: str | None = None,
+        model: str | None = None,
+        outcome: Outcome | None = None,
+    ) -> web.Response:
+        """An error answer to a Messages call, counted in the stats."""
+        self.core.stats.record(status, model)
+        headers = self.limit_headers(model)
+        details = None
+        if outcome is not None:
+            details = outcome.details
+            if outcome.retry_after_s is not None:
+                headers["retry-after"] = retry_after_header(outcome.retry_after_s)
+        return error_response(status, request_id, message, headers, details)
+
+    def allowed(self, request: web.Request) -> bool:
+        return not self.core.config.require_auth or authorized(request)
+
+    # -- Messages --------------------------------------------------------------------------------
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        stats = self.core.stats
+        stats.begin()
+        try:
+            return await self._messages(request)
+        finally:
+            stats.end()
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        if not self.allowed(request):
+            return self.fail(401, request_id, "invalid x-api-key")
+        parsed = await read_json(request)
+        if isinstance(parsed, str):
+            return self.fail(400, request_id, parsed)
+        body, raw = parsed
+        model = model_of(body)
+        problem = check_message(body)
+        if problem:
+            return self.fail(400, request_id, problem, model)
+        outcome = self.core.answer(body, self.clock(), b"@sim{" in raw, b"cache_control" in raw)
+        if outcome.kind == "drop":
+            return self.drop(request, model)
+        if outcome.kind == "error":
+            return self.fail(outcome.status, request_id, outcome.message, model, outcome)
+        if body.get("stream"):
+            return await self.stream(request, request_id, model, outcome)
+        total_s = outcome.delay_s + outcome.token_delay_s
+        if total_s > 0:
+            await asyncio.sleep(total_s)
+        self.core.stats.record(200, model)
+        return json_response(outcome.body, headers={"request-id": request_id, **self.limit_headers(model)})
+
+    def drop(self, request: web.Request, model: str | None) -> web.StreamResponse:
+        """Close the connection without an answer."""
+        self.core.stats.record("dropped", model)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise asyncio.CancelledError
+
+    async def stream(
+        self, request: web.Request, request_id: str, model: str | None, outcome: Outcome
+    ) -> web.StreamResponse:
+        msg: Mapping[str, Any] = outcome.body or {}
+        if outcome.delay_s > 0:
+            await asyncio.sleep(outcome.delay_s)
+        headers = {"request-id": request_id, **SSE_HEADERS, **self.limit_headers(model)}
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        self.core.stats.record(200, model)
+        events = stream_head(msg)
+        tail = stream_body(msg)
+        if outcome.stream_error:
+            self.core.stats.stream_errors += 1
+            tail = [*tail[: len(tail) // 2], stream_error_event()]
+        try:
+            await self._write_events(response, events, tail, outcome.token_delay_s)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away mid-stream; nothing left to do
+        return response
+
+    @staticmethod
+    async def _write_events(
+        response: web.StreamResponse, head: list[bytes], tail: list[bytes], token_delay_s: float
+    ) -> None:
+        if token_delay_s <= 0:
+            await response.write(b"".join(head + tail))
+            return
+        await response.write(b"".join(head))
+        pause_s = token_delay_s / max(1, len(tail))
+        for event in tail:
+            await asyncio.sleep(pause_s)
+            await response.write(event)
+
+    # -- count_tokens and control ----------------------------------------------------------------
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        if not self.allowed(request):
+            return error_response(401, request_id, "invalid x-api-key")
+        parsed = await read_json(request)
+        if isinstance(parsed, str):
+            return error_response(400, request_id, parsed)
+        body, raw = parsed
+        problem = check_count_tokens(body)
+        try:
+            directives = request_directives(body, b"@sim{" in raw) if not problem else None
+        except DirectiveError as exc:
+            problem = str(exc)
+        if problem or directives is None:
+            return error_response(400, request_id, problem)
+        tokens = directives.input_tokens
+        count = tokens if tokens is not None else estimate_input_tokens(body)
+        return json_response({"input_tokens": count}, headers={"request-id": request_id})
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        return json_response(self.core.stats.snapshot())
+
+    async def reset(self, request: web.Request) -> web.StreamResponse:
+        self.core.reset()
+        return json_response({"reset": True})
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        return error_response(404, new_request_id(), f"Not found: {request.method} {request.path}")

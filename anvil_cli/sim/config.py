@@ -1,0 +1,68 @@
+"""Settings of the simulated API, and the published rate-limit tiers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+DEFAULT_PORT = 8765  # the CLI's default; embedded servers use port 0 (a free port)
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """Published per-model-class limits of one usage tier (Haiku 4.5 figures)."""
+
+    rpm: float
+    itpm: float
+    otpm: float
+
+
+TIERS: dict[str, Tier] = {
+    "1": Tier(rpm=50, itpm=50_000, otpm=10_000),
+    "2": Tier(rpm=1_000, itpm=450_000, otpm=90_000),
+    "3": Tier(rpm=2_000, itpm=1_000_000, otpm=200_000),
+    "4": Tier(rpm=4_000, itpm=4_000_000, otpm=800_000),
+    "start": Tier(rpm=1_000, itpm=2_000_000, otpm=400_000),
+    "build": Tier(rpm=5_000, itpm=5_000_000, otpm=1_000_000),
+    "scale": Tier(rpm=10_000, itpm=10_000_000, otpm=2_000_000),
+}
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Everything that shapes the simulator's behaviour. Rates are probabilities in [0, 1]."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    rpm: float | None = None  # requests per minute per model class; None = unlimited
+    itpm: float | None = None  # input tokens per minute per model class; None = unlimited
+    otpm: float | None = None  # output tokens per minute per model class; None = unlimited
+    burst: int | None = None  # request bucket capacity; None -> one second's worth (min 1)
+    latency_ms: float = 0.0  # median latency of a successful answer
+    latency_spread: float = 0.0  # lognormal sigma of the latency
+    ms_per_output_token: float = 0.0  # extra latency per generated token
+    output_tokens: int = 50  # mean output tokens of a text answer
+    output_tokens_spread: float = 0.0  # lognormal sigma of the output tokens
+    overloaded_rate: float = 0.0  # 529 overloaded_error
+    error_rate: float = 0.0  # 500 api_error
+    drop_rate: float = 0.0  # connection closed without a response
+    slow_rate: float = 0.0  # answer takes slow_ms longer
+    slow_ms: float = 0.0
+    seed: int = 0
+    batch_seconds_per_request: float = 0.01  # compressed clock of Message Batches
+    require_auth: bool = True
+    cache_ttl_s: float = 300.0  # TTL of a "5m" cache entry ("1h" entries live 3600 s)
+
+    @property
+    def request_capacity(self) -> float | None:
+        """Capacity of the request bucket, or None when requests are unlimited."""
+        if self.rpm is None:
+            return None
+        if self.burst is not None:
+            return float(max(1, self.burst))
+        return max(1.0, self.rpm / 60.0)
+
+
+def with_tier(config: SimConfig, name: str) -> SimConfig:
+    """`config` with the limits of tier `name` (KeyError when unknown)."""
+    tier = TIERS[name.lower()]
+    return replace(config, rpm=tier.rpm, itpm=tier.itpm, otpm=tier.otpm)

@@ -1,0 +1,198 @@
+"""Deciding each answer: directives, rate limits, faults, the reply. No I/O; time is passed in."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anvil_cli.models import model_class
+from anvil_cli.sim.caching import CachePlan, PromptCache
+from anvil_cli.sim.config import SimConfig
+from anvil_cli.sim.digest import request_digest
+from anvil_cli.sim.directives import DirectiveError, Directives, request_directives
+from anvil_cli.sim.errors import SPEND_CAP_CODE
+from anvil_cli.sim.limits import RateLimiter
+from anvil_cli.sim.responses import compose, message
+from anvil_cli.sim.stats import Stats
+from anvil_cli.tokens import estimate_input_tokens
+
+SPEND_CAP_MESSAGE = "You have reached your specified API usage limits (simulated)."
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to answer: a message (`kind="ok"`), an error, or a dropped connection."""
+
+    kind: str = "ok"  # "ok" | "error" | "drop"
+    status: int = 200
+    message: str | None = None  # error message (None: the default of its type)
+    details: dict[str, Any] | None = None
+    retry_after_s: float | None = None  # sent as `retry-after` on errors
+    body: dict[str, Any] | None = None  # the message of an "ok" outcome
+    delay_s: float = 0.0  # before the first byte
+    token_delay_s: float = 0.0  # spread over the generated tokens
+    stream_error: bool = False  # stream a 200 that ends in an `error` event
+    digest: str = ""
+
+
+def _error(status: int, message: str | None = None, **extra: Any) -> Outcome:
+    return Outcome(kind="error", status=status, message=message, **extra)
+
+
+def request_rng(seed: int, digest: str, attempt: int) -> random.Random:
+    """A generator that depends only on the seed, the request and its attempt number."""
+    return random.Random(f"{seed}:{digest}:{attempt}")
+
+
+def _directed_error(status: int, directives: Directives, spend_cap: bool = False) -> Outcome:
+    if status == 429 and spend_cap:
+        return _error(429, SPEND_CAP_MESSAGE, details={"error_code": SPEND_CAP_CODE})
+    retry = float(directives.retry_after_s) if status == 429 else None
+    return _error(status, retry_after_s=retry)
+
+
+def injected_outcome(directives: Directives, attempt: int) -> Outcome | None:
+    """What `status=`, `drop=` and `fail=` ask for on `attempt` (1-based), in that order."""
+    if directives.status is not None and directives.status >= 400:
+        return _directed_error(directives.status, directives, directives.spend_cap)
+    if attempt <= directives.drop:
+        return Outcome(kind="drop")
+    status = directives.fail_status(attempt)
+    if status is not None and status >= 400:
+        return _directed_error(status, directives)
+    return None
+
+
+def random_fault(config: SimConfig, draw: float) -> Outcome | None:
+    """A fault chosen by one uniform `draw`: overloaded, then api_error, then drop."""
+    edge = config.overloaded_rate
+    if draw < edge:
+        return _error(529)
+    edge += config.error_rate
+    if draw < edge:
+        return _error(500)
+    edge += config.drop_rate
+    if draw < edge:
+        return Outcome(kind="drop")
+    return None
+
+
+def _latency(
+    config: SimConfig, directives: Directives, rng: random.Random, slow: bool, output_tokens: int
+) -> tuple[float, float]:
+    """(seconds before the first byte, seconds spread over the tokens)."""
+    if directives.latency_ms is not None:
+        return directives.latency_ms / 1000.0, 0.0
+    base_ms = config.latency_ms
+    if config.latency_spread > 0 and base_ms > 0:
+        base_ms *= math.exp(rng.gauss(0.0, config.latency_spread))
+    if slow:
+        base_ms += config.slow_ms
+    return base_ms / 1000.0, config.ms_per_output_token * output_tokens / 1000.0
+
+
+def _offers_tool(body: Mapping[str, Any], name: str) -> bool:
+    return any(isinstance(t, Mapping) and t.get("name") == name for t in body.get("tools") or [])
+
+
+@dataclass(slots=True)
+class SimCore:
+    """The simulator's state (buckets, cache, attempt counters, stats) and its decisions."""
+
+    config: SimConfig
+    limiter: RateLimiter = field(init=False)
+    cache: PromptCache = field(init=False)
+    attempts: dict[str, int] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.config)
+        self.cache = PromptCache(default_ttl_s=self.config.cache_ttl_s)
+
+    def reset(self) -> None:
+        """Forget stats, attempt counters, cached prefixes and bucket levels."""
+        self.stats.reset()
+        self.attempts.clear()
+        self.cache.clear()
+        self.limiter.pools.clear()
+
+    def _next_attempt(self, digest: str) -> int:
+        attempt = self.attempts.get(digest, 0) + 1
+        self.attempts[digest] = attempt
+        return attempt
+
+    def _input(
+        self, body: Mapping[str, Any], directives: Directives, may_cache: bool, now_s: float
+    ) -> CachePlan:
+        if directives.input_tokens is not None:
+            return CachePlan(input_tokens=directives.input_tokens)
+        total = estimate_input_tokens(body)
+        return self.cache.plan(body, total, now_s) if may_cache else CachePlan(input_tokens=total)
+
+    def answer(
+        self,
+        body: Mapping[str, Any],
+        now_s: float,
+        may_have_directives: bool = True,
+        may_cache: bool = True,
+        limited: bool = True,
+    ) -> Outcome:
+        """Decide the answer to a valid create body arriving at `now_s`.
+
+        `may_have_directives` / `may_cache` are False when the raw body lacks `@sim{` /
+        `cache_control` (a fast path); `limited` is False for Message Batches items.
+        """
+        try:
+            directives = request_directives(body, may_have_directives)
+        except DirectiveError as exc:
+            return _error(400, str(exc))
+        if directives.tool is not None and not _offers_tool(body, directives.tool):
+            return _error(400, f"@sim{{tool={directives.tool}}} names a tool the request does not offer")
+        digest = request_digest(body)
+        attempt = self._next_attempt(digest)
+        outcome = injected_outcome(directives, attempt) or self._admit(
+            body, directives, may_cache, limited, now_s
+        )
+        if isinstance(outcome, CachePlan):
+            outcome = self._succeed(body, directives, outcome, attempt, digest, now_s)
+        outcome.digest = digest
+        return outcome
+
+    def _admit(
+        self, body: Mapping[str, Any], directives: Directives, may_cache: bool, limited: bool, now_s: float
+    ) -> Outcome | CachePlan:
+        plan = self._input(body, directives, may_cache, now_s)
+        if limited:
+            cost = plan.input_tokens + plan.write_tokens
+            wait_s = self.limiter.admit(model_class(body["model"]), cost, now_s)
+            if wait_s > 0:
+                return _error(429, retry_after_s=wait_s)
+        return plan
+
+    def _succeed(
+        self,
+        body: Mapping[str, Any],
+        directives: Directives,
+        plan: CachePlan,
+        attempt: int,
+        digest: str,
+        now_s: float,
+    ) -> Outcome:
+        cfg = self.config
+        rng = request_rng(cfg.seed, digest, attempt)
+        fault = random_fault(cfg, rng.random())
+        slow = rng.random() < cfg.slow_rate
+        if fault is not None:
+            return fault
+        reply = compose(body, directives, cfg.output_tokens, cfg.output_tokens_spread, rng)
+        self.limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
+        self.cache.commit(plan, now_s)
+        msg = message(f"msg_sim{rng.getrandbits(96):024x}", body["model"], reply, plan)
+        delay_s, token_delay_s = _latency(cfg, directives, rng, slow, reply.output_tokens)
+        stream_error = attempt <= directives.stream_error and bool(body.get("stream"))
+        if not stream_error:
+            self.stats.success(body["model"], digest, msg["usage"])
+        return Outcome(body=msg, delay_s=delay_s, token_delay_s=token_delay_s, stream_error=stream_error)

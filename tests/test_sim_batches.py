@@ -1,0 +1,93 @@
+"""Message Batches lifecycle through the SDK: create, retrieve, list, cancel, results."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anthropic
+
+from anvil_cli.sim import messages_digest
+from tests.sim_fixtures import (  # noqa: F401
+    HAIKU,
+    ClientFor,
+    SimFactory,
+    fixture_client_for,
+    fixture_sim_factory,
+    user,
+)
+
+
+def _requests(n: int, text: str = "item") -> list[dict[str, Any]]:
+    params = [{"model": HAIKU, "max_tokens": 40, "messages": user(f"{text} {i}")} for i in range(n)]
+    return [{"custom_id": f"job-{i}", "params": p} for i, p in enumerate(params)]
+
+
+def _wait_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        time.sleep(0.01)
+    raise AssertionError("batch did not end")
+
+
+def test_batch_lifecycle(sim_factory: SimFactory, client_for: ClientFor) -> None:
+    client = client_for(sim_factory(batch_seconds_per_request=0.005))
+    requests = _requests(10)
+    requests.append(
+        {
+            "custom_id": "bad",
+            "params": {"model": HAIKU, "max_tokens": 40, "messages": user("@sim{status=500}")},
+        }
+    )
+    created = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    assert created.processing_status == "in_progress" and created.results_url is None
+    assert created.request_counts.processing == 11 and created.id.startswith("msgbatch_")
+    ended = _wait_ended(client, created.id)
+    assert ended.request_counts.succeeded == 10 and ended.request_counts.errored == 1
+    assert ended.ended_at is not None and ended.results_url is not None
+    results = {r.custom_id: r.result for r in client.messages.batches.results(created.id)}
+    assert len(results) == 11 and results["bad"].type == "errored"
+    ok = results["job-3"]
+    assert ok.type == "succeeded"
+    assert ok.message.content[0].text.startswith(f"sim:{messages_digest(user('item 3'))} ")  # type: ignore[union-attr]
+    assert [b.id for b in client.messages.batches.list()] == [created.id]
+
+
+def test_cancel_marks_unprocessed_requests_canceled(sim_factory: SimFactory, client_for: ClientFor) -> None:
+    client = client_for(sim_factory(batch_seconds_per_request=0.05))
+    created = client.messages.batches.create(requests=_requests(100))  # type: ignore[arg-type]
+    canceling = client.messages.batches.cancel(created.id)
+    assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
+    ended = _wait_ended(client, created.id)
+    assert ended.request_counts.canceled >= 95
+    assert ended.request_counts.canceled + ended.request_counts.succeeded == 100
+    kinds = {r.result.type for r in client.messages.batches.results(created.id)}
+    assert "canceled" in kinds
+
+
+def test_list_pages_newest_first(sim_factory: SimFactory, client_for: ClientFor) -> None:
+    client = client_for(sim_factory())
+    ids = [client.messages.batches.create(requests=_requests(1)).id for _ in range(3)]  # type: ignore[arg-type]
+    first_page = client.messages.batches.list(limit=2)
+    assert [b.id for b in first_page.data] == ids[::-1][:2] and first_page.has_more
+    assert [b.id for b in client.messages.batches.list(limit=2)] == ids[::-1]  # auto-pagination
+
+
+def test_batch_errors(sim_factory: SimFactory, client_for: ClientFor) -> None:
+    client = client_for(sim_factory())
+    try:
+        client.messages.batches.retrieve("msgbatch_missing")
+    except anthropic.NotFoundError as exc:
+        assert exc.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    else:
+        raise AssertionError("expected 404")
+    duplicate = _requests(1) + _requests(1)
+    try:
+        client.messages.batches.create(requests=duplicate)  # type: ignore[arg-type]
+    except anthropic.BadRequestError:
+        pass
+    else:
+        raise AssertionError("expected 400")
