@@ -46,7 +46,7 @@ def test_requests_bucket_drains_then_refills(sim_factory: SimFactory, client_for
 
 def test_model_classes_have_separate_pools(sim_factory: SimFactory, client_for: ClientFor) -> None:
     client = client_for(sim_factory(rpm=60, burst=1))
-    create(client, model="claude-opus-4-5")
+    create(client, model="claude-opus-4-8")
     with pytest.raises(anthropic.RateLimitError):
         create(client, model="claude-opus-4-7")  # same pool as opus-4-5
     assert create(client, model="claude-sonnet-4-6").stop_reason == "end_turn"

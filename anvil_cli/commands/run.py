@@ -54,6 +54,14 @@ def run_command(
         None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
+    serve: str | None = typer.Option(
+        None,
+        "--serve",
+        metavar="[HOST:]PORT",
+        help="Serve the HTTP control API (status, metrics, add jobs, scale, pause, drain) on "
+        "127.0.0.1 unless HOST is given. Bearer token from ANVIL_API_TOKEN, else generated into the "
+        "state dir and printed once.",
+    ),
 ) -> None:
     """Run a batch as fast as the rate limits allow; resume it if it was interrupted.
 
@@ -82,7 +90,6 @@ def run_command(
             import time
 
             summary = conductor.metrics.summary(time.monotonic())
-            conductor.journal.save_snapshot(conductor.run_id, summary)
             if not quiet:
                 progress.tick(summary, conductor.pool.in_flight(), conductor.agent_limit)
 

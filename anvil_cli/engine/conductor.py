@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.config import Settings
+from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import JobResult, Journal
 from anvil_cli.engine.pool import InFlight, WorkerPool
 from anvil_cli.engine.ready import ReadyQueue
@@ -43,6 +44,7 @@ class Conductor:
         signals: SignalState,
         metrics: RunMetrics,
         on_tick: Callable[[Conductor], None] | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -52,6 +54,7 @@ class Conductor:
         self.signals = signals
         self.metrics = metrics
         self.on_tick = on_tick
+        self.control = control
         self.agent_limit = settings.scaling.agent_limit()
         self.ready = ReadyQueue(
             lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
@@ -68,7 +71,8 @@ class Conductor:
         try:
             while not self._should_exit():
                 self._check_signals()
-                if not self._stopping():
+                self._apply_commands()
+                if not self._stopping() and not self.paused:
                     self._dispatch()
                 self._pump_events()
                 self._reap_workers()
@@ -78,7 +82,7 @@ class Conductor:
         return self.end
 
     def _stopping(self) -> bool:
-        return self.end.interrupted or self.end.stop_reason is not None or self.paused
+        return self.end.interrupted or self.end.stop_reason is not None
 
     def _should_exit(self) -> bool:
         if self.end.aborted:
@@ -100,6 +104,26 @@ class Conductor:
         elif count >= 1 and not self.end.interrupted:
             self.end.interrupted = True
             self._begin_drain()
+
+    def _apply_commands(self) -> None:
+        """Steering from the HTTP API, applied on this thread."""
+        if self.control is None:
+            return
+        for cmd in self.control.pending_commands():
+            self.journal.add_event(self.run_id, "control", {"command": cmd.kind, "value": cmd.value})
+            if cmd.kind == "jobs_added":
+                self.ready.rewind()
+                self.metrics.total += int(cmd.value)
+            elif cmd.kind == "scale":
+                self.agent_limit = int(cmd.value)
+            elif cmd.kind == "breaker":
+                model, state = cmd.value
+                self.governor.set_breaker(model, state)
+            elif cmd.kind in ("pause", "resume"):
+                self.paused = cmd.kind == "pause"
+            elif cmd.kind == "drain" and not self.end.interrupted:
+                self.end.interrupted = True
+                self._begin_drain()
 
     def _begin_drain(self) -> None:
         """Stop dispatching; in-flight calls may finish within the grace period."""
@@ -217,8 +241,41 @@ class Conductor:
             return
         self._last_snapshot = now
         self._record_governor_events()
+        snapshot = self.snapshot(now)
+        self.journal.save_snapshot(self.run_id, snapshot)  # `anvil status` reads it from any terminal
+        if self.control is not None:
+            self.control.publish(snapshot)
         if self.on_tick is not None:
             self.on_tick(self)
+
+    def governor_snapshot(self) -> dict[str, Any]:
+        try:
+            return dict(self.governor.snapshot())
+        except (OSError, EOFError):  # the manager is gone (shutting down)
+            return {}
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The run's live figures, published once a second."""
+        state = "paused" if self.paused else ("stopping" if self._stopping() else "running")
+        return {
+            "run_id": self.run_id,
+            "state": state,
+            "paused": self.paused,
+            "metrics": self.metrics.summary(now),
+            "agents": {
+                "in_flight": self.pool.in_flight(),
+                "limit": self.agent_limit,
+                "min": self.settings.scaling.min_agents,
+                "max": self.settings.scaling.agent_limit(),
+            },
+            "queue_depth": len(self.ready),
+            "workers": [
+                {"id": w.worker_id, "pid": w.process.pid, "alive": w.alive, "jobs": len(w.jobs)}
+                for w in self.pool.workers.values()
+            ],
+            "worker_restarts": self.pool.restarts,
+            "governor": self.governor_snapshot(),
+        }
 
     def _record_governor_events(self) -> None:
         with contextlib.suppress(Exception):  # the manager may be gone during shutdown

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,6 +18,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.engine.conductor import Conductor, RunEnd, workers_for
+from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import (
     FAILED,
     PENDING,
@@ -28,6 +30,7 @@ from anvil_cli.engine.journal import (
     SUCCEEDED,
     Journal,
     RunRow,
+    journal_path,
 )
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.pool import WorkerPool
@@ -51,6 +54,7 @@ class RunOptions:
     retry_failed: bool = False
     simulate: bool = False
     api_key: str | None = None
+    serve: tuple[str, int] | None = None  # (host, port) of the HTTP control API
 
 
 @dataclass
@@ -137,6 +141,30 @@ def _start_simulator(settings: Settings, stack: ExitStack) -> str:
     return server.base_url
 
 
+def _start_api(settings: Settings, run_id: str, serve: tuple[str, int], stack: ExitStack) -> RunControl:
+    """The HTTP control API of this run, in a thread of the conductor process."""
+    from anvil_cli.api.auth import resolve_token
+    from anvil_cli.api.server import ApiServer
+
+    host, port = serve
+    token, generated = resolve_token(settings.state_dir, host, os.environ)
+    control = RunControl(
+        journal_path(settings.state_dir),
+        run_id,
+        agent_min=settings.scaling.min_agents,
+        agent_max=settings.scaling.agent_limit(),
+        extra_models=list(settings.prices),
+    )
+    stack.callback(control.close)
+    server = ApiServer(control, host, port, token).start()
+    stack.callback(server.stop)
+    print(f"control API at {server.url} (Authorization: Bearer <token>)", file=sys.stderr, flush=True)
+    if generated:
+        where = settings.state_dir / "api_token"
+        print(f"API token (shown once; also in {where}, mode 0600): {token}", file=sys.stderr, flush=True)
+    return control
+
+
 def _mp_context() -> Any:
     """forkserver: workers and replacements start from a clean process that has already imported
     and warmed the SDK, not from a fork of a conductor that has threads. Starting it early lets
@@ -192,9 +220,12 @@ def execute_run(
         )
         if on_start is not None:
             on_start(run_id, metrics)
-        if counts[PENDING]:
+        control = _start_api(settings, run_id, opts.serve, stack) if opts.serve else None
+        if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
-            end = _conduct(settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick)
+            end = _conduct(
+                settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick, control
+            )
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -207,6 +238,7 @@ def _conduct(
     metrics: RunMetrics,
     signals: SignalState,
     on_tick: Callable[[Conductor], None] | None,
+    control: RunControl | None = None,
 ) -> RunEnd:
     api_key, base_url = endpoint
     spent_before = journal.totals(run_id)["cost_usd"]
@@ -219,7 +251,7 @@ def _conduct(
             return WorkerConfig(wid, settings_json, api_key, base_url, threads, os.getpid())
 
         pool = WorkerPool(ctx, procs, make_config, governor)
-        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick)
+        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick, control)
         return conductor.run()
     finally:
         manager.shutdown()

@@ -1,0 +1,149 @@
+"""Steering a running batch from another thread (the HTTP API): commands in, snapshots out.
+
+The conductor's loop is single-threaded and owns its journal connection. The API thread never
+touches the conductor's state: it reads the last published snapshot, reads the journal through
+its own connection, and posts commands to a queue the conductor drains each turn. Jobs added
+through the API are committed to the journal before `add_jobs` returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anvil_cli.batch.fields import ModelSet
+from anvil_cli.batch.job import Job
+from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
+from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.output import result_line
+from anvil_cli.errors import InputError, Problem
+
+API_SOURCE = "POST /jobs"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request for the conductor, applied on its own thread."""
+
+    kind: str  # "jobs_added" | "scale" | "breaker" | "pause" | "resume" | "drain"
+    value: Any = None
+
+
+class RunControl:
+    """Implements the HTTP API's Controller for one run."""
+
+    def __init__(
+        self,
+        journal_path: Path,
+        run_id: str,
+        *,
+        agent_min: int,
+        agent_max: int,
+        extra_models: Collection[str] = (),
+    ) -> None:
+        self.run_id = run_id
+        self.agent_min = agent_min
+        self.agent_max = agent_max
+        self.commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._journal = Journal(journal_path)
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, Any] = {"run_id": run_id, "state": "starting"}
+        self._models = ModelSet.build(extra_models)
+
+    def close(self) -> None:
+        with self._lock:
+            self._journal.close()
+
+    # -- published by the conductor -----------------------------------------------------------
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    # -- Controller ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            snapshot = dict(self._snapshot)
+            counts = self._journal.counts(self.run_id)
+        snapshot["counts"] = {
+            "total": sum(counts.values()),
+            "succeeded": counts["succeeded"],
+            "failed": counts["failed"],
+            "pending": counts["pending"],
+            "running": counts["running"],
+        }
+        return snapshot
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._journal.job_by_id(self.run_id, job_id)
+        if row is None:
+            return None
+        return {**result_line(row), "state": row["state"], "priority": row["job"].get("priority")}
+
+    def add_jobs(self, raw_jobs: list[dict[str, Any]]) -> list[str]:
+        with self._lock:
+            jobs = self._validate(raw_jobs)
+            self._journal.add_jobs(self.run_id, jobs)  # durable before we answer
+        self.commands.put(Command("jobs_added", len(jobs)))
+        return [job.id for job in jobs]
+
+    def _validate(self, raw_jobs: list[dict[str, Any]]) -> list[Job]:
+        factory = JobFactory(self._models)
+        start = self._journal.next_seq(self.run_id)
+        factory.seq = start
+        jobs: list[Job] = []
+        problems: list[Problem] = []
+        for n, raw in enumerate(raw_jobs, start=1):
+            if is_message_batch_request(raw):
+                made = factory.message_batch_job(raw, file=API_SOURCE, line=n)
+            else:
+                made = factory.anvil_job(raw, file=API_SOURCE, line=n)
+            if isinstance(made, Job):
+                jobs.append(made)
+            else:
+                problems.extend(made)
+        problems.extend(self._clashes(jobs))
+        if problems:
+            raise InputError(problems)
+        return jobs
+
+    def _clashes(self, jobs: list[Job]) -> list[Problem]:
+        return [
+            Problem(API_SOURCE, f"a job with id {job.id!r} is already in this run", job_id=job.id, field="id")
+            for job in jobs
+            if self._journal.job_by_id(self.run_id, job.id) is not None
+        ]
+
+    def scale(self, agents: int) -> int:
+        if not self.agent_min <= agents <= self.agent_max:
+            raise ValueError(f"agents must be between {self.agent_min} and {self.agent_max}, got {agents}")
+        self.commands.put(Command("scale", agents))
+        return agents
+
+    def set_breaker(self, model: str, state: str) -> None:
+        if state not in ("open", "closed"):
+            raise ValueError(f"breaker state must be 'open' or 'closed', got {state!r}")
+        self.commands.put(Command("breaker", (model, state)))
+
+    def pause(self) -> None:
+        self.commands.put(Command("pause"))
+
+    def resume(self) -> None:
+        self.commands.put(Command("resume"))
+
+    def drain(self) -> None:
+        self.commands.put(Command("drain"))
+
+    def pending_commands(self) -> list[Command]:
+        out: list[Command] = []
+        while True:
+            try:
+                out.append(self.commands.get_nowait())
+            except queue.Empty:
+                return out
