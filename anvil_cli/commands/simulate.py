@@ -8,7 +8,6 @@ import typer
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim.config import DEFAULT_PORT, TIERS, SimConfig, with_tier
-from anvil_cli.sim.server import serve_forever
 
 EPILOG = (
     "Per-request directives, written anywhere in the system or message text: "
@@ -88,6 +87,8 @@ def simulate(
         typer.echo(f"Simulated Anthropic API at {url}  (export ANTHROPIC_BASE_URL={url})  Ctrl-C stops.")
 
     try:
+        from anvil_cli.sim.server import serve_forever  # aiohttp: imported only when serving
+
         serve_forever(config, on_ready=ready)
     except OSError as exc:
         typer.echo(f"anvil simulate: cannot listen on {host}:{port}: {exc}", err=True)

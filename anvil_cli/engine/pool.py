@@ -15,7 +15,8 @@ from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from anvil_cli.engine.worker import WorkerConfig, worker_main
+from anvil_cli.engine.worker_config import WorkerConfig
+from anvil_cli.engine.worker_entry import run_worker
 
 InFlight = tuple[int, int, dict[str, Any], int]  # the ready-queue row of a dispatched job
 
@@ -67,7 +68,7 @@ class WorkerPool:
         jobs_r, jobs_w = self.ctx.Pipe(duplex=False)
         events_r, events_w = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
+            target=run_worker,
             args=(cfg, self.governor, jobs_r, events_w),
             name=f"anvil-worker-{wid}",
             daemon=True,

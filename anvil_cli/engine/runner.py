@@ -36,7 +36,7 @@ from anvil_cli.engine.output import write_results
 from anvil_cli.engine.pool import WorkerPool
 from anvil_cli.engine.shared import start_governor
 from anvil_cli.engine.signals import SignalState
-from anvil_cli.engine.worker import WorkerConfig
+from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.metrics import RunMetrics
@@ -54,6 +54,7 @@ class RunOptions:
     retry_failed: bool = False
     simulate: bool = False
     api_key: str | None = None
+    mode: str = "messages"  # or "batches": the Message Batches API (engine/batches_mode.py)
     serve: tuple[str, int] | None = None  # (host, port) of the HTTP control API
 
 
@@ -97,7 +98,7 @@ def _open_run(
     batch_path = str(opts.batch.resolve())
     run = None if opts.fresh else journal.latest_run(batch_path)
     if run is None:
-        return journal.create_run(batch_path, sha, jobs), False, []
+        return journal.create_run(batch_path, sha, jobs, mode=opts.mode), False, []
     _check_resumable(run, sha)
     notes: list[str] = []
     if opts.retry_failed:
@@ -122,21 +123,10 @@ def _check_resumable(run: RunRow, sha: str) -> None:
 
 
 def _start_simulator(settings: Settings, stack: ExitStack) -> str:
-    from anvil_cli.sim import SimConfig, SimServer
+    from anvil_cli.sim import SimServer
+    from anvil_cli.sim.embedded import embedded_config
 
-    _, rl = settings.rate_limit_for("claude-sonnet-4-6")
-    config = SimConfig(
-        rpm=rl.requests_per_minute,
-        burst=rl.burst_size,
-        itpm=rl.input_tokens_per_minute,
-        otpm=rl.output_tokens_per_minute,
-        latency_ms=400.0,
-        latency_spread=0.3,
-        output_tokens=120,
-        output_tokens_spread=0.5,
-        seed=7,
-    )
-    server = SimServer(config).start_process()
+    server = SimServer(embedded_config(settings)).start_process()
     stack.callback(server.stop)
     return server.base_url
 
@@ -223,9 +213,12 @@ def execute_run(
         control = _start_api(settings, run_id, opts.serve, stack) if opts.serve else None
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
-            end = _conduct(
-                settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick, control
-            )
+            if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
+                end = _batches(settings, journal, run_id, (api_key, base_url), metrics, signals)
+            else:
+                end = _conduct(
+                    settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick, control
+                )
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -255,6 +248,31 @@ def _conduct(
         return conductor.run()
     finally:
         manager.shutdown()
+
+
+def _batches(
+    settings: Settings,
+    journal: Journal,
+    run_id: str,
+    endpoint: tuple[str, str | None],
+    metrics: RunMetrics,
+    signals: SignalState,
+) -> RunEnd:
+    """`--mode batches`: the Message Batches API instead of workers (engine/batches_mode.py)."""
+    import sys
+
+    import anthropic
+
+    from anvil_cli.engine.batches_mode import BatchesContext, run_batches
+
+    api_key, base_url = endpoint
+    client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=settings.provider.timeout_s)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with client:
+        return run_batches(BatchesContext(settings, journal, run_id, client, metrics, signals, say))
 
 
 def _finish(
@@ -290,4 +308,5 @@ def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict
         "pending": counts[PENDING] + counts[RUNNING],
     }
     summary["run_cost_usd"] = round(totals["cost_usd"], 6)
+    summary["cache_hits"] = journal.cache_hits(run_id)
     return summary

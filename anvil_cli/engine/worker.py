@@ -19,7 +19,6 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -30,22 +29,8 @@ from anvil_cli.config import Settings
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.journal import JobResult
 from anvil_cli.engine.lifeline import die_with
+from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.pricing import Pricer
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs, picklable (workers may be spawned)."""
-
-    worker_id: int
-    settings_json: str
-    api_key: str  # passed over the process pipe, never on a command line or in a log
-    base_url: str | None
-    max_threads: int
-    conductor_pid: int
-
-    def __repr__(self) -> str:  # keep the key out of any traceback or log
-        return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
 
 
 def make_client(

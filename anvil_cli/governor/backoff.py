@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import anthropic
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
@@ -53,9 +52,10 @@ def retry_after_s(exc: BaseException | None, wall_now: float | None = None) -> f
     `retry-after` may be seconds or an HTTP date; a date needs the wall-clock `wall_now` (epoch
     seconds) and is ignored without it. None when absent or unreadable.
     """
-    if not isinstance(exc, anthropic.APIStatusError):
+    response = getattr(exc, "response", None)  # an anthropic.APIStatusError (duck-typed: no SDK import)
+    headers = getattr(response, "headers", None)
+    if exc is None or headers is None or not hasattr(exc, "status_code"):
         return None
-    headers = exc.response.headers
     from_ms = _seconds(headers.get("retry-after-ms"), 0.001)
     if from_ms is not None:
         return from_ms

@@ -1,0 +1,20 @@
+"""What a worker process is started with (kept apart so the conductor never imports the SDK)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, picklable (workers may be spawned)."""
+
+    worker_id: int
+    settings_json: str
+    api_key: str  # passed over the process pipe, never on a command line or in a log
+    base_url: str | None
+    max_threads: int
+    conductor_pid: int
+
+    def __repr__(self) -> str:  # keep the key out of any traceback or log
+        return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
