@@ -97,6 +97,7 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     state = tmp_path / ".anvil"
     _wait_for(lambda: _succeeded(state) >= 10)
     victim = _worker_pids(state)[0]
+    killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
     code, err = _finish(proc)
     assert code == ExitCode.OK, err
@@ -106,7 +107,9 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     died = _journal_query(state, "SELECT COUNT(*) FROM events WHERE kind = 'worker_died'")
     assert died[0][0] >= 1
-    assert len(_worker_pids(state)) >= 3  # a replacement started
+    started = _journal_query(state, "SELECT at FROM events WHERE kind = 'worker_started' ORDER BY at")
+    assert len(started) >= 3  # a replacement started...
+    assert any(killed_at <= float(str(at)) <= killed_at + 5 for (at,) in started)  # ...within 5 s
 
 
 def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, slow_sim: SimServer) -> None:
