@@ -107,12 +107,26 @@ class Routing(_Section):
     moderate: str = "claude-sonnet-4-6"
     complex: str = "claude-opus-4-8"
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    fallback_after_529: int = Field(3, ge=1, description="consecutive 529s on one job before its fallback")
 
 
 class Cache(_Section):
     enabled: bool = True
     prompt_caching: bool = True
     prompt_caching_min_chars: int = Field(4096, ge=0)
+
+
+class PlanSettings(_Section):
+    expected_output_tokens: int | None = Field(None, ge=1, description="mean output tokens per call")
+    expected_output_ratio: float = Field(0.5, gt=0, le=1, description="else this share of max_tokens")
+    assumed_latency_s: float = Field(5.0, gt=0, description="mean seconds per call, for Little's law")
+
+
+class BatchesSettings(_Section):
+    max_requests: int = Field(100_000, ge=1, le=100_000, description="requests per Message Batch")
+    max_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000, description="bytes per Message Batch")
+    poll_interval_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=20, description="submissions per job (errored/expired retried)")
 
 
 class Alerts(_Section):
@@ -135,8 +149,13 @@ class RunSettings(_Section):
 
 
 class ModelPriceOverride(_Section):
+    """USD per million tokens; cache prices default to the table's multipliers of `input`."""
+
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cache_write_5m: float | None = Field(None, ge=0)
+    cache_write_1h: float | None = Field(None, ge=0)
+    cache_read: float | None = Field(None, ge=0)
 
 
 class Settings(_Section):
@@ -147,6 +166,8 @@ class Settings(_Section):
     budget: Budget = Field(default_factory=Budget)
     routing: Routing = Field(default_factory=Routing)
     cache: Cache = Field(default_factory=Cache)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+    batches: BatchesSettings = Field(default_factory=BatchesSettings)
     alerts: Alerts = Field(default_factory=Alerts)
     provider: Provider = Field(default_factory=Provider)
     run: RunSettings = Field(default_factory=RunSettings)

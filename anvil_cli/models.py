@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -16,12 +17,15 @@ AUTO = "auto"
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """USD per million tokens for one model."""
+    """USD per million tokens for one model; cache prices are None when derived from multipliers."""
 
     input: float
     output: float
     retired: bool = False
     deprecated: bool = False
+    cache_write_5m: float | None = None
+    cache_write_1h: float | None = None
+    cache_read: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +39,40 @@ class PriceTable:
     cache_read: float
     models: dict[str, ModelPrice]
 
+    def write_5m(self, price: ModelPrice) -> float:
+        """USD per million tokens written to a 5-minute cache."""
+        return price.cache_write_5m if price.cache_write_5m is not None else price.input * self.cache_write_5m
+
+    def write_1h(self, price: ModelPrice) -> float:
+        """USD per million tokens written to a 1-hour cache."""
+        return price.cache_write_1h if price.cache_write_1h is not None else price.input * self.cache_write_1h
+
+    def read(self, price: ModelPrice) -> float:
+        """USD per million tokens read from the cache."""
+        return price.cache_read if price.cache_read is not None else price.input * self.cache_read
+
+
+def model_price(raw: Mapping[str, Any]) -> ModelPrice:
+    """A ModelPrice from a mapping with `input`, `output` and optional cache prices and flags."""
+
+    def opt(key: str) -> float | None:
+        value = raw.get(key)
+        return None if value is None else float(value)
+
+    return ModelPrice(
+        input=float(raw["input"]),
+        output=float(raw["output"]),
+        retired=bool(raw.get("retired", False)),
+        deprecated=bool(raw.get("deprecated", False)),
+        cache_write_5m=opt("cache_write_5m"),
+        cache_write_1h=opt("cache_write_1h"),
+        cache_read=opt("cache_read"),
+    )
+
 
 def _parse_table(raw: dict[str, Any]) -> PriceTable:
     mult = raw.get("cache_multipliers", {})
-    models = {
-        name: ModelPrice(
-            input=float(v["input"]),
-            output=float(v["output"]),
-            retired=bool(v.get("retired", False)),
-            deprecated=bool(v.get("deprecated", False)),
-        )
-        for name, v in raw["models"].items()
-    }
+    models = {name: model_price(v) for name, v in raw["models"].items()}
     return PriceTable(
         read_on=str(raw.get("read_on", "")),
         batch_discount=float(raw.get("batch_discount", 0.5)),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from anvil_cli.batch.job import Job
 from anvil_cli.config import Routing
+from anvil_cli.models import AUTO
 
 _COMPLEX_WORDS = re.compile(
     r"\b(prove|proof|architect|design|refactor|analy[sz]e|step[- ]by[- ]step|reason|plan|debug)\b",
@@ -37,7 +39,13 @@ def route(complexity: str | None, request: dict[str, Any], routing: Routing) -> 
     return str(getattr(routing, level))
 
 
+def model_for(job: Job, routing: Routing) -> str:
+    """The model a job runs on: its own, or the routed one for `auto`."""
+    return route(job.complexity, job.request(), routing) if job.model == AUTO else job.model
+
+
 def fallbacks(model: str, routing: Routing) -> list[str]:
+    """Models to try, in order, while `model` is unavailable (open breaker, repeated 529s)."""
     return list(routing.fallbacks.get(model, []))
 
 

@@ -54,6 +54,10 @@ def run_command(
         None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
+    mode: str = typer.Option(
+        "messages", "--mode", help="messages (live calls) or batches (Message Batches API, 50% off)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Don't answer from the result cache."),
     serve: str | None = typer.Option(
         None,
         "--serve",
@@ -78,10 +82,24 @@ def run_command(
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     set_in(overrides, "run.progress_interval_s", progress_interval)
     set_in(overrides, "run.grace_period_s", grace)
+    set_in(overrides, "cache.enabled", False if no_cache else None)
     with domain_errors():
+        if mode not in ("messages", "batches"):
+            raise UsageError(f"--mode: expected messages or batches, got {mode!r}")
+        serve_at = None
+        if serve is not None:
+            from anvil_cli.api.auth import parse_serve
+
+            serve_at = parse_serve(serve)
         settings = settings_from(config, overrides)
         opts = RunOptions(
-            batch=batch, output=output, fresh=fresh, retry_failed=retry_failed, simulate=simulate
+            batch=batch,
+            output=output,
+            fresh=fresh,
+            retry_failed=retry_failed,
+            simulate=simulate,
+            mode=mode,
+            serve=serve_at,
         )
         console = err_console()
         progress = PlainProgress(console, settings.run.progress_interval_s)

@@ -16,12 +16,14 @@ import anthropic
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from anvil_cli.batch.job import Job
+from anvil_cli.cache import CachedResult, ResultCache, request_key
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.journal import JobResult
 from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.models import AUTO
 from anvil_cli.pricing import Pricer
+from anvil_cli.prompt_cache import mark_prompt_cache
 from anvil_cli.routing import fallbacks, route
 from anvil_cli.tokens import estimate_input_tokens
 
@@ -68,6 +70,7 @@ class _JobState:
     est_input: int
     attempts: int = 0
     cost_usd: float = 0.0
+    overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -85,6 +88,26 @@ def _usage_dict(message: Any) -> dict[str, Any]:
     return data
 
 
+def _from_cache(seq: int, hit: CachedResult, started: float) -> JobResult:
+    """A job answered by the result cache: no call, no cost."""
+    entry = {"n": 0, "model": hit.model, "status_code": 200, "cache_hit": True, "latency_s": 0.0}
+    now = time.time()
+    return JobResult(
+        seq=seq,
+        succeeded=True,
+        model=hit.model,
+        attempts=0,
+        output=hit.output,
+        stop_reason=hit.stop_reason,
+        usage=hit.usage,
+        cost_usd=0.0,
+        attempt_log=[entry],
+        latency_s=now - started,
+        started_at=started,
+        finished_at=now,
+    )
+
+
 def _text_of(message: Any) -> str:
     return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
 
@@ -97,6 +120,7 @@ class Agent:
         s = ctx.settings
         self.timeout_s = s.provider.timeout_s
         self.retries = s.retries
+        self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
 
     def run(self, job: Job) -> JobResult:
         started = time.time()
@@ -104,6 +128,12 @@ class Agent:
         if model == AUTO:
             model = route(job.complexity, job.request(), self.ctx.settings.routing)
         request = job.request(model)
+        key = request_key(request)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            return _from_cache(job.seq, hit, started)
+        if self.ctx.settings.cache.prompt_caching:
+            request = mark_prompt_cache(request, self.ctx.settings.cache.prompt_caching_min_chars)
         st = _JobState(job=job, model=model, request=request, est_input=estimate_input_tokens(request))
         try:
             message = self._with_retries(st)
@@ -113,14 +143,17 @@ class Agent:
             exc.attempts = st.attempts
             raise
         finished = time.time()
+        output, usage = _text_of(message), _usage_dict(message)
+        if self.cache is not None:
+            self.cache.put(key, CachedResult(st.model, output, message.stop_reason, usage, st.cost_usd))
         return JobResult(
             seq=job.seq,
             succeeded=True,
             model=st.model,
             attempts=st.attempts,
-            output=_text_of(message),
+            output=output,
             stop_reason=message.stop_reason,
-            usage=_usage_dict(message),
+            usage=usage,
             cost_usd=st.cost_usd,
             attempt_log=st.log,
             latency_s=finished - started,
@@ -230,6 +263,9 @@ class Agent:
         }
         st.log.append(entry)
         self.ctx.on_attempt({"seq": st.job.seq, **entry})
+        st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
+        if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
+            st.overloaded = 0
         if info.verdict is Verdict.STOP_RUN:
             raise StopRun(info.type, f"{info.type} ({info.status_code}): {info.message}") from exc
 
@@ -251,6 +287,8 @@ class Agent:
 
     def _switch_to_fallback(self, st: _JobState) -> bool:
         chain = fallbacks(st.model, self.ctx.settings.routing)
+        if not chain:
+            return False
         snapshot = self.ctx.governor.snapshot()
         breakers = snapshot.get("breakers", {})
         for candidate in chain:

@@ -78,7 +78,39 @@ CREATE TABLE IF NOT EXISTS events (
     data_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id, at);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    batch_id TEXT,
+    state TEXT NOT NULL,
+    seqs_json TEXT NOT NULL,
+    worst_usd REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, n)
+);
 """
+
+# Message Batches rows (`anvil run --mode batches`): an "intent" is written before the create
+# call, "submitted" once the server named the batch, "ended" once its results are in the jobs
+# rows, "abandoned" when the create is known not to have happened.
+BATCH_INTENT = "intent"
+BATCH_SUBMITTED = "submitted"
+BATCH_ENDED = "ended"
+BATCH_ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """A Message Batch of a run, as stored in the journal."""
+
+    run_id: str
+    n: int
+    batch_id: str | None
+    state: str
+    seqs: list[int]
+    worst_usd: float
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +465,73 @@ class Journal:
         )
         for row in cur:
             yield _job_row(row)
+
+    def return_to_pending(self, run_id: str, seqs: list[int], *, attempts: int = 0) -> None:
+        """Unfinished jobs (pending or running) go back to pending, `attempts` more counted."""
+        self.db.executemany(
+            "UPDATE jobs SET state = ?, attempts = attempts + ? WHERE run_id = ? AND seq = ?"
+            " AND state IN (?, ?)",
+            [(PENDING, attempts, run_id, s, PENDING, RUNNING) for s in seqs],
+        )
+
+    def cache_hits(self, run_id: str) -> int:
+        """Jobs of the run answered by the result cache (no call, no cost)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE run_id = ? AND state = ? AND attempts_json LIKE ?",
+            (run_id, SUCCEEDED, '%"cache_hit": true%'),
+        ).fetchone()
+        return int(row[0])
+
+    # -- message batches ------------------------------------------------------------------------
+
+    def add_batch_intent(self, run_id: str, seqs: list[int], worst_usd: float) -> int:
+        """Record that a batch of these jobs is about to be created; returns its number."""
+        row = self.db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM batches WHERE run_id = ?", (run_id,))
+        n = int(row.fetchone()[0])
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO batches (run_id, n, batch_id, state, seqs_json, worst_usd, created_at, updated_at)"
+            " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+            (run_id, n, BATCH_INTENT, json.dumps(seqs), worst_usd, now, now),
+        )
+        return n
+
+    def set_batch(self, run_id: str, n: int, state: str, batch_id: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE batches SET state = ?, batch_id = COALESCE(?, batch_id), updated_at = ?"
+            " WHERE run_id = ? AND n = ?",
+            (state, batch_id, time.time(), run_id, n),
+        )
+
+    def batches(self, run_id: str, states: tuple[str, ...] | None = None) -> list[BatchRow]:
+        """The run's batches, oldest first, optionally only those in `states`."""
+        sql = (
+            "SELECT run_id, n, batch_id, state, seqs_json, worst_usd, created_at FROM batches"
+            " WHERE run_id = ?"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if states:
+            sql += f" AND state IN ({', '.join('?' for _ in states)})"
+            args += states
+        rows = self.db.execute(sql + " ORDER BY n", args).fetchall()
+        return [BatchRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def known_batch_ids(self) -> set[str]:
+        """Every batch id recorded by any run (to tell ours from the server's other batches)."""
+        return {r[0] for r in self.db.execute("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")}
+
+    def job_rows(self, run_id: str, seqs: list[int]) -> list[dict[str, Any]]:
+        """Some jobs of a run, by seq."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(seqs), 500):
+            part = seqs[i : i + 500]
+            marks = ", ".join("?" for _ in part)
+            rows = self.db.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND seq IN ({marks}) ORDER BY seq",
+                (run_id, *part),
+            ).fetchall()
+            out.extend(_job_row(r) for r in rows)
+        return out
 
     # -- events -------------------------------------------------------------------------------
 

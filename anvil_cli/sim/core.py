@@ -153,9 +153,10 @@ class SimCore:
             return _error(400, f"@sim{{tool={directives.tool}}} names a tool the request does not offer")
         digest = request_digest(body)
         attempt = self._next_attempt(digest)
-        outcome = injected_outcome(directives, attempt) or self._admit(
-            body, directives, may_cache, limited, now_s
-        )
+        injected = None
+        if directives.for_model is None or directives.for_model == body.get("model"):
+            injected = injected_outcome(directives, attempt)
+        outcome = injected or self._admit(body, directives, may_cache, limited, now_s)
         if isinstance(outcome, CachePlan):
             outcome = self._succeed(body, directives, outcome, attempt, digest, now_s)
         outcome.digest = digest

@@ -32,6 +32,7 @@ class Directives:
     input_tokens: int | None = None
     tool: str | None = None
     stream_error: int = 0
+    for_model: str | None = None  # status/fail/drop apply only to requests for this model
 
     def fail_status(self, attempt: int) -> int | None:
         """The status `fail=` asks for on `attempt` (1-based), or None once its steps are used up."""
@@ -87,8 +88,8 @@ def _apply(found: Directives, key: str, value: str) -> None:
             found.latency_ms = float(value)
         except ValueError:
             raise DirectiveError(f"@sim{{latency_ms=...}} needs a number, got {value!r}") from None
-    elif key == "tool":
-        found.tool = value
+    elif key in ("tool", "for_model"):
+        setattr(found, key, value)
     else:
         raise DirectiveError(f"unknown @sim directive key {key!r}")
 

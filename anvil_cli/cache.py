@@ -1,0 +1,100 @@
+"""The result cache: an identical request is answered from `state_dir/cache.sqlite` at no cost.
+
+"Identical" means the same model, every parameter and the same messages: the key is the
+sha256 of the request's canonical JSON. Only successful answers are stored. Several worker
+processes share the file (SQLite WAL); each process uses one connection behind a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_NAME = "cache.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    output TEXT,
+    stop_reason TEXT,
+    usage_json TEXT,
+    cost_usd REAL NOT NULL,
+    stored_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    """A stored answer: the model that gave it, its text, stop reason, usage and original cost."""
+
+    model: str
+    output: str | None
+    stop_reason: str | None
+    usage: dict[str, Any] | None
+    cost_usd: float
+
+
+def request_key(request: Mapping[str, Any]) -> str:
+    """The cache key of a Messages API request (all of it, canonical JSON)."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _secure_create(path: Path) -> None:
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(p, 0o600)
+
+
+class ResultCache:
+    """get/put of successful answers by request key; safe to share between threads."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / CACHE_NAME
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _secure_create(self.path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    def get(self, key: str) -> CachedResult | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT model, output, stop_reason, usage_json, cost_usd FROM results WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return CachedResult(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4])
+
+    def put(self, key: str, result: CachedResult) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results (key, model, output, stop_reason, usage_json, cost_usd,"
+                " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    result.model,
+                    result.output,
+                    result.stop_reason,
+                    json.dumps(result.usage) if result.usage is not None else None,
+                    result.cost_usd,
+                    time.time(),
+                ),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,129 @@
+"""`anvil run --mode batches`: Message Batches end to end on the simulator, kill and re-attach."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from anthropic.resources.messages.batches import Batches
+
+from anvil_cli.engine.journal import Journal
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.sim import SimConfig, SimServer
+from tests.engine_support import anvil_cmd, cli_env, read_results, run_inprocess, write_config, write_jobs
+
+FAST_BATCHES = {"max_requests": 8, "poll_interval_s": 0.05, "max_attempts": 3}
+
+
+def _jobs(n: int, tag: str = "q") -> list[dict[str, Any]]:
+    return [{"id": f"job {i}/{tag}", "prompt": f"{tag} {i}"} for i in range(n)]
+
+
+def test_batches_mode_runs_every_job_at_half_price(tmp_path: Path) -> None:
+    jobs = [*_jobs(20), {"id": "flaky", "prompt": "@sim{fail=500x1} flaky"}]
+    with SimServer(
+        SimConfig(seed=5, output_tokens=30, batch_seconds_per_request=0.001)
+    ).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        config = write_config(
+            tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES, cache={"enabled": False}
+        )
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+        stats = sim.stats()
+        assert stats["batches_created"] == 4  # 21 jobs in batches of 8, then the errored one again
+        assert stats["requests"] == 0  # nothing through the Messages endpoint
+        results = {r["id"]: r for r in read_results(out)}
+        assert all(r["status"] == "succeeded" for r in results.values())
+        assert results["flaky"]["attempts"] == 2
+        with Journal.open(tmp_path / ".anvil") as journal:
+            rows = journal.batches(report.run_id)
+        assert [len(r.seqs) for r in rows] == [8, 8, 5, 1] and {r.state for r in rows} == {"ended"}
+
+        batch_cost = report.summary["run_cost_usd"]
+        config = write_config(
+            tmp_path / "anvil.yaml", sim.base_url, cache={"enabled": False}, state_dir=str(tmp_path / "m")
+        )
+        messages = run_inprocess(config, batch, tmp_path / "m.jsonl")
+    assert batch_cost == pytest.approx(messages.summary["run_cost_usd"] / 2, rel=1e-6)
+
+
+def _wait_for_batch_id(state_dir: Path, proc: subprocess.Popen[str], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        journal = Journal.open_existing(state_dir)
+        if journal is not None:
+            with journal:
+                run = journal.latest_run()
+                if run is not None and any(b.batch_id for b in journal.batches(run.id)):
+                    return
+        time.sleep(0.05)  # polling the journal for real progress, bounded
+    raise AssertionError("no batch id was recorded")
+
+
+def test_killed_run_reattaches_without_resubmitting(tmp_path: Path) -> None:
+    with SimServer(SimConfig(seed=6, batch_seconds_per_request=0.1)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(16))
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        cmd = anvil_cmd("run", str(batch), "--config", str(config), "--mode", "batches", "-q")
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            _wait_for_batch_id(tmp_path / ".anvil", proc)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+        created = sim.stats()["batches_created"]
+        assert 1 <= created <= 2
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out)  # no --mode: open batches are re-attached anyway
+        assert report.exit_code == ExitCode.OK, report.summary
+        stats = sim.stats()
+    assert stats["batches_created"] == 2  # the batches of the killed run, nothing submitted twice
+    assert stats["paid_duplicates"] == 0
+    results = read_results(out)
+    assert len(results) == 16 and all(r["status"] == "succeeded" for r in results)
+
+
+def test_unconfirmed_create_is_found_on_the_server_not_resubmitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Batches.create
+
+    def create_then_lose_the_answer(self: Batches, **kwargs: Any) -> Any:
+        original(self, **kwargs)
+        raise anthropic.APIConnectionError(request=httpx.Request("POST", "http://sim/v1/messages/batches"))
+
+    monkeypatch.setattr(Batches, "create", create_then_lose_the_answer)
+    with SimServer(SimConfig(seed=7, batch_seconds_per_request=0.001)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(6))
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK
+        assert sim.stats()["batches_created"] == 1
+    assert all(r["status"] == "succeeded" for r in read_results(out))
+
+
+def test_budget_stops_batches_mode_with_exit_3(tmp_path: Path) -> None:
+    with SimServer(SimConfig(seed=8, batch_seconds_per_request=0.001)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(40))
+        # worst case per job (batch): ~(13 x 2 x 1 + 64 x 5) / 2 / 1e6 = ~0.00017 USD
+        config = write_config(
+            tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES, budget={"max_usd": 0.002}
+        )
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+    assert report.exit_code == ExitCode.STOPPED and report.summary["stop_reason"] == "budget"
+    results = read_results(out)
+    assert sum(float(r["cost_usd"]) for r in results) <= 0.002
+    assert 0 < sum(r["status"] == "succeeded" for r in results) < 40
