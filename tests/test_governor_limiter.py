@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.governor.limiter import Adaptation, Limits, PoolLimiter, ServerReading, read_ratelimit_headers
+from anvil_cli.governor.limiter import (
+    REQUESTS,
+    Adaptation,
+    Limits,
+    PoolLimiter,
+    ServerReading,
+    read_ratelimit_headers,
+)
 
 LIMITS = Limits(requests_per_minute=120, burst_size=20, input_tokens_per_minute=100_000)
 
@@ -160,3 +167,18 @@ def test_adjust_charges_or_refunds_only_existing_buckets() -> None:
     pool.adjust("input_tokens", -10_000.0, now=0.0)
     pool.adjust("output_tokens", 5.0, now=0.0)
     assert _levels(pool, 0.0) == {"requests": 20.0, "input_tokens": 80_000.0}
+
+
+def test_safety_margins_apply_after_adapting_to_the_server() -> None:
+    limits = Limits(requests_per_minute=2400, burst_size=40, rate_margin=0.98, burst_reserve=0.10)
+    pool = PoolLimiter(limits, now=0.0)
+    assert pool.buckets[REQUESTS].capacity == 36  # 10% of the burst kept unused
+    assert pool.buckets[REQUESTS].rate_per_s == 2400 / 60 * 0.98
+    pool.observe({"anthropic-ratelimit-requests-limit": "1200"}, now=0.0)
+    assert pool.buckets[REQUESTS].rate_per_s == 1200 / 60 * 0.98  # the server's rate, less the margin
+    assert pool.buckets[REQUESTS].capacity == 18  # the burst scaled to the server's rate, less 10%
+
+
+def test_a_burst_of_one_keeps_one() -> None:
+    pool = PoolLimiter(Limits(requests_per_minute=60, burst_size=1, burst_reserve=0.10), now=0.0)
+    assert pool.buckets[REQUESTS].capacity == 1

@@ -20,6 +20,11 @@ from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Out
 from anvil_cli.models import model_class
 
 
+# Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
+RATE_MARGIN = 0.98
+BURST_RESERVE = 0.10
+
+
 def limits_resolver(settings: Settings) -> Any:
     """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
     rate_limits = {k: v.model_dump() for k, v in settings.rate_limits.items()}
@@ -49,6 +54,8 @@ class _LimitsFor:
             burst_size=int(rl["burst_size"]),
             input_tokens_per_minute=rl.get("input_tokens_per_minute"),
             output_tokens_per_minute=rl.get("output_tokens_per_minute"),
+            rate_margin=RATE_MARGIN,
+            burst_reserve=BURST_RESERVE,
         )
         return f"{key}:{model_class(model)}", limits
 

@@ -40,6 +40,14 @@ class Limits:
     burst_size: int
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
+    # Safety margins (the engine sets them; 1.0 / 0.0 = none). Granted requests reach the server
+    # after a variable delay (threads, the GIL, the network), so arrival gaps are sometimes shorter
+    # than grant gaps: sending at exactly the server's rate with its whole burst draws 429s, each
+    # pausing the pool for a whole `retry-after` second. Pacing a little under the effective rate
+    # lets the server's bucket regrow a reserve; leaving part of the burst unused absorbs jitter
+    # from the start. Both apply after adaptation to the server's own limit.
+    rate_margin: float = 1.0
+    burst_reserve: float = 0.0
 
     def per_min(self, dimension: str) -> float | None:
         """The configured per-minute limit of `dimension`."""
@@ -98,17 +106,24 @@ class PoolLimiter:
         self.buckets: dict[str, TokenBucket] = {}
         for dim, per_min in self.effective_per_min.items():
             if per_min is not None:
-                self.buckets[dim] = TokenBucket(per_min / 60.0, self._capacity(dim, per_min), now)
+                self.buckets[dim] = TokenBucket(self._rate_per_s(per_min), self._capacity(dim, per_min), now)
         self.paused_until: float | None = None
 
     def _capacity(self, dim: str, per_min: float) -> float:
-        """Tokens: one minute's worth. Requests: the burst, shrunk in proportion when adapted down."""
+        """Tokens: one minute's worth. Requests: the burst less a reserve, shrunk in proportion
+        when adapted down."""
+        reserve = self.limits.burst_reserve
         if dim != REQUESTS:
-            return per_min
+            return per_min * (1.0 - reserve)
         configured, burst = self.limits.requests_per_minute, float(self.limits.burst_size)
-        if per_min >= configured:
-            return burst
-        return max(1.0, min(burst * per_min / configured, per_min))
+        if per_min < configured:
+            burst = min(burst * per_min / configured, per_min)
+        if burst <= 1.0 or reserve <= 0.0:
+            return max(1.0, burst)
+        return max(1.0, burst - max(1.0, round(burst * reserve)))
+
+    def _rate_per_s(self, per_min: float) -> float:
+        return per_min / 60.0 * self.limits.rate_margin
 
     def wait(self, need: Mapping[str, float], now: float) -> tuple[float, str]:
         """(seconds, binding reason) until `need` fits; (0.0, "") if it fits now."""
@@ -171,9 +186,9 @@ class PoolLimiter:
         capacity = self._capacity(dim, effective)
         bucket = self.buckets.get(dim)
         if bucket is None:
-            self.buckets[dim] = TokenBucket(effective / 60.0, capacity, now)
+            self.buckets[dim] = TokenBucket(self._rate_per_s(effective), capacity, now)
         else:
-            bucket.set_rate(effective / 60.0, capacity, now)
+            bucket.set_rate(self._rate_per_s(effective), capacity, now)
         return Adaptation(dim, configured, server, effective)
 
     def _clamp(self, dim: str, reading: ServerReading, now: float, headers_at: float | None) -> None:
