@@ -67,6 +67,7 @@ class ResultCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: no fsync per answer
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
 
