@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from anvil_cli.commands import run, simulate, validate
+from anvil_cli.commands import plan, run, simulate, status, validate
 from anvil_cli.exitcodes import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 validate.register(app)
 simulate.register(app)
 run.register(app)
+status.register(app)
+plan.register(app)
 
 
 def main() -> None:

@@ -1,15 +1,24 @@
-"""Run metrics, computed once from the event stream; every view reads these numbers."""
+"""Run metrics, computed once from the event stream; every view reads these numbers.
+
+Memory is bounded whatever the run's size: latencies go into log-bucketed histograms (buckets
+1% wide, so every percentile is within 0.5% of the exact one), and the sliding-window rates are
+kept in one-second buckets over the last `ERROR_WINDOW_S`. Time is always passed in (`now`,
+monotonic seconds); nothing here reads a clock.
+"""
 
 from __future__ import annotations
 
-import bisect
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from anvil_cli.engine.journal import JobResult
 
-THROUGHPUT_WINDOW_S = 30.0
+THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
+ERROR_WINDOW_S: Final = 60.0  # the error rate is over the last minute
+_HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
+_HIST_FLOOR_S: Final = 1e-6  # values at or below this share bucket "zero"
 
 
 def percentile(sorted_values: list[float], pct: float) -> float | None:
@@ -20,17 +29,141 @@ def percentile(sorted_values: list[float], pct: float) -> float | None:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+class LogHistogram:
+    """Counts of values in geometric buckets 1% wide: percentiles within 0.5%, memory O(log range)."""
+
+    __slots__ = ("_buckets", "count", "max", "min", "total")
+
+    _LOG_GROWTH: Final = math.log(_HIST_GROWTH)
+
+    def __init__(self) -> None:
+        self._buckets: Counter[int] = Counter()
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        """Record one value (negative values count as zero)."""
+        value = max(0.0, value)
+        if value <= _HIST_FLOOR_S:
+            index = -1
+        else:
+            index = math.floor(math.log(value / _HIST_FLOOR_S) / self._LOG_GROWTH)
+        self._buckets[index] += 1
+        self.count += 1
+        self.total += value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    def _value_of(self, index: int) -> float:
+        """The geometric middle of bucket `index`, kept within the values actually seen."""
+        if index < 0:
+            return self.min
+        middle: float = _HIST_FLOOR_S * _HIST_GROWTH ** (index + 0.5)
+        return min(self.max, max(self.min, middle))
+
+    def percentile(self, pct: float) -> float | None:
+        """Nearest-rank percentile, like `percentile()` on the sorted values (within 0.5%)."""
+        if self.count == 0:
+            return None
+        rank = min(self.count, max(1, round(pct / 100.0 * self.count + 0.5 - 1e-9)))
+        seen = 0
+        for index in sorted(self._buckets):
+            seen += self._buckets[index]
+            if seen >= rank:
+                return self._value_of(index)
+        return self.max  # pragma: no cover - the counts always add up to `count`
+
+    def percentiles(self, digits: int = 6) -> dict[str, float | None]:
+        """p50, p95 and p99, rounded."""
+        out: dict[str, float | None] = {}
+        for name, pct in (("p50", 50.0), ("p95", 95.0), ("p99", 99.0)):
+            value = self.percentile(pct)
+            out[name] = None if value is None else round(value, digits)
+        return out
+
+    @property
+    def buckets_used(self) -> int:
+        return len(self._buckets)
+
+    def merge(self, other: LogHistogram) -> None:
+        """Add every value counted in `other`."""
+        self._buckets.update(other._buckets)
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+
+class RecentHistogram:
+    """Values of roughly the last one to two `window_s`: two histograms, rotated every window."""
+
+    def __init__(self, window_s: float = THROUGHPUT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._epochs: dict[int, LogHistogram] = {}
+
+    def _rotate(self, now: float) -> int:
+        epoch = int(now // self.window_s)
+        for old in [e for e in self._epochs if e < epoch - 1]:
+            del self._epochs[old]
+        return epoch
+
+    def add(self, value: float, now: float) -> None:
+        epoch = self._rotate(now)
+        self._epochs.setdefault(epoch, LogHistogram()).add(value)
+
+    def merged(self, now: float) -> LogHistogram:
+        self._rotate(now)
+        out = LogHistogram()
+        for hist in self._epochs.values():
+            out.merge(hist)
+        return out
+
+
+class RollingCounters:
+    """Named sums in one-second buckets over the last `span_s`: cheap sliding-window rates."""
+
+    def __init__(self, span_s: float = ERROR_WINDOW_S) -> None:
+        self.span_s = span_s
+        self._slots: deque[tuple[int, Counter[str]]] = deque()
+
+    def add(self, now: float, amounts: dict[str, float]) -> None:
+        second = int(now)
+        if not self._slots or self._slots[-1][0] != second:
+            self._slots.append((second, Counter()))
+        self._slots[-1][1].update(amounts)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        oldest = int(now - self.span_s)
+        while self._slots and self._slots[0][0] < oldest:
+            self._slots.popleft()
+
+    def sums(self, now: float, window_s: float) -> Counter[str]:
+        """Totals of every name over the last `window_s` seconds (whole seconds)."""
+        self._trim(now)
+        oldest = int(now - window_s)
+        total: Counter[str] = Counter()
+        for second, amounts in self._slots:
+            if second >= oldest:
+                total.update(amounts)
+        return total
+
+
 @dataclass
 class RunMetrics:
-    """Counters, latency distribution and sliding-window rates of one run."""
+    """Counters, latency distributions and sliding-window rates of one run."""
 
     total: int
     started_at: float
     already_done: int = 0  # finished before this process started (resume)
+    cost_before_usd: float = 0.0  # spent before this process started (resume)
     succeeded: int = 0
     failed: int = 0
     attempts: int = 0
     retried_attempts: int = 0
+    failed_attempts: int = 0
     rate_limited: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -39,60 +172,117 @@ class RunMetrics:
     cost_usd: float = 0.0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     final_errors_by_type: Counter[str] = field(default_factory=Counter)
-    _latencies: list[float] = field(default_factory=list)  # kept sorted
-    _recent: deque[tuple[float, int]] = field(default_factory=deque)  # (time, api calls)
-    _recent_jobs: deque[float] = field(default_factory=deque)
+    latency: LogHistogram = field(default_factory=LogHistogram)
+    latency_by_model: dict[str, LogHistogram] = field(default_factory=dict)
+    recent_latency: RecentHistogram = field(default_factory=RecentHistogram)
+    window: RollingCounters = field(default_factory=RollingCounters)
     last_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
 
     def on_attempt(self, info: dict[str, Any], now: float) -> None:
-        """A failed API attempt reported while its job is still running."""
+        """A failed API attempt reported while its job is still running (successes are ignored:
+        they are counted with the job's result)."""
+        if info.get("status_code") == 200:
+            return
         etype = str(info.get("error_type") or "error")
         self.errors_by_type[etype] += 1
-        if info.get("status_code") == 429:
+        self.failed_attempts += 1
+        rate_limited = info.get("status_code") == 429
+        if rate_limited:
             self.rate_limited += 1
-        self._recent.append((now, 1))
+        model = str(info.get("model") or "")
+        self.window.add(now, {"requests": 1, "failed": 1, "429": int(rate_limited), f"requests:{model}": 1})
 
     def on_result(self, r: JobResult, now: float) -> None:
         calls = r.attempts
         self.attempts += calls
-        failed_attempts = sum(1 for a in (r.attempt_log or []) if a.get("status_code") != 200)
+        failed_calls = sum(1 for a in (r.attempt_log or []) if a.get("status_code") != 200)
         self.retried_attempts += max(0, calls - 1)
-        ok_calls = calls - failed_attempts
-        if ok_calls > 0:
-            self._recent.append((now, ok_calls))
+        ok_calls = max(0, calls - failed_calls)
         if r.succeeded:
             self.succeeded += 1
         else:
             self.failed += 1
-            etype = str((r.error or {}).get("type", "error"))
-            self.final_errors_by_type[etype] += 1
-            self.last_failures.append({"seq": r.seq, **(r.error or {})})
+            self._on_failure(r, now)
         if r.latency_s is not None:
-            bisect.insort(self._latencies, r.latency_s)
+            self.latency.add(r.latency_s)
+            self.recent_latency.add(r.latency_s, now)
+            self.latency_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
         usage = r.usage or {}
-        self.input_tokens += int(usage.get("input_tokens") or 0)
-        self.output_tokens += int(usage.get("output_tokens") or 0)
+        tokens_in = int(usage.get("input_tokens") or 0)
+        tokens_out = int(usage.get("output_tokens") or 0)
+        cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+        self.input_tokens += tokens_in
+        self.output_tokens += tokens_out
         self.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
-        self.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
+        self.cache_write_tokens += cache_write
         self.cost_usd += r.cost_usd
-        self._recent_jobs.append(now)
+        self.window.add(
+            now,
+            {
+                "jobs": 1,
+                "requests": ok_calls,
+                "cost_usd": r.cost_usd,
+                f"requests:{r.model}": ok_calls,
+                f"input_tokens:{r.model}": tokens_in + cache_write,
+                f"output_tokens:{r.model}": tokens_out,
+            },
+        )
 
-    def _trim(self, now: float) -> None:
-        cutoff = now - THROUGHPUT_WINDOW_S
-        while self._recent and self._recent[0][0] < cutoff:
-            self._recent.popleft()
-        while self._recent_jobs and self._recent_jobs[0] < cutoff:
-            self._recent_jobs.popleft()
+    def _on_failure(self, r: JobResult, now: float) -> None:
+        error = r.error or {}
+        etype = str(error.get("type", "error"))
+        self.final_errors_by_type[etype] += 1
+        self.last_failures.append(
+            {
+                "seq": r.seq,
+                "model": r.model,
+                "type": etype,
+                "status_code": error.get("status_code"),
+                "message": str(error.get("message") or "")[:300],
+                "at_s": round(now - self.started_at, 3),
+            }
+        )
 
     @property
     def done(self) -> int:
         return self.succeeded + self.failed
 
-    def summary(self, now: float) -> dict[str, Any]:
-        self._trim(now)
+    def rates(self, now: float) -> dict[str, Any]:
+        """Sliding-window figures: jobs/s, requests/min, error rate, cost/hour, per-model usage/min."""
         elapsed = max(1e-9, now - self.started_at)
         window = min(THROUGHPUT_WINDOW_S, elapsed)
-        lat = self._latencies
+        recent = self.window.sums(now, THROUGHPUT_WINDOW_S)
+        minute = self.window.sums(now, ERROR_WINDOW_S)
+        per_model: dict[str, dict[str, float]] = {}
+        for key, value in recent.items():
+            dim, sep, model = key.partition(":")
+            if sep and model:
+                per_model.setdefault(model, {})[f"{dim}_per_min"] = round(value / window * 60.0, 1)
+        calls = minute["requests"]
+        return {
+            "window_s": round(window, 3),
+            "jobs_per_s": round(recent["jobs"] / window, 3),
+            "requests_per_min": round(recent["requests"] / window * 60.0, 1),
+            "error_window_s": round(min(ERROR_WINDOW_S, elapsed), 3),
+            "attempts": int(calls),
+            "failed_attempts": int(minute["failed"]),
+            "rate_limited": int(minute["429"]),
+            "error_rate_pct": round(100.0 * minute["failed"] / calls, 3) if calls else 0.0,
+            "cost_per_hour_usd": round(recent["cost_usd"] / window * 3600.0, 6),
+            "average_cost_per_hour_usd": round(self.cost_usd / elapsed * 3600.0, 6),
+            "recent_p95_s": self.recent_latency.merged(now).percentiles()["p95"],
+            "per_model": per_model,
+        }
+
+    def latency_by_model_summary(self) -> dict[str, dict[str, Any]]:
+        return {
+            model: {"count": hist.count, **hist.percentiles()}
+            for model, hist in sorted(self.latency_by_model.items())
+        }
+
+    def summary(self, now: float) -> dict[str, Any]:
+        elapsed = max(1e-9, now - self.started_at)
+        rates = self.rates(now)
         return {
             "total": self.total,
             "done": self.done + self.already_done,
@@ -100,15 +290,14 @@ class RunMetrics:
             "failed": self.failed,
             "duration_s": round(elapsed, 3),
             "jobs_per_s": round(self.done / elapsed, 3),
-            "recent_jobs_per_s": round(len(self._recent_jobs) / window, 3),
-            "recent_requests_per_min": round(sum(n for _, n in self._recent) / window * 60.0, 1),
-            "latency_s": {
-                "p50": percentile(lat, 50),
-                "p95": percentile(lat, 95),
-                "p99": percentile(lat, 99),
-            },
+            "recent_jobs_per_s": rates["jobs_per_s"],
+            "recent_requests_per_min": rates["requests_per_min"],
+            "recent_error_rate_pct": rates["error_rate_pct"],
+            "latency_s": self.latency.percentiles(),
+            "latency_by_model_s": self.latency_by_model_summary(),
             "attempts": self.attempts,
             "retries": self.retried_attempts,
+            "failed_attempts": self.failed_attempts,
             "rate_limited": self.rate_limited,
             "errors_by_type": dict(self.errors_by_type),
             "failures_by_type": dict(self.final_errors_by_type),
@@ -119,4 +308,5 @@ class RunMetrics:
                 "cache_write": self.cache_write_tokens,
             },
             "cost_usd": round(self.cost_usd, 6),
+            "cost_per_hour_usd": rates["cost_per_hour_usd"],
         }

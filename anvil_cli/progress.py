@@ -1,4 +1,4 @@
-"""Plain progress for CI and pipes: one line every few seconds, then the summary."""
+"""Plain progress for CI and pipes: one line every few seconds, alert lines, then the summary."""
 
 from __future__ import annotations
 
@@ -8,16 +8,39 @@ from typing import Any
 from rich.console import Console
 
 
+def _fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
 def progress_line(s: dict[str, Any], in_flight: int, agent_limit: int) -> str:
+    """A progress line from `RunMetrics.summary()` (kept for callers that have no snapshot)."""
     lat = s["latency_s"]
-    p50 = f"{lat['p50']:.2f}s" if lat["p50"] is not None else "-"
-    p95 = f"{lat['p95']:.2f}s" if lat["p95"] is not None else "-"
     return (
         f"{s['done']}/{s['total']} done ({s['succeeded']} ok, {s['failed']} failed) | "
         f"{s['recent_jobs_per_s']:.1f} jobs/s, {s['recent_requests_per_min']:.0f} req/min | "
-        f"agents {in_flight}/{agent_limit} | p50 {p50} p95 {p95} | "
+        f"agents {in_flight}/{agent_limit} | p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} | "
         f"429s {s['rate_limited']} retries {s['retries']} | ${s['cost_usd']:.4f}"
     )
+
+
+def snapshot_line(s: dict[str, Any]) -> str:
+    """A progress line from a run snapshot (see `anvil_cli.snapshot`)."""
+    c, t, lat, e = s["counts"], s["throughput"], s["latency_s"], s["errors"]
+    eta = s.get("eta_s")
+    eta_text = "-" if eta is None else f"{eta:.0f}s"
+    return (
+        f"{c['done']}/{c['total']} done ({s['progress_pct']:.1f}%, {c['failed']} failed) ETA {eta_text} | "
+        f"{t['jobs_per_s']:.1f} jobs/s, {t['requests_per_min']:.0f} req/min | "
+        f"agents {s['agents']['in_flight']}/{s['agents']['limit']} queue {s['queue']['ready']} | "
+        f"p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} | "
+        f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
+        f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
+    )
+
+
+def stamp_of(wall: float | None) -> str:
+    """HH:MM:SS of a wall-clock time (local)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall)) if wall is not None else "--:--:--"
 
 
 class PlainProgress:
@@ -27,6 +50,7 @@ class PlainProgress:
         self.console = console
         self.interval_s = interval_s
         self._last = time.monotonic()
+        self._next_due_s = interval_s
 
     def tick(self, summary: dict[str, Any], in_flight: int, agent_limit: int) -> None:
         now = time.monotonic()
@@ -36,29 +60,40 @@ class PlainProgress:
         stamp = time.strftime("%H:%M:%S")
         self.console.print(f"[{stamp}] {progress_line(summary, in_flight, agent_limit)}", markup=False)
 
+    def snapshot(self, snap: dict[str, Any], *, force: bool = False) -> bool:
+        """Print `snap` as a line once every `interval_s` of the run (by the snapshot's own
+        clock, so tests need no sleeping), or now with `force`. Returns whether it printed."""
+        elapsed = float(snap.get("elapsed_s") or 0.0)
+        if not force and elapsed < self._next_due_s:
+            return False
+        self._next_due_s = elapsed + self.interval_s
+        self.console.print(f"[{stamp_of(snap.get('updated_at'))}] {snapshot_line(snap)}", markup=False)
+        return True
+
 
 def human_summary(console: Console, summary: dict[str, Any]) -> None:
     c = summary["counts"]
     lat = summary["latency_s"]
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}s"
-
     console.print(
         f"run {summary['run_id']}: {summary['state']} | {c['succeeded']} succeeded, {c['failed']} failed, "
         f"{c['pending']} pending of {c['total']}",
         markup=False,
     )
     console.print(
-        f"  {summary['duration_s']:.1f}s, {summary['jobs_per_s']:.2f} jobs/s | latency p50 {fmt(lat['p50'])} "
-        f"p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} | attempts {summary['attempts']}, "
-        f"429s {summary['rate_limited']}",
+        f"  {summary['duration_s']:.1f}s, {summary['jobs_per_s']:.2f} jobs/s | "
+        f"latency p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} p99 {_fmt_s(lat['p99'])}",
+        markup=False,
+    )
+    hits = summary.get("cache_hits") or 0
+    console.print(
+        f"  API calls {summary['attempts']}, retries {summary['retries']}, 429s {summary['rate_limited']}"
+        + (f", answered from cache {hits}" if hits else ""),
         markup=False,
     )
     t = summary["tokens"]
+    console.print(f"  tokens in {t['input']:,} out {t['output']:,}", markup=False)
     console.print(
-        f"  tokens in {t['input']:,} out {t['output']:,} | cost this session ${summary['cost_usd']:.4f}, "
-        f"whole run ${summary['run_cost_usd']:.4f}",
+        f"  cost this session ${summary['cost_usd']:.4f}, whole run ${summary['run_cost_usd']:.4f}",
         markup=False,
     )
     if summary.get("failures_by_type"):

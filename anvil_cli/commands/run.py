@@ -13,18 +13,19 @@ from anvil_cli.commands.common import (
     CONFIG_HELP,
     domain_errors,
     err_console,
+    is_tty,
     out_console,
     set_in,
     settings_from,
 )
-from anvil_cli.engine.conductor import Conductor
+from anvil_cli.dashboard import RunMonitor, make_reporter
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP
-from anvil_cli.progress import PlainProgress, human_summary
+from anvil_cli.progress import human_summary
 
 
 def run_command(
@@ -54,6 +55,11 @@ def run_command(
         None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
+    no_dashboard: bool = typer.Option(
+        False,
+        "--no-dashboard",
+        help="Plain progress lines (every run.progress_interval_s), even on a terminal.",
+    ),
     mode: str = typer.Option(
         "messages", "--mode", help="messages (live calls) or batches (Message Batches API, 50% off)."
     ),
@@ -102,18 +108,16 @@ def run_command(
             serve=serve_at,
         )
         console = err_console()
-        progress = PlainProgress(console, settings.run.progress_interval_s)
-
-        def on_tick(conductor: Conductor) -> None:
-            import time
-
-            summary = conductor.metrics.summary(time.monotonic())
-            if not quiet:
-                progress.tick(summary, conductor.pool.in_flight(), conductor.agent_limit)
-
+        reporter = make_reporter(
+            settings, tty=is_tty(), quiet=quiet, no_dashboard=no_dashboard, console=console
+        )
+        monitor = RunMonitor(settings, reporter, batch_path=str(batch.resolve()))
         # installed for the rest of the command: a late Ctrl-C is counted, never a traceback
         signals = SignalState().install()
-        report = execute_run(settings, opts, on_tick=on_tick, signals=signals)
+        try:
+            report = execute_run(settings, opts, signals=signals, monitor=monitor)
+        finally:
+            reporter.stop()
     _print_report(report, json_out, quiet)
     raise typer.Exit(int(report.exit_code))
 

@@ -45,6 +45,7 @@ class Conductor:
         metrics: RunMetrics,
         on_tick: Callable[[Conductor], None] | None = None,
         control: RunControl | None = None,
+        monitor: Any = None,  # dashboard.RunMonitor: snapshot(conductor, now) and show(snapshot)
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -55,6 +56,7 @@ class Conductor:
         self.metrics = metrics
         self.on_tick = on_tick
         self.control = control
+        self.monitor = monitor
         self.agent_limit = settings.scaling.agent_limit()
         self.ready = ReadyQueue(
             lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
@@ -241,10 +243,16 @@ class Conductor:
             return
         self._last_snapshot = now
         self._record_governor_events()
-        snapshot = self.snapshot(now)
-        self.journal.save_snapshot(self.run_id, snapshot)  # `anvil status` reads it from any terminal
+        self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
+        snapshot = self.monitor.snapshot(self, now) if self.monitor is not None else self.snapshot(now)
+        self.journal.save_snapshot(self.run_id, snapshot)
         if self.control is not None:
             self.control.publish(snapshot)
+        if self.monitor is not None:
+            self.monitor.show(snapshot)
         if self.on_tick is not None:
             self.on_tick(self)
 
@@ -303,7 +311,10 @@ class Conductor:
         left = [seq for w in self.pool.workers.values() for seq in w.jobs]
         if left:
             self.journal.mark_pending(self.run_id, left)
+            for worker in self.pool.workers.values():
+                worker.jobs.clear()
         self._record_governor_events()
+        self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
 
 
 def workers_for(settings: Settings, agent_limit: int) -> tuple[int, int]:

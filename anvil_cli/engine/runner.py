@@ -184,6 +184,7 @@ def execute_run(
     on_tick: Callable[[Conductor], None] | None = None,
     on_start: Callable[[str, RunMetrics], None] | None = None,
     signals: SignalState | None = None,
+    monitor: Any = None,
 ) -> RunReport:
     """Run (or resume) the batch; returns the report. Raises AnvilError on bad input.
 
@@ -206,7 +207,10 @@ def execute_run(
         end = RunEnd()
         t0 = time.monotonic()
         metrics = RunMetrics(
-            total=sum(counts.values()), started_at=t0, already_done=counts[SUCCEEDED] + counts[FAILED]
+            total=sum(counts.values()),
+            started_at=t0,
+            already_done=counts[SUCCEEDED] + counts[FAILED],
+            cost_before_usd=journal.totals(run_id)["cost_usd"],
         )
         if on_start is not None:
             on_start(run_id, metrics)
@@ -217,7 +221,16 @@ def execute_run(
                 end = _batches(settings, journal, run_id, (api_key, base_url), metrics, signals)
             else:
                 end = _conduct(
-                    settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, on_tick, control
+                    settings,
+                    journal,
+                    run_id,
+                    (api_key, base_url),
+                    ctx,
+                    metrics,
+                    signals,
+                    on_tick,
+                    control,
+                    monitor,
                 )
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
@@ -232,6 +245,7 @@ def _conduct(
     signals: SignalState,
     on_tick: Callable[[Conductor], None] | None,
     control: RunControl | None = None,
+    monitor: Any = None,
 ) -> RunEnd:
     api_key, base_url = endpoint
     spent_before = journal.totals(run_id)["cost_usd"]
@@ -244,7 +258,9 @@ def _conduct(
             return WorkerConfig(wid, settings_json, api_key, base_url, threads, os.getpid())
 
         pool = WorkerPool(ctx, procs, make_config, governor)
-        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, on_tick, control)
+        conductor = Conductor(
+            settings, journal, run_id, pool, governor, signals, metrics, on_tick, control, monitor
+        )
         return conductor.run()
     finally:
         manager.shutdown()

@@ -1,0 +1,274 @@
+"""Alerts: thresholds from `alerts:` in the config, evaluated on each run snapshot.
+
+Pure policy (time passed in; `now` is wall-clock seconds so `since` means the same to every
+reader), plus a small driver, `deliver`, that hands a change to the user's `alerts.command`.
+
+Hysteresis, so an alert does not flap: it is raised when its value goes above the threshold,
+and cleared only once the value has stayed at or below `CLEAR_RATIO` of the threshold for
+`CLEAR_AFTER_S` seconds. A value that cannot be judged yet (too few calls, no history) counts
+as clear.
+
+| name          | value (from the snapshot)                                  | severity |
+|---------------|------------------------------------------------------------|----------|
+| error_rate    | failed calls, % over the last minute (>= 20 calls)         | high     |
+| queue_depth   | jobs waiting, when that backlog grew over the last minute  | high     |
+| p95_latency   | job latency p95 over the last 30-60 s                      | medium   |
+| cost_spike    | cost/hour over the last 30 s, % above the session average  | medium   |
+| budget_warn   | spent USD against `budget.warn_usd` (never clears)         | medium   |
+| utilisation   | the most used rate limit (pool, dimension), % in use       | low      |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from anvil_cli.config import Alerts
+
+log = logging.getLogger(__name__)
+
+CLEAR_RATIO: Final = 0.8
+CLEAR_AFTER_S: Final = 10.0
+MIN_CALLS_FOR_ERROR_RATE: Final = 20
+MIN_HISTORY_FOR_COST_SPIKE_S: Final = 120.0
+COMMAND_TIMEOUT_S: Final = 10.0
+SEVERITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2}
+
+Value = tuple[float | None, str]  # (value or None when it cannot be judged, what it refers to)
+
+
+def _error_rate(s: dict[str, Any]) -> Value:
+    errors = s.get("errors") or {}
+    if int(errors.get("attempts") or 0) < MIN_CALLS_FOR_ERROR_RATE:
+        return None, ""
+    return float(errors.get("error_rate_pct") or 0.0), ""
+
+
+def _queue_depth(s: dict[str, Any]) -> Value:
+    # `queue.growing`: the backlog when it grew over the last minute (see RunMonitor), else 0;
+    # a batch that starts with thousands of jobs waiting and works them down raises nothing.
+    return float((s.get("queue") or {}).get("growing") or 0), ""
+
+
+def _p95(s: dict[str, Any]) -> Value:
+    value = (s.get("latency_s") or {}).get("recent_p95")
+    return (None if value is None else float(value)), ""
+
+
+def _cost_spike(s: dict[str, Any]) -> Value:
+    cost = s.get("cost") or {}
+    average = float(cost.get("average_per_hour_usd") or 0.0)
+    if float(s.get("elapsed_s") or 0.0) < MIN_HISTORY_FOR_COST_SPIKE_S or average <= 0:
+        return None, ""
+    return 100.0 * (float(cost.get("per_hour_usd") or 0.0) / average - 1.0), ""
+
+
+def _utilisation(s: dict[str, Any]) -> Value:
+    best: Value = (None, "")
+    for pool, info in (s.get("limits") or {}).items():
+        for dim, d in (info.get("dimensions") or {}).items():
+            pct = d.get("in_use_pct")
+            if pct is not None and (best[0] is None or pct > best[0]):
+                best = (float(pct), f"{pool} {dim.replace('_', ' ')}")
+    return best
+
+
+def _budget(s: dict[str, Any]) -> Value:
+    budget = s.get("budget") or {}
+    if budget.get("warn_usd") is None:
+        return None, ""
+    return float(budget.get("spent_usd") or 0.0), ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One alert: how to read its value from a snapshot, its threshold and how to say it."""
+
+    name: str
+    severity: str
+    threshold: float
+    value_of: Callable[[dict[str, Any]], Value]
+    describe: Callable[[float, float, str], str]
+    latch: bool = False  # once raised, stays raised for the run (the budget warning)
+
+
+def rules_from(settings: Alerts) -> list[Rule]:
+    """The rules the config asks for (the budget warning's threshold comes from the snapshot)."""
+    return [
+        Rule("error_rate", "high", settings.error_rate_pct, _error_rate,
+             lambda v, t, _: f"error rate {v:.1f}% of calls in the last minute (threshold {t:g}%)"),
+        Rule("queue_depth", "high", float(settings.queue_depth), _queue_depth,
+             lambda v, t, _: f"{v:,.0f} jobs waiting and the backlog is growing (threshold {t:,.0f})"),
+        Rule("p95_latency", "medium", settings.p95_latency_s, _p95,
+             lambda v, t, _: f"p95 latency {v:.1f}s (threshold {t:g}s)"),
+        Rule("cost_spike", "medium", settings.cost_spike_pct, _cost_spike,
+             lambda v, t, _: f"cost per hour {v:+.0f}% over the run's average (threshold {t:g}%)"),
+        Rule("utilisation", "low", settings.utilisation_pct, _utilisation,
+             lambda v, t, where: f"{where} at {v:.0f}% of its rate limit (threshold {t:g}%)"),
+    ]  # fmt: skip
+
+
+BUDGET_RULE: Final = Rule(
+    "budget_warn",
+    "medium",
+    0.0,
+    _budget,
+    lambda v, t, _: f"spent ${v:.4f}, past the budget warning of ${t:.2f}",
+    latch=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """An alert was raised or cleared; `alert` is its dict (name, severity, message, value, ...)."""
+
+    kind: str  # "raised" | "cleared"
+    alert: dict[str, Any]
+    at: float
+
+    def to_event(self) -> dict[str, Any]:
+        """The journal event's data (kind "alert") and the JSON given to `alerts.command`."""
+        return {"change": self.kind, "at": self.at, **self.alert}
+
+
+@dataclass(slots=True)
+class _Active:
+    since: float
+    value: float
+    message: str
+    threshold: float
+    clear_since: float | None = None
+
+
+@dataclass
+class AlertEngine:
+    """Raises and clears alerts from successive snapshots, with hysteresis."""
+
+    settings: Alerts
+    clear_ratio: float = CLEAR_RATIO
+    clear_after_s: float = CLEAR_AFTER_S
+    _rules: list[Rule] = field(init=False)
+    _active: dict[str, _Active] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rules = rules_from(self.settings)
+
+    def evaluate(self, snapshot: dict[str, Any], now: float) -> list[AlertChange]:
+        """Changes since the last call (raised first, then cleared)."""
+        changes: list[AlertChange] = []
+        for rule in [*self._rules, BUDGET_RULE]:
+            threshold = _threshold(rule, snapshot)
+            value, where = rule.value_of(snapshot)
+            change = self._step(rule, threshold, value, where, now)
+            if change is not None:
+                changes.append(change)
+        return sorted(changes, key=lambda c: c.kind != "raised")
+
+    def _step(
+        self, rule: Rule, threshold: float | None, value: float | None, where: str, now: float
+    ) -> AlertChange | None:
+        active = self._active.get(rule.name)
+        above = value is not None and threshold is not None and _over(rule, value, threshold)
+        if active is None:
+            if not above or value is None or threshold is None:
+                return None
+            msg = rule.describe(value, threshold, where)
+            self._active[rule.name] = _Active(now, value, msg, threshold)
+            return AlertChange("raised", self._as_dict(rule.name, self._active[rule.name]), now)
+        if value is not None:
+            active.value = value
+            active.message = rule.describe(value, active.threshold, where)
+        if rule.latch or not self._clear_enough(rule, value, active.threshold):
+            active.clear_since = None
+            return None
+        active.clear_since = now if active.clear_since is None else active.clear_since
+        if now - active.clear_since < self.clear_after_s:
+            return None
+        del self._active[rule.name]
+        return AlertChange("cleared", self._as_dict(rule.name, active), now)
+
+    def _clear_enough(self, rule: Rule, value: float | None, threshold: float) -> bool:
+        return value is None or value <= threshold * self.clear_ratio
+
+    def _as_dict(self, name: str, a: _Active) -> dict[str, Any]:
+        rule = next(r for r in [*self._rules, BUDGET_RULE] if r.name == name)
+        return {
+            "name": name,
+            "severity": rule.severity,
+            "message": a.message,
+            "value": round(a.value, 4),
+            "threshold": a.threshold,
+            "since": a.since,
+        }
+
+    def active(self) -> list[dict[str, Any]]:
+        """Active alerts, most severe first, then oldest first."""
+        rows = [self._as_dict(name, a) for name, a in self._active.items()]
+        return sorted(rows, key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), r["since"]))
+
+
+def _threshold(rule: Rule, snapshot: dict[str, Any]) -> float | None:
+    if rule is BUDGET_RULE:
+        warn = (snapshot.get("budget") or {}).get("warn_usd")
+        return None if warn is None else float(warn)
+    return rule.threshold
+
+
+def _over(rule: Rule, value: float, threshold: float) -> bool:
+    return value >= threshold if rule.latch else value > threshold
+
+
+def format_change(change: AlertChange, stamp: str | None = None) -> str:
+    """One plain line for CI logs: `[12:00:01] ALERT high error_rate: ...` / `alert cleared: ...`."""
+    a = change.alert
+    prefix = f"[{stamp}] " if stamp else ""
+    if change.kind == "raised":
+        return f"{prefix}ALERT {a['severity']} {a['name']}: {a['message']}"
+    return f"{prefix}alert cleared: {a['name']} ({a['message']})"
+
+
+def deliver(command: str, change: AlertChange, *, timeout_s: float = COMMAND_TIMEOUT_S) -> threading.Thread:
+    """Run the user's `alerts.command` with the change as JSON on stdin, in a background thread.
+
+    Never blocks the caller and never raises: a failing, missing or slow command (killed after
+    `timeout_s`) is logged. Returns the thread (tests join it)."""
+    payload = json.dumps(change.to_event()).encode()
+    thread = threading.Thread(
+        target=_run_command, args=(command, payload, timeout_s), name="anvil-alert", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _run_command(command: str, payload: bytes, timeout_s: float) -> None:
+    try:
+        proc = subprocess.Popen(  # the user's own command from their config, like a git hook
+            command,
+            shell=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+    except OSError as exc:
+        log.warning("alert command %r could not run: %s", command, exc)
+        return
+    try:
+        _, stderr = proc.communicate(payload, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        log.warning("alert command %r timed out after %gs", command, timeout_s)
+        return
+    if proc.returncode != 0:
+        tail = stderr.decode(errors="replace").strip()[-300:]
+        log.warning("alert command %r exited %d: %s", command, proc.returncode, tail)

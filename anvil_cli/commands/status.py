@@ -1,0 +1,189 @@
+"""`anvil status`: what ran and what is running, from the journal, from any terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from anvil_cli.commands.common import CONFIG_HELP, domain_errors, out_console, set_in, settings_from
+from anvil_cli.dashboard.render import fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
+from anvil_cli.errors import UsageError
+from anvil_cli.status_view import runs_json, status_json
+
+WATCH_EVERY_S = 1.0
+STATE_STYLE = {
+    RUN_RUNNING: "bold green",
+    "finished": "green",
+    RUN_STOPPED: "yellow",
+    RUN_INTERRUPTED: "bold yellow",
+}
+
+
+def _when(wall: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) if wall else "-"
+
+
+def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
+    table = Table(
+        title="recent runs", title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0)
+    )
+    table.add_column("run", no_wrap=True)
+    table.add_column("batch", overflow="ellipsis", no_wrap=True, max_width=24)
+    table.add_column("started", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for name in ("done", "cost", "time"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in runs:
+        table.add_row(
+            r["run_id"],
+            os.path.basename(r["batch_path"]),
+            time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])),
+            Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+            f"{r['done']:,}/{r['total']:,}",
+            fmt_usd(r["cost_usd"]),
+            fmt_duration(r["duration_s"]),
+        )
+    return table
+
+
+def _header(st: dict[str, Any]) -> list[RenderableType]:
+    c = st["counts"]
+    state = Text(st["state"], style=STATE_STYLE.get(st["state"], ""))
+    lines: list[RenderableType] = [
+        Text.assemble(("run ", "bold"), (st["run_id"], "bold"), " · ", state, f" · {st['batch_path']}"),
+        Text(f"started {_when(st['created_at'])} · took {fmt_duration(st['duration_s'])}"),
+        Text(
+            f"{c['succeeded']:,} succeeded, {c['failed']:,} failed, {c['running']:,} running, "
+            f"{c['pending']:,} pending of {c['total']:,} · cost {fmt_usd(st['cost_usd'])}"
+        ),
+    ]
+    if st["state"] == RUN_INTERRUPTED and st["stored_state"] == RUN_RUNNING:
+        lines.append(Text(f"interrupted: its process (pid {st['pid']}) is gone", style="bold yellow"))
+    elif st["stop_reason"]:
+        lines.append(Text(f"stopped: {st['stop_reason']}", style="yellow"))
+    if st["resume_command"]:
+        lines.append(Text.assemble("resume with: ", (st["resume_command"], "bold")))
+    return lines
+
+
+def _ended_figures(st: dict[str, Any]) -> list[RenderableType]:
+    m = st.get("metrics") or {}
+    if not m:
+        return [Text("no figures recorded for this run", style="dim")]
+    lat = m.get("latency_s") or {}
+    lines: list[RenderableType] = [
+        Text(
+            f"throughput {m.get('jobs_per_s', 0):.2f} jobs/s · latency p50 {fmt_s(lat.get('p50'))} "
+            f"p95 {fmt_s(lat.get('p95'))} p99 {fmt_s(lat.get('p99'))}"
+        ),
+        Text(
+            f"attempts {m.get('attempts', 0):,} · retries {m.get('retries', 0):,} · "
+            f"429s {m.get('rate_limited', 0):,} · tokens in {(m.get('tokens') or {}).get('input', 0):,} "
+            f"out {(m.get('tokens') or {}).get('output', 0):,}"
+        ),
+    ]
+    for label, key in (
+        ("failed calls by error", "errors_by_type"),
+        ("failed jobs by error", "failures_by_type"),
+    ):
+        by_type = m.get(key) or {}
+        if by_type:
+            lines.append(Text(f"{label}: " + ", ".join(f"{k} x{v}" for k, v in sorted(by_type.items()))))
+    return lines
+
+
+def _alert_lines(st: dict[str, Any]) -> list[RenderableType]:
+    events = st.get("alert_events") or []
+    if not events or st["live"]:
+        return []  # a live run shows its active alerts in the dashboard frame
+    lines: list[RenderableType] = [Text("alerts during the run:", style="bold")]
+    for e in events[-5:]:
+        lines.append(Text(f"  {_when(e.get('at'))} {e.get('change')} {e.get('name')}: {e.get('message')}"))
+    return lines
+
+
+def render_status(st: dict[str, Any], width: int) -> RenderableType:
+    """One run, human-readable: header, then the live frame or the final figures and alerts."""
+    parts = _header(st)
+    if st["live"] and (st.get("snapshot") or {}).get("version"):  # a dashboard snapshot
+        parts.append(render(st["snapshot"], width))
+    else:
+        parts += _ended_figures(st)
+        parts += _alert_lines(st)
+    return Group(*parts)
+
+
+def _view(journal: Journal, run: str | None, width: int) -> tuple[RenderableType, str]:
+    """(the human renderable, the JSON text) of one look at the journal."""
+    st = status_json(journal, run)
+    if run is None:
+        runs = runs_json(journal)
+        payload = {**st, "runs": runs}
+        human: RenderableType = Group(runs_table(runs), Text(""), render_status(st, width))
+    else:
+        payload, human = st, render_status(st, width)
+    return human, json.dumps(payload, indent=2)
+
+
+def _watch(journal: Journal, run: str | None, json_out: bool, console: Console) -> None:
+    """Re-render every second until Ctrl-C."""
+    if json_out:
+        while True:
+            sys.stdout.write(json.dumps(status_json(journal, run)) + "\n")
+            sys.stdout.flush()
+            time.sleep(WATCH_EVERY_S)
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            human, _ = _view(journal, run, console.width)
+            live.update(human, refresh=True)
+            time.sleep(WATCH_EVERY_S)
+
+
+def status_command(
+    run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the status as JSON (as GET /status serves it)."
+    ),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every second until Ctrl-C."),
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where the journal lives (default .anvil)."
+    ),
+) -> None:
+    """What ran and what is running: recent runs, or one run's counts, speed, latency, cost,
+    errors and alerts. Reads the journal only; works from any terminal while a run is going."""
+    overrides: dict[str, Any] = {}
+    set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
+    with domain_errors():
+        settings = settings_from(config, overrides)
+        journal = Journal.open_existing(settings.state_dir)
+        if journal is None:
+            raise UsageError(f"no journal in {settings.state_dir}: nothing has run here yet")
+        console = out_console()
+        with journal:
+            try:
+                if watch:
+                    _watch(journal, run, json_out, console)
+                human, text = _view(journal, run, console.width)
+            except KeyboardInterrupt:
+                raise typer.Exit(0) from None
+    if json_out:
+        sys.stdout.write(text + "\n")
+    else:
+        console.print(human)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `anvil status` to the app."""
+    app.command("status")(status_command)

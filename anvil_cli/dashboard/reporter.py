@@ -1,0 +1,130 @@
+"""How `anvil run` shows progress: a Rich Live dashboard on a terminal, plain lines elsewhere.
+
+Every reporter has the same four methods: `start()`, `update(snapshot)` (once a second, from the
+conductor's tick), `alert(change)` and `stop()`. None of them reads the clock or raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.live import Live
+from rich.segment import Segment
+
+from anvil_cli.alerts import AlertChange, format_change
+from anvil_cli.config import Settings
+from anvil_cli.dashboard.render import render, waiting
+from anvil_cli.progress import PlainProgress, stamp_of
+
+REFRESH_PER_S = 4.0
+
+
+class Reporter(Protocol):
+    """What `anvil run` tells about the run while it runs."""
+
+    def start(self) -> None: ...
+    def update(self, snapshot: dict[str, Any]) -> None: ...
+    def alert(self, change: AlertChange) -> None: ...
+    def stop(self) -> None: ...
+
+
+class QuietReporter:
+    """`--quiet`: nothing while running (the summary is printed by the command)."""
+
+    def start(self) -> None:
+        pass
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+    def alert(self, change: AlertChange) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class PlainReporter:
+    """CI and pipes (`--no-dashboard`, not a terminal): a line every `interval_s`, alert lines."""
+
+    def __init__(self, console: Console, interval_s: float) -> None:
+        self.console = console
+        self.progress = PlainProgress(console, interval_s)
+        self._last: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        pass
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        self._last = snapshot
+        self.progress.snapshot(snapshot)
+
+    def alert(self, change: AlertChange) -> None:
+        stamp = stamp_of(change.at)
+        self.console.print(format_change(change, stamp), markup=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        pass
+
+
+class _Frozen:
+    """A renderable rendered once per width: Live's refreshes between updates cost almost nothing."""
+
+    def __init__(self, inner: RenderableType) -> None:
+        self.inner = inner
+        self._cache: tuple[int, list[list[Segment]]] | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._cache is None or self._cache[0] != options.max_width:
+            self._cache = (options.max_width, console.render_lines(self.inner, options, pad=False))
+        new_line = Segment.line()
+        for line in self._cache[1]:
+            yield from line
+            yield new_line
+
+
+class DashboardReporter:
+    """The live dashboard on stderr: Rich `Live`, refreshed `REFRESH_PER_S` times a second,
+    rebuilt only when a snapshot arrives; the last frame stays on screen (`transient=False`)."""
+
+    def __init__(self, console: Console, refresh_per_s: float = REFRESH_PER_S) -> None:
+        self.console = console
+        self.live = Live(
+            _Frozen(waiting()),
+            console=console,
+            refresh_per_second=refresh_per_s,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=True,
+        )
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self.live.start()
+            self._started = True
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        self.start()
+        self.live.update(_Frozen(render(snapshot, self.console.width)))
+
+    def alert(self, change: AlertChange) -> None:
+        # printed above the live frame: the history of alerts stays in the scrollback
+        self.console.print(format_change(change, stamp_of(change.at)), markup=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        if self._started:
+            self.live.stop()
+            self._started = False
+
+
+def make_reporter(
+    settings: Settings, *, tty: bool, quiet: bool, no_dashboard: bool, console: Console
+) -> Reporter:
+    """The reporter for `anvil run`: quiet, the dashboard (a terminal), or plain lines."""
+    if quiet:
+        return QuietReporter()
+    if tty and not no_dashboard and console.is_terminal and not console.is_dumb_terminal:
+        return DashboardReporter(console)
+    return PlainReporter(console, settings.run.progress_interval_s)

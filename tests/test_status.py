@@ -1,0 +1,155 @@
+"""`anvil status`: finished, running and interrupted runs, human and --json, and --watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+from typer.testing import CliRunner
+
+from anvil_cli.batch.loader import load_batch
+from anvil_cli.cli import app
+from anvil_cli.engine.journal import Journal
+from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.status_view import status_json
+from tests.engine_support import anvil_cmd, cli_env, run_inprocess, write_config, write_jsonl_batch
+from tests.test_dashboard import snapshot
+
+runner = CliRunner()
+
+
+def status(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["status", *args], env={"NO_COLOR": "1", "COLUMNS": "100"})
+    return result.exit_code, result.output
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    with SimServer(SimConfig(seed=1)).start_thread() as server:
+        yield server
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal.open(tmp_path / ".anvil")
+    yield j
+    j.close()
+
+
+def add_run(journal: Journal, tmp_path: Path, name: str, *, pid: int | None = None) -> str:
+    """A run left `running` (by this process unless `pid` says otherwise), with a snapshot."""
+    batch = write_jsonl_batch(tmp_path / f"{name}.jsonl", ["a", "b", "c"])
+    run_id = journal.create_run(str(batch.resolve()), "sha", load_batch(batch))
+    alert = {"name": "queue_depth", "severity": "high", "message": "600 jobs waiting", "value": 600.0}
+    journal.save_snapshot(run_id, snapshot(run_id=run_id, alerts=[{**alert, "threshold": 500, "since": 1.0}]))
+    if pid is not None:
+        journal.db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, run_id))
+    return run_id
+
+
+def test_no_journal_is_a_clear_error_and_creates_nothing(tmp_path: Path) -> None:
+    code, out = status("--state-dir", str(tmp_path / "nowhere"))
+    assert code == 2 and "no journal" in out
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_finished_run(tmp_path: Path, sim: SimServer) -> None:
+    batch = write_jsonl_batch(tmp_path / "done.jsonl", ["a", "b", "c"])
+    config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+    report = run_inprocess(config, batch)
+    code, out = status("--config", str(config))
+    assert code == 0, out
+    assert "recent runs" in out and report.run_id in out and "finished" in out and "3/3" in out
+    code, out = status(report.run_id[:-2], "--config", str(config))
+    assert code == 0 and "3 succeeded, 0 failed" in out and "latency p50" in out
+    assert "resume with" not in out
+    code, out = status(report.run_id, "--json", "--config", str(config))
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["live"] is False and st["resume_command"] is None
+    assert st["counts"] == {"total": 3, "pending": 0, "running": 0, "succeeded": 3, "failed": 0, "done": 3}
+    assert st["metrics"]["latency_s"]["p50"] is not None and st["summary"]["exit_code"] == 0
+    assert st["alerts"] == []
+
+
+def test_running_run_shows_the_live_snapshot(tmp_path: Path, journal: Journal) -> None:
+    run_id = add_run(journal, tmp_path, "live")
+    code, out = status(run_id, "--state-dir", str(tmp_path / ".anvil"))
+    assert code == 0, out
+    assert "running" in out and "18/20 in flight" in out and "600 jobs waiting" in out
+    assert "interrupted" not in out
+    code, out = status("--json", "--state-dir", str(tmp_path / ".anvil"))  # the latest run + the list
+    st = json.loads(out)
+    assert st["run_id"] == run_id and st["state"] == "running" and st["live"] is True
+    assert st["agents"]["in_flight"] == 18 and st["queue_depth"] == 350
+    assert [a["name"] for a in st["alerts"]] == ["queue_depth"]
+    assert st["metrics"]["done"] == 600 and st["governor"]["pools"]
+    assert st["counts"]["pending"] == 3 and [r["run_id"] for r in st["runs"]] == [run_id]
+
+
+def test_running_row_whose_process_is_gone_is_interrupted(tmp_path: Path, journal: Journal) -> None:
+    run_id = add_run(journal, tmp_path, "crashed", pid=dead_pid())
+    code, out = status(run_id, "--state-dir", str(tmp_path / ".anvil"))
+    assert code == 0, out
+    assert "interrupted" in out and "is gone" in out
+    assert f"anvil run {tmp_path.resolve() / 'crashed.jsonl'}" in out.replace("\n", "")
+    st = status_json(journal, run_id)
+    assert st["state"] == "interrupted" and st["stored_state"] == "running" and not st["live"]
+    assert st["resume_command"] == f"anvil run {tmp_path.resolve() / 'crashed.jsonl'}"
+    assert st["alerts"] == []  # a dead run raises nothing any more
+    code, out = status("--state-dir", str(tmp_path / ".anvil"))
+    assert "interrupted" in out
+
+
+def test_unknown_run_exits_2(tmp_path: Path, journal: Journal) -> None:
+    add_run(journal, tmp_path, "x")
+    code, out = status("nope", "--state-dir", str(tmp_path / ".anvil"))
+    assert code == 2 and "no run matches 'nope'" in out
+
+
+def _watch_env() -> dict[str, str]:
+    env = cli_env()
+    env.update({"TERM": "xterm", "COLUMNS": "100", "LINES": "40"})
+    return env
+
+
+def test_watch_refreshes_until_ctrl_c_and_exits_0(tmp_path: Path, journal: Journal) -> None:
+    run_id = add_run(journal, tmp_path, "watched")
+    cmd, *args = anvil_cmd("status", run_id, "--watch", "--state-dir", str(tmp_path / ".anvil"))
+    child = pexpect.spawn(cmd, args, env=_watch_env(), dimensions=(40, 100), timeout=20, cwd=str(tmp_path))
+    try:
+        child.expect("in flight")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+
+
+def test_watch_json_prints_a_line_per_second(tmp_path: Path, journal: Journal) -> None:
+    run_id = add_run(journal, tmp_path, "watched")
+    proc = subprocess.Popen(
+        anvil_cmd("status", run_id, "--watch", "--json", "--state-dir", str(tmp_path / ".anvil")),
+        stdout=subprocess.PIPE,
+        env=cli_env(),
+        text=True,
+    )
+    assert proc.stdout is not None
+    first: dict[str, Any] = json.loads(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    proc.stdout.close()
+    assert first["run_id"] == run_id and first["live"] is True
