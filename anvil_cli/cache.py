@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from anvil_cli.securefile import private_sqlite
 
 CACHE_NAME = "cache.sqlite"
 
@@ -50,20 +51,12 @@ def request_key(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _secure_create(path: Path) -> None:
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-        os.chmod(p, 0o600)
-
-
 class ResultCache:
     """get/put of successful answers by request key; safe to share between threads."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / CACHE_NAME
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _secure_create(self.path)
+        private_sqlite(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

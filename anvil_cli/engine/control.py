@@ -49,7 +49,7 @@ class RunControl:
         self.agent_min = agent_min
         self.agent_max = agent_max
         self.commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
-        self._journal = Journal(journal_path)
+        self._journal = Journal(journal_path, create=False)  # never re-create: see securefile
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {"run_id": run_id, "state": "starting"}
         self._models = ModelSet.build(extra_models)

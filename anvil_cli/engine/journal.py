@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.batch.job import Job
+from anvil_cli.securefile import private_sqlite
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -151,14 +152,6 @@ class JobResult:
     finished_at: float | None = None
 
 
-def _secure_create(path: Path) -> None:
-    """Create `path` (and SQLite's side files) with mode 0600 before SQLite opens them."""
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-        os.chmod(p, 0o600)
-
-
 def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_NAME
 
@@ -169,8 +162,7 @@ class Journal:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _secure_create(path)
+            private_sqlite(path)
         elif not path.exists():
             raise FileNotFoundError(path)
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
