@@ -35,9 +35,7 @@ def _when(wall: float | None) -> str:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
-    table = Table(
-        title="recent runs", title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0)
-    )
+    table = Table(title="recent runs", title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("run", no_wrap=True)
     table.add_column("batch", overflow="ellipsis", no_wrap=True, max_width=24)
     table.add_column("started", no_wrap=True)

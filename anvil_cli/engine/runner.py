@@ -146,7 +146,7 @@ def _start_api(settings: Settings, run_id: str, serve: tuple[str, int], stack: E
         extra_models=list(settings.prices),
     )
     stack.callback(control.close)
-    server = ApiServer(control, host, port, token).start()
+    server = ApiServer(control, host, port, token, allow_remote=not generated).start()
     stack.callback(server.stop)
     print(f"control API at {server.url} (Authorization: Bearer <token>)", file=sys.stderr, flush=True)
     if generated:

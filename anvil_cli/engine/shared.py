@@ -19,7 +19,6 @@ from anvil_cli.engine.lifeline import die_with
 from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
 from anvil_cli.models import model_class
 
-
 # Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
 RATE_MARGIN = 0.98
 BURST_RESERVE = 0.10

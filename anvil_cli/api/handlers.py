@@ -1,0 +1,110 @@
+"""The endpoints: each reads its input, calls the controller off the event loop, answers JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from anvil_cli.api import prom
+from anvil_cli.api.bodies import agents_from, jobs_from, parse_json
+from anvil_cli.api.controller import Controller
+from anvil_cli.api.errors import ApiError
+from anvil_cli.api.middleware import json_errors, json_response, require_token
+from anvil_cli.errors import AnvilError, InputError
+
+T = TypeVar("T")
+MAX_BODY_BYTES = 16 * 1024 * 1024
+BREAKER_STATES = {"open": "open", "close": "closed"}
+
+log = logging.getLogger("anvil_cli.api")
+
+
+class Handlers:
+    """The API's handlers over one controller; controller calls run in `executor`."""
+
+    def __init__(self, controller: Controller, executor: Executor) -> None:
+        self.controller = controller
+        self.executor = executor
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a controller call in the executor; its errors become API errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, fn, *args)
+        except InputError as exc:
+            n = len(exc.problems)
+            problems = [str(p) for p in exc.problems]
+            raise ApiError(400, f"{n} problem(s) found; nothing was added", {"problems": problems}) from None
+        except AnvilError as exc:  # e.g. the run is ending: a conflict with the run's state
+            raise ApiError(409, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:
+            log.error("API call %s failed", getattr(fn, "__name__", fn), exc_info=exc)
+            raise ApiError(500, f"internal error ({type(exc).__name__}); see the run's log") from None
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"ok": True})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return json_response(await self.call(self.controller.status))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await self.call(lambda: prom.render(self.controller.status()))
+        return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE})
+
+    async def job(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        job = await self.call(self.controller.job, job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r} in this run")
+        return json_response(job)
+
+    async def add_jobs(self, request: web.Request) -> web.Response:
+        raw_jobs = jobs_from(parse_json(await request.read()))
+        ids = await self.call(self.controller.add_jobs, raw_jobs)  # committed once it returns
+        return json_response({"accepted": ids}, status=202)
+
+    async def scale(self, request: web.Request) -> web.Response:
+        agents = agents_from(parse_json(await request.read()))
+        return json_response({"agents": await self.call(self.controller.scale, agents)})
+
+    async def breaker(self, request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        state = BREAKER_STATES[request.match_info["action"]]
+        await self.call(self.controller.set_breaker, model, state)
+        return json_response({"ok": True, "model": model, "state": state})
+
+    async def pause(self, request: web.Request) -> web.Response:
+        await self.call(self.controller.pause)
+        return json_response({"ok": True, "paused": True})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        await self.call(self.controller.resume)
+        return json_response({"ok": True, "paused": False})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        await self.call(self.controller.drain)
+        return json_response({"ok": True, "draining": True})
+
+
+def build_app(controller: Controller, token: str, executor: Executor) -> web.Application:
+    """The aiohttp application: routes, token check, JSON errors."""
+    h = Handlers(controller, executor)
+    app = web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/status", h.status)
+    app.router.add_get("/metrics", h.metrics)
+    app.router.add_get("/jobs/{job_id:.+}", h.job)
+    app.router.add_post("/jobs", h.add_jobs)
+    app.router.add_post("/scale", h.scale)
+    app.router.add_post("/breakers/{model}/{action:open|close}", h.breaker)
+    app.router.add_post("/pause", h.pause)
+    app.router.add_post("/resume", h.resume)
+    app.router.add_post("/drain", h.drain)
+    return app
