@@ -89,6 +89,30 @@ class ResultCache:
                 ),
             )
 
+    def put_many(self, entries: list[tuple[str, CachedResult]]) -> None:
+        """Store several answers in one transaction (the conductor's group commit)."""
+        now = time.time()
+        rows = [
+            (
+                key,
+                r.model,
+                r.output,
+                r.stop_reason,
+                json.dumps(r.usage) if r.usage is not None else None,
+                r.cost_usd,
+                now,
+            )
+            for key, r in entries
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results (key, model, output, stop_reason, usage_json, cost_usd,"
+                " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import pytest
 from anthropic.resources.messages.batches import Batches
 
@@ -101,7 +101,7 @@ def test_unconfirmed_create_is_found_on_the_server_not_resubmitted(
 
     def create_then_lose_the_answer(self: Batches, **kwargs: Any) -> Any:
         original(self, **kwargs)
-        raise anthropic.APIConnectionError(request=httpx.Request("POST", "http://sim/v1/messages/batches"))
+        raise anthropic.APIConnectionError(request=httpx2.Request("POST", "http://sim/v1/messages/batches"))
 
     monkeypatch.setattr(Batches, "create", create_then_lose_the_answer)
     with SimServer(SimConfig(seed=7, batch_seconds_per_request=0.001)).start_thread() as sim:

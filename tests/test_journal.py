@@ -22,7 +22,9 @@ db.close()
 
 
 def _count_elsewhere(path: Path) -> int:
-    out = subprocess.run([sys.executable, "-c", READER, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, check=True
+    )
     return int(out.stdout)
 
 

@@ -144,8 +144,6 @@ class Agent:
             raise
         finished = time.time()
         output, usage = _text_of(message), _usage_dict(message)
-        if self.cache is not None:
-            self.cache.put(key, CachedResult(st.model, output, message.stop_reason, usage, st.cost_usd))
         return JobResult(
             seq=job.seq,
             succeeded=True,
@@ -159,6 +157,7 @@ class Agent:
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
+            cache_key=key if self.cache is not None else None,  # the conductor stores it
         )
 
     def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from anvil_cli.cache import CachedResult, ResultCache
 from anvil_cli.config import Settings
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import JobResult, Journal
@@ -57,6 +58,9 @@ class Conductor:
         self.on_tick = on_tick
         self.control = control
         self.monitor = monitor
+        # the one writer of the result cache: workers only read it
+        self.cache = ResultCache(settings.state_dir) if settings.cache.enabled else None
+        self._to_cache: list[tuple[str, CachedResult]] = []
         self.agent_limit = settings.scaling.agent_limit()
         self.ready = ReadyQueue(
             lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
@@ -199,6 +203,13 @@ class Conductor:
                 self._handle(event)
         finally:
             self.journal.commit()
+        self._store_in_cache()
+
+    def _store_in_cache(self) -> None:
+        """Fresh answers go into the result cache once their results are committed."""
+        if self.cache is not None and self._to_cache:
+            self.cache.put_many(self._to_cache)
+        self._to_cache.clear()
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -208,6 +219,11 @@ class Conductor:
             if self.pool.finished(event[1], result.seq) is not None:
                 self.journal.record_result(self.run_id, result)
                 self.metrics.on_result(result, now)
+                if result.succeeded and result.cache_key is not None:
+                    entry = CachedResult(
+                        result.model, result.output, result.stop_reason, result.usage, result.cost_usd
+                    )
+                    self._to_cache.append((result.cache_key, entry))
         elif kind == "attempt":
             self.metrics.on_attempt(event[3], now)
         elif kind == "ready":
@@ -307,6 +323,7 @@ class Conductor:
                 for event in events:
                     self._handle(event)
                 self.journal.commit()
+                self._store_in_cache()
         self.pool.kill()
         left = [seq for w in self.pool.workers.values() for seq in w.jobs]
         if left:
@@ -315,6 +332,8 @@ class Conductor:
                 worker.jobs.clear()
         self._record_governor_events()
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
+        if self.cache is not None:
+            self.cache.close()
 
 
 def workers_for(settings: Settings, agent_limit: int) -> tuple[int, int]:

@@ -150,6 +150,7 @@ class JobResult:
     latency_s: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    cache_key: str | None = None  # set on a fresh success the result cache should keep
 
 
 def journal_path(state_dir: Path) -> Path:
