@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -143,9 +144,12 @@ def run_anvil(sc: Scenario, base_url: str, workdir: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"anvil run failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads(out)
+    with sqlite3.connect(workdir / ".anvil" / "journal.sqlite") as db:
+        first, last = db.execute("SELECT MIN(started_at), MAX(finished_at) FROM jobs").fetchone()
     cpu_s = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")  # sampled every 0.2 s: a slight undercount
     return {
         "makespan_s": summary["duration_s"],
+        "span_s": last - first,  # first dispatch to last result: the run without process start-up
         "wall_s": wall,
         "succeeded": summary["counts"]["succeeded"],
         "cpu_ms_per_job": 1000 * cpu_s / sc.jobs,
@@ -175,7 +179,13 @@ def run_baseline(sc: Scenario, base_url: str) -> dict[str, Any]:
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0
     client.close()
-    return {"makespan_s": wall, "wall_s": wall, "succeeded": ok[0], "cpu_ms_per_job": 1000 * cpu / sc.jobs}
+    return {
+        "makespan_s": wall,
+        "span_s": wall,
+        "wall_s": wall,
+        "succeeded": ok[0],
+        "cpu_ms_per_job": 1000 * cpu / sc.jobs,
+    }
 
 
 def _measure(sc: Scenario, which: str, workdir: Path) -> dict[str, Any]:
@@ -227,7 +237,8 @@ def report(n: int, sc: Scenario, anvil: dict[str, Any], base: dict[str, Any]) ->
     print(f"\n[{n}] {sc.name}: {sc.jobs} jobs")
     for label, r in (("anvil", anvil), ("baseline", base)):
         print(
-            f"  {label:8s} makespan {r['makespan_s']:7.2f}s  ok {r['succeeded']:5d}/{sc.jobs}  "
+            f"  {label:8s} makespan {r['makespan_s']:7.2f}s (work {r['span_s']:6.2f}s)  "
+            f"ok {r['succeeded']:5d}/{sc.jobs}  "
             f"requests {r['requests']:5d}  429s {r['rate_limited']:4d} ({r['pct_429']:.2f}%)  "
             f"cpu {r['cpu_ms_per_job']:.2f} ms/job"
             + (f"  peak rss {r['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in r else "")
@@ -235,19 +246,25 @@ def report(n: int, sc: Scenario, anvil: dict[str, Any], base: dict[str, Any]) ->
     if n in (1, 2):
         bound = (sc.jobs - 20) / (sc.sim.rpm or 1) * 60 + sc.latency_ms / 1000
         print(
-            f"  bound {bound:.2f}s | anvil {anvil['makespan_s'] / bound:.3f}x bound, "
+            f"  bound {bound:.2f}s | anvil work {anvil['span_s'] / bound:.3f}x bound "
+            f"(with start-up {anvil['makespan_s'] / bound:.3f}x), "
             f"baseline {base['makespan_s'] / bound:.3f}x bound"
         )
     elif n == 3:
         a, b = sc.jobs / anvil["makespan_s"], sc.jobs / base["makespan_s"]
-        print(f"  jobs/s anvil {a:.0f} vs baseline {b:.0f}: ratio {a / b:.2f}")
+        w = sc.jobs / anvil["span_s"]
+        print(
+            f"  jobs/s anvil {a:.0f} with start-up ({w:.0f} once running) vs baseline {b:.0f}: "
+            f"ratio {a / b:.2f} ({w / b:.2f} once running)"
+        )
     else:
         target = sc.agents / (sc.latency_ms / 1000)
         a = sc.jobs / anvil["makespan_s"]
+        w = sc.jobs / anvil["span_s"]
         b = sc.jobs / base["makespan_s"]
         print(
-            f"  throughput anvil {a:.1f} jobs/s = {a / target:.2f} x agents/latency; baseline {b:.1f} jobs/s "
-            f"(ratio {a / b:.2f})"
+            f"  throughput anvil {a:.1f} jobs/s with start-up, {w:.1f} once running = {w / target:.2f} x "
+            f"agents/latency ({a / target:.2f} with start-up); baseline {b:.1f} jobs/s (ratio {a / b:.2f})"
         )
 
 

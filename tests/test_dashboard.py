@@ -319,6 +319,7 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
     monitor.on_tick(conductor)  # a backlog alone raises nothing...
     assert journal.events(run_id, "alert") == []
     conductor.ready = [None] * 50
+    metrics.total = 60  # jobs arrive (POST /jobs) faster than they finish
     monitor.on_tick(conductor)  # ...a growing one does
     stored = journal.get_run(run_id)
     assert isinstance(stored, RunRow) and stored.snapshot is not None

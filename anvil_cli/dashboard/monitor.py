@@ -124,7 +124,7 @@ class RunMonitor:
         alert looks at a backlog that has grown over the last minute (jobs arriving through the
         API faster than they finish): `queue.growing` is the backlog then, else 0."""
         queue = snap.setdefault("queue", {})
-        waiting = int(queue.get("pending") or 0) + int(queue.get("ready") or 0)
+        waiting = int(queue.get("pending") or 0)  # not yet dispatched (the ready queue is part of it)
         self._backlog.append((now, waiting))
         while self._backlog and self._backlog[0][0] < now - BACKLOG_WINDOW_S:
             self._backlog.popleft()

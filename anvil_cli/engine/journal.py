@@ -179,8 +179,16 @@ class Journal:
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
+        """The journal if one has been written, else None (also in the instant between a run
+        creating the file and writing its schema)."""
         path = journal_path(state_dir)
-        return cls(path, create=False) if path.exists() else None
+        if not path.exists():
+            return None
+        journal = cls(path, create=False)
+        if journal.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone() is None:
+            journal.close()
+            return None
+        return journal
 
     def close(self) -> None:
         self.db.close()

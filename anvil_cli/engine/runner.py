@@ -4,7 +4,6 @@ governor and workers, conduct, then record the outcome and write the results."""
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.engine.conductor import Conductor, RunEnd, workers_for
 from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.forkserver import worker_context
 from anvil_cli.engine.journal import (
     FAILED,
     PENDING,
@@ -155,18 +155,6 @@ def _start_api(settings: Settings, run_id: str, serve: tuple[str, int], stack: E
     return control
 
 
-def _mp_context() -> Any:
-    """forkserver: workers and replacements start from a clean process that has already imported
-    and warmed the SDK, not from a fork of a conductor that has threads. Starting it early lets
-    its imports overlap with loading the batch."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["anvil_cli.engine.warm"])
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-    return ctx
-
-
 def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
     unfinished = counts[PENDING] + counts[RUNNING]
     if unfinished and end.stop_reason is not None:
@@ -193,7 +181,7 @@ def execute_run(
     api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
-    ctx = _mp_context()
+    ctx = worker_context()  # already running when started by the `anvil` entry point
     # validate the whole batch before anything is written: bad input leaves no trace
     jobs = load_batch(opts.batch, extra_models=list(settings.prices))
     sha = file_sha256(opts.batch)
