@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anvil_cli.engine.journal import JobResult
 from anvil_cli.securefile import private_sqlite
 
 CACHE_NAME = "cache.sqlite"
@@ -43,6 +44,27 @@ class CachedResult:
     stop_reason: str | None
     usage: dict[str, Any] | None
     cost_usd: float
+
+
+def result_from_cache(seq: int, hit: CachedResult, started: float | None = None) -> JobResult:
+    """A job answered by the result cache: no call, no cost."""
+    now = time.time()
+    started = now if started is None else started
+    entry = {"n": 0, "model": hit.model, "status_code": 200, "cache_hit": True, "latency_s": 0.0}
+    return JobResult(
+        seq=seq,
+        succeeded=True,
+        model=hit.model,
+        attempts=0,
+        output=hit.output,
+        stop_reason=hit.stop_reason,
+        usage=hit.usage,
+        cost_usd=0.0,
+        attempt_log=[entry],
+        latency_s=now - started,
+        started_at=started,
+        finished_at=now,
+    )
 
 
 def request_key(request: Mapping[str, Any]) -> str:

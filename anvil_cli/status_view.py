@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from typing import Any, Final
 
@@ -36,24 +35,10 @@ from anvil_cli.engine.journal import (
     Journal,
     RunRow,
 )
+from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.errors import UsageError
 
 RECENT_ALERT_EVENTS: Final = 20
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Is process `pid` alive (this process counts as alive)?"""
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but someone else's
-        return True
-    return True
 
 
 def effective_state(row: RunRow) -> str:

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 
 from anvil_cli.config import Settings, load_settings
-from anvil_cli.errors import AnvilError, InputError
+from anvil_cli.engine.journal import Journal
+from anvil_cli.errors import AnvilError, InputError, UsageError
 
 T = TypeVar("T")
 
@@ -71,6 +72,14 @@ def domain_errors() -> Iterator[None]:
 def guarded(fn: Callable[[], T]) -> T:
     with domain_errors():
         return fn()
+
+
+def journal_for_reading(settings: Settings) -> Journal:
+    """The journal in the settings' state dir, for commands that only read it (never created)."""
+    journal = Journal.open_existing(settings.state_dir)
+    if journal is None:
+        raise UsageError(f"no journal in {settings.state_dir}: nothing has run here yet")
+    return journal
 
 
 def is_tty() -> bool:

@@ -14,12 +14,12 @@ from anvil_cli.commands.common import (
     domain_errors,
     err_console,
     is_tty,
+    journal_for_reading,
     out_console,
     set_in,
     settings_from,
 )
 from anvil_cli.dashboard import RunMonitor, make_reporter
-from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
@@ -150,9 +150,7 @@ def export_command(
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
         settings = settings_from(config, overrides)
-        journal = Journal.open_existing(settings.state_dir)
-        if journal is None:
-            raise UsageError(f"no journal in {settings.state_dir}: nothing has run here yet")
+        journal = journal_for_reading(settings)
         with journal:
             row = journal.find_run(run) if run else journal.latest_run()
             if row is None:

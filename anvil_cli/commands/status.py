@@ -15,10 +15,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from anvil_cli.commands.common import CONFIG_HELP, domain_errors, out_console, set_in, settings_from
+from anvil_cli.commands.common import (
+    CONFIG_HELP,
+    domain_errors,
+    journal_for_reading,
+    out_console,
+    set_in,
+    settings_from,
+)
 from anvil_cli.dashboard.render import fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
-from anvil_cli.errors import UsageError
 from anvil_cli.status_view import runs_json, status_json
 
 WATCH_EVERY_S = 1.0
@@ -165,9 +171,7 @@ def status_command(
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
         settings = settings_from(config, overrides)
-        journal = Journal.open_existing(settings.state_dir)
-        if journal is None:
-            raise UsageError(f"no journal in {settings.state_dir}: nothing has run here yet")
+        journal = journal_for_reading(settings)
         console = out_console()
         with journal:
             try:

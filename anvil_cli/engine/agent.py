@@ -16,7 +16,7 @@ import anthropic
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from anvil_cli.batch.job import Job
-from anvil_cli.cache import CachedResult, ResultCache, request_key
+from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.journal import JobResult
@@ -88,26 +88,6 @@ def _usage_dict(message: Any) -> dict[str, Any]:
     return data
 
 
-def _from_cache(seq: int, hit: CachedResult, started: float) -> JobResult:
-    """A job answered by the result cache: no call, no cost."""
-    entry = {"n": 0, "model": hit.model, "status_code": 200, "cache_hit": True, "latency_s": 0.0}
-    now = time.time()
-    return JobResult(
-        seq=seq,
-        succeeded=True,
-        model=hit.model,
-        attempts=0,
-        output=hit.output,
-        stop_reason=hit.stop_reason,
-        usage=hit.usage,
-        cost_usd=0.0,
-        attempt_log=[entry],
-        latency_s=now - started,
-        started_at=started,
-        finished_at=now,
-    )
-
-
 def _text_of(message: Any) -> str:
     return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
 
@@ -131,7 +111,7 @@ class Agent:
         key = request_key(request)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
-            return _from_cache(job.seq, hit, started)
+            return result_from_cache(job.seq, hit, started)
         if self.ctx.settings.cache.prompt_caching:
             request = mark_prompt_cache(request, self.ctx.settings.cache.prompt_caching_min_chars)
         st = _JobState(job=job, model=model, request=request, est_input=estimate_input_tokens(request))

@@ -24,7 +24,7 @@ from typing import Any
 import anthropic
 
 from anvil_cli.batch.job import Job
-from anvil_cli.cache import CachedResult, ResultCache, request_key
+from anvil_cli.cache import CachedResult, ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.journal import (
@@ -392,22 +392,7 @@ class BatchesRun:
         )
 
     def _record_cached(self, seq: int, hit: CachedResult) -> None:
-        entry = {"n": 0, "model": hit.model, "status_code": 200, "cache_hit": True, "latency_s": 0.0}
-        now = time.time()
-        self._record(
-            JobResult(
-                seq=seq,
-                succeeded=True,
-                model=hit.model,
-                attempts=0,
-                output=hit.output,
-                stop_reason=hit.stop_reason,
-                usage=hit.usage,
-                attempt_log=[entry],
-                latency_s=0.0,
-                finished_at=now,
-            )
-        )
+        self._record(result_from_cache(seq, hit))
 
     def _record(self, result: JobResult) -> None:
         self.ctx.journal.record_result(self.ctx.run_id, result)

@@ -16,7 +16,10 @@ import time
 POLL_S = 0.2
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Is process `pid` alive (this process included)?"""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -31,7 +34,7 @@ def die_with(pid: int) -> None:
     fd: int | None = None
     with contextlib.suppress(OSError, AttributeError):
         fd = os.pidfd_open(pid)
-    if not _alive(pid):
+    if not pid_alive(pid):
         os._exit(1)
     target = _watch_pidfd if fd is not None else _watch_poll
     arg = fd if fd is not None else pid
@@ -44,6 +47,6 @@ def _watch_pidfd(fd: int) -> None:
 
 
 def _watch_poll(pid: int) -> None:
-    while _alive(pid):
+    while pid_alive(pid):
         time.sleep(POLL_S)
     os._exit(1)

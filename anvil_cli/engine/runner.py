@@ -32,6 +32,7 @@ from anvil_cli.engine.journal import (
     RunRow,
     journal_path,
 )
+from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.pool import WorkerPool
 from anvil_cli.engine.shared import start_governor
@@ -79,18 +80,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _open_run(
     journal: Journal, jobs: Iterator[Job], sha: str, opts: RunOptions
 ) -> tuple[str, bool, list[str]]:
@@ -116,7 +105,7 @@ def _check_resumable(run: RunRow, sha: str) -> None:
             f"{run.batch_path} changed since run {run.id} started; "
             "run with --fresh to start a new run, or restore the file to resume"
         )
-    if run.state == RUN_RUNNING and pid_alive(run.pid):
+    if run.state == RUN_RUNNING and run.pid != os.getpid() and pid_alive(run.pid):
         raise UsageError(
             f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`"
         )
