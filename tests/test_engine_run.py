@@ -312,3 +312,19 @@ def test_bad_batch_exits_2_and_writes_nothing(tmp_path: Path, sim: SimServer) ->
     assert "b.jsonl:2" in proc.stderr
     assert not (tmp_path / ".anvil").exists()
     assert sim.stats()["requests"] == 0
+
+
+def test_long_requests_are_streamed_and_a_mid_stream_error_is_retried(tmp_path: Path, sim: SimServer) -> None:
+    jobs = [
+        {"id": "long", "prompt": "write a lot", "max_tokens": 30000},
+        {"id": "flaky", "prompt": "@sim{stream_error=1} write a lot", "max_tokens": 30000},
+    ]
+    batch = write_jobs(tmp_path / "b.jsonl", jobs)
+    config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+    out = tmp_path / "out.jsonl"
+    assert run_inprocess(config, batch, out).exit_code == ExitCode.OK
+    by_id = {r["id"]: r for r in read_results(out)}
+    digest = messages_digest([{"role": "user", "content": "write a lot"}])
+    assert str(by_id["long"]["output"]).startswith(f"sim:{digest}") and by_id["long"]["attempts"] == 1
+    assert by_id["flaky"]["attempts"] == 2 and by_id["flaky"]["status"] == "succeeded"
+    assert sim.stats()["stream_errors"] == 1

@@ -28,6 +28,9 @@ from anvil_cli.routing import fallbacks, route
 from anvil_cli.tokens import estimate_input_tokens
 
 MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
+# The SDK refuses non-streaming calls expected to take over 10 minutes: max_tokens above
+# 600 s / 3600 s x 128,000. Anvil streams those (and passes its own timeout to the rest).
+STREAM_ABOVE_MAX_TOKENS = 21_333
 
 
 class Abandoned(Exception):
@@ -185,8 +188,7 @@ class Agent:
         st.attempts += 1
         t0 = time.monotonic()
         try:
-            raw = self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
-            message = raw.parse()
+            message, status_code, headers = self._call(st)
         except anthropic.APIError as exc:
             self._settle_failure(st, grant, exc, time.monotonic() - t0)
             raise
@@ -204,8 +206,8 @@ class Agent:
                 input_tokens=counted_in,
                 output_tokens=int(usage.get("output_tokens", 0)),
                 cost_usd=cost,
-                status_code=raw.http_response.status_code,
-                headers=_headers(raw.headers),
+                status_code=status_code,
+                headers=_headers(headers),
             ),
         )
         entry = {
@@ -217,6 +219,16 @@ class Agent:
         st.log.append(entry)
         self.ctx.on_attempt({"seq": st.job.seq, **entry})
         return message
+
+    def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
+        """One request: (message, HTTP status, response headers). Long requests are streamed,
+        as the API asks for anything that may take over ten minutes (the SDK's own rule)."""
+        if st.job.max_tokens > STREAM_ABOVE_MAX_TOKENS:
+            with self.ctx.client.messages.stream(**st.request, timeout=self.timeout_s) as stream:
+                message = stream.get_final_message()
+                return message, stream.response.status_code, stream.response.headers
+        raw = self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
+        return raw.parse(), raw.http_response.status_code, raw.headers
 
     def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
         """Tell the governor, log the attempt; raise StopRun when no request can succeed."""
