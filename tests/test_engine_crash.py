@@ -164,3 +164,20 @@ def test_second_ctrl_c_aborts_at_once(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 8
         rows = _journal_query(state, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
         assert rows[0][0] == 0  # everything not finished is pending again
+
+
+def test_losing_the_governor_stops_the_run_resumably(tmp_path: Path, slow_sim: SimServer) -> None:
+    proc, batch, config = _start(tmp_path, slow_sim)
+    state = tmp_path / ".anvil"
+    _wait_for(lambda: _succeeded(state) >= 5)
+    rows = _journal_query(state, "SELECT data_json FROM events WHERE kind = 'governor_started'")
+    import json
+
+    os.kill(int(json.loads(str(rows[0][0]))["pid"]), signal.SIGKILL)
+    code, err = _finish(proc)
+    assert code == ExitCode.STOPPED, err
+    assert "governor" in err
+    out = tmp_path / "out.jsonl"
+    resumed = run_cli("run", str(batch), "--config", str(config), "-o", str(out), cwd=tmp_path)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert all(r["status"] == "succeeded" for r in read_results(out))

@@ -19,6 +19,7 @@ from anvil_cli.engine.signals import SignalState
 from anvil_cli.metrics import RunMetrics
 
 EVENT_WAIT_S = 0.02
+MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
 SNAPSHOT_EVERY_S = 1.0
 
 
@@ -68,6 +69,7 @@ class Conductor:
         self.end = RunEnd()
         self._drain_deadline: float | None = None
         self._last_snapshot = 0.0
+        self._stillborn = 0  # workers in a row that died before becoming ready
         self.paused = False
 
     # -- main loop ----------------------------------------------------------------------------
@@ -241,7 +243,14 @@ class Conductor:
             self.stop_run(reason, message)
 
     def _reap_workers(self) -> None:
-        for wid, exitcode, jobs in self.pool.reap():
+        for wid, exitcode, jobs, was_ready in self.pool.reap():
+            self._stillborn = 0 if was_ready else self._stillborn + 1
+            if self._stillborn > MAX_STILLBORN_WORKERS:
+                self.stop_run(
+                    "workers_failing",
+                    f"worker processes keep dying before they start (last exit code {exitcode}); "
+                    "see the errors above",
+                )
             seqs = [row[1] for row in jobs]
             self.journal.begin()
             self.journal.mark_pending(self.run_id, seqs, attempts=1)

@@ -134,14 +134,15 @@ class WorkerPool:
             return None
         return worker.jobs.pop(seq, None)
 
-    def reap(self) -> list[tuple[int, int | None, list[InFlight]]]:
-        """Find dead workers, start replacements; returns (worker_id, exitcode, jobs it held)."""
-        dead: list[tuple[int, int | None, list[InFlight]]] = []
+    def reap(self) -> list[tuple[int, int | None, list[InFlight], bool]]:
+        """Find dead workers, start replacements; returns (worker_id, exitcode, jobs it held,
+        whether it had ever become ready)."""
+        dead: list[tuple[int, int | None, list[InFlight], bool]] = []
         for wid, worker in list(self.workers.items()):
             if worker.alive:
                 continue
             worker.process.join(timeout=0.1)
-            dead.append((wid, worker.process.exitcode, list(worker.jobs.values())))
+            dead.append((wid, worker.process.exitcode, list(worker.jobs.values()), worker.ready))
             del self.workers[wid]
             self._close(worker)
             self.restarts += 1

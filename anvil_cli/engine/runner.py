@@ -227,6 +227,8 @@ def _conduct(
     api_key, base_url = endpoint
     spent_before = journal.totals(run_id)["cost_usd"]
     manager, governor = start_governor(settings, ctx, spent_before)
+    manager_pid = getattr(getattr(manager, "_process", None), "pid", None)  # BaseManager keeps it private
+    journal.add_event(run_id, "governor_started", {"pid": manager_pid})
     try:
         procs, threads = workers_for(settings, settings.scaling.agent_limit())
         settings_json = settings.model_dump_json()

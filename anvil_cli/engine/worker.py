@@ -111,6 +111,8 @@ def _run_one(agent: Agent, job: Job, outbox: _Outbox, wid: int) -> None:
         outbox.put(("abandoned", wid, job.seq, exc.attempts))
     except StopRun as exc:
         outbox.put(("fatal", wid, job.seq, exc.reason, exc.message))
+    except (EOFError, ConnectionError) as exc:  # the governor's Manager is gone: nothing can be asked
+        outbox.put(("fatal", wid, job.seq, "governor_lost", f"lost the shared rate-limit governor ({exc!r})"))
     except Exception as exc:  # a bug, not an API error: record it on the job, keep the worker alive
         now = time.time()
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
