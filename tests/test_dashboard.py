@@ -273,6 +273,7 @@ def fake_conductor(journal: Journal, run_id: str, metrics: RunMetrics, ready: in
         ready=[None] * ready,
         end=SimpleNamespace(interrupted=False, stop_reason=None),
         paused=False,
+        ended=False,
         governor=FakeGovernor(governor_state()),
     )
 

@@ -15,20 +15,13 @@ from typing import TYPE_CHECKING, Any
 from anvil_cli.alerts import AlertChange, AlertEngine, deliver
 from anvil_cli.config import Settings
 from anvil_cli.dashboard.reporter import Reporter
+from anvil_cli.engine.conductor import run_state
 from anvil_cli.snapshot import build_snapshot
 
 if TYPE_CHECKING:
     from anvil_cli.engine.conductor import Conductor
 
 BACKLOG_WINDOW_S = 60.0
-
-
-def run_state(conductor: Conductor) -> str:
-    """running | paused | stopping (draining after Ctrl-C, the budget or a fatal error)."""
-    end = conductor.end
-    if end.interrupted or end.stop_reason is not None:
-        return "stopping"
-    return "paused" if conductor.paused else "running"
 
 
 def governor_snapshot(conductor: Conductor) -> dict[str, Any]:

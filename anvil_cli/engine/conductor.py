@@ -70,6 +70,7 @@ class Conductor:
         self._drain_deadline: float | None = None
         self._last_snapshot = 0.0
         self._stillborn = 0  # workers in a row that died before becoming ready
+        self.ended = False  # set for the last tick, after the workers have stopped
         self.paused = False
 
     # -- main loop ----------------------------------------------------------------------------
@@ -289,7 +290,7 @@ class Conductor:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The run's live figures, published once a second."""
-        state = "paused" if self.paused else ("stopping" if self._stopping() else "running")
+        state = run_state(self)
         return {
             "run_id": self.run_id,
             "state": state,
@@ -340,9 +341,21 @@ class Conductor:
             for worker in self.pool.workers.values():
                 worker.jobs.clear()
         self._record_governor_events()
+        self.ended = True
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:
             self.cache.close()
+
+
+def run_state(conductor: Conductor) -> str:
+    """running | paused | stopping (draining after Ctrl-C, the budget or a fatal error), and at
+    the very end finished | stopped."""
+    stopping = conductor.end.interrupted or conductor.end.stop_reason is not None
+    if conductor.ended:
+        return "stopped" if stopping else "finished"
+    if stopping:
+        return "stopping"
+    return "paused" if conductor.paused else "running"
 
 
 def workers_for(settings: Settings, agent_limit: int) -> tuple[int, int]:
