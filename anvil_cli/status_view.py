@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Any, Final
 
@@ -48,10 +49,19 @@ def effective_state(row: RunRow) -> str:
     return row.state
 
 
-def resume_command(row: RunRow, state: str) -> str | None:
-    if state in (RUN_INTERRUPTED, RUN_STOPPED):
+def resume_command(row: RunRow, state: str, journal: Journal | None = None) -> str | None:
+    """The command that resumes a run: how it was last started (less `--fresh`), else the plain
+    `anvil run BATCH`."""
+    if state not in (RUN_INTERRUPTED, RUN_STOPPED):
+        return None
+    started = journal.events(row.id, "run_started") if journal is not None else []
+    if not started:
         return f"anvil run {shlex.quote(row.batch_path)}"
-    return None
+    last = started[-1]
+    argv = [a for a in last.get("argv", []) if a not in ("--fresh", "--retry-failed")]
+    command = shlex.join(argv)
+    cwd = last.get("cwd")
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command
 
 
 def find_run(journal: Journal, run: str | None) -> RunRow:
@@ -98,7 +108,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> dict[str, Any]:
         "stop_reason": row.stop_reason,
         "duration_s": _duration(row),
         "live": live,
-        "resume_command": resume_command(row, state),
+        "resume_command": resume_command(row, state, journal),
         "counts": _counts(journal, row.id),
         "cost_usd": round(totals["cost_usd"], 6),
         "attempts": int(totals["attempts"]),

@@ -142,6 +142,11 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: Si
     assert "resume" in err
     done_before = _succeeded(state)
     assert done_before < N_JOBS
+    status = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    import json
+
+    resume = json.loads(status.stdout)["resume_command"]
+    assert resume.startswith("anvil run ") and "--config" in resume  # said the way it was started
     out = tmp_path / "out.jsonl"
     resumed = run_cli("run", str(batch), "--config", str(config), "-o", str(out), cwd=tmp_path)
     assert resumed.returncode == ExitCode.OK, resumed.stderr

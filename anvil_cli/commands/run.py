@@ -106,6 +106,7 @@ def run_command(
             simulate=simulate,
             mode=mode,
             serve=serve_at,
+            command=["anvil", *sys.argv[1:]],
         )
         console = err_console()
         reporter = make_reporter(

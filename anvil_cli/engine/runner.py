@@ -57,6 +57,7 @@ class RunOptions:
     api_key: str | None = None
     mode: str = "messages"  # or "batches": the Message Batches API (engine/batches_mode.py)
     serve: tuple[str, int] | None = None  # (host, port) of the HTTP control API
+    command: list[str] | None = None  # the command line, recorded so `anvil status` can say how to resume
 
 
 @dataclass
@@ -180,6 +181,8 @@ def execute_run(
             signals = stack.enter_context(SignalState())
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
         journal.claim_run(run_id)
+        if opts.command:
+            journal.add_event(run_id, "run_started", {"argv": opts.command, "cwd": os.getcwd()})
         counts = journal.counts(run_id)
         end = RunEnd()
         t0 = time.monotonic()
