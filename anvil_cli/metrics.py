@@ -195,7 +195,9 @@ class RunMetrics:
     def on_result(self, r: JobResult, now: float) -> None:
         calls = r.attempts
         self.attempts += calls
-        failed_calls = sum(1 for a in (r.attempt_log or []) if a.get("status_code") != 200)
+        log = r.attempt_log or []
+        failed_calls = sum(1 for a in log if a.get("status_code") != 200)
+        call_s = sum(float(a.get("latency_s") or 0.0) for a in log if a.get("status_code") == 200)
         self.retried_attempts += max(0, calls - 1)
         ok_calls = max(0, calls - failed_calls)
         if r.succeeded:
@@ -221,6 +223,7 @@ class RunMetrics:
             {
                 "jobs": 1,
                 "requests": ok_calls,
+                "call_s": call_s,
                 "cost_usd": r.cost_usd,
                 f"requests:{r.model}": ok_calls,
                 f"input_tokens:{r.model}": tokens_in + cache_write,
@@ -273,6 +276,15 @@ class RunMetrics:
             "recent_p95_s": self.recent_latency.merged(now).percentiles()["p95"],
             "per_model": per_model,
         }
+
+    def call_load(self, now: float) -> tuple[float, float | None]:
+        """(successful API calls per second, mean seconds per call) over the recent window:
+        what the scaler feeds to Little's law. Call time, not job time: a job's latency also
+        counts its waits for the governor."""
+        window = min(THROUGHPUT_WINDOW_S, max(1e-9, now - self.started_at))
+        recent = self.window.sums(now, THROUGHPUT_WINDOW_S)
+        calls = recent["requests"]
+        return calls / window, (recent["call_s"] / calls if calls else None)
 
     def latency_by_model_summary(self) -> dict[str, dict[str, Any]]:
         return {

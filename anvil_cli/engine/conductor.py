@@ -17,6 +17,7 @@ from anvil_cli.engine.pool import InFlight, WorkerPool
 from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.metrics import RunMetrics
+from anvil_cli.scaler import Load, ScalePolicy, Scaler
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
@@ -62,7 +63,17 @@ class Conductor:
         # the one writer of the result cache: workers only read it
         self.cache = ResultCache(settings.state_dir) if settings.cache.enabled else None
         self._to_cache: list[tuple[str, CachedResult]] = []
-        self.agent_limit = settings.scaling.agent_limit()
+        scaling = settings.scaling
+        self.agent_limit = scaling.agent_limit()
+        self.scaler = Scaler(
+            ScalePolicy(
+                min_agents=min(scaling.min_agents, self.agent_limit),
+                max_agents=self.agent_limit,
+                scale_up_threshold=scaling.scale_up_threshold,
+                scale_down_threshold=scaling.scale_down_threshold,
+            ),
+            time.monotonic(),
+        )
         self.ready = ReadyQueue(
             lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
         )
@@ -125,6 +136,7 @@ class Conductor:
                 self.metrics.total += int(cmd.value)
             elif cmd.kind == "scale":
                 self.agent_limit = int(cmd.value)
+                self.scaler.pin(self.agent_limit)  # a manual setting holds
             elif cmd.kind == "breaker":
                 model, state = cmd.value
                 self.governor.set_breaker(model, state)
@@ -269,7 +281,29 @@ class Conductor:
             return
         self._last_snapshot = now
         self._record_governor_events()
+        self._autoscale(now)
         self._tick(now)
+
+    def _autoscale(self, now: float) -> None:
+        """Let the scaler set the agent count from this second's load (see anvil_cli/scaler.py)."""
+        if self._stopping():
+            return
+        calls_per_s, call_latency_s = self.metrics.call_load(now)
+        load = Load(
+            busy=self.pool.in_flight(),
+            waiting=len(self.ready) if len(self.ready) or self.ready.exhausted else 1,
+            limiter_pct=limiter_in_use_pct(self.governor_snapshot()),
+            calls_per_s=calls_per_s,
+            call_latency_s=call_latency_s,
+        )
+        before = self.agent_limit
+        self.agent_limit = self.scaler.decide(load, now)
+        if self.agent_limit != before:
+            self.journal.add_event(
+                self.run_id,
+                "scaled",
+                {"from": before, "to": self.agent_limit, "busy": load.busy, "limiter_pct": load.limiter_pct},
+            )
 
     def _tick(self, now: float) -> None:
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
@@ -345,6 +379,20 @@ class Conductor:
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:
             self.cache.close()
+
+
+def limiter_in_use_pct(governor: dict[str, Any]) -> float:
+    """How drawn down the most used bucket is (0 = full, 100 = empty): near 100 while a rate
+    limit is what holds the run back."""
+    worst = 0.0
+    for pool in (governor.get("pools") or {}).values():
+        if pool.get("paused_until_s"):
+            return 100.0
+        for dim in (pool.get("dimensions") or {}).values():
+            capacity, level = dim.get("capacity"), dim.get("level")
+            if capacity and level is not None:
+                worst = max(worst, 100.0 * (1.0 - max(0.0, level) / capacity))
+    return worst
 
 
 def run_state(conductor: Conductor) -> str:

@@ -1,0 +1,84 @@
+"""How many agents a run should have: pure policy, time passed in.
+
+Agents are slots (threads), so idle ones cost little; what too many cost is responsiveness.
+When the rate limit is what binds, every agent beyond what the limit can feed holds a job
+while it waits on the governor, and a critical job added later (`POST /jobs`) queues behind
+them. So:
+
+* a run starts with `max_agents` (no slow start: the first seconds matter);
+* while a rate limit is at least `scale_up_threshold` % used, the agent count moves toward what
+  the limit can keep busy, by Little's law: calls per second x seconds per call x headroom;
+* while it is not, and agents are at least `scale_up_threshold` % busy with jobs still
+  waiting, the count grows (x1.5) toward `max_agents`;
+* while agents are at most `scale_down_threshold` % busy and nothing waits, it shrinks
+  toward what is busy;
+never below `min_agents` nor above `max_agents`, and at most one change per `cooldown_s`.
+A manual `POST /scale` pins the count: automatic scaling stops for that run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ScalePolicy:
+    """The bounds and thresholds of automatic scaling (from `scaling:` in the config)."""
+
+    min_agents: int
+    max_agents: int
+    scale_up_threshold: float = 80.0  # percent
+    scale_down_threshold: float = 20.0  # percent
+    cooldown_s: float = 2.0
+    headroom: float = 2.0  # agents kept per agent Little's law asks for, for latency spread
+    growth: float = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What the conductor saw this tick."""
+
+    busy: int  # agents holding a job
+    waiting: int  # jobs ready to dispatch
+    limiter_pct: float  # the most used rate limit, % of its effective rate
+    calls_per_s: float  # successful API calls per second, recently
+    call_latency_s: float | None  # mean duration of one API call, recently
+
+
+class Scaler:
+    """Decides the agent count once per tick; `decide` returns the new count."""
+
+    def __init__(self, policy: ScalePolicy, now: float) -> None:
+        self.policy = policy
+        self.agents = policy.max_agents
+        self.pinned = False
+        self._last_change = now
+
+    def pin(self, agents: int) -> None:
+        """A manual setting (POST /scale): keep it, scale no more."""
+        self.agents = agents
+        self.pinned = True
+
+    def decide(self, load: Load, now: float) -> int:
+        if self.pinned or now - self._last_change < self.policy.cooldown_s:
+            return self.agents
+        target = self._bounded(self._target(load))
+        if target != self.agents:
+            self.agents = target
+            self._last_change = now
+        return self.agents
+
+    def _target(self, load: Load) -> int:
+        p = self.policy
+        utilisation = 100.0 * load.busy / max(1, self.agents)
+        if load.limiter_pct >= p.scale_up_threshold and load.call_latency_s and load.calls_per_s > 0:
+            return math.ceil(load.calls_per_s * load.call_latency_s * p.headroom)
+        if utilisation >= p.scale_up_threshold and load.waiting > 0:
+            return math.ceil(self.agents * p.growth)
+        if utilisation <= p.scale_down_threshold and load.waiting == 0:
+            return load.busy
+        return self.agents
+
+    def _bounded(self, agents: int) -> int:
+        return max(self.policy.min_agents, min(self.policy.max_agents, agents))

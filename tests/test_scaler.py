@@ -1,0 +1,55 @@
+"""The scaler: tables on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from anvil_cli.scaler import Load, ScalePolicy, Scaler
+
+POLICY = ScalePolicy(min_agents=10, max_agents=100, cooldown_s=2.0)
+
+
+def load(
+    busy: int = 100, waiting: int = 50, pct: float = 0.0, rate: float = 0.0, lat: float | None = None
+) -> Load:
+    return Load(busy=busy, waiting=waiting, limiter_pct=pct, calls_per_s=rate, call_latency_s=lat)
+
+
+def test_starts_at_the_maximum() -> None:
+    assert Scaler(POLICY, now=0.0).agents == 100
+
+
+@pytest.mark.parametrize(
+    ("seen", "expected"),
+    [
+        (load(pct=99, rate=20, lat=0.5), 20),  # rate-bound: 20 calls/s x 0.5 s x 2 headroom
+        (load(pct=99, rate=2, lat=0.5), 10),  # never below min_agents
+        (load(pct=99, rate=200, lat=2.0), 100),  # never above max_agents
+        (load(pct=50, busy=100, waiting=50), 100),  # busy and jobs waiting: already at the top
+        (load(pct=0, busy=5, waiting=0), 10),  # the tail of a batch: down to what is busy (>= min)
+        (load(pct=0, busy=50, waiting=0), 100),  # half busy: neither threshold, no change
+        (load(pct=99, rate=20, lat=None), 100),  # no latency measured yet: no Little's law
+    ],
+)
+def test_first_decision(seen: Load, expected: int) -> None:
+    assert Scaler(POLICY, now=0.0).decide(seen, now=5.0) == expected
+
+
+def test_grows_by_half_again_while_busy_and_jobs_wait() -> None:
+    scaler = Scaler(POLICY, now=0.0)
+    assert scaler.decide(load(pct=99, rate=10, lat=1.0), now=2.0) == 20
+    steps = [scaler.decide(load(busy=scaler.agents, pct=40), now=2.0 + 2.0 * i) for i in range(1, 6)]
+    assert steps == [30, 45, 68, 100, 100]
+
+
+def test_at_most_one_change_per_cooldown() -> None:
+    scaler = Scaler(POLICY, now=0.0)
+    assert scaler.decide(load(pct=99, rate=10, lat=1.0), now=2.0) == 20
+    assert scaler.decide(load(busy=20, pct=40), now=3.0) == 20  # 1 s later: too soon
+    assert scaler.decide(load(busy=20, pct=40), now=4.0) == 30
+
+
+def test_a_manual_setting_pins_the_count() -> None:
+    scaler = Scaler(POLICY, now=0.0)
+    scaler.pin(42)
+    assert scaler.decide(load(pct=99, rate=10, lat=1.0), now=100.0) == 42
