@@ -328,3 +328,22 @@ def test_long_requests_are_streamed_and_a_mid_stream_error_is_retried(tmp_path: 
     assert str(by_id["long"]["output"]).startswith(f"sim:{digest}") and by_id["long"]["attempts"] == 1
     assert by_id["flaky"]["attempts"] == 2 and by_id["flaky"]["status"] == "succeeded"
     assert sim.stats()["stream_errors"] == 1
+
+
+def test_agents_scale_down_to_what_a_binding_rate_limit_can_feed(tmp_path: Path) -> None:
+    with SimServer(SimConfig(rpm=600, burst=5, latency_ms=100, seed=9)).start_thread() as server:
+        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(45)])
+        config = write_config(
+            tmp_path / "anvil.yaml",
+            server.base_url,
+            scaling={"workers": 1, "max_agents": 20, "max_concurrent_jobs": 20, "min_agents": 2},
+            rate_limits={"default": {"requests_per_minute": 600, "burst_size": 5}},
+        )
+        assert run_inprocess(config, batch).exit_code == ExitCode.OK
+    with Journal.open(tmp_path / ".anvil") as journal:
+        run = journal.latest_run()
+        assert run is not None
+        scaled = journal.events(run.id, "scaled")
+    assert scaled, "the agent count never changed"
+    # 10 calls/s x ~0.1 s a call x 2 headroom: a handful of agents, not 20
+    assert scaled[0]["from"] == 20 and 2 <= scaled[0]["to"] <= 6
