@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +83,17 @@ class Scaler:
 
     def _bounded(self, agents: int) -> int:
         return max(self.policy.min_agents, min(self.policy.max_agents, agents))
+
+
+def limiter_in_use_pct(governor: dict[str, Any]) -> float:
+    """How drawn down the most used bucket is (0 = full, 100 = empty): near 100 while a rate
+    limit is what holds the run back."""
+    worst = 0.0
+    for pool in (governor.get("pools") or {}).values():
+        if pool.get("paused_until_s"):
+            return 100.0
+        for dim in (pool.get("dimensions") or {}).values():
+            capacity, level = dim.get("capacity"), dim.get("level")
+            if capacity and level is not None:
+                worst = max(worst, 100.0 * (1.0 - max(0.0, level) / capacity))
+    return worst

@@ -53,3 +53,12 @@ def test_a_manual_setting_pins_the_count() -> None:
     scaler = Scaler(POLICY, now=0.0)
     scaler.pin(42)
     assert scaler.decide(load(pct=99, rate=10, lat=1.0), now=100.0) == 42
+
+
+def test_limiter_in_use_is_how_drawn_down_the_most_used_bucket_is() -> None:
+    from anvil_cli.scaler import limiter_in_use_pct
+
+    dims = {"requests": {"capacity": 20, "level": 2}, "input_tokens": {"capacity": None, "level": None}}
+    assert limiter_in_use_pct({"pools": {"p": {"dimensions": dims}}}) == 90.0
+    assert limiter_in_use_pct({"pools": {"p": {"paused_until_s": 0.5, "dimensions": {}}}}) == 100.0
+    assert limiter_in_use_pct({}) == 0.0

@@ -17,7 +17,7 @@ from anvil_cli.engine.pool import InFlight, WorkerPool
 from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.metrics import RunMetrics
-from anvil_cli.scaler import Load, ScalePolicy, Scaler
+from anvil_cli.scaler import Load, ScalePolicy, Scaler, limiter_in_use_pct
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
@@ -379,20 +379,6 @@ class Conductor:
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:
             self.cache.close()
-
-
-def limiter_in_use_pct(governor: dict[str, Any]) -> float:
-    """How drawn down the most used bucket is (0 = full, 100 = empty): near 100 while a rate
-    limit is what holds the run back."""
-    worst = 0.0
-    for pool in (governor.get("pools") or {}).values():
-        if pool.get("paused_until_s"):
-            return 100.0
-        for dim in (pool.get("dimensions") or {}).values():
-            capacity, level = dim.get("capacity"), dim.get("level")
-            if capacity and level is not None:
-                worst = max(worst, 100.0 * (1.0 - max(0.0, level) / capacity))
-    return worst
 
 
 def run_state(conductor: Conductor) -> str:

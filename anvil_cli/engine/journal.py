@@ -12,152 +12,62 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anvil_cli.batch.job import Job
+from anvil_cli.engine.journal_batches import BatchesTable
+from anvil_cli.engine.records import (
+    BATCH_ABANDONED,
+    BATCH_ENDED,
+    BATCH_INTENT,
+    BATCH_SUBMITTED,
+    FAILED,
+    JOB_COLS,
+    JOB_STATES,
+    JOURNAL_NAME,
+    PENDING,
+    RUN_FINISHED,
+    RUN_INTERRUPTED,
+    RUN_RUNNING,
+    RUN_STOPPED,
+    RUNNING,
+    SCHEMA,
+    SUCCEEDED,
+    BatchRow,
+    JobResult,
+    RunRow,
+    job_row,
+)
 from anvil_cli.securefile import private_sqlite
 
-JOURNAL_NAME = "journal.sqlite"
-
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-JOB_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED)
-
-# run states
-RUN_RUNNING = "running"
-RUN_FINISHED = "finished"
-RUN_STOPPED = "stopped"  # budget, auth, spend cap: resumable
-RUN_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / crash: resumable
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    batch_path TEXT NOT NULL,
-    batch_sha TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    ended_at REAL,
-    state TEXT NOT NULL,
-    pid INTEGER,
-    total INTEGER NOT NULL DEFAULT 0,
-    mode TEXT NOT NULL DEFAULT 'messages',
-    stop_reason TEXT,
-    summary_json TEXT,
-    snapshot_json TEXT
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    job_json TEXT NOT NULL,
-    model TEXT,
-    dispatches INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    output TEXT,
-    stop_reason TEXT,
-    usage_json TEXT,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    error_json TEXT,
-    attempts_json TEXT,
-    latency_s REAL,
-    started_at REAL,
-    finished_at REAL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_id ON jobs (run_id, id);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (run_id, state, priority, seq);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_run ON events (run_id, at);
-CREATE TABLE IF NOT EXISTS batches (
-    run_id TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    batch_id TEXT,
-    state TEXT NOT NULL,
-    seqs_json TEXT NOT NULL,
-    worst_usd REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (run_id, n)
-);
-"""
-
-# Message Batches rows (`anvil run --mode batches`): an "intent" is written before the create
-# call, "submitted" once the server named the batch, "ended" once its results are in the jobs
-# rows, "abandoned" when the create is known not to have happened.
-BATCH_INTENT = "intent"
-BATCH_SUBMITTED = "submitted"
-BATCH_ENDED = "ended"
-BATCH_ABANDONED = "abandoned"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRow:
-    """A Message Batch of a run, as stored in the journal."""
-
-    run_id: str
-    n: int
-    batch_id: str | None
-    state: str
-    seqs: list[int]
-    worst_usd: float
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    """A run as stored in the journal."""
-
-    id: str
-    batch_path: str
-    batch_sha: str
-    created_at: float
-    updated_at: float
-    ended_at: float | None
-    state: str
-    pid: int | None
-    total: int
-    mode: str
-    stop_reason: str | None
-    summary: dict[str, Any] | None
-    snapshot: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """What a worker reports when it is done with a job."""
-
-    seq: int
-    succeeded: bool
-    model: str
-    attempts: int
-    output: str | None = None
-    stop_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    cost_usd: float = 0.0
-    error: dict[str, Any] | None = None
-    attempt_log: list[dict[str, Any]] | None = None
-    latency_s: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    cache_key: str | None = None  # set on a fresh success the result cache should keep
+__all__ = [  # the journal's vocabulary, defined in records.py, used through this module
+    "BATCH_ABANDONED",
+    "BATCH_ENDED",
+    "BATCH_INTENT",
+    "BATCH_SUBMITTED",
+    "FAILED",
+    "JOB_STATES",
+    "PENDING",
+    "RUNNING",
+    "RUN_FINISHED",
+    "RUN_INTERRUPTED",
+    "RUN_RUNNING",
+    "RUN_STOPPED",
+    "SUCCEEDED",
+    "BatchRow",
+    "JobResult",
+    "Journal",
+    "RunRow",
+    "journal_path",
+]
 
 
 def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_NAME
 
 
-class Journal:
+class Journal(BatchesTable):
     """One connection to the journal; use from a single thread."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -171,7 +81,7 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
         self.db.execute("PRAGMA busy_timeout=30000")
         if create:
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(SCHEMA)
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
@@ -449,23 +359,23 @@ class Journal:
 
     def job_by_id(self, run_id: str, job_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)
+            f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)
         ).fetchone()
-        return _job_row(row) if row else None
+        return job_row(row) if row else None
 
     def iter_results(self, run_id: str) -> Iterator[dict[str, Any]]:
         """Every job of a run in batch order, as stored."""
-        cur = self.db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? ORDER BY seq", (run_id,))
+        cur = self.db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? ORDER BY seq", (run_id,))
         for row in cur:
-            yield _job_row(row)
+            yield job_row(row)
 
     def iter_finished(self, run_id: str) -> Iterator[dict[str, Any]]:
         cur = self.db.execute(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND state IN (?, ?) ORDER BY finished_at",
+            f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? AND state IN (?, ?) ORDER BY finished_at",
             (run_id, SUCCEEDED, FAILED),
         )
         for row in cur:
-            yield _job_row(row)
+            yield job_row(row)
 
     def return_to_pending(self, run_id: str, seqs: list[int], *, attempts: int = 0) -> None:
         """Unfinished jobs (pending or running) go back to pending, `attempts` more counted."""
@@ -482,57 +392,6 @@ class Journal:
             (run_id, SUCCEEDED, '%"cache_hit": true%'),
         ).fetchone()
         return int(row[0])
-
-    # -- message batches ------------------------------------------------------------------------
-
-    def add_batch_intent(self, run_id: str, seqs: list[int], worst_usd: float) -> int:
-        """Record that a batch of these jobs is about to be created; returns its number."""
-        row = self.db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM batches WHERE run_id = ?", (run_id,))
-        n = int(row.fetchone()[0])
-        now = time.time()
-        self.db.execute(
-            "INSERT INTO batches (run_id, n, batch_id, state, seqs_json, worst_usd, created_at, updated_at)"
-            " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
-            (run_id, n, BATCH_INTENT, json.dumps(seqs), worst_usd, now, now),
-        )
-        return n
-
-    def set_batch(self, run_id: str, n: int, state: str, batch_id: str | None = None) -> None:
-        self.db.execute(
-            "UPDATE batches SET state = ?, batch_id = COALESCE(?, batch_id), updated_at = ?"
-            " WHERE run_id = ? AND n = ?",
-            (state, batch_id, time.time(), run_id, n),
-        )
-
-    def batches(self, run_id: str, states: tuple[str, ...] | None = None) -> list[BatchRow]:
-        """The run's batches, oldest first, optionally only those in `states`."""
-        sql = (
-            "SELECT run_id, n, batch_id, state, seqs_json, worst_usd, created_at FROM batches"
-            " WHERE run_id = ?"
-        )
-        args: tuple[Any, ...] = (run_id,)
-        if states:
-            sql += f" AND state IN ({', '.join('?' for _ in states)})"
-            args += states
-        rows = self.db.execute(sql + " ORDER BY n", args).fetchall()
-        return [BatchRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
-
-    def known_batch_ids(self) -> set[str]:
-        """Every batch id recorded by any run (to tell ours from the server's other batches)."""
-        return {r[0] for r in self.db.execute("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")}
-
-    def job_rows(self, run_id: str, seqs: list[int]) -> list[dict[str, Any]]:
-        """Some jobs of a run, by seq."""
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(seqs), 500):
-            part = seqs[i : i + 500]
-            marks = ", ".join("?" for _ in part)
-            rows = self.db.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE run_id = ? AND seq IN ({marks}) ORDER BY seq",
-                (run_id, *part),
-            ).fetchall()
-            out.extend(_job_row(r) for r in rows)
-        return out
 
     # -- events -------------------------------------------------------------------------------
 
@@ -551,30 +410,3 @@ class Journal:
         return [
             {"at": a, "kind": k, **json.loads(d)} for a, k, d in self.db.execute(sql + " ORDER BY at", args)
         ]
-
-
-_JOB_COLS = (
-    "seq, id, state, model, attempts, dispatches, output, stop_reason, usage_json, cost_usd, error_json,"
-    " attempts_json, latency_s, started_at, finished_at, job_json"
-)
-
-
-def _job_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        "seq": row[0],
-        "id": row[1],
-        "state": row[2],
-        "model": row[3],
-        "attempts": row[4],
-        "dispatches": row[5],
-        "output": row[6],
-        "stop_reason": row[7],
-        "usage": json.loads(row[8]) if row[8] else None,
-        "cost_usd": row[9],
-        "error": json.loads(row[10]) if row[10] else None,
-        "attempt_log": json.loads(row[11]) if row[11] else None,
-        "latency_s": row[12],
-        "started_at": row[13],
-        "finished_at": row[14],
-        "job": json.loads(row[15]),
-    }
