@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -44,7 +45,12 @@ def run_command(
     ),
     budget: float | None = typer.Option(None, "--budget", help="Spend cap in USD (budget.max_usd)."),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes (scaling.workers)."),
-    agents: int | None = typer.Option(None, "--agents", help="Concurrent agents (scaling.max_agents)."),
+    agents: int | None = typer.Option(
+        None,
+        "--agents",
+        min=1,
+        help="Concurrent agents at most (scaling.max_agents and max_concurrent_jobs).",
+    ),
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Where the journal lives (default .anvil)."
     ),
@@ -82,9 +88,6 @@ def run_command(
     overrides: dict[str, Any] = {}
     set_in(overrides, "budget.max_usd", budget)
     set_in(overrides, "scaling.workers", workers)
-    if agents is not None:
-        set_in(overrides, "scaling.max_agents", agents)
-        set_in(overrides, "scaling.max_concurrent_jobs", agents)
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     set_in(overrides, "run.progress_interval_s", progress_interval)
     set_in(overrides, "run.grace_period_s", grace)
@@ -98,6 +101,11 @@ def run_command(
 
             serve_at = parse_serve(serve)
         settings = settings_from(config, overrides)
+        if agents is not None:  # --agents N caps agents; the floor follows it down if needed
+            set_in(overrides, "scaling.max_agents", agents)
+            set_in(overrides, "scaling.max_concurrent_jobs", agents)
+            set_in(overrides, "scaling.min_agents", min(agents, settings.scaling.min_agents))
+            settings = settings_from(config, overrides)
         opts = RunOptions(
             batch=batch,
             output=output,
@@ -162,5 +170,7 @@ def export_command(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil run` and `anvil export` to the app."""
-    app.command("run", help=(run_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(run_command)
+    app.command("run", help=inspect.cleandoc(run_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(
+        run_command
+    )
     app.command("export")(export_command)
