@@ -164,6 +164,7 @@ class RunMetrics:
     attempts: int = 0
     retried_attempts: int = 0
     failed_attempts: int = 0
+    last_error: dict[str, Any] | None = None  # the latest failed call, for a user to see why
     rate_limited: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -186,6 +187,11 @@ class RunMetrics:
         etype = str(info.get("error_type") or "error")
         self.errors_by_type[etype] += 1
         self.failed_attempts += 1
+        self.last_error = {
+            "type": etype,
+            "status_code": info.get("status_code"),
+            "message": info.get("message"),
+        }
         rate_limited = info.get("status_code") == 429
         if rate_limited:
             self.rate_limited += 1

@@ -28,7 +28,7 @@ def snapshot_line(s: dict[str, Any]) -> str:
     c, t, lat, e = s["counts"], s["throughput"], s["latency_s"], s["errors"]
     eta = s.get("eta_s")
     eta_text = "-" if eta is None else f"{eta:.0f}s"
-    return (
+    line = (
         f"{c['done']}/{c['total']} done ({s['progress_pct']:.1f}%, {c['failed']} failed) ETA {eta_text} | "
         f"{t['jobs_per_s']:.1f} jobs/s, {t['requests_per_min']:.0f} req/min | "
         f"agents {s['agents']['in_flight']}/{s['agents']['limit']} queue {s['queue']['ready']} | "
@@ -36,6 +36,15 @@ def snapshot_line(s: dict[str, Any]) -> str:
         f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
         f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
     )
+    opened = [m for m, b in (s.get("breakers") or {}).items() if b.get("state") != "closed"]
+    if opened:
+        line += " | breaker open: " + ", ".join(opened)
+    last = e.get("last_error")
+    if last and e["error_rate_pct"] > 0:
+        from anvil_cli.dashboard.render import describe_error
+
+        line += f" | last error: {describe_error(last)}"
+    return line
 
 
 def stamp_of(wall: float | None) -> str:
@@ -67,7 +76,9 @@ class PlainProgress:
         if not force and elapsed < self._next_due_s:
             return False
         self._next_due_s = elapsed + self.interval_s
-        self.console.print(f"[{stamp_of(snap.get('updated_at'))}] {snapshot_line(snap)}", markup=False)
+        self.console.print(
+            f"[{stamp_of(snap.get('updated_at'))}] {snapshot_line(snap)}", markup=False, soft_wrap=True
+        )
         return True
 
 

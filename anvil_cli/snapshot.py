@@ -180,6 +180,7 @@ def _errors(metrics: RunMetrics, rates: dict[str, Any]) -> dict[str, Any]:
         "by_type": dict(metrics.errors_by_type.most_common()),
         "failures_by_type": dict(metrics.final_errors_by_type.most_common()),
         "last_failures": list(metrics.last_failures),
+        "last_error": metrics.last_error,
     }
 
 

@@ -335,3 +335,18 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
     assert len(reporter.snapshots) == 3 and reporter.snapshots[2]["alerts"][0]["name"] == "queue_depth"
     assert reporter.snapshots[2]["elapsed_s"] == 3.0
     journal.close()
+
+
+def test_the_last_failed_call_says_why() -> None:
+    from anvil_cli.dashboard.render import describe_error
+    from anvil_cli.progress import snapshot_line
+
+    m = RunMetrics(total=10, started_at=0.0)
+    m.on_attempt({"seq": 1, "status_code": None, "error_type": "connection_error",
+                  "message": "[Errno 111] Connection refused (ConnectError)"}, 0.2)  # fmt: skip
+    snap = snapshot(m, now=0.5, governor={}, in_flight=1, workers=[], queue_depth=0, pending=9)
+    assert "Connection refused" in frame(snap)
+    assert "last error: connection_error: [Errno 111] Connection refused" in snapshot_line(snap)
+    assert describe_error({"type": "overloaded_error", "status_code": 529, "message": "Overloaded"}) == (
+        "overloaded_error (529): Overloaded"
+    )

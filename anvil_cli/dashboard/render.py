@@ -123,7 +123,17 @@ def _errors(s: dict[str, Any]) -> list[Text]:
     if e["by_type"]:
         by_type = ", ".join(f"{k} {v:,}" for k, v in e["by_type"].items())
         lines.append(_line(("by type: ", "dim"), by_type))
+    last = e.get("last_error")
+    if last and e["error_rate_pct"] > 0:
+        lines.append(_line(("last: ", "dim"), describe_error(last)))
     return lines
+
+
+def describe_error(err: dict[str, Any]) -> str:
+    """`type (status): message`, short enough for one line."""
+    code = f" ({err['status_code']})" if err.get("status_code") else ""
+    message = " ".join(str(err.get("message") or "").split())[:90]
+    return f"{err.get('type', 'error')}{code}: {message}" if message else f"{err.get('type', 'error')}{code}"
 
 
 def _agents(s: dict[str, Any]) -> Text:

@@ -63,12 +63,21 @@ def is_spend_cap(exc: anthropic.APIStatusError) -> bool:
     return isinstance(details, dict) and details.get("error_code") == _SPEND_CAP_CODE
 
 
+def _with_cause(exc: BaseException) -> str:
+    """The SDK says only "Connection error."; the reason (refused, reset, DNS) is the cause."""
+    message = str(exc) or "connection error"
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and cause.__cause__ is not None:  # the innermost says the most
+        cause = cause.__cause__
+    return f"{cause} ({type(cause).__name__})" if cause is not None and str(cause) else message
+
+
 def classify(exc: BaseException) -> ErrorInfo:
     """Decide what an exception from the SDK means."""
     if isinstance(exc, anthropic.APITimeoutError):
         return ErrorInfo(Verdict.RETRY, "timeout", "request timed out", None, True)
     if isinstance(exc, anthropic.APIConnectionError):
-        return ErrorInfo(Verdict.RETRY, "connection_error", str(exc) or "connection error", None, True)
+        return ErrorInfo(Verdict.RETRY, "connection_error", _with_cause(exc), None, True)
     if isinstance(exc, anthropic.APIStatusError):
         return _classify_status(exc)
     return ErrorInfo(Verdict.FAIL_JOB, type(exc).__name__, str(exc), None, False)
