@@ -146,6 +146,7 @@ class Provider(_Section):
 class RunSettings(_Section):
     grace_period_s: float = Field(30.0, ge=0)
     progress_interval_s: float = Field(10.0, gt=0)
+    tool_timeout_s: float = Field(60.0, gt=0)
 
 
 class ModelPriceOverride(_Section):

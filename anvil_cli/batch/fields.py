@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.batch.job import COMPLEXITIES, Priority
+from anvil_cli.engine.tools import COMMAND_KEY, command_argv
 from anvil_cli.errors import Problem
 from anvil_cli.models import AUTO, builtin_prices, suggest_model
 from anvil_cli.yamlpos import line_for
@@ -227,6 +228,8 @@ def check_tools(value: Any, ck: Checker, field: str = "tools") -> Any:
     for i, tool in enumerate(value):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             ck.fail(f"{field}[{i}]", "expected a tool mapping with a string 'name'")
+        elif COMMAND_KEY in tool and command_argv(tool[COMMAND_KEY]) is None:
+            ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
     return value
 
 

@@ -20,6 +20,7 @@ from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.journal import JobResult
+from anvil_cli.engine.tools import add_usage, run_tool, split_tools
 from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.models import AUTO
 from anvil_cli.pricing import Pricer
@@ -31,6 +32,7 @@ MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
 # The SDK refuses non-streaming calls expected to take over 10 minutes: max_tokens above
 # 600 s / 3600 s x 128,000. Anvil streams those (and passes its own timeout to the rest).
 STREAM_ABOVE_MAX_TOKENS = 21_333
+MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 
 
 class Abandoned(Exception):
@@ -75,6 +77,8 @@ class _JobState:
     cost_usd: float = 0.0
     overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
     log: list[dict[str, Any]] = field(default_factory=list)
+    tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
+    usage: dict[str, Any] = field(default_factory=dict)  # of every turn so far
 
 
 def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -115,18 +119,22 @@ class Agent:
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             return result_from_cache(job.seq, hit, started)
+        request, tools = split_tools(request)
         if self.ctx.settings.cache.prompt_caching:
             request = mark_prompt_cache(request, self.ctx.settings.cache.prompt_caching_min_chars)
-        st = _JobState(job=job, model=model, request=request, est_input=estimate_input_tokens(request))
+        st = _JobState(
+            job=job, model=model, request=request, est_input=estimate_input_tokens(request), tools=tools
+        )
         try:
             message = self._with_retries(st)
+            message = self._tool_turns(st, message)
         except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
             return self._failed(st, classify(exc), started)
         except (Abandoned, StopRun) as exc:
             exc.attempts = st.attempts
             raise
         finished = time.time()
-        output, usage = _text_of(message), _usage_dict(message)
+        output, usage = _text_of(message), add_usage(st.usage, _usage_dict(message))
         return JobResult(
             seq=job.seq,
             succeeded=True,
@@ -157,6 +165,25 @@ class Agent:
             started_at=started,
             finished_at=finished,
         )
+
+    # -- tools --------------------------------------------------------------------------------
+
+    def _tool_turns(self, st: _JobState, message: Any) -> Any:
+        """While Claude calls tools this job can run, run them and send the results back."""
+        for _ in range(MAX_TOOL_TURNS):
+            calls = [b for b in message.content if b.type == "tool_use"]
+            if message.stop_reason != "tool_use" or not calls or any(c.name not in st.tools for c in calls):
+                return message
+            timeout_s = self.ctx.settings.run.tool_timeout_s
+            results = [run_tool(st.tools[c.name], c.input, c.id, timeout_s) for c in calls]
+            assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+            messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
+            messages.append({"role": "user", "content": results})
+            st.usage = add_usage(st.usage, _usage_dict(message))
+            st.request = {**st.request, "messages": messages}
+            st.est_input = estimate_input_tokens(st.request)
+            message = self._with_retries(st)
+        return message
 
     # -- retries ------------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""Tools an agent can run: a job's tool definition may name a local command.
+
+    tools:
+      - name: lookup_order
+        description: Look an order up by id
+        input_schema: {type: object, properties: {order_id: {type: string}}, required: [order_id]}
+        anvil_command: python tools/lookup_order.py      # Anvil-only; never sent to the API
+
+When Claude calls such a tool, the worker runs the command (in the directory `anvil run` was
+started from) with the tool's input as JSON on stdin; its stdout is the tool result, a non-zero
+exit or a timeout an error result (`is_error`) carrying stderr. The API key and the control
+token are removed from the command's environment. A tool without `anvil_command` is passed
+to the API as is, and a call to it ends the job with `stop_reason: tool_use`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+COMMAND_KEY = "anvil_command"
+MAX_RESULT_CHARS = 100_000
+_SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANVIL_API_TOKEN")
+
+
+def command_argv(value: Any) -> list[str] | None:
+    """A command as an argv list, from a string (shell-split) or a list of strings; None if bad."""
+    if isinstance(value, str) and value.strip():
+        try:
+            return shlex.split(value)
+        except ValueError:
+            return None
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    return None
+
+
+def split_tools(request: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The request as the API must see it (no Anvil keys), and the runnable tools by name."""
+    tools = request.get("tools")
+    if not tools:
+        return dict(request), {}
+    runnable: dict[str, list[str]] = {}
+    cleaned: list[Any] = []
+    for tool in tools:
+        if isinstance(tool, dict) and COMMAND_KEY in tool:
+            argv = command_argv(tool[COMMAND_KEY])
+            if argv is not None:
+                runnable[str(tool.get("name"))] = argv
+            tool = {k: v for k, v in tool.items() if k != COMMAND_KEY}
+        cleaned.append(tool)
+    return {**request, "tools": cleaned}, runnable
+
+
+def run_tool(argv: Sequence[str], tool_input: Any, tool_use_id: str, timeout_s: float) -> dict[str, Any]:
+    """Run one tool call; returns the `tool_result` block to send back."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=json.dumps(tool_input),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return _result(tool_use_id, f"the tool timed out after {timeout_s:g} s", error=True)
+    except OSError as exc:
+        return _result(tool_use_id, f"the tool could not be started: {exc}", error=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()[-2000:]
+        return _result(tool_use_id, f"exit code {done.returncode}: {detail}", error=True)
+    return _result(tool_use_id, done.stdout[:MAX_RESULT_CHARS])
+
+
+def _result(tool_use_id: str, content: str, *, error: bool = False) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
+    if error:
+        block["is_error"] = True
+    return block
+
+
+def add_usage(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Token counts of several calls (one job's turns) added up."""
+    out = dict(total)
+    for key, value in more.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = out.get(key, 0) + value
+        elif key not in out:
+            out[key] = value
+    return out
