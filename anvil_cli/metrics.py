@@ -204,7 +204,8 @@ class RunMetrics:
         log = r.attempt_log or []
         failed_calls = sum(1 for a in log if a.get("status_code") != 200)
         call_s = sum(float(a.get("latency_s") or 0.0) for a in log if a.get("status_code") == 200)
-        self.retried_attempts += max(0, calls - 1)
+        # a retry is a failed call that was followed by another (tool turns are not retries)
+        self.retried_attempts += max(0, failed_calls - (0 if r.succeeded else 1))
         ok_calls = max(0, calls - failed_calls)
         if r.succeeded:
             self.succeeded += 1
