@@ -155,6 +155,7 @@ def test_deliver_runs_the_command_with_the_alert_json_on_stdin(tmp_path: Path) -
 def test_a_failing_or_slow_command_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="anvil_cli.alerts")
     deliver(f"{sys.executable} -c 'import sys; sys.exit(3)'", _change()).join(timeout=20)
-    deliver(f"{sys.executable} -c 'import time; time.sleep(5)'", _change(), timeout_s=0.2).join(timeout=20)
+    slow = f"{sys.executable} -c 'import time; time.sleep(5)'"  # sleep-ok: the user's command hangs
+    deliver(slow, _change(), timeout_s=0.2).join(timeout=20)
     text = caplog.text
     assert "exited 3" in text and "timed out" in text

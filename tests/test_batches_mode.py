@@ -65,7 +65,7 @@ def _wait_for_batch_id(state_dir: Path, proc: subprocess.Popen[str], timeout_s: 
                 run = journal.latest_run()
                 if run is not None and any(b.batch_id for b in journal.batches(run.id)):
                     return
-        time.sleep(0.05)  # polling the journal for real progress, bounded
+        time.sleep(0.05)  # sleep-ok: polling the journal for real progress, bounded by a deadline
     raise AssertionError("no batch id was recorded")
 
 

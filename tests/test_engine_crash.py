@@ -32,7 +32,7 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+        time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
 
 
 def _journal_query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
@@ -121,7 +121,7 @@ def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, 
     workers = _worker_pids(state)
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout_s=5)
     sent_at_kill = _arrived(slow_sim)
-    time.sleep(0.5)  # observe that nothing keeps calling the API after the kill
+    time.sleep(0.5)  # sleep-ok: observing that nothing keeps calling the API after the kill
     assert _arrived(slow_sim) <= sent_at_kill
     out = tmp_path / "out.jsonl"
     resumed = run_cli("run", str(batch), "--config", str(config), "-o", str(out), cwd=tmp_path)
@@ -161,7 +161,7 @@ def test_second_ctrl_c_aborts_at_once(tmp_path: Path) -> None:
         state = tmp_path / ".anvil"
         _wait_for(lambda: sim.stats()["in_flight"] >= AGENTS)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        time.sleep(0.2)  # sleep-ok: two signals sent at once may be merged into one
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         code, err = _finish(proc, timeout=20)

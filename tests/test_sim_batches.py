@@ -29,7 +29,7 @@ def _wait_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
         batch = client.messages.batches.retrieve(batch_id)
         if batch.processing_status == "ended":
             return batch
-        time.sleep(0.01)
+        time.sleep(0.01)  # sleep-ok: polling the batch's status, bounded by a deadline
     raise AssertionError("batch did not end")
 
 

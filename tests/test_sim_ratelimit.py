@@ -21,7 +21,7 @@ from tests.sim_fixtures import (  # noqa: F401
 
 def _wait_ms(server: SimServer) -> None:
     _ = server
-    time.sleep(0.12)  # the refill of one request at 10/s (a tiny real wait, by design)
+    time.sleep(0.12)  # sleep-ok: the server's bucket refills on its real clock; one request at 10/s
 
 
 def test_requests_bucket_drains_then_refills(sim_factory: SimFactory, client_for: ClientFor) -> None:

@@ -51,7 +51,8 @@ def test_run_tool_results_errors_and_timeouts() -> None:
     assert ok == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "order A1 shipped\n"}
     failing = run_tool([sys.executable, "-c", "import sys; sys.exit('boom')"], {}, "toolu_2", timeout_s=10)
     assert failing["is_error"] is True and "boom" in failing["content"]
-    slow = run_tool([sys.executable, "-c", "import time; time.sleep(5)"], {}, "toolu_3", timeout_s=0.2)
+    hang = [sys.executable, "-c", "import time; time.sleep(5)"]  # sleep-ok: a tool that hangs
+    slow = run_tool(hang, {}, "toolu_3", timeout_s=0.2)
     assert slow["is_error"] is True and "timed out" in slow["content"]
     missing = run_tool(["/no/such/tool"], {}, "toolu_4", timeout_s=1)
     assert missing["is_error"] is True
