@@ -252,14 +252,6 @@ def test_dashboard_reporter_draws_the_frame_and_leaves_it_on_screen() -> None:
     assert "18/20 in flight" in out and "ETA 40s" in out
 
 
-class FakeGovernor:
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
-
-    def snapshot(self) -> dict[str, Any]:
-        return self.state
-
-
 def fake_conductor(journal: Journal, run_id: str, metrics: RunMetrics, ready: int) -> Any:
     worker = SimpleNamespace(worker_id=0, process=SimpleNamespace(pid=4242), alive=True, jobs={1: (), 2: ()})
     pool = SimpleNamespace(in_flight=lambda: 2, workers={0: worker}, restarts=0)
@@ -274,7 +266,7 @@ def fake_conductor(journal: Journal, run_id: str, metrics: RunMetrics, ready: in
         end=SimpleNamespace(interrupted=False, stop_reason=None),
         paused=False,
         ended=False,
-        governor=FakeGovernor(governor_state()),
+        governor_snapshot=governor_state,
     )
 
 

@@ -18,7 +18,7 @@ class FakeJournal:
 
     def fetch(self, after: tuple[int, int] | None, limit: int) -> list[Row]:
         self.fetches.append(limit)
-        rows = [k for k in self.pending if after is None or k > after][:limit]
+        rows = sorted(k for k in self.pending if after is None or k > after)[:limit]
         return [(p, s, {"seq": s}, 0) for p, s in rows]
 
     def take(self, row: Row) -> None:
@@ -74,3 +74,16 @@ def test_rewind_sees_jobs_added_later() -> None:
     q.rewind()
     again = q.pop()
     assert again is not None and again[:2] == (0, 1)
+
+
+def test_after_a_rewind_a_job_handed_back_is_not_queued_twice() -> None:
+    journal = FakeJournal([(2, s) for s in range(10)])
+    q = ReadyQueue(journal.fetch, capacity=10)
+    taken = q.pop()
+    assert taken is not None and taken[1] == 0  # dispatched: running, not pending
+    journal.take(taken)
+    q.rewind()  # POST /jobs added jobs
+    journal.pending.append((2, 0))  # its worker died: pending again in the journal
+    q.push_back(taken)
+    order = drain(q, journal, [])
+    assert order.count((2, 0)) == 1 and len(order) == 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,11 +67,6 @@ def domain_errors() -> Iterator[None]:
             raise
         report_error(exc)
         raise typer.Exit(int(exc.exit_code)) from None
-
-
-def guarded(fn: Callable[[], T]) -> T:
-    with domain_errors():
-        return fn()
 
 
 def journal_for_reading(settings: Settings) -> Journal:

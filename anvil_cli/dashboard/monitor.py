@@ -1,8 +1,10 @@
 """The conductor's once-a-second tick: snapshot, alerts, journal, reporter, in that order.
 
-`RunMonitor.on_tick` is what `anvil run` passes to `execute_run(on_tick=...)`. It is the small
-driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions), `deliver`
-(the user's alert command) and a `Reporter` (the screen).
+`anvil run` passes a `RunMonitor` to `execute_run(monitor=...)`; each tick the conductor calls
+`snapshot(conductor, now)`, stores the snapshot and serves it to the API, then calls
+`show(snapshot)` (`on_tick` does all three, for callers that drive it themselves). It is the
+small driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions),
+`deliver` (the user's alert command) and a `Reporter` (the screen).
 """
 
 from __future__ import annotations
@@ -22,15 +24,6 @@ if TYPE_CHECKING:
     from anvil_cli.engine.conductor import Conductor
 
 BACKLOG_WINDOW_S = 60.0
-
-
-def governor_snapshot(conductor: Conductor) -> dict[str, Any]:
-    """The governor's state, or {} when its Manager is already gone (shutdown)."""
-    try:
-        snap: dict[str, Any] = conductor.governor.snapshot()
-    except (OSError, EOFError):  # the Manager process has exited: nothing to show
-        return {}
-    return snap
 
 
 def conductor_snapshot(
@@ -58,7 +51,7 @@ def conductor_snapshot(
         pending=max(0, metrics.total - metrics.done - metrics.already_done - in_flight),
         workers=workers,
         worker_restarts=pool.restarts,
-        governor=governor_snapshot(conductor),
+        governor=conductor.governor_snapshot(),
         alerts=alerts,
         paused=conductor.paused,
     )

@@ -39,6 +39,7 @@ class Abandoned(Exception):
     """Raised when a job is given up because the run is stopping; it goes back to pending."""
 
     attempts: int = 0
+    cost_usd: float = 0.0  # spent on calls before it was given up (earlier tool turns)
 
 
 class StopRun(Exception):
@@ -49,6 +50,7 @@ class StopRun(Exception):
         self.reason = reason
         self.message = message
         self.attempts = 0
+        self.cost_usd = 0.0
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -64,6 +66,7 @@ class AgentContext:
     settings: Settings
     pricer: Pricer
     stopping: threading.Event  # set when the run drains: stop waiting and retrying
+    owner: int = -1  # this worker's id: the governor releases its grants if it dies
     on_attempt: Callable[[dict[str, Any]], None] = lambda _info: None
 
 
@@ -109,6 +112,11 @@ class Agent:
         self.retries = s.retries
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
 
+    def redact(self, text: str) -> str:
+        """Error text never carries the API key, whatever an exception put in it."""
+        key = getattr(self.ctx.client, "api_key", None)
+        return text.replace(key, "[redacted]") if key else text
+
     def run(self, job: Job) -> JobResult:
         started = time.time()
         model = job.model
@@ -132,6 +140,7 @@ class Agent:
             return self._failed(st, classify(exc), started)
         except (Abandoned, StopRun) as exc:
             exc.attempts = st.attempts
+            exc.cost_usd = st.cost_usd
             raise
         finished = time.time()
         output, usage = _text_of(message), add_usage(st.usage, _usage_dict(message))
@@ -159,7 +168,7 @@ class Agent:
             model=st.model,
             attempts=st.attempts,
             cost_usd=st.cost_usd,
-            error=info.as_dict(),
+            error={**info.as_dict(), "message": self.redact(info.message)},
             attempt_log=st.log,
             latency_s=finished - started,
             started_at=started,
@@ -276,7 +285,7 @@ class Agent:
             "model": st.model,
             "status_code": info.status_code,
             "error_type": info.type,
-            "message": info.message[:500],
+            "message": self.redact(info.message)[:500],
             "latency_s": round(elapsed_s, 4),
         }
         st.log.append(entry)
@@ -285,13 +294,17 @@ class Agent:
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
         if info.verdict is Verdict.STOP_RUN:
-            raise StopRun(info.type, f"{info.type} ({info.status_code}): {info.message}") from exc
+            raise StopRun(
+                info.type, f"{info.type} ({info.status_code}): {self.redact(info.message)}"
+            ) from exc
 
     def _acquire(self, st: _JobState) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
         worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
         while True:
-            decision = self.ctx.governor.acquire(st.model, st.est_input, st.job.max_tokens, worst)
+            decision = self.ctx.governor.acquire(
+                st.model, st.est_input, st.job.max_tokens, worst, self.ctx.owner
+            )
             if isinstance(decision, Grant):
                 return decision
             if isinstance(decision, Deny):

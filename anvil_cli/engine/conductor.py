@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from anvil_cli.scaler import Load, ScalePolicy, Scaler, limiter_in_use_pct
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
+MAX_CRASHES_PER_JOB = 3  # a job whose worker died under it this often fails instead (a poison job)
 SNAPSHOT_EVERY_S = 1.0
 
 
@@ -81,7 +83,9 @@ class Conductor:
         self._drain_deadline: float | None = None
         self._last_snapshot = 0.0
         self._stillborn = 0  # workers in a row that died before becoming ready
+        self._crashes: Counter[int] = Counter()  # seq -> workers that died holding it
         self.ended = False  # set for the last tick, after the workers have stopped
+        self._governor_state: dict[str, Any] = {}
         self.paused = False
 
     # -- main loop ----------------------------------------------------------------------------
@@ -166,6 +170,7 @@ class Conductor:
         if free <= 0:
             return
         batch: list[tuple[Any, InFlight]] = []
+        held = {seq for w in self.pool.workers.values() for seq in w.jobs}
         for _ in range(free):
             worker = self.pool.pick()
             if worker is None:
@@ -173,9 +178,12 @@ class Conductor:
             row = self.ready.pop()
             if row is None:
                 break
-            if row[3] >= self.settings.retries.max_attempts:
+            if row[1] in held:  # never run one job twice at once (the journal says: running)
+                continue
+            if self._crashes[row[1]] >= MAX_CRASHES_PER_JOB:
                 self._fail_poison(row)
                 continue
+            held.add(row[1])
             batch.append((worker, row))
             worker.jobs[row[1]] = row  # reserve its slot so pick() balances the batch
         if not batch:
@@ -196,7 +204,7 @@ class Conductor:
             attempts=0,
             error={
                 "type": "worker_crashed",
-                "message": f"the worker process died while running this job {row[3]} times",
+                "message": f"the worker process died while running this job {self._crashes[row[1]]} times",
                 "status_code": None,
             },
             started_at=now,
@@ -247,33 +255,57 @@ class Conductor:
                 worker.ready = True
                 self.journal.add_event(self.run_id, "worker_started", {"worker": event[1], "pid": event[2]})
         elif kind == "abandoned":
-            if self.pool.finished(event[1], event[2]) is not None:
-                self.journal.mark_pending(self.run_id, [event[2]], attempts=event[3])
+            _, wid, seq, attempts, cost_usd = event
+            self._back_to_pending(wid, seq, attempts, cost_usd)
         elif kind == "fatal":
-            _, wid, seq, reason, message = event
-            if self.pool.finished(wid, seq) is not None:
-                self.journal.mark_pending(self.run_id, [seq])
+            _, wid, seq, reason, message, attempts, cost_usd = event
+            self._back_to_pending(wid, seq, attempts, cost_usd)
             self.stop_run(reason, message)
 
+    def _back_to_pending(self, wid: int, seq: int, attempts: int, cost_usd: float) -> None:
+        """A job given up unfinished runs again on resume; what it already cost stays counted."""
+        if self.pool.finished(wid, seq) is None:
+            return
+        self.journal.mark_pending(self.run_id, [seq], attempts=attempts)
+        if cost_usd:
+            self.journal.add_cost(self.run_id, seq, cost_usd)
+            self.metrics.cost_usd += cost_usd
+
     def _reap_workers(self) -> None:
-        for wid, exitcode, jobs, was_ready in self.pool.reap():
-            self._stillborn = 0 if was_ready else self._stillborn + 1
-            if self._stillborn > MAX_STILLBORN_WORKERS:
-                self.stop_run(
-                    "workers_failing",
-                    f"worker processes keep dying before they start (last exit code {exitcode}); "
-                    "see the errors above",
-                )
+        for worker in self.pool.dead():
+            events = self.pool.last_words(worker)  # what it sent before dying counts
+            if events:
+                self.journal.begin()
+                for event in events:
+                    self._handle(event)
+                self.journal.commit()
+                self._store_in_cache()
+            self._note_stillborn(worker.ready, worker.process.exitcode)
+            with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
+                self.governor.release_owner(worker.worker_id)
+            jobs = self.pool.replace(worker)
             seqs = [row[1] for row in jobs]
+            self._crashes.update(seqs)
             self.journal.begin()
             self.journal.mark_pending(self.run_id, seqs, attempts=1)
             self.journal.add_event(
-                self.run_id, "worker_died", {"worker": wid, "exitcode": exitcode, "jobs": len(seqs)}
+                self.run_id,
+                "worker_died",
+                {"worker": worker.worker_id, "exitcode": worker.process.exitcode, "jobs": len(seqs)},
             )
             self.journal.commit()
             if not self._stopping():
                 for row in jobs:
                     self.ready.push_back((row[0], row[1], row[2], row[3] + 1))
+
+    def _note_stillborn(self, was_ready: bool, exitcode: int | None) -> None:
+        self._stillborn = 0 if was_ready else self._stillborn + 1
+        if self._stillborn > MAX_STILLBORN_WORKERS:
+            self.stop_run(
+                "workers_failing",
+                f"worker processes keep dying before they start (last exit code {exitcode}); "
+                "see the errors above",
+            )
 
     def _periodic(self) -> None:
         now = time.monotonic()
@@ -281,6 +313,7 @@ class Conductor:
             return
         self._last_snapshot = now
         self._record_governor_events()
+        self._refresh_governor_state()
         self._autoscale(now)
         self._tick(now)
 
@@ -317,10 +350,12 @@ class Conductor:
             self.on_tick(self)
 
     def governor_snapshot(self) -> dict[str, Any]:
-        try:
-            return dict(self.governor.snapshot())
-        except (OSError, EOFError):  # the manager is gone (shutting down)
-            return {}
+        """The governor's state as of this tick (one round trip a tick, shared by every reader)."""
+        return self._governor_state
+
+    def _refresh_governor_state(self) -> None:
+        with contextlib.suppress(OSError, EOFError):  # the Manager is gone: keep the last state
+            self._governor_state = dict(self.governor.snapshot())
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The run's live figures, published once a second."""
@@ -361,13 +396,15 @@ class Conductor:
         self.pool.drain()
         if not self.end.aborted:
             self.pool.stop(timeout_s=5.0)
-            events = self.pool.drain_events()  # results that arrived while stopping still count
-            if events:
-                self.journal.begin()
-                for event in events:
-                    self._handle(event)
-                self.journal.commit()
-                self._store_in_cache()
+        else:
+            self.pool.kill(close=False)
+        events = self.pool.drain_events()  # results that arrived before the end still count
+        if events:
+            self.journal.begin()
+            for event in events:
+                self._handle(event)
+            self.journal.commit()
+            self._store_in_cache()
         self.pool.kill()
         left = [seq for w in self.pool.workers.values() for seq in w.jobs]
         if left:
@@ -375,6 +412,7 @@ class Conductor:
             for worker in self.pool.workers.values():
                 worker.jobs.clear()
         self._record_governor_events()
+        self._refresh_governor_state()
         self.ended = True
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:

@@ -318,7 +318,7 @@ class Journal(BatchesTable):
         self.db.execute(
             "UPDATE jobs SET state = ?, model = ?, attempts = attempts + ?, output = ?, stop_reason = ?,"
             " usage_json = ?, cost_usd = cost_usd + ?, error_json = ?, attempts_json = ?, latency_s = ?,"
-            " finished_at = ? WHERE run_id = ? AND seq = ?",
+            " finished_at = ? WHERE run_id = ? AND seq = ? AND state IN (?, ?)",  # never twice
             (
                 SUCCEEDED if r.succeeded else FAILED,
                 r.model,
@@ -333,6 +333,8 @@ class Journal(BatchesTable):
                 r.finished_at,
                 run_id,
                 r.seq,
+                PENDING,
+                RUNNING,
             ),
         )
 

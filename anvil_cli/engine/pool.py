@@ -134,23 +134,22 @@ class WorkerPool:
             return None
         return worker.jobs.pop(seq, None)
 
-    def reap(self) -> list[tuple[int, int | None, list[InFlight], bool]]:
-        """Find dead workers, start replacements; returns (worker_id, exitcode, jobs it held,
-        whether it had ever become ready)."""
-        dead: list[tuple[int, int | None, list[InFlight], bool]] = []
-        for wid, worker in list(self.workers.items()):
-            if worker.alive:
-                continue
-            worker.process.join(timeout=0.1)
-            dead.append((wid, worker.process.exitcode, list(worker.jobs.values()), worker.ready))
-            del self.workers[wid]
-            self._close(worker)
-            self.restarts += 1
-            self._spawn()
-        return dead
+    def dead(self) -> list[WorkerHandle]:
+        """Workers whose process has exited (still registered: read their last events first)."""
+        return [w for w in self.workers.values() if not w.alive]
 
-    def pids(self) -> list[int]:
-        return [int(w.process.pid) for w in self.workers.values() if w.process.pid]
+    def last_words(self, worker: WorkerHandle) -> list[tuple[Any, ...]]:
+        """Every event a dead worker sent before it died (results it finished still count)."""
+        worker.process.join(timeout=0.1)
+        return [] if worker.closed else self._receive(worker, 1_000_000)
+
+    def replace(self, worker: WorkerHandle) -> list[InFlight]:
+        """Forget a dead worker and start another; returns the jobs it still held."""
+        del self.workers[worker.worker_id]
+        self._close(worker)
+        self.restarts += 1
+        self._spawn()
+        return list(worker.jobs.values())
 
     def stop(self, timeout_s: float) -> None:
         """Ask every worker to finish what it holds and exit; kill those that do not."""
@@ -168,13 +167,15 @@ class WorkerPool:
                 events.extend(self._receive(worker, 1_000_000))
         return events
 
-    def kill(self) -> None:
+    def kill(self, *, close: bool = True) -> None:
+        """SIGKILL every worker; `close=False` keeps their pipes to read what they sent."""
         for worker in self.workers.values():
             if worker.alive and worker.process.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signal.SIGKILL)
             worker.process.join(timeout=2)
-            self._close(worker)
+            if close:
+                self._close(worker)
 
     @staticmethod
     def _close(worker: WorkerHandle) -> None:

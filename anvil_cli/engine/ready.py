@@ -49,8 +49,12 @@ class ReadyQueue:
         return heapq.heappop(self._heap) if self._heap else None
 
     def push_back(self, row: tuple[int, int, dict[str, Any], int]) -> None:
-        """Return a job taken earlier (its worker died): it keeps its place in the order."""
-        heapq.heappush(self._heap, row)
+        """Return a job taken earlier (its worker died; it is pending again in the journal): it
+        keeps its place in the order. Only if the cursor is past it: a job ahead of the cursor
+        (or any job after a rewind) comes back from the journal by itself, and pushing it too
+        would queue it twice."""
+        if self._cursor is not None and (row[0], row[1]) <= self._cursor:
+            heapq.heappush(self._heap, row)
 
     def rewind(self) -> None:
         """Jobs were added to the journal (or re-queued there): read again from the start."""

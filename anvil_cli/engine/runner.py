@@ -100,6 +100,27 @@ def _open_run(
     return run.id, True, notes
 
 
+def _validated_jobs(settings: Settings, opts: RunOptions) -> Iterator[Job]:
+    """The batch's jobs, validated as a whole before anything is written (bad input leaves no
+    trace). A resume of the same, unchanged file skips the pass: it was valid when its run
+    began, and a 100,000-job YAML file takes seconds to check."""
+    if not opts.fresh and _resumable_unchanged(settings, opts.batch):
+        return iter(())
+    return load_batch(opts.batch, extra_models=list(settings.prices))
+
+
+def _resumable_unchanged(settings: Settings, batch: Path) -> bool:
+    journal = Journal.open_existing(settings.state_dir)
+    if journal is None:
+        return False
+    with journal:
+        run = journal.latest_run(str(batch.resolve()))
+    try:
+        return run is not None and run.batch_sha == file_sha256(batch)
+    except OSError:
+        return False
+
+
 def _check_resumable(run: RunRow, sha: str) -> None:
     if run.batch_sha != sha:
         raise UsageError(
@@ -171,9 +192,11 @@ def execute_run(
     api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
+    if any(c.isspace() or not c.isprintable() for c in api_key):
+        # e.g. a trailing newline from a .env file: every request would fail with the key in the error
+        raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
     ctx = worker_context()  # already running when started by the `anvil` entry point
-    # validate the whole batch before anything is written: bad input leaves no trace
-    jobs = load_batch(opts.batch, extra_models=list(settings.prices))
+    jobs = _validated_jobs(settings, opts)
     sha = file_sha256(opts.batch)
     journal = Journal.open(settings.state_dir)
     with journal, ExitStack() as stack:

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any
@@ -24,39 +25,22 @@ RATE_MARGIN = 0.98
 BURST_RESERVE = 0.10
 
 
-def limits_resolver(settings: Settings) -> Any:
+def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
     """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
-    rate_limits = {k: v.model_dump() for k, v in settings.rate_limits.items()}
-    return _LimitsFor(rate_limits)
 
-
-class _LimitsFor:
-    """Picklable resolver from a model id to its rate-limit pool and limits."""
-
-    def __init__(self, rate_limits: dict[str, dict[str, Any]]) -> None:
-        self.rate_limits = rate_limits
-
-    def __call__(self, model: str) -> tuple[str, Limits]:
-        import fnmatch
-
-        key = "default"
-        if model in self.rate_limits:
-            key = model
-        else:
-            for k in self.rate_limits:
-                if k != "default" and fnmatch.fnmatch(model, k):
-                    key = k
-                    break
-        rl = self.rate_limits.get(key) or {"requests_per_minute": 300, "burst_size": 50}
+    def limits_for(model: str) -> tuple[str, Limits]:
+        key, rl = settings.rate_limit_for(model)
         limits = Limits(
-            requests_per_minute=float(rl["requests_per_minute"]),
-            burst_size=int(rl["burst_size"]),
-            input_tokens_per_minute=rl.get("input_tokens_per_minute"),
-            output_tokens_per_minute=rl.get("output_tokens_per_minute"),
+            requests_per_minute=rl.requests_per_minute,
+            burst_size=rl.burst_size,
+            input_tokens_per_minute=rl.input_tokens_per_minute,
+            output_tokens_per_minute=rl.output_tokens_per_minute,
             rate_margin=RATE_MARGIN,
             burst_reserve=BURST_RESERVE,
         )
         return f"{key}:{model_class(model)}", limits
+
+    return limits_for
 
 
 class GovernorService:
@@ -67,6 +51,7 @@ class GovernorService:
         budget = settings.budget
         cb = settings.circuit_breaker
         self._lock = threading.Lock()
+        self._owners: dict[int, int] = {}  # ticket -> worker holding the grant
         self._gov = Governor(
             limits_resolver(settings),
             BreakerPolicy(
@@ -81,33 +66,37 @@ class GovernorService:
         )
 
     def acquire(
-        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float
+        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, owner: int = -1
     ) -> Grant | Wait | Deny:
+        """`owner`: the asking worker, so its grants can be released if it dies holding them."""
         with self._lock:
-            return self._gov.acquire(model, est_input_tokens, max_tokens, worst_cost_usd, time.monotonic())
+            decision = self._gov.acquire(
+                model, est_input_tokens, max_tokens, worst_cost_usd, time.monotonic()
+            )
+            if isinstance(decision, Grant):
+                self._owners[decision.ticket] = owner
+            return decision
 
     def settle(self, ticket: int, outcome: Outcome) -> None:
         with self._lock:
+            self._owners.pop(ticket, None)
             self._gov.settle(ticket, outcome, time.monotonic())
-
-    def settle_and_acquire(
-        self,
-        ticket: int,
-        outcome: Outcome,
-        model: str,
-        est_input_tokens: int,
-        max_tokens: int,
-        worst_cost_usd: float,
-    ) -> Grant | Wait | Deny:
-        """One round trip for the common case: settle a call and ask for the next."""
-        with self._lock:
-            now = time.monotonic()
-            self._gov.settle(ticket, outcome, now)
-            return self._gov.acquire(model, est_input_tokens, max_tokens, worst_cost_usd, now)
 
     def release(self, ticket: int) -> None:
         with self._lock:
+            self._owners.pop(ticket, None)
             self._gov.release(ticket, time.monotonic())
+
+    def release_owner(self, owner: int) -> int:
+        """A worker died holding grants: give back their reservations (budget, tokens) and any
+        half-open probe, which would otherwise stay taken for the rest of the run."""
+        with self._lock:
+            tickets = [t for t, o in self._owners.items() if o == owner]
+            now = time.monotonic()
+            for ticket in tickets:
+                del self._owners[ticket]
+                self._gov.release(ticket, now)
+            return len(tickets)
 
     def drain_events(self) -> list[Any]:
         with self._lock:
@@ -120,10 +109,6 @@ class GovernorService:
     def set_breaker(self, model: str, state: str) -> None:
         with self._lock:
             self._gov.set_breaker(model, state, time.monotonic())
-
-    def budget(self) -> tuple[float, float]:
-        with self._lock:
-            return self._gov.spent_usd, self._gov.reserved_usd
 
 
 class GovernorManager(BaseManager):

@@ -6,8 +6,9 @@ Events out (this worker's own pipe), the only protocol with the conductor:
   ("ready", worker_id, pid)
   ("attempt", worker_id, seq, info)          a failed API attempt (for live error counts)
   ("done", worker_id, JobResult)             a job finished (succeeded or failed for good)
-  ("abandoned", worker_id, seq, attempts)    given up because the run is stopping: back to pending
-  ("fatal", worker_id, seq, reason, message) no request can succeed: the run must stop
+  ("abandoned", worker_id, seq, attempts, cost_usd)  given up as the run stops: back to pending
+  ("fatal", worker_id, seq, reason, message, attempts, cost_usd)  no request can succeed: stop the run
+  (cost_usd: what the job's calls so far cost, e.g. earlier tool turns: it is spent either way)
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> No
             settings=settings,
             pricer=Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()}),
             stopping=stopping,
+            owner=wid,
             on_attempt=on_attempt,
         )
     )
@@ -108,14 +110,15 @@ def _run_one(agent: Agent, job: Job, outbox: _Outbox, wid: int) -> None:
     try:
         result = agent.run(job)
     except Abandoned as exc:
-        outbox.put(("abandoned", wid, job.seq, exc.attempts))
+        outbox.put(("abandoned", wid, job.seq, exc.attempts, exc.cost_usd))
     except StopRun as exc:
-        outbox.put(("fatal", wid, job.seq, exc.reason, exc.message))
+        outbox.put(("fatal", wid, job.seq, exc.reason, exc.message, exc.attempts, exc.cost_usd))
     except (EOFError, ConnectionError) as exc:  # the governor's Manager is gone: nothing can be asked
-        outbox.put(("fatal", wid, job.seq, "governor_lost", f"lost the shared rate-limit governor ({exc!r})"))
+        message = f"lost the shared rate-limit governor ({exc!r})"
+        outbox.put(("fatal", wid, job.seq, "governor_lost", message, 0, 0.0))
     except Exception as exc:  # a bug, not an API error: record it on the job, keep the worker alive
         now = time.time()
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        detail = agent.redact("".join(traceback.format_exception_only(type(exc), exc)).strip())
         result = JobResult(
             seq=job.seq,
             succeeded=False,
