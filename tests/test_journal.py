@@ -51,3 +51,25 @@ def test_commits_survive_a_second_connection_in_the_process_and_readers_elsewher
     writer.close()
     with Journal.open(state) as again:
         assert len(again.events(run_id, "probe")) == 5
+
+
+def test_only_one_process_can_take_over_a_run(tmp_path: Path) -> None:
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
+    with Journal.open(tmp_path / ".anvil") as journal:
+        run_id = journal.create_run(str(batch), "sha", load_batch(batch))
+        journal.db.execute("UPDATE runs SET pid = 999999999, state = 'interrupted' WHERE id = ?", (run_id,))
+        assert journal.claim_run(run_id, previous_pid=999999999)  # the first to resume wins...
+        assert not journal.claim_run(run_id, previous_pid=999999999)  # ...a second, racing one does not
+
+
+def test_a_batch_already_running_elsewhere_is_not_started_again(tmp_path: Path) -> None:
+    import pytest
+
+    from anvil_cli.errors import UsageError
+
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
+    with Journal.open(tmp_path / ".anvil") as journal:
+        run_id = journal.create_run(str(batch), "sha", load_batch(batch))
+        journal.db.execute("UPDATE runs SET pid = ? WHERE id = ?", (os.getppid(), run_id))  # alive, not us
+        with pytest.raises(UsageError, match="in progress"):
+            journal.create_run(str(batch), "sha", load_batch(batch))

@@ -17,6 +17,7 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.engine.journal_batches import BatchesTable
+from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.records import (
     BATCH_ABANDONED,
     BATCH_ENDED,
@@ -39,6 +40,7 @@ from anvil_cli.engine.records import (
     RunRow,
     job_row,
 )
+from anvil_cli.errors import UsageError
 from anvil_cli.securefile import private_sqlite
 
 __all__ = [  # the journal's vocabulary, defined in records.py, used through this module
@@ -130,6 +132,7 @@ class Journal(BatchesTable):
         now = time.time()
         self.begin()
         try:
+            self._refuse_if_running(batch_path)
             self.db.execute(
                 "INSERT INTO runs (id, batch_path, batch_sha, created_at, updated_at, state, pid, mode)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -142,6 +145,14 @@ class Journal(BatchesTable):
             self.rollback()
             raise
         return run_id
+
+    def _refuse_if_running(self, batch_path: str) -> None:
+        """Inside the write transaction: another live process running this batch wins."""
+        for run_id, pid in self.db.execute(
+            "SELECT id, pid FROM runs WHERE batch_path = ? AND state = ?", (batch_path, RUN_RUNNING)
+        ):
+            if pid != os.getpid() and pid_alive(pid):
+                raise UsageError(f"run {run_id} of this batch is in progress in process {pid}")
 
     def _insert_jobs(self, run_id: str, jobs: Iterable[Job]) -> int:
         total = 0
@@ -251,13 +262,15 @@ class Journal(BatchesTable):
             ),
         )
 
-    def claim_run(self, run_id: str) -> None:
-        """Mark a run as running in this process (on start or resume)."""
-        self.db.execute(
+    def claim_run(self, run_id: str, *, previous_pid: int | None) -> bool:
+        """Make this process the run's owner, if nobody else took it since we read it (a
+        compare-and-swap on the pid: two `anvil run` started at once cannot both resume it)."""
+        cur = self.db.execute(
             "UPDATE runs SET state = ?, pid = ?, updated_at = ?, ended_at = NULL, stop_reason = NULL"
-            " WHERE id = ?",
-            (RUN_RUNNING, os.getpid(), time.time(), run_id),
+            " WHERE id = ? AND pid IS ?",
+            (RUN_RUNNING, os.getpid(), time.time(), run_id, previous_pid),
         )
+        return cur.rowcount == 1
 
     def save_snapshot(self, run_id: str, snapshot: dict[str, Any]) -> None:
         self.db.execute(

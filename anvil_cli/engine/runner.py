@@ -90,6 +90,8 @@ def _open_run(
     if run is None:
         return journal.create_run(batch_path, sha, jobs, mode=opts.mode), False, []
     _check_resumable(run, sha)
+    if not journal.claim_run(run.id, previous_pid=run.pid):  # before touching any of its jobs
+        raise UsageError(f"another anvil process has just taken run {run.id}; watch it with `anvil status`")
     notes: list[str] = []
     if opts.retry_failed:
         n = journal.requeue_failed(run.id)
@@ -203,7 +205,6 @@ def execute_run(
         if signals is None:
             signals = stack.enter_context(SignalState())
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
-        journal.claim_run(run_id)
         if opts.command:
             journal.add_event(run_id, "run_started", {"argv": opts.command, "cwd": os.getcwd()})
         counts = journal.counts(run_id)
