@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.config import Alerts
+from anvil_cli.engine.tools import scrubbed_env
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,8 @@ def deliver(command: str, change: AlertChange, *, timeout_s: float = COMMAND_TIM
     """Run the user's `alerts.command` with the change as JSON on stdin, in a background thread.
 
     Never blocks the caller and never raises: a failing, missing or slow command (killed after
-    `timeout_s`) is logged. Returns the thread (tests join it)."""
+    `timeout_s`) is logged. The API key and the control token are removed from its environment.
+    Returns the thread (tests join it)."""
     payload = json.dumps(change.to_event()).encode()
     thread = threading.Thread(
         target=_run_command, args=(command, payload, timeout_s), name="anvil-alert", daemon=True
@@ -257,6 +259,7 @@ def _run_command(command: str, payload: bytes, timeout_s: float) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: a timeout kills all of it
+            env=scrubbed_env(),  # no API key or control token for the user's hook
         )
     except OSError as exc:
         log.warning("alert command %r could not run: %s", command, exc)

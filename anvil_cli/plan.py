@@ -23,6 +23,7 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
+from anvil_cli.engine.tools import split_tools
 from anvil_cli.models import model_class
 from anvil_cli.pricing import Pricer
 from anvil_cli.routing import model_for
@@ -136,8 +137,9 @@ class Plan:
 
 
 def count_request(request: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a create request that `count_tokens` accepts."""
-    return {k: v for k, v in request.items() if k in COUNT_FIELDS}
+    """The fields of a create request that `count_tokens` accepts, as the API sees them (tools
+    without Anvil's own `anvil_command` key)."""
+    return {k: v for k, v in split_tools(request)[0].items() if k in COUNT_FIELDS}
 
 
 def make_plan(
@@ -153,7 +155,7 @@ def make_plan(
     for job in jobs:
         total += 1
         model = model_for(job, settings.routing)
-        request = job.request(model)
+        request = split_tools(job.request(model))[0]  # as sent: no Anvil-only keys
         tokens = counter(request) if counter is not None else estimate_input_tokens(request)
         expected_out = out.expected(job.max_tokens)
         mp = models.setdefault(model, ModelPlan(model))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import time
@@ -13,6 +15,7 @@ import httpx2
 import pytest
 from anthropic.resources.messages.batches import Batches
 
+from anvil_cli.engine.batches_mode import TOOLS_NEED_MESSAGES, custom_id, run_tag, seq_of
 from anvil_cli.engine.journal import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
@@ -127,3 +130,142 @@ def test_budget_stops_batches_mode_with_exit_3(tmp_path: Path) -> None:
     results = read_results(out)
     assert sum(float(r["cost_usd"]) for r in results) <= 0.002
     assert 0 < sum(r["status"] == "succeeded" for r in results) < 40
+
+
+def test_transient_api_errors_while_polling_and_downloading_are_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = Batches.results
+    troubles: list[Exception] = [
+        anthropic.APITimeoutError(request=httpx2.Request("GET", "http://sim/results")),
+        anthropic.InternalServerError(
+            "upstream",
+            response=httpx2.Response(
+                503, headers={"retry-after": "0"}, request=httpx2.Request("GET", "http://sim/results")
+            ),
+            body={"type": "error", "error": {"type": "api_error", "message": "upstream"}},
+        ),
+    ]
+
+    def results_failing_twice(self: Batches, *args: Any, **kwargs: Any) -> Any:
+        if troubles:
+            raise troubles.pop(0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Batches, "results", results_failing_twice)
+    config_sim = SimConfig(seed=9, batch_seconds_per_request=0.001, batch_api_fail_first=4)
+    with SimServer(config_sim).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(12))
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+        stats = sim.stats()
+    assert report.exit_code == ExitCode.OK, report.summary
+    assert stats["batches_created"] == 2 and stats["paid_duplicates"] == 0
+    results = read_results(out)
+    assert len(results) == 12 and all(r["status"] == "succeeded" for r in results)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "Message Batches API error" in line]
+    # one line per failed call: the SDK's own retries are off, so it absorbed none of the 529s
+    assert sum(" 529 (overloaded_error) while polling batch" in line for line in lines) == 4, lines
+    assert sum("(timeout) while downloading the results" in line for line in lines) == 1, lines
+    assert sum(" 503 (api_error) while downloading the results" in line for line in lines) == 1, lines
+
+
+def test_a_permission_error_while_polling_stops_resumably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(self: Batches, *args: Any, **kwargs: Any) -> Any:
+        request = httpx2.Request("GET", "http://sim/v1/messages/batches/x")
+        raise anthropic.PermissionDeniedError(
+            "forbidden",
+            response=httpx2.Response(403, request=request),
+            body={"type": "error", "error": {"type": "permission_error", "message": "key revoked"}},
+        )
+
+    with SimServer(SimConfig(seed=10, batch_seconds_per_request=0.001)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(5))
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        out = tmp_path / "out.jsonl"
+        with monkeypatch.context() as patch:
+            patch.setattr(Batches, "retrieve", forbidden)
+            stopped = run_inprocess(config, batch, out, mode="batches")
+        assert stopped.exit_code == ExitCode.STOPPED, stopped.summary
+        assert stopped.summary["stop_reason"] == "permission_error"
+        assert stopped.message is not None and "key revoked" in stopped.message
+        resumed = run_inprocess(config, batch, out)
+        assert resumed.exit_code == ExitCode.OK and sim.stats()["batches_created"] == 1
+    assert all(r["status"] == "succeeded" for r in read_results(out))
+
+
+def test_another_state_dirs_batch_is_never_adopted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Batches.create
+    foreign: list[str] = []
+
+    def someone_elses_batch_then_lose_ours(self: Batches, **kwargs: Any) -> Any:
+        if not foreign:  # same size, created just now by another state dir; ours never arrives
+            theirs = [{**r, "custom_id": f"j{n}"} for n, r in enumerate(kwargs["requests"])]
+            foreign.append(original(self, requests=theirs).id)
+            raise anthropic.APIConnectionError(
+                request=httpx2.Request("POST", "http://sim/v1/messages/batches")
+            )
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Batches, "create", someone_elses_batch_then_lose_ours)
+    # slow enough that the other batch is still processing at the first look: it is waited for
+    with SimServer(SimConfig(seed=11, batch_seconds_per_request=0.05)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _jobs(6))
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+        assert sim.stats()["batches_created"] == 2  # theirs, then ours submitted again
+    with Journal.open(tmp_path / ".anvil") as journal:
+        rows = journal.batches(report.run_id)
+    assert [r.state for r in rows] == ["abandoned", "ended"] and rows[1].batch_id != foreign[0]
+    assert all(r["status"] == "succeeded" for r in read_results(out))
+
+
+def test_custom_ids_are_run_specific() -> None:
+    tag = run_tag("run-a")
+    assert tag != run_tag("run-b") and len(tag) == 6
+    cid = custom_id(tag, 123_456)
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cid)
+    assert seq_of(cid, tag) == 123_456
+    assert seq_of(custom_id(run_tag("run-b"), 7), tag) is None
+    assert seq_of("j42", tag) == 42  # batches recorded by earlier versions
+    assert seq_of(f"{tag}-²", tag) is None and seq_of("other", tag) is None
+
+
+def test_tools_with_a_command_fail_in_batches_mode_and_are_never_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    runnable = {"name": "lookup", "input_schema": schema, "anvil_command": "python lookup.py"}
+    plain = {"name": "search", "input_schema": schema}
+    jobs = [
+        {"id": "plain", "prompt": "hi"},
+        {"id": "runs-a-command", "prompt": "look it up", "tools": [runnable]},
+        {"id": "api-tool", "prompt": "search", "tools": [plain]},
+    ]
+    original = Batches.create
+    sent: list[Any] = []
+
+    def recording(self: Batches, **kwargs: Any) -> Any:
+        sent.append(kwargs["requests"])
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Batches, "create", recording)
+    with SimServer(SimConfig(seed=12, batch_seconds_per_request=0.001)).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out, mode="batches")
+    assert report.exit_code == ExitCode.JOBS_FAILED, report.summary
+    results = {r["id"]: r for r in read_results(out)}
+    assert results["plain"]["status"] == "succeeded"
+    assert results["api-tool"]["status"] == "succeeded" and results["api-tool"]["stop_reason"] == "tool_use"
+    failed = results["runs-a-command"]
+    assert failed["status"] == "failed" and failed["error"]["message"] == TOOLS_NEED_MESSAGES
+    assert "--mode messages" in TOOLS_NEED_MESSAGES
+    (requests,) = sent
+    assert len(requests) == 2 and "anvil_command" not in json.dumps(requests)

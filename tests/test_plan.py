@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -11,7 +13,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.journal import Journal
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.plan import OutputModel, make_plan, truncated_lognormal_mean
+from anvil_cli.plan import OutputModel, api_counter, count_request, make_plan, truncated_lognormal_mean
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import run_cli, run_inprocess, write_config, write_jsonl_batch
 
@@ -56,6 +58,36 @@ def test_output_tokens_can_bind_and_concurrency_can_bind() -> None:
     plan = make_plan(_jobs(20), few_agents, None, OutputModel(latency_s=1.0, ratio=0.5))
     assert plan.binding_limit == "concurrency (agents)" and plan.duration_s == pytest.approx(10.0)
     assert plan.models[0].expected_output_tokens == 1000
+
+
+def test_count_tokens_never_sees_anvil_command() -> None:
+    tool = {"name": "lookup", "description": "d", "input_schema": {"type": "object"}}
+    job = Job(
+        id="t",
+        seq=0,
+        messages=[{"role": "user", "content": "hi"}],
+        model="claude-haiku-4-5",
+        max_tokens=5,
+        params={"tools": [{**tool, "anvil_command": "python lookup.py"}], "tool_choice": {"type": "auto"}},
+    )
+    sent: list[dict[str, Any]] = []
+
+    def count_tokens(**kwargs: Any) -> SimpleNamespace:
+        sent.append(kwargs)
+        return SimpleNamespace(input_tokens=42)
+
+    client = SimpleNamespace(messages=SimpleNamespace(count_tokens=count_tokens))
+    plan = make_plan([job], Settings(), api_counter(client), OutputModel(latency_s=1.0, mean_tokens=5))
+    assert plan.models[0].input_tokens == 42
+    assert sent == [
+        {
+            "model": "claude-haiku-4-5",
+            "messages": job.messages,
+            "tools": [tool],
+            "tool_choice": {"type": "auto"},
+        }
+    ]
+    assert count_request(job.request())["tools"] == [tool]  # on its own too
 
 
 def test_truncated_lognormal_mean() -> None:

@@ -4,17 +4,31 @@ Never submit twice: before each create call an "intent" row (its jobs, its worst
 committed to the journal's `batches` table; the batch id is recorded the moment the server
 answers. A re-run re-attaches to recorded batches. An intent without an id (the process died
 during the create call, or the connection dropped) is looked up among the server's batches:
-one created after the intent, not recorded by any run, with as many requests, is adopted;
-when none is found the jobs are submitted again.
+one created after the intent, not recorded by any run, with as many requests and, once it has
+ended, exactly the intent's custom_ids, is adopted. A candidate still processing is waited for
+(its custom_ids can only be read from its results); when none is left the jobs are submitted
+again. A custom_id is `<tag>-<seq>`, the tag a hash of the run id, so another run's or another
+state dir's batch never matches.
 
 Results are downloaded into the jobs rows in one transaction per batch (cost with the batch
 discount); errored, expired and canceled requests are resubmitted in a new batch, up to
 `batches.max_attempts` submissions per job.
+
+Every call goes out with the SDK's retries off. A transient API error while polling,
+downloading or looking up batches (connection, timeout, 408/409/429/5xx/529) is one plain line
+and a wait (backoff from the poll interval, full jitter, at least the server's `retry-after`);
+then the round is tried again, for as long as the run lasts (Ctrl-C stops it as usual). 401/403
+or a spend-cap 429 stops the run (exit 3, resumable), as does an error retrying cannot fix.
+
+Batches are single-turn: a job whose tools name an `anvil_command` cannot run them here, so it
+fails with an error saying so (`--mode messages` runs it); no Anvil-only key is ever sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +36,12 @@ from datetime import datetime
 from typing import Any
 
 import anthropic
+import httpx2
 
 from anvil_cli.batch.job import Job
 from anvil_cli.cache import CachedResult, ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
+from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.journal import (
     BATCH_ABANDONED,
@@ -39,6 +55,8 @@ from anvil_cli.engine.journal import (
     Journal,
 )
 from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.tools import COMMAND_KEY, split_tools
+from anvil_cli.governor.backoff import backoff_s, retry_after_s
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
@@ -47,15 +65,41 @@ from anvil_cli.tokens import estimate_input_tokens
 
 INTENT_SKEW_S = 60.0  # a server batch created this long before its intent may still be it
 WAIT_SLICE_S = 0.2  # re-check for Ctrl-C at least this often while waiting between polls
+BACKOFF_MAX_POLLS = 10.0  # transient API errors: wait at most this many poll intervals (jittered)
+TOOLS_NEED_MESSAGES = (
+    f"tools with {COMMAND_KEY} need --mode messages: a Message Batches request is single-turn,"
+    " so Anvil cannot run the tool and send its result back"
+)
 
 
-def custom_id(seq: int) -> str:
-    """A job's custom_id: `j<seq>`, always within `^[a-zA-Z0-9_-]{1,64}$`."""
-    return f"j{seq}"
+def run_tag(run_id: str) -> str:
+    """Six hex digits of the run id's sha256: the run's mark in its custom_ids."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
 
 
-def seq_of(custom: str) -> int | None:
-    return int(custom[1:]) if custom.startswith("j") and custom[1:].isdigit() else None
+def custom_id(tag: str, seq: int) -> str:
+    """A job's custom_id: `<tag>-<seq>` (tag = `run_tag(run_id)`), within `^[a-zA-Z0-9_-]{1,64}$`."""
+    return f"{tag}-{seq}"
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def seq_of(custom: str, tag: str) -> int | None:
+    """The seq of one of this run's custom_ids; None for anyone else's. The `j<seq>` of batches
+    recorded by earlier versions of Anvil is read too (those batch ids are in our journal)."""
+    prefix, _, rest = custom.partition("-")
+    if prefix == tag and _digits(rest):
+        return int(rest)
+    if custom.startswith("j") and _digits(custom[1:]):
+        return int(custom[1:])
+    return None
+
+
+def _uses_commands(request: dict[str, Any]) -> bool:
+    tools = request.get("tools") or []
+    return any(isinstance(tool, dict) and COMMAND_KEY in tool for tool in tools)
 
 
 @dataclass
@@ -70,6 +114,7 @@ class BatchesContext:
     signals: SignalState
     say: Callable[[str], None]
     sleep: Callable[[float], None] = time.sleep
+    rand: Callable[[], float] = random.random  # jitter of the backoff after an API error
     pricer: Pricer = field(init=False)
     cache: ResultCache | None = field(init=False)
 
@@ -122,23 +167,79 @@ class BatchesRun:
     def __init__(self, ctx: BatchesContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.settings.batches
+        self.api = ctx.client.with_options(max_retries=0)  # retries are ours (see _api_trouble)
+        self.tag = run_tag(ctx.run_id)
         self._seen: dict[str, str] = {}  # batch id -> last progress line printed
         self._budget_blocked = False
+        self._doing = "talking to the Message Batches API"  # for the line after an API error
+        self._failures = 0  # API errors in a row: the backoff's attempt number
+        self._troubled = False  # an API error in this round
+        self._foreign: set[str] = set()  # ended server batches whose custom_ids are not ours
+        self._waiting_for: dict[int, str] = {}  # intent n -> unconfirmed candidate announced
 
     def run(self) -> RunEnd:
         ctx = self.ctx
         while True:
             if ctx.signals.count:
                 return RunEnd(interrupted=True)
-            self._resolve_intents()
-            stop = self._submit_pending()
-            if stop is not None:
-                return stop
-            open_rows = ctx.journal.batches(ctx.run_id, (BATCH_SUBMITTED, BATCH_INTENT))
-            if not open_rows:
-                return self._budget_end() if self._budget_blocked else RunEnd()
-            if not self._poll(open_rows):
+            self._troubled = False
+            try:
+                end, ended = self._round()
+            except (anthropic.APIError, httpx2.HTTPError) as exc:
+                stop = self._api_trouble(exc)
+                if stop is not None:
+                    return stop
+                continue
+            if end is not None:
+                return end
+            if not self._troubled:
+                self._failures = 0
+            if not ended:
                 self._wait(self.cfg.poll_interval_s)
+
+    def _round(self) -> tuple[RunEnd | None, bool]:
+        """One pass: resolve intents, submit, poll. (how the run ends, or None; any batch ended)"""
+        ctx = self.ctx
+        self._resolve_intents()
+        stop = self._submit_pending()
+        if stop is not None:
+            return stop, False
+        open_rows = ctx.journal.batches(ctx.run_id, (BATCH_SUBMITTED, BATCH_INTENT))
+        if not open_rows:
+            return (self._budget_end() if self._budget_blocked else RunEnd()), False
+        return None, self._poll(open_rows)
+
+    # -- API errors -----------------------------------------------------------------------------
+
+    def _api_trouble(self, exc: anthropic.APIError | httpx2.HTTPError) -> RunEnd | None:
+        """After an API error: a RunEnd when the run must stop, else None after a backoff wait."""
+        if isinstance(exc, httpx2.HTTPError):  # the results stream broke off mid-download
+            info = ErrorInfo(Verdict.RETRY, "connection_error", str(exc) or type(exc).__name__, None, True)
+        else:
+            info = classify(exc)
+        if info.verdict is Verdict.STOP_RUN:
+            return RunEnd(stop_reason=info.type, stop_message=f"{self._doing}: {info.message}")
+        if info.verdict is Verdict.FAIL_JOB and isinstance(exc, anthropic.APIStatusError):
+            return RunEnd(
+                stop_reason="batches_api_error",
+                stop_message=f"{self._doing}: {info.status_code} {info.type}: {info.message}",
+            )
+        self._back_off(exc, info, "trying again")
+        return None
+
+    def _back_off(self, exc: BaseException, info: ErrorInfo, then: str) -> None:
+        """One plain line, then wait: backoff from the poll interval, at least `retry-after`."""
+        self._failures += 1
+        self._troubled = True
+        base = self.cfg.poll_interval_s
+        server_wait = retry_after_s(exc, wall_now=time.time())
+        wait = backoff_s(self._failures, base, base * BACKOFF_MAX_POLLS, self.ctx.rand(), server_wait)
+        status = f" {info.status_code}" if info.status_code is not None else ""
+        self.ctx.say(
+            f"Message Batches API error{status} ({info.type}) while {self._doing}: {info.message};"
+            f" {then} in {wait:.1f} s"
+        )
+        self._wait(wait)
 
     def _budget_end(self) -> RunEnd:
         spent = self.ctx.journal.totals(self.ctx.run_id)["cost_usd"]
@@ -190,6 +291,13 @@ class BatchesRun:
         if hit is not None:
             self._record_cached(job.seq, hit)
             return None
+        if _uses_commands(request):
+            error = {"type": "invalid_request_error", "message": TOOLS_NEED_MESSAGES, "status_code": None}
+            now = time.time()
+            self._record(
+                JobResult(job.seq, succeeded=False, model=model, attempts=0, error=error, finished_at=now)
+            )
+            return None
         if dispatches >= self.cfg.max_attempts:
             error = {
                 "type": "batch_error",
@@ -198,11 +306,12 @@ class BatchesRun:
             }
             self._record(JobResult(seq=job.seq, succeeded=False, model=model, attempts=0, error=error))
             return None
+        params = split_tools(request)[0]  # as the API must see it: no Anvil-only keys
         if ctx.settings.cache.prompt_caching:
-            request = mark_prompt_cache(request, ctx.settings.cache.prompt_caching_min_chars)
-        worst = ctx.pricer.worst_case_usd(model, estimate_input_tokens(request), job.max_tokens, batch=True)
-        size = len(json.dumps({"custom_id": custom_id(job.seq), "params": request})) + 2
-        return _Item(job.seq, model, request, worst, size)
+            params = mark_prompt_cache(params, ctx.settings.cache.prompt_caching_min_chars)
+        worst = ctx.pricer.worst_case_usd(model, estimate_input_tokens(params), job.max_tokens, batch=True)
+        size = len(json.dumps({"custom_id": custom_id(self.tag, job.seq), "params": params})) + 2
+        return _Item(job.seq, model, params, worst, size)
 
     def _fitting(self, chunk: list[_Item]) -> list[_Item]:
         """The longest prefix of `chunk` whose worst case fits in the budget."""
@@ -231,9 +340,10 @@ class BatchesRun:
         n = ctx.journal.add_batch_intent(ctx.run_id, seqs, sum(i.worst_usd for i in chunk))
         ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
         ctx.journal.commit()
-        requests = [{"custom_id": custom_id(i.seq), "params": i.params} for i in chunk]
+        requests = [{"custom_id": custom_id(self.tag, i.seq), "params": i.params} for i in chunk]
+        self._doing = f"creating a batch of {len(seqs)} request(s)"
         try:
-            batch = ctx.client.with_options(max_retries=0).messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            batch = self.api.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except anthropic.APIConnectionError:
             return None  # it may exist: the intent is looked up on the server on the next round
         except anthropic.APIStatusError as exc:
@@ -248,12 +358,10 @@ class BatchesRun:
         ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
         ctx.journal.return_to_pending(ctx.run_id, seqs)
         ctx.journal.commit()
-        if exc.status_code in (401, 403):
-            return RunEnd(
-                stop_reason="authentication_error", stop_message=f"batch create refused: {exc.message}"
-            )
-        ctx.say(f"batch create failed ({exc.status_code}): {exc.message}; will resubmit")
-        self._wait(self.cfg.poll_interval_s)
+        info = classify(exc)
+        if info.verdict is Verdict.STOP_RUN:
+            return RunEnd(stop_reason=info.type, stop_message=f"batch create refused: {info.message}")
+        self._back_off(exc, info, "resubmitting")
         return None
 
     # -- intents without a batch id -----------------------------------------------------------
@@ -263,32 +371,55 @@ class BatchesRun:
         intents = ctx.journal.batches(ctx.run_id, (BATCH_INTENT,))
         if not intents:
             return
-        known = ctx.journal.known_batch_ids()
+        self._doing = "looking for batches whose create call was not confirmed"
+        known = ctx.journal.known_batch_ids() | self._foreign
         candidates = self._server_batches(min(i.created_at for i in intents) - INTENT_SKEW_S, known)
         for intent in intents:
-            match = next(
-                (
-                    b
-                    for b in candidates
-                    if _ts(b.created_at) >= intent.created_at - INTENT_SKEW_S
-                    and _counts_total(b) == len(intent.seqs)
-                ),
-                None,
-            )
+            match, unsure = self._match(intent, candidates)
             if match is not None:
                 candidates.remove(match)
                 ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_SUBMITTED, match.id)
                 ctx.say(f"re-attached to batch {match.id} (its create call was not confirmed)")
+            elif unsure is not None:
+                candidates.remove(unsure)  # one intent waits on it; the others look further
+                if self._waiting_for.get(intent.n) != unsure.id:
+                    self._waiting_for[intent.n] = unsure.id
+                    ctx.say(
+                        f"batch {unsure.id} may hold {len(intent.seqs)} unconfirmed request(s):"
+                        " waiting for it to end to check its custom_ids"
+                    )
             else:
                 ctx.journal.begin()
                 ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
                 ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
                 ctx.journal.commit()
 
+    def _match(self, intent: BatchRow, candidates: list[Any]) -> tuple[Any, Any]:
+        """(the server batch that is this intent's, or None; else one that may be, still processing)
+
+        A candidate has as many requests and was created after the intent (give or take the
+        clock skew); an ended one is this intent's only when its custom_ids are exactly the
+        intent's, which also tells our batches from other runs' and other state dirs'."""
+        expected = {custom_id(self.tag, s) for s in intent.seqs}
+        earliest = intent.created_at - INTENT_SKEW_S
+        unsure = None
+        for batch in candidates:
+            if _ts(batch.created_at) < earliest or _counts_total(batch) != len(expected):
+                continue
+            if batch.processing_status != "ended":
+                unsure = unsure if unsure is not None else batch
+                continue
+            self._doing = f"reading the custom_ids of batch {batch.id}"
+            ids = {entry.custom_id for entry in self.api.messages.batches.results(batch.id)}
+            if ids == expected:
+                return batch, None
+            self._foreign.add(batch.id)
+        return None, unsure
+
     def _server_batches(self, since: float, known: set[str]) -> list[Any]:
         """The server's batches created since `since` that no run has recorded, oldest first."""
         found = []
-        for batch in self.ctx.client.messages.batches.list(limit=100):
+        for batch in self.api.messages.batches.list(limit=100):
             if _ts(batch.created_at) < since:
                 break
             if batch.id not in known:
@@ -303,7 +434,8 @@ class BatchesRun:
         for row in rows:
             if row.batch_id is None or self.ctx.signals.count:
                 continue
-            batch = self.ctx.client.messages.batches.retrieve(row.batch_id)
+            self._doing = f"polling batch {row.batch_id}"
+            batch = self.api.messages.batches.retrieve(row.batch_id)
             self._progress(row, batch)
             if batch.processing_status == "ended":
                 self._download(row)
@@ -325,12 +457,13 @@ class BatchesRun:
         ctx = self.ctx
         assert row.batch_id is not None
         jobs = {r["seq"]: r for r in ctx.journal.job_rows(ctx.run_id, row.seqs)}
-        entries = list(ctx.client.messages.batches.results(row.batch_id))
+        self._doing = f"downloading the results of batch {row.batch_id}"
+        entries = list(self.api.messages.batches.results(row.batch_id))
         ctx.journal.begin()
         try:
             answered: set[int] = set()
             for entry in entries:
-                seq = seq_of(entry.custom_id)
+                seq = seq_of(entry.custom_id, self.tag)
                 if seq is not None and seq in jobs and seq not in answered:
                     answered.add(seq)
                     self._ingest(jobs[seq], entry.result)

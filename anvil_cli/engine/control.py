@@ -20,9 +20,13 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import result_line
+from anvil_cli.engine.tools import COMMAND_KEY
 from anvil_cli.errors import InputError, Problem
 
 API_SOURCE = "POST /jobs"
+NO_COMMANDS = (
+    f"tools with {COMMAND_KEY} cannot be added through the API: the API must not run commands on this host"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ class RunControl:
         jobs: list[Job] = []
         problems: list[Problem] = []
         for n, raw in enumerate(raw_jobs, start=1):
+            problems.extend(_command_tools(raw, n))
             if is_message_batch_request(raw):
                 made = factory.message_batch_job(raw, file=API_SOURCE, line=n)
             else:
@@ -147,3 +152,27 @@ class RunControl:
                 out.append(self.commands.get_nowait())
             except queue.Empty:
                 return out
+
+
+def _command_tools(raw: Any, line: int) -> list[Problem]:
+    """A problem for each tool of a job added through the API that names a local command."""
+    if not isinstance(raw, dict):
+        return []
+    batch_shape = is_message_batch_request(raw)
+    holder = raw.get("params") if batch_shape else raw
+    tools = holder.get("tools") if isinstance(holder, dict) else None
+    if not isinstance(tools, list):
+        return []
+    job_id = raw.get("custom_id") if batch_shape else raw.get("id")
+    prefix = "params.tools" if batch_shape else "tools"
+    return [
+        Problem(
+            API_SOURCE,
+            NO_COMMANDS,
+            line=line,
+            job_id=job_id if isinstance(job_id, str) else None,
+            field=f"{prefix}[{i}].{COMMAND_KEY}",
+        )
+        for i, tool in enumerate(tools)
+        if isinstance(tool, dict) and COMMAND_KEY in tool
+    ]

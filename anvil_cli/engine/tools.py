@@ -24,7 +24,14 @@ from typing import Any
 
 COMMAND_KEY = "anvil_command"
 MAX_RESULT_CHARS = 100_000
-_SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANVIL_API_TOKEN")
+SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANVIL_API_TOKEN")
+
+
+def scrubbed_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (default: this process's environment) without the API key and control token:
+    the environment of every command Anvil runs (tools, `alerts.command`)."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k not in SECRET_ENV}
 
 
 def command_argv(value: Any) -> list[str] | None:
@@ -58,7 +65,6 @@ def split_tools(request: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, l
 
 def run_tool(argv: Sequence[str], tool_input: Any, tool_use_id: str, timeout_s: float) -> dict[str, Any]:
     """Run one tool call; returns the `tool_result` block to send back."""
-    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
     try:
         done = subprocess.run(
             list(argv),
@@ -66,7 +72,7 @@ def run_tool(argv: Sequence[str], tool_input: Any, tool_use_id: str, timeout_s: 
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env=env,
+            env=scrubbed_env(),
             check=False,
         )
     except subprocess.TimeoutExpired:

@@ -37,6 +37,14 @@ class BatchHandlers:
     def __init__(self, sim: SimApp) -> None:
         self.sim = sim
         self.store = sim.batches
+        self.gets_to_fail = sim.core.config.batch_api_fail_first
+
+    def _fault(self) -> web.Response | None:
+        """A 529 while `batch_api_fail_first` GETs (retrieve, list, results) remain to fail."""
+        if self.gets_to_fail <= 0:
+            return None
+        self.gets_to_fail -= 1
+        return error_response(529, new_request_id())
 
     def run_item(self, params: dict[str, Any]) -> dict[str, Any]:
         """The result of one batch request (no rate limits: batches have their own)."""
@@ -58,6 +66,9 @@ class BatchHandlers:
         request_id = new_request_id()
         if not self.sim.allowed(request):
             return error_response(401, request_id, "invalid x-api-key")
+        fault = self._fault() if request.method == "GET" else None
+        if fault is not None:
+            return fault
         batch_id = request.match_info["batch_id"]
         batch = self.store.get(batch_id)
         if batch is None:
@@ -98,6 +109,9 @@ class BatchHandlers:
     async def list(self, request: web.Request) -> web.StreamResponse:
         if not self.sim.allowed(request):
             return error_response(401, new_request_id(), "invalid x-api-key")
+        fault = self._fault()
+        if fault is not None:
+            return fault
         query = request.query
         try:
             limit = max(1, min(1000, int(query.get("limit", "20"))))

@@ -1,0 +1,64 @@
+"""RunControl (the HTTP API's controller) on a real journal: what POST /jobs may add."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anvil_cli.batch.loader import load_batch
+from anvil_cli.engine.control import NO_COMMANDS, RunControl
+from anvil_cli.engine.journal import Journal, journal_path
+from anvil_cli.errors import InputError
+from tests.engine_support import write_jsonl_batch
+
+TOOL = {"name": "lookup", "description": "d", "input_schema": {"type": "object"}}
+
+
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[RunControl]:
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
+    state = tmp_path / ".anvil"
+    with Journal.open(state) as journal:
+        run_id = journal.create_run(str(batch), "sha", load_batch(batch))
+        ctl = RunControl(journal_path(state), run_id, agent_min=1, agent_max=4)
+        try:
+            yield ctl
+        finally:
+            ctl.close()
+
+
+def test_jobs_with_plain_tools_are_added(control: RunControl) -> None:
+    assert control.add_jobs([{"id": "t", "prompt": "hi", "tools": [TOOL]}]) == ["t"]
+    assert control.job("t") is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"id": "x", "prompt": "hi", "tools": [TOOL, {**TOOL, "anvil_command": "rm -rf /"}]}, "tools[1]"),
+        (
+            {
+                "custom_id": "x",
+                "params": {
+                    "model": "claude-haiku-4-5",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "tools": [{**TOOL, "anvil_command": ["sh", "-c", "id"]}],
+                },
+            },
+            "params.tools[0]",
+        ),
+    ],
+)
+def test_tools_with_a_command_are_refused(control: RunControl, raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        control.add_jobs([{"id": "fine", "prompt": "ok"}, raw])
+    problems = caught.value.problems
+    assert [(p.message, p.job_id, p.field, p.line) for p in problems] == [
+        (NO_COMMANDS, "x", f"{field}.anvil_command", 2)
+    ]
+    assert "must not run commands on this host" in NO_COMMANDS
+    assert control.job("fine") is None and control.job("x") is None  # nothing was added
