@@ -60,13 +60,3 @@ class UsageError(AnvilError):
     """Raised when a command is used wrongly (missing run, conflicting flags)."""
 
     exit_code = ExitCode.BAD_INPUT
-
-
-class RunStopped(AnvilError):
-    """Raised when a run must stop early and retrying cannot help (budget, auth, spend cap)."""
-
-    exit_code = ExitCode.STOPPED
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)

@@ -24,7 +24,7 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.tools import split_tools
-from anvil_cli.models import model_class
+from anvil_cli.models import builtin_prices, model_class
 from anvil_cli.pricing import Pricer
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
@@ -259,7 +259,10 @@ def render(plan: Plan) -> list[str]:
             f" ~{m.expected_output_tokens:,.0f} output tokens (at most {m.max_output_tokens:,});"
             f" expected ${m.expected_usd:.4f}, worst case ${m.worst_usd:.4f}"
         )
-    lines.append(f"cost: expected ${plan.expected_usd:.4f}, worst case ${plan.worst_usd:.4f}")
+    lines.append(
+        f"cost: expected ${plan.expected_usd:.4f}, worst case ${plan.worst_usd:.4f}"
+        f" (prices as read on {builtin_prices().read_on}; `prices:` in anvil.yaml overrides them)"
+    )
     for p in plan.pools:
         limits = ", ".join(f"{k} {v:.1f}s" for k, v in p.seconds_by_limit.items())
         lines.append(

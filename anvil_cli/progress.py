@@ -12,17 +12,6 @@ def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def progress_line(s: dict[str, Any], in_flight: int, agent_limit: int) -> str:
-    """A progress line from `RunMetrics.summary()` (kept for callers that have no snapshot)."""
-    lat = s["latency_s"]
-    return (
-        f"{s['done']}/{s['total']} done ({s['succeeded']} ok, {s['failed']} failed) | "
-        f"{s['recent_jobs_per_s']:.1f} jobs/s, {s['recent_requests_per_min']:.0f} req/min | "
-        f"agents {in_flight}/{agent_limit} | p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} | "
-        f"429s {s['rate_limited']} retries {s['retries']} | ${s['cost_usd']:.4f}"
-    )
-
-
 def snapshot_line(s: dict[str, Any]) -> str:
     """A progress line from a run snapshot (see `anvil_cli.snapshot`)."""
     c, t, lat, e = s["counts"], s["throughput"], s["latency_s"], s["errors"]
@@ -58,16 +47,7 @@ class PlainProgress:
     def __init__(self, console: Console, interval_s: float) -> None:
         self.console = console
         self.interval_s = interval_s
-        self._last = time.monotonic()
         self._next_due_s = interval_s
-
-    def tick(self, summary: dict[str, Any], in_flight: int, agent_limit: int) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            return
-        self._last = now
-        stamp = time.strftime("%H:%M:%S")
-        self.console.print(f"[{stamp}] {progress_line(summary, in_flight, agent_limit)}", markup=False)
 
     def snapshot(self, snap: dict[str, Any], *, force: bool = False) -> bool:
         """Print `snap` as a line once every `interval_s` of the run (by the snapshot's own

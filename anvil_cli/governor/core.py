@@ -110,7 +110,6 @@ class Governor:
         self._breaker_policy = breaker
         self._budget = BudgetGuard(max_usd, warn_usd)
         self._estimator = estimator or OutputEstimator()
-        self._created_at = now
         self._pool_of: dict[str, str] = {}
         self._pools: dict[str, PoolLimiter] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
