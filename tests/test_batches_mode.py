@@ -15,7 +15,8 @@ import httpx2
 import pytest
 from anthropic.resources.messages.batches import Batches
 
-from anvil_cli.engine.batches_mode import TOOLS_NEED_MESSAGES, custom_id, run_tag, seq_of
+from anvil_cli.engine.batch_ids import custom_id, run_tag, seq_of
+from anvil_cli.engine.batches_mode import TOOLS_NEED_MESSAGES
 from anvil_cli.engine.journal import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer

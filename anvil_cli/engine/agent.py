@@ -20,6 +20,7 @@ from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.journal import JobResult
+from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.engine.tools import add_usage, run_tool, split_tools
 from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.models import AUTO
@@ -90,18 +91,6 @@ def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
     return {k.lower(): v for k, v in raw_headers.items() if k.lower().startswith("anthropic-ratelimit-")}
 
 
-def _usage_dict(message: Any) -> dict[str, Any]:
-    usage = message.usage
-    data: dict[str, Any] = (
-        usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
-    )
-    return data
-
-
-def _text_of(message: Any) -> str:
-    return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
-
-
 class Agent:
     """Runs jobs to completion, one at a time per thread."""
 
@@ -143,7 +132,7 @@ class Agent:
             exc.cost_usd = st.cost_usd
             raise
         finished = time.time()
-        output, usage = _text_of(message), add_usage(st.usage, _usage_dict(message))
+        output, usage = text_of(message), add_usage(st.usage, usage_of(message))
         return JobResult(
             seq=job.seq,
             succeeded=True,
@@ -188,7 +177,7 @@ class Agent:
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})
-            st.usage = add_usage(st.usage, _usage_dict(message))
+            st.usage = add_usage(st.usage, usage_of(message))
             st.request = {**st.request, "messages": messages}
             st.est_input = estimate_input_tokens(st.request)
             message = self._with_retries(st)
@@ -231,7 +220,7 @@ class Agent:
         except BaseException:
             self.ctx.governor.release(grant.ticket)
             raise
-        usage = _usage_dict(message)
+        usage = usage_of(message)
         cost = self.ctx.pricer.cost_usd(st.model, usage)
         st.cost_usd += cost
         counted_in = int(usage.get("input_tokens", 0)) + int(usage.get("cache_creation_input_tokens") or 0)

@@ -26,13 +26,11 @@ fails with an error saying so (`--mode messages` runs it); no Anvil-only key is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import anthropic
@@ -41,6 +39,15 @@ import httpx2
 from anvil_cli.batch.job import Job
 from anvil_cli.cache import CachedResult, ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
+from anvil_cli.engine.batch_ids import (
+    INTENT_SKEW_S,
+    custom_id,
+    match_intent,
+    run_tag,
+    seq_of,
+    server_batches,
+)
+from anvil_cli.engine.batch_results import error_of, succeeded_result
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.journal import (
@@ -63,38 +70,12 @@ from anvil_cli.prompt_cache import mark_prompt_cache
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
 
-INTENT_SKEW_S = 60.0  # a server batch created this long before its intent may still be it
 WAIT_SLICE_S = 0.2  # re-check for Ctrl-C at least this often while waiting between polls
 BACKOFF_MAX_POLLS = 10.0  # transient API errors: wait at most this many poll intervals (jittered)
 TOOLS_NEED_MESSAGES = (
     f"tools with {COMMAND_KEY} need --mode messages: a Message Batches request is single-turn,"
     " so Anvil cannot run the tool and send its result back"
 )
-
-
-def run_tag(run_id: str) -> str:
-    """Six hex digits of the run id's sha256: the run's mark in its custom_ids."""
-    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
-
-
-def custom_id(tag: str, seq: int) -> str:
-    """A job's custom_id: `<tag>-<seq>` (tag = `run_tag(run_id)`), within `^[a-zA-Z0-9_-]{1,64}$`."""
-    return f"{tag}-{seq}"
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def seq_of(custom: str, tag: str) -> int | None:
-    """The seq of one of this run's custom_ids; None for anyone else's. The `j<seq>` of batches
-    recorded by earlier versions of Anvil is read too (those batch ids are in our journal)."""
-    prefix, _, rest = custom.partition("-")
-    if prefix == tag and _digits(rest):
-        return int(rest)
-    if custom.startswith("j") and _digits(custom[1:]):
-        return int(custom[1:])
-    return None
 
 
 def _uses_commands(request: dict[str, Any]) -> bool:
@@ -134,31 +115,6 @@ class _Item:
 
 def job_model(job: Job, settings: Settings) -> str:
     return model_for(job, settings.routing)
-
-
-def _usage(message: Any) -> dict[str, Any]:
-    data: dict[str, Any] = message.usage.model_dump(exclude_none=True)
-    return data
-
-
-def _text(message: Any) -> str:
-    return "".join(getattr(b, "text", "") for b in message.content if b.type == "text")
-
-
-def _error_of(result: Any) -> dict[str, Any]:
-    err = getattr(getattr(result, "error", None), "error", None)
-    if err is None:
-        return {"type": result.type, "message": f"batch request {result.type}", "status_code": None}
-    return {"type": err.type, "message": err.message, "status_code": None}
-
-
-def _ts(value: Any) -> float:
-    return value.timestamp() if isinstance(value, datetime) else float(value or 0)
-
-
-def _counts_total(batch: Any) -> int:
-    c = batch.request_counts
-    return int(c.processing + c.succeeded + c.errored + c.canceled + c.expired)
 
 
 class BatchesRun:
@@ -373,9 +329,10 @@ class BatchesRun:
             return
         self._doing = "looking for batches whose create call was not confirmed"
         known = ctx.journal.known_batch_ids() | self._foreign
-        candidates = self._server_batches(min(i.created_at for i in intents) - INTENT_SKEW_S, known)
+        candidates = server_batches(self.api, min(i.created_at for i in intents) - INTENT_SKEW_S, known)
         for intent in intents:
-            match, unsure = self._match(intent, candidates)
+            self._doing = f"reading the custom_ids of the server's batches for intent {intent.n}"
+            match, unsure = match_intent(self.api, self.tag, intent, candidates, self._foreign)
             if match is not None:
                 candidates.remove(match)
                 ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_SUBMITTED, match.id)
@@ -393,38 +350,6 @@ class BatchesRun:
                 ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
                 ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
                 ctx.journal.commit()
-
-    def _match(self, intent: BatchRow, candidates: list[Any]) -> tuple[Any, Any]:
-        """(the server batch that is this intent's, or None; else one that may be, still processing)
-
-        A candidate has as many requests and was created after the intent (give or take the
-        clock skew); an ended one is this intent's only when its custom_ids are exactly the
-        intent's, which also tells our batches from other runs' and other state dirs'."""
-        expected = {custom_id(self.tag, s) for s in intent.seqs}
-        earliest = intent.created_at - INTENT_SKEW_S
-        unsure = None
-        for batch in candidates:
-            if _ts(batch.created_at) < earliest or _counts_total(batch) != len(expected):
-                continue
-            if batch.processing_status != "ended":
-                unsure = unsure if unsure is not None else batch
-                continue
-            self._doing = f"reading the custom_ids of batch {batch.id}"
-            ids = {entry.custom_id for entry in self.api.messages.batches.results(batch.id)}
-            if ids == expected:
-                return batch, None
-            self._foreign.add(batch.id)
-        return None, unsure
-
-    def _server_batches(self, since: float, known: set[str]) -> list[Any]:
-        """The server's batches created since `since` that no run has recorded, oldest first."""
-        found = []
-        for batch in self.api.messages.batches.list(limit=100):
-            if _ts(batch.created_at) < since:
-                break
-            if batch.id not in known:
-                found.append(batch)
-        return sorted(found, key=lambda b: _ts(b.created_at))
 
     # -- polling and results ------------------------------------------------------------------
 
@@ -483,35 +408,16 @@ class BatchesRun:
         if job_row["state"] not in (PENDING, RUNNING):
             return  # already settled (never count a result twice)
         if result.type != "succeeded":
-            self._retry_or_fail(job_row, _error_of(result))
+            self._retry_or_fail(job_row, error_of(result))
             return
         ctx = self.ctx
         job = Job.from_record(job_row["job"])
         model = job_model(job, ctx.settings)
-        message = result.message
-        usage = _usage(message)
-        cost = ctx.pricer.cost_usd(model, usage, batch=True)
-        output = _text(message)
-        now = time.time()
-        self._record(
-            JobResult(
-                seq=job.seq,
-                succeeded=True,
-                model=model,
-                attempts=1,
-                output=output,
-                stop_reason=message.stop_reason,
-                usage=usage,
-                cost_usd=cost,
-                attempt_log=[{"n": job_row["dispatches"], "model": model, "status_code": 200, "batch": True}],
-                latency_s=now - (job_row["started_at"] or now),
-                finished_at=now,
-            )
-        )
+        done = succeeded_result(job_row, model, result.message, ctx.pricer)
+        self._record(done)
         if ctx.cache is not None:
-            ctx.cache.put(
-                request_key(job.request(model)), CachedResult(model, output, message.stop_reason, usage, cost)
-            )
+            entry = CachedResult(model, done.output, done.stop_reason, done.usage, done.cost_usd)
+            ctx.cache.put(request_key(job.request(model)), entry)
 
     def _retry_or_fail(self, job_row: dict[str, Any], error: dict[str, Any]) -> None:
         ctx = self.ctx

@@ -216,8 +216,11 @@ class Conductor:
     # -- events -------------------------------------------------------------------------------
 
     def _pump_events(self) -> None:
-        """Take every event waiting (blocking briefly for the first); record them in one commit."""
-        events = self.pool.wait_events(EVENT_WAIT_S)
+        """Take every event waiting (blocking briefly for the first) and record them."""
+        self._record(self.pool.wait_events(EVENT_WAIT_S))
+
+    def _record(self, events: list[tuple[Any, ...]]) -> None:
+        """Apply events in one journal commit (a group commit), then feed the result cache."""
         if not events:
             return
         self.journal.begin()
@@ -273,13 +276,7 @@ class Conductor:
 
     def _reap_workers(self) -> None:
         for worker in self.pool.dead():
-            events = self.pool.last_words(worker)  # what it sent before dying counts
-            if events:
-                self.journal.begin()
-                for event in events:
-                    self._handle(event)
-                self.journal.commit()
-                self._store_in_cache()
+            self._record(self.pool.last_words(worker))  # what it sent before dying counts
             self._note_stillborn(worker.ready, worker.process.exitcode)
             with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
                 self.governor.release_owner(worker.worker_id)
@@ -398,13 +395,7 @@ class Conductor:
             self.pool.stop(timeout_s=5.0)
         else:
             self.pool.kill(close=False)
-        events = self.pool.drain_events()  # results that arrived before the end still count
-        if events:
-            self.journal.begin()
-            for event in events:
-                self._handle(event)
-            self.journal.commit()
-            self._store_in_cache()
+        self._record(self.pool.drain_events())  # results that arrived before the end still count
         self.pool.kill()
         left = [seq for w in self.pool.workers.values() for seq in w.jobs]
         if left:

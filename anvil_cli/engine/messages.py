@@ -1,0 +1,19 @@
+"""Reading an SDK `Message`: its text and its usage, the same way in every mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def usage_of(message: Any) -> dict[str, Any]:
+    """The message's `usage` as a plain dict (cache fields included when present)."""
+    usage = message.usage
+    data: dict[str, Any] = (
+        usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
+    )
+    return data
+
+
+def text_of(message: Any) -> str:
+    """The message's text blocks, joined."""
+    return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
