@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.engine.journal import JobResult
+from anvil_cli.records import JobResult
 from anvil_cli.securefile import private_sqlite
 
 CACHE_NAME = "cache.sqlite"

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from anvil_cli.engine.journal import JobResult
+from anvil_cli.records import JobResult
 
 THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
 ERROR_WINDOW_S: Final = 60.0  # the error rate is over the last minute

@@ -6,7 +6,6 @@ import io
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,9 +22,11 @@ from anvil_cli.dashboard import (
     render,
 )
 from anvil_cli.engine.journal import JobResult, Journal, RunRow
+from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.progress import snapshot_line
 from anvil_cli.snapshot import build_snapshot, limiter_headroom, pool_of
+from anvil_cli.state import EngineState, WorkerInfo
 from tests.engine_support import write_jsonl_batch
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
@@ -252,21 +253,19 @@ def test_dashboard_reporter_draws_the_frame_and_leaves_it_on_screen() -> None:
     assert "18/20 in flight" in out and "ETA 40s" in out
 
 
-def fake_conductor(journal: Journal, run_id: str, metrics: RunMetrics, ready: int) -> Any:
-    worker = SimpleNamespace(worker_id=0, process=SimpleNamespace(pid=4242), alive=True, jobs={1: (), 2: ()})
-    pool = SimpleNamespace(in_flight=lambda: 2, workers={0: worker}, restarts=0)
-    return SimpleNamespace(
+def engine_state(run_id: str, ready: int) -> EngineState:
+    return EngineState(
         run_id=run_id,
-        journal=journal,
-        metrics=metrics,
-        pool=pool,
-        settings=Settings(),
-        agent_limit=20,
-        ready=[None] * ready,
-        end=SimpleNamespace(interrupted=False, stop_reason=None),
+        mode="messages",
+        phase="running",
         paused=False,
-        ended=False,
-        governor_snapshot=governor_state,
+        in_flight=2,
+        agent_limit=20,
+        agent_min=1,
+        agent_max=100,
+        queue_depth=ready,
+        workers=(WorkerInfo(0, 4242, True, 2),),
+        governor=governor_state(),
     )
 
 
@@ -297,23 +296,20 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
     journal, run_id = _journal_with_run(tmp_path)
     settings = Settings.model_validate({"alerts": {"queue_depth": 10, "command": "notify"}})
     delivered: list[tuple[str, AlertChange]] = []
-    clock = iter([1000.0, 1001.0, 1002.0])
     reporter = Recorder()
     monitor = RunMonitor(
         settings,
         reporter,
         batch_path="/x/b.jsonl",
         wall_clock=lambda: 1_700_000_000.0,
-        mono_clock=lambda: next(clock),
         deliver_alert=lambda cmd, change: delivered.append((cmd, change)),
     )
     metrics = RunMetrics(total=3, started_at=999.0)
-    conductor = fake_conductor(journal, run_id, metrics, ready=5)
-    monitor.on_tick(conductor)  # a backlog alone raises nothing...
+    ticker = Ticker(journal, run_id, monitor, control=None)
+    ticker.tick(engine_state(run_id, ready=5), metrics, 1000.0)  # a backlog alone raises nothing...
     assert journal.events(run_id, "alert") == []
-    conductor.ready = [None] * 50
     metrics.total = 60  # jobs arrive (POST /jobs) faster than they finish
-    monitor.on_tick(conductor)  # ...a growing one does
+    ticker.tick(engine_state(run_id, ready=50), metrics, 1001.0)  # ...a growing one does
     stored = journal.get_run(run_id)
     assert isinstance(stored, RunRow) and stored.snapshot is not None
     assert stored.snapshot["queue"]["ready"] == 50 and stored.snapshot["workers"]["list"][0]["jobs"] == 2
@@ -322,8 +318,7 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
     (event,) = journal.events(run_id, "alert")
     assert event["name"] == "queue_depth" and event["change"] == "raised"
     assert [c for c, _ in delivered] == ["notify"] and len(reporter.alerts) == 1
-    conductor.ready = []
-    monitor.on_tick(conductor)  # below the clear level, but not for long enough yet
+    ticker.tick(engine_state(run_id, ready=0), metrics, 1002.0)  # below the clear level, not for long yet
     assert len(reporter.snapshots) == 3 and reporter.snapshots[2]["alerts"][0]["name"] == "queue_depth"
     assert reporter.snapshots[2]["elapsed_s"] == 3.0
     journal.close()

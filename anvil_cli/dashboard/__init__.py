@@ -1,7 +1,7 @@
 """The live view of a run: the frame (`render`), the reporters (dashboard, plain lines, quiet)
 and the conductor tick that feeds them (`RunMonitor`)."""
 
-from anvil_cli.dashboard.monitor import RunMonitor, conductor_snapshot
+from anvil_cli.dashboard.monitor import Observed, RunMonitor, engine_snapshot
 from anvil_cli.dashboard.render import render
 from anvil_cli.dashboard.reporter import (
     DashboardReporter,
@@ -13,11 +13,12 @@ from anvil_cli.dashboard.reporter import (
 
 __all__ = [
     "DashboardReporter",
+    "Observed",
     "PlainReporter",
     "QuietReporter",
     "Reporter",
     "RunMonitor",
-    "conductor_snapshot",
+    "engine_snapshot",
     "make_reporter",
     "render",
 ]

@@ -1,8 +1,8 @@
 """The conductor's once-a-second tick: snapshot, alerts, journal, reporter, in that order.
 
-`anvil run` passes a `RunMonitor` to `execute_run(monitor=...)`; each tick the conductor calls
-`snapshot(conductor, now)`, stores the snapshot and serves it to the API, then calls
-`show(snapshot)` (`on_tick` does all three, for callers that drive it themselves). It is the
+`anvil run` passes a `RunMonitor` to `execute_run(monitor=...)`; each tick a run driver (either
+mode) hands it an `EngineState` through `engine.ticker.Ticker`, which stores the snapshot and its
+alert changes in the journal, serves it to the API, then calls `show(snapshot)`. It is the
 small driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions),
 `deliver` (the user's alert command) and a `Reporter` (the screen).
 """
@@ -12,49 +12,56 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from anvil_cli.alerts import AlertChange, AlertEngine, deliver
 from anvil_cli.config import Settings
 from anvil_cli.dashboard.reporter import Reporter
-from anvil_cli.engine.conductor import run_state
+from anvil_cli.metrics import RunMetrics
 from anvil_cli.snapshot import build_snapshot
-
-if TYPE_CHECKING:
-    from anvil_cli.engine.conductor import Conductor
+from anvil_cli.state import EngineState
 
 BACKLOG_WINDOW_S = 60.0
 
 
-def conductor_snapshot(
-    conductor: Conductor, *, batch_path: str, started_wall: float, alerts: list[dict[str, Any]], now: float
+def engine_snapshot(
+    state: EngineState,
+    metrics: RunMetrics,
+    *,
+    batch_path: str,
+    started_wall: float,
+    alerts: list[dict[str, Any]],
+    now: float,
 ) -> dict[str, Any]:
-    """`build_snapshot` with every input read from the conductor (`now`: monotonic)."""
-    pool, metrics, scaling = conductor.pool, conductor.metrics, conductor.settings.scaling
-    in_flight = pool.in_flight()
-    workers = [
-        {"id": w.worker_id, "pid": w.process.pid, "alive": w.alive, "jobs": len(w.jobs)}
-        for w in pool.workers.values()
-    ]
+    """`build_snapshot` from the value a run driver hands over (`now`: monotonic)."""
     return build_snapshot(
-        run_id=conductor.run_id,
+        run_id=state.run_id,
         batch_path=batch_path,
-        state=run_state(conductor),
+        state=state.phase,
         started_wall=started_wall,
         metrics=metrics,
         now=now,
-        in_flight=in_flight,
-        agent_limit=conductor.agent_limit,
-        agent_min=scaling.min_agents,
-        agent_max=scaling.max_agents,
-        queue_depth=len(conductor.ready),
-        pending=max(0, metrics.total - metrics.done - metrics.already_done - in_flight),
-        workers=workers,
-        worker_restarts=pool.restarts,
-        governor=conductor.governor_snapshot(),
+        in_flight=state.in_flight,
+        agent_limit=state.agent_limit,
+        agent_min=state.agent_min,
+        agent_max=state.agent_max,
+        queue_depth=state.queue_depth,
+        pending=max(0, metrics.total - metrics.done - metrics.already_done - state.in_flight),
+        workers=[{"id": w.id, "pid": w.pid, "alive": w.alive, "jobs": w.jobs} for w in state.workers],
+        worker_restarts=state.worker_restarts,
+        governor=dict(state.governor),
         alerts=alerts,
-        paused=conductor.paused,
+        paused=state.paused,
     )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One tick's snapshot and the alerts it raised or cleared (for the driver to journal)."""
+
+    snapshot: dict[str, Any]
+    changes: list[AlertChange]
 
 
 class RunMonitor:
@@ -81,14 +88,15 @@ class RunMonitor:
         self.last: dict[str, Any] | None = None
         self._backlog: deque[tuple[float, int]] = deque()  # (now, jobs waiting) over the last minute
 
-    def snapshot(self, conductor: Conductor, now: float | None = None) -> dict[str, Any]:
-        """The snapshot with its alerts evaluated; alert changes are recorded in the journal,
-        printed by the reporter and handed to `alerts.command`. Neither saves nor shows it."""
+    def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observed:
+        """The snapshot with its alerts evaluated; alert changes are printed by the reporter and
+        handed to `alerts.command`, and returned for the driver to record. Shows nothing."""
         now = self._mono() if now is None else now
         if self._started_wall is None:  # wall time of the metrics' start, derived once
-            self._started_wall = self._wall() - (now - conductor.metrics.started_at)
-        snap = conductor_snapshot(
-            conductor,
+            self._started_wall = self._wall() - (now - metrics.started_at)
+        snap = engine_snapshot(
+            state,
+            metrics,
             batch_path=self.batch_path,
             started_wall=self._started_wall,
             alerts=self.alerts.active(),
@@ -98,12 +106,11 @@ class RunMonitor:
         changes = self.alerts.evaluate(snap, snap["updated_at"])
         snap["alerts"] = self.alerts.active()
         for change in changes:
-            conductor.journal.add_event(conductor.run_id, "alert", change.to_event(), at=change.at)
             self.reporter.alert(change)
             if self.settings.alerts.command:
                 self._deliver(self.settings.alerts.command, change)
         self.last = snap
-        return snap
+        return Observed(snap, changes)
 
     def _note_backlog(self, snap: dict[str, Any], now: float) -> None:
         """A batch starts with every job waiting, so a big backlog alone means nothing. The queue
@@ -119,9 +126,3 @@ class RunMonitor:
 
     def show(self, snapshot: dict[str, Any]) -> None:
         self.reporter.update(snapshot)
-
-    def on_tick(self, conductor: Conductor) -> None:
-        """Everything once a second: snapshot and alerts, stored in the journal, then shown."""
-        snap = self.snapshot(conductor)
-        conductor.journal.save_snapshot(conductor.run_id, snap)
-        self.show(snap)

@@ -19,13 +19,13 @@ from anvil_cli.batch.job import Job
 from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
-from anvil_cli.engine.journal import JobResult
 from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.engine.tools import add_usage, run_tool, split_tools
 from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.models import AUTO
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
+from anvil_cli.records import JobResult
 from anvil_cli.routing import fallbacks, route
 from anvil_cli.tokens import estimate_input_tokens
 

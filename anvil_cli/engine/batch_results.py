@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from anvil_cli.engine.journal import JobResult
 from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.pricing import Pricer
+from anvil_cli.records import JobResult
 
 
 def error_of(result: Any) -> dict[str, Any]:

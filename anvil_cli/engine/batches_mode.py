@@ -292,10 +292,9 @@ class BatchesRun:
         if not chunk:
             return None
         seqs = [i.seq for i in chunk]
-        ctx.journal.begin()
-        n = ctx.journal.add_batch_intent(ctx.run_id, seqs, sum(i.worst_usd for i in chunk))
-        ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
-        ctx.journal.commit()
+        with ctx.journal.transaction():
+            n = ctx.journal.add_batch_intent(ctx.run_id, seqs, sum(i.worst_usd for i in chunk))
+            ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
         requests = [{"custom_id": custom_id(self.tag, i.seq), "params": i.params} for i in chunk]
         self._doing = f"creating a batch of {len(seqs)} request(s)"
         try:
@@ -310,10 +309,9 @@ class BatchesRun:
 
     def _create_refused(self, n: int, seqs: list[int], exc: anthropic.APIStatusError) -> RunEnd | None:
         ctx = self.ctx
-        ctx.journal.begin()
-        ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
-        ctx.journal.return_to_pending(ctx.run_id, seqs)
-        ctx.journal.commit()
+        with ctx.journal.transaction():
+            ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
+            ctx.journal.return_to_pending(ctx.run_id, seqs)
         info = classify(exc)
         if info.verdict is Verdict.STOP_RUN:
             return RunEnd(stop_reason=info.type, stop_message=f"batch create refused: {info.message}")
@@ -346,10 +344,9 @@ class BatchesRun:
                         " waiting for it to end to check its custom_ids"
                     )
             else:
-                ctx.journal.begin()
-                ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
-                ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
-                ctx.journal.commit()
+                with ctx.journal.transaction():
+                    ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
+                    ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
 
     # -- polling and results ------------------------------------------------------------------
 
@@ -384,8 +381,7 @@ class BatchesRun:
         jobs = {r["seq"]: r for r in ctx.journal.job_rows(ctx.run_id, row.seqs)}
         self._doing = f"downloading the results of batch {row.batch_id}"
         entries = list(self.api.messages.batches.results(row.batch_id))
-        ctx.journal.begin()
-        try:
+        with ctx.journal.transaction():
             answered: set[int] = set()
             for entry in entries:
                 seq = seq_of(entry.custom_id, self.tag)
@@ -397,10 +393,6 @@ class BatchesRun:
                     jobs[seq], {"type": "missing", "message": "no result", "status_code": None}
                 )
             ctx.journal.set_batch(ctx.run_id, row.n, BATCH_ENDED)
-            ctx.journal.commit()
-        except BaseException:
-            ctx.journal.rollback()
-            raise
         ok = sum(1 for e in entries if e.result.type == "succeeded")
         ctx.say(f"batch {row.batch_id}: downloaded {ok} result(s), {len(entries) - ok} to retry or failed")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +16,16 @@ from anvil_cli.engine.journal import JobResult, Journal
 from anvil_cli.engine.pool import InFlight, WorkerPool
 from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.scaler import Load, ScalePolicy, Scaler, limiter_in_use_pct
+from anvil_cli.state import EngineState, Phase, WorkerInfo
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
 MAX_CRASHES_PER_JOB = 3  # a job whose worker died under it this often fails instead (a poison job)
 SNAPSHOT_EVERY_S = 1.0
+HISTORY_KEPT = 50  # breaker and scaling events shown live (all of them stay in the journal)
 
 
 @dataclass
@@ -48,9 +50,8 @@ class Conductor:
         governor: Any,
         signals: SignalState,
         metrics: RunMetrics,
-        on_tick: Callable[[Conductor], None] | None = None,
+        ticker: Ticker,
         control: RunControl | None = None,
-        monitor: Any = None,  # dashboard.RunMonitor: snapshot(conductor, now) and show(snapshot)
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -59,9 +60,9 @@ class Conductor:
         self.governor = governor
         self.signals = signals
         self.metrics = metrics
-        self.on_tick = on_tick
+        self.ticker = ticker
         self.control = control
-        self.monitor = monitor
+        self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_KEPT)  # breaker and scaling
         # the one writer of the result cache: workers only read it
         self.cache = ResultCache(settings.state_dir) if settings.cache.enabled else None
         self._to_cache: list[tuple[str, CachedResult]] = []
@@ -188,9 +189,8 @@ class Conductor:
             worker.jobs[row[1]] = row  # reserve its slot so pick() balances the batch
         if not batch:
             return
-        self.journal.begin()
-        self.journal.mark_dispatched(self.run_id, [row[1] for _, row in batch], time.time())
-        self.journal.commit()
+        with self.journal.transaction():
+            self.journal.mark_dispatched(self.run_id, [row[1] for _, row in batch], time.time())
         for worker, row in batch:
             self.pool.send(worker, row)
 
@@ -223,12 +223,9 @@ class Conductor:
         """Apply events in one journal commit (a group commit), then feed the result cache."""
         if not events:
             return
-        self.journal.begin()
-        try:
+        with self.journal.transaction():
             for event in events:
                 self._handle(event)
-        finally:
-            self.journal.commit()
         self._store_in_cache()
 
     def _store_in_cache(self) -> None:
@@ -283,14 +280,13 @@ class Conductor:
             jobs = self.pool.replace(worker)
             seqs = [row[1] for row in jobs]
             self._crashes.update(seqs)
-            self.journal.begin()
-            self.journal.mark_pending(self.run_id, seqs, attempts=1)
-            self.journal.add_event(
-                self.run_id,
-                "worker_died",
-                {"worker": worker.worker_id, "exitcode": worker.process.exitcode, "jobs": len(seqs)},
-            )
-            self.journal.commit()
+            with self.journal.transaction():
+                self.journal.mark_pending(self.run_id, seqs, attempts=1)
+                self.journal.add_event(
+                    self.run_id,
+                    "worker_died",
+                    {"worker": worker.worker_id, "exitcode": worker.process.exitcode, "jobs": len(seqs)},
+                )
             if not self._stopping():
                 for row in jobs:
                     self.ready.push_back((row[0], row[1], row[2], row[3] + 1))
@@ -329,22 +325,14 @@ class Conductor:
         before = self.agent_limit
         self.agent_limit = self.scaler.decide(load, now)
         if self.agent_limit != before:
-            self.journal.add_event(
-                self.run_id,
-                "scaled",
-                {"from": before, "to": self.agent_limit, "busy": load.busy, "limiter_pct": load.limiter_pct},
-            )
+            data: dict[str, Any] = {"from": before, "to": self.agent_limit, "busy": load.busy}
+            data["limiter_pct"] = load.limiter_pct
+            self.journal.add_event(self.run_id, "scaled", data)
+            self._note_history("scaled", data)
 
     def _tick(self, now: float) -> None:
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
-        snapshot = self.monitor.snapshot(self, now) if self.monitor is not None else self.snapshot(now)
-        self.journal.save_snapshot(self.run_id, snapshot)
-        if self.control is not None:
-            self.control.publish(snapshot)
-        if self.monitor is not None:
-            self.monitor.show(snapshot)
-        if self.on_tick is not None:
-            self.on_tick(self)
+        self.ticker.tick(self.engine_state(), self.metrics, now)
 
     def governor_snapshot(self) -> dict[str, Any]:
         """The governor's state as of this tick (one round trip a tick, shared by every reader)."""
@@ -354,34 +342,41 @@ class Conductor:
         with contextlib.suppress(OSError, EOFError):  # the Manager is gone: keep the last state
             self._governor_state = dict(self.governor.snapshot())
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """The run's live figures, published once a second."""
-        state = run_state(self)
-        return {
-            "run_id": self.run_id,
-            "state": state,
-            "paused": self.paused,
-            "metrics": self.metrics.summary(now),
-            "agents": {
-                "in_flight": self.pool.in_flight(),
-                "limit": self.agent_limit,
-                "min": self.settings.scaling.min_agents,
-                "max": self.settings.scaling.agent_limit(),
-            },
-            "queue_depth": len(self.ready),
-            "workers": [
-                {"id": w.worker_id, "pid": w.process.pid, "alive": w.alive, "jobs": len(w.jobs)}
+    def engine_state(self) -> EngineState:
+        """What the views may show of this driver, as one value."""
+        scaling = self.settings.scaling
+        return EngineState(
+            run_id=self.run_id,
+            mode="messages",
+            phase=run_state(self),
+            paused=self.paused,
+            in_flight=self.pool.in_flight(),
+            agent_limit=self.agent_limit,
+            agent_min=min(scaling.min_agents, scaling.agent_limit()),
+            agent_max=scaling.agent_limit(),
+            queue_depth=len(self.ready),
+            workers=tuple(
+                WorkerInfo(w.worker_id, w.process.pid, w.alive, len(w.jobs))
                 for w in self.pool.workers.values()
-            ],
-            "worker_restarts": self.pool.restarts,
-            "governor": self.governor_snapshot(),
-        }
+            ),
+            worker_restarts=self.pool.restarts,
+            governor=self.governor_snapshot(),
+            history=tuple(self._history),
+        )
+
+    def _note_history(self, kind: str, data: dict[str, Any]) -> None:
+        self._history.append({"at": round(time.time(), 3), "kind": kind, **data})
 
     def _record_governor_events(self) -> None:
-        with contextlib.suppress(Exception):  # the manager may be gone during shutdown
+        try:
             events = self.governor.drain_events()
+        except (OSError, EOFError):  # the Manager is gone (shutdown, or lost: see _reap_workers)
+            return
+        with self.journal.transaction():
             for ev in events:
                 self.journal.add_event(self.run_id, ev.kind, dict(ev.data))
+                if ev.kind == "breaker":
+                    self._note_history("breaker", dict(ev.data))
                 if ev.kind == "budget_exhausted":
                     spent = ev.data.get("spent_usd", 0.0)
                     self.stop_run("budget", f"budget reached: ${spent:.4f} spent of the cap")
@@ -410,7 +405,7 @@ class Conductor:
             self.cache.close()
 
 
-def run_state(conductor: Conductor) -> str:
+def run_state(conductor: Conductor) -> Phase:
     """running | paused | stopping (draining after Ctrl-C, the budget or a fatal error), and at
     the very end finished | stopped."""
     stopping = conductor.end.interrupted or conductor.end.stop_reason is not None

@@ -6,6 +6,7 @@ Everything else (ready queue, dashboard, output file) is derived from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -113,14 +114,22 @@ class Journal(BatchesTable):
 
     # -- transactions -------------------------------------------------------------------------
 
-    def begin(self) -> None:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises (the
+        block's error is the one that propagates). Inside another transaction it joins it."""
+        if self.db.in_transaction:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # keep the block's error, not this one
+                    self.db.execute("ROLLBACK")
+            raise
         self.db.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.db.execute("ROLLBACK")
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -130,8 +139,7 @@ class Journal(BatchesTable):
         """Insert a run and all its jobs in one transaction: all or nothing."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = time.time()
-        self.begin()
-        try:
+        with self.transaction():
             self._refuse_if_running(batch_path)
             self.db.execute(
                 "INSERT INTO runs (id, batch_path, batch_sha, created_at, updated_at, state, pid, mode)"
@@ -140,10 +148,6 @@ class Journal(BatchesTable):
             )
             total = self._insert_jobs(run_id, jobs)
             self.db.execute("UPDATE runs SET total = ? WHERE id = ?", (total, run_id))
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
         return run_id
 
     def _refuse_if_running(self, batch_path: str) -> None:
@@ -170,14 +174,9 @@ class Journal(BatchesTable):
 
     def add_jobs(self, run_id: str, jobs: Iterable[Job]) -> int:
         """Append jobs to an existing run (durable when this returns)."""
-        self.begin()
-        try:
+        with self.transaction():
             added = self._insert_jobs(run_id, jobs)
             self.db.execute("UPDATE runs SET total = total + ? WHERE id = ?", (added, run_id))
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
         return added
 
     def next_seq(self, run_id: str) -> int:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from anvil_cli.records import JobResult as JobResult  # the journal's vocabulary, defined neutrally
+
 JOURNAL_NAME = "journal.sqlite"
 
 PENDING = "pending"
@@ -118,26 +120,6 @@ class RunRow:
     stop_reason: str | None
     summary: dict[str, Any] | None
     snapshot: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """What a worker reports when it is done with a job."""
-
-    seq: int
-    succeeded: bool
-    model: str
-    attempts: int
-    output: str | None = None
-    stop_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    cost_usd: float = 0.0
-    error: dict[str, Any] | None = None
-    attempt_log: list[dict[str, Any]] | None = None
-    latency_s: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    cache_key: str | None = None  # set on a fresh success the result cache should keep
 
 
 JOB_COLS = (

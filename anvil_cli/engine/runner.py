@@ -7,7 +7,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from anvil_cli.engine.output import write_results
 from anvil_cli.engine.pool import WorkerPool
 from anvil_cli.engine.shared import start_governor
 from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.ticker import Monitor, Ticker
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
@@ -182,15 +183,15 @@ def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
 def execute_run(
     settings: Settings,
     opts: RunOptions,
-    on_tick: Callable[[Conductor], None] | None = None,
-    on_start: Callable[[str, RunMetrics], None] | None = None,
     signals: SignalState | None = None,
-    monitor: Any = None,
+    monitor: Monitor | None = None,
 ) -> RunReport:
     """Run (or resume) the batch; returns the report. Raises AnvilError on bad input.
 
     `signals`: handlers the caller installed for the whole command (so a late Ctrl-C during
-    teardown is counted, not a traceback); without it they are installed for the run only."""
+    teardown is counted, not a traceback); without it they are installed for the run only.
+    `monitor`: the views (`dashboard.RunMonitor`); without one, a silent one still builds the
+    snapshot that `anvil status` and the API read."""
     api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
@@ -216,27 +217,23 @@ def execute_run(
             already_done=counts[SUCCEEDED] + counts[FAILED],
             cost_before_usd=journal.totals(run_id)["cost_usd"],
         )
-        if on_start is not None:
-            on_start(run_id, metrics)
         control = _start_api(settings, run_id, opts.serve, stack) if opts.serve else None
+        ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts), control)
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
                 end = _batches(settings, journal, run_id, (api_key, base_url), metrics, signals)
             else:
                 end = _conduct(
-                    settings,
-                    journal,
-                    run_id,
-                    (api_key, base_url),
-                    ctx,
-                    metrics,
-                    signals,
-                    on_tick,
-                    control,
-                    monitor,
+                    settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
                 )
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
+
+
+def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
+    from anvil_cli.dashboard import QuietReporter, RunMonitor
+
+    return RunMonitor(settings, QuietReporter(), batch_path=str(opts.batch.resolve()))
 
 
 def _conduct(
@@ -247,9 +244,8 @@ def _conduct(
     ctx: Any,
     metrics: RunMetrics,
     signals: SignalState,
-    on_tick: Callable[[Conductor], None] | None,
+    ticker: Ticker,
     control: RunControl | None = None,
-    monitor: Any = None,
 ) -> RunEnd:
     api_key, base_url = endpoint
     spent_before = journal.totals(run_id)["cost_usd"]
@@ -264,9 +260,7 @@ def _conduct(
             return WorkerConfig(wid, settings_json, api_key, base_url, threads, os.getpid())
 
         pool = WorkerPool(ctx, procs, make_config, governor)
-        conductor = Conductor(
-            settings, journal, run_id, pool, governor, signals, metrics, on_tick, control, monitor
-        )
+        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, ticker, control)
         return conductor.run()
     finally:
         manager.shutdown()

@@ -28,10 +28,10 @@ import httpx2
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
-from anvil_cli.engine.journal import JobResult
 from anvil_cli.engine.lifeline import die_with
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.pricing import Pricer
+from anvil_cli.records import JobResult
 
 
 def make_client(

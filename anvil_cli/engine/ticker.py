@@ -1,0 +1,53 @@
+"""The once-a-second tick shared by both run drivers (messages and Message Batches): hand the
+views the driver's `EngineState`, journal the snapshot and the alerts it raised or cleared,
+serve it to the HTTP API, then show it. The same path in both modes, so `anvil status --json`,
+`GET /status`, `/metrics` and the dashboard read one value."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.journal import Journal
+from anvil_cli.metrics import RunMetrics
+from anvil_cli.state import EngineState
+
+
+class Observation(Protocol):
+    @property
+    def snapshot(self) -> dict[str, Any]: ...
+
+    @property
+    def changes(self) -> list[Any]: ...  # AlertChange: .to_event() and .at
+
+
+class Monitor(Protocol):
+    """What a driver needs of the views (`dashboard.RunMonitor`)."""
+
+    def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observation: ...
+
+    def show(self, snapshot: dict[str, Any]) -> None: ...
+
+
+class Ticker:
+    """Publishes one driver's ticks: journal first (in the caller's transaction, if any), then the
+    API, then the screen."""
+
+    def __init__(self, journal: Journal, run_id: str, monitor: Monitor, control: RunControl | None) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.monitor = monitor
+        self.control = control
+        self.last: dict[str, Any] | None = None
+
+    def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
+        seen = self.monitor.observe(state, metrics, now)
+        with self.journal.transaction():
+            for change in seen.changes:
+                self.journal.add_event(self.run_id, "alert", change.to_event(), at=change.at)
+            self.journal.save_snapshot(self.run_id, seen.snapshot)
+        if self.control is not None:
+            self.control.publish(seen.snapshot)
+        self.monitor.show(seen.snapshot)
+        self.last = seen.snapshot
+        return seen.snapshot
