@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from anvil_cli.engine.events import ReadyRow as Row
 from anvil_cli.engine.ready import ReadyQueue
-
-Row = tuple[int, int, dict[str, Any], int]
 
 
 class FakeJournal:
@@ -19,7 +16,7 @@ class FakeJournal:
     def fetch(self, after: tuple[int, int] | None, limit: int) -> list[Row]:
         self.fetches.append(limit)
         rows = sorted(k for k in self.pending if after is None or k > after)[:limit]
-        return [(p, s, {"seq": s}, 0) for p, s in rows]
+        return [Row(p, s, f'{{"seq": {s}}}', 0) for p, s in rows]
 
     def take(self, row: Row) -> None:
         self.pending.remove((row[0], row[1]))  # dispatched: no longer pending

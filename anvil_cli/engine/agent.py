@@ -19,14 +19,14 @@ from anvil_cli.batch.job import Job
 from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
+from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.engine.tools import add_usage, run_tool, split_tools
 from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
-from anvil_cli.models import AUTO
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
 from anvil_cli.records import JobResult
-from anvil_cli.routing import fallbacks, route
+from anvil_cli.routing import fallbacks, model_for
 from anvil_cli.tokens import estimate_input_tokens
 
 MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
@@ -39,8 +39,7 @@ MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 class Abandoned(Exception):
     """Raised when a job is given up because the run is stopping; it goes back to pending."""
 
-    attempts: int = 0
-    cost_usd: float = 0.0  # spent on calls before it was given up (earlier tool turns)
+    attempts: int = 0  # (what its calls cost was reported call by call: see AgentContext.on_spend)
 
 
 class StopRun(Exception):
@@ -51,7 +50,6 @@ class StopRun(Exception):
         self.reason = reason
         self.message = message
         self.attempts = 0
-        self.cost_usd = 0.0
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -63,12 +61,13 @@ class AgentContext:
     """What an agent needs, shared by all agents of one worker process."""
 
     client: anthropic.Anthropic
-    governor: Any  # a GovernorService proxy
+    governor: GovernorClient
     settings: Settings
     pricer: Pricer
     stopping: threading.Event  # set when the run drains: stop waiting and retrying
     owner: int = -1  # this worker's id: the governor releases its grants if it dies
-    on_attempt: Callable[[dict[str, Any]], None] = lambda _info: None
+    on_attempt: Callable[[int, dict[str, Any]], None] = lambda _seq, _info: None  # every attempt
+    on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
 
 
 @dataclass
@@ -108,9 +107,7 @@ class Agent:
 
     def run(self, job: Job) -> JobResult:
         started = time.time()
-        model = job.model
-        if model == AUTO:
-            model = route(job.complexity, job.request(), self.ctx.settings.routing)
+        model = model_for(job, self.ctx.settings.routing)
         request = job.request(model)
         key = request_key(request)
         hit = self.cache.get(key) if self.cache is not None else None
@@ -129,7 +126,6 @@ class Agent:
             return self._failed(st, classify(exc), started)
         except (Abandoned, StopRun) as exc:
             exc.attempts = st.attempts
-            exc.cost_usd = st.cost_usd
             raise
         finished = time.time()
         output, usage = text_of(message), add_usage(st.usage, usage_of(message))
@@ -223,6 +219,7 @@ class Agent:
         usage = usage_of(message)
         cost = self.ctx.pricer.cost_usd(st.model, usage)
         st.cost_usd += cost
+        self.ctx.on_spend(st.job.seq, cost)  # journaled before anything else happens to the job
         counted_in = int(usage.get("input_tokens", 0)) + int(usage.get("cache_creation_input_tokens") or 0)
         self.ctx.governor.settle(
             grant.ticket,
@@ -242,7 +239,7 @@ class Agent:
             "latency_s": round(time.monotonic() - t0, 4),
         }
         st.log.append(entry)
-        self.ctx.on_attempt({"seq": st.job.seq, **entry})
+        self.ctx.on_attempt(st.job.seq, entry)
         return message
 
     def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
@@ -278,7 +275,7 @@ class Agent:
             "latency_s": round(elapsed_s, 4),
         }
         st.log.append(entry)
-        self.ctx.on_attempt({"seq": st.job.seq, **entry})
+        self.ctx.on_attempt(st.job.seq, entry)
         st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0

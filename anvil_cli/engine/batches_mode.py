@@ -221,7 +221,7 @@ class BatchesRun:
                 after = (priority, seq)
                 if seq in busy:
                     continue
-                item = self._prepare(Job.from_record(record), dispatches)
+                item = self._prepare(Job.from_record(json.loads(record)), dispatches)
                 if item is None:
                     continue
                 if chunk and (

@@ -4,27 +4,43 @@ in the journal before acting on it, watches workers, and stops cleanly on signal
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from anvil_cli.cache import CachedResult, ResultCache
 from anvil_cli.config import Settings
+from anvil_cli.engine.backend import Backend, WorkerLost
 from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.events import (
+    CallFailed,
+    CallSettled,
+    Drain,
+    JobAbandoned,
+    JobDone,
+    ReadyRow,
+    RunFatal,
+    RunJob,
+    WorkerEvent,
+    WorkerReady,
+)
+from anvil_cli.engine.governor_client import GovernorClient
+from anvil_cli.engine.holdings import Holdings
 from anvil_cli.engine.journal import JobResult, Journal
-from anvil_cli.engine.pool import InFlight, WorkerPool
 from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.scaler import Load, ScalePolicy, Scaler, limiter_in_use_pct
-from anvil_cli.state import EngineState, Phase, WorkerInfo
+from anvil_cli.state import EngineState, Phase
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
 MAX_CRASHES_PER_JOB = 3  # a job whose worker died under it this often fails instead (a poison job)
 SNAPSHOT_EVERY_S = 1.0
+STOP_WORKERS_S = 5.0  # at the end, workers finish what they hold within this, then are killed
 HISTORY_KEPT = 50  # breaker and scaling events shown live (all of them stay in the journal)
 
 
@@ -46,8 +62,8 @@ class Conductor:
         settings: Settings,
         journal: Journal,
         run_id: str,
-        pool: WorkerPool,
-        governor: Any,
+        backend: Backend,
+        governor: GovernorClient,
         signals: SignalState,
         metrics: RunMetrics,
         ticker: Ticker,
@@ -56,7 +72,9 @@ class Conductor:
         self.settings = settings
         self.journal = journal
         self.run_id = run_id
-        self.pool = pool
+        self.backend = backend
+        self.held = Holdings()
+        self._spent: dict[int, float] = {}  # seq -> cost journaled during its current dispatch
         self.governor = governor
         self.signals = signals
         self.metrics = metrics
@@ -88,11 +106,13 @@ class Conductor:
         self.ended = False  # set for the last tick, after the workers have stopped
         self._governor_state: dict[str, Any] = {}
         self.paused = False
+        self._draining = False
 
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> RunEnd:
-        self.pool.start()
+        for wid in self.backend.start(workers_for(self.settings, self.agent_limit)):
+            self.held.add_worker(wid)
         try:
             while not self._should_exit():
                 self._check_signals()
@@ -112,7 +132,7 @@ class Conductor:
     def _should_exit(self) -> bool:
         if self.end.aborted:
             return True
-        in_flight = self.pool.in_flight()
+        in_flight = self.held.in_flight()
         if self.end.interrupted or self.end.stop_reason is not None:
             if in_flight == 0:
                 return True
@@ -153,7 +173,7 @@ class Conductor:
 
     def _begin_drain(self) -> None:
         """Stop dispatching; in-flight calls may finish within the grace period."""
-        self.pool.drain()
+        self._tell_all_drain()
         self._drain_deadline = time.monotonic() + self.settings.run.grace_period_s
 
     def stop_run(self, reason: str, message: str) -> None:
@@ -163,48 +183,52 @@ class Conductor:
             self.journal.add_event(self.run_id, "run_stopping", {"reason": reason, "message": message})
             self._begin_drain()
 
+    def _tell_all_drain(self) -> None:
+        """Tell every worker the run is stopping: no retries, no waiting for the governor."""
+        self._draining = True
+        for info in self.backend.workers():
+            self.backend.send(info.id, Drain())
+
     # -- dispatch -----------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         """Move jobs from the ready queue to workers: journal first, then send."""
-        free = self.agent_limit - self.pool.in_flight()
+        free = self.agent_limit - self.held.in_flight()
         if free <= 0:
             return
-        batch: list[tuple[Any, InFlight]] = []
-        held = {seq for w in self.pool.workers.values() for seq in w.jobs}
+        batch: list[tuple[int, ReadyRow]] = []
         for _ in range(free):
-            worker = self.pool.pick()
+            worker = self.held.pick()
             if worker is None:
                 break
             row = self.ready.pop()
             if row is None:
                 break
-            if row[1] in held:  # never run one job twice at once (the journal says: running)
+            if self.held.holds(row.seq):  # never run one job twice at once (the journal says: running)
                 continue
-            if self._crashes[row[1]] >= MAX_CRASHES_PER_JOB:
+            if self._crashes[row.seq] >= MAX_CRASHES_PER_JOB:
                 self._fail_poison(row)
                 continue
-            held.add(row[1])
+            self.held.hold(worker, row)  # reserve its slot so pick() balances the batch
             batch.append((worker, row))
-            worker.jobs[row[1]] = row  # reserve its slot so pick() balances the batch
         if not batch:
             return
         with self.journal.transaction():
-            self.journal.mark_dispatched(self.run_id, [row[1] for _, row in batch], time.time())
+            self.journal.mark_dispatched(self.run_id, [row.seq for _, row in batch], time.time())
         for worker, row in batch:
-            self.pool.send(worker, row)
+            self.backend.send(worker, RunJob(row))  # a lost worker: lost() hands its jobs back
 
-    def _fail_poison(self, row: InFlight) -> None:
+    def _fail_poison(self, row: ReadyRow) -> None:
         """A job whose worker died under it too often is failed rather than retried forever."""
         now = time.time()
         result = JobResult(
-            seq=row[1],
+            seq=row.seq,
             succeeded=False,
-            model=str(row[2].get("model")),
+            model=str(json.loads(row.job_json).get("model")),
             attempts=0,
             error={
                 "type": "worker_crashed",
-                "message": f"the worker process died while running this job {self._crashes[row[1]]} times",
+                "message": f"the worker process died while running this job {self._crashes[row.seq]} times",
                 "status_code": None,
             },
             started_at=now,
@@ -217,9 +241,9 @@ class Conductor:
 
     def _pump_events(self) -> None:
         """Take every event waiting (blocking briefly for the first) and record them."""
-        self._record(self.pool.wait_events(EVENT_WAIT_S))
+        self._record(self.backend.poll(EVENT_WAIT_S))
 
-    def _record(self, events: list[tuple[Any, ...]]) -> None:
+    def _record(self, events: list[WorkerEvent]) -> None:
         """Apply events in one journal commit (a group commit), then feed the result cache."""
         if not events:
             return
@@ -234,65 +258,74 @@ class Conductor:
             self.cache.put_many(self._to_cache)
         self._to_cache.clear()
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
+    def _handle(self, event: WorkerEvent) -> None:
         now = time.monotonic()
-        if kind == "done":
-            result: JobResult = event[2]
-            if self.pool.finished(event[1], result.seq) is not None:
-                self.journal.record_result(self.run_id, result)
-                self.metrics.on_result(result, now)
-                if result.succeeded and result.cache_key is not None:
-                    entry = CachedResult(
-                        result.model, result.output, result.stop_reason, result.usage, result.cost_usd
-                    )
-                    self._to_cache.append((result.cache_key, entry))
-        elif kind == "attempt":
-            self.metrics.on_attempt(event[3], now)
-        elif kind == "ready":
-            worker = self.pool.workers.get(event[1])
-            if worker is not None:
-                worker.ready = True
-                self.journal.add_event(self.run_id, "worker_started", {"worker": event[1], "pid": event[2]})
-        elif kind == "abandoned":
-            _, wid, seq, attempts, cost_usd = event
-            self._back_to_pending(wid, seq, attempts, cost_usd)
-        elif kind == "fatal":
-            _, wid, seq, reason, message, attempts, cost_usd = event
-            self._back_to_pending(wid, seq, attempts, cost_usd)
-            self.stop_run(reason, message)
+        match event:
+            case CallSettled(seq=seq, cost_usd=cost):  # journaled now: the budget survives a crash
+                self.journal.add_cost(self.run_id, seq, cost)
+                self._spent[seq] = self._spent.get(seq, 0.0) + cost
+            case JobDone(worker=wid, result=result):
+                if self.held.release(wid, result.seq) is not None:
+                    self._spent.pop(result.seq, None)
+                    self.journal.record_result(self.run_id, result, cost_journaled=True)
+                    self.metrics.on_result(result, now)
+                    self._cache_answer(result)
+            case CallFailed(info=info):
+                self.metrics.on_attempt(info, now)
+            case WorkerReady(worker=wid, pid=pid):
+                if self.held.mark_ready(wid):
+                    self._stillborn = 0
+                    self.journal.add_event(self.run_id, "worker_started", {"worker": wid, "pid": pid})
+            case JobAbandoned(worker=wid, seq=seq, attempts=attempts):
+                self._back_to_pending(wid, seq, attempts)
+            case RunFatal(worker=wid, seq=seq, reason=reason, message=message, attempts=attempts):
+                self._back_to_pending(wid, seq, attempts)
+                self.stop_run(reason, message)
 
-    def _back_to_pending(self, wid: int, seq: int, attempts: int, cost_usd: float) -> None:
-        """A job given up unfinished runs again on resume; what it already cost stays counted."""
-        if self.pool.finished(wid, seq) is None:
+    def _cache_answer(self, result: JobResult) -> None:
+        if result.succeeded and result.cache_key is not None:
+            r = result
+            entry = CachedResult(r.model, r.output, r.stop_reason, r.usage, r.cost_usd)
+            self._to_cache.append((result.cache_key, entry))
+
+    def _back_to_pending(self, wid: int, seq: int, attempts: int) -> None:
+        """A job given up unfinished runs again on resume; what it already cost stays counted
+        (journaled call by call)."""
+        if self.held.release(wid, seq) is None:
             return
         self.journal.mark_pending(self.run_id, [seq], attempts=attempts)
-        if cost_usd:
-            self.journal.add_cost(self.run_id, seq, cost_usd)
-            self.metrics.cost_usd += cost_usd
+        self.metrics.cost_usd += self._spent.pop(seq, 0.0)
 
     def _reap_workers(self) -> None:
-        for worker in self.pool.dead():
-            self._record(self.pool.last_words(worker))  # what it sent before dying counts
-            self._note_stillborn(worker.ready, worker.process.exitcode)
-            with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
-                self.governor.release_owner(worker.worker_id)
-            jobs = self.pool.replace(worker)
-            seqs = [row[1] for row in jobs]
-            self._crashes.update(seqs)
-            with self.journal.transaction():
-                self.journal.mark_pending(self.run_id, seqs, attempts=1)
-                self.journal.add_event(
-                    self.run_id,
-                    "worker_died",
-                    {"worker": worker.worker_id, "exitcode": worker.process.exitcode, "jobs": len(seqs)},
-                )
-            if not self._stopping():
-                for row in jobs:
-                    self.ready.push_back((row[0], row[1], row[2], row[3] + 1))
+        for lost in self.backend.lost():
+            self._record(lost.last_events)  # what it sent before dying counts
+            self._on_lost(lost)
+
+    def _on_lost(self, lost: WorkerLost) -> None:
+        was_ready = self.held.is_ready(lost.worker)
+        with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
+            self.governor.release_owner(lost.worker)
+        rows = self.held.drop_worker(lost.worker)
+        seqs = [row.seq for row in rows]
+        self._crashes.update(seqs)
+        for seq in seqs:
+            self.metrics.cost_usd += self._spent.pop(seq, 0.0)
+        with self.journal.transaction():
+            self.journal.mark_pending(self.run_id, seqs, attempts=1)
+            died = {"worker": lost.worker, "exitcode": lost.exitcode, "jobs": len(seqs)}
+            self.journal.add_event(self.run_id, "worker_died", died)
+        wid = self.backend.spawn()
+        self.held.add_worker(wid)
+        if self._draining:
+            self.backend.send(wid, Drain())
+        self._note_stillborn(was_ready, lost.exitcode)
+        if not self._stopping():
+            for row in rows:
+                self.ready.push_back(row._replace(dispatches=row.dispatches + 1))
 
     def _note_stillborn(self, was_ready: bool, exitcode: int | None) -> None:
-        self._stillborn = 0 if was_ready else self._stillborn + 1
+        if not was_ready:
+            self._stillborn += 1
         if self._stillborn > MAX_STILLBORN_WORKERS:
             self.stop_run(
                 "workers_failing",
@@ -316,7 +349,7 @@ class Conductor:
             return
         calls_per_s, call_latency_s = self.metrics.call_load(now)
         load = Load(
-            busy=self.pool.in_flight(),
+            busy=self.held.in_flight(),
             waiting=len(self.ready) if len(self.ready) or self.ready.exhausted else 1,
             limiter_pct=limiter_in_use_pct(self.governor_snapshot()),
             calls_per_s=calls_per_s,
@@ -350,16 +383,13 @@ class Conductor:
             mode="messages",
             phase=run_state(self),
             paused=self.paused,
-            in_flight=self.pool.in_flight(),
+            in_flight=self.held.in_flight(),
             agent_limit=self.agent_limit,
             agent_min=min(scaling.min_agents, scaling.agent_limit()),
             agent_max=scaling.agent_limit(),
             queue_depth=len(self.ready),
-            workers=tuple(
-                WorkerInfo(w.worker_id, w.process.pid, w.alive, len(w.jobs))
-                for w in self.pool.workers.values()
-            ),
-            worker_restarts=self.pool.restarts,
+            workers=tuple(replace(w, jobs=self.held.jobs_of(w.id)) for w in self.backend.workers()),
+            worker_restarts=self.backend.restarts,
             governor=self.governor_snapshot(),
             history=tuple(self._history),
         )
@@ -385,18 +415,15 @@ class Conductor:
 
     def _shutdown(self) -> None:
         """Workers stop; whatever they still hold goes back to pending for the next resume."""
-        self.pool.drain()
-        if not self.end.aborted:
-            self.pool.stop(timeout_s=5.0)
-        else:
-            self.pool.kill(close=False)
-        self._record(self.pool.drain_events())  # results that arrived before the end still count
-        self.pool.kill()
-        left = [seq for w in self.pool.workers.values() for seq in w.jobs]
+        self._tell_all_drain()
+        last = self.backend.kill() if self.end.aborted else self.backend.stop(timeout_s=STOP_WORKERS_S)
+        self._record(last)  # results that arrived before the end still count
+        left = [row.seq for row in self.held.drop_all()]
+        for seq in left:
+            self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         if left:
-            self.journal.mark_pending(self.run_id, left)
-            for worker in self.pool.workers.values():
-                worker.jobs.clear()
+            with self.journal.transaction():
+                self.journal.mark_pending(self.run_id, left)
         self._record_governor_events()
         self._refresh_governor_state()
         self.ended = True
@@ -416,7 +443,7 @@ def run_state(conductor: Conductor) -> Phase:
     return "paused" if conductor.paused else "running"
 
 
-def workers_for(settings: Settings, agent_limit: int) -> tuple[int, int]:
-    """(processes, threads per process): a few processes, many agents each."""
-    procs = max(1, min(settings.scaling.worker_count(), agent_limit))
-    return procs, agent_limit  # threads start lazily; a worker may hold all slots if others died
+def workers_for(settings: Settings, agent_limit: int) -> int:
+    """How many worker processes: a few, many agents each (each may hold every agent slot, so
+    the run goes on if others die)."""
+    return max(1, min(settings.scaling.worker_count(), agent_limit))

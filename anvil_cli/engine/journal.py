@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.batch.job import Job
+from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal_batches import BatchesTable
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.records import (
@@ -294,11 +295,8 @@ class Journal(BatchesTable):
         )
         return cur.rowcount
 
-    def pending_after(
-        self, run_id: str, after: tuple[int, int] | None, limit: int
-    ) -> list[tuple[int, int, dict[str, Any], int]]:
-        """Pending jobs in dispatch order (priority, seq) strictly after `after`:
-        (priority, seq, job record, dispatches)."""
+    def pending_after(self, run_id: str, after: tuple[int, int] | None, limit: int) -> list[ReadyRow]:
+        """Pending jobs in dispatch order (priority, seq) strictly after `after`."""
         if after is None:
             rows = self.db.execute(
                 "SELECT priority, seq, job_json, dispatches FROM jobs WHERE run_id = ? AND state = ?"
@@ -311,7 +309,7 @@ class Journal(BatchesTable):
                 " AND (priority > ? OR (priority = ? AND seq > ?)) ORDER BY priority, seq LIMIT ?",
                 (run_id, PENDING, after[0], after[0], after[1], limit),
             ).fetchall()
-        return [(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        return [ReadyRow(*r) for r in rows]
 
     def mark_dispatched(self, run_id: str, seqs: list[int], started_at: float) -> None:
         self.db.executemany(
@@ -326,7 +324,9 @@ class Journal(BatchesTable):
             [(PENDING, attempts, run_id, s, RUNNING) for s in seqs],
         )
 
-    def record_result(self, run_id: str, r: JobResult) -> None:
+    def record_result(self, run_id: str, r: JobResult, *, cost_journaled: bool = False) -> None:
+        """A job's outcome, once (a job already finished is left alone). `cost_journaled`: its
+        calls' costs were added one by one as they were settled (`add_cost`), so not again."""
         self.db.execute(
             "UPDATE jobs SET state = ?, model = ?, attempts = attempts + ?, output = ?, stop_reason = ?,"
             " usage_json = ?, cost_usd = cost_usd + ?, error_json = ?, attempts_json = ?, latency_s = ?,"
@@ -338,7 +338,7 @@ class Journal(BatchesTable):
                 r.output,
                 r.stop_reason,
                 json.dumps(r.usage) if r.usage is not None else None,
-                r.cost_usd,
+                0.0 if cost_journaled else r.cost_usd,
                 json.dumps(r.error) if r.error is not None else None,
                 json.dumps(r.attempt_log) if r.attempt_log is not None else None,
                 r.latency_s,
@@ -351,7 +351,7 @@ class Journal(BatchesTable):
         )
 
     def add_cost(self, run_id: str, seq: int, cost_usd: float) -> None:
-        """Money spent on a job whose result was not kept (e.g. abandoned mid-call)."""
+        """Money spent on one of a job's calls, committed as the call is settled."""
         self.db.execute(
             "UPDATE jobs SET cost_usd = cost_usd + ? WHERE run_id = ? AND seq = ?", (cost_usd, run_id, seq)
         )

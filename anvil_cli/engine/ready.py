@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any
 
-# fetch(after_key, limit) -> [(priority, seq, job_record, dispatches)] strictly after after_key
-Fetch = Callable[[tuple[int, int] | None, int], list[tuple[int, int, dict[str, Any], int]]]
+from anvil_cli.engine.events import ReadyRow
+
+# fetch(after_key, limit) -> rows strictly after after_key, in order
+Fetch = Callable[[tuple[int, int] | None, int], list[ReadyRow]]
 
 
 class ReadyQueue:
@@ -20,7 +21,7 @@ class ReadyQueue:
     def __init__(self, fetch: Fetch, capacity: int) -> None:
         self._fetch = fetch
         self.capacity = max(1, capacity)
-        self._heap: list[tuple[int, int, dict[str, Any], int]] = []
+        self._heap: list[ReadyRow] = []
         self._cursor: tuple[int, int] | None = None
         self._exhausted = False
 
@@ -42,18 +43,18 @@ class ReadyQueue:
             return
         for row in rows:
             heapq.heappush(self._heap, row)
-        self._cursor = (rows[-1][0], rows[-1][1])
+        self._cursor = (rows[-1].priority, rows[-1].seq)
 
-    def pop(self) -> tuple[int, int, dict[str, Any], int] | None:
+    def pop(self) -> ReadyRow | None:
         self.refill()
         return heapq.heappop(self._heap) if self._heap else None
 
-    def push_back(self, row: tuple[int, int, dict[str, Any], int]) -> None:
+    def push_back(self, row: ReadyRow) -> None:
         """Return a job taken earlier (its worker died; it is pending again in the journal): it
         keeps its place in the order. Only if the cursor is past it: a job ahead of the cursor
         (or any job after a rewind) comes back from the journal by itself, and pushing it too
         would queue it twice."""
-        if self._cursor is not None and (row[0], row[1]) <= self._cursor:
+        if self._cursor is not None and (row.priority, row.seq) <= self._cursor:
             heapq.heappush(self._heap, row)
 
     def rewind(self) -> None:

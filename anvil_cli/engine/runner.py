@@ -16,7 +16,8 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
-from anvil_cli.engine.conductor import Conductor, RunEnd, workers_for
+from anvil_cli.engine.backends.local import LocalBackend
+from anvil_cli.engine.conductor import Conductor, RunEnd
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.forkserver import worker_context
 from anvil_cli.engine.journal import (
@@ -34,7 +35,6 @@ from anvil_cli.engine.journal import (
 )
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
-from anvil_cli.engine.pool import WorkerPool
 from anvil_cli.engine.shared import start_governor
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
@@ -253,14 +253,14 @@ def _conduct(
     manager_pid = getattr(getattr(manager, "_process", None), "pid", None)  # BaseManager keeps it private
     journal.add_event(run_id, "governor_started", {"pid": manager_pid})
     try:
-        procs, threads = workers_for(settings, settings.scaling.agent_limit())
         settings_json = settings.model_dump_json()
+        agents = settings.scaling.agent_limit()  # each worker may hold every slot if others died
 
         def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, api_key, base_url, threads, os.getpid())
+            return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid())
 
-        pool = WorkerPool(ctx, procs, make_config, governor)
-        conductor = Conductor(settings, journal, run_id, pool, governor, signals, metrics, ticker, control)
+        backend = LocalBackend(ctx, make_config, governor)
+        conductor = Conductor(settings, journal, run_id, backend, governor, signals, metrics, ticker, control)
         return conductor.run()
     finally:
         manager.shutdown()

@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import Any
+from typing import Any, cast
 
 from anvil_cli.config import Settings
+from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import die_with
 from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
 from anvil_cli.models import model_class
@@ -125,9 +126,9 @@ def _manager_init(conductor_pid: int) -> None:
 
 def start_governor(
     settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0
-) -> tuple[GovernorManager, Any]:
+) -> tuple[GovernorManager, GovernorClient]:
     """Start the Manager process and create the run's governor in it."""
     manager = GovernorManager(ctx=ctx)
     manager.start(initializer=_manager_init, initargs=(os.getpid(),))
     proxy = manager.Governor(settings.model_dump_json(), spent_before_usd)  # type: ignore[attr-defined]
-    return manager, proxy
+    return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods

@@ -1,18 +1,13 @@
 """A worker process: runs many agents at once (threads), reports events to the conductor.
 
-Messages in (a pipe from the conductor): ("job", job_record), ("drain",) (the run is stopping:
-no more retries or waits) and ("stop",) (finish what you hold and exit).
-Events out (this worker's own pipe), the only protocol with the conductor:
-  ("ready", worker_id, pid)
-  ("attempt", worker_id, seq, info)          a failed API attempt (for live error counts)
-  ("done", worker_id, JobResult)             a job finished (succeeded or failed for good)
-  ("abandoned", worker_id, seq, attempts, cost_usd)  given up as the run stops: back to pending
-  ("fatal", worker_id, seq, reason, message, attempts, cost_usd)  no request can succeed: stop the run
-  (cost_usd: what the job's calls so far cost, e.g. earlier tool turns: it is spent either way)
+It speaks only the typed protocol of `engine.events`: commands in on its inbox (`RunJob`,
+`Drain`, `Stop`), events out on its own pipe (`WorkerReady`, `CallFailed`, `CallSettled`,
+`JobDone`, `JobAbandoned`, `RunFatal`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,6 +15,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any
 
 import anthropic
@@ -28,6 +24,20 @@ import httpx2
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
+from anvil_cli.engine.events import (
+    CallFailed,
+    CallSettled,
+    Drain,
+    JobAbandoned,
+    JobDone,
+    RunFatal,
+    RunJob,
+    Stop,
+    WorkerCommand,
+    WorkerEvent,
+    WorkerReady,
+)
+from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import die_with
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.pricing import Pricer
@@ -50,16 +60,16 @@ def make_client(
 class _Outbox:
     """The event pipe, shared safely by this worker's agent threads."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
 
-    def put(self, event: tuple[Any, ...]) -> None:
+    def put(self, event: WorkerEvent) -> None:
         with self._lock:
             self._conn.send(event)
 
 
-def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> None:
+def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -71,9 +81,12 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> No
     outbox = _Outbox(events)
     stopping = threading.Event()  # process-local: a killed sibling can never leave it locked
 
-    def on_attempt(info: dict[str, Any]) -> None:
+    def on_attempt(seq: int, info: dict[str, Any]) -> None:
         if info.get("status_code") != 200:
-            outbox.put(("attempt", wid, info["seq"], info))
+            outbox.put(CallFailed(wid, seq, {"seq": seq, **info}))
+
+    def on_spend(seq: int, cost_usd: float) -> None:
+        outbox.put(CallSettled(wid, seq, cost_usd))
 
     agent = Agent(
         AgentContext(
@@ -84,22 +97,24 @@ def worker_main(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> No
             stopping=stopping,
             owner=wid,
             on_attempt=on_attempt,
+            on_spend=on_spend,
         )
     )
     pool = ThreadPoolExecutor(max_workers=cfg.max_threads, thread_name_prefix=f"agent-{wid}")
-    outbox.put(("ready", wid, os.getpid()))
+    outbox.put(WorkerReady(wid, os.getpid()))
     try:
         while True:
             try:
-                msg = inbox.recv()
+                command: WorkerCommand = inbox.recv()
             except EOFError:  # the conductor is gone
                 os._exit(1)
-            if msg[0] == "stop":
-                break
-            if msg[0] == "drain":
-                stopping.set()
-                continue
-            pool.submit(_run_one, agent, Job.from_record(msg[1]), outbox, wid)
+            match command:
+                case Stop():
+                    break
+                case Drain():
+                    stopping.set()
+                case RunJob(row=row):
+                    pool.submit(_run_one, agent, Job.from_record(json.loads(row.job_json)), outbox, wid)
     finally:
         pool.shutdown(wait=True)
         client.close()
@@ -110,12 +125,12 @@ def _run_one(agent: Agent, job: Job, outbox: _Outbox, wid: int) -> None:
     try:
         result = agent.run(job)
     except Abandoned as exc:
-        outbox.put(("abandoned", wid, job.seq, exc.attempts, exc.cost_usd))
+        outbox.put(JobAbandoned(wid, job.seq, exc.attempts))
     except StopRun as exc:
-        outbox.put(("fatal", wid, job.seq, exc.reason, exc.message, exc.attempts, exc.cost_usd))
+        outbox.put(RunFatal(wid, job.seq, exc.reason, exc.message, exc.attempts))
     except (EOFError, ConnectionError) as exc:  # the governor's Manager is gone: nothing can be asked
         message = f"lost the shared rate-limit governor ({exc!r})"
-        outbox.put(("fatal", wid, job.seq, "governor_lost", message, 0, 0.0))
+        outbox.put(RunFatal(wid, job.seq, "governor_lost", message, 0))
     except Exception as exc:  # a bug, not an API error: record it on the job, keep the worker alive
         now = time.time()
         detail = agent.redact("".join(traceback.format_exception_only(type(exc), exc)).strip())
@@ -128,6 +143,6 @@ def _run_one(agent: Agent, job: Job, outbox: _Outbox, wid: int) -> None:
             started_at=now,
             finished_at=now,
         )
-        outbox.put(("done", wid, result))
+        outbox.put(JobDone(wid, result))
     else:
-        outbox.put(("done", wid, result))
+        outbox.put(JobDone(wid, result))

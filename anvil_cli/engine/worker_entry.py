@@ -5,12 +5,16 @@ Workers are forked from the fork server, which preloads (and warms) the real mod
 
 from __future__ import annotations
 
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from anvil_cli.engine.worker_config import WorkerConfig
 
+if TYPE_CHECKING:
+    from anvil_cli.engine.governor_client import GovernorClient
 
-def run_worker(cfg: WorkerConfig, governor: Any, inbox: Any, events: Any) -> None:
+
+def run_worker(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
     from anvil_cli.engine.worker import worker_main
 
     worker_main(cfg, governor, inbox, events)

@@ -1,0 +1,1 @@
+"""Worker backends: where workers live, behind `engine.backend.Backend`."""

@@ -1,0 +1,104 @@
+"""The protocol between the conductor and its workers, whatever backend carries it: frozen
+values, matched with `match` on either side. Nothing else crosses the seam.
+
+Conductor -> worker (`WorkerCommand`):
+  RunJob(row)            run this job (the journal already says it is running)
+  Drain()                the run is stopping: no new calls, no retries, no waiting
+  Stop()                 finish what you hold, then exit
+
+Worker -> conductor (`WorkerEvent`):
+  WorkerReady            the worker can take jobs
+  CallFailed             one API attempt failed (live error counts, last failure)
+  CallSettled            one API call was paid for: its cost is journaled at once, so the
+                         budget holds across a crash even for multi-turn tool jobs
+  JobDone                a job finished (succeeded or failed for good); its calls' costs
+                         came before it as CallSettled
+  JobAbandoned           given up as the run stops: back to pending
+  RunFatal               no request can succeed (auth, spend cap, budget, lost governor)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from anvil_cli.records import JobResult
+
+
+class ReadyRow(NamedTuple):
+    """A pending job as the ready queue holds it, in dispatch order (priority, then seq). The job
+    stays the journal's JSON text until a worker decodes it: it is never re-encoded on the way."""
+
+    priority: int
+    seq: int
+    job_json: str
+    dispatches: int
+
+
+# -- conductor -> worker ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    row: ReadyRow
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+WorkerCommand = RunJob | Drain | Stop
+
+
+# -- worker -> conductor ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    worker: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    worker: int
+    seq: int
+    info: dict[str, Any]  # the attempt log entry: n, model, status_code, error_type, message, latency_s
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettled:
+    worker: int
+    seq: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobDone:
+    worker: int
+    result: JobResult
+
+
+@dataclass(frozen=True, slots=True)
+class JobAbandoned:
+    worker: int
+    seq: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFatal:
+    worker: int
+    seq: int
+    reason: str  # authentication_error, spend_limit, budget, governor_lost, ...
+    message: str
+    attempts: int
+
+
+WorkerEvent = WorkerReady | CallFailed | CallSettled | JobDone | JobAbandoned | RunFatal
