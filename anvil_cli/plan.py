@@ -23,11 +23,11 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
-from anvil_cli.engine.tools import split_tools
 from anvil_cli.models import builtin_prices, model_class
 from anvil_cli.pricing import Pricer
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.toolspec import split_tools
 
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
 TokenCounter = Callable[[dict[str, Any]], int]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.batch.job import COMPLEXITIES, Priority
-from anvil_cli.engine.tools import COMMAND_KEY, command_argv
 from anvil_cli.errors import Problem
 from anvil_cli.models import AUTO, builtin_prices, suggest_model
+from anvil_cli.toolspec import COMMAND_KEY, command_argv
 from anvil_cli.yamlpos import line_for
 
 MAX_TOKENS_LIMIT = 128_000

@@ -20,8 +20,8 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import result_line
-from anvil_cli.engine.tools import COMMAND_KEY
 from anvil_cli.errors import InputError, Problem
+from anvil_cli.toolspec import COMMAND_KEY
 
 API_SOURCE = "POST /jobs"
 NO_COMMANDS = (

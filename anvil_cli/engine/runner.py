@@ -103,25 +103,29 @@ def _open_run(
     return run.id, True, notes
 
 
-def _validated_jobs(settings: Settings, opts: RunOptions) -> Iterator[Job]:
+def _validated_jobs(settings: Settings, opts: RunOptions, sha: str | None) -> Iterator[Job]:
     """The batch's jobs, validated as a whole before anything is written (bad input leaves no
-    trace). A resume of the same, unchanged file skips the pass: it was valid when its run
-    began, and a 100,000-job YAML file takes seconds to check."""
-    if not opts.fresh and _resumable_unchanged(settings, opts.batch):
+    trace). A resume of the same, unchanged file (`sha`: its digest, None if unreadable) skips
+    the pass: it was valid when its run began, and a 100,000-job YAML file takes seconds."""
+    if not opts.fresh and sha is not None and _resumable_unchanged(settings, opts.batch, sha):
         return iter(())
     return load_batch(opts.batch, extra_models=list(settings.prices))
 
 
-def _resumable_unchanged(settings: Settings, batch: Path) -> bool:
+def _resumable_unchanged(settings: Settings, batch: Path, sha: str) -> bool:
     journal = Journal.open_existing(settings.state_dir)
     if journal is None:
         return False
     with journal:
         run = journal.latest_run(str(batch.resolve()))
+    return run is not None and run.batch_sha == sha
+
+
+def _batch_sha(batch: Path) -> str | None:
     try:
-        return run is not None and run.batch_sha == file_sha256(batch)
-    except OSError:
-        return False
+        return file_sha256(batch)
+    except OSError:  # the loader says what is wrong with the path
+        return None
 
 
 def _check_resumable(run: RunRow, sha: str) -> None:
@@ -199,8 +203,9 @@ def execute_run(
         # e.g. a trailing newline from a .env file: every request would fail with the key in the error
         raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
     ctx = worker_context()  # already running when started by the `anvil` entry point
-    jobs = _validated_jobs(settings, opts)
-    sha = file_sha256(opts.batch)
+    sha = _batch_sha(opts.batch)  # hashed once: to skip re-validating a resume, and to check it
+    jobs = _validated_jobs(settings, opts, sha)
+    sha = sha or file_sha256(opts.batch)
     journal = Journal.open(settings.state_dir)
     with journal, ExitStack() as stack:
         if signals is None:
