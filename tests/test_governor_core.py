@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
+from anvil_cli.governor import BreakerPolicy, CallAsk, Deny, Governor, Grant, Limits, Outcome, Wait
 
 LIMITS = Limits(
     requests_per_minute=60, burst_size=2, input_tokens_per_minute=60_000, output_tokens_per_minute=6_000
@@ -298,3 +298,51 @@ def test_snapshot_is_json_and_reports_reservations_in_flight() -> None:
         "budget": {"spent_usd": 0.0, "reserved_usd": 0.02, "max_usd": 5.0, "warn_usd": 1.0},
         "in_flight": 2,
     }
+
+
+# --- acquire_many: a worker's waiting calls in one round trip, priority across workers ------
+
+
+def _asks(n: int) -> list[CallAsk]:
+    return [CallAsk(est_input_tokens=100, max_tokens=50, worst_cost_usd=0.001) for _ in range(n)]
+
+
+def test_acquire_many_grants_the_prefix_that_fits_and_says_why_the_rest_wait() -> None:
+    gov = _gov()  # burst 2 (less the reserve: the engine sets none here)
+    got = gov.acquire_many("claude-opus-4-8", _asks(5), now=0.0)
+    assert len(got.grants) == 2 and isinstance(got.then, Wait) and got.then.reason == "requests"
+    assert len({g.ticket for g in got.grants}) == 2
+    for g in got.grants:
+        gov.settle(g.ticket, Outcome(ok=True, input_tokens=100, output_tokens=50), now=0.5)
+    assert gov.snapshot(0.5)["in_flight"] == 0
+
+
+def test_a_less_urgent_asker_waits_while_a_more_urgent_one_is_held_back() -> None:
+    gov = _gov()
+    model = "claude-opus-4-8"
+    assert len(gov.acquire_many(model, _asks(2), now=0.0, priority=3, asker=1).grants) == 2  # burst used
+    urgent = gov.acquire_many(model, _asks(1), now=0.1, priority=0, asker=2)
+    assert urgent.grants == [] and isinstance(urgent.then, Wait) and urgent.then.reason == "requests"
+    # one request refills in 1 s: the low-priority asker comes first in time, but must wait
+    low = gov.acquire_many(model, _asks(1), now=1.05, priority=3, asker=1)
+    assert low.grants == [] and isinstance(low.then, Wait) and low.then.reason == "priority"
+    assert len(gov.acquire_many(model, _asks(1), now=1.06, priority=0, asker=2).grants) == 1
+    # the urgent asker was served: the other is no longer held back (its hold is gone)
+    assert gov.acquire_many(model, _asks(1), now=2.2, priority=3, asker=1).grants
+
+
+def test_a_stale_urgent_ask_holds_nobody_back() -> None:
+    gov = _gov()
+    model = "claude-opus-4-8"
+    gov.acquire_many(model, _asks(2), now=0.0, priority=3, asker=1)
+    assert not gov.acquire_many(model, _asks(1), now=0.1, priority=0, asker=2).grants  # then it went away
+    assert gov.acquire_many(model, _asks(1), now=5.0, priority=3, asker=1).grants  # hold expired
+
+
+def test_acquire_many_stops_at_the_budget() -> None:
+    gov = _gov(max_usd=0.0025)
+    got = gov.acquire_many("claude-haiku-4-5", _asks(2) + _asks(1), now=0.0)
+    assert len(got.grants) == 2 and isinstance(got.then, Wait) and got.then.reason == "budget"
+    for g in got.grants:
+        gov.settle(g.ticket, Outcome(ok=True, cost_usd=0.001), now=0.1)
+    assert isinstance(gov.acquire_many("claude-haiku-4-5", _asks(1), now=0.2).then, Deny)

@@ -1,4 +1,5 @@
-"""An agent: one job's conversation with Claude, driven through the governor and tenacity.
+"""An agent: one job's conversation with Claude, an asyncio task driven through the governor
+(via the worker's `GovernorBroker`) and tenacity.
 
 Every API call asks the governor first and settles with it afterwards. The SDK's own retries
 are off; tenacity is the one owner of retries, so the governor sees every attempt.
@@ -6,23 +7,23 @@ are off; tenacity is the one owner of retries, so the governor sees every attemp
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from anvil_cli.batch.job import Job
 from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
+from anvil_cli.engine.broker import GovernorBroker
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
-from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.engine.tools import add_usage, run_tool, split_tools
-from anvil_cli.governor import Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
 from anvil_cli.records import JobResult
@@ -60,11 +61,11 @@ def _is_transient(exc: BaseException) -> bool:
 class AgentContext:
     """What an agent needs, shared by all agents of one worker process."""
 
-    client: anthropic.Anthropic
-    governor: GovernorClient
+    client: anthropic.AsyncAnthropic
+    governor: GovernorBroker
     settings: Settings
     pricer: Pricer
-    stopping: threading.Event  # set when the run drains: stop waiting and retrying
+    stopping: asyncio.Event  # set when the run drains: stop waiting and retrying
     owner: int = -1  # this worker's id: the governor releases its grants if it dies
     on_attempt: Callable[[int, dict[str, Any]], None] = lambda _seq, _info: None  # every attempt
     on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
@@ -91,7 +92,7 @@ def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
 
 
 class Agent:
-    """Runs jobs to completion, one at a time per thread."""
+    """Runs jobs to completion; each `run` is one asyncio task, many at once per worker."""
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
@@ -105,7 +106,7 @@ class Agent:
         key = getattr(self.ctx.client, "api_key", None)
         return text.replace(key, "[redacted]") if key else text
 
-    def run(self, job: Job) -> JobResult:
+    async def run(self, job: Job) -> JobResult:
         started = time.time()
         model = model_for(job, self.ctx.settings.routing)
         request = job.request(model)
@@ -120,8 +121,8 @@ class Agent:
             job=job, model=model, request=request, est_input=estimate_input_tokens(request), tools=tools
         )
         try:
-            message = self._with_retries(st)
-            message = self._tool_turns(st, message)
+            message = await self._with_retries(st)
+            message = await self._tool_turns(st, message)
         except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
             return self._failed(st, classify(exc), started)
         except (Abandoned, StopRun) as exc:
@@ -162,27 +163,29 @@ class Agent:
 
     # -- tools --------------------------------------------------------------------------------
 
-    def _tool_turns(self, st: _JobState, message: Any) -> Any:
+    async def _tool_turns(self, st: _JobState, message: Any) -> Any:
         """While Claude calls tools this job can run, run them and send the results back."""
         for _ in range(MAX_TOOL_TURNS):
             calls = [b for b in message.content if b.type == "tool_use"]
             if message.stop_reason != "tool_use" or not calls or any(c.name not in st.tools for c in calls):
                 return message
             timeout_s = self.ctx.settings.run.tool_timeout_s
-            results = [run_tool(st.tools[c.name], c.input, c.id, timeout_s) for c in calls]
+            results = [
+                await asyncio.to_thread(run_tool, st.tools[c.name], c.input, c.id, timeout_s) for c in calls
+            ]
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})
             st.usage = add_usage(st.usage, usage_of(message))
             st.request = {**st.request, "messages": messages}
             st.est_input = estimate_input_tokens(st.request)
-            message = self._with_retries(st)
+            message = await self._with_retries(st)
         return message
 
     # -- retries ------------------------------------------------------------------------------
 
-    def _with_retries(self, st: _JobState) -> Any:
-        retrying = Retrying(
+    async def _with_retries(self, st: _JobState) -> Any:
+        retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries.max_attempts),
             wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
             retry=retry_if_exception(_is_transient),
@@ -190,10 +193,10 @@ class Agent:
             before_sleep=lambda rs: self._note_wait(st, rs),
             reraise=True,
         )
-        return retrying(self._attempt, st)
+        return await retrying(self._attempt, st)
 
-    def _sleep(self, seconds: float) -> None:
-        if self.ctx.stopping.wait(seconds):
+    async def _sleep(self, seconds: float) -> None:
+        if await _stopped_within(self.ctx.stopping, seconds):
             raise Abandoned("run is stopping")
 
     def _note_wait(self, st: _JobState, rs: RetryCallState) -> None:
@@ -202,14 +205,14 @@ class Agent:
 
     # -- one attempt --------------------------------------------------------------------------
 
-    def _attempt(self, st: _JobState) -> Any:
+    async def _attempt(self, st: _JobState) -> Any:
         if self.ctx.stopping.is_set():
             raise Abandoned("run is stopping")
-        grant = self._acquire(st)
+        grant = await self._acquire(st)
         st.attempts += 1
         t0 = time.monotonic()
         try:
-            message, status_code, headers = self._call(st)
+            message, status_code, headers = await self._call(st)
         except anthropic.APIError as exc:
             self._settle_failure(st, grant, exc, time.monotonic() - t0)
             raise
@@ -242,15 +245,15 @@ class Agent:
         self.ctx.on_attempt(st.job.seq, entry)
         return message
 
-    def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
+    async def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
         """One request: (message, HTTP status, response headers). Long requests are streamed,
         as the API asks for anything that may take over ten minutes (the SDK's own rule)."""
         if st.job.max_tokens > STREAM_ABOVE_MAX_TOKENS:
-            with self.ctx.client.messages.stream(**st.request, timeout=self.timeout_s) as stream:
-                message = stream.get_final_message()
+            async with self.ctx.client.messages.stream(**st.request, timeout=self.timeout_s) as stream:
+                message = await stream.get_final_message()
                 return message, stream.response.status_code, stream.response.headers
-        raw = self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
-        return raw.parse(), raw.http_response.status_code, raw.headers
+        raw = await self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
+        return await raw.parse(), raw.http_response.status_code, raw.headers
 
     def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
         """Tell the governor, log the attempt; raise StopRun when no request can succeed."""
@@ -284,33 +287,46 @@ class Agent:
                 info.type, f"{info.type} ({info.status_code}): {self.redact(info.message)}"
             ) from exc
 
-    def _acquire(self, st: _JobState) -> Grant:
+    async def _acquire(self, st: _JobState) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
-        worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
         while True:
-            decision = self.ctx.governor.acquire(
-                st.model, st.est_input, st.job.max_tokens, worst, self.ctx.owner
-            )
+            worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
+            ask = CallAsk(st.est_input, st.job.max_tokens, worst)
+            waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
+            stop = asyncio.ensure_future(self.ctx.stopping.wait())
+            done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting not in done:
+                waiting.cancel()  # a grant that arrives anyway goes back (GovernorBroker)
+                raise Abandoned("run is stopping")
+            stop.cancel()
+            decision = waiting.result()
             if isinstance(decision, Grant):
                 return decision
             if isinstance(decision, Deny):
                 raise StopRun(decision.reason, decision.message)
-            assert isinstance(decision, Wait)
-            if decision.reason == "breaker" and self._switch_to_fallback(st):
-                worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
-                continue
-            if self.ctx.stopping.wait(min(decision.seconds, MAX_WAIT_SLICE_S)):
+            assert isinstance(decision, Wait)  # a breaker is open: another model, or wait a while
+            if not self._switch_to_fallback(st) and await _stopped_within(
+                self.ctx.stopping, min(decision.seconds, MAX_WAIT_SLICE_S)
+            ):
                 raise Abandoned("run is stopping")
 
     def _switch_to_fallback(self, st: _JobState) -> bool:
         chain = fallbacks(st.model, self.ctx.settings.routing)
         if not chain:
             return False
-        snapshot = self.ctx.governor.snapshot()
-        breakers = snapshot.get("breakers", {})
+        breakers = self.ctx.governor.breakers()
         for candidate in chain:
             if breakers.get(candidate, {}).get("state", "closed") != "open":
                 st.model = candidate
                 st.request = {**st.request, "model": candidate}
                 return True
         return False
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True if the run began stopping meanwhile."""
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from anvil_cli.governor import Deny, Grant, Outcome, Wait
+from anvil_cli.governor import CallAsk, Deny, Grant, Granted, Outcome, Wait
 
 
 class GovernorClient(Protocol):
@@ -14,6 +14,10 @@ class GovernorClient(Protocol):
     def acquire(
         self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, owner: int = -1
     ) -> Grant | Wait | Deny: ...
+
+    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted: ...
+
+    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]: ...
 
     def settle(self, ticket: int, outcome: Outcome) -> None: ...
 

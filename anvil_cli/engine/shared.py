@@ -18,7 +18,7 @@ from typing import Any, cast
 from anvil_cli.config import Settings
 from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import die_with
-from anvil_cli.governor import BreakerPolicy, Deny, Governor, Grant, Limits, Outcome, Wait
+from anvil_cli.governor import BreakerPolicy, CallAsk, Deny, Governor, Grant, Granted, Limits, Outcome, Wait
 from anvil_cli.models import model_class
 
 # Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
@@ -77,6 +77,27 @@ class GovernorService:
             if isinstance(decision, Grant):
                 self._owners[decision.ticket] = owner
             return decision
+
+    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
+        """A worker's waiting calls in one round trip (see `Governor.acquire_many`)."""
+        with self._lock:
+            granted = self._gov.acquire_many(model, asks, time.monotonic(), priority=priority, asker=owner)
+            for grant in granted.grants:
+                self._owners[grant.ticket] = owner
+            return granted
+
+    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
+        """Calls a worker finished (and grants it did not use), in one round trip. Returns the
+        pools paused now (after a 429), so the worker stops handing out their grants."""
+        with self._lock:
+            now = time.monotonic()
+            for ticket, outcome in settled:
+                self._owners.pop(ticket, None)
+                self._gov.settle(ticket, outcome, now)
+            for ticket in released:
+                self._owners.pop(ticket, None)
+                self._gov.release(ticket, now)
+            return self._gov.paused_pools(now)
 
     def settle(self, ticket: int, outcome: Outcome) -> None:
         with self._lock:

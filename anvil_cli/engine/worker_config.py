@@ -13,7 +13,7 @@ class WorkerConfig:
     settings_json: str
     api_key: str  # passed over the process pipe, never on a command line or in a log
     base_url: str | None
-    max_threads: int
+    max_agents: int  # agents this worker may run at once (each may hold every slot if others die)
     conductor_pid: int
 
     def __repr__(self) -> str:  # keep the key out of any traceback or log

@@ -23,13 +23,29 @@ from anvil_cli.governor.limiter import (
     sum_by_dimension,
 )
 
-__all__ = ["BreakerPolicy", "Deny", "Governor", "GovernorEvent", "Grant", "Limits", "Outcome", "Wait"]
+__all__ = [
+    "BreakerPolicy",
+    "CallAsk",
+    "Deny",
+    "Governor",
+    "GovernorEvent",
+    "Grant",
+    "Granted",
+    "Limits",
+    "Outcome",
+    "Wait",
+]
 
 # While calls in flight hold reservations that keep a new one from fitting in the budget, the
 # caller waits and asks again after this long (their settling may free enough).
 BUDGET_POLL_S: Final = 1.0
 # A 429 without `retry-after` pauses its pool this long.
 DEFAULT_429_PAUSE_S: Final = 1.0
+# Priority across workers: an asker told to wait keeps its place until its wait is over and this
+# long after (time to ask again); meanwhile askers with a less urgent priority for the same pool
+# wait too (re-asking after PRIORITY_RECHECK_S).
+PRIORITY_HOLD_S: Final = 0.5
+PRIORITY_RECHECK_S: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +76,24 @@ class Deny:
 
     reason: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallAsk:
+    """One call a worker wants to make (what `acquire` takes), for `acquire_many`."""
+
+    est_input_tokens: int
+    max_tokens: int
+    worst_cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """The answer to `acquire_many`: grants for a prefix of the asks, and why the rest must wait
+    (None when every ask was granted)."""
+
+    grants: list[Grant]
+    then: Wait | Deny | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +150,7 @@ class Governor:
         self._in_flight: dict[int, _InFlight] = {}
         self._next_ticket = 1
         self._events: list[GovernorEvent] = []
+        self._waiting: dict[str, dict[int, tuple[int, float]]] = {}  # pool -> asker -> (priority, until)
 
     @property
     def spent_usd(self) -> float:
@@ -175,6 +210,33 @@ class Governor:
         self._next_ticket += 1
         self._in_flight[grant.ticket] = _InFlight(grant, need, charged)
         return grant
+
+    def acquire_many(
+        self, model: str, asks: list[CallAsk], now: float, *, priority: int = 2, asker: int = -1
+    ) -> Granted:
+        """Grants for as many of `asks`, in order, as fit now: one round trip for a worker's
+        waiting calls. Across askers, priority holds: while an asker with a more urgent
+        `priority` (lower value) was told to wait for this pool, a less urgent one waits too."""
+        key, _ = self.pool_for(model, now)
+        waiting = self._waiting.setdefault(key, {})
+        if any(who != asker and p < priority and now <= until for who, (p, until) in waiting.items()):
+            return Granted([], Wait(PRIORITY_RECHECK_S, "priority"))
+        grants: list[Grant] = []
+        then: Wait | Deny | None = None
+        for ask in asks:
+            decision = self.acquire(model, ask.est_input_tokens, ask.max_tokens, ask.worst_cost_usd, now)
+            if not isinstance(decision, Grant):
+                then = decision
+                break
+            grants.append(decision)
+            if decision.probe:  # a half-open breaker lets one call through: nothing after it
+                then = Wait(PRIORITY_RECHECK_S, "breaker") if len(asks) > 1 else None
+                break
+        if isinstance(then, Wait) and then.reason not in ("breaker", "budget"):
+            waiting[asker] = (priority, now + then.seconds + PRIORITY_HOLD_S)  # its place, till it re-asks
+        else:
+            waiting.pop(asker, None)
+        return Granted(grants, then)
 
     def _check_budget(self, worst_cost_usd: float, now: float) -> Wait | Deny | None:
         budget = self._budget
@@ -248,6 +310,10 @@ class Governor:
         self._budget.release(flight.grant.cost_usd)
         if flight.grant.probe:
             self.breaker_for(flight.grant.model).end_probe()
+
+    def paused_pools(self, now: float) -> list[str]:
+        """Pools held by a 429 pause right now."""
+        return [k for k, p in self._pools.items() if p.paused_until is not None and p.paused_until > now]
 
     def set_breaker(self, model: str, state: str, now: float) -> None:
         """Open, half-open or close `model`'s breaker by hand."""
