@@ -1,7 +1,8 @@
 """Alerts: thresholds from `alerts:` in the config, evaluated on each run snapshot.
 
-Pure policy (time passed in; `now` is wall-clock seconds so `since` means the same to every
-reader), plus a small driver, `deliver`, that hands a change to the user's `alerts.command`.
+Pure policy: time is passed in (`now`, wall-clock seconds, so `since` means the same to every
+reader) and nothing here starts a process or writes a file; `anvil_cli.alert_command` hands a
+change to the user's `alerts.command`, the reporters print it.
 
 Hysteresis, so an alert does not flap: it is raised when its value goes above the threshold,
 and cleared only once the value has stayed at or below `CLEAR_RATIO` of the threshold for
@@ -20,27 +21,16 @@ as clear.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import signal
-import subprocess
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.config import Alerts
-from anvil_cli.engine.tools import scrubbed_env
-
-log = logging.getLogger(__name__)
 
 CLEAR_RATIO: Final = 0.8
 CLEAR_AFTER_S: Final = 10.0
 MIN_CALLS_FOR_ERROR_RATE: Final = 20
 MIN_HISTORY_FOR_COST_SPIKE_S: Final = 120.0
-COMMAND_TIMEOUT_S: Final = 10.0
 SEVERITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2}
 
 Value = tuple[float | None, str]  # (value or None when it cannot be judged, what it refers to)
@@ -234,44 +224,3 @@ def format_change(change: AlertChange, stamp: str | None = None) -> str:
     if change.kind == "raised":
         return f"{prefix}ALERT {a['severity']} {a['name']}: {a['message']}"
     return f"{prefix}alert cleared: {a['name']} ({a['message']})"
-
-
-def deliver(command: str, change: AlertChange, *, timeout_s: float = COMMAND_TIMEOUT_S) -> threading.Thread:
-    """Run the user's `alerts.command` with the change as JSON on stdin, in a background thread.
-
-    Never blocks the caller and never raises: a failing, missing or slow command (killed after
-    `timeout_s`) is logged. The API key and the control token are removed from its environment.
-    Returns the thread (tests join it)."""
-    payload = json.dumps(change.to_event()).encode()
-    thread = threading.Thread(
-        target=_run_command, args=(command, payload, timeout_s), name="anvil-alert", daemon=True
-    )
-    thread.start()
-    return thread
-
-
-def _run_command(command: str, payload: bytes, timeout_s: float) -> None:
-    try:
-        proc = subprocess.Popen(  # the user's own command from their config, like a git hook
-            command,
-            shell=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: a timeout kills all of it
-            env=scrubbed_env(),  # no API key or control token for the user's hook
-        )
-    except OSError as exc:
-        log.warning("alert command %r could not run: %s", command, exc)
-        return
-    try:
-        _, stderr = proc.communicate(payload, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        log.warning("alert command %r timed out after %gs", command, timeout_s)
-        return
-    if proc.returncode != 0:
-        tail = stderr.decode(errors="replace").strip()[-300:]
-        log.warning("alert command %r exited %d: %s", command, proc.returncode, tail)

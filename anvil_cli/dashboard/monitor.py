@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anvil_cli.alerts import AlertChange, AlertEngine, deliver
+from anvil_cli.alert_command import deliver
+from anvil_cli.alerts import AlertChange, AlertEngine
 from anvil_cli.config import Settings
 from anvil_cli.dashboard.reporter import Reporter
 from anvil_cli.metrics import RunMetrics
