@@ -12,11 +12,11 @@ import pytest
 from anvil_cli.alert_command import deliver
 from anvil_cli.alerts import AlertChange, AlertEngine
 from anvil_cli.config import Alerts
-from tests.test_alerts import snap
+from tests.snapshot_support import snapshot
 
 
 def _change() -> AlertChange:
-    (change,) = AlertEngine(Alerts()).evaluate(snap(queue={"growing": 600}), 0.0)
+    (change,) = AlertEngine(Alerts()).evaluate(snapshot(growing=600), 0.0)
     return change
 
 
