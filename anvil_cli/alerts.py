@@ -16,7 +16,9 @@ as clear.
 | p95_latency       | API call latency p95 over the last 30-60 s (not job time)     | medium   |
 | cost_spike        | cost/hour over the last 30 s, % above the session average     | medium   |
 | budget_warn       | spent USD against `budget.warn_usd` (never clears)            | medium   |
-| utilisation       | the most used rate limit (pool, dimension), % in use          | low      |
+| rate_limit        | the most used rate limit (pool, dimension), % in use          | low      |
+| agent_utilisation | busy agents, % of the agent limit                             | low      |
+| scaling           | the agent limit changed in the last minute (informational)    | low      |
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.config import Alerts
+from anvil_cli.run_history import describe_event
 from anvil_cli.snapshot_types import Alert, Severity, Snapshot
 
 CLEAR_RATIO: Final = 0.8
 CLEAR_AFTER_S: Final = 10.0
 MIN_CALLS_FOR_ERROR_RATE: Final = 20
 MIN_HISTORY_FOR_COST_SPIKE_S: Final = 120.0
+SCALING_WINDOW_S: Final = 60.0
 SEVERITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2}
 
 Value = tuple[float | None, str]  # (value or None when it cannot be judged, what it refers to)
@@ -72,6 +76,22 @@ def _rate_limit(s: Snapshot) -> Value:
     return best
 
 
+def _agent_utilisation(s: Snapshot) -> Value:
+    a = s["agents"]
+    if a["limit"] <= 0:
+        return None, ""
+    at_max = ", the most allowed" if a["limit"] >= a["max"] else ""
+    return a["utilisation_pct"], f"{a['in_flight']:,} of {a['limit']:,}{at_max}"
+
+
+def _scaling(s: Snapshot) -> Value:
+    since = s["updated_at"] - SCALING_WINDOW_S
+    recent = [e for e in s["history"] if e["kind"] == "scaled" and e["at"] > since]
+    if not recent:
+        return 0.0, ""
+    return float(len(recent)), describe_event(recent[-1])
+
+
 def _budget(s: Snapshot) -> Value:
     budget = s["budget"]
     if budget["warn_usd"] is None:
@@ -91,6 +111,13 @@ class Rule:
     latch: bool = False  # once raised, stays raised for the run (the budget warning)
 
 
+def _scaled(v: float, t: float, where: str) -> str:
+    if not where:
+        return "the agent limit held for a minute"
+    more = f"; {v:.0f} changes in the last minute" if v > 1 else ""
+    return f"{where}{more}"
+
+
 def rules_from(settings: Alerts) -> list[Rule]:
     """The rules the config asks for (the budget warning's threshold comes from the snapshot)."""
     return [
@@ -102,8 +129,11 @@ def rules_from(settings: Alerts) -> list[Rule]:
              lambda v, t, _: f"API call latency p95 {v:.1f}s (threshold {t:g}s)"),
         Rule("cost_spike", "medium", settings.cost_spike_pct, _cost_spike,
              lambda v, t, _: f"cost per hour {v:+.0f}% over the run's average (threshold {t:g}%)"),
-        Rule("utilisation", "low", settings.utilisation_pct, _rate_limit,
+        Rule("rate_limit", "low", settings.utilisation_pct, _rate_limit,
              lambda v, t, where: f"{where} at {v:.0f}% of its rate limit (threshold {t:g}%)"),
+        Rule("agent_utilisation", "low", settings.agent_utilisation_pct, _agent_utilisation,
+             lambda v, t, where: f"agents {v:.0f}% busy ({where}; threshold {t:g}%)"),
+        Rule("scaling", "low", 0.0, _scaling, _scaled),
     ]  # fmt: skip
 
 
@@ -215,7 +245,7 @@ def _over(rule: Rule, value: float, threshold: float) -> bool:
 
 
 def alert_text(alert: Alert) -> str:
-    """`[low] utilisation: default:haiku requests at 95% of its rate limit (threshold 90%)`."""
+    """`[low] rate_limit: default:haiku requests at 95% of its rate limit (threshold 90%)`."""
     return f"[{alert['severity']}] {alert['name']}: {alert['message']}"
 
 

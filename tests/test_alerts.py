@@ -17,7 +17,7 @@ from anvil_cli.alerts import CLEAR_AFTER_S, AlertChange, AlertEngine, format_cha
 from anvil_cli.config import Alerts
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.snapshot_types import Snapshot
-from tests.snapshot_support import T0, feed, job, real_governor, set_in, snapshot
+from tests.snapshot_support import T0, WALL0, feed, job, real_governor, set_in, snapshot
 
 
 @functools.cache
@@ -82,6 +82,12 @@ def _spending_faster() -> Snapshot:
     return snapshot(m, now=T0 + 150, in_flight=10)
 
 
+def _scaled() -> Snapshot:
+    return snapshot(
+        in_flight=10, history=({"at": WALL0 + 55, "kind": "scaled", "from": 20, "to": 14, "busy": 18},)
+    )
+
+
 SCENARIOS: list[tuple[Callable[[], Snapshot], str, str, str]] = [
     (_failing_calls, "error_rate", "high", "error rate 20.0% of calls in the last minute (threshold 2%)"),
     (lambda: snapshot(in_flight=10, growing=800), "queue_depth", "high", "800 jobs waiting"),
@@ -97,10 +103,17 @@ SCENARIOS: list[tuple[Callable[[], Snapshot], str, str, str]] = [
         lambda: snapshot(
             in_flight=10, governor=real_governor(draw_output_tokens=76_000, now=T0 + 60).snapshot(T0 + 60)
         ),
-        "utilisation",
+        "rate_limit",
         "low",
         "default:haiku output tokens at 95% of its rate limit (threshold 90%)",
     ),
+    (
+        lambda: snapshot(in_flight=20),
+        "agent_utilisation",
+        "low",
+        "agents 100% busy (20 of 20, the most allowed",
+    ),
+    (_scaled, "scaling", "low", "agents 20 → 14 (18 busy)"),
 ]
 
 
@@ -127,6 +140,8 @@ def test_each_rule_raises_its_alert_on_a_real_snapshot(
         {"call_latency_s__recent_p95": None},
         {"budget__spent_usd": 100.0, "budget__warn_usd": None},
         {"queue__growing": 500},  # at the threshold is not over it
+        {"agents__limit": 0, "agents__utilisation_pct": 0.0},  # no agents (Message Batches)
+        {"agents__utilisation_pct": 90.0},  # at the threshold is not over it
     ],
 )
 def test_values_that_cannot_be_judged_raise_nothing(values: dict[str, Any]) -> None:
@@ -134,10 +149,18 @@ def test_values_that_cannot_be_judged_raise_nothing(values: dict[str, Any]) -> N
 
 
 def test_thresholds_come_from_the_config() -> None:
-    engine = AlertEngine(Alerts(queue_depth=10, utilisation_pct=50))
-    changes = engine.evaluate(snapshot(growing=11), 0)  # haiku's output tokens 75% used
-    assert sorted(names(changes)) == [("raised", "queue_depth"), ("raised", "utilisation")]
-    assert [a["name"] for a in engine.active()] == ["queue_depth", "utilisation"]  # high before low
+    engine = AlertEngine(Alerts(queue_depth=10, utilisation_pct=50, agent_utilisation_pct=80))
+    changes = engine.evaluate(snapshot(growing=11), 0)  # 18 of 20 agents; haiku's output tokens 75% used
+    assert sorted(names(changes)) == [
+        ("raised", "agent_utilisation"),
+        ("raised", "queue_depth"),
+        ("raised", "rate_limit"),
+    ]
+    assert [a["name"] for a in engine.active()] == [
+        "queue_depth",
+        "rate_limit",
+        "agent_utilisation",
+    ]  # high first
     assert "default:haiku output tokens" in engine.active()[1]["message"]
 
 
@@ -155,6 +178,21 @@ def test_active_alert_follows_the_value_and_keeps_its_since() -> None:
     engine.evaluate(quiet(queue__growing=900), 6.0)
     (alert,) = engine.active()
     assert alert["value"] == 900 and alert["since"] == 5.0 and "900" in alert["message"]
+
+
+def test_scaling_is_informational_and_clears_a_minute_after_the_last_change() -> None:
+    engine = AlertEngine(Alerts())
+    event = {"at": WALL0 + 60, "kind": "scaled", "from": 20, "to": 14, "busy": 18, "limiter_pct": 97.0}
+
+    def at(now: float) -> list[tuple[str, str]]:
+        snap = snapshot(now=now, in_flight=10, history=(event,))
+        return names(engine.evaluate(snap, snap["updated_at"]))
+
+    assert at(T0 + 60) == [("raised", "scaling")]
+    assert engine.active()[0]["message"] == "agents 20 → 14 (18 busy, rate limit 97% used)"
+    assert at(T0 + 119) == []  # still within the minute
+    assert at(T0 + 121) == []  # quiet for a minute: the clear clock starts
+    assert at(T0 + 121 + CLEAR_AFTER_S) == [("cleared", "scaling")]
 
 
 def test_format_change_lines_say_severity_then_name() -> None:
