@@ -1,92 +1,102 @@
-"""Alerts: thresholds from `alerts:` in the config, evaluated on each run snapshot.
+"""Alert rules: thresholds from `alerts:` in the config, judged on each run snapshot.
 
-Pure policy (time passed in; `now` is wall-clock seconds so `since` means the same to every
-reader), plus a small driver, `deliver`, that hands a change to the user's `alerts.command`.
+Pure policy: time is passed in (`now`, wall-clock seconds, so `since` means the same to every
+reader) and nothing here starts a process or writes a file; `anvil_cli.alert_command` hands a
+change to the user's `alerts.command`, the reporters print it.
 
 Hysteresis, so an alert does not flap: it is raised when its value goes above the threshold,
 and cleared only once the value has stayed at or below `CLEAR_RATIO` of the threshold for
 `CLEAR_AFTER_S` seconds. A value that cannot be judged yet (too few calls, no history) counts
 as clear.
 
-| name          | value (from the snapshot)                                  | severity |
-|---------------|------------------------------------------------------------|----------|
-| error_rate    | failed calls, % over the last minute (>= 20 calls)         | high     |
-| queue_depth   | jobs waiting, when that backlog grew over the last minute  | high     |
-| p95_latency   | job latency p95 over the last 30-60 s                      | medium   |
-| cost_spike    | cost/hour over the last 30 s, % above the session average  | medium   |
-| budget_warn   | spent USD against `budget.warn_usd` (never clears)         | medium   |
-| utilisation   | the most used rate limit (pool, dimension), % in use       | low      |
+| name              | value (from the snapshot)                                     | severity |
+|-------------------|---------------------------------------------------------------|----------|
+| error_rate        | failed calls, % over the last minute (>= 20 calls)            | high     |
+| queue_depth       | jobs waiting, when that backlog grew over the last minute     | high     |
+| p95_latency       | API call latency p95 over the last 30-60 s (not job time)     | medium   |
+| cost_spike        | cost/hour over the last 30 s, % above the session average     | medium   |
+| budget_warn       | spent USD against `budget.warn_usd` (never clears)            | medium   |
+| rate_limit        | the most used rate limit (pool, dimension), % in use          | low      |
+| agent_utilisation | busy agents, % of the agent limit                             | low      |
+| scaling           | the agent limit changed in the last minute (informational)    | low      |
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import signal
-import subprocess
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.config import Alerts
-from anvil_cli.engine.tools import scrubbed_env
-
-log = logging.getLogger(__name__)
+from anvil_cli.run_history import describe_event
+from anvil_cli.snapshot_types import Alert, Severity, Snapshot
 
 CLEAR_RATIO: Final = 0.8
 CLEAR_AFTER_S: Final = 10.0
 MIN_CALLS_FOR_ERROR_RATE: Final = 20
 MIN_HISTORY_FOR_COST_SPIKE_S: Final = 120.0
-COMMAND_TIMEOUT_S: Final = 10.0
+SCALING_WINDOW_S: Final = 60.0
 SEVERITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2}
 
 Value = tuple[float | None, str]  # (value or None when it cannot be judged, what it refers to)
 
 
-def _error_rate(s: dict[str, Any]) -> Value:
-    errors = s.get("errors") or {}
-    if int(errors.get("attempts") or 0) < MIN_CALLS_FOR_ERROR_RATE:
+def _error_rate(s: Snapshot) -> Value:
+    errors = s["errors"]
+    if errors["attempts"] < MIN_CALLS_FOR_ERROR_RATE:
         return None, ""
-    return float(errors.get("error_rate_pct") or 0.0), ""
+    return errors["error_rate_pct"], ""
 
 
-def _queue_depth(s: dict[str, Any]) -> Value:
-    # `queue.growing`: the backlog when it grew over the last minute (see RunMonitor), else 0;
-    # a batch that starts with thousands of jobs waiting and works them down raises nothing.
-    return float((s.get("queue") or {}).get("growing") or 0), ""
+def _queue_depth(s: Snapshot) -> Value:
+    # `queue.growing`: the backlog when it grew over the last minute (see dashboard.monitor), else
+    # 0; a batch that starts with thousands of jobs waiting and works them down raises nothing.
+    return float(s["queue"]["growing"]), ""
 
 
-def _p95(s: dict[str, Any]) -> Value:
-    value = (s.get("latency_s") or {}).get("recent_p95")
-    return (None if value is None else float(value)), ""
+def _call_p95(s: Snapshot) -> Value:
+    return s["call_latency_s"]["recent_p95"], ""
 
 
-def _cost_spike(s: dict[str, Any]) -> Value:
-    cost = s.get("cost") or {}
-    average = float(cost.get("average_per_hour_usd") or 0.0)
-    if float(s.get("elapsed_s") or 0.0) < MIN_HISTORY_FOR_COST_SPIKE_S or average <= 0:
+def _cost_spike(s: Snapshot) -> Value:
+    cost = s["cost"]
+    average = cost["average_per_hour_usd"]
+    if s["elapsed_s"] < MIN_HISTORY_FOR_COST_SPIKE_S or average <= 0:
         return None, ""
-    return 100.0 * (float(cost.get("per_hour_usd") or 0.0) / average - 1.0), ""
+    return 100.0 * (cost["per_hour_usd"] / average - 1.0), ""
 
 
-def _utilisation(s: dict[str, Any]) -> Value:
+def _rate_limit(s: Snapshot) -> Value:
     best: Value = (None, "")
-    for pool, info in (s.get("limits") or {}).items():
-        for dim, d in (info.get("dimensions") or {}).items():
-            pct = d.get("in_use_pct")
+    for pool, info in s["limits"].items():
+        for dim, d in info["dimensions"].items():
+            pct = d["in_use_pct"]
             if pct is not None and (best[0] is None or pct > best[0]):
-                best = (float(pct), f"{pool} {dim.replace('_', ' ')}")
+                best = (pct, f"{pool} {dim.replace('_', ' ')}")
     return best
 
 
-def _budget(s: dict[str, Any]) -> Value:
-    budget = s.get("budget") or {}
-    if budget.get("warn_usd") is None:
+def _agent_utilisation(s: Snapshot) -> Value:
+    a = s["agents"]
+    if a["limit"] <= 0:
         return None, ""
-    return float(budget.get("spent_usd") or 0.0), ""
+    at_max = ", the most allowed" if a["limit"] >= a["max"] else ""
+    return a["utilisation_pct"], f"{a['in_flight']:,} of {a['limit']:,}{at_max}"
+
+
+def _scaling(s: Snapshot) -> Value:
+    since = s["updated_at"] - SCALING_WINDOW_S
+    recent = [e for e in s["history"] if e["kind"] == "scaled" and e["at"] > since]
+    if not recent:
+        return 0.0, ""
+    return float(len(recent)), describe_event(recent[-1])
+
+
+def _budget(s: Snapshot) -> Value:
+    budget = s["budget"]
+    if budget["warn_usd"] is None:
+        return None, ""
+    return budget["spent_usd"], ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +104,18 @@ class Rule:
     """One alert: how to read its value from a snapshot, its threshold and how to say it."""
 
     name: str
-    severity: str
+    severity: Severity
     threshold: float
-    value_of: Callable[[dict[str, Any]], Value]
+    value_of: Callable[[Snapshot], Value]
     describe: Callable[[float, float, str], str]
     latch: bool = False  # once raised, stays raised for the run (the budget warning)
+
+
+def _scaled(v: float, t: float, where: str) -> str:
+    if not where:
+        return "the agent limit held for a minute"
+    more = f"; {v:.0f} changes in the last minute" if v > 1 else ""
+    return f"{where}{more}"
 
 
 def rules_from(settings: Alerts) -> list[Rule]:
@@ -108,12 +125,15 @@ def rules_from(settings: Alerts) -> list[Rule]:
              lambda v, t, _: f"error rate {v:.1f}% of calls in the last minute (threshold {t:g}%)"),
         Rule("queue_depth", "high", float(settings.queue_depth), _queue_depth,
              lambda v, t, _: f"{v:,.0f} jobs waiting and the backlog is growing (threshold {t:,.0f})"),
-        Rule("p95_latency", "medium", settings.p95_latency_s, _p95,
-             lambda v, t, _: f"p95 latency {v:.1f}s (threshold {t:g}s)"),
+        Rule("p95_latency", "medium", settings.p95_latency_s, _call_p95,
+             lambda v, t, _: f"API call latency p95 {v:.1f}s (threshold {t:g}s)"),
         Rule("cost_spike", "medium", settings.cost_spike_pct, _cost_spike,
              lambda v, t, _: f"cost per hour {v:+.0f}% over the run's average (threshold {t:g}%)"),
-        Rule("utilisation", "low", settings.utilisation_pct, _utilisation,
+        Rule("rate_limit", "low", settings.utilisation_pct, _rate_limit,
              lambda v, t, where: f"{where} at {v:.0f}% of its rate limit (threshold {t:g}%)"),
+        Rule("agent_utilisation", "low", settings.agent_utilisation_pct, _agent_utilisation,
+             lambda v, t, where: f"agents {v:.0f}% busy ({where}; threshold {t:g}%)"),
+        Rule("scaling", "low", 0.0, _scaling, _scaled),
     ]  # fmt: skip
 
 
@@ -132,7 +152,7 @@ class AlertChange:
     """An alert was raised or cleared; `alert` is its dict (name, severity, message, value, ...)."""
 
     kind: str  # "raised" | "cleared"
-    alert: dict[str, Any]
+    alert: Alert
     at: float
 
     def to_event(self) -> dict[str, Any]:
@@ -162,7 +182,7 @@ class AlertEngine:
     def __post_init__(self) -> None:
         self._rules = rules_from(self.settings)
 
-    def evaluate(self, snapshot: dict[str, Any], now: float) -> list[AlertChange]:
+    def evaluate(self, snapshot: Snapshot, now: float) -> list[AlertChange]:
         """Changes since the last call (raised first, then cleared)."""
         changes: list[AlertChange] = []
         for rule in [*self._rules, BUDGET_RULE]:
@@ -199,7 +219,7 @@ class AlertEngine:
     def _clear_enough(self, rule: Rule, value: float | None, threshold: float) -> bool:
         return value is None or value <= threshold * self.clear_ratio
 
-    def _as_dict(self, name: str, a: _Active) -> dict[str, Any]:
+    def _as_dict(self, name: str, a: _Active) -> Alert:
         rule = next(r for r in [*self._rules, BUDGET_RULE] if r.name == name)
         return {
             "name": name,
@@ -210,68 +230,28 @@ class AlertEngine:
             "since": a.since,
         }
 
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[Alert]:
         """Active alerts, most severe first, then oldest first."""
         rows = [self._as_dict(name, a) for name, a in self._active.items()]
         return sorted(rows, key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), r["since"]))
 
 
-def _threshold(rule: Rule, snapshot: dict[str, Any]) -> float | None:
-    if rule is BUDGET_RULE:
-        warn = (snapshot.get("budget") or {}).get("warn_usd")
-        return None if warn is None else float(warn)
-    return rule.threshold
+def _threshold(rule: Rule, snapshot: Snapshot) -> float | None:
+    return snapshot["budget"]["warn_usd"] if rule is BUDGET_RULE else rule.threshold
 
 
 def _over(rule: Rule, value: float, threshold: float) -> bool:
     return value >= threshold if rule.latch else value > threshold
 
 
+def alert_text(alert: Alert) -> str:
+    """`[low] rate_limit: default:haiku requests at 95% of its rate limit (threshold 90%)`."""
+    return f"[{alert['severity']}] {alert['name']}: {alert['message']}"
+
+
 def format_change(change: AlertChange, stamp: str | None = None) -> str:
-    """One plain line for CI logs: `[12:00:01] ALERT high error_rate: ...` / `alert cleared: ...`."""
-    a = change.alert
+    """One plain line for CI logs: `[12:00:01] ALERT [high] error_rate: ...`, or
+    `[12:00:30] alert cleared [high] error_rate: ...`."""
     prefix = f"[{stamp}] " if stamp else ""
-    if change.kind == "raised":
-        return f"{prefix}ALERT {a['severity']} {a['name']}: {a['message']}"
-    return f"{prefix}alert cleared: {a['name']} ({a['message']})"
-
-
-def deliver(command: str, change: AlertChange, *, timeout_s: float = COMMAND_TIMEOUT_S) -> threading.Thread:
-    """Run the user's `alerts.command` with the change as JSON on stdin, in a background thread.
-
-    Never blocks the caller and never raises: a failing, missing or slow command (killed after
-    `timeout_s`) is logged. The API key and the control token are removed from its environment.
-    Returns the thread (tests join it)."""
-    payload = json.dumps(change.to_event()).encode()
-    thread = threading.Thread(
-        target=_run_command, args=(command, payload, timeout_s), name="anvil-alert", daemon=True
-    )
-    thread.start()
-    return thread
-
-
-def _run_command(command: str, payload: bytes, timeout_s: float) -> None:
-    try:
-        proc = subprocess.Popen(  # the user's own command from their config, like a git hook
-            command,
-            shell=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: a timeout kills all of it
-            env=scrubbed_env(),  # no API key or control token for the user's hook
-        )
-    except OSError as exc:
-        log.warning("alert command %r could not run: %s", command, exc)
-        return
-    try:
-        _, stderr = proc.communicate(payload, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        log.warning("alert command %r timed out after %gs", command, timeout_s)
-        return
-    if proc.returncode != 0:
-        tail = stderr.decode(errors="replace").strip()[-300:]
-        log.warning("alert command %r exited %d: %s", command, proc.returncode, tail)
+    verb = "ALERT" if change.kind == "raised" else "alert cleared"
+    return f"{prefix}{verb} {alert_text(change.alert)}"

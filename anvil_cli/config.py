@@ -134,7 +134,8 @@ class Alerts(_Section):
     queue_depth: int = Field(500, ge=0)
     p95_latency_s: float = Field(30.0, gt=0)
     cost_spike_pct: float = Field(20.0, ge=0)
-    utilisation_pct: float = Field(90.0, ge=0, le=100)
+    utilisation_pct: float = Field(90.0, ge=0, le=100)  # of a rate limit (the `rate_limit` alert)
+    agent_utilisation_pct: float = Field(90.0, ge=0, le=100)  # busy agents of the agent limit
     command: str | None = None
 
 

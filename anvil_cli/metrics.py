@@ -1,7 +1,16 @@
 """Run metrics, computed once from the event stream; every view reads these numbers.
 
-Memory is bounded whatever the run's size: latencies go into log-bucketed histograms (buckets
-1% wide, so every percentile is within 0.5% of the exact one), and the sliding-window rates are
+Two times are kept apart, because they answer different questions:
+
+* **API call latency** (`call_latency`): request to answer of one API call, as the worker timed
+  it (each attempt's `latency_s`, failed calls included). This is the "response time" of the
+  API: what the p95 alert watches and what the scaler feeds to Little's law.
+* **Job time** (`job_time`): a job from its start in the worker to its result, so it also counts
+  waits for the rate limiter, retry back-off and tool turns. On a rate-bound run it is much longer
+  than any call, and says how long a job takes, not how fast the API answers.
+
+Memory is bounded whatever the run's size: times go into log-bucketed histograms (buckets 1%
+wide, so every percentile is within 0.5% of the exact one), and the sliding-window rates are
 kept in one-second buckets over the last `ERROR_WINDOW_S`. Time is always passed in (`now`,
 monotonic seconds); nothing here reads a clock.
 """
@@ -17,6 +26,9 @@ from anvil_cli.records import JobResult
 
 THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
 ERROR_WINDOW_S: Final = 60.0  # the error rate is over the last minute
+ETA_WINDOW_S: Final = 10  # the ETA's completion rate: whole seconds, at most the later half of the run
+# upper bounds (seconds) of the Prometheus histograms exported from the log histograms
+PROM_BOUNDS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
 _HIST_FLOOR_S: Final = 1e-6  # values at or below this share bucket "zero"
 
@@ -83,6 +95,18 @@ class LogHistogram:
             out[name] = None if value is None else round(value, digits)
         return out
 
+    def cumulative(self, bounds: tuple[float, ...]) -> list[int]:
+        """How many values are at most each of `bounds` (ascending): a Prometheus histogram's
+        buckets. A value within 1% of a bound may fall on either side of it (its bucket's
+        middle decides, as for percentiles)."""
+        out = [0] * len(bounds)
+        for index, n in self._buckets.items():
+            value = self._value_of(index)
+            for i, bound in enumerate(bounds):
+                if value <= bound:
+                    out[i] += n
+        return out
+
     @property
     def buckets_used(self) -> int:
         return len(self._buckets)
@@ -140,6 +164,17 @@ class RollingCounters:
         while self._slots and self._slots[0][0] < oldest:
             self._slots.popleft()
 
+    def per_second(self, name: str, now: float, seconds: int) -> float:
+        """`name`'s mean per second over the last `seconds` whole seconds before the current
+        (still filling) one."""
+        self._trim(now)
+        if seconds <= 0:
+            return 0.0
+        newest = int(now)
+        oldest = newest - seconds
+        total = sum(amounts[name] for second, amounts in self._slots if oldest <= second < newest)
+        return total / seconds
+
     def sums(self, now: float, window_s: float) -> Counter[str]:
         """Totals of every name over the last `window_s` seconds (whole seconds)."""
         self._trim(now)
@@ -151,19 +186,29 @@ class RollingCounters:
         return total
 
 
+def _summary_of(hist: LogHistogram) -> dict[str, Any]:
+    return {"count": hist.count, **hist.percentiles()}
+
+
+def _by_model(hists: dict[str, LogHistogram]) -> dict[str, dict[str, Any]]:
+    return {model: _summary_of(hist) for model, hist in sorted(hists.items())}
+
+
 @dataclass
 class RunMetrics:
-    """Counters, latency distributions and sliding-window rates of one run."""
+    """Counters, time distributions and sliding-window rates of one run."""
 
     total: int
     started_at: float
     already_done: int = 0  # finished before this process started (resume)
+    already_failed: int = 0  # of those, how many failed
     cost_before_usd: float = 0.0  # spent before this process started (resume)
     succeeded: int = 0
     failed: int = 0
-    attempts: int = 0
+    attempts: int = 0  # API calls of the jobs finished (failed calls included)
+    ok_calls: int = 0  # API calls answered, of the jobs finished
     retried_attempts: int = 0
-    failed_attempts: int = 0
+    failed_attempts: int = 0  # failed API calls, counted as they happen
     last_error: dict[str, Any] | None = None  # the latest failed call, for a user to see why
     rate_limited: int = 0
     input_tokens: int = 0
@@ -172,10 +217,13 @@ class RunMetrics:
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     errors_by_type: Counter[str] = field(default_factory=Counter)
+    retries_by_type: Counter[str] = field(default_factory=Counter)
     final_errors_by_type: Counter[str] = field(default_factory=Counter)
-    latency: LogHistogram = field(default_factory=LogHistogram)
-    latency_by_model: dict[str, LogHistogram] = field(default_factory=dict)
-    recent_latency: RecentHistogram = field(default_factory=RecentHistogram)
+    call_latency: LogHistogram = field(default_factory=LogHistogram)
+    call_latency_by_model: dict[str, LogHistogram] = field(default_factory=dict)
+    recent_call_latency: RecentHistogram = field(default_factory=RecentHistogram)
+    job_time: LogHistogram = field(default_factory=LogHistogram)
+    job_time_by_model: dict[str, LogHistogram] = field(default_factory=dict)
     window: RollingCounters = field(default_factory=RollingCounters)
     last_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
 
@@ -196,26 +244,44 @@ class RunMetrics:
         if rate_limited:
             self.rate_limited += 1
         model = str(info.get("model") or "")
+        self._call_time(model, info.get("latency_s"), now)
         self.window.add(now, {"requests": 1, "failed": 1, "429": int(rate_limited), f"requests:{model}": 1})
+
+    def _call_time(self, model: str, latency_s: Any, now: float) -> None:
+        """One API call's request-to-answer time (calls without one, e.g. Message Batches, skip)."""
+        if not isinstance(latency_s, int | float) or isinstance(latency_s, bool):
+            return
+        self.call_latency.add(latency_s)
+        self.recent_call_latency.add(latency_s, now)
+        self.call_latency_by_model.setdefault(model, LogHistogram()).add(latency_s)
 
     def on_result(self, r: JobResult, now: float) -> None:
         calls = r.attempts
         self.attempts += calls
         log = r.attempt_log or []
-        failed_calls = sum(1 for a in log if a.get("status_code") != 200)
-        call_s = sum(float(a.get("latency_s") or 0.0) for a in log if a.get("status_code") == 200)
+        failed = [a for a in log if a.get("status_code") != 200]
+        call_s = 0.0
+        for a in log:  # failed calls were timed when they were reported; a cache hit is no call
+            if a.get("status_code") == 200 and not a.get("cache_hit"):
+                self._call_time(str(a.get("model") or r.model), a.get("latency_s"), now)
+                call_s += float(a.get("latency_s") or 0.0)
         # a retry is a failed call that was followed by another (tool turns are not retries)
-        self.retried_attempts += max(0, failed_calls - (0 if r.succeeded else 1))
-        ok_calls = max(0, calls - failed_calls)
+        retried = failed if r.succeeded else failed[:-1]
+        self.retried_attempts += len(retried)
+        self.retries_by_type.update(str(a.get("error_type") or "error") for a in retried)
+        ok_calls = max(0, calls - len(failed))
+        self.ok_calls += ok_calls
         if r.succeeded:
             self.succeeded += 1
         else:
             self.failed += 1
             self._on_failure(r, now)
         if r.latency_s is not None:
-            self.latency.add(r.latency_s)
-            self.recent_latency.add(r.latency_s, now)
-            self.latency_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
+            self.job_time.add(r.latency_s)
+            self.job_time_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
+        self._on_usage(r, now, ok_calls, call_s)
+
+    def _on_usage(self, r: JobResult, now: float, ok_calls: int, call_s: float) -> None:
         usage = r.usage or {}
         tokens_in = int(usage.get("input_tokens") or 0)
         tokens_out = int(usage.get("output_tokens") or 0)
@@ -257,6 +323,11 @@ class RunMetrics:
     def done(self) -> int:
         return self.succeeded + self.failed
 
+    @property
+    def api_calls(self) -> int:
+        """API calls made this session: answered ones of finished jobs, and every failed one."""
+        return self.ok_calls + self.failed_attempts
+
     def rates(self, now: float) -> dict[str, Any]:
         """Sliding-window figures: jobs/s, requests/min, error rate, cost/hour, per-model usage/min."""
         elapsed = max(1e-9, now - self.started_at)
@@ -280,28 +351,32 @@ class RunMetrics:
             "error_rate_pct": round(100.0 * minute["failed"] / calls, 3) if calls else 0.0,
             "cost_per_hour_usd": round(recent["cost_usd"] / window * 3600.0, 6),
             "average_cost_per_hour_usd": round(self.cost_usd / elapsed * 3600.0, 6),
-            "recent_p95_s": self.recent_latency.merged(now).percentiles()["p95"],
+            "recent_call_p95_s": self.recent_call_latency.merged(now).percentiles()["p95"],
             "per_model": per_model,
         }
 
+    def completion_rate(self, now: float) -> tuple[float, int]:
+        """(jobs finished per second, over how many seconds): the ETA's rate. Whole seconds only,
+        at most `ETA_WINDOW_S` and at most the later half of the session, so the start-up burst
+        (a full token bucket, cached answers) has left the window once the run settles."""
+        seconds = min(ETA_WINDOW_S, int((now - self.started_at) / 2))
+        return self.window.per_second("jobs", now, seconds), seconds
+
     def call_load(self, now: float) -> tuple[float, float | None]:
         """(successful API calls per second, mean seconds per call) over the recent window:
-        what the scaler feeds to Little's law. Call time, not job time: a job's latency also
+        what the scaler feeds to Little's law. Call time, not job time: a job's time also
         counts its waits for the governor."""
         window = min(THROUGHPUT_WINDOW_S, max(1e-9, now - self.started_at))
         recent = self.window.sums(now, THROUGHPUT_WINDOW_S)
         calls = recent["requests"]
         return calls / window, (recent["call_s"] / calls if calls else None)
 
-    def latency_by_model_summary(self) -> dict[str, dict[str, Any]]:
-        return {
-            model: {"count": hist.count, **hist.percentiles()}
-            for model, hist in sorted(self.latency_by_model.items())
-        }
-
     def summary(self, now: float) -> dict[str, Any]:
+        """The figures of `anvil run --json` (and the `metrics` of a snapshot). `latency_s` and
+        `latency_by_model_s` are the older names of `job_time_s` and `job_time_by_model_s`."""
         elapsed = max(1e-9, now - self.started_at)
         rates = self.rates(now)
+        job_time = self.job_time.percentiles()
         return {
             "total": self.total,
             "done": self.done + self.already_done,
@@ -312,13 +387,19 @@ class RunMetrics:
             "recent_jobs_per_s": rates["jobs_per_s"],
             "recent_requests_per_min": rates["requests_per_min"],
             "recent_error_rate_pct": rates["error_rate_pct"],
-            "latency_s": self.latency.percentiles(),
-            "latency_by_model_s": self.latency_by_model_summary(),
+            "call_latency_s": _summary_of(self.call_latency),
+            "call_latency_by_model_s": _by_model(self.call_latency_by_model),
+            "job_time_s": _summary_of(self.job_time),
+            "job_time_by_model_s": _by_model(self.job_time_by_model),
+            "latency_s": job_time,
+            "latency_by_model_s": _by_model(self.job_time_by_model),
+            "api_calls": self.api_calls,
             "attempts": self.attempts,
             "retries": self.retried_attempts,
             "failed_attempts": self.failed_attempts,
             "rate_limited": self.rate_limited,
             "errors_by_type": dict(self.errors_by_type),
+            "retries_by_type": dict(self.retries_by_type),
             "failures_by_type": dict(self.final_errors_by_type),
             "tokens": {
                 "input": self.input_tokens,

@@ -7,31 +7,41 @@ from typing import Any
 
 from rich.console import Console
 
+from anvil_cli.dashboard.render import describe_error
+from anvil_cli.snapshot_types import Snapshot
+
 
 def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def snapshot_line(s: dict[str, Any]) -> str:
-    """A progress line from a run snapshot (see `anvil_cli.snapshot`)."""
-    c, t, lat, e = s["counts"], s["throughput"], s["latency_s"], s["errors"]
-    eta = s.get("eta_s")
+def _agents(s: Snapshot) -> str:
+    """`4/4`; above a lowered limit: `100 (limit 22, 78 draining)`, never `100/22`."""
+    a = s["agents"]
+    if a["draining"]:
+        return f"{a['in_flight']} (limit {a['limit']}, {a['draining']} draining)"
+    return f"{a['in_flight']}/{a['limit']}"
+
+
+def snapshot_line(s: Snapshot) -> str:
+    """A progress line from a run snapshot (see `anvil_cli.snapshot_types`)."""
+    c, t, e = s["counts"], s["throughput"], s["errors"]
+    calls, jobs = s["call_latency_s"], s["job_time_s"]
+    eta = s["eta_s"]
     eta_text = "-" if eta is None else f"{eta:.0f}s"
     line = (
         f"{c['done']}/{c['total']} done ({s['progress_pct']:.1f}%, {c['failed']} failed) ETA {eta_text} | "
         f"{t['jobs_per_s']:.1f} jobs/s, {t['requests_per_min']:.0f} req/min | "
-        f"agents {s['agents']['in_flight']}/{s['agents']['limit']} queue {s['queue']['ready']} | "
-        f"p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} | "
+        f"agents {_agents(s)} queue {s['queue']['ready']} | "
+        f"calls p50 {_fmt_s(calls['p50'])} p95 {_fmt_s(calls['p95'])}, job time p95 {_fmt_s(jobs['p95'])} | "
         f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
         f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
     )
-    opened = [m for m, b in (s.get("breakers") or {}).items() if b.get("state") != "closed"]
+    opened = [m for m, b in s["breakers"].items() if b["state"] != "closed"]
     if opened:
         line += " | breaker open: " + ", ".join(opened)
-    last = e.get("last_error")
+    last = e["last_error"]
     if last and e["error_rate_pct"] > 0:
-        from anvil_cli.dashboard.render import describe_error
-
         line += f" | last error: {describe_error(last)}"
     return line
 
@@ -49,31 +59,36 @@ class PlainProgress:
         self.interval_s = interval_s
         self._next_due_s = interval_s
 
-    def snapshot(self, snap: dict[str, Any], *, force: bool = False) -> bool:
+    def snapshot(self, snap: Snapshot, *, force: bool = False) -> bool:
         """Print `snap` as a line once every `interval_s` of the run (by the snapshot's own
         clock, so tests need no sleeping), or now with `force`. Returns whether it printed."""
-        elapsed = float(snap.get("elapsed_s") or 0.0)
+        elapsed = snap["elapsed_s"]
         if not force and elapsed < self._next_due_s:
             return False
         self._next_due_s = elapsed + self.interval_s
         self.console.print(
-            f"[{stamp_of(snap.get('updated_at'))}] {snapshot_line(snap)}", markup=False, soft_wrap=True
+            f"[{stamp_of(snap['updated_at'])}] {snapshot_line(snap)}", markup=False, soft_wrap=True
         )
         return True
 
 
+def _times(summary: dict[str, Any], key: str) -> str:
+    t = summary.get(key) or {}
+    return f"p50 {_fmt_s(t.get('p50'))} p95 {_fmt_s(t.get('p95'))} p99 {_fmt_s(t.get('p99'))}"
+
+
 def human_summary(console: Console, summary: dict[str, Any]) -> None:
+    """`anvil run`'s closing lines, from its summary (`engine.runner.run_summary`)."""
     c = summary["counts"]
-    lat = summary["latency_s"]
     console.print(
         f"run {summary['run_id']}: {summary['state']} | {c['succeeded']} succeeded, {c['failed']} failed, "
         f"{c['pending']} pending of {c['total']}",
         markup=False,
     )
+    console.print(f"  {summary['duration_s']:.1f}s, {summary['jobs_per_s']:.2f} jobs/s", markup=False)
+    console.print(f"  API call latency {_times(summary, 'call_latency_s')}", markup=False)
     console.print(
-        f"  {summary['duration_s']:.1f}s, {summary['jobs_per_s']:.2f} jobs/s | "
-        f"latency p50 {_fmt_s(lat['p50'])} p95 {_fmt_s(lat['p95'])} p99 {_fmt_s(lat['p99'])}",
-        markup=False,
+        f"  job time {_times(summary, 'job_time_s')} (with limiter waits and retries)", markup=False
     )
     hits = summary.get("cache_hits") or 0
     console.print(

@@ -1,56 +1,54 @@
-"""The run snapshot: one JSON-able dict, built once a second by the conductor, that the journal
-stores (`runs.snapshot_json`), the dashboard renders, `anvil status --json` prints and the HTTP
-API serves. Built from plain values; reads no clock (`now` is the metrics' monotonic clock, and
-wall times are derived from `started_wall`).
-
-Shape (every key always present; figures that cannot be known yet are null):
-
-    version              1
-    run_id, batch_path   str
-    state                "running" | "stopping" | "paused" | "finished" | ...
-    paused               bool
-    started_at           wall-clock seconds when this session started
-    updated_at           wall-clock seconds of this snapshot
-    elapsed_s            seconds since this session started
-    counts               {total, done, succeeded, failed, pending, in_flight}  (whole run; succeeded
-                         and failed are this session's unless the journal's are merged in)
-    progress_pct         done / total * 100
-    eta_s                remaining / recent jobs per second (null while nothing finished recently)
-    throughput           {window_s, jobs_per_s, requests_per_min, jobs_per_s_overall}
-    latency_s            {count, p50, p95, p99, recent_p95}   (job latency, seconds; recent_p95 over
-                         the last 30-60 s, what the latency alert watches)
-    latency_by_model_s   {model: {count, p50, p95, p99}}
-    errors               {window_s (last minute), error_rate_pct, attempts, failed_attempts,
-                          rate_limited_recent, rate_limited, retries, by_type: {type: n},
-                          failures_by_type: {type: n},
-                          last_failures: [{seq, model, type, status_code, message, at_s}]}
-    agents               {in_flight, limit, min, max, utilisation_pct}
-    workers              {count, alive, restarts, list: [{id, pid, alive, jobs}]}
-    queue                {ready, pending}; queue_depth: the same `ready`, for the API's readers
-    limits               {pool: {paused_for_s, binding, dimensions: {requests|input_tokens|output_tokens:
-                          {rate_per_min, configured_per_min, used_per_min, level_pct, in_use_pct,
-                           headroom_pct}}}}
-                         in_use_pct is the larger of the rate used over the recent window (as % of
-                         the effective rate) and how far the bucket is drawn down; `binding` is the
-                         dimension closest to its limit ("paused" during a 429 pause; null if idle)
-    breakers             {model: {state, failures, retry_in_s}}
-    budget               {spent_usd, reserved_usd, max_usd, warn_usd}   (the governor's, this session)
-    cost                 {so_far_usd, session_usd, per_hour_usd (recent window), average_per_hour_usd
-                          (this session), per_job_usd, projected_total_usd}
-    tokens               {input, output, cache_read, cache_write}
-    alerts               [{name, severity, message, value, threshold, since}]  (active ones)
-    metrics              `RunMetrics.summary()` (the same keys as `anvil run --json`'s figures)
-    governor             the governor's own snapshot (`Governor.snapshot()`), as given
+"""The run snapshot, built in one place: `build_snapshot(state, metrics, ...)` turns the value a
+run driver hands over each tick (`anvil_cli.state.EngineState`) and the run's `RunMetrics` into
+one typed, JSON-able `Snapshot` (its shape: `anvil_cli.snapshot_types`). The journal stores it
+(`runs.snapshot_json`), `anvil status --json` and `GET /status` serve it, and the dashboard, the
+progress line, `/metrics` and the alert rules read it. Reads no clock: `now` is the metrics'
+monotonic clock, and wall times are derived from `started_wall`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import fnmatch
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, cast
 
-from anvil_cli.metrics import RunMetrics
+from anvil_cli.metrics import PROM_BOUNDS_S, LogHistogram, RunMetrics
 from anvil_cli.models import model_class
+from anvil_cli.run_history import history_of
+from anvil_cli.snapshot_types import (
+    SNAPSHOT_VERSION,
+    Agents,
+    Alert,
+    BatchesState,
+    Breaker,
+    Budget,
+    CallLatency,
+    Cost,
+    Counts,
+    Dimension,
+    Errors,
+    Failure,
+    HistogramData,
+    Histograms,
+    LastError,
+    Pool,
+    Snapshot,
+    TimeSummary,
+    WorkerRow,
+    Workers,
+)
+from anvil_cli.state import EngineState
 
-SNAPSHOT_VERSION: Final = 1
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "Snapshot",
+    "build_snapshot",
+    "limiter_headroom",
+    "pending_of",
+    "pool_of",
+    "snapshot_of",
+]
+
 DIMENSIONS: Final = ("requests", "input_tokens", "output_tokens")
 _BINDING_MIN_PCT: Final = 1.0  # below this nothing is "binding": the pool is idle
 
@@ -59,11 +57,13 @@ def _pct(part: float, whole: float) -> float:
     return round(100.0 * part / whole, 1) if whole > 0 else 0.0
 
 
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def pool_of(model: str, pools: list[str]) -> str | None:
     """The pool `model` draws from, among the governor's pools keyed `<rate_limits key>:<model
     class>` (see engine.shared.limits_resolver): an exact or glob key first, then "default"."""
-    import fnmatch
-
     cls = model_class(model)
     fallback = None
     for pool in pools:
@@ -88,16 +88,19 @@ def _usage_by_pool(pools: list[str], per_model: dict[str, dict[str, float]]) -> 
     return used
 
 
-def _dimension(raw: dict[str, Any], used_per_min: float) -> dict[str, Any]:
-    rate = raw.get("rate_per_min")
-    capacity, level = raw.get("capacity"), raw.get("level")
+def _dimension(raw: Mapping[str, Any], used_per_min: float) -> Dimension:
+    rate = _num(raw.get("rate_per_min"))
+    capacity, level = _num(raw.get("capacity")), _num(raw.get("level"))
     level_pct = _pct(level, capacity) if capacity and level is not None else None
     drawn = 100.0 - max(0.0, min(100.0, level_pct)) if level_pct is not None else 0.0
     # a full bucket's burst lets the recent rate run above the limit for a while: cap at 100%
     in_use = min(100.0, max(_pct(used_per_min, rate), drawn)) if rate else None
     return {
         "rate_per_min": rate,
-        "configured_per_min": raw.get("configured_per_min"),
+        "configured_per_min": _num(raw.get("configured_per_min")),
+        "capacity": capacity,
+        "level": level,
+        "reserved_in_flight": _num(raw.get("reserved_in_flight")) or 0.0,
         "used_per_min": round(used_per_min, 1),
         "level_pct": level_pct,
         "in_use_pct": None if in_use is None else round(in_use, 1),
@@ -105,43 +108,64 @@ def _dimension(raw: dict[str, Any], used_per_min: float) -> dict[str, Any]:
     }
 
 
-def limiter_headroom(governor: dict[str, Any], per_model: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per pool and dimension: % of the effective rate in use, and which dimension binds."""
-    out: dict[str, Any] = {}
-    pools = governor.get("pools") or {}
+def _binding(dims: dict[str, Dimension], paused: bool, ended: bool) -> str | None:
+    """The dimension closest to its limit while the run can still be held back by it."""
+    if ended:
+        return None
+    if paused:
+        return "paused"
+    limited = {d: v["in_use_pct"] for d, v in dims.items() if v["in_use_pct"] is not None}
+    if not limited:
+        return None
+    binding = max(limited, key=lambda d: limited[d])
+    return binding if limited[binding] >= _BINDING_MIN_PCT else None
+
+
+def limiter_headroom(
+    governor: Mapping[str, Any], per_model: dict[str, dict[str, float]], *, ended: bool = False
+) -> dict[str, Pool]:
+    """Per pool and dimension: % of the effective rate in use, and which dimension binds (none
+    once the run has ended: nothing is held back any more)."""
+    out: dict[str, Pool] = {}
+    pools: Mapping[str, Any] = governor.get("pools") or {}
     usage = _usage_by_pool(list(pools), per_model)
     for pool, raw in sorted(pools.items()):
-        used = usage[pool]
         dims = {
-            dim: _dimension(spec, used[dim])
+            dim: _dimension(spec, usage[pool][dim])
             for dim, spec in (raw.get("dimensions") or {}).items()
             if dim in DIMENSIONS
         }
-        limited = {d: v["in_use_pct"] for d, v in dims.items() if v["in_use_pct"] is not None}
-        binding = max(limited, key=lambda d: limited[d]) if limited else None
-        if binding is not None and limited[binding] < _BINDING_MIN_PCT:
-            binding = None
-        paused = raw.get("paused_until_s")
+        paused = _num(raw.get("paused_until_s"))
         out[pool] = {
-            "paused_for_s": round(paused, 2) if paused else None,
-            "binding": "paused" if paused else binding,
+            "paused_for_s": round(paused, 2) if paused and not ended else None,
+            "binding": _binding(dims, bool(paused), ended),
             "dimensions": dims,
         }
     return out
 
 
-def _breakers(governor: dict[str, Any]) -> dict[str, Any]:
+def _breakers(governor: Mapping[str, Any]) -> dict[str, Breaker]:
     return {
-        model: {
-            "state": b.get("state"),
-            "failures": b.get("failures", 0),
-            "retry_in_s": round(b["retry_in_s"], 1) if b.get("retry_in_s") else None,
+        str(model): {
+            "state": str(b.get("state") or "closed"),
+            "failures": int(b.get("failures") or 0),
+            "retry_in_s": round(b["retry_in_s"], 1) if _num(b.get("retry_in_s")) else None,
         }
         for model, b in sorted((governor.get("breakers") or {}).items())
     }
 
 
-def _cost(metrics: RunMetrics, rates: dict[str, Any], remaining: int) -> dict[str, Any]:
+def _budget(governor: Mapping[str, Any]) -> Budget:
+    b: Mapping[str, Any] = governor.get("budget") or {}
+    return {
+        "spent_usd": _num(b.get("spent_usd")) or 0.0,
+        "reserved_usd": _num(b.get("reserved_usd")) or 0.0,
+        "max_usd": _num(b.get("max_usd")),
+        "warn_usd": _num(b.get("warn_usd")),
+    }
+
+
+def _cost(metrics: RunMetrics, rates: dict[str, Any], remaining: int) -> Cost:
     so_far = metrics.cost_before_usd + metrics.cost_usd
     per_job = metrics.cost_usd / metrics.done if metrics.done else None
     projected = so_far + per_job * remaining if per_job is not None else None
@@ -155,108 +179,158 @@ def _cost(metrics: RunMetrics, rates: dict[str, Any], remaining: int) -> dict[st
     }
 
 
-def _workers(workers: list[dict[str, Any]], restarts: int) -> dict[str, Any]:
-    rows = [
-        {
-            "id": int(w.get("id", 0)),
-            "pid": w.get("pid"),
-            "alive": bool(w.get("alive", False)),
-            "jobs": int(w.get("jobs", 0)),
-        }
-        for w in workers
+def _workers(state: EngineState) -> Workers:
+    rows: list[WorkerRow] = [
+        {"id": w.id, "pid": w.pid, "alive": w.alive, "jobs": w.jobs, "node": w.node} for w in state.workers
     ]
-    return {"count": len(rows), "alive": sum(r["alive"] for r in rows), "restarts": restarts, "list": rows}
+    return {
+        "count": len(rows),
+        "alive": sum(1 for r in rows if r["alive"]),
+        "restarts": state.worker_restarts,
+        "list": rows,
+    }
 
 
-def _errors(metrics: RunMetrics, rates: dict[str, Any]) -> dict[str, Any]:
+def _errors(metrics: RunMetrics, rates: dict[str, Any]) -> Errors:
     return {
         "window_s": rates["error_window_s"],
         "error_rate_pct": rates["error_rate_pct"],
         "attempts": rates["attempts"],
         "failed_attempts": rates["failed_attempts"],
         "rate_limited_recent": rates["rate_limited"],
+        "api_calls": metrics.api_calls,
         "rate_limited": metrics.rate_limited,
         "retries": metrics.retried_attempts,
         "by_type": dict(metrics.errors_by_type.most_common()),
+        "retries_by_type": dict(metrics.retries_by_type.most_common()),
         "failures_by_type": dict(metrics.final_errors_by_type.most_common()),
-        "last_failures": list(metrics.last_failures),
-        "last_error": metrics.last_error,
+        # RunMetrics keeps these as plain dicts of exactly these shapes (see its _on_failure, on_attempt)
+        "last_failures": cast("list[Failure]", list(metrics.last_failures)),
+        "last_error": cast("LastError | None", metrics.last_error),
     }
 
 
+def _agents(state: EngineState) -> Agents:
+    return {
+        "in_flight": state.in_flight,
+        "limit": state.agent_limit,
+        "min": state.agent_min,
+        "max": state.agent_max,
+        "utilisation_pct": min(100.0, _pct(state.in_flight, state.agent_limit)),
+        "draining": max(0, state.in_flight - state.agent_limit),
+    }
+
+
+def _time_summary(hist: LogHistogram) -> TimeSummary:
+    p = hist.percentiles()
+    return {"count": hist.count, "p50": p["p50"], "p95": p["p95"], "p99": p["p99"]}
+
+
+def _by_model(hists: dict[str, LogHistogram]) -> dict[str, TimeSummary]:
+    return {model: _time_summary(hist) for model, hist in sorted(hists.items())}
+
+
+def _histogram(hist: LogHistogram) -> HistogramData:
+    return {"cumulative": hist.cumulative(PROM_BOUNDS_S), "count": hist.count, "sum": round(hist.total, 6)}
+
+
+def _histograms(metrics: RunMetrics) -> Histograms:
+    return {
+        "bounds_s": list(PROM_BOUNDS_S),
+        "call_latency": {m: _histogram(h) for m, h in sorted(metrics.call_latency_by_model.items())},
+        "job_time": {m: _histogram(h) for m, h in sorted(metrics.job_time_by_model.items())},
+    }
+
+
+def pending_of(state: EngineState, metrics: RunMetrics) -> int:
+    """Jobs of the run not yet dispatched."""
+    return max(0, metrics.total - metrics.done - metrics.already_done - state.in_flight)
+
+
+def _counts(state: EngineState, metrics: RunMetrics) -> Counts:
+    done = metrics.done + metrics.already_done
+    return {
+        "total": max(metrics.total, done),
+        "done": done,
+        "succeeded": metrics.succeeded + metrics.already_done - metrics.already_failed,
+        "failed": metrics.failed + metrics.already_failed,
+        "pending": pending_of(state, metrics),
+        "running": state.in_flight,
+    }
+
+
+def _eta(remaining: int, rate: float, ended: bool) -> float | None:
+    """Seconds left at the recent completion rate; null when it cannot be known."""
+    if remaining == 0:
+        return 0.0
+    if ended or rate <= 0:
+        return None
+    return round(remaining / rate, 1)
+
+
+def _batches(state: EngineState) -> BatchesState | None:
+    b = state.batches
+    if b is None:
+        return None
+    return {"submitted": b.submitted, "processing_requests": b.processing_requests, "ended": b.ended}
+
+
 def build_snapshot(
-    *,
-    run_id: str,
-    batch_path: str,
-    state: str,
-    started_wall: float,
+    state: EngineState,
     metrics: RunMetrics,
+    *,
+    batch_path: str,
+    started_wall: float,
     now: float,
-    in_flight: int,
-    agent_limit: int,
-    agent_min: int,
-    agent_max: int,
-    queue_depth: int,
-    pending: int,
-    workers: list[dict[str, Any]],
-    worker_restarts: int,
-    governor: dict[str, Any],
-    alerts: list[dict[str, Any]],
-    paused: bool,
-) -> dict[str, Any]:
-    """The run's state at `now` (monotonic, the metrics' clock) as one JSON-able dict."""
+    alerts: Iterable[Alert] = (),
+    growing: int = 0,
+) -> Snapshot:
+    """The run at `now` (monotonic, the metrics' clock). `alerts`: the active ones; `growing`:
+    the backlog if it grew over the last minute (see `dashboard.monitor.Backlog`)."""
     elapsed = max(0.0, now - metrics.started_at)
     rates = metrics.rates(now)
-    done = metrics.done + metrics.already_done
-    total = max(metrics.total, done)
-    remaining = max(0, total - done)
-    jobs_per_s = rates["jobs_per_s"]
-    eta = 0.0 if remaining == 0 else (round(remaining / jobs_per_s, 1) if jobs_per_s > 0 else None)
+    counts = _counts(state, metrics)
+    remaining = max(0, counts["total"] - counts["done"])
+    eta_rate, eta_window = metrics.completion_rate(now)
+    call_latency: CallLatency = {
+        **_time_summary(metrics.call_latency),
+        "recent_p95": rates["recent_call_p95_s"],
+    }
+    governor = dict(state.governor)
     return {
         "version": SNAPSHOT_VERSION,
-        "run_id": run_id,
+        "run_id": state.run_id,
         "batch_path": batch_path,
-        "state": state,
-        "paused": paused,
+        "mode": state.mode,
+        "state": state.phase,
+        "paused": state.paused,
         "started_at": round(started_wall, 3),
         "updated_at": round(started_wall + elapsed, 3),
         "elapsed_s": round(elapsed, 3),
-        "counts": {
-            "total": total,
-            "done": done,
-            "succeeded": metrics.succeeded,
-            "failed": metrics.failed,
-            "pending": pending,
-            "in_flight": in_flight,
-        },
-        "progress_pct": _pct(done, total) if total else 100.0,
-        "eta_s": eta,
+        "counts": counts,
+        "progress_pct": _pct(counts["done"], counts["total"]) if counts["total"] else 100.0,
+        "eta_s": _eta(remaining, eta_rate, state.ended),
         "throughput": {
             "window_s": rates["window_s"],
-            "jobs_per_s": jobs_per_s,
+            "jobs_per_s": rates["jobs_per_s"],
             "requests_per_min": rates["requests_per_min"],
             "jobs_per_s_overall": round(metrics.done / elapsed, 3) if elapsed > 0 else 0.0,
+            "eta_jobs_per_s": round(eta_rate, 3),
+            "eta_window_s": eta_window,
         },
-        "latency_s": {
-            "count": metrics.latency.count,
-            **metrics.latency.percentiles(),
-            "recent_p95": rates["recent_p95_s"],
-        },
-        "latency_by_model_s": metrics.latency_by_model_summary(),
+        "call_latency_s": call_latency,
+        "call_latency_by_model_s": _by_model(metrics.call_latency_by_model),
+        "job_time_s": _time_summary(metrics.job_time),
+        "job_time_by_model_s": _by_model(metrics.job_time_by_model),
+        "histograms": _histograms(metrics),
         "errors": _errors(metrics, rates),
-        "agents": {
-            "in_flight": in_flight,
-            "limit": agent_limit,
-            "min": agent_min,
-            "max": agent_max,
-            "utilisation_pct": _pct(in_flight, agent_limit),
-        },
-        "workers": _workers(workers, worker_restarts),
-        "queue": {"ready": queue_depth, "pending": pending},
-        "queue_depth": queue_depth,
-        "limits": limiter_headroom(governor, rates["per_model"]),
+        "agents": _agents(state),
+        "workers": _workers(state),
+        "queue": {"ready": state.queue_depth, "pending": counts["pending"], "growing": growing},
+        "queue_depth": state.queue_depth,
+        "limits": limiter_headroom(governor, rates["per_model"], ended=state.ended),
         "breakers": _breakers(governor),
-        "budget": dict(governor.get("budget") or {}),
+        "budget": _budget(governor),
         "cost": _cost(metrics, rates, remaining),
         "tokens": {
             "input": metrics.input_tokens,
@@ -265,6 +339,16 @@ def build_snapshot(
             "cache_write": metrics.cache_write_tokens,
         },
         "alerts": list(alerts),
+        "history": history_of(state.history),
+        "batches": _batches(state),
         "metrics": metrics.summary(now),
         "governor": governor,
     }
+
+
+def snapshot_of(data: Mapping[str, Any] | None) -> Snapshot | None:
+    """A snapshot read back as JSON (the journal, the API), or None if `data` is not one of this
+    version (none stored yet, or one written by an older Anvil)."""
+    if data is None or data.get("version") != SNAPSHOT_VERSION:
+        return None
+    return cast(Snapshot, data)

@@ -1,21 +1,21 @@
-"""What `anvil status` and the HTTP API's `GET /status` report about a run, from the journal.
+"""What `anvil status --json` and the HTTP API's `GET /status` report about a run, from the
+journal: `status_json(journal, run_id)`, one `RunStatus`.
 
-`status_json(journal, run_id)` shape:
+A `RunStatus` is the run's last snapshot (every key of `anvil_cli.snapshot_types.Snapshot`; a
+run that stored none yet gets the builder's empty one) with what the journal knows besides:
 
-    run_id, batch_path, state    state as the user should read it: a `running` row whose process
-                                 is gone is "interrupted"
-    stored_state                 the journal's own state
-    pid, created_at, updated_at, ended_at, stop_reason, duration_s
+    state                        as the user should read it: a `running` row whose process is
+                                 gone is "interrupted", one with no snapshot yet "starting"
+                                 (`stored_state`: the journal's own)
+    counts                       the journal's, over the whole run
+    paused, alerts               a live run's; false and [] otherwise
+    metrics                      the last snapshot's, or the final summary of an ended run
+    history                      breaker and scaling events from the journal (the last 50)
+    pid, created_at, ended_at, stop_reason, duration_s
     live                         true while the run's process is alive (figures are a second old)
-    resume_command               `anvil run <batch>` for interrupted/stopped runs, else null
-    counts                       {total, pending, running, succeeded, failed, done}  (journal)
-    cost_usd, attempts           (journal totals over the whole run)
-    agents, queue_depth, paused  (from the last snapshot; null without one)
-    alerts                       active alerts of a live run; [] otherwise
+    resume_command               how to resume an interrupted or stopped run, else null
+    cost_usd, attempts           journal totals over the whole run
     alert_events                 the last alert changes recorded in the journal
-    metrics                      the last snapshot's metrics, or the final summary of an ended run
-    governor                     the last snapshot's governor state (null without one)
-    snapshot                     the last snapshot stored by the conductor (see anvil_cli.snapshot)
     summary                      the summary stored when the run ended (null while running)
 """
 
@@ -28,6 +28,7 @@ from typing import Any, Final
 from anvil_cli.engine.journal import (
     FAILED,
     PENDING,
+    RUN_FINISHED,
     RUN_INTERRUPTED,
     RUN_RUNNING,
     RUN_STOPPED,
@@ -38,8 +39,37 @@ from anvil_cli.engine.journal import (
 )
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.errors import UsageError
+from anvil_cli.metrics import RunMetrics
+from anvil_cli.run_history import HISTORY_KINDS, history_of
+from anvil_cli.snapshot import build_snapshot, snapshot_of
+from anvil_cli.snapshot_types import Counts, HistoryEvent, Snapshot
+from anvil_cli.state import EngineState, Mode, Phase
 
 RECENT_ALERT_EVENTS: Final = 20
+RECENT_HISTORY_EVENTS: Final = 50
+RUN_STARTING: Final = "starting"  # running, before its first snapshot (its first second)
+ENDED_PHASES: Final[dict[str, Phase]] = {
+    RUN_FINISHED: "finished",
+    RUN_STOPPED: "stopped",
+    RUN_INTERRUPTED: "stopped",
+}
+
+
+class RunStatus(Snapshot):
+    """A run's status: its last snapshot with the journal's counts, history and run record."""
+
+    stored_state: str
+    pid: int | None
+    created_at: float
+    ended_at: float | None
+    stop_reason: str | None
+    duration_s: float
+    live: bool
+    resume_command: str | None
+    cost_usd: float
+    attempts: int
+    alert_events: list[dict[str, Any]]
+    summary: dict[str, Any] | None
 
 
 def effective_state(row: RunRow) -> str:
@@ -72,15 +102,15 @@ def find_run(journal: Journal, run: str | None) -> RunRow:
     return row
 
 
-def _counts(journal: Journal, run_id: str) -> dict[str, int]:
+def _counts(journal: Journal, run_id: str) -> Counts:
     c = journal.counts(run_id)
     return {
         "total": sum(c.values()),
-        PENDING: c[PENDING],
-        RUNNING: c[RUNNING],
-        SUCCEEDED: c[SUCCEEDED],
-        FAILED: c[FAILED],
         "done": c[SUCCEEDED] + c[FAILED],
+        "succeeded": c[SUCCEEDED],
+        "failed": c[FAILED],
+        "pending": c[PENDING],
+        "running": c[RUNNING],
     }
 
 
@@ -89,37 +119,58 @@ def _duration(row: RunRow) -> float:
     return round(max(0.0, end - row.created_at), 3)
 
 
-def status_json(journal: Journal, run_id: str | None = None) -> dict[str, Any]:
+def empty_snapshot(row: RunRow) -> Snapshot:
+    """The snapshot of a run that stored none (it ended before its first tick, or was written by
+    an older Anvil): the real builder's, with nothing measured."""
+    mode: Mode = "batches" if row.mode == "batches" else "messages"
+    state = EngineState(
+        run_id=row.id,
+        mode=mode,
+        phase=ENDED_PHASES.get(row.state, "running"),
+        paused=False,
+        in_flight=0,
+        agent_limit=0,
+        agent_min=0,
+        agent_max=0,
+        queue_depth=0,
+    )
+    metrics = RunMetrics(total=row.total, started_at=0.0)
+    return build_snapshot(state, metrics, batch_path=row.batch_path, started_wall=row.created_at, now=0.0)
+
+
+def history(journal: Journal, run_id: str, limit: int = RECENT_HISTORY_EVENTS) -> list[HistoryEvent]:
+    """The run's breaker and scaling events, as the journal recorded them, the last `limit`."""
+    raws = [event for kind in HISTORY_KINDS for event in journal.events(run_id, kind)]
+    return history_of(raws)[-limit:]
+
+
+def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     """A run's status (id, unique prefix, or None for the latest) from the journal."""
     row = find_run(journal, run_id)
     state = effective_state(row)
     live = state == RUN_RUNNING
-    snap = row.snapshot or {}
+    stored = snapshot_of(row.snapshot)
+    snap = stored or empty_snapshot(row)
     totals = journal.totals(row.id)
     return {
-        "run_id": row.id,
-        "batch_path": row.batch_path,
-        "state": state,
+        **snap,
+        "state": RUN_STARTING if live and stored is None else state,
+        "counts": _counts(journal, row.id),
+        "paused": snap["paused"] if live else False,
+        "alerts": snap["alerts"] if live else [],
+        "metrics": snap["metrics"] if live or row.summary is None else row.summary,
+        "history": history(journal, row.id),
         "stored_state": row.state,
         "pid": row.pid,
         "created_at": row.created_at,
-        "updated_at": row.updated_at,
         "ended_at": row.ended_at,
         "stop_reason": row.stop_reason,
         "duration_s": _duration(row),
         "live": live,
         "resume_command": resume_command(row, state, journal),
-        "counts": _counts(journal, row.id),
         "cost_usd": round(totals["cost_usd"], 6),
         "attempts": int(totals["attempts"]),
-        "agents": snap.get("agents"),
-        "queue_depth": snap.get("queue_depth"),
-        "paused": bool(snap.get("paused", False)) if live else False,
-        "alerts": list(snap.get("alerts") or []) if live else [],
         "alert_events": journal.events(row.id, "alert")[-RECENT_ALERT_EVENTS:],
-        "metrics": snap.get("metrics") if live or row.summary is None else row.summary,
-        "governor": snap.get("governor"),
-        "snapshot": row.snapshot,
         "summary": row.summary,
     }
 

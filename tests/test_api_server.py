@@ -14,56 +14,36 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from anvil_cli.alerts import AlertEngine
 from anvil_cli.api.server import ApiServer
+from anvil_cli.config import Alerts
 from anvil_cli.errors import InputError, Problem, UsageError
+from anvil_cli.metrics import PROM_BOUNDS_S
+from anvil_cli.state import WorkerInfo
+from tests.snapshot_support import HAIKU, SONNET, T0, real_governor, snapshot
 
 TOKEN = "test-token-0123456789abcdef"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-STATUS: dict[str, Any] = {
-    "run_id": "run-1",
-    "state": "running",
-    "counts": {"total": 10, "succeeded": 6, "failed": 1, "pending": 2, "running": 1},
-    "metrics": {
-        "jobs_per_s": 1.5,
-        "recent_jobs_per_s": 2.5,
-        "recent_requests_per_min": 120.0,
-        "latency_s": {"p50": 0.4, "p95": 0.9, "p99": None},
-        "attempts": 9,
-        "retries": 2,
-        "rate_limited": 1,
-        "errors_by_type": {"overloaded_error": 2},
-        "tokens": {"input": 1000, "output": 500, "cache_read": 0, "cache_write": 0},
-        "cost_usd": 0.0125,
-    },
-    "agents": {"in_flight": 1, "limit": 10, "min": 1, "max": 50},
-    "queue_depth": 2,
-    "paused": False,
-    "workers": [
-        {"id": 0, "pid": 1, "alive": True, "jobs": 1},
-        {"id": 1, "pid": 2, "alive": False, "jobs": 0},
-    ],
-    "worker_restarts": 1,
-    "governor": {
-        "pools": {
-            "default": {
-                "dimensions": {
-                    "requests": {
-                        "capacity": 50,
-                        "level": 42.5,
-                        "rate_per_min": 1000,
-                        "configured_per_min": 1000,
-                        "reserved_in_flight": 1,
-                    }
-                },
-                "paused_until_s": None,
-            }
-        },
-        "breakers": {"claude-haiku-4-5": {"state": "open", "failures": 5, "retry_in_s": 3.0}},
-        "budget": {"spent_usd": 0.0125, "reserved_usd": 0.001, "max_usd": None, "warn_usd": None},
-    },
-    "alerts": [{"name": "slow", "severity": "warning", "message": "p95 latency high"}],
-}
+
+def real_status() -> dict[str, Any]:
+    """A run's status as the real builder and alert rules make it: 20 of 20 agents busy, one of
+    two workers dead (1 restart), sonnet's breaker open, a growing backlog of 800 jobs."""
+    gov = real_governor(sonnet_breaker_open=True, spent_usd=0.6, now=T0 + 60)
+    snap = snapshot(
+        run_id="run-1",
+        governor=gov.snapshot(T0 + 60),
+        in_flight=20,
+        workers=(WorkerInfo(0, 1, True, 20), WorkerInfo(1, 2, False, 0)),
+        growing=800,
+    )
+    alerts = AlertEngine(Alerts())
+    alerts.evaluate(snap, snap["updated_at"])
+    snap["alerts"] = alerts.active()
+    return dict(snap)
+
+
+STATUS = real_status()
 
 
 class FakeController:
@@ -171,7 +151,7 @@ def call(
 def test_healthz_and_status(server: ApiServer) -> None:
     assert call(server, "GET", "/healthz")[::2] == (200, {"ok": True})
     status, _, body = call(server, "GET", "/status")
-    assert status == 200 and body["run_id"] == "run-1" and body["counts"]["total"] == 10
+    assert status == 200 and body["run_id"] == "run-1" and body["counts"]["total"] == 1000
 
 
 def test_job_found_and_unknown(server: ApiServer) -> None:
@@ -293,34 +273,67 @@ def test_metrics_prometheus_text(server: ApiServer) -> None:
     status, headers, text = call(server, "GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     s = _samples(text)
-    assert s[("anvil_jobs", (("state", "succeeded"),))] == 6
-    assert s[("anvil_jobs_per_second", ())] == 2.5
-    assert s[("anvil_requests_per_minute", ())] == 120
-    assert s[("anvil_latency_seconds", (("quantile", "0.95"),))] == 0.9
-    assert ("anvil_latency_seconds", (("quantile", "0.99"),)) not in s  # None: left out
-    assert s[("anvil_attempts_total", ())] == 9
-    assert s[("anvil_errors_total", (("type", "overloaded_error"),))] == 2
-    assert s[("anvil_tokens_total", (("kind", "output"),))] == 500
-    assert s[("anvil_cost_usd_total", ())] == 0.0125
-    assert s[("anvil_limiter_level", (("dimension", "requests"), ("pool", "default")))] == 42.5
-    assert s[("anvil_breaker_open", (("model", "claude-haiku-4-5"), ("state", "open")))] == 1
-    assert s[("anvil_alerts_active", (("severity", "warning"),))] == 1
-    assert s[("anvil_alerts_active", (("severity", "critical"),))] == 0
-    assert s[("anvil_paused", ())] == 0
-    assert s[("anvil_workers_alive", ())] == 1
+    jobs = {
+        state: s[("anvil_jobs", (("state", state),))]
+        for state in ("succeeded", "failed", "pending", "running")
+    }
+    assert jobs == {"succeeded": 593, "failed": 7, "pending": 380, "running": 20}
+    assert s[("anvil_jobs_per_second", ())] == pytest.approx(10.0)
+    assert s[("anvil_api_calls_total", ())] == 605
+    assert s[("anvil_api_call_errors_total", (("type", "overloaded_error"),))] == 12
+    assert s[("anvil_retries_total", (("type", "overloaded_error"),))] == 12
+    assert s[("anvil_rate_limited_total", ())] == 0
+    assert s[("anvil_job_failures_total", (("type", "invalid_request_error"),))] == 7
+    assert s[("anvil_tokens_total", (("kind", "output"),))] == 600 * 120
+    assert s[("anvil_cost_usd_total", ())] == pytest.approx(0.6)
+    assert s[("anvil_agents_in_flight", ())] == s[("anvil_agents_limit", ())] == 20
+    assert s[("anvil_workers_alive", ())] == 1 and s[("anvil_workers", ())] == 2
     assert s[("anvil_worker_restarts_total", ())] == 1
-    assert ("anvil_budget_max_usd", ()) not in s
+    assert s[("anvil_queue_depth", ())] == 350 and s[("anvil_paused", ())] == 0
+    assert (
+        s[("anvil_limiter_in_use_percent", (("dimension", "output_tokens"), ("pool", "default:haiku")))] == 75
+    )
+    assert s[("anvil_limiter_binding", (("dimension", "output_tokens"), ("pool", "default:haiku")))] == 1
+    assert s[("anvil_breaker_state", (("model", SONNET), ("state", "open")))] == 1
+    assert s[("anvil_breaker_state", (("model", SONNET), ("state", "closed")))] == 0
+    assert s[("anvil_breaker_open", (("model", HAIKU),))] == 0
+    assert s[("anvil_budget_max_usd", ())] == 5.0
+    active = {labels[0][1]: v for (name, labels), v in s.items() if name == "anvil_alerts_active"}
+    assert active == {"high": 1, "medium": 0, "low": 1}  # queue_depth; agent_utilisation
+    assert s[("anvil_alert_active", (("name", "queue_depth"), ("severity", "high")))] == 1
 
 
-def test_metrics_tolerate_a_sparse_or_odd_status() -> None:
+def test_latency_is_a_histogram_per_model_for_calls_and_for_jobs(server: ApiServer) -> None:
+    families = {f.name: f for f in text_string_to_metric_families(call(server, "GET", "/metrics")[2])}
+    calls, jobs = families["anvil_call_latency_seconds"], families["anvil_job_duration_seconds"]
+    assert calls.type == jobs.type == "histogram"
+    buckets = {
+        (x.labels["model"], float(x.labels["le"])): x.value
+        for x in calls.samples
+        if x.name.endswith("_bucket")
+    }
+    counts = {x.labels["model"]: x.value for x in calls.samples if x.name.endswith("_count")}
+    for model in (HAIKU, SONNET):
+        assert counts[model] == STATUS["call_latency_by_model_s"][model]["count"]
+        ladder = [buckets[(model, b)] for b in (*PROM_BOUNDS_S, float("inf"))]
+        assert ladder == sorted(ladder) and ladder[-1] == counts[model]
+        assert buckets[(model, 0.1)] == 0 and buckets[(model, 1.0)] == counts[model]  # calls took 0.2-0.6 s
+    job_buckets = {
+        float(x.labels["le"]): x.value
+        for x in jobs.samples
+        if x.name.endswith("_bucket") and x.labels["model"] == HAIKU
+    }
+    haiku_jobs = STATUS["job_time_by_model_s"][HAIKU]["count"]
+    assert (
+        job_buckets[0.5] == 0 and 0 < job_buckets[2.5] < job_buckets[10.0] == haiku_jobs
+    )  # jobs took 1-10 s
+
+
+def test_metrics_before_the_first_snapshot_expose_only_the_run() -> None:
     from anvil_cli.api.prom import render
 
-    text = render(
-        {"run_id": "r", "counts": "?", "metrics": {"tokens": {"input": "x"}}, "alerts": None}
-    ).decode()
-    s = _samples(text)
-    assert s[("anvil_run_info", (("run_id", "r"), ("state", "")))] == 1
-    assert not any(name == "anvil_tokens_total" for name, _ in s)
+    s = _samples(render({"run_id": "r", "state": "starting"}).decode())
+    assert s == {("anvil_run_info", (("run_id", "r"), ("state", "starting"))): 1}
 
 
 # -- auth -------------------------------------------------------------------------------------

@@ -23,11 +23,13 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.dashboard.render import fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.dashboard.render import clock, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
-from anvil_cli.status_view import runs_json, status_json
+from anvil_cli.run_history import describe_event
+from anvil_cli.status_view import RunStatus, runs_json, status_json
 
 WATCH_EVERY_S = 1.0
+HISTORY_SHOWN = 10
 STATE_STYLE = {
     RUN_RUNNING: "bold green",
     "finished": "green",
@@ -61,7 +63,7 @@ def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def _header(st: dict[str, Any]) -> list[RenderableType]:
+def _header(st: RunStatus) -> list[RenderableType]:
     c = st["counts"]
     state = Text(st["state"], style=STATE_STYLE.get(st["state"], ""))
     lines: list[RenderableType] = [
@@ -81,16 +83,21 @@ def _header(st: dict[str, Any]) -> list[RenderableType]:
     return lines
 
 
-def _ended_figures(st: dict[str, Any]) -> list[RenderableType]:
-    m = st.get("metrics") or {}
+def _times(m: dict[str, Any], key: str) -> str:
+    t = m.get(key) or {}
+    return f"p50 {fmt_s(t.get('p50'))} p95 {fmt_s(t.get('p95'))} p99 {fmt_s(t.get('p99'))}"
+
+
+def _ended_figures(st: RunStatus) -> list[RenderableType]:
+    m = st["metrics"]
     if not m:
         return [Text("no figures recorded for this run", style="dim")]
-    lat = m.get("latency_s") or {}
-    lines: list[RenderableType] = [
-        Text(
-            f"throughput {m.get('jobs_per_s', 0):.2f} jobs/s · latency p50 {fmt_s(lat.get('p50'))} "
-            f"p95 {fmt_s(lat.get('p95'))} p99 {fmt_s(lat.get('p99'))}"
-        ),
+    job_time = "job_time_s" if "job_time_s" in m else "latency_s"  # the name before call latency was kept
+    lines: list[RenderableType] = [Text(f"throughput {m.get('jobs_per_s', 0):.2f} jobs/s")]
+    if "call_latency_s" in m:
+        lines.append(Text(f"API call latency {_times(m, 'call_latency_s')}"))
+    lines += [
+        Text(f"job time {_times(m, job_time)} (with limiter waits and retries)"),
         Text(
             f"attempts {m.get('attempts', 0):,} · retries {m.get('retries', 0):,} · "
             f"429s {m.get('rate_limited', 0):,} · tokens in {(m.get('tokens') or {}).get('input', 0):,} "
@@ -107,36 +114,53 @@ def _ended_figures(st: dict[str, Any]) -> list[RenderableType]:
     return lines
 
 
-def _alert_lines(st: dict[str, Any]) -> list[RenderableType]:
-    events = st.get("alert_events") or []
+def _history_lines(st: RunStatus) -> list[RenderableType]:
+    """Breaker openings, probes and closings, and agent scaling, as the journal recorded them."""
+    events = st["history"]
+    if not events:
+        return []
+    lines: list[RenderableType] = [Text("breaker and scaling history:", style="bold")]
+    if len(events) > HISTORY_SHOWN:
+        lines.append(Text(f"  … {len(events) - HISTORY_SHOWN} earlier (all of them: --json)", style="dim"))
+    lines += [Text(f"  {clock(e['at'])} {describe_event(e)}") for e in events[-HISTORY_SHOWN:]]
+    return lines
+
+
+def _alert_lines(st: RunStatus) -> list[RenderableType]:
+    events = st["alert_events"]
     if not events or st["live"]:
         return []  # a live run shows its active alerts in the dashboard frame
     lines: list[RenderableType] = [Text("alerts during the run:", style="bold")]
     for e in events[-5:]:
-        lines.append(Text(f"  {_when(e.get('at'))} {e.get('change')} {e.get('name')}: {e.get('message')}"))
+        change = "raised" if e.get("change") == "raised" else "cleared"
+        text = f"[{e.get('severity')}] {e.get('name')}: {e.get('message')}"
+        lines.append(Text(f"  {_when(e.get('at'))} {change} {text}"))
     return lines
 
 
-def render_status(st: dict[str, Any], width: int) -> RenderableType:
-    """One run, human-readable: header, then the live frame or the final figures and alerts."""
+def render_status(st: RunStatus, width: int) -> RenderableType:
+    """One run, human-readable: header, then the live frame or the final figures, the breaker
+    and scaling history, and the alerts."""
     parts = _header(st)
-    if st["live"] and (st.get("snapshot") or {}).get("version"):  # a dashboard snapshot
-        parts.append(render(st["snapshot"], width))
+    if st["live"]:
+        parts.append(render(st, width))
     else:
         parts += _ended_figures(st)
-        parts += _alert_lines(st)
+    parts += _history_lines(st)
+    parts += _alert_lines(st)
     return Group(*parts)
 
 
 def _view(journal: Journal, run: str | None, width: int) -> tuple[RenderableType, str]:
     """(the human renderable, the JSON text) of one look at the journal."""
     st = status_json(journal, run)
+    payload: dict[str, Any] = dict(st)
     if run is None:
         runs = runs_json(journal)
-        payload = {**st, "runs": runs}
+        payload["runs"] = runs
         human: RenderableType = Group(runs_table(runs), Text(""), render_status(st, width))
     else:
-        payload, human = st, render_status(st, width)
+        human = render_status(st, width)
     return human, json.dumps(payload, indent=2)
 
 

@@ -1,7 +1,7 @@
 """The live view of a run: the frame (`render`), the reporters (dashboard, plain lines, quiet)
-and the conductor tick that feeds them (`RunMonitor`)."""
+and the views' side of a tick (`RunMonitor`)."""
 
-from anvil_cli.dashboard.monitor import Observed, RunMonitor, engine_snapshot
+from anvil_cli.dashboard.monitor import Backlog, Observed, RunMonitor
 from anvil_cli.dashboard.render import render
 from anvil_cli.dashboard.reporter import (
     DashboardReporter,
@@ -12,13 +12,13 @@ from anvil_cli.dashboard.reporter import (
 )
 
 __all__ = [
+    "Backlog",
     "DashboardReporter",
     "Observed",
     "PlainReporter",
     "QuietReporter",
     "Reporter",
     "RunMonitor",
-    "engine_snapshot",
     "make_reporter",
     "render",
 ]

@@ -1,14 +1,15 @@
-"""The dashboard frame: a pure function of the run snapshot (see `anvil_cli.snapshot`).
+"""The dashboard frame: a pure function of the run snapshot (see `anvil_cli.snapshot_types`).
 
 Readable at 80 columns: one label column, one value column, every value line cut with an
 ellipsis rather than wrapped. Colours are only emphasis; with NO_COLOR the text says it all
-(the binding limit is marked with `<`, alerts carry their severity in words).
+(the binding limit is marked `◀ binding`, alerts carry their severity in words).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Final
+import time
+from typing import Final
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -16,10 +17,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from anvil_cli.run_history import describe_event
+from anvil_cli.snapshot_types import Alert, LastError, Pool, Snapshot, TimeSummary
+
 MAX_MODELS: Final = 4
 MAX_POOLS: Final = 4
 MAX_FAILURES: Final = 3
 MAX_ALERTS: Final = 4
+MAX_EVENTS: Final = 2
 SEVERITY_STYLE: Final = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 BREAKER_STYLE: Final = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 DIM_LABEL: Final = {"requests": "req", "input_tokens": "in", "output_tokens": "out"}
@@ -61,7 +66,12 @@ def _line(*parts: str | tuple[str, str]) -> Text:
     return text
 
 
-def _progress(s: dict[str, Any]) -> RenderableType:
+def clock(wall: float) -> str:
+    """HH:MM:SS of a wall-clock time (local)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def _progress(s: Snapshot) -> RenderableType:
     c = s["counts"]
     grid = Table.grid(expand=True, padding=(0, 1))
     grid.add_column(ratio=1)
@@ -72,16 +82,16 @@ def _progress(s: dict[str, Any]) -> RenderableType:
     return grid
 
 
-def _jobs(s: dict[str, Any]) -> Text:
+def _jobs(s: Snapshot) -> Text:
     c = s["counts"]
     return _line(
         f"{c['succeeded']:,} ok  ",
         (f"{c['failed']:,} failed", "red" if c["failed"] else ""),
-        f"  {c['in_flight']:,} running  {c['pending']:,} pending  |  elapsed {fmt_duration(s['elapsed_s'])}",
+        f"  {c['running']:,} running  {c['pending']:,} pending  |  elapsed {fmt_duration(s['elapsed_s'])}",
     )
 
 
-def _speed(s: dict[str, Any]) -> Text:
+def _speed(s: Snapshot) -> Text:
     t = s["throughput"]
     return _line(
         (f"{t['jobs_per_s']:,.1f} jobs/s", "bold"),
@@ -90,27 +100,29 @@ def _speed(s: dict[str, Any]) -> Text:
     )
 
 
-def _latency(s: dict[str, Any]) -> list[Text]:
-    lat = s["latency_s"]
-    lines = [
-        _line(
-            f"p50 {fmt_s(lat['p50'])}  p95 {fmt_s(lat['p95'])}  p99 {fmt_s(lat['p99'])}"
-            f"  (recent p95 {fmt_s(lat.get('recent_p95'))}, {lat['count']:,} jobs)"
-        )
-    ]
-    models = s.get("latency_by_model_s") or {}
-    if len(models) > 1 or (models and lat["count"] != next(iter(models.values()))["count"]):
+def percentiles(t: TimeSummary) -> str:
+    """`p50 0.412s  p95 0.690s  p99 1.20s`."""
+    return f"p50 {fmt_s(t['p50'])}  p95 {fmt_s(t['p95'])}  p99 {fmt_s(t['p99'])}"
+
+
+def _call_latency(s: Snapshot) -> list[Text]:
+    """API call latency: request to answer of each call (what the p95 alert watches)."""
+    lat = s["call_latency_s"]
+    lines = [_line(f"{percentiles(lat)}  (recent p95 {fmt_s(lat['recent_p95'])}, {lat['count']:,} calls)")]
+    models = s["call_latency_by_model_s"]
+    if len(models) > 1:
         for model, m in list(models.items())[:MAX_MODELS]:
-            lines.append(
-                _line(
-                    (f"{model[:20]:<20}", "dim"),
-                    f" p50 {fmt_s(m['p50'])}  p95 {fmt_s(m['p95'])}  p99 {fmt_s(m['p99'])}  n={m['count']:,}",
-                )
-            )
+            lines.append(_line((f"{model[:20]:<20}", "dim"), f" {percentiles(m)}  n={m['count']:,}"))
     return lines
 
 
-def _errors(s: dict[str, Any]) -> list[Text]:
+def _job_time(s: Snapshot) -> Text:
+    """A job from start to result: its calls plus waits for the rate limiter and back-off."""
+    t = s["job_time_s"]
+    return _line(percentiles(t), ("  (incl. limiter waits, retries)", "dim"))
+
+
+def _errors(s: Snapshot) -> list[Text]:
     e = s["errors"]
     window = "last min" if e["window_s"] >= 60 else f"last {fmt_duration(e['window_s'])}"
     lines = [
@@ -123,29 +135,38 @@ def _errors(s: dict[str, Any]) -> list[Text]:
     if e["by_type"]:
         by_type = ", ".join(f"{k} {v:,}" for k, v in e["by_type"].items())
         lines.append(_line(("by type: ", "dim"), by_type))
-    last = e.get("last_error")
+    last = e["last_error"]
     if last and e["error_rate_pct"] > 0:
         lines.append(_line(("last: ", "dim"), describe_error(last)))
     return lines
 
 
-def describe_error(err: dict[str, Any]) -> str:
+def describe_error(err: LastError) -> str:
     """`type (status): message`, short enough for one line."""
-    code = f" ({err['status_code']})" if err.get("status_code") else ""
-    message = " ".join(str(err.get("message") or "").split())[:90]
-    return f"{err.get('type', 'error')}{code}: {message}" if message else f"{err.get('type', 'error')}{code}"
+    code = f" ({err['status_code']})" if err["status_code"] else ""
+    message = " ".join((err["message"] or "").split())[:90]
+    return f"{err['type']}{code}: {message}" if message else f"{err['type']}{code}"
 
 
-def _agents(s: dict[str, Any]) -> Text:
+def agents_text(s: Snapshot) -> str:
+    """`18/20 in flight (90%)`; when the limit was lowered below the jobs already running, the
+    excess is said to be draining: `100 in flight, limit 22 (78 draining)`."""
+    a = s["agents"]
+    if a["draining"]:
+        return f"{a['in_flight']:,} in flight, limit {a['limit']:,} ({a['draining']:,} draining)"
+    return f"{a['in_flight']:,}/{a['limit']:,} in flight ({a['utilisation_pct']:.0f}%)"
+
+
+def _agents(s: Snapshot) -> Text:
     a, q = s["agents"], s["queue"]
+    queue = f"queue {q['ready']:,} ready, {q['pending']:,} pending"
     return _line(
-        f"{a['in_flight']:,}/{a['limit']:,} in flight ({a['utilisation_pct']:.0f}%)  "
-        f"range {a['min']}-{a['max']}  |  queue {q['ready']:,} ready, {q['pending']:,} pending",
-        ("  PAUSED", "bold yellow") if s.get("paused") else "",
+        f"{agents_text(s)}  range {a['min']}-{a['max']}  |  {queue}",
+        ("  PAUSED", "bold yellow") if s["paused"] else "",
     )
 
 
-def _workers(s: dict[str, Any]) -> Text:
+def _workers(s: Snapshot) -> Text:
     w = s["workers"]
     health = "green" if w["alive"] == w["count"] else "bold red"
     jobs = " ".join(str(r["jobs"]) for r in w["list"][:16])
@@ -155,13 +176,13 @@ def _workers(s: dict[str, Any]) -> Text:
     )
 
 
-def _pool_line(name: str, pool: dict[str, Any]) -> Text:
+def _pool_line(name: str, pool: Pool) -> Text:
     text = _line((f"{name[:20]:<20}", "dim"))
-    if pool.get("paused_for_s"):
+    if pool["paused_for_s"]:
         text.append(f" PAUSED {pool['paused_for_s']:.1f}s (429)", style="bold yellow")
     for dim, d in pool["dimensions"].items():
-        pct = d.get("in_use_pct")
-        binding = pool.get("binding") == dim
+        pct = d["in_use_pct"]
+        binding = pool["binding"] == dim
         text.append(f" {DIM_LABEL.get(dim, dim)} ", style="bold magenta" if binding else "")
         text.append("off" if pct is None else f"{pct:3.0f}%", style="bold magenta" if binding else "")
         if binding:
@@ -170,15 +191,15 @@ def _pool_line(name: str, pool: dict[str, Any]) -> Text:
     return text
 
 
-def _limits(s: dict[str, Any]) -> list[Text]:
-    pools = s.get("limits") or {}
+def _limits(s: Snapshot) -> list[Text]:
+    pools = s["limits"]
     if not pools:
         return [_line(("no calls yet", "dim"))]
     return [_pool_line(name, pool) for name, pool in list(pools.items())[:MAX_POOLS]]
 
 
-def _breakers(s: dict[str, Any]) -> Text:
-    breakers = s.get("breakers") or {}
+def _breakers(s: Snapshot) -> Text:
+    breakers = s["breakers"]
     if not breakers:
         return _line(("none yet", "dim"))
     if all(b["state"] == "closed" for b in breakers.values()):
@@ -186,16 +207,16 @@ def _breakers(s: dict[str, Any]) -> Text:
     text = _line()
     for model, b in breakers.items():
         if b["state"] != "closed":
-            retry = f" retry {fmt_duration(b['retry_in_s'])}" if b.get("retry_in_s") else ""
+            retry = f" retry {fmt_duration(b['retry_in_s'])}" if b["retry_in_s"] else ""
             text.append(f"{model} ", style="")
             text.append(f"{b['state'].upper()}{retry}  ", style=BREAKER_STYLE.get(b["state"], ""))
     return text
 
 
-def _cost(s: dict[str, Any]) -> Text:
-    c, b = s["cost"], s.get("budget") or {}
+def _cost(s: Snapshot) -> Text:
+    c, b = s["cost"], s["budget"]
     budget = ""
-    if b.get("max_usd") is not None:
+    if b["max_usd"] is not None:
         budget = f"  |  budget {fmt_usd(b['max_usd'])}"
     return _line(
         f"{fmt_usd(c['so_far_usd'])} so far  {fmt_usd(c['per_hour_usd'])}/h  "
@@ -203,50 +224,66 @@ def _cost(s: dict[str, Any]) -> Text:
     )
 
 
-def _alerts(s: dict[str, Any]) -> list[Text]:
-    alerts = s.get("alerts") or []
+def alert_line(a: Alert) -> Text:
+    """`[high] error_rate: error rate 3.1% of calls ...`, the severity in its colour."""
+    return _line(
+        (f"[{a['severity']}]", SEVERITY_STYLE.get(a["severity"], "")), f" {a['name']}: {a['message']}"
+    )
+
+
+def _alerts(s: Snapshot) -> list[Text]:
+    alerts = s["alerts"]
     if not alerts:
         return [_line(("none", "green"))]
-    return [
-        _line((f"{a['severity'].upper():<6} ", SEVERITY_STYLE.get(a["severity"], "")), a["message"])
-        for a in alerts[:MAX_ALERTS]
-    ]
+    return [alert_line(a) for a in alerts[:MAX_ALERTS]]
 
 
-def _failures(s: dict[str, Any]) -> list[Text]:
-    failures = list(s["errors"].get("last_failures") or [])[-MAX_FAILURES:]
+def _events(s: Snapshot) -> list[Text]:
+    """The latest breaker and scaling events (all of them: `anvil status RUN`)."""
+    return [_line((f"{clock(e['at'])} ", "dim"), describe_event(e)) for e in s["history"][-MAX_EVENTS:]]
+
+
+def _failures(s: Snapshot) -> list[Text]:
+    failures = s["errors"]["last_failures"][-MAX_FAILURES:]
     lines = []
     for f in reversed(failures):
-        code = f" ({f['status_code']})" if f.get("status_code") else ""
-        lines.append(_line((f"#{f['seq']} {f['type']}{code}: ", "red"), str(f.get("message") or "")))
+        code = f" ({f['status_code']})" if f["status_code"] else ""
+        lines.append(_line((f"#{f['seq']} {f['type']}{code}: ", "red"), f["message"]))
     return lines
 
 
-def _section_rows(s: dict[str, Any]) -> list[tuple[str, RenderableType]]:
+def _labelled(label: str, lines: list[Text]) -> list[tuple[str, RenderableType]]:
+    return [(label if i == 0 else "", line) for i, line in enumerate(lines)]
+
+
+def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows: list[tuple[str, RenderableType]] = [
         ("progress", _progress(s)),
         ("jobs", _jobs(s)),
         ("speed", _speed(s)),
     ]
-    rows += [("latency" if i == 0 else "", line) for i, line in enumerate(_latency(s))]
-    rows += [("errors" if i == 0 else "", line) for i, line in enumerate(_errors(s))]
+    rows += _labelled("calls", _call_latency(s))
+    rows += [("job time", _job_time(s))]
+    rows += _labelled("errors", _errors(s))
     rows += [("agents", _agents(s)), ("workers", _workers(s))]
-    rows += [("limits" if i == 0 else "", line) for i, line in enumerate(_limits(s))]
-    rows += [("breakers", _breakers(s)), ("cost", _cost(s))]
-    rows += [("alerts" if i == 0 else "", line) for i, line in enumerate(_alerts(s))]
-    rows += [("failures" if i == 0 else "", line) for i, line in enumerate(_failures(s))]
+    rows += _labelled("limits", _limits(s))
+    rows += [("breakers", _breakers(s))]
+    rows += _labelled("events", _events(s))
+    rows += [("cost", _cost(s))]
+    rows += _labelled("alerts", _alerts(s))
+    rows += _labelled("failures", _failures(s))
     return rows
 
 
-def render(snapshot: dict[str, Any], width: int = 80) -> RenderableType:
+def render(snapshot: Snapshot, width: int = 80) -> RenderableType:
     """The whole dashboard for one snapshot, laid out for `width` columns."""
     grid = Table.grid(padding=(0, 1), expand=True)
     grid.add_column(style="bold", no_wrap=True, width=8)
     grid.add_column(ratio=1, overflow="ellipsis")
     for label, value in _section_rows(snapshot):
         grid.add_row(label, value)
-    batch = os.path.basename(str(snapshot.get("batch_path") or ""))
-    title = f"anvil · run {snapshot.get('run_id', '?')} · {snapshot.get('state', '?')}"
+    batch = os.path.basename(snapshot["batch_path"])
+    title = f"anvil · run {snapshot['run_id']} · {snapshot['state']}"
     return Panel(
         Group(grid),
         title=Text(title, style="bold"),

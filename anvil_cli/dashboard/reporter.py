@@ -6,7 +6,7 @@ conductor's tick), `alert(change)` and `stop()`. None of them reads the clock or
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
@@ -16,6 +16,7 @@ from anvil_cli.alerts import AlertChange, format_change
 from anvil_cli.config import Settings
 from anvil_cli.dashboard.render import render, waiting
 from anvil_cli.progress import PlainProgress, stamp_of
+from anvil_cli.snapshot_types import Snapshot
 
 REFRESH_PER_S = 4.0
 
@@ -24,7 +25,7 @@ class Reporter(Protocol):
     """What `anvil run` tells about the run while it runs."""
 
     def start(self) -> None: ...
-    def update(self, snapshot: dict[str, Any]) -> None: ...
+    def update(self, snapshot: Snapshot) -> None: ...
     def alert(self, change: AlertChange) -> None: ...
     def stop(self) -> None: ...
 
@@ -35,7 +36,7 @@ class QuietReporter:
     def start(self) -> None:
         pass
 
-    def update(self, snapshot: dict[str, Any]) -> None:
+    def update(self, snapshot: Snapshot) -> None:
         pass
 
     def alert(self, change: AlertChange) -> None:
@@ -51,12 +52,12 @@ class PlainReporter:
     def __init__(self, console: Console, interval_s: float) -> None:
         self.console = console
         self.progress = PlainProgress(console, interval_s)
-        self._last: dict[str, Any] | None = None
+        self._last: Snapshot | None = None
 
     def start(self) -> None:
         pass
 
-    def update(self, snapshot: dict[str, Any]) -> None:
+    def update(self, snapshot: Snapshot) -> None:
         self._last = snapshot
         self.progress.snapshot(snapshot)
 
@@ -105,7 +106,7 @@ class DashboardReporter:
             self.live.start()
             self._started = True
 
-    def update(self, snapshot: dict[str, Any]) -> None:
+    def update(self, snapshot: Snapshot) -> None:
         self.start()
         self.live.update(_Frozen(render(snapshot, self.console.width)))
 
