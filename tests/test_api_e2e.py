@@ -154,8 +154,8 @@ def serve(tmp_path: Path, sim: SimServer) -> Iterator[Callable[[], Served]]:
         started.append(served)
         wait_for(lambda: served.api.up() or proc.poll() is not None, what="the API answering")
         assert proc.poll() is None, f"anvil run exited {proc.returncode}:\n{served.stderr()}"
-        # the run publishes its full status once conducting (before that: run_id, state, counts)
-        wait_for(lambda: "agents" in served.api.status(), what="the run conducting")
+        # the run stores its first snapshot once conducting (before that: state "starting")
+        wait_for(lambda: served.api.status()["state"] != "starting", what="the run conducting")
         return served
 
     yield start

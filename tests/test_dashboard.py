@@ -307,7 +307,7 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
         deliver_alert=lambda cmd, change: delivered.append((cmd, change)),
     )
     metrics = RunMetrics(total=3, started_at=999.0)
-    ticker = Ticker(journal, run_id, monitor, control=None)
+    ticker = Ticker(journal, run_id, monitor)
     ticker.tick(_state(run_id, ready=5), metrics, 1000.0)  # a backlog alone raises nothing...
     assert journal.events(run_id, "alert") == []
     metrics.total = 60  # jobs arrive (POST /jobs) faster than they finish

@@ -1,8 +1,8 @@
 """Steering a running batch from another thread (the HTTP API): commands in, snapshots out.
 
 The conductor's loop is single-threaded and owns its journal connection. The API thread never
-touches the conductor's state: it reads the last published snapshot, reads the journal through
-its own connection, and posts commands to a queue the conductor drains each turn. Jobs added
+touches the conductor's state: it reads the journal (where the driver stores its snapshot each
+second) through its own connection, and posts commands to a queue the conductor drains each turn. Jobs added
 through the API are committed to the journal before `add_jobs` returns.
 """
 
@@ -55,33 +55,21 @@ class RunControl:
         self.commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._journal = Journal(journal_path, create=False)  # never re-create: see securefile
         self._lock = threading.Lock()
-        self._snapshot: dict[str, Any] = {"run_id": run_id, "state": "starting"}
         self._models = ModelSet.build(extra_models)
 
     def close(self) -> None:
         with self._lock:
             self._journal.close()
 
-    # -- published by the conductor -----------------------------------------------------------
-
-    def publish(self, snapshot: dict[str, Any]) -> None:
-        with self._lock:
-            self._snapshot = snapshot
-
     # -- Controller ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The same JSON as `anvil status --json` for this run (the snapshot the driver stored
+        this second, with the journal's counts and history)."""
+        from anvil_cli.status_view import status_json
+
         with self._lock:
-            snapshot = dict(self._snapshot)
-            counts = self._journal.counts(self.run_id)
-        snapshot["counts"] = {
-            "total": sum(counts.values()),
-            "succeeded": counts["succeeded"],
-            "failed": counts["failed"],
-            "pending": counts["pending"],
-            "running": counts["running"],
-        }
-        return snapshot
+            return dict(status_json(self._journal, self.run_id))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:

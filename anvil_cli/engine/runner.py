@@ -220,10 +220,11 @@ def execute_run(
             total=sum(counts.values()),
             started_at=t0,
             already_done=counts[SUCCEEDED] + counts[FAILED],
+            already_failed=counts[FAILED],
             cost_before_usd=journal.totals(run_id)["cost_usd"],
         )
         control = _start_api(settings, run_id, opts.serve, stack) if opts.serve else None
-        ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts), control)
+        ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):

@@ -1,13 +1,12 @@
 """The once-a-second tick shared by both run drivers (messages and Message Batches): hand the
-views the driver's `EngineState`, journal the snapshot and the alerts it raised or cleared,
-serve it to the HTTP API, then show it. The same path in both modes, so `anvil status --json`,
-`GET /status`, `/metrics` and the dashboard read one value."""
+views the driver's `EngineState`, journal the snapshot and the alerts it raised or cleared, then
+show it. The same path in both modes, so the dashboard, `anvil status --json`, `GET /status`
+(both read the journal) and `/metrics` see one value."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import Journal
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.state import EngineState
@@ -30,14 +29,13 @@ class Monitor(Protocol):
 
 
 class Ticker:
-    """Publishes one driver's ticks: journal first (in the caller's transaction, if any), then the
-    API, then the screen."""
+    """Publishes one driver's ticks: journal first (where `anvil status` and the HTTP API read
+    it), then the screen."""
 
-    def __init__(self, journal: Journal, run_id: str, monitor: Monitor, control: RunControl | None) -> None:
+    def __init__(self, journal: Journal, run_id: str, monitor: Monitor) -> None:
         self.journal = journal
         self.run_id = run_id
         self.monitor = monitor
-        self.control = control
         self.last: dict[str, Any] | None = None
 
     def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
@@ -46,8 +44,6 @@ class Ticker:
             for change in seen.changes:
                 self.journal.add_event(self.run_id, "alert", change.to_event(), at=change.at)
             self.journal.save_snapshot(self.run_id, seen.snapshot)
-        if self.control is not None:
-            self.control.publish(seen.snapshot)
         self.monitor.show(seen.snapshot)
         self.last = seen.snapshot
         return seen.snapshot
