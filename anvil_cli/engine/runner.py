@@ -7,11 +7,11 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
@@ -222,7 +222,9 @@ def execute_run(
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
-                end = _batches(settings, journal, run_id, (api_key, base_url), metrics, signals)
+                end = _batches(
+                    settings, journal, run_id, (api_key, base_url), metrics, signals, ticker, control
+                )
             else:
                 end = _conduct(
                     settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
@@ -273,22 +275,36 @@ def _batches(
     endpoint: tuple[str, str | None],
     metrics: RunMetrics,
     signals: SignalState,
+    ticker: Ticker,
+    control: RunControl | None,
 ) -> RunEnd:
-    """`--mode batches`: the Message Batches API instead of workers (engine/batches_mode.py)."""
-    import sys
-
+    """`--mode batches`: the Message Batches API instead of workers (engine/batches_mode.py),
+    through the same ticker (views, `anvil status`, GET /status) and control as the conductor."""
     import anthropic
 
     from anvil_cli.engine.batches_mode import BatchesContext, run_batches
 
     api_key, base_url = endpoint
     client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=settings.provider.timeout_s)
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
+    say = _lines_of(ticker.monitor)
     with client:
-        return run_batches(BatchesContext(settings, journal, run_id, client, metrics, signals, say))
+        return run_batches(
+            BatchesContext(settings, journal, run_id, client, metrics, signals, ticker, control, say)
+        )
+
+
+def _lines_of(monitor: Monitor) -> Callable[[str], None]:
+    """Where batches mode's progress lines go: the reporter's `note` when it has one, else its
+    console (above the live dashboard, or among the plain lines); nowhere under `-q` (the quiet
+    reporter has no console), as messages mode shows nothing but the summary there."""
+    reporter = getattr(monitor, "reporter", None)
+    note = getattr(reporter, "note", None)
+    if callable(note):
+        return cast(Callable[[str], None], note)
+    console = getattr(reporter, "console", None)
+    if console is None:
+        return lambda _line: None
+    return lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _finish(
