@@ -79,6 +79,11 @@ def effective_state(row: RunRow) -> str:
     return row.state
 
 
+def _live_state(stored: Snapshot | None) -> str:
+    """A live run's state is its driver's phase (running, paused, stopping), once it has one."""
+    return RUN_STARTING if stored is None else str(stored["state"])
+
+
 def resume_command(row: RunRow, state: str, journal: Journal | None = None) -> str | None:
     """The command that resumes a run: how it was last started (less `--fresh`), else the plain
     `anvil run BATCH`."""
@@ -154,7 +159,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     totals = journal.totals(row.id)
     return {
         **snap,
-        "state": RUN_STARTING if live and stored is None else state,
+        "state": _live_state(stored) if live else state,
         "counts": _counts(journal, row.id),
         "paused": snap["paused"] if live else False,
         "alerts": snap["alerts"] if live else [],

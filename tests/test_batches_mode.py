@@ -14,15 +14,28 @@ import anthropic
 import httpx2
 import pytest
 from anthropic.resources.messages.batches import Batches
+from rich.console import Console
 
+from anvil_cli.config import load_settings
+from anvil_cli.dashboard import PlainReporter, RunMonitor
 from anvil_cli.engine.batch_ids import custom_id, run_tag, seq_of
-from anvil_cli.engine.batches_mode import TOOLS_NEED_MESSAGES
+from anvil_cli.engine.batch_requests import TOOLS_NEED_MESSAGES
 from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import anvil_cmd, cli_env, read_results, run_inprocess, write_config, write_jobs
 
 FAST_BATCHES = {"max_requests": 8, "poll_interval_s": 0.05, "max_attempts": 3}
+
+
+def run_with_lines(config: Path, batch: Path, output: Path, **opts: Any) -> RunReport:
+    """`run_inprocess` showing plain lines on stderr (as `--no-dashboard` does), not silent."""
+    settings = load_settings(config, env={})
+    reporter = PlainReporter(Console(stderr=True, width=400), settings.run.progress_interval_s)
+    monitor = RunMonitor(settings, reporter, batch_path=str(batch.resolve()))
+    options = RunOptions(batch=batch, output=output, api_key="test-key", **opts)
+    return execute_run(settings, options, monitor=monitor)
 
 
 def _jobs(n: int, tag: str = "q") -> list[dict[str, Any]]:
@@ -159,7 +172,7 @@ def test_transient_api_errors_while_polling_and_downloading_are_retried(
         batch = write_jobs(tmp_path / "b.jsonl", _jobs(12))
         config = write_config(tmp_path / "anvil.yaml", sim.base_url, batches=FAST_BATCHES)
         out = tmp_path / "out.jsonl"
-        report = run_inprocess(config, batch, out, mode="batches")
+        report = run_with_lines(config, batch, out, mode="batches")
         stats = sim.stats()
     assert report.exit_code == ExitCode.OK, report.summary
     assert stats["batches_created"] == 2 and stats["paid_duplicates"] == 0

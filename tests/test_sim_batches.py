@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import stat
 import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
 
-from anvil_cli.sim import messages_digest
+from anvil_cli.sim import SimConfig, SimServer, batch_files, messages_digest
+from anvil_cli.sim.batches import BatchStore
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,
@@ -91,3 +94,43 @@ def test_batch_errors(sim_factory: SimFactory, client_for: ClientFor) -> None:
         pass
     else:
         raise AssertionError("expected 400")
+
+
+def test_batches_survive_a_restart_in_their_directory(tmp_path: Path) -> None:
+    where = tmp_path / "sim-batches"
+    first = SimServer(SimConfig(batch_seconds_per_request=0.005, batch_dir=str(where))).start_thread()
+    with first, anthropic.Anthropic(base_url=first.base_url, api_key="k", max_retries=0) as client:
+        done = client.messages.batches.create(requests=_requests(3))  # type: ignore[arg-type]
+        _wait_ended(client, done.id)
+        answers = {r.custom_id: r.result.model_dump() for r in client.messages.batches.results(done.id)}
+        # long enough to be still processing when the simulator stops
+        slow = client.messages.batches.create(requests=_requests(2000, "slow"))  # type: ignore[arg-type]
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in where.iterdir()} == {0o600}
+    assert {p.name for p in where.iterdir()} == {f"{done.id}.json", f"{slow.id}.json"}
+
+    second = SimServer(SimConfig(batch_seconds_per_request=0.005, batch_dir=str(where))).start_thread()
+    with second, anthropic.Anthropic(base_url=second.base_url, api_key="k", max_retries=0) as client:
+        assert [b.id for b in client.messages.batches.list()] == [slow.id, done.id]
+        again = {r.custom_id: r.result.model_dump() for r in client.messages.batches.results(done.id)}
+        assert again == answers
+        still = client.messages.batches.retrieve(slow.id)
+        assert still.processing_status == "in_progress"  # on the same clock: not ended early
+        assert still.created_at == slow.created_at
+        client.messages.batches.cancel(slow.id)
+    third = SimServer(SimConfig(batch_dir=str(where))).start_thread()
+    with third, anthropic.Anthropic(base_url=third.base_url, api_key="k", max_retries=0) as client:
+        ended = _wait_ended(client, slow.id)  # the cancel was kept too
+        assert ended.request_counts.canceled > 0
+
+
+def test_a_batch_directory_ignores_files_it_cannot_read_and_forgets_old_batches(tmp_path: Path) -> None:
+    where = tmp_path / "sim-batches"
+    store = BatchStore.opened(0.01, where, now_s=1_000.0)
+    old = store.create([{"custom_id": "a", "params": {}}], now_s=1_000.0)
+    (where / "junk.json").write_text("{not json")
+    (where / "other.json").write_text('{"created_s": 2000, "unexpected": 1}')
+    later = 1_000.0 + batch_files.KEPT_S + 1
+    assert BatchStore.opened(0.01, where, now_s=1_001.0).batches.keys() == {old.id}
+    assert BatchStore.opened(0.01, where, now_s=later).batches == {}
+    assert not (where / f"{old.id}.json").exists()

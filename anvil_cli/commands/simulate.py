@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import typer
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim.config import DEFAULT_PORT, TIERS, SimConfig, with_tier
+from anvil_cli.sim.embedded import BATCH_DIR
 
 EPILOG = (
     "Per-request directives, written anywhere in the system or message text: "
@@ -61,6 +63,11 @@ def simulate(
     seed: int = typer.Option(0, help="Seed: the same seed and request give the same answer."),
     batch_seconds_per_request: float = typer.Option(0.01, min=0, help="Compressed clock of Message Batches."),
     auth: bool = typer.Option(True, help="Require an x-api-key or Authorization: Bearer header."),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help=f"Keep Message Batches in DIR/{BATCH_DIR}/ and reload them at start (default: memory only).",
+    ),
 ) -> None:
     """Serve a local stand-in for the Anthropic API, with rate limits, latency and faults."""
     base = SimConfig(
@@ -80,6 +87,7 @@ def simulate(
         seed=seed,
         batch_seconds_per_request=batch_seconds_per_request,
         require_auth=auth,
+        batch_dir=str(state_dir / BATCH_DIR) if state_dir is not None else None,
     )
     config = _with_limits(base, tier, rpm, itpm, otpm)
 

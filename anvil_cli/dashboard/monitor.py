@@ -104,6 +104,9 @@ class RunMonitor:
         self.last = snap
         return Observed(snap, changes)
 
+    def note(self, line: str) -> None:
+        self.reporter.note(line)
+
     def show(self, snapshot: dict[str, Any]) -> None:
         """Show a snapshot `observe` built (handed back by `engine.ticker` as plain JSON)."""
         self.reporter.update(cast(Snapshot, snapshot))

@@ -27,6 +27,7 @@ class Reporter(Protocol):
     def start(self) -> None: ...
     def update(self, snapshot: Snapshot) -> None: ...
     def alert(self, change: AlertChange) -> None: ...
+    def note(self, line: str) -> None: ...  # a progress line of the run's own (e.g. a batch submitted)
     def stop(self) -> None: ...
 
 
@@ -40,6 +41,9 @@ class QuietReporter:
         pass
 
     def alert(self, change: AlertChange) -> None:
+        pass
+
+    def note(self, line: str) -> None:
         pass
 
     def stop(self) -> None:
@@ -64,6 +68,9 @@ class PlainReporter:
     def alert(self, change: AlertChange) -> None:
         stamp = stamp_of(change.at)
         self.console.print(format_change(change, stamp), markup=False, soft_wrap=True)
+
+    def note(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         pass
@@ -113,6 +120,9 @@ class DashboardReporter:
     def alert(self, change: AlertChange) -> None:
         # printed above the live frame: the history of alerts stays in the scrollback
         self.console.print(format_change(change, stamp_of(change.at)), markup=False, soft_wrap=True)
+
+    def note(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)  # above the live frame
 
     def stop(self) -> None:
         if self._started:

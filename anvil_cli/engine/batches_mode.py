@@ -22,6 +22,11 @@ or a spend-cap 429 stops the run (exit 3, resumable), as does an error retrying 
 
 Batches are single-turn: a job whose tools name an `anvil_command` cannot run them here, so it
 fails with an error saying so (`--mode messages` runs it); no Anvil-only key is ever sent.
+
+It reports and is steered like messages mode: about once a second it hands the views an
+`EngineState` through the run's `Ticker` (dashboard, `anvil status`, `GET /status`); Ctrl-C,
+pause and drain are `batches_steer.Steering`, checked right before every create call; the
+budget is the governor's guard (`batches_budget.BatchesBudget`), warning included.
 """
 
 from __future__ import annotations
@@ -37,50 +42,45 @@ import anthropic
 import httpx2
 
 from anvil_cli.batch.job import Job
-from anvil_cli.cache import CachedResult, ResultCache, request_key, result_from_cache
+from anvil_cli.cache import ResultCache
 from anvil_cli.config import Settings
 from anvil_cli.engine.batch_ids import (
     INTENT_SKEW_S,
     custom_id,
     match_intent,
     run_tag,
-    seq_of,
     server_batches,
 )
-from anvil_cli.engine.batch_results import error_of, succeeded_result
+from anvil_cli.engine.batch_ingest import Ingest
+from anvil_cli.engine.batch_requests import BatchItem, chunk_bytes, prepare
+from anvil_cli.engine.batches_budget import BatchesBudget
+from anvil_cli.engine.batches_state import OPEN, engine_state, phase_of
+from anvil_cli.engine.batches_steer import Steering
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.conductor import RunEnd
+from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import (
     BATCH_ABANDONED,
-    BATCH_ENDED,
     BATCH_INTENT,
     BATCH_SUBMITTED,
-    PENDING,
-    RUNNING,
     BatchRow,
     JobResult,
     Journal,
 )
 from anvil_cli.engine.signals import SignalState
-from anvil_cli.engine.tools import COMMAND_KEY, split_tools
+from anvil_cli.engine.ticker import Ticker
 from anvil_cli.governor.backoff import backoff_s, retry_after_s
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.pricing import Pricer
-from anvil_cli.prompt_cache import mark_prompt_cache
-from anvil_cli.routing import model_for
-from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.state import EngineState
 
-WAIT_SLICE_S = 0.2  # re-check for Ctrl-C at least this often while waiting between polls
+WAIT_SLICE_S = 0.2  # re-check for Ctrl-C and commands at least this often while waiting
+TICK_EVERY_S = 1.0  # hand the views an EngineState this often (as the conductor does)
 BACKOFF_MAX_POLLS = 10.0  # transient API errors: wait at most this many poll intervals (jittered)
-TOOLS_NEED_MESSAGES = (
-    f"tools with {COMMAND_KEY} need --mode messages: a Message Batches request is single-turn,"
-    " so Anvil cannot run the tool and send its result back"
-)
 
 
-def _uses_commands(request: dict[str, Any]) -> bool:
-    tools = request.get("tools") or []
-    return any(isinstance(tool, dict) and COMMAND_KEY in tool for tool in tools)
+def _silent(_line: str) -> None:
+    pass
 
 
 @dataclass
@@ -93,28 +93,18 @@ class BatchesContext:
     client: anthropic.Anthropic
     metrics: RunMetrics
     signals: SignalState
-    say: Callable[[str], None]
+    ticker: Ticker
+    control: RunControl | None = None
+    say: Callable[[str], None] = _silent  # progress lines, through the reporter (nothing with -q)
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[], float] = random.random  # jitter of the backoff after an API error
+    clock: Callable[[], float] = time.monotonic  # the metrics' clock, for the ticks
     pricer: Pricer = field(init=False)
     cache: ResultCache | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.pricer = Pricer.from_settings(self.settings)
         self.cache = ResultCache(self.settings.state_dir) if self.settings.cache.enabled else None
-
-
-@dataclass
-class _Item:
-    seq: int
-    model: str
-    params: dict[str, Any]
-    worst_usd: float
-    size: int
-
-
-def job_model(job: Job, settings: Settings) -> str:
-    return model_for(job, settings.routing)
 
 
 class BatchesRun:
@@ -125,19 +115,44 @@ class BatchesRun:
         self.cfg = ctx.settings.batches
         self.api = ctx.client.with_options(max_retries=0)  # retries are ours (see _api_trouble)
         self.tag = run_tag(ctx.run_id)
+        self.ingest = Ingest(ctx.journal, ctx.run_id, ctx.settings, ctx.metrics, ctx.pricer, ctx.cache)
+        self.steer = Steering(ctx.journal, ctx.run_id, ctx.signals, ctx.metrics, ctx.control, ctx.say)
+        cap = ctx.settings.budget
+        self.budget = BatchesBudget(
+            cap.max_usd,
+            cap.warn_usd,
+            ctx.journal.totals(ctx.run_id)["cost_usd"],
+            [row.worst_usd for row in ctx.journal.batches(ctx.run_id, OPEN)],
+        )
         self._seen: dict[str, str] = {}  # batch id -> last progress line printed
-        self._budget_blocked = False
+        self._processing: dict[str, int] = {}  # batch id -> requests processing at the last poll
+        self._held_back = False  # this round left jobs unsubmitted (budget, pause, stop)
         self._doing = "talking to the Message Batches API"  # for the line after an API error
         self._failures = 0  # API errors in a row: the backoff's attempt number
         self._troubled = False  # an API error in this round
         self._foreign: set[str] = set()  # ended server batches whose custom_ids are not ours
         self._waiting_for: dict[int, str] = {}  # intent n -> unconfirmed candidate announced
+        self._last_tick: float | None = None
 
     def run(self) -> RunEnd:
         ctx = self.ctx
+        try:
+            end = self._loop()
+            if end.stop_reason is not None:  # as the conductor's stop_run records it
+                data = {"reason": end.stop_reason, "message": end.stop_message}
+                ctx.journal.add_event(ctx.run_id, "run_stopping", data)
+            self._tick(ctx.clock(), end)  # the last frame and stored figures show the end
+        finally:
+            if ctx.cache is not None:
+                ctx.cache.close()
+        return end
+
+    def _loop(self) -> RunEnd:
         while True:
-            if ctx.signals.count:
-                return RunEnd(interrupted=True)
+            self.steer.apply()
+            if self.steer.stopping:
+                return self.steer.end()
+            self._tick_if_due()
             self._troubled = False
             try:
                 end, ended = self._round()
@@ -160,10 +175,47 @@ class BatchesRun:
         stop = self._submit_pending()
         if stop is not None:
             return stop, False
-        open_rows = ctx.journal.batches(ctx.run_id, (BATCH_SUBMITTED, BATCH_INTENT))
-        if not open_rows:
-            return (self._budget_end() if self._budget_blocked else RunEnd()), False
-        return None, self._poll(open_rows)
+        open_rows = ctx.journal.batches(ctx.run_id, OPEN)
+        if open_rows:
+            return None, self._poll(open_rows)
+        if self.steer.stopping:
+            return self.steer.end(), False
+        if self.budget.denied:
+            return self._budget_end(), False
+        if self.steer.paused:  # alive until resume or drain, as in messages mode
+            return None, False
+        return RunEnd(), False
+
+    # -- ticks ----------------------------------------------------------------------------------
+
+    def _tick_if_due(self) -> None:
+        now = self.ctx.clock()
+        if self._last_tick is None or now - self._last_tick >= TICK_EVERY_S:
+            self._tick(now)
+
+    def _tick(self, now: float, end: RunEnd | None = None) -> None:
+        """Budget notices into the journal (as the conductor records the governor's), then the
+        views get this driver's state."""
+        ctx = self.ctx
+        events = self.budget.events()
+        if events:
+            with ctx.journal.transaction():
+                for kind, data in events:
+                    ctx.journal.add_event(ctx.run_id, kind, data)
+        ctx.ticker.tick(self.engine_state(end), ctx.metrics, now)
+        self._last_tick = now
+
+    def engine_state(self, end: RunEnd | None = None) -> EngineState:
+        """What the views may show of this driver, as one value (`end`: the run has ended so)."""
+        phase = phase_of(end, stopping=self.steer.stopping or self.budget.denied, paused=self.steer.paused)
+        return engine_state(
+            self.ctx.journal,
+            self.ctx.run_id,
+            phase,
+            paused=self.steer.paused,
+            budget=self.budget.snapshot(),
+            processing=self._processing,
+        )
 
     # -- API errors -----------------------------------------------------------------------------
 
@@ -202,20 +254,30 @@ class BatchesRun:
         return RunEnd(stop_reason="budget", stop_message=f"budget reached: ${spent:.4f} spent of the cap")
 
     def _wait(self, seconds: float) -> None:
+        """Wait between polls (or after an API error), ticking and taking commands; a stop
+        (Ctrl-C, drain) cuts it short."""
         end = time.monotonic() + seconds
-        while not self.ctx.signals.count and (left := end - time.monotonic()) > 0:
+        while (left := end - time.monotonic()) > 0:
+            self.steer.apply()
+            if self.steer.stopping:
+                return
+            self._tick_if_due()
             self.ctx.sleep(min(left, WAIT_SLICE_S))
 
     # -- submitting -----------------------------------------------------------------------------
 
+    def _may_submit(self) -> bool:
+        """Not after Ctrl-C or a drain, not while paused, not once the budget is exhausted."""
+        return self.steer.may_submit() and not self.budget.denied
+
     def _submit_pending(self) -> RunEnd | None:
         ctx = self.ctx
-        busy = {
-            s for row in ctx.journal.batches(ctx.run_id, (BATCH_INTENT, BATCH_SUBMITTED)) for s in row.seqs
-        }
-        chunk: list[_Item] = []
+        self._held_back = False
+        if not self._may_submit():
+            return None
+        busy = {s for row in ctx.journal.batches(ctx.run_id, OPEN) for s in row.seqs}
+        chunk: list[BatchItem] = []
         after: tuple[int, int] | None = None
-        self._budget_blocked = False
         while rows := ctx.journal.pending_after(ctx.run_id, after, 1000):
             for priority, seq, record, dispatches in rows:
                 after = (priority, seq)
@@ -225,76 +287,41 @@ class BatchesRun:
                 if item is None:
                     continue
                 if chunk and (
-                    len(chunk) >= self.cfg.max_requests or self._size(chunk) + item.size > self.cfg.max_bytes
+                    len(chunk) >= self.cfg.max_requests or chunk_bytes(chunk) + item.size > self.cfg.max_bytes
                 ):
                     stop = self._submit(chunk)
-                    if stop is not None or self._budget_blocked:
+                    if stop is not None or self._held_back:
                         return stop
                     chunk = []
                 chunk.append(item)
         return self._submit(chunk) if chunk else None
 
-    @staticmethod
-    def _size(chunk: list[_Item]) -> int:
-        return sum(i.size for i in chunk) + 64
-
-    def _prepare(self, job: Job, dispatches: int) -> _Item | None:
+    def _prepare(self, job: Job, dispatches: int) -> BatchItem | None:
         """The batch item of a pending job; None when it was settled here (cache hit, gave up)."""
         ctx = self.ctx
-        model = job_model(job, ctx.settings)
-        request = job.request(model)
-        hit = ctx.cache.get(request_key(request)) if ctx.cache is not None else None
-        if hit is not None:
-            self._record_cached(job.seq, hit)
+        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag)
+        if isinstance(item, JobResult):
+            self.ingest.record(item)
             return None
-        if _uses_commands(request):
-            error = {"type": "invalid_request_error", "message": TOOLS_NEED_MESSAGES, "status_code": None}
-            now = time.time()
-            self._record(
-                JobResult(job.seq, succeeded=False, model=model, attempts=0, error=error, finished_at=now)
-            )
-            return None
-        if dispatches >= self.cfg.max_attempts:
-            error = {
-                "type": "batch_error",
-                "message": f"gave up after {dispatches} submissions",
-                "status_code": None,
-            }
-            self._record(JobResult(seq=job.seq, succeeded=False, model=model, attempts=0, error=error))
-            return None
-        params = split_tools(request)[0]  # as the API must see it: no Anvil-only keys
-        if ctx.settings.cache.prompt_caching:
-            params = mark_prompt_cache(params, ctx.settings.cache.prompt_caching_min_chars)
-        worst = ctx.pricer.worst_case_usd(model, estimate_input_tokens(params), job.max_tokens, batch=True)
-        size = len(json.dumps({"custom_id": custom_id(self.tag, job.seq), "params": params})) + 2
-        return _Item(job.seq, model, params, worst, size)
+        return item
 
-    def _fitting(self, chunk: list[_Item]) -> list[_Item]:
-        """The longest prefix of `chunk` whose worst case fits in the budget."""
-        max_usd = self.ctx.settings.budget.max_usd
-        if max_usd is None:
-            return chunk
+    def _submit(self, chunk: list[BatchItem]) -> RunEnd | None:
         ctx = self.ctx
-        held = sum(r.worst_usd for r in ctx.journal.batches(ctx.run_id, (BATCH_INTENT, BATCH_SUBMITTED)))
-        room = max_usd - ctx.journal.totals(ctx.run_id)["cost_usd"] - held
-        fits: list[_Item] = []
-        for item in chunk:
-            room -= item.worst_usd
-            if room < -1e-9:
-                self._budget_blocked = True
-                break
-            fits.append(item)
-        return fits
-
-    def _submit(self, chunk: list[_Item]) -> RunEnd | None:
-        ctx = self.ctx
-        chunk = self._fitting(chunk)
+        if not self._may_submit():  # right before the call: nothing goes out after the first Ctrl-C
+            self._held_back = True
+            return None
+        fits = self.budget.fitting([i.worst_usd for i in chunk])
+        if fits < len(chunk):
+            self._held_back = True
+            chunk = chunk[:fits]
         if not chunk:
             return None
         seqs = [i.seq for i in chunk]
+        worst_usd = sum(i.worst_usd for i in chunk)
         with ctx.journal.transaction():
-            n = ctx.journal.add_batch_intent(ctx.run_id, seqs, sum(i.worst_usd for i in chunk))
+            n = ctx.journal.add_batch_intent(ctx.run_id, seqs, worst_usd)
             ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
+        self.budget.hold(worst_usd)
         requests = [{"custom_id": custom_id(self.tag, i.seq), "params": i.params} for i in chunk]
         self._doing = f"creating a batch of {len(seqs)} request(s)"
         try:
@@ -302,16 +329,20 @@ class BatchesRun:
         except anthropic.APIConnectionError:
             return None  # it may exist: the intent is looked up on the server on the next round
         except anthropic.APIStatusError as exc:
-            return self._create_refused(n, seqs, exc)
+            return self._create_refused(n, seqs, worst_usd, exc)
         ctx.journal.set_batch(ctx.run_id, n, BATCH_SUBMITTED, batch.id)
         ctx.say(f"submitted batch {batch.id}: {len(seqs)} request(s)")
+        self._tick_if_due()
         return None
 
-    def _create_refused(self, n: int, seqs: list[int], exc: anthropic.APIStatusError) -> RunEnd | None:
+    def _create_refused(
+        self, n: int, seqs: list[int], worst_usd: float, exc: anthropic.APIStatusError
+    ) -> RunEnd | None:
         ctx = self.ctx
         with ctx.journal.transaction():
             ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
             ctx.journal.return_to_pending(ctx.run_id, seqs)
+        self.budget.release(worst_usd)
         info = classify(exc)
         if info.verdict is Verdict.STOP_RUN:
             return RunEnd(stop_reason=info.type, stop_message=f"batch create refused: {info.message}")
@@ -347,6 +378,7 @@ class BatchesRun:
                 with ctx.journal.transaction():
                     ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
                     ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
+                self.budget.release(intent.worst_usd)
 
     # -- polling and results ------------------------------------------------------------------
 
@@ -354,7 +386,7 @@ class BatchesRun:
         """Check every open batch once; download the ended ones. True when any ended."""
         ended = False
         for row in rows:
-            if row.batch_id is None or self.ctx.signals.count:
+            if row.batch_id is None or self.steer.stopping:
                 continue
             self._doing = f"polling batch {row.batch_id}"
             batch = self.api.messages.batches.retrieve(row.batch_id)
@@ -362,10 +394,12 @@ class BatchesRun:
             if batch.processing_status == "ended":
                 self._download(row)
                 ended = True
+            self._tick_if_due()
         return ended
 
     def _progress(self, row: BatchRow, batch: Any) -> None:
         c = batch.request_counts
+        self._processing[batch.id] = c.processing
         done = c.succeeded + c.errored + c.canceled + c.expired
         line = (
             f"batch {batch.id}: {batch.processing_status}, {done}/{len(row.seqs)} done"
@@ -376,58 +410,15 @@ class BatchesRun:
             self.ctx.say(line)
 
     def _download(self, row: BatchRow) -> None:
-        ctx = self.ctx
         assert row.batch_id is not None
-        jobs = {r["seq"]: r for r in ctx.journal.job_rows(ctx.run_id, row.seqs)}
         self._doing = f"downloading the results of batch {row.batch_id}"
         entries = list(self.api.messages.batches.results(row.batch_id))
-        with ctx.journal.transaction():
-            answered: set[int] = set()
-            for entry in entries:
-                seq = seq_of(entry.custom_id, self.tag)
-                if seq is not None and seq in jobs and seq not in answered:
-                    answered.add(seq)
-                    self._ingest(jobs[seq], entry.result)
-            for seq in set(row.seqs) - answered:  # not in the results: treat as errored
-                self._retry_or_fail(
-                    jobs[seq], {"type": "missing", "message": "no result", "status_code": None}
-                )
-            ctx.journal.set_batch(ctx.run_id, row.n, BATCH_ENDED)
+        self.budget.settle(row.worst_usd, self.ingest.batch(row, entries, self.tag))
+        self._processing.pop(row.batch_id, None)
         ok = sum(1 for e in entries if e.result.type == "succeeded")
-        ctx.say(f"batch {row.batch_id}: downloaded {ok} result(s), {len(entries) - ok} to retry or failed")
-
-    def _ingest(self, job_row: dict[str, Any], result: Any) -> None:
-        if job_row["state"] not in (PENDING, RUNNING):
-            return  # already settled (never count a result twice)
-        if result.type != "succeeded":
-            self._retry_or_fail(job_row, error_of(result))
-            return
-        ctx = self.ctx
-        job = Job.from_record(job_row["job"])
-        model = job_model(job, ctx.settings)
-        done = succeeded_result(job_row, model, result.message, ctx.pricer)
-        self._record(done)
-        if ctx.cache is not None:
-            entry = CachedResult(model, done.output, done.stop_reason, done.usage, done.cost_usd)
-            ctx.cache.put(request_key(job.request(model)), entry)
-
-    def _retry_or_fail(self, job_row: dict[str, Any], error: dict[str, Any]) -> None:
-        ctx = self.ctx
-        seq = job_row["seq"]
-        if job_row["dispatches"] < self.cfg.max_attempts:
-            ctx.journal.return_to_pending(ctx.run_id, [seq], attempts=1)
-            return
-        model = job_model(Job.from_record(job_row["job"]), ctx.settings)
-        self._record(
-            JobResult(seq=seq, succeeded=False, model=model, attempts=1, error=error, finished_at=time.time())
+        self.ctx.say(
+            f"batch {row.batch_id}: downloaded {ok} result(s), {len(entries) - ok} to retry or failed"
         )
-
-    def _record_cached(self, seq: int, hit: CachedResult) -> None:
-        self._record(result_from_cache(seq, hit))
-
-    def _record(self, result: JobResult) -> None:
-        self.ctx.journal.record_result(self.ctx.run_id, result)
-        self.ctx.metrics.on_result(result, time.monotonic())
 
 
 def run_batches(ctx: BatchesContext) -> RunEnd:

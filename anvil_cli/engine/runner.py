@@ -228,7 +228,9 @@ def execute_run(
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
-                end = _batches(settings, journal, run_id, (api_key, base_url), metrics, signals)
+                end = _batches(
+                    settings, journal, run_id, (api_key, base_url), metrics, signals, ticker, control
+                )
             else:
                 end = _conduct(
                     settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
@@ -279,22 +281,22 @@ def _batches(
     endpoint: tuple[str, str | None],
     metrics: RunMetrics,
     signals: SignalState,
+    ticker: Ticker,
+    control: RunControl | None,
 ) -> RunEnd:
-    """`--mode batches`: the Message Batches API instead of workers (engine/batches_mode.py)."""
-    import sys
-
+    """`--mode batches`: the Message Batches API instead of workers (engine/batches_mode.py),
+    through the same ticker (views, `anvil status`, GET /status) and control as the conductor."""
     import anthropic
 
     from anvil_cli.engine.batches_mode import BatchesContext, run_batches
 
     api_key, base_url = endpoint
     client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=settings.provider.timeout_s)
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
+    say = ticker.monitor.note
     with client:
-        return run_batches(BatchesContext(settings, journal, run_id, client, metrics, signals, say))
+        return run_batches(
+            BatchesContext(settings, journal, run_id, client, metrics, signals, ticker, control, say)
+        )
 
 
 def _finish(

@@ -27,6 +27,8 @@ class Monitor(Protocol):
 
     def show(self, snapshot: dict[str, Any]) -> None: ...
 
+    def note(self, line: str) -> None: ...  # a line of progress from the driver (silent under -q)
+
 
 class Ticker:
     """Publishes one driver's ticks: journal first (where `anvil status` and the HTTP API read

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +40,9 @@ class SimApp:
         self.core = core
         self.clock = clock
         self.wall = wall
-        self.batches = BatchStore(per_item_s=core.config.batch_seconds_per_request)
         cfg = core.config
+        batch_dir = Path(cfg.batch_dir) if cfg.batch_dir else None
+        self.batches = BatchStore.opened(cfg.batch_seconds_per_request, batch_dir, wall())
         self.limited = any(v is not None for v in (cfg.rpm, cfg.itpm, cfg.otpm))
 
     def build(self) -> web.Application:

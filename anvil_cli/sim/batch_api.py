@@ -77,7 +77,9 @@ class BatchHandlers:
         return batch
 
     def _json(self, request: web.Request, batch: Batch) -> web.Response:
-        data = batch_json(batch, self.sim.wall(), _base_url(request))
+        now_s = self.sim.wall()
+        self.store.settle(batch, now_s, self.run_item)  # never "ended" with requests processing
+        data = batch_json(batch, now_s, _base_url(request))
         return json_response(data, headers={"request-id": new_request_id()})
 
     async def create(self, request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,5 @@
-"""Message Batches on a compressed clock. Pure: every method takes `now_s` (wall-clock seconds)."""
+"""Message Batches on a compressed clock. Every method takes `now_s` (wall-clock seconds); a
+store given a directory keeps its batches there (`sim/batch_files.py`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from anvil_cli.sim import batch_files
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 EXPIRY_S = 24 * 3600.0
@@ -31,6 +35,12 @@ class Batch:
     per_item_s: float
     cancel_s: float | None = None
     results: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Batch:
+        """A batch as saved (`dataclasses.asdict`) and read back from JSON."""
+        items = [(str(cid), dict(params)) for cid, params in data["items"]]
+        return cls(**{**data, "items": items})
 
     def end_s(self) -> float:
         natural = self.created_s + len(self.items) * self.per_item_s
@@ -79,16 +89,35 @@ def check_requests(body: Any) -> str | None:
 
 @dataclass(slots=True)
 class BatchStore:
-    """Every batch of one server, newest last."""
+    """Every batch of one server, newest last; kept in `directory` when one is given."""
 
     per_item_s: float
+    directory: Path | None = None
     batches: dict[str, Batch] = field(default_factory=dict)
+
+    @classmethod
+    def opened(cls, per_item_s: float, directory: Path | None, now_s: float) -> BatchStore:
+        """A store with the batches saved in `directory` (none without one)."""
+        store = cls(per_item_s, directory)
+        if directory is not None:
+            for data in batch_files.load(directory, now_s):
+                try:
+                    batch = Batch.from_json(data)
+                except (KeyError, TypeError, ValueError):
+                    continue  # not a batch this simulator wrote
+                store.batches[batch.id] = batch
+        return store
+
+    def _save(self, batch: Batch) -> None:
+        if self.directory is not None:
+            batch_files.save(self.directory, batch.id, asdict(batch))
 
     def create(self, requests: list[Mapping[str, Any]], now_s: float) -> Batch:
         batch_id = f"msgbatch_sim{uuid.uuid4().hex[:20]}"
         items = [(str(r["custom_id"]), dict(r["params"])) for r in requests]
         batch = Batch(id=batch_id, created_s=now_s, items=items, per_item_s=self.per_item_s)
         self.batches[batch_id] = batch
+        self._save(batch)
         return batch
 
     def get(self, batch_id: str) -> Batch | None:
@@ -97,6 +126,7 @@ class BatchStore:
     def cancel(self, batch: Batch, now_s: float) -> None:
         if batch.cancel_s is None and batch.status(now_s) != "ended":
             batch.cancel_s = now_s
+            self._save(batch)
 
     def settle(self, batch: Batch, now_s: float, run_item: RunItem) -> None:
         """Compute the results once the batch has ended."""
@@ -107,6 +137,7 @@ class BatchStore:
             {"custom_id": cid, "result": run_item(params) if i < done else {"type": "canceled"}}
             for i, (cid, params) in enumerate(batch.items)
         ]
+        self._save(batch)
 
     def page(self, limit: int, after_id: str | None, before_id: str | None) -> tuple[list[Batch], bool]:
         """Newest first; `after_id` pages towards older batches, `before_id` towards newer."""

@@ -50,6 +50,7 @@ class SimConfig:
     seed: int = 0
     batch_seconds_per_request: float = 0.01  # compressed clock of Message Batches
     batch_api_fail_first: int = 0  # the first N GETs of the batch endpoints answer 529 overloaded_error
+    batch_dir: str | None = None  # keep Message Batches here (and reload them at start); None = memory
     require_auth: bool = True
     cache_ttl_s: float = 300.0  # TTL of a "5m" cache entry ("1h" entries live 3600 s)
 
