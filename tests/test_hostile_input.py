@@ -364,3 +364,37 @@ def test_csv_header_over_the_field_limit_is_a_problem() -> None:
     write("rows.csv", "w" * 200_000 + "\n")
     code, err = validate("t.yaml")
     assert code == 2 and "rows.csv:1: CSV error in the header row" in err
+
+
+# -- POST /jobs --------------------------------------------------------------------------------
+
+
+def test_post_jobs_refuses_deep_metadata_and_adds_nothing(tmp_path: Path) -> None:
+    """The run survives: the job is refused with a 400's problems, not pickled to a worker."""
+    from anvil_cli.engine.control import RunControl
+    from anvil_cli.engine.journal import Journal, journal_path
+    from anvil_cli.errors import InputError
+    from tests.engine_support import write_jsonl_batch
+
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
+    with Journal.open(tmp_path / ".anvil") as journal:
+        run_id = journal.create_run(str(batch), "sha", load_batch(batch))
+    control = RunControl(journal_path(tmp_path / ".anvil"), run_id, agent_min=1, agent_max=4)
+    try:
+        deep = {"id": "deep", "prompt": "hi", "metadata": nested(600)}
+        with pytest.raises(InputError) as caught:
+            control.add_jobs([{"id": "fine", "prompt": "ok"}, deep])
+        (problem,) = caught.value.problems
+        assert (problem.job_id, problem.line) == ("deep", 2) and "nested more than" in problem.message
+        assert control.job("fine") is None and control.job("deep") is None
+    finally:
+        control.close()
+
+
+def test_post_jobs_body_with_a_huge_integer_is_a_400() -> None:
+    from anvil_cli.api.bodies import parse_json
+    from anvil_cli.api.errors import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        parse_json(b'{"prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}")
+    assert caught.value.status == 400
