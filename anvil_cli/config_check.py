@@ -48,7 +48,25 @@ def _beyond_limits(values: dict[str, Any], origins: dict[str, Origin]) -> list[P
         found, _ = scan_value(value, str(key), depth=2)
         if found is not None:
             problems.append(_at(origins, found.path, found.message))
+        elif (where := _nul_path(value, str(key))) is not None:  # a path or command would fail mid-run
+            problems.append(_at(origins, where, "contains a NUL character"))
     return problems
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where `value` holds a NUL (it is within the depth limit already, so recursion is safe)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
+    for key, child in children:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+        found = _nul_path(key, where) if isinstance(key, str) else None
+        found = found or _nul_path(child, where)
+        if found:
+            return found
+    return None
 
 
 # -- schema errors -----------------------------------------------------------------------------

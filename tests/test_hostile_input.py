@@ -366,6 +366,32 @@ def test_csv_header_over_the_field_limit_is_a_problem() -> None:
     assert code == 2 and "rows.csv:1: CSV error in the header row" in err
 
 
+# -- paths and commands ---------------------------------------------------------------------
+
+
+def test_unusable_paths_and_commands_are_problems_not_tracebacks() -> None:
+    code, err = validate("a" * 5000 + ".yaml")
+    assert code == 2 and "cannot read: File name too long" in err
+    write("t.yaml", "template:\n  prompt: 'Say {w}'\ninputs: \"a\\0.csv\"\n")
+    code, err = validate("t.yaml")
+    assert code == 2 and "t.yaml:3: field 'inputs': a file path cannot contain a NUL character" in err
+    write("t.yaml", "template:\n  prompt: 'Say {w}'\ninputs: " + "a" * 5000 + ".csv\n")
+    code, err = validate("t.yaml")
+    assert code == 2 and "t.yaml:3: field 'inputs': cannot read inputs file" in err
+    write("b.yaml", 'jobs:\n  - prompt: x\n    tools:\n      - name: t\n        anvil_command: ["a\\0"]\n')
+    code, err = validate("b.yaml")
+    assert code == 2 and "field 'tools[0].anvil_command': a command cannot contain a NUL character" in err
+
+
+def test_settings_with_a_nul_are_refused_at_their_field() -> None:
+    write("cfg.yaml", 'state_dir: "a\\0b"\nalerts:\n  command: "x\\0"\n')
+    write("b.jsonl", '{"prompt": "x"}\n')
+    code, err = validate("b.jsonl", "--config", "cfg.yaml")
+    assert code == 2
+    assert "cfg.yaml:1: field 'state_dir': contains a NUL character" in err
+    assert "cfg.yaml:3: field 'alerts.command': contains a NUL character" in err
+
+
 # -- POST /jobs --------------------------------------------------------------------------------
 
 

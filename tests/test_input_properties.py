@@ -78,7 +78,8 @@ YAML_TOKENS = [
     "!!timestamp ", "9" * 5000, "0x" + "f" * 40, "1:2:3", "2024-02-30", "2024-01-01", '"\\ud800"',
     "'\x1b'", ".inf", ".nan", "-.inf", "null", "~", "true", "abc", "x", "1e999", "---\n", "...\n",
     "%YAML 1.1\n", "#c", "\t", "|\n", ">\n", "'", '"', "jobs:", "defaults:", "template:", "id: ",
-    "prompt: ", "metadata: ", "max_tokens: ",
+    "prompt: ", "metadata: ", "max_tokens: ", "inputs: ", "state_dir: ", '"a\\0b"', "a" * 300,
+    "{x:>99999}", "{x}", "tools: [{name: t, anvil_command: ", "scaling: {queue_size: ",
 ]  # fmt: skip
 yaml_soup = st.lists(st.sampled_from(YAML_TOKENS), max_size=40).map("".join)
 
@@ -148,7 +149,17 @@ def test_arbitrary_yaml_structures_never_raise(jobs: list[Any], defaults: Any) -
 
 
 @FAST
-@given(soup=yaml_soup, head=st.sampled_from(["", "jobs:\n  - prompt: x\n    metadata: ", "jobs:\n  - "]))
+@given(
+    soup=yaml_soup,
+    head=st.sampled_from(
+        [
+            "",
+            "jobs:\n  - prompt: x\n    metadata: ",
+            "jobs:\n  - ",
+            "template:\n  prompt: 'Say {w}'\ninputs: ",
+        ]
+    ),
+)
 def test_yaml_token_soup_never_raises(soup: str, head: str) -> None:
     path = Path("b.yaml")
     path.write_text(head + soup, encoding="utf-8", errors="surrogatepass")

@@ -233,8 +233,12 @@ def check_tools(value: Any, ck: Checker, field: str = "tools") -> Any:
     for i, tool in enumerate(value):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             ck.fail(f"{field}[{i}]", "expected a tool mapping with a string 'name'")
-        elif COMMAND_KEY in tool and command_argv(tool[COMMAND_KEY]) is None:
-            ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
+        elif COMMAND_KEY in tool:
+            argv = command_argv(tool[COMMAND_KEY])
+            if argv is None:
+                ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
+            elif any("\x00" in arg for arg in argv):
+                ck.fail(f"{field}[{i}].{COMMAND_KEY}", "a command cannot contain a NUL character")
     return value
 
 

@@ -175,13 +175,21 @@ def _inputs_path(spec: TemplateSpec, problems: list[Problem]) -> Path | None:
     if not isinstance(inputs, str) or not inputs.strip():
         problems.append(spec.problem("inputs", f"expected a file path, got {type_name(inputs)}"))
         return None
+    if "\x00" in inputs:
+        problems.append(spec.problem("inputs", "a file path cannot contain a NUL character"))
+        return None
     path = spec.batch_path.parent / inputs
     if path.suffix.lower() not in INPUT_SUFFIXES:
         problems.append(
             spec.problem("inputs", f"inputs must be a .csv or .jsonl file, got {short_repr(inputs)}")
         )
         return None
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        problems.append(spec.problem("inputs", f"cannot read inputs file: {exc.strerror or exc}"))
+        return None
+    if not found:
         problems.append(spec.problem("inputs", f"inputs file not found: {path} (relative to the batch file)"))
         return None
     return path
