@@ -20,9 +20,15 @@ from pydantic_core import PydanticCustomError
 
 from anvil_cli.config_sources import flags_layer, merge_layers, read_env_layer, read_file_layer
 
+# Durations: a setting in seconds above this is a typo, and some would overflow further down
+# (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
+MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf`, "inf" or "nan" in any float setting is refused here (inf
+    # would pass `gt=0` and break the run: JSON turns it into null on its way to the workers).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _cross_field(field: str, message: str) -> PydanticCustomError:
@@ -70,8 +76,8 @@ class RateLimit(_Section):
 
 class Retries(_Section):
     max_attempts: int = Field(8, ge=1, le=100)
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    backoff_base_s: float = Field(1.0, gt=0, le=MAX_SECONDS)
+    backoff_max_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
 
     @model_validator(mode="after")
     def _check_backoff(self) -> Retries:
@@ -85,7 +91,7 @@ class Retries(_Section):
 
 class CircuitBreakerSettings(_Section):
     failure_threshold: int = Field(5, ge=1)
-    recovery_timeout_s: float = Field(30.0, gt=0)
+    recovery_timeout_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     half_open_probes: int = Field(1, ge=1)
 
 
@@ -119,20 +125,22 @@ class Cache(_Section):
 class PlanSettings(_Section):
     expected_output_tokens: int | None = Field(None, ge=1, description="mean output tokens per call")
     expected_output_ratio: float = Field(0.5, gt=0, le=1, description="else this share of max_tokens")
-    assumed_latency_s: float = Field(5.0, gt=0, description="mean seconds per call, for Little's law")
+    assumed_latency_s: float = Field(
+        5.0, gt=0, le=MAX_SECONDS, description="mean seconds per call, for Little's law"
+    )
 
 
 class BatchesSettings(_Section):
     max_requests: int = Field(100_000, ge=1, le=100_000, description="requests per Message Batch")
     max_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000, description="bytes per Message Batch")
-    poll_interval_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     max_attempts: int = Field(3, ge=1, le=20, description="submissions per job (errored/expired retried)")
 
 
 class Alerts(_Section):
     error_rate_pct: float = Field(2.0, ge=0)
     queue_depth: int = Field(500, ge=0)
-    p95_latency_s: float = Field(30.0, gt=0)
+    p95_latency_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     cost_spike_pct: float = Field(20.0, ge=0)
     utilisation_pct: float = Field(90.0, ge=0, le=100)  # of a rate limit (the `rate_limit` alert)
     agent_utilisation_pct: float = Field(90.0, ge=0, le=100)  # busy agents of the agent limit
@@ -141,13 +149,13 @@ class Alerts(_Section):
 
 class Provider(_Section):
     base_url: str | None = None
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS)
 
 
 class RunSettings(_Section):
-    grace_period_s: float = Field(30.0, ge=0)
-    progress_interval_s: float = Field(10.0, gt=0)
-    tool_timeout_s: float = Field(60.0, gt=0)
+    grace_period_s: float = Field(30.0, ge=0, le=MAX_SECONDS)
+    progress_interval_s: float = Field(10.0, gt=0, le=MAX_SECONDS)
+    tool_timeout_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
 
 
 class ModelPriceOverride(_Section):

@@ -15,6 +15,7 @@ from anvil_cli.batch.job import COMPLEXITIES
 from anvil_cli.config import Settings
 from anvil_cli.config_sources import Layer, Origin, origin_of
 from anvil_cli.errors import ConfigError, Problem
+from anvil_cli.limits import scan_value, short_repr
 from anvil_cli.models import known_models, suggest_model
 
 _GLOB_CHARS = frozenset("*?[")
@@ -24,6 +25,9 @@ def check_settings(merged: Layer) -> Settings:
     """Validate the merged values; raise ConfigError listing every problem, else return Settings."""
     problems = list(merged.problems)
     settings: Settings | None = None
+    beyond = _beyond_limits(merged.values, merged.origins)
+    if beyond:  # the schema is not shown a 5,000-digit integer or a value nested 600 deep
+        raise ConfigError([*problems, *beyond])
     try:
         settings = Settings.model_validate(merged.values)
     except ValidationError as exc:
@@ -34,6 +38,35 @@ def check_settings(merged: Layer) -> Settings:
     if not settings.state_dir.is_absolute():
         settings.state_dir = Path.cwd() / settings.state_dir.expanduser()
     return settings
+
+
+def _beyond_limits(values: dict[str, Any], origins: dict[str, Origin]) -> list[Problem]:
+    """One problem per top-level setting holding a value beyond `anvil_cli.limits` (inf/nan, an
+    integer beyond 64 bits, too deep, a lone surrogate from a non-UTF-8 environment)."""
+    problems = []
+    for key, value in values.items():
+        found, _ = scan_value(value, str(key), depth=2)
+        if found is not None:
+            problems.append(_at(origins, found.path, found.message))
+        elif (where := _nul_path(value, str(key))) is not None:  # a path or command would fail mid-run
+            problems.append(_at(origins, where, "contains a NUL character"))
+    return problems
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where `value` holds a NUL (it is within the depth limit already, so recursion is safe)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
+    for key, child in children:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+        found = _nul_path(key, where) if isinstance(key, str) else None
+        found = found or _nul_path(child, where)
+        if found:
+            return found
+    return None
 
 
 # -- schema errors -----------------------------------------------------------------------------
@@ -70,19 +103,18 @@ def _at(origins: dict[str, Origin], path: str, message: str) -> Problem:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_repr(value)
 
 
 def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
     key = str(loc[-1])
     allowed = _allowed_keys(loc[:-1])
     if not allowed:
-        return f"unknown key {key!r}"
+        return f"unknown key {short_repr(key)}"
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
-        return f"unknown key {key!r}; did you mean {close[0]!r}?"
-    return f"unknown key {key!r} (allowed: {', '.join(allowed)})"
+        return f"unknown key {short_repr(key)}; did you mean {close[0]!r}?"
+    return f"unknown key {short_repr(key)} (allowed: {', '.join(allowed)})"
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -154,12 +186,12 @@ def _matches_model(key: str, pool: list[str]) -> bool:
 
 def _rate_limit_key_message(key: str, pool: list[str]) -> str:
     if _GLOB_CHARS & set(key):
-        return f"the pattern {key!r} matches no known model (known: {', '.join(pool)})"
+        return f"the pattern {short_repr(key)} matches no known model (known: {', '.join(pool)})"
     return _unknown_model(key, pool) + " (a rate_limits key is 'default', a model id or a glob)"
 
 
 def _unknown_model(model: str, pool: list[str]) -> str:
-    close = suggest_model(model, pool)
+    close = suggest_model(model, pool) if len(model) <= 200 else None
     if close:
-        return f"unknown model {model!r}; did you mean {close!r}?"
-    return f"unknown model {model!r} (known: {', '.join(pool)}; add others under 'prices:')"
+        return f"unknown model {short_repr(model)}; did you mean {close!r}?"
+    return f"unknown model {short_repr(model)} (known: {', '.join(pool)}; add others under 'prices:')"

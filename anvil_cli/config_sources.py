@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from anvil_cli.errors import Problem
-from anvil_cli.yamlpos import NodeLoader, error_position, line_of, to_python, walk_lines
+from anvil_cli.yamlpos import NodeLoader, error_position, line_of, parse_scalar, to_python, walk_lines
 
 ENV_PREFIX = "ANVIL_"
 FLAGS = "command line"
@@ -131,10 +131,7 @@ def _maybe_misspelt(var: str, head: str, top_level: set[str], layer: Layer) -> N
 
 
 def _set_env_value(layer: Layer, var: str, parts: list[str], raw: str) -> None:
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw  # not a YAML scalar: keep the text, the schema will judge it
+    value = parse_scalar(raw) if raw.strip() else None  # not YAML: the text, for the schema to judge
     if isinstance(value, dict):
         value = raw
     parts = _env_model_keys(parts)

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.limits import short_repr
+
+# Problems kept in memory (and listed by `validate --json`); the rest are only counted. A file
+# of 100,000 duplicate ids must not hold 100,000 messages.
+MAX_KEPT_PROBLEMS = 1_000
+# Problems printed on the terminal, then "... and N more problems".
+MAX_PRINTED_PROBLEMS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +33,9 @@ class Problem:
                 where += f":{self.column}"
         parts = [where]
         if self.job_id is not None:
-            parts.append(f"job {self.job_id!r}")
+            parts.append(f"job {short_repr(self.job_id, 80)}")
         if self.field is not None:
-            parts.append(f"field {self.field!r}")
+            parts.append(f"field {short_repr(self.field, 120)}")
         return ": ".join(parts) + ": " + self.message
 
 
@@ -38,14 +45,46 @@ class AnvilError(Exception):
     exit_code: ExitCode = ExitCode.BAD_INPUT
 
 
+class ProblemLog:
+    """Problems in the order found: the first `cap` kept, all of them counted."""
+
+    def __init__(self, cap: int = MAX_KEPT_PROBLEMS) -> None:
+        self.kept: list[Problem] = []
+        self.total = 0
+        self.cap = cap
+
+    def add(self, problem: Problem) -> None:
+        self.total += 1
+        if len(self.kept) < self.cap:
+            self.kept.append(problem)
+
+    def extend(self, problems: list[Problem], total: int | None = None) -> None:
+        for problem in problems:
+            self.add(problem)
+        self.total += max(0, (total or 0) - len(problems))  # counted elsewhere, not kept there
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
+def more_line(shown: int, total: int) -> str | None:
+    """'... and N more problems' when `shown` of `total` were listed, else None."""
+    rest = total - shown
+    return f"... and {rest:,} more problem{'s' if rest != 1 else ''}" if rest > 0 else None
+
+
 class InputError(AnvilError):
-    """Raised when a user-supplied file or option is invalid; carries every problem found."""
+    """Raised when a user-supplied file or option is invalid; carries the problems found (at most
+    MAX_KEPT_PROBLEMS of them) and `total`, how many there were."""
 
     exit_code = ExitCode.BAD_INPUT
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], total: int | None = None) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        self.total = max(total or 0, len(problems))
+        lines = [str(p) for p in problems[:MAX_PRINTED_PROBLEMS]]
+        more = more_line(len(lines), self.total)
+        super().__init__("\n".join([*lines, more] if more else lines))
 
 
 class ConfigError(InputError):

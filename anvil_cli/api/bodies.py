@@ -23,6 +23,8 @@ def parse_json(raw: bytes) -> Any:
         raise ApiError(
             400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError:  # int() refuses more than 4,300 digits (CVE-2020-10735)
+        raise ApiError(400, "the body holds an integer longer than 4,300 digits") from None
     except RecursionError:
         raise ApiError(400, "the body is nested too deeply") from None
 

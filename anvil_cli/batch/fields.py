@@ -13,6 +13,7 @@ from typing import Any
 
 from anvil_cli.batch.job import COMPLEXITIES, Priority
 from anvil_cli.errors import Problem
+from anvil_cli.limits import INT64_MAX, INT64_MIN, id_problem, short_repr
 from anvil_cli.models import AUTO, builtin_prices, suggest_model
 from anvil_cli.toolspec import COMMAND_KEY, command_argv
 from anvil_cli.yamlpos import line_for
@@ -38,7 +39,7 @@ def unknown_key(key: str, allowed: Iterable[str]) -> str:
     """'unknown key' with the closest allowed key, when one is close."""
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-    return f"unknown key {key!r}{hint}"
+    return f"unknown key {short_repr(key)}{hint}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,10 @@ class ModelSet:
             return None
         if model in self.retired:
             return f"model {model!r} is retired; pick another (or add it under 'prices:' in anvil.yaml)"
-        close = suggest_model(model, list(self.pool))
+        close = suggest_model(model, list(self.pool)) if len(model) <= 200 else None
         if close:
-            return f"unknown model {model!r}; did you mean {close!r}?"
-        return f"unknown model {model!r} (known: {', '.join(self.pool)}, or 'auto')"
+            return f"unknown model {short_repr(model)}; did you mean {close!r}?"
+        return f"unknown model {short_repr(model)} (known: {', '.join(self.pool)}, or 'auto')"
 
 
 class Checker:
@@ -95,14 +96,18 @@ class Checker:
 
 
 def check_id(value: Any, ck: Checker, generated: str, field: str = "id") -> str:
-    """A job id: a non-empty string or an integer; absent → `generated`."""
+    """A job id: non-empty printable text (see `limits.id_problem`) or an integer; absent → `generated`."""
     if value is None:
         return generated
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        if INT64_MIN <= value <= INT64_MAX:
+            return str(value)
+        ck.fail(field, f"an integer id must fit in 64 bits, got {short_repr(value)}")
+        return generated
     if isinstance(value, str) and value.strip():
-        if len(value) > 256:
-            ck.fail(field, "id is longer than 256 characters")
+        problem = id_problem(value)
+        if problem:
+            ck.fail(field, problem)
         return value
     ck.fail(field, f"expected a non-empty string or an integer, got {type_name(value)}")
     return generated
@@ -123,14 +128,14 @@ def check_max_tokens(value: Any, ck: Checker, field: str = "max_tokens") -> int:
         ck.fail(field, f"expected an integer from 1 to {MAX_TOKENS_LIMIT}, got {type_name(value)}")
         return DEFAULT_MAX_TOKENS
     if not 1 <= value <= MAX_TOKENS_LIMIT:
-        ck.fail(field, f"must be from 1 to {MAX_TOKENS_LIMIT}, got {value}")
+        ck.fail(field, f"must be from 1 to {MAX_TOKENS_LIMIT}, got {short_repr(value)}")
     return value
 
 
 def check_priority(value: Any, ck: Checker, field: str = "priority") -> Priority:
     if isinstance(value, str) and value.lower() in PRIORITY_NAMES:
         return Priority.parse(value)
-    shown = repr(value) if isinstance(value, str) else type_name(value)
+    shown = short_repr(value) if isinstance(value, str) else type_name(value)
     ck.fail(field, f"must be one of {', '.join(PRIORITY_NAMES)}; got {shown}")
     return Priority.NORMAL
 
@@ -138,7 +143,7 @@ def check_priority(value: Any, ck: Checker, field: str = "priority") -> Priority
 def check_complexity(value: Any, ck: Checker, field: str = "complexity") -> str | None:
     if value is None or value in COMPLEXITIES:
         return value if isinstance(value, str) else None
-    shown = repr(value) if isinstance(value, str) else type_name(value)
+    shown = short_repr(value) if isinstance(value, str) else type_name(value)
     ck.fail(field, f"must be one of {', '.join(COMPLEXITIES)}; got {shown}")
     return None
 
@@ -180,7 +185,7 @@ def _check_message(message: Any, ck: Checker, field: str, *, first: bool) -> Non
             ck.fail(f"{field}.{key}", unknown_key(str(key), ("role", "content")))
     role = message.get("role")
     if role not in ROLES:
-        ck.fail(f"{field}.role", f"role must be 'user' or 'assistant'; got {role!r}")
+        ck.fail(f"{field}.role", f"role must be 'user' or 'assistant'; got {short_repr(role)}")
     elif first and role != "user":
         ck.fail(f"{field}.role", "the first message must have role 'user'")
     _check_content(message.get("content"), ck, f"{field}.content")
@@ -228,8 +233,12 @@ def check_tools(value: Any, ck: Checker, field: str = "tools") -> Any:
     for i, tool in enumerate(value):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             ck.fail(f"{field}[{i}]", "expected a tool mapping with a string 'name'")
-        elif COMMAND_KEY in tool and command_argv(tool[COMMAND_KEY]) is None:
-            ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
+        elif COMMAND_KEY in tool:
+            argv = command_argv(tool[COMMAND_KEY])
+            if argv is None:
+                ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
+            elif any("\x00" in arg for arg in argv):
+                ck.fail(f"{field}[{i}].{COMMAND_KEY}", "a command cannot contain a NUL character")
     return value
 
 

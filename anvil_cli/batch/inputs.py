@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from anvil_cli.batch.fields import type_name
+from anvil_cli.batch.jsonl_source import JsonLineError, capped_lines, parse_json_line, too_long
 from anvil_cli.errors import Problem
+from anvil_cli.limits import scan_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +42,50 @@ def _missing_message(name: str, where: str) -> str:
     return f"placeholder or id_field {{{name}}} has no {where} in the inputs file"
 
 
+class _BadLine(Exception):
+    """A line of the inputs file that cannot be read (too long, not UTF-8)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _text_lines(fh: IO[bytes]) -> Iterator[str]:
+    """The lines of a CSV file as text, each at most MAX_LINE_BYTES (csv reads whole lines)."""
+    for lineno, raw in capped_lines(fh):
+        if raw is None:
+            raise _BadLine(lineno, too_long())
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _BadLine(
+                lineno, f"not valid UTF-8 (byte {exc.start + 1} of the line): save the file as UTF-8"
+            ) from None
+
+
 def _csv_rows(path: Path, label: str, wanted: list[str]) -> Iterator[Row | Problem]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    with path.open("rb") as fh:
+        reader = csv.reader(_text_lines(fh))
+        try:
+            yield from _csv_records(reader, label, wanted)
+        except _BadLine as exc:
+            yield Problem(label, exc.message, line=exc.line)
+
+
+def _csv_records(reader: Any, label: str, wanted: list[str]) -> Iterator[Row | Problem]:
+    try:
         header = next(reader, None)
-        if header is None:
-            yield Problem(label, "empty inputs file: expected a header row of column names", line=1)
-            return
-        missing = [name for name in wanted if name not in header]
-        for name in missing:
-            yield Problem(label, _missing_message(name, "column"), line=1, field=name)
-        if missing:
-            return
+    except csv.Error as exc:
+        yield Problem(label, f"CSV error in the header row: {exc}", line=1)
+        return
+    if header is None:
+        yield Problem(label, "empty inputs file: expected a header row of column names", line=1)
+        return
+    missing = [name for name in wanted if name not in header]
+    for name in missing:
+        yield Problem(label, _missing_message(name, "column"), line=1, field=name)
+    if not missing:
         yield from _csv_body(reader, header, label)
 
 
@@ -74,19 +107,32 @@ def _csv_body(reader: Any, header: list[str], label: str) -> Iterator[Row | Prob
 
 def _jsonl_rows(path: Path, label: str, wanted: list[str]) -> Iterator[Row | Problem]:
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in capped_lines(fh):
+            if raw is None:
+                yield Problem(label, too_long(), line=lineno)
+                continue
             if raw.isspace():
                 continue
-            try:
-                values = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield Problem(label, f"invalid JSON: {exc.msg}", line=lineno, column=exc.colno)
-                continue
-            if not isinstance(values, dict):
-                yield Problem(label, f"expected a JSON object, got {type_name(values)}", line=lineno)
+            values, problem = _row_values(raw, label, lineno)
+            if problem is not None:
+                yield problem
                 continue
             missing = [name for name in wanted if name not in values]
             for name in missing:
                 yield Problem(label, _missing_message(name, "value on this line"), line=lineno, field=name)
             if not missing:
                 yield Row(lineno, values)
+
+
+def _row_values(raw: bytes, label: str, lineno: int) -> tuple[dict[str, Any], Problem | None]:
+    """The values of one JSONL row, or the problem with it (bad JSON, not an object, beyond the limits)."""
+    try:
+        values = parse_json_line(raw)
+    except JsonLineError as exc:
+        return {}, Problem(label, exc.message, line=lineno, column=exc.column)
+    if not isinstance(values, dict):
+        return {}, Problem(label, f"expected a JSON object, got {type_name(values)}", line=lineno)
+    found, _ = scan_value(values)
+    if found is not None:
+        return {}, Problem(label, found.message, line=lineno, field=found.path or None)
+    return values, None

@@ -30,6 +30,7 @@ from anvil_cli.batch.fields import (
 )
 from anvil_cli.batch.job import Job
 from anvil_cli.errors import Problem
+from anvil_cli.limits import MAX_REQUEST_BYTES, scan_value, short_repr
 from anvil_cli.models import AUTO
 
 JOB_KEYS = (
@@ -74,17 +75,27 @@ class JobFactory:
         self.models = models
         self.seq = 0  # jobs seen so far, good or bad
         self._first_line: dict[str, int | None] = {}
+        self._defaults: dict[str, Any] | None = None
+        self._defaults_bytes = 0
 
     def _start(self, file: str, line: int | None, lines: dict[str, int] | None) -> tuple[int, Checker]:
         seq = self.seq
         self.seq += 1
         return seq, Checker(file, line, self.models, lines)
 
+    def _defaults_size(self, defaults: dict[str, Any] | None) -> int:
+        """The JSON size of the defaults a job inherits (measured once per defaults mapping)."""
+        if not defaults:
+            return 0
+        if defaults is not self._defaults:
+            self._defaults, self._defaults_bytes = defaults, scan_value(defaults)[1]
+        return self._defaults_bytes
+
     def _register(self, job_id: str, ck: Checker, field: str) -> None:
         if job_id in self._first_line:
             first = self._first_line[job_id]
             where = f"first at line {first}" if first is not None else "seen before"
-            ck.fail(field, f"duplicate id {job_id!r} ({where})")
+            ck.fail(field, f"duplicate id {short_repr(job_id)} ({where})")
         else:
             self._first_line[job_id] = ck.line
 
@@ -106,6 +117,8 @@ class JobFactory:
             return ck.problems
         ck.job_id = check_id(raw.get("id"), ck, f"job-{seq + 1:05d}")
         self._register(ck.job_id, ck, "id")
+        if not within_limits(raw, ck, self._defaults_size(defaults)):
+            return ck.problems
         for key in raw:
             if key not in JOB_KEYS:
                 ck.fail(str(key), unknown_key(str(key), JOB_KEYS))
@@ -123,6 +136,8 @@ class JobFactory:
         ck = Checker(file, line, self.models, lines)
         if not isinstance(raw, dict):
             ck.fail(section, f"expected a mapping, got {type_name(raw)}")
+            return {}, ck.problems
+        if not within_limits(raw, ck, prefix=section):
             return {}, ck.problems
         allowed: dict[str, Any] = dict(DEFAULT_CHECKS)
         if section == "template":
@@ -148,6 +163,8 @@ class JobFactory:
         seq, ck = self._start(file, line, None)
         ck.job_id = _custom_id(raw.get("custom_id"), ck, f"job-{seq + 1:05d}")
         self._register(ck.job_id, ck, "custom_id")
+        if not within_limits(raw, ck):
+            return ck.problems
         for key in raw:
             if key not in ("custom_id", "params"):
                 ck.fail(str(key), unknown_key(str(key), ("custom_id", "params")))
@@ -167,6 +184,29 @@ class JobFactory:
             line=line,
         )
         return ck.problems if ck.problems else job
+
+
+def within_limits(raw: dict[str, Any], ck: Checker, inherited: int = 0, prefix: str = "") -> bool:
+    """True when `raw` (a job, or a `defaults:` mapping) is within `anvil_cli.limits`; else one
+    problem says where it is not, and nothing else is checked (a hostile value is not walked twice).
+
+    The request-size check adds `inherited` (the defaults a job takes) and names the largest key."""
+    problem, size = scan_value(raw, prefix)
+    if problem is not None:
+        ck.fail(problem.path or None, problem.message)
+        return False
+    total = size + inherited
+    if total <= MAX_REQUEST_BYTES:
+        return True
+    sizes = {key: scan_value(value)[1] for key, value in raw.items()}
+    largest = max(sizes, key=lambda key: sizes[key])
+    field = f"{prefix}.{largest}" if prefix else str(largest)
+    ck.fail(
+        field,
+        f"the request would be about {total / 1e6:,.1f} MB ({field!r} alone {sizes[largest] / 1e6:,.1f} MB);"
+        f" the API refuses requests over {MAX_REQUEST_BYTES / 1e6:,.0f} MB",
+    )
+    return False
 
 
 def _content(raw: dict[str, Any], ck: Checker) -> list[dict[str, Any]]:
@@ -221,8 +261,12 @@ def _custom_id(value: Any, ck: Checker, generated: str) -> str:
     if value is None:
         ck.fail("custom_id", "missing: a Message Batches request needs a 'custom_id'")
         return generated
-    ck.fail("custom_id", f"must match ^[a-zA-Z0-9_-]{{1,64}}$ (letters, digits, _ and -); got {value!r}")
-    return str(value) if isinstance(value, str | int) else generated
+    ck.fail(
+        "custom_id", f"must match ^[a-zA-Z0-9_-]{{1,64}}$ (letters, digits, _ and -); got {short_repr(value)}"
+    )
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    return value if isinstance(value, str) else generated
 
 
 def _required(

@@ -2,8 +2,9 @@
 
 * `iter_batch(path)` streams `Job | Problem` in file order and never raises for content.
 * `load_batch(path)` validates the whole file in one streaming pass (raising BatchError with
-  every problem, an empty batch included), spooling the jobs to a private temporary file, then
-  streams them from there: bounded memory, and the file is parsed once.
+  its problems, the first MAX_KEPT_PROBLEMS kept and all counted, an empty batch included),
+  spooling the jobs to a private temporary file, then streams them from there: bounded
+  memory, and the file is parsed once.
 * `summarize_batch(path)` counts jobs per model and priority and estimates input tokens.
 `extra_models` are model ids added in the config's `prices:`; they are valid too.
 """
@@ -20,7 +21,7 @@ from typing import TextIO
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.stream import detect_shape, iter_batch
 from anvil_cli.batch.summary import BatchSummary, summarize_batch
-from anvil_cli.errors import BatchError, Problem
+from anvil_cli.errors import BatchError, Problem, ProblemLog
 
 __all__ = ["BatchSummary", "detect_shape", "iter_batch", "load_batch", "summarize_batch"]
 
@@ -32,16 +33,16 @@ def load_batch(path: Path, *, extra_models: Collection[str] = ()) -> Iterator[Jo
     reopened, so nothing is left behind however the iterator ends): a large YAML batch is not
     parsed twice."""
     fd, spool = tempfile.mkstemp(prefix="anvil-batch-", suffix=".jsonl")
-    problems: list[Problem] = []
+    problems = ProblemLog()
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for item in iter_batch(path, extra_models=extra_models):
                 if isinstance(item, Problem):
-                    problems.append(item)
+                    problems.add(item)
                 elif not problems:
                     out.write(json.dumps(item.to_record(), ensure_ascii=False) + "\n")
         if problems:
-            raise BatchError(problems)
+            raise BatchError(problems.kept, problems.total)
         reader = open(spool, encoding="utf-8")  # noqa: SIM115  (closed by the generator)
     finally:
         os.unlink(spool)

@@ -35,14 +35,14 @@ def detect_shape(path: Path) -> str:
 
 def unreadable(path: Path, label: str) -> Problem | None:
     """Why the batch file cannot be read at all, or None."""
-    if not path.exists():
-        return Problem(label, "batch file not found")
-    if path.is_dir():
-        return Problem(label, "is a directory, not a batch file")
     try:
+        if not path.exists():
+            return Problem(label, "batch file not found")
+        if path.is_dir():
+            return Problem(label, "is a directory, not a batch file")
         with path.open("rb"):
             pass
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a loop of links, no permission
         return Problem(label, f"cannot read: {exc.strerror or exc}")
     return None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.batch.stream import iter_batch
-from anvil_cli.errors import Problem
+from anvil_cli.errors import Problem, ProblemLog
 from anvil_cli.tokens import estimate_input_tokens
 
 
@@ -22,11 +22,12 @@ class BatchSummary:
     per_model: Counter[str] = field(default_factory=Counter)
     per_priority: Counter[str] = field(default_factory=Counter)
     estimated_input_tokens: int = 0  # a local estimate (~4 characters a token), not a count
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
+    problem_count: int = 0  # all of them
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problem_count and not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (for `anvil validate --json`)."""
@@ -38,6 +39,7 @@ class BatchSummary:
             "per_priority": dict(self.per_priority),
             "estimated_input_tokens": self.estimated_input_tokens,
             "problems": [problem_dict(p) for p in self.problems],
+            "problem_count": self.problem_count,
         }
 
 
@@ -58,14 +60,16 @@ def summarize_batch(path: Path, *, extra_models: Collection[str] = ()) -> BatchS
     """One streaming pass: count the good jobs and collect every problem."""
     summary = BatchSummary(str(path))
     priority_order: Counter[str] = Counter()
+    problems = ProblemLog()
     for item in iter_batch(path, extra_models=extra_models):
         if isinstance(item, Problem):
-            summary.problems.append(item)
+            problems.add(item)
             continue
         summary.jobs += 1
         summary.per_model[item.model] += 1
         priority_order[item.priority.label] += 1
         summary.estimated_input_tokens += estimate_input_tokens(item.request())
+    summary.problems, summary.problem_count = problems.kept, problems.total
     summary.per_priority = Counter(
         {
             label: priority_order[label]

@@ -7,6 +7,7 @@ row's position (`job-00001`). Problems about rows name the inputs file and its l
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,12 @@ from anvil_cli.batch.inputs import Row, iter_rows
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.jobspec import JobFactory
 from anvil_cli.errors import Problem
+from anvil_cli.limits import MAX_REQUEST_BYTES, short_repr
 
 INPUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+# Padding in a placeholder's format (`{name:>20}`) beyond this is no template's intent: the
+# width would let a short template build an enormous prompt.
+MAX_FORMAT_WIDTH = 1_000
 Item = Job | Problem
 
 
@@ -119,15 +124,45 @@ def _placeholders(text: str, spec: TemplateSpec, field: str, problems: list[Prob
         )
         return set()
     names: set[str] = set()
-    for _, name, _, _ in parsed:
+    for _, name, format_spec, _ in parsed:
         if name is None:
             continue
-        if not name or name.isdigit() or "." in name or "[" in name:
-            msg = f"placeholder {{{name}}} must be a column name like {{title}}"
-            problems.append(spec.problem("template", msg, field))
+        problem = _placeholder_problem(name, format_spec)
+        if problem:
+            problems.append(spec.problem("template", problem, field))
         else:
             names.add(name)
     return names
+
+
+def _placeholder_problem(name: str, format_spec: str | None) -> str | None:
+    if not name or name.isdigit() or "." in name or "[" in name:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        return f"placeholder {{{shown}}} must be a column name like {{title}}"
+    return _spec_problem(format_spec) if format_spec else None
+
+
+def _spec_problem(format_spec: str) -> str | None:
+    """A format spec may pad or cut (`{name:>20}`), within MAX_FORMAT_WIDTH; never from the data."""
+    if "{" in format_spec:
+        return f"a placeholder's format may not hold another placeholder: {short_repr(format_spec)}"
+    if any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", format_spec)):
+        return f"a placeholder's width or precision must be at most {MAX_FORMAT_WIDTH:,}"
+    return None
+
+
+def _filled_size(text: str, values: dict[str, Any]) -> int:
+    """An upper bound on the characters of `text` filled from `values` (checked before filling,
+    so a long template of placeholders cannot build a string of gigabytes)."""
+    total = 0
+    for literal, name, format_spec, conversion in string.Formatter().parse(text):
+        total += len(literal)
+        if name is None:
+            continue
+        value = values.get(name)
+        length = len(value) if isinstance(value, str) else len(repr(value))
+        total += length * (10 if conversion in ("r", "a") else 1) + (MAX_FORMAT_WIDTH if format_spec else 0)
+    return total
 
 
 def _inputs_path(spec: TemplateSpec, problems: list[Problem]) -> Path | None:
@@ -140,11 +175,21 @@ def _inputs_path(spec: TemplateSpec, problems: list[Problem]) -> Path | None:
     if not isinstance(inputs, str) or not inputs.strip():
         problems.append(spec.problem("inputs", f"expected a file path, got {type_name(inputs)}"))
         return None
+    if "\x00" in inputs:
+        problems.append(spec.problem("inputs", "a file path cannot contain a NUL character"))
+        return None
     path = spec.batch_path.parent / inputs
     if path.suffix.lower() not in INPUT_SUFFIXES:
-        problems.append(spec.problem("inputs", f"inputs must be a .csv or .jsonl file, got {inputs!r}"))
+        problems.append(
+            spec.problem("inputs", f"inputs must be a .csv or .jsonl file, got {short_repr(inputs)}")
+        )
         return None
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        problems.append(spec.problem("inputs", f"cannot read inputs file: {exc.strerror or exc}"))
+        return None
+    if not found:
         problems.append(spec.problem("inputs", f"inputs file not found: {path} (relative to the batch file)"))
         return None
     return path
@@ -153,6 +198,12 @@ def _inputs_path(spec: TemplateSpec, problems: list[Problem]) -> Path | None:
 def _row_job(plan: _Plan, row: Row, label: str, factory: JobFactory) -> Iterator[Item]:
     raw = dict(plan.base)
     for key, text in plan.texts.items():
+        if _filled_size(text, row.values) > MAX_REQUEST_BYTES:
+            limit = f"{MAX_REQUEST_BYTES / 1e6:,.0f} MB"
+            msg = f"the filled-in {key} would be over {limit} (the API's request limit)"
+            yield Problem(label, msg, line=row.line, field=key)
+            factory.seq += 1
+            return
         try:
             raw[key] = text.format_map(row.values)
         except (KeyError, IndexError, ValueError, TypeError) as exc:

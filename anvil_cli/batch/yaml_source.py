@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 from yaml.events import (
     MappingEndEvent,
     MappingStartEvent,
@@ -26,6 +27,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.jobspec import JobFactory
 from anvil_cli.batch.templated import TemplateSpec, iter_templated
 from anvil_cli.errors import Problem
+from anvil_cli.limits import short_repr
 from anvil_cli.yamlpos import (
     NodeLoader,
     error_position,
@@ -100,7 +102,7 @@ class _Document:
     def _entry(self, key_node: Node) -> Iterator[Item]:
         key, line = key_text(key_node), line_of(key_node)
         if key in self.seen:
-            msg = f"duplicate key {key!r} (first at line {self.seen[key]})"
+            msg = f"duplicate key {short_repr(key)} (first at line {self.seen[key]})"
             yield Problem(self.label, msg, line=line, field=key)
         self.seen.setdefault(key, line)
         if key == "jobs" and self.loader.check_event(SequenceStartEvent):
@@ -130,25 +132,32 @@ class _Document:
         yield from problems
 
     def _jobs(self) -> Iterator[Item]:
-        loader, factory, label = self.loader, self.factory, self.label
+        loader = self.loader
         loader.get_event()  # sequence start
         while not loader.check_event(SequenceEndEvent):
-            node = next_node(loader)
-            lines: dict[str, int] = {}
-            for path, line, first in walk_lines(node, 3):
-                lines[path] = line
-                if first is not None:
-                    msg = f"duplicate key (first at line {first}); remove one"
-                    yield Problem(label, msg, line=line, field=path)
-            raw = to_python(loader, node)
-            result = factory.anvil_job(
-                raw, file=label, line=line_of(node), lines=lines, defaults=self.defaults
-            )
-            if isinstance(result, Job):
-                yield result
-            else:
-                yield from result
+            yield from self._job(next_node(loader))
         loader.get_event()  # sequence end
+
+    def _job(self, node: Node) -> Iterator[Item]:
+        label, factory = self.label, self.factory
+        lines: dict[str, int] = {}
+        for path, line, first in walk_lines(node, 3):
+            lines[path] = line
+            if first is not None:
+                msg = f"duplicate key (first at line {first}); remove one"
+                yield Problem(label, msg, line=line, field=path)
+        try:
+            raw = to_python(self.loader, node)
+        except ConstructorError as exc:  # this job only (`!!float abc`): the next one can be read
+            factory.seq += 1
+            pos = error_position(exc)
+            yield Problem(label, pos.message, line=pos.line, column=pos.column)
+            return
+        result = factory.anvil_job(raw, file=label, line=line_of(node), lines=lines, defaults=self.defaults)
+        if isinstance(result, Job):
+            yield result
+        else:
+            yield from result
 
     def _finish(self) -> Iterator[Item]:
         template_keys = [k for k in ("template", "inputs", "id_field") if k in self.nodes]

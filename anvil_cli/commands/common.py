@@ -11,10 +11,19 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from anvil_cli.config import Settings, load_settings
 from anvil_cli.engine.journal import Journal
-from anvil_cli.errors import AnvilError, InputError, UsageError
+from anvil_cli.errors import (
+    MAX_PRINTED_PROBLEMS,
+    AnvilError,
+    InputError,
+    Problem,
+    UsageError,
+    more_line,
+)
+from anvil_cli.limits import plain
 
 T = TypeVar("T")
 
@@ -46,15 +55,27 @@ def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
     return load_settings(config, overrides=overrides)
 
 
+def problem_lines(problems: list[Problem], total: int | None = None) -> tuple[list[str], list[str]]:
+    """The report of `problems` as plain text: (one line per problem, at most MAX_PRINTED_PROBLEMS,
+    escaped for a terminal; the closing lines: "... and N more problems" and the count)."""
+    total = max(total or 0, len(problems))
+    lines = [plain(str(p)) for p in problems[:MAX_PRINTED_PROBLEMS]]
+    more = more_line(len(lines), total)
+    found = f"{total:,} problem{'s' if total != 1 else ''} found; nothing was run."
+    return lines, [more, found] if more else [found]
+
+
 def report_error(exc: AnvilError) -> None:
+    """Print an error; user text in it is never read as Rich markup (an id may be `[/bold]`)."""
     console = err_console()
     if isinstance(exc, InputError):
-        for problem in exc.problems:
-            console.print(f"[red]error[/red]: {problem}", markup=True, soft_wrap=True)
-        n = len(exc.problems)
-        console.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was run.")
+        lines, closing = problem_lines(exc.problems, exc.total)
+        for line in lines:
+            console.print(Text.assemble(("error", "red"), ": ", line), soft_wrap=True)
+        for line in closing:
+            console.print(line, markup=False, soft_wrap=True)
     else:
-        console.print(f"[red]error[/red]: {exc}", soft_wrap=True)
+        console.print(Text.assemble(("error", "red"), ": ", plain(str(exc))), soft_wrap=True)
 
 
 @contextmanager

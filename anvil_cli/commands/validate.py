@@ -8,16 +8,20 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from anvil_cli.batch.summary import BatchSummary, problem_dict, summarize_batch
+from anvil_cli.commands.common import problem_lines
 from anvil_cli.config import Settings, load_settings
-from anvil_cli.errors import ConfigError, Problem
+from anvil_cli.errors import ConfigError, ProblemLog
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
+from anvil_cli.limits import plain
 
 HELP = (
     "Check a batch file (YAML, templated YAML or JSONL) and the settings, without running anything.\n\n"
     "Prints the number of jobs per model and priority and an estimate of the input tokens; "
-    "or every problem found, one per line as file:line[:col]: job 'id': field 'f': message.\n\n"
+    "or the problems found, one per line as file:line[:col]: job 'id': field 'f': message "
+    "(the first 50, then how many more).\n\n"
     "Nothing is written: the state directory is not created.\n\n" + EXIT_CODES_HELP
 )
 
@@ -37,47 +41,51 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
 ) -> None:
     """Check the settings and the batch; exit 0 when both are valid, 2 otherwise."""
-    problems: list[Problem] = []
+    problems = ProblemLog()
     settings: Settings | None = None
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        problems.extend(exc.problems)
+        problems.extend(exc.problems, exc.total)
     extra_models = list(settings.prices) if settings is not None else []
     summary = summarize_batch(batch, extra_models=extra_models)
-    problems.extend(summary.problems)
+    problems.extend(summary.problems, summary.problem_count)
     if as_json:
         _print_json(summary, problems)
     if problems:
-        _print_problems(problems)
+        lines, closing = problem_lines(problems.kept, problems.total)
+        for line in [*lines, *closing]:
+            typer.echo(line, err=True)
         raise typer.Exit(int(ExitCode.BAD_INPUT))
     if not as_json:
         _print_summary(summary)
 
 
-def _print_json(summary: BatchSummary, problems: list[Problem]) -> None:
+def _print_json(summary: BatchSummary, problems: ProblemLog) -> None:
+    """The summary; `problems` lists at most MAX_KEPT_PROBLEMS, `problem_count` counts them all."""
     data = summary.to_dict()
     data["ok"] = not problems
-    data["problems"] = [problem_dict(p) for p in problems]
+    data["problems"] = [problem_dict(p) for p in problems.kept]
+    data["problem_count"] = problems.total
     typer.echo(json.dumps(data, indent=2))
 
 
-def _print_problems(problems: list[Problem]) -> None:
-    for problem in problems:
-        typer.echo(str(problem), err=True)
-    noun = "problem" if len(problems) == 1 else "problems"
-    typer.echo(f"{len(problems)} {noun} found; nothing was run.", err=True)
-
-
 def _print_summary(summary: BatchSummary) -> None:
+    """Plain text where user text goes (a path or a model id may hold `[/bold]`)."""
     console = Console(highlight=False)
-    console.print(f"[green]✓[/green] {summary.path}: [bold]{summary.jobs}[/bold] jobs, valid")
+    console.print(
+        Text.assemble(
+            ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), " jobs, valid"
+        )
+    )
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("model")
     table.add_column("jobs", justify="right")
     for model, count in sorted(summary.per_model.items()):
-        table.add_row(model, str(count))
+        table.add_row(Text(plain(model)), str(count))
     console.print(table)
     priorities = ", ".join(f"{label} {count}" for label, count in summary.per_priority.items())
-    console.print(f"priority: {priorities}")
-    console.print(f"input tokens (estimate, ~4 characters a token): ~{summary.estimated_input_tokens:,}")
+    console.print(f"priority: {priorities}", markup=False)
+    console.print(
+        f"input tokens (estimate, ~4 characters a token): ~{summary.estimated_input_tokens:,}", markup=False
+    )
