@@ -82,9 +82,8 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _get_json(conn: http.client.HTTPConnection, path: str, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    conn.request("GET", path, headers=headers)
+def _get_json(conn: http.client.HTTPConnection, path: str) -> Any:
+    conn.request("GET", path)
     response = conn.getresponse()
     body = response.read()
     if response.status >= 400:
@@ -93,7 +92,8 @@ def _get_json(conn: http.client.HTTPConnection, path: str, token: str | None = N
 
 
 class FirstRequestProbe:
-    """Polls the simulator's stats every 5 ms until a request has arrived; `first_at` (epoch s)."""
+    """Polls the simulator's stats every 5 ms until a request has arrived; `first_at` (epoch s) is
+    when the poll that first saw it was sent (the arrival is within one poll of it)."""
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
