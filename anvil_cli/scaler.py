@@ -97,3 +97,42 @@ def limiter_in_use_pct(governor: dict[str, Any]) -> float:
             if capacity and level is not None:
                 worst = max(worst, 100.0 * (1.0 - max(0.0, level) / capacity))
     return worst
+
+
+# -- the in-flight window: how many jobs to hand to workers at once --------------------------
+#
+# Jobs in workers beyond what the rate limits can serve soon only wait there, and a critical job
+# dispatched later queues behind them. So the conductor keeps in workers at most what the limits
+# can feed by Little's law (requests per second x seconds per call, with headroom) plus each
+# pool's burst; within that window the governor grants in priority order.
+
+WINDOW_HEADROOM = 1.5  # for the spread of call latency around its mean
+ASSUMED_CALL_S = 2.0  # until a call has been timed
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRate:
+    """One pool's request limit: per minute (None: unlimited) and its burst."""
+
+    requests_per_min: float | None
+    burst: float
+
+
+def feedable_agents(pools: list[PoolRate], call_latency_s: float | None) -> int | None:
+    """How many calls the pools' request limits can keep in flight; None if any is unlimited."""
+    latency = call_latency_s if call_latency_s else ASSUMED_CALL_S
+    total = 0.0
+    for pool in pools:
+        if pool.requests_per_min is None:
+            return None
+        total += pool.requests_per_min / 60.0 * latency * WINDOW_HEADROOM + pool.burst
+    return max(1, math.ceil(total)) if pools else None
+
+
+def pool_rates(governor: dict[str, Any]) -> list[PoolRate]:
+    """The request limits in force, from the governor's snapshot (adapted to the server's)."""
+    out: list[PoolRate] = []
+    for pool in (governor.get("pools") or {}).values():
+        dim = (pool.get("dimensions") or {}).get("requests") or {}
+        out.append(PoolRate(dim.get("rate_per_min"), float(dim.get("capacity") or 0.0)))
+    return out

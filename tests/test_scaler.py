@@ -62,3 +62,17 @@ def test_limiter_in_use_is_how_drawn_down_the_most_used_bucket_is() -> None:
     assert limiter_in_use_pct({"pools": {"p": {"dimensions": dims}}}) == 90.0
     assert limiter_in_use_pct({"pools": {"p": {"paused_until_s": 0.5, "dimensions": {}}}}) == 100.0
     assert limiter_in_use_pct({}) == 0.0
+
+
+def test_the_in_flight_window_is_what_the_request_limits_can_feed() -> None:
+    from anvil_cli.scaler import PoolRate, feedable_agents
+
+    # 300 requests/min = 5/s; 0.4 s a call: 5 x 0.4 x 1.5 = 3 in flight, plus the burst of 5
+    assert feedable_agents([PoolRate(300, 5)], 0.4) == 8
+    # before a call was timed, a conservative 2 s a call
+    assert feedable_agents([PoolRate(300, 5)], None) == 5 * 2 * 1.5 + 5
+    # two pools feed the sum of both
+    assert feedable_agents([PoolRate(300, 5), PoolRate(600, 10)], 1.0) == 38  # 12.5 + 25, rounded up
+    # an unlimited pool (or none known yet) sets no window
+    assert feedable_agents([PoolRate(None, 0), PoolRate(300, 5)], 1.0) is None
+    assert feedable_agents([], 1.0) is None

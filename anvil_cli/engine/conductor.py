@@ -33,7 +33,15 @@ from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
-from anvil_cli.scaler import Load, ScalePolicy, Scaler, limiter_in_use_pct
+from anvil_cli.scaler import (
+    Load,
+    PoolRate,
+    ScalePolicy,
+    Scaler,
+    feedable_agents,
+    limiter_in_use_pct,
+    pool_rates,
+)
 from anvil_cli.state import EngineState, Phase
 
 EVENT_WAIT_S = 0.02
@@ -107,6 +115,10 @@ class Conductor:
         self._governor_state: dict[str, Any] = {}
         self.paused = False
         self._draining = False
+        self._configured_pools = [
+            PoolRate(rl.requests_per_minute, float(rl.burst_size)) for rl in settings.rate_limits.values()
+        ]
+        self._feedable = feedable_agents(self._configured_pools, None)  # the in-flight window
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -192,8 +204,10 @@ class Conductor:
     # -- dispatch -----------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Move jobs from the ready queue to workers: journal first, then send."""
-        free = self.agent_limit - self.held.in_flight()
+        """Move jobs from the ready queue to workers: journal first, then send. At most the
+        in-flight window: what the agent limit allows and the rate limits can feed."""
+        window = self.agent_limit if self._feedable is None else min(self.agent_limit, self._feedable)
+        free = window - self.held.in_flight()
         if free <= 0:
             return
         batch: list[tuple[int, ReadyRow]] = []
@@ -341,6 +355,7 @@ class Conductor:
         self._record_governor_events()
         self._refresh_governor_state()
         self._autoscale(now)
+        self._size_window(now)
         self._tick(now)
 
     def _autoscale(self, now: float) -> None:
@@ -362,6 +377,12 @@ class Conductor:
             data["limiter_pct"] = load.limiter_pct
             self.journal.add_event(self.run_id, "scaled", data)
             self._note_history("scaled", data)
+
+    def _size_window(self, now: float) -> None:
+        """Little's law on the request limits in force (the configured ones until the governor
+        has pools) and the measured call time: see `scaler.feedable_agents`."""
+        pools = pool_rates(self.governor_snapshot()) or self._configured_pools
+        self._feedable = feedable_agents(pools, self.metrics.call_load(now)[1])
 
     def _tick(self, now: float) -> None:
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
