@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import random
 import signal
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -77,19 +79,46 @@ def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, 
         asyncio.run(_serve(cfg, governor, inbox, events))
 
 
+class _Outbox:
+    """Events to the conductor, written by a thread of their own: the loop never blocks on a full
+    pipe (the conductor may itself be blocked sending this worker jobs, which only the loop reads)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[WorkerEvent | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="worker-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, event: WorkerEvent) -> None:
+        self._queue.put(event)
+
+    def _write(self) -> None:
+        while (event := self._queue.get()) is not None:
+            try:
+                self._conn.send(event)
+            except OSError:  # the conductor is gone
+                os._exit(1)
+
+    def close(self) -> None:
+        """Send what is queued, then close the pipe."""
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+
 class _Worker:
     """The loop's side of one worker: reads commands, runs agents, sends events."""
 
-    def __init__(self, cfg: WorkerConfig, agent: Agent, inbox: Connection, events: Connection) -> None:
+    def __init__(self, cfg: WorkerConfig, agent: Agent, inbox: Connection, outbox: _Outbox) -> None:
         self.wid = cfg.worker_id
         self.agent = agent
         self.inbox = inbox
-        self.events = events
+        self.outbox = outbox
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
 
     def put(self, event: WorkerEvent) -> None:
-        self.events.send(event)
+        self.outbox.put(event)
 
     def on_inbox(self) -> None:
         """The inbox is readable: take every command waiting."""
@@ -164,7 +193,8 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
             on_spend=on_spend,
         )
     )
-    worker = _Worker(cfg, agent, inbox, events)
+    outbox = _Outbox(events)
+    worker = _Worker(cfg, agent, inbox, outbox)
     loop.add_reader(inbox.fileno(), worker.on_inbox)
     worker.put(WorkerReady(wid, os.getpid()))
     try:
@@ -175,4 +205,4 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
     finally:
         broker.close()
         await client.close()
-        events.close()
+        outbox.close()
