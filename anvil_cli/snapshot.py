@@ -12,6 +12,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
 
+from anvil_cli.governor.limiter import DIMENSIONS
 from anvil_cli.metrics import PROM_BOUNDS_S, LogHistogram, RunMetrics
 from anvil_cli.models import model_class
 from anvil_cli.run_history import history_of
@@ -49,7 +50,6 @@ __all__ = [
     "snapshot_of",
 ]
 
-DIMENSIONS: Final = ("requests", "input_tokens", "output_tokens")
 _BINDING_MIN_PCT: Final = 1.0  # below this nothing is "binding": the pool is idle
 
 
