@@ -174,8 +174,14 @@ def make_plan(
     if rate_s <= 0:
         slowest = None
     binding = slowest.binding_limit if slowest is not None else "none (one call's latency)"
+    notes: list[str] = []
     if conc_s > rate_s:
         binding, slowest = "concurrency (agents)", None
+        needed = math.ceil(sum(p.concurrency_needed for p in pools))
+        notes.append(
+            f"max_agents ({agents}) caps this run below what the limits can feed: set"
+            f" scaling.max_agents (or --agents) to ~{needed:,} to reach them"
+        )
     return Plan(
         jobs=total,
         token_source="count_tokens" if counter is not None else "estimate",
@@ -190,6 +196,7 @@ def make_plan(
         binding_limit=binding,
         binding_pool=slowest.pool if slowest is not None else None,
         concurrency_needed=sum(p.concurrency_needed for p in pools),
+        notes=notes,
     )
 
 

@@ -210,15 +210,39 @@ def _errors(metrics: RunMetrics, rates: dict[str, Any]) -> Errors:
     }
 
 
-def _agents(state: EngineState) -> Agents:
+CAPPED_BUSY_PCT: Final = 95.0  # agents this busy at max_agents, jobs waiting, no limit binding
+CAPPED_LIMIT_PCT: Final = 90.0
+
+
+def _agents(state: EngineState, waiting: int, limits: dict[str, Any]) -> Agents:
+    busy = min(100.0, _pct(state.in_flight, state.agent_limit))
     return {
         "in_flight": state.in_flight,
         "limit": state.agent_limit,
         "min": state.agent_min,
         "max": state.agent_max,
-        "utilisation_pct": min(100.0, _pct(state.in_flight, state.agent_limit)),
+        "utilisation_pct": busy,
         "draining": max(0, state.in_flight - state.agent_limit),
+        "feedable": state.feedable,
+        "capped_note": _capped_note(state, busy, waiting, limits),
     }
+
+
+def _capped_note(state: EngineState, busy: float, waiting: int, limits: dict[str, Any]) -> str | None:
+    """Say so when max_agents, not a rate limit, holds a run back: every agent busy, jobs waiting,
+    no limit near its rate, and the limits could feed more agents than max_agents."""
+    rate_bound = any(
+        pool.get("paused_for_s")
+        or any((d.get("in_use_pct") or 0.0) >= CAPPED_LIMIT_PCT for d in pool["dimensions"].values())
+        for pool in limits.values()
+    )
+    feeds_more = state.feedable is None or state.feedable > state.agent_max
+    if state.mode != "messages" or state.ended or rate_bound or not feeds_more:
+        return None
+    if state.agent_limit < state.agent_max or busy < CAPPED_BUSY_PCT or waiting <= 0:
+        return None
+    could = f"~{state.feedable:,}" if state.feedable is not None else "more"
+    return f"the rate limits could feed {could} agents; max_agents caps at {state.agent_max:,}"
 
 
 def _time_summary(hist: LogHistogram) -> TimeSummary:
@@ -297,6 +321,7 @@ def build_snapshot(
         "recent_p95": rates["recent_call_p95_s"],
     }
     governor = dict(state.governor)
+    limits = limiter_headroom(governor, rates["per_model"], ended=state.ended)
     return {
         "version": SNAPSHOT_VERSION,
         "run_id": state.run_id,
@@ -324,11 +349,11 @@ def build_snapshot(
         "job_time_by_model_s": _by_model(metrics.job_time_by_model),
         "histograms": _histograms(metrics),
         "errors": _errors(metrics, rates),
-        "agents": _agents(state),
+        "agents": _agents(state, counts["pending"], dict(limits)),
         "workers": _workers(state),
         "queue": {"ready": state.queue_depth, "pending": counts["pending"], "growing": growing},
         "queue_depth": state.queue_depth,
-        "limits": limiter_headroom(governor, rates["per_model"], ended=state.ended),
+        "limits": limits,
         "breakers": _breakers(governor),
         "budget": _budget(governor),
         "cost": _cost(metrics, rates, remaining),

@@ -99,6 +99,8 @@ class Agents(TypedDict):
     max: int
     utilisation_pct: float  # busy agents of the limit, at most 100
     draining: int  # jobs in flight above a lowered limit: they finish, none start until below it
+    feedable: int | None  # calls the request limits could keep in flight (None: no request limit)
+    capped_note: str | None  # set while max_agents, not a rate limit, is what holds the run back
 
 
 class WorkerRow(TypedDict):

@@ -53,6 +53,7 @@ class EngineState:
     governor: Mapping[str, Any] = field(default_factory=dict)  # Governor.snapshot(), as given
     history: tuple[Mapping[str, Any], ...] = ()  # recent breaker and scaling events, oldest first
     batches: BatchesInfo | None = None
+    feedable: int | None = None  # calls the request limits could keep in flight (None: unlimited)
 
     @property
     def ended(self) -> bool:

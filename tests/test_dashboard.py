@@ -84,6 +84,8 @@ def test_snapshot_is_json_and_has_every_section() -> None:
         "max": 20,
         "utilisation_pct": 90.0,
         "draining": 0,
+        "feedable": None,
+        "capped_note": None,
     }
     assert s["workers"]["alive"] == 2 and s["workers"]["restarts"] == 1
     assert s["cost"]["projected_total_usd"] == pytest.approx(1.0, rel=0.01)
@@ -339,3 +341,24 @@ def test_the_last_failed_call_says_why() -> None:
     assert describe_error({"type": "overloaded_error", "status_code": 529, "message": "Overloaded"}) == (
         "overloaded_error (529): Overloaded"
     )
+
+
+def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistaken_for_it() -> None:
+    from tests.snapshot_support import real_governor
+
+    idle_governor = real_governor(draw_output_tokens=1).snapshot(T0 + 60.0)  # no limit near its rate
+    capped = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=idle_governor)
+    note = capped["agents"]["capped_note"]
+    assert note == "the rate limits could feed ~1,300 agents; max_agents caps at 20"
+    assert note in frame(capped)
+    # below max_agents (the scaler chose fewer), or the limits feed no more: nothing to say
+    assert snapshot(in_flight=10, agent_limit=10, agent_max=20, feedable=1300, governor=idle_governor)[
+        "agents"
+    ]["capped_note"] is None
+    assert snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=15, governor=idle_governor)[
+        "agents"
+    ]["capped_note"] is None
+    # a limit is what binds (here a 429 paused a pool): not max_agents
+    paused = real_governor(draw_output_tokens=1, sonnet_429_s=120.0).snapshot(T0 + 60.0)
+    held = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=paused)
+    assert held["agents"]["capped_note"] is None

@@ -160,10 +160,13 @@ def agents_text(s: Snapshot) -> str:
 def _agents(s: Snapshot) -> Text:
     a, q = s["agents"], s["queue"]
     queue = f"queue {q['ready']:,} ready, {q['pending']:,} pending"
-    return _line(
+    line = _line(
         f"{agents_text(s)}  range {a['min']}-{a['max']}  |  {queue}",
         ("  PAUSED", "bold yellow") if s["paused"] else "",
     )
+    if a.get("capped_note"):
+        line.append(f"\n  {a['capped_note']}", style="yellow")
+    return line
 
 
 def _workers(s: Snapshot) -> Text:

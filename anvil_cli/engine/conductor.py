@@ -413,6 +413,7 @@ class Conductor:
             worker_restarts=self.backend.restarts,
             governor=self.governor_snapshot(),
             history=tuple(self._history),
+            feedable=self._feedable,
         )
 
     def _note_history(self, kind: str, data: dict[str, Any]) -> None:

@@ -235,6 +235,8 @@ def execute_run(
                 end = _conduct(
                     settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
                 )
+        if ticker.capped_note:
+            notes.append(ticker.capped_note + " (raise scaling.max_agents or --agents)")
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 

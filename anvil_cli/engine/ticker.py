@@ -39,6 +39,7 @@ class Ticker:
         self.run_id = run_id
         self.monitor = monitor
         self.last: dict[str, Any] | None = None
+        self.capped_note: str | None = None  # the last time max_agents held the run back, why
 
     def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
         seen = self.monitor.observe(state, metrics, now)
@@ -48,4 +49,5 @@ class Ticker:
             self.journal.save_snapshot(self.run_id, seen.snapshot)
         self.monitor.show(seen.snapshot)
         self.last = seen.snapshot
+        self.capped_note = seen.snapshot["agents"].get("capped_note") or self.capped_note
         return seen.snapshot
