@@ -130,9 +130,9 @@ def fixture_sim_sleeps(monkeypatch: pytest.MonkeyPatch) -> SimSleeps:
 
 
 class SimClock:
-    """A monotonic clock the test moves by hand: `sim_clock.advance(0.1)`."""
+    """The simulator's time, moved only by the test: `sim_clock.advance(0.1)`."""
 
-    def __init__(self, now: float = 1_000.0) -> None:
+    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self.now = now
 
     def __call__(self) -> float:
@@ -144,9 +144,10 @@ class SimClock:
 
 @pytest.fixture(name="sim_clock")
 def fixture_sim_clock(monkeypatch: pytest.MonkeyPatch) -> SimClock:
-    """Simulators started in a thread during the test read this clock for their rate limits, so
-    their buckets refill only when the test says, not while a loaded machine is slow."""
+    """Simulators started in a thread during the test read this clock (for rate limits and for
+    the Message Batches clock), so buckets refill and batches progress only when the test says,
+    not while a loaded machine is slow."""
     clock = SimClock()
     real_app = sim_app.SimApp
-    monkeypatch.setattr(sim_server, "SimApp", lambda core: real_app(core, clock=clock))
+    monkeypatch.setattr(sim_server, "SimApp", lambda core: real_app(core, clock=clock, wall=clock))
     return clock

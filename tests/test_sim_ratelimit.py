@@ -41,7 +41,7 @@ def test_requests_bucket_drains_then_refills(
     assert "retry-after-ms" not in headers
     assert headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
-    sim_clock.advance(0.1)  # one request at 10/s
+    sim_clock.advance(0.12)  # a little over one request at 10/s
     assert create(client, "c").stop_reason == "end_turn"
     assert server.stats()["rate_limited"] == 1
 
