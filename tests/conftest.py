@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the commands the tests start, however pytest itself was started.
+
+    A shell without job control starts background jobs (`pytest &` in a script) with SIGINT
+    ignored, children inherit that, and a test pressing Ctrl-C at `anvil status --watch` would
+    wait for nothing. Python installs its own handler only where SIGINT was not ignored.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ Import the `fixture_*` functions into a test module to use the fixtures by their
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -12,11 +13,14 @@ from typing import Any
 import anthropic
 import pytest
 
+import anvil_cli.sim.app as sim_app
+import anvil_cli.sim.server as sim_server
 from anvil_cli.sim import SimConfig, SimServer
 
 HAIKU = "claude-haiku-4-5"
 SimFactory = Callable[..., SimServer]
 ClientFor = Callable[[SimServer], anthropic.Anthropic]
+_REAL_SLEEP = asyncio.sleep
 
 
 @pytest.fixture(name="sim_factory")
@@ -76,3 +80,74 @@ def raw_create(client: anthropic.Anthropic, text: str = "hello", **kwargs: Any) 
     params: dict[str, Any] = {"model": HAIKU, "max_tokens": 200, "messages": user(text)}
     params.update(kwargs)
     return client.messages.with_raw_response.create(**params)
+
+
+class SimSleeps:
+    """Stands in for the simulator's `asyncio.sleep` (its latency, slow fault, streamed tokens):
+    records every delay it is asked for and answers at once, no clock involved. After `hold(n)`,
+    delayed answers instead wait until `n` of them are waiting, then all go (a barrier: `n`
+    requests are in flight together however slowly the machine sends them)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self._hold = 0
+        self._waiting = 0
+        self._released: asyncio.Event | None = None  # made on the simulator's loop, on first use
+
+    def hold(self, n: int) -> None:
+        self._hold = n
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        self.delays.append(delay)
+        if not self._hold:
+            await _REAL_SLEEP(0)
+            return result
+        if self._released is None:
+            self._released = asyncio.Event()
+        self._waiting += 1
+        if self._waiting >= self._hold:
+            self._released.set()
+        await self._released.wait()
+        return result
+
+
+class _AsyncioWithSleep:
+    """The `asyncio` module as `anvil_cli.sim.app` sees it, with `sleep` replaced."""
+
+    def __init__(self, sleep: Callable[..., Any]) -> None:
+        self.sleep = sleep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
+@pytest.fixture(name="sim_sleeps")
+def fixture_sim_sleeps(monkeypatch: pytest.MonkeyPatch) -> SimSleeps:
+    """Simulators started during the test sleep through a `SimSleeps` (see there)."""
+    sleeps = SimSleeps()
+    monkeypatch.setattr(sim_app, "asyncio", _AsyncioWithSleep(sleeps.sleep))
+    return sleeps
+
+
+class SimClock:
+    """The simulator's time, moved only by the test: `sim_clock.advance(0.1)`."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(name="sim_clock")
+def fixture_sim_clock(monkeypatch: pytest.MonkeyPatch) -> SimClock:
+    """Simulators started in a thread during the test read this clock (for rate limits and for
+    the Message Batches clock), so buckets refill and batches progress only when the test says,
+    not while a loaded machine is slow."""
+    clock = SimClock()
+    real_app = sim_app.SimApp
+    monkeypatch.setattr(sim_server, "SimApp", lambda core: real_app(core, clock=clock, wall=clock))
+    return clock

@@ -1,9 +1,11 @@
-"""A 100,000-job JSONL validates and streams quickly, and memory stays flat while streaming."""
+"""A 100,000-job JSONL validates and streams, and memory stays flat while streaming.
+
+How fast is a benchmark's question, not a test's: `python benchmarks/bench_load.py`.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -28,10 +30,11 @@ def write_jsonl(path: Path, n: int) -> Path:
 
 def test_100k_jsonl_validates_and_streams() -> None:
     path = write_jsonl(Path("big.jsonl"), 100_000)
-    start = time.perf_counter()
-    count = sum(1 for _ in load_batch(path))  # a validating pass, then a streaming pass
-    assert count == 100_000
-    assert time.perf_counter() - start < 10
+    jobs = load_batch(path)  # a validating pass, then a streaming pass
+    seen = 0
+    for seen, job in enumerate(jobs, 1):
+        assert job.id == f"job-{seen - 1}"  # every job, in file order
+    assert seen == 100_000
 
 
 def test_streaming_memory_is_bounded() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.engine_support import anvil_cmd, cli_env, read_results, run_cli, writ
 
 N_JOBS = 60
 AGENTS = 8
+HANG_GUARD_S = 60.0  # waits only against a hang, never a measure of speed
 
 
 @pytest.fixture
@@ -33,6 +36,30 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
+
+
+class _StderrWatch:
+    """Reads a process's stderr in a thread; `seen` is set once a line contains `needle`."""
+
+    def __init__(self, proc: subprocess.Popen[str], needle: str) -> None:
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+        self._proc = proc
+        self._needle = needle
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self.lines.append(line)
+            if self._needle in line:
+                self.seen.set()
+
+    def text(self) -> str:
+        """What it wrote so far; all of it once the process has exited."""
+        self._thread.join(HANG_GUARD_S if self._proc.poll() is not None else 0)
+        return "".join(self.lines)
 
 
 def _journal_query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
@@ -53,7 +80,6 @@ def _succeeded(state_dir: Path) -> int:
 
 def _worker_pids(state_dir: Path) -> list[int]:
     rows = _journal_query(state_dir, "SELECT data_json FROM events WHERE kind = 'worker_started'")
-    import json
 
     return [int(json.loads(str(r[0]))["pid"]) for r in rows]
 
@@ -64,7 +90,9 @@ def _arrived(sim: SimServer) -> int:
     return int(stats["requests"]) + int(stats["in_flight"])
 
 
-def _start(tmp_path: Path, sim: SimServer, **cfg: object) -> tuple[subprocess.Popen[str], Path, Path]:
+def _start(
+    tmp_path: Path, sim: SimServer, stdout: int = subprocess.PIPE, **cfg: object
+) -> tuple[subprocess.Popen[str], Path, Path]:
     batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(N_JOBS)])
     config = write_config(
         tmp_path / "anvil.yaml",
@@ -76,7 +104,7 @@ def _start(tmp_path: Path, sim: SimServer, **cfg: object) -> tuple[subprocess.Po
         anvil_cmd("run", str(batch), "--config", str(config)),
         cwd=tmp_path,
         env=cli_env(),
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -97,7 +125,6 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     state = tmp_path / ".anvil"
     _wait_for(lambda: _succeeded(state) >= 10)
     victim = _worker_pids(state)[0]
-    killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
     code, err = _finish(proc)
     assert code == ExitCode.OK, err
@@ -105,11 +132,16 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
-    died = _journal_query(state, "SELECT COUNT(*) FROM events WHERE kind = 'worker_died'")
-    assert died[0][0] >= 1
-    started = _journal_query(state, "SELECT at FROM events WHERE kind = 'worker_started' ORDER BY at")
-    assert len(started) >= 3  # a replacement started...
-    assert any(killed_at <= float(str(at)) <= killed_at + 5 for (at,) in started)  # ...within 5 s
+    # in the journal's order: the victim started, died, and then a new worker started
+    events = _journal_query(
+        state, "SELECT kind, data_json FROM events WHERE kind LIKE 'worker_%' ORDER BY rowid"
+    )
+    workers = [(str(kind), json.loads(str(data))) for kind, data in events]
+    (started_at,) = [i for i, (k, d) in enumerate(workers) if k == "worker_started" and d["pid"] == victim]
+    victim_id = workers[started_at][1]["worker"]
+    (died_at,) = [i for i, (k, d) in enumerate(workers) if k == "worker_died" and d["worker"] == victim_id]
+    assert started_at < died_at
+    assert any(k == "worker_started" for k, _ in workers[died_at + 1 :])  # the replacement
 
 
 def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, slow_sim: SimServer) -> None:
@@ -119,7 +151,7 @@ def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     workers = _worker_pids(state)
-    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout_s=5)
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
     sent_at_kill = _arrived(slow_sim)
     time.sleep(0.5)  # sleep-ok: observing that nothing keeps calling the API after the kill
     assert _arrived(slow_sim) <= sent_at_kill
@@ -143,7 +175,6 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: Si
     done_before = _succeeded(state)
     assert done_before < N_JOBS
     status = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
-    import json
 
     resume = json.loads(status.stdout)["resume_command"]
     assert resume.startswith("anvil run ") and "--config" in resume  # said the way it was started
@@ -156,17 +187,33 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: Si
 
 
 def test_second_ctrl_c_aborts_at_once(tmp_path: Path) -> None:
-    with SimServer(SimConfig(latency_ms=3000, seed=5)).start_thread() as sim:
-        proc, _batch, _config = _start(tmp_path, sim, run={"grace_period_s": 60, "progress_interval_s": 60})
+    # No answer comes within the test (10 minutes a call), and a clean stop would wait for them
+    # as long: the run can only end within the hang guard if the second Ctrl-C aborts it.
+    never_s = 600
+    with SimServer(SimConfig(latency_ms=never_s * 1000, seed=5)).start_thread() as sim:
+        proc, _batch, _config = _start(
+            tmp_path,
+            sim,
+            stdout=subprocess.DEVNULL,
+            provider={"timeout_s": never_s},
+            run={"grace_period_s": never_s, "progress_interval_s": 60},
+        )
         state = tmp_path / ".anvil"
-        _wait_for(lambda: sim.stats()["in_flight"] >= AGENTS)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)  # sleep-ok: two signals sent at once may be merged into one
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code, err = _finish(proc, timeout=20)
-        assert code == ExitCode.INTERRUPTED, err
-        assert time.monotonic() - t0 < 8
+        stderr = _StderrWatch(proc, "again to abort")
+        try:
+            _wait_for(lambda: sim.stats()["in_flight"] >= AGENTS)
+            proc.send_signal(signal.SIGINT)
+            # the first was handled before the second is sent (two at once may merge into one)
+            assert stderr.seen.wait(HANG_GUARD_S), stderr.text()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=HANG_GUARD_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert code == ExitCode.INTERRUPTED, stderr.text()
+        assert "aborting" in stderr.text()
+        assert _succeeded(state) == 0  # it waited for none of the calls in flight
         rows = _journal_query(state, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
         assert rows[0][0] == 0  # everything not finished is pending again
 
@@ -176,7 +223,6 @@ def test_losing_the_governor_stops_the_run_resumably(tmp_path: Path, slow_sim: S
     state = tmp_path / ".anvil"
     _wait_for(lambda: _succeeded(state) >= 5)
     rows = _journal_query(state, "SELECT data_json FROM events WHERE kind = 'governor_started'")
-    import json
 
     os.kill(int(json.loads(str(rows[0][0]))["pid"]), signal.SIGKILL)
     code, err = _finish(proc)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 import anthropic
 import pytest
 
 from anvil_cli.sim.directives import DirectiveError, parse_directives
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
+    ClientFor,
+    SimFactory,
+    SimSleeps,
     create,
     fixture_client,
     fixture_client_for,
     fixture_sim,
     fixture_sim_factory,
+    fixture_sim_sleeps,
     user,
 )
 
@@ -109,10 +111,14 @@ def test_drop_then_answer(client: anthropic.Anthropic) -> None:
     assert create(client, "@sim{drop=1}").stop_reason == "end_turn"
 
 
-def test_latency_directive(client: anthropic.Anthropic) -> None:
-    started = time.perf_counter()
-    create(client, "@sim{latency_ms=150}")
-    assert time.perf_counter() - started >= 0.15
+def test_latency_directive(sim_factory: SimFactory, client_for: ClientFor, sim_sleeps: SimSleeps) -> None:
+    plain = client_for(sim_factory())
+    create(plain, "@sim{latency_ms=150}")
+    create(plain, "no directive")  # no latency configured: answered without waiting
+    assert sim_sleeps.delays == [0.15]
+    always_slow = sim_factory(slow_rate=1.0, slow_ms=1000)
+    create(client_for(always_slow), "@sim{latency_ms=150}")  # the directive wins over the slow fault
+    assert sim_sleeps.delays == [0.15, 0.15] and always_slow.stats()["slowed"] == 0
 
 
 def test_token_directives(client: anthropic.Anthropic) -> None:

@@ -1,30 +1,32 @@
-"""Rate limits over HTTP: 429 with retry-after and headers, then success after a short wait."""
+"""Rate limits over HTTP: 429 with retry-after and headers, then success once the bucket refills.
+
+The simulators here read `sim_clock`, which moves only when a test advances it: a bucket cannot
+refill between two requests because a loaded machine sent them slowly.
+"""
 
 from __future__ import annotations
-
-import time
 
 import anthropic
 import pytest
 
-from anvil_cli.sim import SimServer
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,
+    SimClock,
     SimFactory,
     create,
     fixture_client_for,
+    fixture_sim_clock,
     fixture_sim_factory,
     raw_create,
 )
 
-
-def _wait_ms(server: SimServer) -> None:
-    _ = server
-    time.sleep(0.12)  # sleep-ok: the server's bucket refills on its real clock; one request at 10/s
+pytestmark = pytest.mark.usefixtures("sim_clock")
 
 
-def test_requests_bucket_drains_then_refills(sim_factory: SimFactory, client_for: ClientFor) -> None:
+def test_requests_bucket_drains_then_refills(
+    sim_factory: SimFactory, client_for: ClientFor, sim_clock: SimClock
+) -> None:
     server = sim_factory(rpm=600, burst=2)  # 10 requests/s, 2 at once
     client = client_for(server)
     first = raw_create(client, "a")
@@ -39,7 +41,7 @@ def test_requests_bucket_drains_then_refills(sim_factory: SimFactory, client_for
     assert "retry-after-ms" not in headers
     assert headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
-    _wait_ms(server)
+    sim_clock.advance(0.12)  # a little over one request at 10/s
     assert create(client, "c").stop_reason == "end_turn"
     assert server.stats()["rate_limited"] == 1
 

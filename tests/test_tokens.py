@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -68,9 +67,41 @@ def test_never_below_one() -> None:
     assert estimate_input_tokens({}) >= 1
 
 
-def test_plain_ascii_stays_fast() -> None:
-    request = _one("x" * 200_000)
-    start = time.perf_counter()
-    for _ in range(2_000):
-        estimate_input_tokens(request)
-    assert time.perf_counter() - start < 1.0  # about a microsecond or two a call, not O(length)
+class _Watched(str):
+    """A string that records the calls of its methods that could walk its characters."""
+
+    touched: list[str]
+
+
+def _recording(name: str) -> Any:
+    original = getattr(str, name)
+
+    def method(self: _Watched, *args: Any, **kwargs: Any) -> Any:
+        self.touched.append(name)
+        return original(self, *args, **kwargs)
+
+    return method
+
+
+# every public str method but the O(1) `isascii`, and the operators that read characters
+_WALKS = [n for n in dir(str) if not n.startswith("_") and n != "isascii"]
+_WALKS += ["__iter__", "__getitem__", "__contains__", "__add__", "__mul__", "__mod__", "__format__"]
+for _name in _WALKS:
+    setattr(_Watched, _name, _recording(_name))
+
+
+def _watched(text: str) -> _Watched:
+    found = _Watched(text)
+    found.touched = []
+    return found
+
+
+def test_plain_ascii_stays_on_the_constant_time_path() -> None:
+    """ASCII text is counted from `isascii()` and `len()` alone, both O(1) in CPython, never by
+    walking its characters (this runs once per job, on prompts of any length)."""
+    text = _watched("x" * 200_000)
+    assert estimate_input_tokens(_one(text)) == 50_000 + OVERHEAD
+    assert text.touched == []
+    other = _watched("x" * 1_000 + "é")  # the watch does see the slow path
+    assert estimate_input_tokens(_one(other)) == 250 + 1 + OVERHEAD
+    assert other.touched

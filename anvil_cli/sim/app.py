@@ -115,7 +115,7 @@ class SimApp:
         total_s = outcome.delay_s + outcome.token_delay_s
         if total_s > 0:
             await asyncio.sleep(total_s)
-        self.core.stats.record(200, model)
+        self.core.stats.record(200, model, outcome.slowed)
         return json_response(outcome.body, headers={"request-id": request_id, **self.limit_headers(model)})
 
     def drop(self, request: web.Request, model: str | None) -> web.StreamResponse:
@@ -135,7 +135,7 @@ class SimApp:
         headers = {"request-id": request_id, **SSE_HEADERS, **self.limit_headers(model)}
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
-        self.core.stats.record(200, model)
+        self.core.stats.record(200, model, outcome.slowed)
         events = stream_head(msg)
         tail = stream_body(msg)
         if outcome.stream_error:

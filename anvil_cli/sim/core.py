@@ -35,6 +35,7 @@ class Outcome:
     delay_s: float = 0.0  # before the first byte
     token_delay_s: float = 0.0  # spread over the generated tokens
     stream_error: bool = False  # stream a 200 that ends in an `error` event
+    slowed: bool = False  # the slow fault added `slow_ms` to `delay_s`
     digest: str = ""
 
 
@@ -196,4 +197,7 @@ class SimCore:
         stream_error = attempt <= directives.stream_error and bool(body.get("stream"))
         if not stream_error:
             self.stats.success(body["model"], digest, msg["usage"])
-        return Outcome(body=msg, delay_s=delay_s, token_delay_s=token_delay_s, stream_error=stream_error)
+        slowed = slow and directives.latency_ms is None  # a `latency_ms` directive overrides it
+        return Outcome(
+            body=msg, delay_s=delay_s, token_delay_s=token_delay_s, stream_error=stream_error, slowed=slowed
+        )

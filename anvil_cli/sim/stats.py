@@ -30,6 +30,7 @@ class Stats:
     cache_read_input_tokens: int = 0
     paid_duplicates: int = 0
     stream_errors: int = 0
+    slowed: int = 0
     batches_created: int = 0
     batch_requests: int = 0
     by_model: dict[str, ModelStats] = field(default_factory=dict)
@@ -42,10 +43,12 @@ class Stats:
     def end(self) -> None:
         self.in_flight -= 1
 
-    def record(self, status: int | str, model: str | None = None) -> None:
-        """One answer (or `"dropped"`) of a Messages API call."""
+    def record(self, status: int | str, model: str | None = None, slowed: bool = False) -> None:
+        """One answer (or `"dropped"`) of a Messages API call; `slowed`: the slow fault delayed it."""
         self.requests += 1
         self.by_status[str(status)] += 1
+        if slowed:
+            self.slowed += 1
         if model is not None:
             self._model(model).requests += 1
 
@@ -84,6 +87,7 @@ class Stats:
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "paid_duplicates": self.paid_duplicates,
             "stream_errors": self.stream_errors,
+            "slowed": self.slowed,
             "dropped": self.by_status.get("dropped", 0),
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
