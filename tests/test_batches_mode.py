@@ -72,7 +72,7 @@ def test_batches_mode_runs_every_job_at_half_price(tmp_path: Path) -> None:
     assert batch_cost == pytest.approx(messages.summary["run_cost_usd"] / 2, rel=1e-6)
 
 
-def _wait_for_batch_id(state_dir: Path, proc: subprocess.Popen[str], timeout_s: float = 20) -> None:
+def _wait_for_batch_id(state_dir: Path, proc: subprocess.Popen[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
