@@ -31,17 +31,9 @@ from anvil_cli.engine.holdings import Holdings
 from anvil_cli.engine.journal import JobResult, Journal
 from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.sizing import AgentSizing
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
-from anvil_cli.scaler import (
-    Load,
-    PoolRate,
-    ScalePolicy,
-    Scaler,
-    feedable_agents,
-    limiter_in_use_pct,
-    pool_rates,
-)
 from anvil_cli.state import EngineState, Phase
 
 EVENT_WAIT_S = 0.02
@@ -92,17 +84,7 @@ class Conductor:
         # the one writer of the result cache: workers only read it
         self.cache = ResultCache(settings.state_dir) if settings.cache.enabled else None
         self._to_cache: list[tuple[str, CachedResult]] = []
-        scaling = settings.scaling
-        self.agent_limit = scaling.agent_limit()
-        self.scaler = Scaler(
-            ScalePolicy(
-                min_agents=min(scaling.min_agents, self.agent_limit),
-                max_agents=self.agent_limit,
-                scale_up_threshold=scaling.scale_up_threshold,
-                scale_down_threshold=scaling.scale_down_threshold,
-            ),
-            time.monotonic(),
-        )
+        self.sizing = AgentSizing(settings)
         self.ready = ReadyQueue(
             lambda after, limit: journal.pending_after(run_id, after, limit), settings.scaling.queue_size
         )
@@ -115,15 +97,11 @@ class Conductor:
         self._governor_state: dict[str, Any] = {}
         self.paused = False
         self._draining = False
-        self._configured_pools = [
-            PoolRate(rl.requests_per_minute, float(rl.burst_size)) for rl in settings.rate_limits.values()
-        ]
-        self._feedable = feedable_agents(self._configured_pools, None)  # the in-flight window
 
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> RunEnd:
-        for wid in self.backend.start(workers_for(self.settings, self.agent_limit)):
+        for wid in self.backend.start(workers_for(self.settings, self.sizing.limit)):
             self.held.add_worker(wid)
         try:
             while not self._should_exit():
@@ -172,8 +150,7 @@ class Conductor:
                 self.ready.rewind()
                 self.metrics.total += int(cmd.value)
             elif cmd.kind == "scale":
-                self.agent_limit = int(cmd.value)
-                self.scaler.pin(self.agent_limit)  # a manual setting holds
+                self.sizing.pin(int(cmd.value))  # a manual setting holds
             elif cmd.kind == "breaker":
                 model, state = cmd.value
                 self.governor.set_breaker(model, state)
@@ -206,8 +183,7 @@ class Conductor:
     def _dispatch(self) -> None:
         """Move jobs from the ready queue to workers: journal first, then send. At most the
         in-flight window: what the agent limit allows and the rate limits can feed."""
-        window = self.agent_limit if self._feedable is None else min(self.agent_limit, self._feedable)
-        free = window - self.held.in_flight()
+        free = self.sizing.window() - self.held.in_flight()
         if free <= 0:
             return
         batch: list[tuple[int, ReadyRow]] = []
@@ -355,34 +331,18 @@ class Conductor:
         self._record_governor_events()
         self._refresh_governor_state()
         self._autoscale(now)
-        self._size_window(now)
         self._tick(now)
 
     def _autoscale(self, now: float) -> None:
-        """Let the scaler set the agent count from this second's load (see anvil_cli/scaler.py)."""
+        """The agent limit and the in-flight window for the coming second (engine/sizing.py)."""
         if self._stopping():
             return
-        calls_per_s, call_latency_s = self.metrics.call_load(now)
-        load = Load(
-            busy=self.held.in_flight(),
-            waiting=len(self.ready) if len(self.ready) or self.ready.exhausted else 1,
-            limiter_pct=limiter_in_use_pct(self.governor_snapshot()),
-            calls_per_s=calls_per_s,
-            call_latency_s=call_latency_s,
-        )
-        before = self.agent_limit
-        self.agent_limit = self.scaler.decide(load, now)
-        if self.agent_limit != before:
-            data: dict[str, Any] = {"from": before, "to": self.agent_limit, "busy": load.busy}
-            data["limiter_pct"] = load.limiter_pct
-            self.journal.add_event(self.run_id, "scaled", data)
-            self._note_history("scaled", data)
-
-    def _size_window(self, now: float) -> None:
-        """Little's law on the request limits in force (the configured ones until the governor
-        has pools) and the measured call time: see `scaler.feedable_agents`."""
-        pools = pool_rates(self.governor_snapshot()) or self._configured_pools
-        self._feedable = feedable_agents(pools, self.metrics.call_load(now)[1])
+        waiting = len(self.ready) if len(self.ready) or self.ready.exhausted else 1
+        busy = self.held.in_flight()
+        change = self.sizing.tick(self.governor_snapshot(), busy, waiting, self.metrics.call_load(now), now)
+        if change is not None:
+            self.journal.add_event(self.run_id, "scaled", change)
+            self._note_history("scaled", change)
 
     def _tick(self, now: float) -> None:
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
@@ -405,7 +365,7 @@ class Conductor:
             phase=run_state(self),
             paused=self.paused,
             in_flight=self.held.in_flight(),
-            agent_limit=self.agent_limit,
+            agent_limit=self.sizing.limit,
             agent_min=min(scaling.min_agents, scaling.agent_limit()),
             agent_max=scaling.agent_limit(),
             queue_depth=len(self.ready),
@@ -413,7 +373,7 @@ class Conductor:
             worker_restarts=self.backend.restarts,
             governor=self.governor_snapshot(),
             history=tuple(self._history),
-            feedable=self._feedable,
+            feedable=self.sizing.feedable,
         )
 
     def _note_history(self, kind: str, data: dict[str, Any]) -> None:
