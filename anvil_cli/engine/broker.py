@@ -114,7 +114,7 @@ class GovernorBroker:
                 released, self._released = self._released, []
                 closed = self._closed
             try:
-                self._round(settled, released)
+                self._round(settled, released, ask=not closed)
             except (OSError, EOFError, ConnectionError) as exc:  # the governor's process is gone
                 self._fail_all(exc)
                 return
@@ -131,9 +131,11 @@ class GovernorBroker:
         due = [self._retry_at.get(m, 0.0) for m, heap in self._waiting.items() if heap]
         return max(0.001, min(due) - time.monotonic()) if due else IDLE_WAKE_S
 
-    def _round(self, settled: list[tuple[int, Outcome]], released: list[int]) -> None:
+    def _round(self, settled: list[tuple[int, Outcome]], released: list[int], *, ask: bool) -> None:
         if settled or released:
             self._gov.settle_many(settled, released)
+        if not ask:  # closing: settle what is done, take nothing more
+            return
         for model in self._due_models():
             self._ask(model)
         if time.monotonic() - self._breakers_at >= BREAKERS_EVERY_S:

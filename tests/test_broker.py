@@ -1,0 +1,118 @@
+"""The worker's broker to the governor: grants in priority order, outcomes settled in batches,
+a grant for an agent that gave up goes back, a lost governor fails the waiting agents. The
+governor behind it is the real policy on a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from anvil_cli.engine.broker import GovernorBroker, GovernorLost
+from anvil_cli.governor import BreakerPolicy, CallAsk, Governor, Grant, Granted, Limits, Outcome
+
+LIMITS = Limits(requests_per_minute=60, burst_size=1)  # one request now, one more a second
+ASK = CallAsk(est_input_tokens=10, max_tokens=10, worst_cost_usd=0.0)
+MODEL = "claude-haiku-4-5"
+
+
+class FakeClockGovernor:
+    """The real Governor as a GovernorClient, on a clock the test sets; counts round trips."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        pools = lambda _model: ("default:haiku", LIMITS)  # noqa: E731
+        self.gov = Governor(pools, BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0)
+        self.rounds: list[str] = []
+        self.settled: list[int] = []
+        self.released: list[int] = []
+        self.lost = False
+
+    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
+        if self.lost:
+            raise EOFError("the governor's process is gone")
+        self.rounds.append(f"acquire {len(asks)} p{priority}")
+        return self.gov.acquire_many(model, asks, self.now, priority=priority, asker=owner)
+
+    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
+        self.rounds.append(f"settle {len(settled)}+{len(released)}")
+        for ticket, outcome in settled:
+            self.gov.settle(ticket, outcome, self.now)
+            self.settled.append(ticket)
+        for ticket in released:
+            self.gov.release(ticket, self.now)
+            self.released.append(ticket)
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.gov.snapshot(self.now)
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():  # the broker's thread answers through the loop: yield to it
+        await asyncio.sleep(0)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))  # a hang guard only
+
+
+def test_waiting_agents_are_granted_most_urgent_first() -> None:
+    async def scenario() -> list[int]:
+        gov = FakeClockGovernor()
+        broker = GovernorBroker(gov, 0, asyncio.get_running_loop())  # type: ignore[arg-type]
+        order: list[int] = []
+
+        async def agent(priority: int) -> None:
+            grant = await broker.acquire(MODEL, ASK, priority)
+            assert isinstance(grant, Grant)
+            order.append(priority)
+            broker.settle(grant.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10))
+
+        tasks = [asyncio.create_task(agent(p)) for p in (3, 2, 0, 1)]  # all waiting before it starts
+        await asyncio.sleep(0)
+        broker.start()
+        for step in range(1, 5):  # the bucket refills one request a second
+            await _until(lambda: len(order) >= step)  # noqa: B023
+            gov.now += 1.0
+        await asyncio.gather(*tasks)
+        broker.close()
+        assert len(gov.settled) == 4
+        return order
+
+    assert _run(scenario()) == [0, 1, 2, 3]
+
+
+def test_a_grant_for_an_agent_that_gave_up_goes_back() -> None:
+    async def scenario() -> FakeClockGovernor:
+        gov = FakeClockGovernor()
+        loop = asyncio.get_running_loop()
+        broker = GovernorBroker(gov, 0, loop)  # type: ignore[arg-type]
+        first = await asyncio.wait_for(broker.start().acquire(MODEL, ASK, 2), timeout=30)
+        assert isinstance(first, Grant)
+        waiting = asyncio.create_task(broker.acquire(MODEL, ASK, 2))
+        await _until(lambda: any(r.startswith("acquire") for r in gov.rounds[1:]))  # told to wait
+        waiting.cancel()  # the run is stopping
+        gov.now += 5.0  # capacity back: a grant may be drawn for the cancelled waiter...
+        broker.release(first.ticket)
+        await _until(lambda: gov.released)
+        broker.close()
+        return gov
+
+    gov = _run(scenario())
+    assert gov.gov.snapshot(gov.now)["in_flight"] == 0  # ...and none stays out
+
+
+def test_a_lost_governor_fails_the_waiting_agents() -> None:
+    async def scenario() -> None:
+        gov = FakeClockGovernor()
+        gov.lost = True
+        broker = GovernorBroker(gov, 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
+        with pytest.raises(GovernorLost, match="lost the shared rate-limit governor"):
+            await broker.acquire(MODEL, ASK, 2)
+        with pytest.raises(GovernorLost, match="lost the shared rate-limit governor"):
+            await broker.acquire(MODEL, ASK, 2)  # and every later ask, at once
+        broker.close()
+
+    _run(scenario())
