@@ -81,9 +81,21 @@ class Journal(BatchesTable):
         elif not path.exists():
             raise FileNotFoundError(path)
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
-        self.db.execute("PRAGMA busy_timeout=30000")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
+            self.db.execute("PRAGMA busy_timeout=30000")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:  # not SQLite at all, or damaged
+            self.db.close()
+            raise UsageError(
+                f"{path} is not a readable Anvil journal ({exc}); move it away or use another --state-dir"
+            ) from exc
+        if tables and "runs" not in tables:
+            self.db.close()
+            raise UsageError(
+                f"{path} is another program's database, not an Anvil journal; use another --state-dir"
+            )
         if create:
             self.db.executescript(SCHEMA)
 

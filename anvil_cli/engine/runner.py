@@ -42,6 +42,7 @@ from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.metrics import RunMetrics
+from anvil_cli.preflight import check_output_path, check_state_dir
 
 SIM_API_KEY = "sk-ant-simulated-local-key"
 
@@ -202,6 +203,9 @@ def execute_run(
     if any(c.isspace() or not c.isprintable() for c in api_key):
         # e.g. a trailing newline from a .env file: every request would fail with the key in the error
         raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
+    check_state_dir(settings.state_dir)  # before anything is written or spent
+    if opts.output is not None:
+        check_output_path(opts.output)
     ctx = worker_context()  # already running when started by the `anvil` entry point
     sha = _batch_sha(opts.batch)  # hashed once: to skip re-validating a resume, and to check it
     jobs = _validated_jobs(settings, opts, sha)
