@@ -99,3 +99,15 @@ class UsageError(AnvilError):
     """Raised when a command is used wrongly (missing run, conflicting flags)."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class UnknownModel(AnvilError):
+    """Raised when a request names a model that is not a known model id (e.g. a breaker's)."""
+
+
+class TooManyJobs(AnvilError):
+    """Raised when one request to add jobs carries more than the API takes at once."""
+
+
+class BacklogFull(AnvilError):
+    """Raised when a run already holds as many waiting jobs as it takes."""

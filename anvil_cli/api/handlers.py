@@ -15,7 +15,7 @@ from anvil_cli.api.bodies import agents_from, jobs_from, parse_json
 from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
 from anvil_cli.api.middleware import json_errors, json_response, require_token
-from anvil_cli.errors import AnvilError, InputError
+from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, UnknownModel
 
 T = TypeVar("T")
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -36,6 +36,12 @@ class Handlers:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, fn, *args)
+        except UnknownModel as exc:
+            raise ApiError(404, str(exc)) from None
+        except TooManyJobs as exc:
+            raise ApiError(413, str(exc)) from None
+        except BacklogFull as exc:
+            raise ApiError(429, str(exc)) from None
         except InputError as exc:
             n = len(exc.problems)
             problems = [str(p) for p in exc.problems]

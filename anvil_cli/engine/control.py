@@ -13,20 +13,27 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from anvil_cli.batch.fields import ModelSet
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal import PENDING, Journal
 from anvil_cli.engine.output import result_line
-from anvil_cli.errors import InputError, Problem
+from anvil_cli.errors import BacklogFull, InputError, Problem, TooManyJobs, UnknownModel
+from anvil_cli.models import AUTO
 from anvil_cli.toolspec import COMMAND_KEY
 
 API_SOURCE = "POST /jobs"
 NO_COMMANDS = (
     f"tools with {COMMAND_KEY} cannot be added through the API: the API must not run commands on this host"
 )
+
+
+# POST /jobs: one request validates its jobs under the API's lock (one 15 MB request of a million
+# jobs held it for 52 s and took ~1 GB), and jobs waiting are held in the journal, not memory.
+MAX_JOBS_PER_REQUEST: Final = 1_000
+MAX_PENDING_JOBS: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,18 @@ class RunControl:
         return {**result_line(row), "state": row["state"], "priority": row["job"].get("priority")}
 
     def add_jobs(self, raw_jobs: list[dict[str, Any]]) -> list[str]:
+        if len(raw_jobs) > MAX_JOBS_PER_REQUEST:
+            raise TooManyJobs(
+                f"at most {MAX_JOBS_PER_REQUEST:,} jobs per request (got {len(raw_jobs):,});"
+                " send them in several requests"
+            )
         with self._lock:
+            pending = self._journal.counts(self.run_id)[PENDING]
+            if pending + len(raw_jobs) > MAX_PENDING_JOBS:
+                raise BacklogFull(
+                    f"{pending:,} jobs are waiting already (at most {MAX_PENDING_JOBS:,}); try again"
+                    " when some have run"
+                )
             jobs = self._validate(raw_jobs)
             self._journal.add_jobs(self.run_id, jobs)  # durable before we answer
         self.commands.put(Command("jobs_added", len(jobs)))
@@ -122,6 +140,9 @@ class RunControl:
     def set_breaker(self, model: str, state: str) -> None:
         if state not in ("open", "closed"):
             raise ValueError(f"breaker state must be 'open' or 'closed', got {state!r}")
+        problem = self._models.problem(model) if model != AUTO else "'auto' is not a model"
+        if problem is not None:  # a typo must not report success (nor create a phantom breaker)
+            raise UnknownModel(problem)
         self.commands.put(Command("breaker", (model, state)))
 
     def pause(self) -> None:
