@@ -74,3 +74,21 @@ def test_a_corrupt_or_foreign_journal_is_a_clear_error(tmp_path: Path) -> None:
         with sqlite3.connect(state / "journal.sqlite") as db:  # left as it was
             assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["photos"]
         assert _paid(sim) == 0
+
+
+def test_serve_refusals_write_no_run(tmp_path: Path) -> None:
+    import socket
+
+    with SimServer(SimConfig(seed=1)).start_thread() as sim:
+        batch, config = _setup(tmp_path, sim)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            done = run_cli("run", str(batch), "--config", str(config), "--serve", str(port), cwd=tmp_path)
+        assert done.returncode == ExitCode.BAD_INPUT and f"127.0.0.1:{port}" in done.stderr
+        public = run_cli("run", str(batch), "--config", str(config), "--serve", "0.0.0.0:0", cwd=tmp_path)
+        assert public.returncode == ExitCode.BAD_INPUT and "ANVIL_API_TOKEN" in public.stderr
+        listed = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+        assert listed.returncode == ExitCode.BAD_INPUT and "no runs in the journal yet" in listed.stderr
+        assert _paid(sim) == 0

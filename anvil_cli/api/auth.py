@@ -42,8 +42,9 @@ def resolve_token(state_dir: Path, host: str, env: Mapping[str, str]) -> tuple[s
 def write_secret(path: Path, text: str) -> None:
     """Replace `path` atomically with `text`, mode 0600, in a directory created 0700."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # a fresh name, never an existing file or a link planted there: O_EXCL and O_NOFOLLOW
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, (text + "\n").encode())

@@ -63,13 +63,14 @@ class ApiServer:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{shown}:{self.port}"
 
-    def start(self) -> ApiServer:
-        """Listen and serve from a daemon thread; returns once listening (raises UsageError if not)."""
+    def start(self, sock: socket.socket | None = None) -> ApiServer:
+        """Listen (on `sock` when the caller bound it already) and serve from a daemon thread;
+        returns once listening (raises UsageError if not)."""
         if not self.allow_remote:
             require_loopback(self.host)
         if not self._token:
             raise UsageError("the API needs a token")
-        sock = listen(self.host, self.port)
+        sock = sock if sock is not None else listen(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._executor = ThreadPoolExecutor(CONTROLLER_THREADS, thread_name_prefix="anvil-api-call")
         self._loop = asyncio.new_event_loop()

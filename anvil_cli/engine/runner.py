@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -150,13 +151,35 @@ def _start_simulator(settings: Settings, stack: ExitStack) -> str:
     return server.base_url
 
 
-def _start_api(settings: Settings, run_id: str, serve: tuple[str, int], stack: ExitStack) -> RunControl:
-    """The HTTP control API of this run, in a thread of the conductor process."""
+@dataclass
+class _Listening:
+    """The API's address, token and bound socket, made sure of before any run is written."""
+
+    host: str
+    sock: socket.socket
+    token: str
+    generated: bool
+
+
+def _listen_for_api(settings: Settings, serve: tuple[str, int], stack: ExitStack) -> _Listening:
+    """A refusal here (a public address without a token, a port in use) writes nothing."""
+    from anvil_cli.api.address import require_loopback
     from anvil_cli.api.auth import resolve_token
-    from anvil_cli.api.server import ApiServer
+    from anvil_cli.api.server import listen
 
     host, port = serve
     token, generated = resolve_token(settings.state_dir, host, os.environ)
+    if generated:
+        require_loopback(host)
+    sock = listen(host, port)
+    stack.callback(sock.close)
+    return _Listening(host, sock, token, generated)
+
+
+def _start_api(settings: Settings, run_id: str, at: _Listening, stack: ExitStack) -> RunControl:
+    """The HTTP control API of this run, in a thread of the conductor process."""
+    from anvil_cli.api.server import ApiServer
+
     control = RunControl(
         journal_path(settings.state_dir),
         run_id,
@@ -165,12 +188,13 @@ def _start_api(settings: Settings, run_id: str, serve: tuple[str, int], stack: E
         extra_models=list(settings.prices),
     )
     stack.callback(control.close)
-    server = ApiServer(control, host, port, token, allow_remote=not generated).start()
+    port = at.sock.getsockname()[1]
+    server = ApiServer(control, at.host, port, at.token, allow_remote=not at.generated).start(at.sock)
     stack.callback(server.stop)
     print(f"control API at {server.url} (Authorization: Bearer <token>)", file=sys.stderr, flush=True)
-    if generated:
+    if at.generated:
         where = settings.state_dir / "api_token"
-        print(f"API token (shown once; also in {where}, mode 0600): {token}", file=sys.stderr, flush=True)
+        print(f"API token (shown once; also in {where}, mode 0600): {at.token}", file=sys.stderr, flush=True)
     return control
 
 
@@ -214,6 +238,7 @@ def execute_run(
     with journal, ExitStack() as stack:
         if signals is None:
             signals = stack.enter_context(SignalState())
+        listening = _listen_for_api(settings, opts.serve, stack) if opts.serve else None
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
         if opts.command:
             journal.add_event(run_id, "run_started", {"argv": opts.command, "cwd": os.getcwd()})
@@ -227,7 +252,7 @@ def execute_run(
             already_failed=counts[FAILED],
             cost_before_usd=journal.totals(run_id)["cost_usd"],
         )
-        control = _start_api(settings, run_id, opts.serve, stack) if opts.serve else None
+        control = _start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
