@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -156,6 +156,11 @@ class RunSettings(_Section):
     grace_period_s: float = Field(30.0, ge=0, le=MAX_SECONDS)
     progress_interval_s: float = Field(10.0, gt=0, le=MAX_SECONDS)
     tool_timeout_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
+    tool_workdir: Literal["job", "cwd"] = "job"  # a fresh directory per job, or where anvil runs
+    tool_max_output_kb: int = Field(1024, ge=1, le=1024 * 1024)  # stdout kept of one tool call
+    tool_cpu_s: int | None = Field(300, ge=1, le=int(MAX_SECONDS))  # CPU seconds per tool call
+    tool_memory_mb: int | None = Field(4096, ge=16, le=1024 * 1024)  # address space per tool call
+    tool_file_size_mb: int | None = Field(1024, ge=1, le=1024 * 1024)  # largest file a tool writes
 
 
 class ModelPriceOverride(_Section):

@@ -22,7 +22,8 @@ from anvil_cli.config import Settings
 from anvil_cli.engine.broker import GovernorBroker
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.messages import text_of, usage_of
-from anvil_cli.engine.tools import add_usage, run_tool, split_tools
+from anvil_cli.engine.tool_runner import run_tool_async
+from anvil_cli.engine.tools import ToolContext, add_usage, split_tools
 from anvil_cli.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
@@ -66,6 +67,7 @@ class AgentContext:
     settings: Settings
     pricer: Pricer
     stopping: asyncio.Event  # set when the run drains: stop waiting and retrying
+    tools: ToolContext = field(default_factory=ToolContext)
     owner: int = -1  # this worker's id: the governor releases its grants if it dies
     on_attempt: Callable[[int, dict[str, Any]], None] = lambda _seq, _info: None  # every attempt
     on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
@@ -169,10 +171,23 @@ class Agent:
             calls = [b for b in message.content if b.type == "tool_use"]
             if message.stop_reason != "tool_use" or not calls or any(c.name not in st.tools for c in calls):
                 return message
-            timeout_s = self.ctx.settings.run.tool_timeout_s
-            results = [
-                await asyncio.to_thread(run_tool, st.tools[c.name], c.input, c.id, timeout_s) for c in calls
-            ]
+            tools = self.ctx.tools
+            cwd = tools.workdir_for(st.job)
+            results = await asyncio.gather(
+                *(
+                    run_tool_async(
+                        st.tools[c.name],
+                        c.input,
+                        c.id,
+                        timeout_s=tools.timeout_s,
+                        limits=tools.limits,
+                        cwd=cwd,
+                        env=tools.env,
+                        processes=tools.processes,
+                    )
+                    for c in calls
+                )
+            )
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})

@@ -23,6 +23,7 @@ from anvil_cli.engine.events import (
     ReadyRow,
     RunFatal,
     RunJob,
+    ToolGroup,
     WorkerEvent,
     WorkerReady,
 )
@@ -33,6 +34,7 @@ from anvil_cli.engine.ready import ReadyQueue
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.sizing import AgentSizing
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.engine.tool_runner import kill_group
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.state import EngineState, Phase
 
@@ -97,6 +99,7 @@ class Conductor:
         self._governor_state: dict[str, Any] = {}
         self.paused = False
         self._draining = False
+        self._tool_groups: dict[int, set[int]] = {}  # worker -> its tool calls' process groups
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -271,6 +274,9 @@ class Conductor:
             case RunFatal(worker=wid, seq=seq, reason=reason, message=message, attempts=attempts):
                 self._back_to_pending(wid, seq, attempts)
                 self.stop_run(reason, message)
+            case ToolGroup(worker=wid, pgid=pgid, running=running):
+                groups = self._tool_groups.setdefault(wid, set())
+                (groups.add if running else groups.discard)(pgid)
 
     def _cache_answer(self, result: JobResult) -> None:
         if result.succeeded and result.cache_key is not None:
@@ -291,7 +297,13 @@ class Conductor:
             self._record(lost.last_events)  # what it sent before dying counts
             self._on_lost(lost)
 
+    def _kill_tools_of(self, worker: int) -> None:
+        """A lost worker's tool calls die with it (their groups would outlive it otherwise)."""
+        for pgid in self._tool_groups.pop(worker, set()):
+            kill_group(pgid)
+
     def _on_lost(self, lost: WorkerLost) -> None:
+        self._kill_tools_of(lost.worker)
         was_ready = self.held.is_ready(lost.worker)
         with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
             self.governor.release_owner(lost.worker)
@@ -400,6 +412,8 @@ class Conductor:
         self._tell_all_drain()
         last = self.backend.kill() if self.end.aborted else self.backend.stop(timeout_s=STOP_WORKERS_S)
         self._record(last)  # results that arrived before the end still count
+        for worker in list(self._tool_groups):
+            self._kill_tools_of(worker)
         left = [row.seq for row in self.held.drop_all()]
         for seq in left:
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)

@@ -15,6 +15,8 @@ Worker -> conductor (`WorkerEvent`):
                          came before it as CallSettled
   JobAbandoned           given up as the run stops: back to pending
   RunFatal               no request can succeed (auth, spend cap, budget, lost governor)
+  ToolGroup              a tool call's process group started or ended (the conductor kills
+                         the groups of a worker that dies, so no tool outlives its worker)
 """
 
 from __future__ import annotations
@@ -101,4 +103,11 @@ class RunFatal:
     attempts: int
 
 
-WorkerEvent = WorkerReady | CallFailed | CallSettled | JobDone | JobAbandoned | RunFatal
+@dataclass(frozen=True, slots=True)
+class ToolGroup:
+    worker: int
+    pgid: int
+    running: bool
+
+
+WorkerEvent = WorkerReady | CallFailed | CallSettled | JobDone | JobAbandoned | RunFatal | ToolGroup

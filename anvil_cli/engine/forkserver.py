@@ -9,15 +9,26 @@ loading the batch.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
+
+from anvil_cli.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.warm"
 
 
 def worker_context() -> BaseContext:
-    """The multiprocessing context for workers and the governor's Manager (idempotent)."""
+    """The multiprocessing context for workers and the governor's Manager (idempotent).
+
+    The fork server starts without the API key and control token in its environment, so no
+    worker, Manager or tool can read them from /proc/<pid>/environ: workers get the key over
+    their pipe (`WorkerConfig`)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])
-    forkserver.ensure_running()
+    saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.update(saved)
     return ctx

@@ -296,7 +296,7 @@ def _conduct(
         agents = settings.scaling.agent_limit()  # each worker may hold every slot if others died
 
         def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid())
+            return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid(), run_id)
 
         backend = LocalBackend(ctx, make_config, governor)
         conductor = Conductor(settings, journal, run_id, backend, governor, signals, metrics, ticker, control)

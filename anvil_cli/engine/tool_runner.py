@@ -87,15 +87,22 @@ class ToolLimits:
 
 
 class ToolProcesses:
-    """The process groups of this worker's running tool calls, so a stop can kill them all."""
+    """The process groups of this worker's running tool calls, so a stop can kill them all.
+    `on_change(pgid, running)` tells another party too (the conductor, which kills the groups of
+    a worker that died)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int, bool], None] | None = None) -> None:
         self._groups: set[int] = set()
+        self._on_change = on_change
 
     def add(self, pgid: int) -> None:
         self._groups.add(pgid)
+        if self._on_change is not None:
+            self._on_change(pgid, True)
 
     def remove(self, pgid: int) -> None:
+        if pgid in self._groups and self._on_change is not None:
+            self._on_change(pgid, False)
         self._groups.discard(pgid)
 
     def pgids(self) -> frozenset[int]:
@@ -319,6 +326,11 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
 async def _drain(stream: asyncio.StreamReader, capture: Capture) -> None:
     while chunk := await stream.read(CHUNK_BYTES):
         capture.add(chunk)
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL a tool's process group (the conductor's way to clean up after a lost worker)."""
+    return _kill_group(pgid)
 
 
 def _kill_group(pgid: int) -> bool:

@@ -6,54 +6,73 @@
         input_schema: {type: object, properties: {order_id: {type: string}}, required: [order_id]}
         anvil_command: python tools/lookup_order.py      # Anvil-only; never sent to the API
 
-When Claude calls such a tool, the worker runs the command (in the directory `anvil run` was
-started from) with the tool's input as JSON on stdin; its stdout is the tool result, a non-zero
-exit or a timeout an error result (`is_error`) carrying stderr. The API key and the control
-token are removed from the command's environment. A tool without `anvil_command` is passed
-to the API as is, and a call to it ends the job with `stop_reason: tool_use`.
+When Claude calls such a tool, the worker runs the command (`engine/tool_runner.py`: its own
+process group, killed with everything it started when the call ends; bounded output and
+resources) in the job's own directory (`run.tool_workdir`), with the tool's input as JSON on
+stdin; its stdout is the tool result, a non-zero exit or a timeout an error result
+(`is_error`) carrying stderr. The API key and the control token are removed from the command's
+environment. A tool without `anvil_command` is passed to the API as is, and a call to it ends
+the job with `stop_reason: tool_use`.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from anvil_cli.batch.job import Job
+from anvil_cli.config import RunSettings
+from anvil_cli.engine.tool_runner import ToolLimits, ToolProcesses
 from anvil_cli.toolspec import COMMAND_KEY, command_argv, scrubbed_env, split_tools
 
-__all__ = ["COMMAND_KEY", "add_usage", "command_argv", "run_tool", "scrubbed_env", "split_tools"]
-
-MAX_RESULT_CHARS = 100_000
-
-
-def run_tool(argv: Sequence[str], tool_input: Any, tool_use_id: str, timeout_s: float) -> dict[str, Any]:
-    """Run one tool call; returns the `tool_result` block to send back."""
-    try:
-        done = subprocess.run(
-            list(argv),
-            input=json.dumps(tool_input),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=scrubbed_env(),
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return _result(tool_use_id, f"the tool timed out after {timeout_s:g} s", error=True)
-    except OSError as exc:
-        return _result(tool_use_id, f"the tool could not be started: {exc}", error=True)
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip()[-2000:]
-        return _result(tool_use_id, f"exit code {done.returncode}: {detail}", error=True)
-    return _result(tool_use_id, done.stdout[:MAX_RESULT_CHARS])
+__all__ = [
+    "COMMAND_KEY",
+    "ToolContext",
+    "add_usage",
+    "command_argv",
+    "scrubbed_env",
+    "split_tools",
+]
+MB = 1024 * 1024
+WORKDIR_NAME = "tool-work"
 
 
-def _result(tool_use_id: str, content: str, *, error: bool = False) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
-    if error:
-        block["is_error"] = True
-    return block
+def tool_limits(run: RunSettings) -> ToolLimits:
+    """The per-call limits of `run:` in the settings."""
+    return ToolLimits(
+        max_output_bytes=run.tool_max_output_kb * 1024,
+        cpu_s=run.tool_cpu_s,
+        memory_bytes=None if run.tool_memory_mb is None else run.tool_memory_mb * MB,
+        file_size_bytes=None if run.tool_file_size_mb is None else run.tool_file_size_mb * MB,
+    )
+
+
+@dataclass
+class ToolContext:
+    """How one worker runs tool calls: limits, environment, the groups running, where."""
+
+    timeout_s: float = 60.0
+    limits: ToolLimits = field(default_factory=ToolLimits)
+    env: Mapping[str, str] = field(default_factory=scrubbed_env)
+    processes: ToolProcesses = field(default_factory=ToolProcesses)
+    workdir_root: Path | None = None  # None: tools run in the current directory
+
+    @classmethod
+    def for_run(cls, run: RunSettings, state_dir: Path, run_id: str, processes: ToolProcesses) -> ToolContext:
+        root = (state_dir / WORKDIR_NAME / run_id).resolve() if run.tool_workdir == "job" else None
+        return cls(run.tool_timeout_s, tool_limits(run), scrubbed_env(), processes, root)
+
+    def workdir_for(self, job: Job) -> Path | None:
+        """A job's own directory (created 0700 on first use, kept afterwards), or None."""
+        if self.workdir_root is None:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.id)[:80]
+        path = self.workdir_root / f"{job.seq:06d}-{safe}"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
 
 
 def add_usage(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:

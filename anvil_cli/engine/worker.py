@@ -36,6 +36,7 @@ from anvil_cli.engine.events import (
     RunFatal,
     RunJob,
     Stop,
+    ToolGroup,
     WorkerCommand,
     WorkerEvent,
     WorkerReady,
@@ -43,6 +44,8 @@ from anvil_cli.engine.events import (
 from anvil_cli.engine.fdlimit import raise_nofile_limit
 from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import die_with
+from anvil_cli.engine.tool_runner import ToolProcesses
+from anvil_cli.engine.tools import ToolContext
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.pricing import Pricer
 from anvil_cli.records import JobResult
@@ -181,6 +184,11 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
     def on_spend(seq: int, cost_usd: float) -> None:
         worker.put(CallSettled(wid, seq, cost_usd))
 
+    def on_tool_group(pgid: int, running: bool) -> None:
+        worker.put(ToolGroup(wid, pgid, running))
+
+    processes = ToolProcesses(on_tool_group)
+
     agent = Agent(
         AgentContext(
             client=client,
@@ -188,6 +196,7 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
             settings=settings,
             pricer=Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()}),
             stopping=asyncio.Event(),
+            tools=ToolContext.for_run(settings.run, settings.state_dir, cfg.run_id, processes),
             owner=wid,
             on_attempt=on_attempt,
             on_spend=on_spend,
@@ -203,6 +212,7 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
         if worker.tasks:
             await asyncio.gather(*worker.tasks, return_exceptions=True)
     finally:
+        processes.kill_all()  # no tool call outlives its worker
         broker.close()
         await client.close()
         outbox.close()

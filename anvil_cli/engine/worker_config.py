@@ -15,6 +15,7 @@ class WorkerConfig:
     base_url: str | None
     max_agents: int  # agents this worker may run at once (each may hold every slot if others die)
     conductor_pid: int
+    run_id: str = ""  # names the run's tool working directories
 
     def __repr__(self) -> str:  # keep the key out of any traceback or log
         return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
