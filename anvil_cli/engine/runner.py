@@ -20,6 +20,7 @@ from anvil_cli.config import Settings
 from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.conductor import Conductor, RunEnd
 from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.fdlimit import agents_within_fd_limit, raise_nofile_limit
 from anvil_cli.engine.forkserver import worker_context
 from anvil_cli.engine.journal import (
     FAILED,
@@ -198,6 +199,25 @@ def _start_api(settings: Settings, run_id: str, at: _Listening, stack: ExitStack
     return control
 
 
+def _fit_agents_to_fd_limit(settings: Settings) -> tuple[Settings, str | None]:
+    """Every agent holds a socket: raise the open-file limit to the hard limit, and if even that
+    cannot carry the agents asked for, cap them (and say so) rather than fail calls."""
+    soft = raise_nofile_limit()
+    asked = settings.scaling.agent_limit()
+    fits = agents_within_fd_limit(asked, soft)
+    if fits >= asked:
+        return settings, None
+    floor = min(fits, settings.scaling.min_agents)
+    scaling = settings.scaling.model_copy(
+        update={"max_agents": fits, "max_concurrent_jobs": fits, "min_agents": floor}
+    )
+    note = (
+        f"the open-file limit ({soft:,}) carries at most {fits:,} agents per process: agents capped at"
+        f" {fits:,} instead of {asked:,} (raise it with `ulimit -n` to run more)"
+    )
+    return settings.model_copy(update={"scaling": scaling}), note
+
+
 def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
     unfinished = counts[PENDING] + counts[RUNNING]
     if unfinished and end.stop_reason is not None:
@@ -227,6 +247,7 @@ def execute_run(
     if any(c.isspace() or not c.isprintable() for c in api_key):
         # e.g. a trailing newline from a .env file: every request would fail with the key in the error
         raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
+    settings, fd_note = _fit_agents_to_fd_limit(settings)
     check_state_dir(settings.state_dir)  # before anything is written or spent
     if opts.output is not None:
         check_output_path(opts.output)
@@ -264,6 +285,8 @@ def execute_run(
                 end = _conduct(
                     settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
                 )
+        if fd_note:
+            notes.append(fd_note)
         if ticker.capped_note:
             notes.append(ticker.capped_note + " (raise scaling.max_agents or --agents)")
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
