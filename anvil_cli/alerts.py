@@ -81,6 +81,9 @@ def _agent_utilisation(s: Snapshot) -> Value:
     if a["limit"] <= 0:
         return None, ""
     at_max = ", the most allowed" if a["limit"] >= a["max"] else ""
+    if a["draining"]:  # the limit was lowered below the jobs already running
+        where = f"{a['in_flight']:,} in flight, limit {a['limit']:,}, {a['draining']:,} draining"
+        return a["utilisation_pct"], where
     return a["utilisation_pct"], f"{a['in_flight']:,} of {a['limit']:,}{at_max}"
 
 

@@ -223,3 +223,14 @@ def test_the_rules_import_no_io() -> None:
     assert "anvil_cli.engine" not in {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
+
+
+def test_agent_utilisation_says_when_a_lowered_limit_is_draining() -> None:
+    from anvil_cli.alerts import AlertEngine
+    from anvil_cli.config import Alerts
+    from tests.snapshot_support import snapshot
+
+    s = snapshot(in_flight=99, agent_limit=25, agent_max=100)
+    changes = AlertEngine(Alerts()).evaluate(s, s["updated_at"])
+    (message,) = [c.alert["message"] for c in changes if c.alert["name"] == "agent_utilisation"]
+    assert "99 in flight, limit 25, 74 draining" in message and "99 of 25" not in message
