@@ -17,7 +17,7 @@ import threading
 from typing import Final
 
 from anvil_cli.alerts import AlertChange
-from anvil_cli.engine.tools import scrubbed_env
+from anvil_cli.toolspec import scrubbed_env
 
 log = logging.getLogger(__name__)
 

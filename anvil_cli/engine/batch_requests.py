@@ -13,12 +13,12 @@ from anvil_cli.batch.job import Job
 from anvil_cli.cache import ResultCache, request_key, result_from_cache
 from anvil_cli.config import Settings
 from anvil_cli.engine.batch_ids import custom_id
-from anvil_cli.engine.tools import COMMAND_KEY, split_tools
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
 from anvil_cli.records import JobResult
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.toolspec import COMMAND_KEY, split_tools
 
 TOOLS_NEED_MESSAGES = (
     f"tools with {COMMAND_KEY} need --mode messages: a Message Batches request is single-turn,"
