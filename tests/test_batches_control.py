@@ -143,21 +143,21 @@ def test_status_is_live_and_pause_stops_submitting_until_resume(
     assert {**cli, "counts": None} == {**served, "counts": None}
     assert {k: cli["counts"][k] for k in served["counts"]} == served["counts"]
 
-    created = slow_sim.stats()["batches_created"]
-    assert created == 2  # submitted before the pause was asked for
+    created = slow_sim.stats()["batches_created"]  # however many went out before the pause
     added = [{**job, "model": "claude-haiku-4-5", "max_tokens": 32} for job in _jobs(3, "late")]
     assert run.api.post("/jobs", added)[0] == 202
     # polling goes on while paused: the open batches end and are downloaded...
-    wait_for(lambda: run.api.status()["counts"]["succeeded"] == 16, what="the open batches downloaded")
+    wait_for(lambda: run.api.status()["counts"]["running"] == 0, what="the open batches downloaded")
+    in_batches = run.api.status()["counts"]["succeeded"]
     seen = run.api.status()["updated_at"]
     wait_for(lambda: run.api.status()["updated_at"] > seen, what="one more tick")
-    # ...but the jobs that arrived meanwhile are not submitted
+    # ...but nothing more is submitted while paused: neither the rest nor the jobs that arrived
     assert slow_sim.stats()["batches_created"] == created
-    assert run.api.status()["queue_depth"] == 3
+    assert run.api.status()["queue_depth"] == 19 - in_batches > 0
 
     assert run.api.post("/resume") == (200, {"ok": True, "paused": False})
     assert run.finish() == ExitCode.OK, run.stderr()
-    assert slow_sim.stats()["batches_created"] == created + 1
+    assert slow_sim.stats()["batches_created"] > created
     assert _journal_counts(run.cwd / ".anvil")["succeeded"] == 19
 
 
