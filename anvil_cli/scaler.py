@@ -1,7 +1,7 @@
 """How many agents a run should have: pure policy, time passed in.
 
-Agents are slots (threads), so idle ones cost little; what too many cost is responsiveness.
-When the rate limit is what binds, every agent beyond what the limit can feed holds a job
+Agents are slots (asyncio tasks in the workers), so idle ones cost little; what too many cost
+is responsiveness. When the rate limit is what binds, every agent beyond what the limit can feed holds a job
 while it waits on the governor, and a critical job added later (`POST /jobs`) queues behind
 them. So:
 
