@@ -34,9 +34,9 @@ print("looked")
 # then hangs until killed.
 HANG = """
 import os, subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # sleep-ok: killed
 open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
-time.sleep(300)
+time.sleep(300)  # sleep-ok: a tool that hangs until its group is killed
 """
 
 
