@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -232,3 +233,26 @@ def test_losing_the_governor_stops_the_run_resumably(tmp_path: Path, slow_sim: S
     resumed = run_cli("run", str(batch), "--config", str(config), "-o", str(out), cwd=tmp_path)
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert all(r["status"] == "succeeded" for r in read_results(out))
+
+
+def test_a_stopped_worker_is_noticed_killed_and_replaced(tmp_path: Path, slow_sim: SimServer) -> None:
+    proc, _batch, config = _start(tmp_path, slow_sim, run={"worker_silence_s": 2, "grace_period_s": 5})
+    state = tmp_path / ".anvil"
+    _wait_for(lambda: _succeeded(state) >= 10)
+    victim = _worker_pids(state)[0]
+    os.kill(victim, signal.SIGSTOP)  # alive, but answers nothing: without a heartbeat it would hang the run
+    try:
+        code, err = _finish(proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    assert code == ExitCode.OK, err
+    out = tmp_path / "out.jsonl"
+    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    results = read_results(out)
+    assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
+    sql = "SELECT kind FROM events WHERE kind LIKE 'worker_%' ORDER BY rowid"
+    kinds = [str(k) for (k,) in _journal_query(state, sql)]
+    assert "worker_silent" in kinds and kinds.index("worker_silent") < kinds.index("worker_died")
+    assert kinds.count("worker_started") >= 3  # a replacement
+    assert slow_sim.stats()["paid_duplicates"] <= AGENTS

@@ -45,4 +45,6 @@ class Backend(Protocol):
 
     def kill(self) -> list[WorkerEvent]: ...  # at once; what they had sent before
 
+    def kill_worker(self, worker: int) -> None: ...  # one that stopped answering: lost() reports it
+
     def workers(self) -> list[WorkerInfo]: ...  # jobs=0: the backend does not track jobs

@@ -18,6 +18,7 @@ from anvil_cli.engine.events import (
     CallFailed,
     CallSettled,
     Drain,
+    Heartbeat,
     JobAbandoned,
     JobDone,
     ReadyRow,
@@ -100,6 +101,7 @@ class Conductor:
         self.paused = False
         self._draining = False
         self._tool_groups: dict[int, set[int]] = {}  # worker -> its tool calls' process groups
+        self._last_heard: dict[int, float] = {}  # worker -> when its last event arrived
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -240,8 +242,10 @@ class Conductor:
         """Apply events in one journal commit (a group commit), then feed the result cache."""
         if not events:
             return
+        now = time.monotonic()
         with self.journal.transaction():
             for event in events:
+                self._last_heard[event.worker] = now
                 self._handle(event)
         self._store_in_cache()
 
@@ -274,6 +278,8 @@ class Conductor:
             case RunFatal(worker=wid, seq=seq, reason=reason, message=message, attempts=attempts):
                 self._back_to_pending(wid, seq, attempts)
                 self.stop_run(reason, message)
+            case Heartbeat():
+                pass  # `_note_alive` saw it
             case ToolGroup(worker=wid, pgid=pgid, running=running):
                 groups = self._tool_groups.setdefault(wid, set())
                 (groups.add if running else groups.discard)(pgid)
@@ -293,9 +299,22 @@ class Conductor:
         self.metrics.cost_usd += self._spent.pop(seq, 0.0)
 
     def _reap_workers(self) -> None:
+        self._kill_silent_workers()
         for lost in self.backend.lost():
             self._record(lost.last_events)  # what it sent before dying counts
             self._on_lost(lost)
+
+    def _kill_silent_workers(self) -> None:
+        """A worker that stopped answering (SIGSTOP, a wedged loop) is killed; `lost()` then
+        re-queues its jobs and starts a replacement, as for any dead worker."""
+        now = time.monotonic()
+        silence_s = self.settings.run.worker_silence_s
+        for wid, heard in list(self._last_heard.items()):
+            if now - heard > silence_s and self.held.is_ready(wid):
+                silent = {"worker": wid, "silent_s": round(now - heard, 1)}
+                self.journal.add_event(self.run_id, "worker_silent", silent)
+                self.backend.kill_worker(wid)
+                del self._last_heard[wid]
 
     def _kill_tools_of(self, worker: int) -> None:
         """A lost worker's tool calls die with it (their groups would outlive it otherwise)."""
@@ -304,6 +323,7 @@ class Conductor:
 
     def _on_lost(self, lost: WorkerLost) -> None:
         self._kill_tools_of(lost.worker)
+        self._last_heard.pop(lost.worker, None)
         was_ready = self.held.is_ready(lost.worker)
         with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
             self.governor.release_owner(lost.worker)

@@ -15,6 +15,8 @@ Worker -> conductor (`WorkerEvent`):
                          came before it as CallSettled
   JobAbandoned           given up as the run stops: back to pending
   RunFatal               no request can succeed (auth, spend cap, budget, lost governor)
+  Heartbeat              the worker's event loop is turning (every `HEARTBEAT_S`): one that
+                         stops (SIGSTOP, a wedged loop) is killed and replaced
   ToolGroup              a tool call's process group started or ended (the conductor kills
                          the groups of a worker that dies, so no tool outlives its worker)
 """
@@ -103,6 +105,14 @@ class RunFatal:
     attempts: int
 
 
+HEARTBEAT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    worker: int
+
+
 @dataclass(frozen=True, slots=True)
 class ToolGroup:
     worker: int
@@ -110,4 +120,6 @@ class ToolGroup:
     running: bool
 
 
-WorkerEvent = WorkerReady | CallFailed | CallSettled | JobDone | JobAbandoned | RunFatal | ToolGroup
+WorkerEvent = (
+    WorkerReady | CallFailed | CallSettled | JobDone | JobAbandoned | RunFatal | ToolGroup | Heartbeat
+)

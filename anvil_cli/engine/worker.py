@@ -28,9 +28,11 @@ from anvil_cli.config import Settings
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.broker import GovernorBroker, GovernorLost
 from anvil_cli.engine.events import (
+    HEARTBEAT_S,
     CallFailed,
     CallSettled,
     Drain,
+    Heartbeat,
     JobAbandoned,
     JobDone,
     RunFatal,
@@ -170,6 +172,13 @@ class _Worker:
         )
 
 
+async def _beat(worker: _Worker) -> None:
+    """Say the loop is turning, every HEARTBEAT_S: a loop that stops is noticed by the conductor."""
+    while True:
+        worker.put(Heartbeat(worker.wid))
+        await asyncio.sleep(HEARTBEAT_S)
+
+
 async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
     loop = asyncio.get_running_loop()
     settings = Settings.model_validate_json(cfg.settings_json)
@@ -206,8 +215,10 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
     worker = _Worker(cfg, agent, inbox, outbox)
     loop.add_reader(inbox.fileno(), worker.on_inbox)
     worker.put(WorkerReady(wid, os.getpid()))
+    beating = asyncio.create_task(_beat(worker))
     try:
         await worker.stopped.wait()
+        beating.cancel()
         loop.remove_reader(inbox.fileno())
         if worker.tasks:
             await asyncio.gather(*worker.tasks, return_exceptions=True)

@@ -148,6 +148,12 @@ class LocalBackend:
             self._close(proc)
         return events
 
+    def kill_worker(self, worker: int) -> None:
+        proc = self._procs.get(worker)
+        if proc is not None and proc.process.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.process.pid, signal.SIGKILL)
+
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo(p.worker_id, p.process.pid, p.alive, 0) for p in self._procs.values()]
 
