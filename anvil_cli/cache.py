@@ -7,6 +7,7 @@ processes share the file (SQLite WAL); each process uses one connection behind a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -87,10 +88,15 @@ class ResultCache:
         self._db.executescript(_SCHEMA)
 
     def get(self, key: str) -> CachedResult | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT model, output, stop_reason, usage_json, cost_usd FROM results WHERE key = ?", (key,)
-            ).fetchone()
+        """The cached answer, or None (also when the cache cannot be read: it is optional)."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT model, output, stop_reason, usage_json, cost_usd FROM results WHERE key = ?",
+                    (key,),
+                ).fetchone()
+        except sqlite3.Error:
+            return None
         if row is None:
             return None
         return CachedResult(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4])
@@ -111,8 +117,9 @@ class ResultCache:
                 ),
             )
 
-    def put_many(self, entries: list[tuple[str, CachedResult]]) -> None:
-        """Store several answers in one transaction (the conductor's group commit)."""
+    def put_many(self, entries: list[tuple[str, CachedResult]]) -> str | None:
+        """Store several answers in one transaction (the conductor's group commit). The cache is
+        optional: a failure (a full disk, a damaged file) is returned as its reason, never raised."""
         now = time.time()
         rows = [
             (
@@ -127,13 +134,20 @@ class ResultCache:
             for key, r in entries
         ]
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO results (key, model, output, stop_reason, usage_json, cost_usd,"
-                " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO results (key, model, output, stop_reason, usage_json, cost_usd,"
+                    " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                return str(exc)
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from anvil_cli.cache import CachedResult, ResultCache, request_key
 from anvil_cli.exitcodes import ExitCode
@@ -63,3 +66,28 @@ def test_no_cache_flag_bypasses_the_cache(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert sim.stats()["requests"] == 2
+
+
+def test_a_cache_that_cannot_store_is_said_once_and_never_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anvil_cli.engine.journal import Journal
+    from tests.engine_support import write_jsonl_batch
+
+    original = ResultCache.put_many
+
+    def refusing(self: ResultCache, entries: list[Any]) -> str | None:
+        with self._lock:
+            self._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
+        return original(self, entries)
+
+    monkeypatch.setattr(ResultCache, "put_many", refusing)
+    with SimServer(SimConfig(seed=6)).start_thread() as sim:
+        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(6)])
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(config, batch, out)
+    assert report.exit_code == 0 and all(r["status"] == "succeeded" for r in read_results(out))
+    with Journal.open(tmp_path / ".anvil") as journal:
+        (event,) = journal.events(report.run_id, "cache_error")
+    assert "readonly" in event["message"] or "read-only" in event["message"]

@@ -102,6 +102,7 @@ class Conductor:
         self._draining = False
         self._tool_groups: dict[int, set[int]] = {}  # worker -> its tool calls' process groups
         self._last_heard: dict[int, float] = {}  # worker -> when its last event arrived
+        self._cache_failed = False
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -252,7 +253,11 @@ class Conductor:
     def _store_in_cache(self) -> None:
         """Fresh answers go into the result cache once their results are committed."""
         if self.cache is not None and self._to_cache:
-            self.cache.put_many(self._to_cache)
+            failed = self.cache.put_many(self._to_cache)
+            if failed is not None and not self._cache_failed:  # optional: said once, never fatal
+                self._cache_failed = True
+                self.journal.add_event(self.run_id, "cache_error", {"message": failed})
+                self.ticker.monitor.note(f"result cache: cannot store answers ({failed}); the run goes on")
         self._to_cache.clear()
 
     def _handle(self, event: WorkerEvent) -> None:
