@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ MAX_CRASHES_PER_JOB = 3  # a job whose worker died under it this often fails ins
 SNAPSHOT_EVERY_S = 1.0
 STOP_WORKERS_S = 5.0  # at the end, workers finish what they hold within this, then are killed
 HISTORY_KEPT = 50  # breaker and scaling events shown live (all of them stay in the journal)
+JOURNAL_ERROR = "journal_error"  # the stop reason when the journal cannot be written
 
 
 @dataclass
@@ -118,6 +120,13 @@ class Conductor:
                 self._pump_events()
                 self._reap_workers()
                 self._periodic()
+        except sqlite3.Error as exc:  # nothing more can be recorded: stop at once, resumably
+            self.end.aborted = True
+            self.end.stop_reason = JOURNAL_ERROR
+            self.end.stop_message = (
+                f"the journal cannot be written ({exc}); everything committed before is kept: fix the"
+                " cause (disk space, permissions) and run the same command again"
+            )
         finally:
             self._shutdown()
         return self.end
@@ -434,6 +443,12 @@ class Conductor:
 
     def _shutdown(self) -> None:
         """Workers stop; whatever they still hold goes back to pending for the next resume."""
+        if self.end.stop_reason == JOURNAL_ERROR:  # record nothing more: a resume re-queues them
+            self.backend.kill()
+            for worker in list(self._tool_groups):
+                self._kill_tools_of(worker)
+            self.ended = True
+            return
         self._tell_all_drain()
         last = self.backend.kill() if self.end.aborted else self.backend.stop(timeout_s=STOP_WORKERS_S)
         self._record(last)  # results that arrived before the end still count

@@ -18,7 +18,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.engine.backends.local import LocalBackend
-from anvil_cli.engine.conductor import Conductor, RunEnd
+from anvil_cli.engine.conductor import JOURNAL_ERROR, Conductor, RunEnd
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.fdlimit import agents_within_fd_limit, raise_nofile_limit
 from anvil_cli.engine.forkserver import worker_context
@@ -289,6 +289,8 @@ def execute_run(
             notes.append(fd_note)
         if ticker.capped_note:
             notes.append(ticker.capped_note + " (raise scaling.max_agents or --agents)")
+        if end.stop_reason == JOURNAL_ERROR:
+            return _journal_failed(run_id, end, metrics, notes)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -351,6 +353,24 @@ def _batches(
         return run_batches(
             BatchesContext(settings, journal, run_id, client, metrics, signals, ticker, control, say)
         )
+
+
+def _journal_failed(run_id: str, end: RunEnd, metrics: RunMetrics, notes: list[str]) -> RunReport:
+    """The journal refused a write: report from this session's figures, write nothing more (the
+    run is left `running` in the journal, so `anvil status` shows it interrupted and the same
+    command resumes it)."""
+    summary = metrics.summary(time.monotonic())
+    summary.update({"run_id": run_id, "state": RUN_STOPPED, "exit_code": int(ExitCode.STOPPED)})
+    done = metrics.done + metrics.already_done
+    counts = {
+        "total": metrics.total,
+        "succeeded": metrics.succeeded + metrics.already_done - metrics.already_failed,
+        "failed": metrics.failed + metrics.already_failed,
+        "pending": max(0, metrics.total - done),
+    }
+    summary.update({"stop_reason": end.stop_reason, "counts": counts, "cache_hits": 0})
+    summary["run_cost_usd"] = round(metrics.cost_before_usd + metrics.cost_usd, 6)
+    return RunReport(run_id, ExitCode.STOPPED, RUN_STOPPED, summary, end.stop_message, True, notes)
 
 
 def _finish(
