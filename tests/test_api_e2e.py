@@ -105,7 +105,7 @@ class Served:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
-    def finish(self, timeout_s: float = 30.0) -> int:
+    def finish(self, timeout_s: float = 60.0) -> int:
         try:
             return self.proc.wait(timeout=timeout_s)
         finally:
@@ -118,6 +118,35 @@ class Served:
         done = run_cli("export", "-o", str(out), "--config", str(self.config), cwd=self.cwd)
         assert done.returncode == 0, done.stderr
         return {r["id"]: r for r in read_results(out)}
+
+
+def start_served(cwd: Path, batch: Path, config: Path, *args: str) -> Served:
+    """`anvil run BATCH --config CONFIG ARGS --serve 127.0.0.1:PORT`, once its first snapshot is
+    stored (before that the API says state "starting")."""
+    port = free_port()
+    stderr_path = cwd / "run.stderr"
+    cmd = anvil_cmd("run", str(batch), "--config", str(config), *args, "--serve", f"127.0.0.1:{port}")
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env={**cli_env(), "ANVIL_API_TOKEN": TOKEN},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+    served = Served(proc, Api(f"http://127.0.0.1:{port}"), batch, config, cwd, stderr_path)
+    try:
+        wait_for(lambda: served.api.up() or proc.poll() is not None, what="the API answering")
+        wait_for(
+            lambda: proc.poll() is not None or served.api.status()["state"] != "starting",
+            what="a live status",
+        )
+        assert proc.poll() is None, f"anvil run exited {proc.returncode}:\n{served.stderr()}"
+    except BaseException:
+        served.finish(timeout_s=0.1)
+        raise
+    return served
 
 
 @pytest.fixture
@@ -138,24 +167,8 @@ def serve(tmp_path: Path, sim: SimServer) -> Iterator[Callable[[], Served]]:
             sim.base_url,
             scaling={"workers": 1, "max_agents": AGENTS, "max_concurrent_jobs": AGENTS, "min_agents": 1},
         )
-        port = free_port()
-        env = {**cli_env(), "ANVIL_API_TOKEN": TOKEN}
-        stderr_path = tmp_path / "run.stderr"
-        with stderr_path.open("w") as stderr:
-            proc = subprocess.Popen(
-                anvil_cmd("run", str(batch), "--config", str(config), "--serve", f"127.0.0.1:{port}"),
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                text=True,
-            )
-        served = Served(proc, Api(f"http://127.0.0.1:{port}"), batch, config, tmp_path, stderr_path)
+        served = start_served(tmp_path, batch, config)
         started.append(served)
-        wait_for(lambda: served.api.up() or proc.poll() is not None, what="the API answering")
-        assert proc.poll() is None, f"anvil run exited {proc.returncode}:\n{served.stderr()}"
-        # the run stores its first snapshot once conducting (before that: state "starting")
-        wait_for(lambda: served.api.status()["state"] != "starting", what="the run conducting")
         return served
 
     yield start

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from tests.engine_support import (
     write_config,
     write_jobs,
 )
-from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
+from tests.test_api_e2e import Served, start_served, wait_for
 
 BATCHES = {"max_requests": 8, "poll_interval_s": 0.05, "max_attempts": 3}
 
@@ -44,29 +43,6 @@ def _journal_counts(state_dir: Path) -> dict[str, int]:
         run = journal.latest_run()
         assert run is not None
         return journal.counts(run.id)
-
-
-@dataclass
-class Served:
-    """`anvil run --mode batches --serve` in a subprocess."""
-
-    proc: subprocess.Popen[str]
-    api: Api
-    batch: Path
-    config: Path
-    cwd: Path
-    stderr_path: Path
-
-    def finish(self, timeout_s: float = 60.0) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
 
 
 @pytest.fixture
@@ -83,29 +59,8 @@ def serve(tmp_path: Path, slow_sim: SimServer) -> Iterator[Callable[[int], Serve
     def start(n_jobs: int) -> Served:
         batch = write_jobs(tmp_path / "b.jsonl", _jobs(n_jobs))
         config = write_config(tmp_path / "anvil.yaml", slow_sim.base_url, batches=BATCHES)
-        port = free_port()
-        stderr_path = tmp_path / "run.stderr"
-        cmd = anvil_cmd(
-            "run", str(batch), "--config", str(config), "--mode", "batches", "--serve", f"127.0.0.1:{port}"
-        )
-        with stderr_path.open("w") as stderr:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=tmp_path,
-                env={**cli_env(), "ANVIL_API_TOKEN": TOKEN},
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                text=True,
-            )
-        served = Served(proc, Api(f"http://127.0.0.1:{port}"), batch, config, tmp_path, stderr_path)
+        served = start_served(tmp_path, batch, config, "--mode", "batches")
         started.append(served)
-        wait_for(lambda: served.api.up() or proc.poll() is not None, what="the API answering")
-        # the first tick publishes the live snapshot; until then the API says "starting"
-        wait_for(
-            lambda: proc.poll() is not None or served.api.status().get("state") != "starting",
-            what="a live status",
-        )
-        assert proc.poll() is None, f"anvil run exited {proc.returncode}:\n{served.stderr()}"
         return served
 
     yield start

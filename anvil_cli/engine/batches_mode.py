@@ -57,7 +57,6 @@ from anvil_cli.engine.batches_budget import BatchesBudget
 from anvil_cli.engine.batches_state import OPEN, engine_state, phase_of
 from anvil_cli.engine.batches_steer import Steering
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
-from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import (
     BATCH_ABANDONED,
@@ -67,6 +66,7 @@ from anvil_cli.engine.journal import (
     JobResult,
     Journal,
 )
+from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.governor.backoff import backoff_s, retry_after_s

@@ -6,21 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.journal import PENDING, RUNNING, Journal
 from anvil_cli.engine.records import BATCH_ENDED, BATCH_INTENT, BATCH_SUBMITTED
+from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.state import BatchesInfo, EngineState, Phase
 
 OPEN = (BATCH_INTENT, BATCH_SUBMITTED)
 
 
 def phase_of(end: RunEnd | None, *, stopping: bool, paused: bool) -> Phase:
-    """running | paused | stopping (Ctrl-C, a drain, the budget), and at the end finished | stopped."""
+    """The phase while running (`end` None) or once the loop has ended (see `run_end.phase`)."""
     if end is not None:
-        return "stopped" if end.interrupted or end.stop_reason is not None else "finished"
-    if stopping:
-        return "stopping"
-    return "paused" if paused else "running"
+        return phase(ended=True, stopping=end.stopped_early, paused=False)
+    return phase(ended=False, stopping=stopping, paused=paused)
 
 
 def engine_state(

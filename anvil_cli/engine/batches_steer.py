@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anvil_cli.engine.conductor import RunEnd
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.metrics import RunMetrics
 

@@ -8,7 +8,7 @@ import json
 import sqlite3
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from anvil_cli.cache import CachedResult, ResultCache
@@ -33,12 +33,13 @@ from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.holdings import Holdings
 from anvil_cli.engine.journal import JobResult, Journal
 from anvil_cli.engine.ready import ReadyQueue
+from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.sizing import AgentSizing
 from anvil_cli.engine.ticker import Ticker
-from anvil_cli.engine.tool_runner import kill_group
+from anvil_cli.engine.watch import WorkerWatch
 from anvil_cli.metrics import RunMetrics
-from anvil_cli.state import EngineState, Phase
+from anvil_cli.state import EngineState
 
 EVENT_WAIT_S = 0.02
 MAX_STILLBORN_WORKERS = 5  # then stop the run rather than respawn forever
@@ -47,16 +48,6 @@ SNAPSHOT_EVERY_S = 1.0
 STOP_WORKERS_S = 5.0  # at the end, workers finish what they hold within this, then are killed
 HISTORY_KEPT = 50  # breaker and scaling events shown live (all of them stay in the journal)
 JOURNAL_ERROR = "journal_error"  # the stop reason when the journal cannot be written
-
-
-@dataclass
-class RunEnd:
-    """How the conductor's loop ended."""
-
-    interrupted: bool = False
-    aborted: bool = False
-    stop_reason: str | None = None  # budget, authentication_error, spend_limit, ...
-    stop_message: str | None = None
 
 
 class Conductor:
@@ -102,8 +93,7 @@ class Conductor:
         self._governor_state: dict[str, Any] = {}
         self.paused = False
         self._draining = False
-        self._tool_groups: dict[int, set[int]] = {}  # worker -> its tool calls' process groups
-        self._last_heard: dict[int, float] = {}  # worker -> when its last event arrived
+        self.watch = WorkerWatch(settings.run.worker_silence_s)
         self._cache_failed = False
 
     # -- main loop ----------------------------------------------------------------------------
@@ -132,13 +122,13 @@ class Conductor:
         return self.end
 
     def _stopping(self) -> bool:
-        return self.end.interrupted or self.end.stop_reason is not None
+        return self.end.stopped_early
 
     def _should_exit(self) -> bool:
         if self.end.aborted:
             return True
         in_flight = self.held.in_flight()
-        if self.end.interrupted or self.end.stop_reason is not None:
+        if self._stopping():
             if in_flight == 0:
                 return True
             return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
@@ -255,7 +245,7 @@ class Conductor:
         now = time.monotonic()
         with self.journal.transaction():
             for event in events:
-                self._last_heard[event.worker] = now
+                self.watch.heard(event, now)
                 self._handle(event)
         self._store_in_cache()
 
@@ -292,11 +282,8 @@ class Conductor:
             case RunFatal(worker=wid, seq=seq, reason=reason, message=message, attempts=attempts):
                 self._back_to_pending(wid, seq, attempts)
                 self.stop_run(reason, message)
-            case Heartbeat():
-                pass  # `_note_alive` saw it
-            case ToolGroup(worker=wid, pgid=pgid, running=running):
-                groups = self._tool_groups.setdefault(wid, set())
-                (groups.add if running else groups.discard)(pgid)
+            case Heartbeat() | ToolGroup():
+                pass  # `self.watch` took note of them
 
     def _cache_answer(self, result: JobResult) -> None:
         if result.succeeded and result.cache_key is not None:
@@ -321,23 +308,13 @@ class Conductor:
     def _kill_silent_workers(self) -> None:
         """A worker that stopped answering (SIGSTOP, a wedged loop) is killed; `lost()` then
         re-queues its jobs and starts a replacement, as for any dead worker."""
-        now = time.monotonic()
-        silence_s = self.settings.run.worker_silence_s
-        for wid, heard in list(self._last_heard.items()):
-            if now - heard > silence_s and self.held.is_ready(wid):
-                silent = {"worker": wid, "silent_s": round(now - heard, 1)}
-                self.journal.add_event(self.run_id, "worker_silent", silent)
-                self.backend.kill_worker(wid)
-                del self._last_heard[wid]
-
-    def _kill_tools_of(self, worker: int) -> None:
-        """A lost worker's tool calls die with it (their groups would outlive it otherwise)."""
-        for pgid in self._tool_groups.pop(worker, set()):
-            kill_group(pgid)
+        for wid, silent_s in self.watch.silent(time.monotonic()):
+            silent = {"worker": wid, "silent_s": round(silent_s, 1)}
+            self.journal.add_event(self.run_id, "worker_silent", silent)
+            self.backend.kill_worker(wid)
 
     def _on_lost(self, lost: WorkerLost) -> None:
-        self._kill_tools_of(lost.worker)
-        self._last_heard.pop(lost.worker, None)
+        self.watch.forget(lost.worker)  # its tool calls die with it
         was_ready = self.held.is_ready(lost.worker)
         with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
             self.governor.release_owner(lost.worker)
@@ -408,7 +385,7 @@ class Conductor:
         return EngineState(
             run_id=self.run_id,
             mode="messages",
-            phase=run_state(self),
+            phase=phase(ended=self.ended, stopping=self._stopping(), paused=self.paused),
             paused=self.paused,
             in_flight=self.held.in_flight(),
             agent_limit=self.sizing.limit,
@@ -445,15 +422,13 @@ class Conductor:
         """Workers stop; whatever they still hold goes back to pending for the next resume."""
         if self.end.stop_reason == JOURNAL_ERROR:  # record nothing more: a resume re-queues them
             self.backend.kill()
-            for worker in list(self._tool_groups):
-                self._kill_tools_of(worker)
+            self.watch.forget_all()
             self.ended = True
             return
         self._tell_all_drain()
         last = self.backend.kill() if self.end.aborted else self.backend.stop(timeout_s=STOP_WORKERS_S)
         self._record(last)  # results that arrived before the end still count
-        for worker in list(self._tool_groups):
-            self._kill_tools_of(worker)
+        self.watch.forget_all()
         left = [row.seq for row in self.held.drop_all()]
         for seq in left:
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)
@@ -466,17 +441,6 @@ class Conductor:
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:
             self.cache.close()
-
-
-def run_state(conductor: Conductor) -> Phase:
-    """running | paused | stopping (draining after Ctrl-C, the budget or a fatal error), and at
-    the very end finished | stopped."""
-    stopping = conductor.end.interrupted or conductor.end.stop_reason is not None
-    if conductor.ended:
-        return "stopped" if stopping else "finished"
-    if stopping:
-        return "stopping"
-    return "paused" if conductor.paused else "running"
 
 
 def workers_for(settings: Settings, agent_limit: int) -> int:

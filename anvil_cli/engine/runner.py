@@ -18,7 +18,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.engine.backends.local import LocalBackend
-from anvil_cli.engine.conductor import JOURNAL_ERROR, Conductor, RunEnd
+from anvil_cli.engine.conductor import JOURNAL_ERROR, Conductor
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.fdlimit import agents_within_fd_limit, raise_nofile_limit
 from anvil_cli.engine.forkserver import worker_context
@@ -37,6 +37,7 @@ from anvil_cli.engine.journal import (
 )
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
+from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.shared import start_governor
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
