@@ -19,6 +19,7 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal_batches import BatchesTable
+from anvil_cli.engine.journal_samples import SamplesTable
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.records import (
     BATCH_ABANDONED,
@@ -71,7 +72,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_NAME
 
 
-class Journal(BatchesTable):
+class Journal(BatchesTable, SamplesTable):
     """One connection to the journal; use from a single thread."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:

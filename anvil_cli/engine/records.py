@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS batches (
     updated_at REAL NOT NULL,
     PRIMARY KEY (run_id, n)
 );
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    data_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, at);
 """
 
 # Message Batches rows (`anvil run --mode batches`): an "intent" is written before the create

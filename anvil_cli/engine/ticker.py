@@ -1,14 +1,17 @@
 """The once-a-second tick shared by both run drivers (messages and Message Batches): hand the
-views the driver's `EngineState`, journal the snapshot and the alerts it raised or cleared, then
-show it. The same path in both modes, so the dashboard, `anvil status --json`, `GET /status`
-(both read the journal) and `/metrics` see one value."""
+views the driver's `EngineState`, journal the snapshot, its sample for the charts
+(`anvil_cli.series`) and the alerts it raised or cleared, then show it. The same path in both
+modes, so the dashboard, `anvil status --json`, `GET /status` (both read the journal), the web
+page and `/metrics` see one value."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from anvil_cli.engine.journal import Journal
 from anvil_cli.metrics import RunMetrics
+from anvil_cli.series import Sampler
+from anvil_cli.snapshot_types import Snapshot
 from anvil_cli.state import EngineState
 
 
@@ -40,13 +43,17 @@ class Ticker:
         self.monitor = monitor
         self.last: dict[str, Any] | None = None
         self.capped_note: str | None = None  # the last time max_agents held the run back, why
+        self.sampler = Sampler()  # a resumed run's new session appends to the same run's samples
 
     def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
         seen = self.monitor.observe(state, metrics, now)
+        sample = self.sampler.take(cast(Snapshot, seen.snapshot))  # the same value as plain JSON
         with self.journal.transaction():
             for change in seen.changes:
                 self.journal.add_event(self.run_id, "alert", change.to_event(), at=change.at)
             self.journal.save_snapshot(self.run_id, seen.snapshot)
+            if sample is not None:
+                self.journal.add_sample(self.run_id, sample)
         self.monitor.show(seen.snapshot)
         self.last = seen.snapshot
         self.capped_note = seen.snapshot["agents"].get("capped_note") or self.capped_note
