@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from anvil_cli.commands import plan, run, simulate, status, validate
+from anvil_cli.commands import plan, report, run, simulate, status, validate
 from anvil_cli.exitcodes import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ simulate.register(app)
 run.register(app)
 status.register(app)
 plan.register(app)
+report.register(app)
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ class Controller(Protocol):
         """The same JSON as `anvil status --json` for this run (with "metrics" and "governor")."""
         ...
 
+    def series(self, since: float | None) -> dict[str, Any]:
+        """The run's samples (`anvil_cli.series`) taken after `since` (Unix seconds; all if None),
+        at most `series.MAX_POINTS` of them: {"run_id", "now", "samples", "downsampled"}."""
+        ...
+
     def job(self, job_id: str) -> dict[str, Any] | None:
         """One job: its result line plus "state"; None if the run has no such job."""
         ...

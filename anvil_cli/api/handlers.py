@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -16,10 +17,12 @@ from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
 from anvil_cli.api.middleware import json_errors, json_response, require_token
 from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, UnknownModel
+from anvil_cli.web import ASSETS, PAGE, SECURITY_HEADERS, public_paths, read
 
 T = TypeVar("T")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BREAKER_STATES = {"open": "open", "close": "closed"}
+STATIC_CACHE = {"Cache-Control": "no-cache"}  # small files: the browser asks again each time
 
 log = logging.getLogger("anvil_cli.api")
 
@@ -60,6 +63,20 @@ class Handlers:
     async def status(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.controller.status))
 
+    async def series(self, request: web.Request) -> web.Response:
+        since = since_from(request.query.get("since"))
+        return json_response(await self.call(self.controller.series, since))
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(body=read(PAGE), content_type="text/html", charset="utf-8", headers=STATIC_CACHE)
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise ApiError(404, f"no such file: {request.path}")
+        ctype = ASSETS[name][1]
+        return web.Response(body=read(name), content_type=ctype, charset="utf-8", headers=STATIC_CACHE)
+
     async def metrics(self, request: web.Request) -> web.Response:
         body = await self.call(lambda: prom.render(self.controller.status()))
         return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE})
@@ -99,12 +116,37 @@ class Handlers:
         return json_response({"ok": True, "draining": True})
 
 
+def since_from(raw: str | None) -> float | None:
+    """`?since=` of GET /series: Unix seconds, or absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        raise ApiError(400, f"since must be a time in Unix seconds, got {raw[:40]!r}")
+    return since
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, data or page: the strict CSP and its companions; data is never cached."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
 def build_app(controller: Controller, token: str, executor: Executor) -> web.Application:
-    """The aiohttp application: routes, token check, JSON errors."""
+    """The aiohttp application: routes, token check (not for the page and its files), JSON errors."""
     h = Handlers(controller, executor)
-    app = web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[json_errors, require_token(token, public_paths())], client_max_size=MAX_BODY_BYTES
+    )
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", h.page)
+    app.router.add_get("/static/{name}", h.asset)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/status", h.status)
+    app.router.add_get("/series", h.series)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/jobs/{job_id:.+}", h.job)
     app.router.add_post("/jobs", h.add_jobs)

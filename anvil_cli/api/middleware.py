@@ -47,11 +47,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
-def require_token(token: str) -> Middleware:
-    """A middleware that answers 401 unless the request carries `Authorization: Bearer <token>`."""
+def require_token(token: str, public: frozenset[str] = frozenset()) -> Middleware:
+    """A middleware that answers 401 unless the request carries `Authorization: Bearer <token>`;
+    a GET (or HEAD) of exactly one of the `public` paths needs none (the web page and its static
+    files: they hold no data, and a browser cannot add the header to the page's own request)."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path in public:
+            return await handler(request)
         if not bearer_matches(request.headers.get("Authorization"), token):
             raise ApiError(
                 401,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from anvil_cli.engine.journal import PENDING, Journal
 from anvil_cli.engine.output import result_line
 from anvil_cli.errors import BacklogFull, InputError, Problem, TooManyJobs, UnknownModel
 from anvil_cli.models import AUTO
+from anvil_cli.series import downsample
 from anvil_cli.toolspec import COMMAND_KEY
 
 API_SOURCE = "POST /jobs"
@@ -77,6 +79,13 @@ class RunControl:
 
         with self._lock:
             return dict(status_json(self._journal, self.run_id))
+
+    def series(self, since: float | None) -> dict[str, Any]:
+        with self._lock:
+            samples = self._journal.samples(self.run_id, since)
+        kept = downsample(samples)
+        thinned = len(kept) < len(samples)
+        return {"run_id": self.run_id, "now": time.time(), "samples": kept, "downsampled": thinned}
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -193,11 +193,23 @@ def _start_api(settings: Settings, run_id: str, at: _Listening, stack: ExitStack
     port = at.sock.getsockname()[1]
     server = ApiServer(control, at.host, port, at.token, allow_remote=not at.generated).start(at.sock)
     stack.callback(server.stop)
-    print(f"control API at {server.url} (Authorization: Bearer <token>)", file=sys.stderr, flush=True)
-    if at.generated:
-        where = settings.state_dir / "api_token"
-        print(f"API token (shown once; also in {where}, mode 0600): {at.token}", file=sys.stderr, flush=True)
+    for line in _api_lines(server.url, at, settings.state_dir / "api_token", sys.stderr.isatty()):
+        print(line, file=sys.stderr, flush=True)  # the user's own screen: never the journal or a log
     return control
+
+
+def _api_lines(url: str, at: _Listening, token_file: Path, tty: bool) -> list[str]:
+    """Where the dashboard and the API are. The token rides in the address's fragment
+    (`#token=`), which a browser never sends to the server. A generated token is shown this once
+    (it is also in its 0600 file); the user's own ANVIL_API_TOKEN is echoed only to a terminal,
+    never to a CI log or a file stderr was sent to."""
+    api = f"control API at {url} (Authorization: Bearer <token>)"
+    if at.generated:
+        note = f"(the token is shown once; also in {token_file}, mode 0600)"
+        return [f"dashboard at {url}/#token={at.token} {note}", api]
+    if tty:
+        return [f"dashboard at {url}/#token={at.token}", api]
+    return [f"dashboard at {url}/ (it asks for the token: ANVIL_API_TOKEN)", api]
 
 
 def _fit_agents_to_fd_limit(settings: Settings) -> tuple[Settings, str | None]:
