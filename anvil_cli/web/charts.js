@@ -134,7 +134,7 @@
       lines: (ss) => [
         line("succeeded", ss.map((s) => num((s.counts || {}).succeeded)), { color: "#1f883d" }),
         line("failed", ss.map((s) => num((s.counts || {}).failed)), { color: "#cf222e" }),
-        line("running", ss.map((s) => num((s.counts || {}).running)), { dash: [4, 4] }),
+        line("running", ss.map((s) => num((s.counts || {}).running)), { dash: [4, 4], color: "#2f6fde" }),
       ],
     },
   ];
