@@ -9,6 +9,7 @@
   "use strict";
 
   const POLL_MS = 1000;
+  const MAX_RETRY_MS = 10000;
   const MAX_SAMPLES = 3000; // beyond this the older half is thinned (every other sample)
   const TOKEN_KEY = "anvil.token";
   const ENDED = ["finished", "stopped", "interrupted"];
@@ -163,6 +164,26 @@
     });
   }
 
+  /* As `anvil status` words them (anvil_cli/run_history.py describe_event). */
+  function describeEvent(e) {
+    if (e.kind === "breaker") {
+      const failures = e.state === "open" && e.failures ? " (" + e.failures + " failures)" : "";
+      return "breaker " + e.model + " " + e.state + failures;
+    }
+    const why = [];
+    if (e.busy !== null && e.busy !== undefined) why.push(e.busy + " busy");
+    if (e.limiter_pct !== null && e.limiter_pct !== undefined) why.push("rate limit " + e.limiter_pct.toFixed(0) + "% used");
+    return "agents " + e.agents_from + " → " + e.agents_to + (why.length ? " (" + why.join(", ") + ")" : "");
+  }
+
+  function renderHistory(st) {
+    const events = (st.history || []).slice(-20).reverse();
+    fillTable("history-table", events, "no breaker opened, no scaling", (tr, e) => {
+      cell(tr, fmtClock(e.at));
+      cell(tr, describeEvent(e), "msg");
+    });
+  }
+
   function renderSummary(st) {
     const m = st.metrics || {};
     const lat = m.call_latency_s || {};
@@ -197,6 +218,7 @@
     renderModels(st, last, live);
     renderPools(st);
     renderWorkers(st);
+    renderHistory(st);
   }
 
   /* ---- live mode -------------------------------------------------------------------------- */
@@ -256,6 +278,8 @@
     if (document.activeElement !== scale && agents.limit) scale.placeholder = agents.limit;
   }
 
+  let failures = 0; // polls failed in a row: retry less often while the run is unreachable
+
   async function poll() {
     timer = null;
     try {
@@ -270,14 +294,16 @@
       const when = new Date().toLocaleTimeString("en-GB", { hour12: false });
       setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
       $("app").dataset.ready = "1";
+      failures = 0;
     } catch (err) {
       if (err instanceof AuthError) {
         signOut("The token was refused. Paste the run's API token.");
         return;
       }
+      failures += 1;
       setConnection("cannot reach the run (" + err.message + "); it may have ended. Retrying…", true);
     }
-    timer = setTimeout(poll, POLL_MS);
+    timer = setTimeout(poll, Math.min(POLL_MS * 2 ** failures, MAX_RETRY_MS));
   }
 
   async function control(path, body, question, label) {
