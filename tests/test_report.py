@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import re
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.dashboard import QuietReporter, RunMonitor
-from anvil_cli.engine.journal import RUN_FINISHED, Journal
+from anvil_cli.engine.journal import RUN_FINISHED, RUN_STOPPED, Journal
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.records import JobResult
@@ -101,6 +102,26 @@ def test_an_interrupted_run_is_reported_as_such(tmp_path: Path) -> None:
     data = _embedded(path.read_text())
     assert data["status"]["state"] == "interrupted" and data["status"]["resume_command"]
     assert data["failures"] == [] and data["failure_count"] == 0
+
+
+def test_a_stopped_run_is_reported_with_why_and_how_to_resume(tmp_path: Path) -> None:
+    state_dir, run_id = _run(tmp_path)
+    with Journal.open(state_dir) as journal:
+        journal.set_run_state(run_id, RUN_STOPPED, stop_reason="budget: $0.01 reached", ended=True)
+        _, path = build_report(journal, run_id, tmp_path / "r.html")
+    status = _embedded(path.read_text())["status"]
+    assert status["state"] == "stopped" and status["stop_reason"] == "budget: $0.01 reached"
+    assert status["resume_command"] and status["counts"]["failed"] == 1
+
+
+def test_a_journal_from_before_samples_gives_a_report_without_charts(tmp_path: Path) -> None:
+    state_dir, run_id = _run(tmp_path)
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        db.execute("DROP TABLE samples")  # as an older Anvil left it
+    done = run_cli("report", "-o", str(tmp_path / "r.html"), "--state-dir", str(state_dir), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = _embedded((tmp_path / "r.html").read_text())
+    assert data["samples"] == [] and data["status"]["run_id"] == run_id
 
 
 def test_the_command_names_its_file_and_refuses_clearly(tmp_path: Path) -> None:

@@ -402,7 +402,7 @@
     const failures = data.failures || [];
     const more = data.failure_count > failures.length ? " (the first " + failures.length + ")" : "";
     renderFailures(failures, "Failures: " + fmtInt(data.failure_count || 0) + more);
-    C.mount($("charts")).update(all);
+    C.mount($("charts"), "too few samples in the journal to draw").update(all);
     const thinned = data.sample_count > all.length ? " (thinned from " + fmtInt(data.sample_count) + ")" : "";
     text($("connection"), "report of run " + st.run_id + ", written " + fmtClock(data.generated_at));
     text($("footer"), "anvil report · " + fmtInt(all.length) + " samples" + thinned +

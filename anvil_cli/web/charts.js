@@ -238,9 +238,10 @@
     }
   }
 
-  /* All the charts, in `parent`, resized with it. */
-  function mount(parent) {
+  /* All the charts, in `parent`, resized with it; `emptyText` until there are two samples. */
+  function mount(parent, emptyText) {
     const charts = CHARTS.map((def) => new Chart(def, parent));
+    if (emptyText) charts.forEach((c) => { c.empty.textContent = emptyText; });
     if (typeof ResizeObserver === "function") {
       let pending = false;
       new ResizeObserver(() => {
