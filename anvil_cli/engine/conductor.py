@@ -380,8 +380,8 @@ class Conductor:
             return
         self.backend.set_governor(client)
         host = self.gov.host
-        info = {"generation": host.generation if host else 0, "pid": host.pid if host else None}
-        info["spent_usd"] = round(spent, 6)
+        info: dict[str, float | None] = {"spent_usd": round(spent, 6), "pid": host.pid if host else None}
+        info["generation"] = host.generation if host else 0
         self.journal.add_event(self.run_id, "governor_restarted", info)
         self.ticker.monitor.note(
             "the rate-limit governor was lost: started again (limits re-learned, breakers half-open)"
