@@ -369,9 +369,8 @@ class Conductor:
         (engine/broker.py). Its budget: what the journal says the run has spent."""
         if not self.gov.lost():
             return
-        spent = self.journal.totals(self.run_id)["cost_usd"]
         try:
-            client = self.gov.restart(spent)
+            client, info = self.gov.restart(self.journal.totals(self.run_id)["cost_usd"])
         except Exception as exc:  # cannot start processes any more: stop, resumably
             self.stop_run(
                 "governor_lost", f"the rate-limit governor was lost and could not be restarted: {exc}"
@@ -379,9 +378,6 @@ class Conductor:
             self.end.aborted = True
             return
         self.backend.set_governor(client)
-        host = self.gov.host
-        info: dict[str, float | None] = {"spent_usd": round(spent, 6), "pid": host.pid if host else None}
-        info["generation"] = host.generation if host else 0
         self.journal.add_event(self.run_id, "governor_restarted", info)
         self.ticker.monitor.note(
             "the rate-limit governor was lost: started again (limits re-learned, breakers half-open)"

@@ -60,9 +60,10 @@ class GovernorLink:
     def lost(self) -> bool:
         return self.host is not None and self.host.lost()
 
-    def restart(self, spent_usd: float) -> GovernorClient:
+    def restart(self, spent_usd: float) -> tuple[GovernorClient, dict[str, Any]]:
         """A new governor in place of the lost one, from the run's spend so far and the state the
-        lost one last showed."""
+        lost one last showed; and what to journal of it."""
         assert self.host is not None
         self.client = self.host.restart(spent_usd, self.state)
-        return self.client
+        info = {"generation": self.host.generation, "pid": self.host.pid, "spent_usd": round(spent_usd, 6)}
+        return self.client, info
