@@ -4,6 +4,7 @@ Plain values; this module imports nothing of Anvil's."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,3 +29,10 @@ class JobResult:
     cache_key: str | None = None  # set on a fresh success the result cache should keep
 
 
+
+    @classmethod
+    def failed_now(cls, seq: int, model: str, error_type: str, message: str) -> JobResult:
+        """A job failed for good without a call (e.g. its worker died under it too often)."""
+        now = time.time()
+        error = {"type": error_type, "message": message, "status_code": None}
+        return cls(seq, False, model, 0, error=error, started_at=now, finished_at=now)

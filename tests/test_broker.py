@@ -1,6 +1,7 @@
 """The worker's broker to the governor: grants in priority order, outcomes settled in batches,
-a grant for an agent that gave up goes back, a lost governor fails the waiting agents. The
-governor behind it is the real policy on a clock the test moves."""
+a grant for an agent that gave up goes back, a lost governor is waited for until its replacement
+comes (and fails the waiting agents if none does). The governor behind it is the real policy on
+a clock the test moves."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from anvil_cli.engine.broker import GovernorBroker, GovernorLost
-from anvil_cli.governor import BreakerPolicy, CallAsk, Governor, Grant, Granted, Limits, Outcome
+from anvil_cli.governor import BreakerPolicy, CallAsk, Governor, GovernorSeed, Grant, Granted, Limits, Outcome
 
 LIMITS = Limits(requests_per_minute=60, burst_size=1)  # one request now, one more a second
 ASK = CallAsk(est_input_tokens=10, max_tokens=10, worst_cost_usd=0.0)
@@ -20,10 +21,10 @@ MODEL = "claude-haiku-4-5"
 class FakeClockGovernor:
     """The real Governor as a GovernorClient, on a clock the test sets; counts round trips."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: GovernorSeed | None = None) -> None:
         self.now = 0.0
         pools = lambda _model: ("default:haiku", LIMITS)  # noqa: E731
-        self.gov = Governor(pools, BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0)
+        self.gov = Governor(pools, BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0, seed=seed)
         self.rounds: list[str] = []
         self.settled: list[int] = []
         self.released: list[int] = []
@@ -36,6 +37,8 @@ class FakeClockGovernor:
         return self.gov.acquire_many(model, asks, self.now, priority=priority, asker=owner)
 
     def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
+        if self.lost:
+            raise EOFError("the governor's process is gone")
         self.rounds.append(f"settle {len(settled)}+{len(released)}")
         for ticket, outcome in settled:
             self.gov.settle(ticket, outcome, self.now)
@@ -104,11 +107,37 @@ def test_a_grant_for_an_agent_that_gave_up_goes_back() -> None:
     assert gov.gov.snapshot(gov.now)["in_flight"] == 0  # ...and none stays out
 
 
-def test_a_lost_governor_fails_the_waiting_agents() -> None:
+def test_a_lost_governor_is_waited_for_and_its_calls_settle_with_the_next() -> None:
+    async def scenario() -> tuple[Grant, Grant, FakeClockGovernor]:
+        lost = FakeClockGovernor()
+        broker = GovernorBroker(lost, 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
+        first = await broker.acquire(MODEL, ASK, 2)
+        assert isinstance(first, Grant)
+        lost.lost = True
+        broker.settle(first.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10, cost_usd=0.25))
+        waiting = asyncio.create_task(broker.acquire(MODEL, ASK, 2))
+        await _until(lambda: broker._gov is None)  # noticed: the agent keeps waiting, nothing fails
+        assert not waiting.done()
+        new = FakeClockGovernor(GovernorSeed(generation=1))
+        new.now = 60.0  # its buckets start empty: let them refill
+        broker.replace(new)  # type: ignore[arg-type]
+        second = await waiting
+        assert isinstance(second, Grant)
+        broker.close()
+        return first, second, new
+
+    first, second, new = _run(scenario())
+    assert second.probe  # the new governor's breaker starts half-open: one probe first
+    assert second.ticket > first.ticket  # numbered apart from the lost governor's grants
+    assert new.gov.spent_usd == 0.25  # the call granted by the lost one still counts
+
+
+def test_a_lost_governor_not_replaced_in_time_fails_the_waiting_agents() -> None:
     async def scenario() -> None:
         gov = FakeClockGovernor()
         gov.lost = True
-        broker = GovernorBroker(gov, 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        broker = GovernorBroker(gov, 0, loop, lost_wait_s=0.0).start()  # type: ignore[arg-type]
         with pytest.raises(GovernorLost, match="lost the shared rate-limit governor"):
             await broker.acquire(MODEL, ASK, 2)
         with pytest.raises(GovernorLost, match="lost the shared rate-limit governor"):

@@ -8,7 +8,18 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.governor import BreakerPolicy, CallAsk, Deny, Governor, Grant, Limits, Outcome, Wait
+from anvil_cli.engine.shared import seed_from
+from anvil_cli.governor import (
+    BreakerPolicy,
+    CallAsk,
+    Deny,
+    Governor,
+    GovernorSeed,
+    Grant,
+    Limits,
+    Outcome,
+    Wait,
+)
 
 LIMITS = Limits(
     requests_per_minute=60, burst_size=2, input_tokens_per_minute=60_000, output_tokens_per_minute=6_000
@@ -346,3 +357,38 @@ def test_acquire_many_stops_at_the_budget() -> None:
     for g in got.grants:
         gov.settle(g.ticket, Outcome(ok=True, cost_usd=0.001), now=0.1)
     assert isinstance(gov.acquire_many("claude-haiku-4-5", _asks(1), now=0.2).then, Deny)
+
+
+def test_a_replacement_governor_starts_conservatively_from_what_the_lost_one_showed() -> None:
+    lost = _gov()
+    headers = {"anthropic-ratelimit-requests-limit": "30"}
+    lost.settle(_grant(lost).ticket, Outcome(ok=True, headers=headers), now=0.0)  # learned: 30/min
+    old_ticket = _grant(lost, now=1.0).ticket  # in flight when the governor is lost
+    seed = seed_from(lost.snapshot(1.0), generation=1)
+    assert seed.models == ("claude-opus-4-8",)
+    assert seed.rates_per_min["default:opus"]["requests"] == 30.0
+
+    new = Governor(_pools(), POLICY, max_usd=1.0, warn_usd=None, now=100.0, seed=seed)
+    assert [(e.kind, e.data["state"]) for e in new.drain_events()] == [("breaker", "half_open")]
+    dims = new.snapshot(100.0)["pools"]["default:opus"]["dimensions"]
+    assert dims["requests"]["rate_per_min"] == 30.0  # the learned rate, not the configured 60
+    assert all(d["level"] == 0.0 for d in dims.values())  # no burst: the old calls are in flight
+    assert new.acquire("claude-opus-4-8", 10, 10, 0.0, now=100.0) == Wait(2.0, "requests")
+    probe = _grant(new, now=105.0)  # once the buckets have refilled enough (output: 100/s)
+    assert probe.probe and probe.ticket > old_ticket  # tickets apart from the lost governor's
+    assert new.acquire("claude-opus-4-8", 10, 10, 0.0, now=106.0) == Wait(1.0, "breaker")
+    # a call the lost governor granted still counts against the budget when it settles here
+    new.settle(old_ticket, Outcome(ok=True, cost_usd=0.2), now=106.0)
+    assert new.spent_usd == 0.2
+    # the probe succeeds: closed again; the server's headers bring the rate back up to the configured
+    full = {"anthropic-ratelimit-requests-limit": "1000"}
+    new.settle(probe.ticket, Outcome(ok=True, cost_usd=0.1, headers=full), now=107.0)
+    assert new.snapshot(107.0)["breakers"]["claude-opus-4-8"]["state"] == "closed"
+    assert new.snapshot(107.0)["pools"]["default:opus"]["dimensions"]["requests"]["rate_per_min"] == 60
+    assert new.spent_usd == pytest.approx(0.3)
+
+
+def test_a_model_first_seen_by_a_replacement_governor_is_probed_first() -> None:
+    new = Governor(_pools(), POLICY, max_usd=None, warn_usd=None, now=0.0, seed=GovernorSeed(generation=2))
+    assert _grant(new, model="claude-haiku-4-5").probe
+    assert new.acquire("claude-haiku-4-5", 10, 10, 0.0, now=0.0) == Wait(1.0, "breaker")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from anvil_cli.engine.events import WorkerCommand, WorkerEvent
+from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.state import WorkerInfo
 
 
@@ -48,3 +49,5 @@ class Backend(Protocol):
     def kill_worker(self, worker: int) -> None: ...  # one that stopped answering: lost() reports it
 
     def workers(self) -> list[WorkerInfo]: ...  # jobs=0: the backend does not track jobs
+
+    def set_governor(self, governor: GovernorClient) -> None: ...  # a replacement: tell every worker

@@ -9,6 +9,11 @@ queued during one round trip goes in the next) and idle otherwise.
 
 Grants are drawn only for calls waiting, so none sits unused; a worker that dies holding some
 has them released by the conductor (`release_owner`).
+
+If the governor is lost, waiting calls keep waiting and finished calls keep their outcomes
+until the conductor hands over a new governor (`replace`): those outcomes then settle there, so
+what the calls cost still counts against the budget. Only if none comes within
+`GOVERNOR_WAIT_S` do the waiting calls fail with `GovernorLost`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ MAX_ASKS_PER_ROUND: Final = 256  # calls of one model asked for in one round tri
 MAX_WAIT_SLICE_S: Final = 0.25  # after a Wait, ask again at least this often (a grant may free capacity)
 IDLE_WAKE_S: Final = 1.0  # an idle thread still wakes this often (breaker states, stop)
 BREAKERS_EVERY_S: Final = 1.0
+GOVERNOR_WAIT_S: Final = 30.0  # a lost governor not replaced within this fails the waiting calls
 
 
 class GovernorLost(Exception):
@@ -47,8 +53,16 @@ class _Waiter:
 class GovernorBroker:
     """Grants for this worker's agents, from a thread that batches the governor's round trips."""
 
-    def __init__(self, governor: GovernorClient, owner: int, loop: asyncio.AbstractEventLoop) -> None:
-        self._gov = governor
+    def __init__(
+        self,
+        governor: GovernorClient,
+        owner: int,
+        loop: asyncio.AbstractEventLoop,
+        lost_wait_s: float = GOVERNOR_WAIT_S,
+    ) -> None:
+        self._gov: GovernorClient | None = governor  # None: lost, waiting for `replace`
+        self._gov_lost_at = 0.0
+        self._lost_wait_s = lost_wait_s
         self._owner = owner
         self._loop = loop
         self._cond = threading.Condition()
@@ -59,6 +73,7 @@ class GovernorBroker:
         self._order = itertools.count()
         self._closed = False
         self._lost: BaseException | None = None
+        self._lost_cause: BaseException = ConnectionError("the governor is gone")
         self._breakers: dict[str, Any] = {}
         self._breakers_at = 0.0
         self._thread = threading.Thread(target=self._serve, name=f"governor-broker-{owner}", daemon=True)
@@ -97,6 +112,13 @@ class GovernorBroker:
         """The governor's breakers as of the last second (for choosing a fallback model)."""
         return self._breakers
 
+    def replace(self, governor: GovernorClient) -> None:
+        """The conductor started a new governor in place of a lost one: ask it from now on."""
+        with self._cond:
+            self._gov = governor
+            self._retry_at.clear()
+            self._cond.notify()
+
     def close(self) -> None:
         """Settle what is queued, stop the thread; waiting agents are not answered any more."""
         with self._cond:
@@ -110,36 +132,63 @@ class GovernorBroker:
         while True:
             with self._cond:
                 self._cond.wait_for(self._has_work, timeout=self._idle_s())
+                gov = self._gov
+                if gov is None:
+                    if self._closed or time.monotonic() - self._gov_lost_at >= self._lost_wait_s:
+                        self._fail_all(self._lost_cause)
+                        return
+                    continue
                 settled, self._settled = self._settled, []
                 released, self._released = self._released, []
                 closed = self._closed
             try:
-                self._round(settled, released, ask=not closed)
+                self._round(gov, settled, released, ask=not closed)
             except (OSError, EOFError, ConnectionError) as exc:  # the governor's process is gone
-                self._fail_all(exc)
-                return
+                self._governor_lost(gov, exc, settled)
+                continue
             if closed:
                 return
 
+    def _governor_lost(
+        self, gov: GovernorClient, exc: BaseException, settled: list[tuple[int, Outcome]]
+    ) -> None:
+        """Keep the outcomes for the next governor (their cost counts there); grants of the lost
+        one need no release."""
+        with self._cond:
+            if self._gov is gov:  # not replaced meanwhile
+                self._gov = None
+                self._gov_lost_at = time.monotonic()
+                self._lost_cause = exc
+            self._settled[:0] = settled
+
     def _has_work(self) -> bool:
-        if self._closed or self._settled or self._released:
+        if self._closed:
+            return True
+        if self._gov is None:
+            return time.monotonic() - self._gov_lost_at >= self._lost_wait_s
+        if self._settled or self._released:
             return True
         now = time.monotonic()
         return any(heap and self._retry_at.get(m, 0.0) <= now for m, heap in self._waiting.items())
 
     def _idle_s(self) -> float:
+        if self._gov is None:
+            return IDLE_WAKE_S
         due = [self._retry_at.get(m, 0.0) for m, heap in self._waiting.items() if heap]
         return max(0.001, min(due) - time.monotonic()) if due else IDLE_WAKE_S
 
-    def _round(self, settled: list[tuple[int, Outcome]], released: list[int], *, ask: bool) -> None:
+    def _round(
+        self, gov: GovernorClient, settled: list[tuple[int, Outcome]], released: list[int], *, ask: bool
+    ) -> None:
         if settled or released:
-            self._gov.settle_many(settled, released)
+            gov.settle_many(settled, released)
+            settled.clear()  # counted: not to be settled again with another governor
         if not ask:  # closing: settle what is done, take nothing more
             return
         for model in self._due_models():
-            self._ask(model)
+            self._ask(gov, model)
         if time.monotonic() - self._breakers_at >= BREAKERS_EVERY_S:
-            self._breakers = dict(self._gov.snapshot().get("breakers", {}))
+            self._breakers = dict(gov.snapshot().get("breakers", {}))
             self._breakers_at = time.monotonic()
 
     def _due_models(self) -> list[str]:
@@ -147,14 +196,14 @@ class GovernorBroker:
         with self._cond:
             return [m for m, heap in self._waiting.items() if heap and self._retry_at.get(m, 0.0) <= now]
 
-    def _ask(self, model: str) -> None:
+    def _ask(self, gov: GovernorClient, model: str) -> None:
         with self._cond:
             heap = self._waiting[model]
             live = [w for w in heapq.nsmallest(MAX_ASKS_PER_ROUND, heap) if not w.future.done()]
             if not live:
                 self._waiting[model] = [w for w in heap if not w.future.done()]
                 return
-        granted = self._gov.acquire_many(model, [w.ask for w in live], live[0].priority, self._owner)
+        granted = gov.acquire_many(model, [w.ask for w in live], live[0].priority, self._owner)
         answered: list[_Waiter] = []
         for waiter, grant in zip(live, granted.grants, strict=False):
             self._answer(waiter, grant)

@@ -3,7 +3,6 @@ in the journal before acting on it, watches workers, and stops cleanly on signal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
@@ -30,6 +29,7 @@ from anvil_cli.engine.events import (
     WorkerReady,
 )
 from anvil_cli.engine.governor_client import GovernorClient
+from anvil_cli.engine.governor_link import GovernorHost, GovernorLink
 from anvil_cli.engine.holdings import Holdings
 from anvil_cli.engine.journal import JobResult, Journal
 from anvil_cli.engine.ready import ReadyQueue
@@ -64,6 +64,7 @@ class Conductor:
         metrics: RunMetrics,
         ticker: Ticker,
         control: RunControl | None = None,
+        governor_host: GovernorHost | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -71,7 +72,7 @@ class Conductor:
         self.backend = backend
         self.held = Holdings()
         self._spent: dict[int, float] = {}  # seq -> cost journaled during its current dispatch
-        self.governor = governor
+        self.gov = GovernorLink(governor, governor_host)
         self.signals = signals
         self.metrics = metrics
         self.ticker = ticker
@@ -90,7 +91,6 @@ class Conductor:
         self._stillborn = 0  # workers in a row that died before becoming ready
         self._crashes: Counter[int] = Counter()  # seq -> workers that died holding it
         self.ended = False  # set for the last tick, after the workers have stopped
-        self._governor_state: dict[str, Any] = {}
         self.paused = False
         self._draining = False
         self.watch = WorkerWatch(settings.run.worker_silence_s)
@@ -109,6 +109,7 @@ class Conductor:
                     self._dispatch()
                 self._pump_events()
                 self._reap_workers()
+                self._check_governor()
                 self._periodic()
         except sqlite3.Error as exc:  # nothing more can be recorded: stop at once, resumably
             self.end.aborted = True
@@ -158,7 +159,7 @@ class Conductor:
                 self.sizing.pin(int(cmd.value))  # a manual setting holds
             elif cmd.kind == "breaker":
                 model, state = cmd.value
-                self.governor.set_breaker(model, state)
+                self.gov.set_breaker(model, state)
             elif cmd.kind in ("pause", "resume"):
                 self.paused = cmd.kind == "pause"
             elif cmd.kind == "drain" and not self.end.interrupted:
@@ -215,20 +216,9 @@ class Conductor:
 
     def _fail_poison(self, row: ReadyRow) -> None:
         """A job whose worker died under it too often is failed rather than retried forever."""
-        now = time.time()
-        result = JobResult(
-            seq=row.seq,
-            succeeded=False,
-            model=str(json.loads(row.job_json).get("model")),
-            attempts=0,
-            error={
-                "type": "worker_crashed",
-                "message": f"the worker process died while running this job {self._crashes[row.seq]} times",
-                "status_code": None,
-            },
-            started_at=now,
-            finished_at=now,
-        )
+        model = str(json.loads(row.job_json).get("model"))
+        message = f"the worker process died while running this job {self._crashes[row.seq]} times"
+        result = JobResult.failed_now(row.seq, model, "worker_crashed", message)
         self.journal.record_result(self.run_id, result)
         self.metrics.on_result(result, time.monotonic())
 
@@ -316,8 +306,7 @@ class Conductor:
     def _on_lost(self, lost: WorkerLost) -> None:
         self.watch.forget(lost.worker)  # its tool calls die with it
         was_ready = self.held.is_ready(lost.worker)
-        with contextlib.suppress(OSError, EOFError):  # its grants: reservations and probes back
-            self.governor.release_owner(lost.worker)
+        self.gov.release_owner(lost.worker)
         rows = self.held.drop_worker(lost.worker)
         seqs = [row.seq for row in rows]
         self._crashes.update(seqs)
@@ -352,7 +341,7 @@ class Conductor:
             return
         self._last_snapshot = now
         self._record_governor_events()
-        self._refresh_governor_state()
+        self.gov.refresh()
         self._autoscale(now)
         self._tick(now)
 
@@ -373,11 +362,26 @@ class Conductor:
 
     def governor_snapshot(self) -> dict[str, Any]:
         """The governor's state as of this tick (one round trip a tick, shared by every reader)."""
-        return self._governor_state
+        return self.gov.state
 
-    def _refresh_governor_state(self) -> None:
-        with contextlib.suppress(OSError, EOFError):  # the Manager is gone: keep the last state
-            self._governor_state = dict(self.governor.snapshot())
+    def _check_governor(self) -> None:
+        """A lost governor is started again at once; the workers' calls wait for it, none fails
+        (engine/broker.py). Its budget: what the journal says the run has spent."""
+        if not self.gov.lost():
+            return
+        try:
+            client, info = self.gov.restart(self.journal.totals(self.run_id)["cost_usd"])
+        except Exception as exc:  # cannot start processes any more: stop, resumably
+            self.stop_run(
+                "governor_lost", f"the rate-limit governor was lost and could not be restarted: {exc}"
+            )
+            self.end.aborted = True
+            return
+        self.backend.set_governor(client)
+        self.journal.add_event(self.run_id, "governor_restarted", info)
+        self.ticker.monitor.note(
+            "the rate-limit governor was lost: started again (limits re-learned, breakers half-open)"
+        )
 
     def engine_state(self) -> EngineState:
         """What the views may show of this driver, as one value."""
@@ -403,10 +407,7 @@ class Conductor:
         self._history.append({"at": round(time.time(), 3), "kind": kind, **data})
 
     def _record_governor_events(self) -> None:
-        try:
-            events = self.governor.drain_events()
-        except (OSError, EOFError):  # the Manager is gone (shutdown, or lost: see _reap_workers)
-            return
+        events = self.gov.drain_events()
         with self.journal.transaction():
             for ev in events:
                 self.journal.add_event(self.run_id, ev.kind, dict(ev.data))
@@ -436,7 +437,7 @@ class Conductor:
             with self.journal.transaction():
                 self.journal.mark_pending(self.run_id, left)
         self._record_governor_events()
-        self._refresh_governor_state()
+        self.gov.refresh()
         self.ended = True
         self._tick(time.monotonic())  # the last frame and stored figures show the end, not 1 s before
         if self.cache is not None:

@@ -5,6 +5,7 @@ Conductor -> worker (`WorkerCommand`):
   RunJob(row)            run this job (the journal already says it is running)
   Drain()                the run is stopping: no new calls, no retries, no waiting
   Stop()                 finish what you hold, then exit
+  NewGovernor(governor)  the governor was lost and started again: ask this one from now on
 
 Worker -> conductor (`WorkerEvent`):
   WorkerReady            the worker can take jobs
@@ -24,9 +25,12 @@ Worker -> conductor (`WorkerEvent`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from anvil_cli.records import JobResult
+
+if TYPE_CHECKING:
+    from anvil_cli.engine.governor_client import GovernorClient
 
 
 class ReadyRow(NamedTuple):
@@ -57,7 +61,12 @@ class Stop:
     pass
 
 
-WorkerCommand = RunJob | Drain | Stop
+@dataclass(frozen=True, slots=True)
+class NewGovernor:
+    governor: GovernorClient  # a Manager proxy (pickled over the pipe) or a cluster handle
+
+
+WorkerCommand = RunJob | Drain | Stop | NewGovernor
 
 
 # -- worker -> conductor ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
@@ -18,17 +19,28 @@ from anvil_cli.toolspec import SECRET_ENV
 PRELOAD = "anvil_cli.engine.warm"
 
 
+_lock = threading.Lock()
+
+
 def worker_context() -> BaseContext:
-    """The multiprocessing context for workers and the governor's Manager (idempotent).
+    """The multiprocessing context for workers and the governor's Manager (idempotent)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([PRELOAD])
+    ensure_forkserver()
+    return ctx
+
+
+def ensure_forkserver() -> None:
+    """Start the fork server, or start it again if it died (call before every start of a child:
+    multiprocessing would restart a dead one itself, but with this process's environment).
 
     The fork server starts without the API key and control token in its environment, so no
     worker, Manager or tool can read them from /proc/<pid>/environ: workers get the key over
-    their pipe (`WorkerConfig`)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])
-    saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
-    try:
-        forkserver.ensure_running()
-    finally:
-        os.environ.update(saved)
-    return ctx
+    their pipe (`WorkerConfig`). Its death harms no child: the backend and the governor's
+    keeper watch their processes by pid, not through the fork server."""
+    with _lock:
+        saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.environ.update(saved)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import threading
 import time
 
@@ -50,3 +51,36 @@ def _watch_poll(pid: int) -> None:
     while pid_alive(pid):
         time.sleep(POLL_S)
     os._exit(1)
+
+
+class PidHandle:
+    """A process this one did not fork (the fork server did), watched by pid: whether it is
+    alive does not depend on the fork server (whose death makes multiprocessing report every
+    child it forked as dead, exit code 255, while they run on). A pidfd where the kernel has
+    them: readable once the process exits, and signals go to that process even if its pid is
+    reused."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):
+            self.fd = os.pidfd_open(pid)
+
+    def alive(self) -> bool:
+        if self.fd is None:
+            return pid_alive(self.pid)
+        return not select.select([self.fd], [], [], 0)[0]
+
+    def kill(self) -> None:
+        """SIGKILL it, if it still runs."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            elif pid_alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None

@@ -38,7 +38,7 @@ from anvil_cli.engine.journal import (
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.run_end import RunEnd
-from anvil_cli.engine.shared import start_governor
+from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
 from anvil_cli.engine.worker_config import WorkerConfig
@@ -325,10 +325,8 @@ def _conduct(
     control: RunControl | None = None,
 ) -> RunEnd:
     api_key, base_url = endpoint
-    spent_before = journal.totals(run_id)["cost_usd"]
-    manager, governor = start_governor(settings, ctx, spent_before)
-    manager_pid = getattr(getattr(manager, "_process", None), "pid", None)  # BaseManager keeps it private
-    journal.add_event(run_id, "governor_started", {"pid": manager_pid})
+    keeper = GovernorKeeper(settings, ctx, journal.totals(run_id)["cost_usd"])
+    journal.add_event(run_id, "governor_started", {"pid": keeper.pid})
     try:
         settings_json = settings.model_dump_json()
         agents = settings.scaling.agent_limit()  # each worker may hold every slot if others died
@@ -336,11 +334,13 @@ def _conduct(
         def make_config(wid: int) -> WorkerConfig:
             return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid(), run_id)
 
-        backend = LocalBackend(ctx, make_config, governor)
-        conductor = Conductor(settings, journal, run_id, backend, governor, signals, metrics, ticker, control)
+        backend = LocalBackend(ctx, make_config, keeper.client)
+        conductor = Conductor(
+            settings, journal, run_id, backend, keeper.client, signals, metrics, ticker, control, keeper
+        )
         return conductor.run()
     finally:
-        manager.shutdown()
+        keeper.shutdown()
 
 
 def _batches(

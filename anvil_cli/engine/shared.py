@@ -6,19 +6,32 @@ that reads the clock, holds the lock and serves the calls of all worker processe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, cast
 
 from anvil_cli.config import Settings
+from anvil_cli.engine.forkserver import ensure_forkserver
 from anvil_cli.engine.governor_client import GovernorClient
-from anvil_cli.engine.lifeline import die_with
-from anvil_cli.governor import BreakerPolicy, CallAsk, Deny, Governor, Grant, Granted, Limits, Outcome, Wait
+from anvil_cli.engine.lifeline import PidHandle, die_with
+from anvil_cli.governor import (
+    BreakerPolicy,
+    CallAsk,
+    Deny,
+    Governor,
+    GovernorSeed,
+    Grant,
+    Granted,
+    Limits,
+    Outcome,
+    Wait,
+)
 from anvil_cli.models import model_class
 
 # Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
@@ -47,12 +60,17 @@ def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
 class GovernorService:
     """Serves the governor to many processes and threads; reads the clock, holds the lock."""
 
-    def __init__(self, settings_json: str, spent_before_usd: float = 0.0) -> None:
+    def __init__(
+        self, settings_json: str, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
+    ) -> None:
         settings = Settings.model_validate_json(settings_json)
         budget = settings.budget
         cb = settings.circuit_breaker
         self._lock = threading.Lock()
         self._owners: dict[int, int] = {}  # ticket -> worker holding the grant
+        warn = budget.warn_usd
+        # a replacement of a lost governor does not warn again of what the lost one warned of
+        warned = seed is not None and warn is not None and spent_before_usd >= warn
         self._gov = Governor(
             limits_resolver(settings),
             BreakerPolicy(
@@ -62,8 +80,9 @@ class GovernorService:
             ),
             # a resumed run has spent money already: the cap covers the whole run
             max_usd=None if budget.max_usd is None else max(0.0, budget.max_usd - spent_before_usd),
-            warn_usd=None if budget.warn_usd is None else max(0.0, budget.warn_usd - spent_before_usd),
+            warn_usd=None if warn is None or warned else max(0.0, warn - spent_before_usd),
             now=time.monotonic(),
+            seed=seed,
         )
 
     def acquire(
@@ -146,10 +165,63 @@ def _manager_init(conductor_pid: int) -> None:
 
 
 def start_governor(
-    settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0
+    settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
 ) -> tuple[GovernorManager, GovernorClient]:
     """Start the Manager process and create the run's governor in it."""
+    ensure_forkserver()  # started again without the secrets if it died
     manager = GovernorManager(ctx=ctx)
     manager.start(initializer=_manager_init, initargs=(os.getpid(),))
-    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd)  # type: ignore[attr-defined]
+    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
+
+
+def seed_from(snapshot: Mapping[str, Any], generation: int) -> GovernorSeed:
+    """What a new governor takes over from the last snapshot of a lost one: the models it knew
+    and the rates it had learned per pool (see `GovernorSeed`)."""
+    rates: dict[str, dict[str, float]] = {}
+    for key, pool in (snapshot.get("pools") or {}).items():
+        for dim, figures in (pool.get("dimensions") or {}).items():
+            rate = figures.get("rate_per_min")
+            if isinstance(rate, int | float) and rate > 0:
+                rates.setdefault(key, {})[dim] = float(rate)
+    models = tuple(sorted(snapshot.get("breakers") or {}))
+    return GovernorSeed(generation, models, rates)
+
+
+class GovernorKeeper:
+    """The run's governor process: started, watched by pid, and started again when lost, from
+    the budget the journal holds and the state it last showed (`restart`)."""
+
+    def __init__(self, settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.generation = 0
+        self._manager, self.client = start_governor(settings, ctx, spent_before_usd)
+        self._handle = PidHandle(self.pid or 0)
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(getattr(self._manager, "_process", None), "pid", None)  # BaseManager keeps it private
+
+    def lost(self) -> bool:
+        return not self._handle.alive()
+
+    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+        """Kill what is left of the old governor (it may live on if only the fork server died)
+        and start a new one: the whole run's spend so far `spent_usd`, the rest from
+        `last_snapshot` (see `GovernorSeed`)."""
+        self._handle.kill()
+        self._close_manager()
+        self.generation += 1
+        seed = seed_from(last_snapshot, self.generation)
+        self._manager, self.client = start_governor(self.settings, self.ctx, spent_usd, seed)
+        self._handle = PidHandle(self.pid or 0)
+        return self.client
+
+    def _close_manager(self) -> None:
+        with contextlib.suppress(Exception):  # it is gone already; this frees our side
+            self._manager.shutdown()
+        self._handle.close()
+
+    def shutdown(self) -> None:
+        self._close_manager()

@@ -35,6 +35,7 @@ from anvil_cli.engine.events import (
     Heartbeat,
     JobAbandoned,
     JobDone,
+    NewGovernor,
     RunFatal,
     RunJob,
     Stop,
@@ -114,9 +115,12 @@ class _Outbox:
 class _Worker:
     """The loop's side of one worker: reads commands, runs agents, sends events."""
 
-    def __init__(self, cfg: WorkerConfig, agent: Agent, inbox: Connection, outbox: _Outbox) -> None:
+    def __init__(
+        self, cfg: WorkerConfig, agent: Agent, broker: GovernorBroker, inbox: Connection, outbox: _Outbox
+    ) -> None:
         self.wid = cfg.worker_id
         self.agent = agent
+        self.broker = broker
         self.inbox = inbox
         self.outbox = outbox
         self.tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +143,8 @@ class _Worker:
                 self.stopped.set()
             case Drain():
                 self.agent.ctx.stopping.set()
+            case NewGovernor(governor=governor):
+                self.broker.replace(governor)
             case RunJob(row=row):
                 task = asyncio.create_task(self.run_one(Job.from_record(json.loads(row.job_json))))
                 self.tasks.add(task)
@@ -212,7 +218,7 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
         )
     )
     outbox = _Outbox(events)
-    worker = _Worker(cfg, agent, inbox, outbox)
+    worker = _Worker(cfg, agent, broker, inbox, outbox)
     loop.add_reader(inbox.fileno(), worker.on_inbox)
     worker.put(WorkerReady(wid, os.getpid()))
     beating = asyncio.create_task(_beat(worker))

@@ -62,6 +62,11 @@ class BudgetGuard:
     def settle(self, reserved_usd: float, actual_usd: float) -> None:
         """Replace a reservation by what the call actually cost; warn once past `warn_usd`."""
         self.release(reserved_usd)
+        self.charge(actual_usd)
+
+    def charge(self, actual_usd: float) -> None:
+        """Count a call paid for without a reservation here (one granted by a governor that was
+        lost and replaced); warn once past `warn_usd`."""
         self.spent_usd += actual_usd
         if self.warn_usd is not None and not self._warned and self.spent_usd >= self.warn_usd:
             self._warned = True

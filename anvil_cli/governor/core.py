@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from anvil_cli.governor.breaker import BreakerPolicy, CircuitBreaker
+from anvil_cli.governor.breaker import HALF_OPEN, BreakerPolicy, CircuitBreaker
 from anvil_cli.governor.budget import BudgetGuard
 from anvil_cli.governor.estimate import OutputEstimator
 from anvil_cli.governor.limiter import (
@@ -29,6 +29,7 @@ __all__ = [
     "Deny",
     "Governor",
     "GovernorEvent",
+    "GovernorSeed",
     "Grant",
     "Granted",
     "Limits",
@@ -112,6 +113,23 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class GovernorSeed:
+    """What a governor started in place of a lost one begins from (the budget comes separately,
+    from the journal). Conservative: every model's breaker half-open (a probe must succeed
+    before traffic flows again), each known pool at the lower of its configured rate and the rate last
+    learned from the server, its buckets empty (no burst: calls of the lost governor are still
+    in flight), and tickets numbered apart from the lost governor's (`generation`), so its calls
+    still settling are charged to the budget rather than ignored."""
+
+    generation: int
+    models: tuple[str, ...] = ()
+    rates_per_min: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # pool -> dim -> rate
+
+
+TICKETS_PER_GENERATION: Final = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
 class GovernorEvent:
     """Something worth telling the dashboard and journal: breaker, paused, limit_adapted, budget_*."""
 
@@ -139,6 +157,7 @@ class Governor:
         warn_usd: float | None,
         now: float,
         estimator: OutputEstimator | None = None,
+        seed: GovernorSeed | None = None,
     ) -> None:
         self._limits_for = limits_for
         self._breaker_policy = breaker
@@ -148,9 +167,23 @@ class Governor:
         self._pools: dict[str, PoolLimiter] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._in_flight: dict[int, _InFlight] = {}
-        self._next_ticket = 1
+        self._first_ticket = 1 + (seed.generation if seed else 0) * TICKETS_PER_GENERATION
+        self._next_ticket = self._first_ticket
         self._events: list[GovernorEvent] = []
         self._waiting: dict[str, dict[int, tuple[int, float]]] = {}  # pool -> asker -> (priority, until)
+        self._replacement = seed is not None
+        if seed is not None:
+            self._restore(seed, now)
+
+    def _restore(self, seed: GovernorSeed, now: float) -> None:
+        """Begin where a lost governor left off, conservatively (see `GovernorSeed`)."""
+        for model in seed.models:
+            key, pool = self.pool_for(model, now)
+            for dim, rate in seed.rates_per_min.get(key, {}).items():
+                pool.lower_rate(dim, rate, now)
+            pool.empty(now)
+            self.breaker_for(model, now)
+            self._collect_breaker(model)
 
     @property
     def spent_usd(self) -> float:
@@ -174,10 +207,13 @@ class Governor:
                 self._pools[key] = PoolLimiter(limits, now)
         return key, self._pools[key]
 
-    def breaker_for(self, model: str) -> CircuitBreaker:
-        """The circuit breaker of `model`."""
+    def breaker_for(self, model: str, now: float = 0.0) -> CircuitBreaker:
+        """The circuit breaker of `model` (half-open at first in a governor that replaced a lost
+        one: it knows nothing of the model's health)."""
         if model not in self._breakers:
-            self._breakers[model] = CircuitBreaker(self._breaker_policy)
+            breaker = self._breakers[model] = CircuitBreaker(self._breaker_policy)
+            if self._replacement:
+                breaker.force(HALF_OPEN, now)
         return self._breakers[model]
 
     # --- acquire / settle / release ---------------------------------------------------------
@@ -189,7 +225,7 @@ class Governor:
         refusal = self._check_budget(worst_cost_usd, now)
         if refusal is not None:
             return refusal
-        breaker = self.breaker_for(model)
+        breaker = self.breaker_for(model, now)
         admission = breaker.allow(now)
         self._collect_breaker(model)
         if not admission.allowed:
@@ -256,6 +292,9 @@ class Governor:
         """Account for a finished call; unknown or already-settled tickets are ignored."""
         flight = self._in_flight.pop(ticket, None)
         if flight is None:
+            if ticket < self._first_ticket:  # granted by a lost governor: paid all the same
+                self._budget.charge(outcome.cost_usd)
+                self._collect_budget(now)
             return
         grant = flight.grant
         _, pool = self.pool_for(grant.model, now)

@@ -182,14 +182,30 @@ class PoolLimiter:
         effective = server if configured is None else min(configured, server)
         if effective == self.effective_per_min[dim]:
             return None
-        self.effective_per_min[dim] = effective
-        capacity = self._capacity(dim, effective)
+        self._set_rate(dim, effective, now)
+        return Adaptation(dim, configured, server, effective)
+
+    def lower_rate(self, dim: str, per_min: float, now: float) -> None:
+        """Start below the configured rate (a rate learned before); the server's headers raise
+        it back up to the configured rate."""
+        configured = self.limits.per_min(dim)
+        if per_min <= 0 or (configured is not None and per_min >= configured):
+            return
+        self._set_rate(dim, per_min, now)
+
+    def _set_rate(self, dim: str, per_min: float, now: float) -> None:
+        self.effective_per_min[dim] = per_min
+        capacity = self._capacity(dim, per_min)
         bucket = self.buckets.get(dim)
         if bucket is None:
-            self.buckets[dim] = TokenBucket(self._rate_per_s(effective), capacity, now)
+            self.buckets[dim] = TokenBucket(self._rate_per_s(per_min), capacity, now)
         else:
-            bucket.set_rate(self._rate_per_s(effective), capacity, now)
-        return Adaptation(dim, configured, server, effective)
+            bucket.set_rate(self._rate_per_s(per_min), capacity, now)
+
+    def empty(self, now: float) -> None:
+        """Every bucket to zero: no burst, the rate refills them."""
+        for bucket in self.buckets.values():
+            bucket.clamp(0.0, now)
 
     def _clamp(self, dim: str, reading: ServerReading, now: float, headers_at: float | None) -> None:
         bucket = self.buckets.get(dim)

@@ -7,8 +7,6 @@ workers, so a worker killed at any instant cannot leave a lock held that others 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +17,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from anvil_cli.engine.backend import WorkerLost
-from anvil_cli.engine.events import Stop, WorkerCommand, WorkerEvent
+from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
+from anvil_cli.engine.forkserver import ensure_forkserver
+from anvil_cli.engine.lifeline import PidHandle
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.engine.worker_entry import run_worker
 from anvil_cli.state import WorkerInfo
@@ -33,13 +33,18 @@ class _Process:
 
     worker_id: int
     process: BaseProcess
+    handle: PidHandle  # liveness by pid: the fork server's death must not read as the worker's
     inbox: Connection  # conductor -> worker
     events: Connection  # worker -> conductor
     closed: bool = False
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.handle.alive()
+
+    @property
+    def sentinel(self) -> int:
+        return self.handle.fd if self.handle.fd is not None else self.process.sentinel
 
 
 class LocalBackend:
@@ -76,11 +81,19 @@ class LocalBackend:
             name=f"anvil-worker-{wid}",
             daemon=True,
         )
+        ensure_forkserver()  # started again without the secrets if it died
         proc.start()
         jobs_r.close()
         events_w.close()
-        self._procs[wid] = _Process(wid, proc, jobs_w, events_r)
+        assert proc.pid is not None
+        self._procs[wid] = _Process(wid, proc, PidHandle(proc.pid), jobs_w, events_r)
         return wid
+
+    def set_governor(self, governor: Any) -> None:
+        """A new governor replaced a lost one: tell every worker; new workers get it too."""
+        self.governor = governor
+        for wid in list(self._procs):
+            self.send(wid, NewGovernor(governor))
 
     def send(self, worker: int, command: WorkerCommand) -> bool:
         proc = self._procs.get(worker)
@@ -95,7 +108,7 @@ class LocalBackend:
     def poll(self, timeout_s: float, limit: int = 1000) -> list[WorkerEvent]:
         """Events from every worker, waiting up to `timeout_s` for the first; wakes on deaths too."""
         conns = {p.events: p for p in self._procs.values() if not p.closed}
-        sentinels = [p.process.sentinel for p in self._procs.values()]
+        sentinels = [p.sentinel for p in self._procs.values()]
         ready = connection.wait([*conns, *sentinels], timeout=timeout_s)
         events: list[WorkerEvent] = []
         for obj in ready:
@@ -119,6 +132,7 @@ class LocalBackend:
         gone: list[WorkerLost] = []
         for proc in [p for p in self._procs.values() if not p.alive]:
             proc.process.join(timeout=JOIN_DEAD_S)
+            proc.handle.kill()  # dead already; this only makes sure
             last = [] if proc.closed else self._receive(proc, 1_000_000)
             del self._procs[proc.worker_id]
             self._close(proc)
@@ -137,9 +151,7 @@ class LocalBackend:
     def kill(self) -> list[WorkerEvent]:
         """SIGKILL every worker; returns what they had sent before."""
         for proc in self._procs.values():
-            if proc.alive and proc.process.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.process.pid, signal.SIGKILL)
+            proc.handle.kill()
         events: list[WorkerEvent] = []
         for proc in self._procs.values():
             proc.process.join(timeout=2)
@@ -150,9 +162,8 @@ class LocalBackend:
 
     def kill_worker(self, worker: int) -> None:
         proc = self._procs.get(worker)
-        if proc is not None and proc.process.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.process.pid, signal.SIGKILL)
+        if proc is not None:
+            proc.handle.kill()
 
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo(p.worker_id, p.process.pid, p.alive, 0) for p in self._procs.values()]
@@ -162,4 +173,5 @@ class LocalBackend:
         for conn in (proc.inbox, proc.events):
             with contextlib.suppress(OSError):
                 conn.close()
+        proc.handle.close()
         proc.closed = True
