@@ -1,6 +1,7 @@
 """The live dashboard in a real browser, against a real `anvil run --serve` on the simulator: it
-shows what GET /status says, draws every chart, steers the run, and shows nothing without the
-token. Every wait is on a condition; nothing sleeps."""
+shows what GET /status says, draws every chart, steers the run (pause, scale, breakers, drain,
+each confirmed in a dialog), and shows nothing without the token. Every wait is on a condition;
+nothing sleeps."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import write_config, write_jsonl_batch
+from tests.engine_support import MODEL, write_config, write_jsonl_batch
 from tests.test_api_e2e import TOKEN, Served, start_served, wait_for
 
 from .conftest import ALL_CHARTS_DRAWN, CHART_IDS, NETWORK_NOISE, Console, chart_points
@@ -41,10 +42,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
                 run.proc.wait()
 
 
-def _open(browser: Any, console: Console, url: str) -> tuple[Any, Any]:
+def _open(browser: Any, console: Console, url: str, dialogs: list[str]) -> tuple[Any, Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = console.watch(context.new_page())
-    page.on("dialog", lambda dialog: dialog.accept())  # the controls' confirmations
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))  # confirmations
     page.goto(url)
     return context, page
 
@@ -57,7 +58,8 @@ def _shown_counts(page: Any) -> dict[str, int]:
 def test_the_page_shows_the_run_draws_every_chart_and_pauses_and_drains_it(
     browser: Any, console: Console, served: Served
 ) -> None:
-    context, page = _open(browser, console, f"{served.api.url}/#token={TOKEN}")
+    dialogs: list[str] = []
+    context, page = _open(browser, console, f"{served.api.url}/#token={TOKEN}", dialogs)
     try:
         page.wait_for_function(ALL_CHARTS_DRAWN, timeout=WAIT_MS)
         assert page.url == f"{served.api.url}/"  # the token left the address bar...
@@ -78,6 +80,15 @@ def test_the_page_shows_the_run_draws_every_chart_and_pauses_and_drains_it(
         page.wait_for_function("() => document.getElementById('run-state').textContent === 'paused'")
         assert page.is_disabled("#btn-pause") and page.is_enabled("#btn-resume")
 
+        page.fill("#scale-input", "2")
+        page.click("#scale-form button")
+        wait_for(lambda: served.api.status()["agents"]["limit"] == 2, what="agent limit 2")
+        page.click(f"#models-table button[data-breaker=open][data-model='{MODEL}']")
+        wait_for(lambda: served.api.status()["breakers"].get(MODEL, {}).get("state") == "open", what="open")
+        page.wait_for_selector("#models-table td.breaker-open")
+        page.click(f"#models-table button[data-breaker=close][data-model='{MODEL}']")
+        wait_for(lambda: served.api.status()["breakers"][MODEL]["state"] == "closed", what="closed")
+
         page.fill("#lookup-input", "job-0000")
         page.click("#lookup-form button")
         page.wait_for_function(
@@ -86,6 +97,9 @@ def test_the_page_shows_the_run_draws_every_chart_and_pauses_and_drains_it(
 
         page.click("#btn-drain")
         assert served.finish() == ExitCode.INTERRUPTED, served.stderr()  # drained: resumable
+        asked = ["Pause the run", "Set the agent limit to 2", f"Force the circuit breaker of {MODEL} open",
+                 f"Close the circuit breaker of {MODEL}", "Drain and stop the run"]  # fmt: skip
+        assert [d[: len(a)] for d, a in zip(dialogs, asked, strict=True)] == asked
         assert "resume" in served.stderr()
     finally:
         context.close()
