@@ -10,6 +10,7 @@ them over the last `LATENCY_WINDOW_S` from the snapshot's cumulative histograms.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -102,10 +103,8 @@ def _window(bounds: Sequence[float], now: Buckets, then: Buckets) -> LatencyWind
         cum0, count0 = [0] * len(cum), 0
     diff = [a - b for a, b in zip(cum, cum0, strict=True)]
     n = count - count0
-    out: LatencyWindow = {"count": n, "p50": None, "p95": None, "p99": None}
-    for key, q in QUANTILES:
-        out[key] = quantile(q, bounds, diff, n)  # type: ignore[literal-required]  # keys of QUANTILES
-    return out
+    p = {key: quantile(q, bounds, diff, n) for key, q in QUANTILES}
+    return {"count": n, "p50": p["p50"], "p95": p["p95"], "p99": p["p99"]}
 
 
 def _cumulative(hists: Mapping[str, HistogramData]) -> Cumulative:
@@ -176,7 +175,7 @@ def _sample(
         "session": snap["started_at"],
         "elapsed_s": snap["elapsed_s"],
         "state": snap["state"],
-        "counts": dict(snap["counts"]),  # type: ignore[typeddict-item]  # a copy of the same shape
+        "counts": copy.copy(snap["counts"]),
         "jobs_per_s": snap["throughput"]["jobs_per_s"],
         "requests_per_min": snap["throughput"]["requests_per_min"],
         "latency_window_s": window_s,
