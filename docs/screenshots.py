@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -27,30 +27,30 @@ CHARTS_WITH = "n => [...document.querySelectorAll('[data-chart]')].every(c => +c
 WIDTH = 1280
 
 
-def _dashboard_url(stderr: Path, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = re.search(r"dashboard at (\S+#token=\S+)", stderr.read_text())
+def _dashboard_url(proc: subprocess.Popen[str]) -> str:
+    """The address the run prints, read from its stderr through a pipe (the token is never written
+    to a file), which a thread then keeps draining."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        found = re.search(r"dashboard at (\S+#token=\S+)", line)
         if found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return found.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"no dashboard address printed:\n{stderr.read_text()}")
+    raise SystemExit("no dashboard address printed:\n" + "".join(seen))
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         cwd = Path(tmp)
-        stderr = cwd / "run.stderr"
         cmd = [sys.executable, "-m", "anvil_cli", "run", str(ROOT / "examples" / "demo.jsonl"), "--simulate",
                "--serve", "127.0.0.1:0", "--no-dashboard"]  # fmt: skip
-        with stderr.open("wb") as err:
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-            page.goto(_dashboard_url(stderr, proc))
+            page.goto(_dashboard_url(proc))
             page.wait_for_function(CHARTS_WITH, arg=8, timeout=60_000)
             page.screenshot(path=ROOT / "docs" / "dashboard.png", full_page=True)
             proc.wait(timeout=120)

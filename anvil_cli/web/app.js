@@ -134,11 +134,14 @@
 
   function renderWorkers(st) {
     const w = st.workers || { list: [] };
-    text($("workers-note"), fmtInt(w.alive) + " alive of " + fmtInt(w.count) + " · " + fmtInt(w.restarts) + " restarts");
+    const ended = ENDED.indexOf(st.state) >= 0; // its workers have gone with it: no alarm
+    const alive = ended ? "the run has ended" : fmtInt(w.alive) + " alive of " + fmtInt(w.count);
+    text($("workers-note"), alive + " · " + fmtInt(w.restarts) + " restarts");
     fillTable("workers-table", w.list || [], "no workers (the run is not running)", (tr, r) => {
       cell(tr, r.id);
       cell(tr, r.pid);
-      cell(tr, r.alive ? "yes" : "no", r.alive ? "" : "sev-high");
+      if (ended) cell(tr, "ended");
+      else cell(tr, r.alive ? "yes" : "no", r.alive ? "" : "sev-high");
       cell(tr, fmtInt(r.jobs));
     });
   }
