@@ -283,11 +283,15 @@
 
   let failures = 0; // polls failed in a row: retry less often while the run is unreachable
 
+  let session = 0; // bumped at each sign-in and sign-out: a poll of an earlier one stops there
+
   async function poll() {
     timer = null;
+    const mine = session;
     try {
       const query = since === null ? "" : "?since=" + encodeURIComponent(since);
       const [st, series] = await Promise.all([api("GET", "/status"), api("GET", "/series" + query)]);
+      if (mine !== session) return;
       addSamples(series.samples || []);
       render(st, samples, true);
       renderAlerts(st.alerts || [], false);
@@ -299,6 +303,7 @@
       $("app").dataset.ready = "1";
       failures = 0;
     } catch (err) {
+      if (mine !== session) return;
       if (err instanceof AuthError) {
         signOut("The token was refused. Paste the run's API token.");
         return;
@@ -350,6 +355,7 @@
   }
 
   function signOut(message) {
+    session += 1;
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     if (timer !== null) clearTimeout(timer);
@@ -363,12 +369,14 @@
   }
 
   function signIn(value) {
+    session += 1;
     token = value;
     sessionStorage.setItem(TOKEN_KEY, value);
     $("login").hidden = true;
     $("app").hidden = false;
     if (charts === null) charts = C.mount($("charts"));
-    if (timer === null) poll();
+    if (timer !== null) clearTimeout(timer);
+    poll();
   }
 
   function tokenFromAddress() {
