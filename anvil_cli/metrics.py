@@ -22,6 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from anvil_cli.forecast import RunningCost
 from anvil_cli.records import JobResult
 
 THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
@@ -226,6 +227,7 @@ class RunMetrics:
     job_time_by_model: dict[str, LogHistogram] = field(default_factory=dict)
     window: RollingCounters = field(default_factory=RollingCounters)
     last_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
+    job_cost: RunningCost = field(default_factory=RunningCost)  # per job paid for: the live forecast
 
     def on_attempt(self, info: dict[str, Any], now: float) -> None:
         """A failed API attempt reported while its job is still running (successes are ignored:
@@ -291,6 +293,8 @@ class RunMetrics:
         self.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
         self.cache_write_tokens += cache_write
         self.cost_usd += r.cost_usd
+        if r.attempts > 0:  # an answer from the result cache forecasts nothing
+            self.job_cost.add(r.cost_usd)
         self.window.add(
             now,
             {

@@ -168,14 +168,22 @@ def _budget(governor: Mapping[str, Any]) -> Budget:
 def _cost(metrics: RunMetrics, rates: dict[str, Any], remaining: int) -> Cost:
     so_far = metrics.cost_before_usd + metrics.cost_usd
     per_job = metrics.cost_usd / metrics.done if metrics.done else None
-    projected = so_far + per_job * remaining if per_job is not None else None
+    # the same forecast as `anvil plan` (anvil_cli.forecast), from this run's answers so far
+    projected = metrics.job_cost.project(so_far, remaining)
     return {
         "so_far_usd": round(so_far, 6),
         "session_usd": round(metrics.cost_usd, 6),
         "per_hour_usd": rates["cost_per_hour_usd"],
         "average_per_hour_usd": rates["average_cost_per_hour_usd"],
         "per_job_usd": None if per_job is None else round(per_job, 8),
-        "projected_total_usd": None if projected is None else round(projected, 6),
+        "projected_total_usd": None if projected is None else round(projected.expected, 6),
+        "projected_range_usd": None
+        if projected is None
+        else {
+            "p10": round(projected.p10, 6),
+            "expected": round(projected.expected, 6),
+            "p90": round(projected.p90, 6),
+        },
     }
 
 

@@ -155,13 +155,20 @@ class Budget(TypedDict):
     warn_usd: float | None
 
 
+class ForecastRange(TypedDict):
+    p10: float
+    expected: float
+    p90: float
+
+
 class Cost(TypedDict):
     so_far_usd: float  # the whole run
     session_usd: float
     per_hour_usd: float  # the recent window
     average_per_hour_usd: float  # this session
     per_job_usd: float | None
-    projected_total_usd: float | None
+    projected_total_usd: float | None  # spent + the remaining jobs at this run's cost per job so far
+    projected_range_usd: ForecastRange | None  # its p10-p90 (the model of `anvil plan`: anvil_cli.forecast)
 
 
 class Tokens(TypedDict):

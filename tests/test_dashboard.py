@@ -89,6 +89,8 @@ def test_snapshot_is_json_and_has_every_section() -> None:
     }
     assert s["workers"]["alive"] == 2 and s["workers"]["restarts"] == 1
     assert s["cost"]["projected_total_usd"] == pytest.approx(1.0, rel=0.01)
+    r = s["cost"]["projected_range_usd"]  # the forecast of `anvil plan`, from the answers so far
+    assert r is not None and r["p10"] <= r["expected"] == s["cost"]["projected_total_usd"] <= r["p90"]
     assert s["breakers"][SONNET]["state"] == "closed"
     assert s["metrics"]["done"] == 600 and s["governor"]["in_flight"] == 0
 

@@ -13,14 +13,20 @@ from typing import Any
 import typer
 
 from anvil_cli.batch.loader import load_batch
-from anvil_cli.commands.common import CONFIG_HELP, domain_errors, out_console, settings_from
+from anvil_cli.commands.common import CONFIG_HELP, domain_errors, err_console, out_console, settings_from
 from anvil_cli.config import Settings
-from anvil_cli.exitcodes import EXIT_CODES_HELP
+from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal_history import history_answers
+from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
+from anvil_cli.forecast import ModelFit, fit_models
 from anvil_cli.plan import TokenCounter, api_counter, make_plan, output_model, render
+from anvil_cli.plan_sample import SampleOutcome, choose, run_sample
 from anvil_cli.routing import model_for
 
 SIM_KEY = "sk-ant-simulated-local-key"
 PROBE_TIMEOUT_S = 10.0
+MAX_SAMPLE = 1000
+DEFAULT_SAMPLE_USD = 1.0
 
 
 def plan_command(
@@ -30,26 +36,91 @@ def plan_command(
     simulate: bool = typer.Option(
         False, "--simulate", help="Plan for `anvil run --simulate`: count tokens with the embedded simulator."
     ),
+    sample: int = typer.Option(
+        0,
+        "--sample",
+        min=0,
+        max=MAX_SAMPLE,
+        metavar="N",
+        help="Run N jobs chosen to cover the batch (per model, across prompt lengths) for real, and"
+        " fit the forecast to their answers. Journaled and cached: the batch's run does not pay"
+        " for them again.",
+    ),
+    sample_max_usd: float = typer.Option(
+        DEFAULT_SAMPLE_USD, "--sample-max-usd", min=0.0, help="The most the sample may spend."
+    ),
+    max_usd: float | None = typer.Option(
+        None,
+        "--max-usd",
+        min=0.0,
+        help="Exit 3 if the p90 of the forecast cost passes this (a CI gate, before the batch spends).",
+    ),
 ) -> None:
-    """Tokens per model, expected and worst-case cost, and expected duration at the configured
-    limits (naming the binding limit and the concurrency needed to reach it). Sends nothing
-    billable: input tokens are counted with `count_tokens` when an API is reachable
-    (ANTHROPIC_API_KEY + provider.base_url / ANTHROPIC_BASE_URL), else estimated locally."""
+    """Tokens per model, cost and duration with a p10-p90 range at the configured limits (naming
+    the binding limit and the concurrency needed to reach it). Output lengths come from
+    answers seen before: a sample run (`--sample N`), else earlier runs of the same models in
+    the state dir, else the `plan:` settings (a share of `max_tokens`); the plan says which.
+    Without --sample it sends nothing billable: input tokens are counted with `count_tokens`
+    when an API is reachable (ANTHROPIC_API_KEY + provider.base_url / ANTHROPIC_BASE_URL), else
+    estimated locally."""
     with domain_errors():
         settings = settings_from(config, {})
         jobs = load_batch(batch, extra_models=list(settings.prices))
+        outcome = None
+        if sample:
+            listed = list(jobs)
+            chosen = choose(listed, sample, settings)
+            err_console().print(
+                f"sampling {len(chosen)} job(s), at most ${sample_max_usd:.2f} ...", markup=False
+            )
+            outcome = run_sample(settings, batch, chosen, simulate=simulate, max_usd=sample_max_usd)
+            jobs = iter(listed)
+        fits, fit_note = _fits(settings, outcome)
         with ExitStack() as stack:
             first = next(jobs, None)
             counter, note = _counter(settings, simulate, stack, first)
             all_jobs = itertools.chain([first] if first is not None else [], jobs)
-            plan = make_plan(all_jobs, settings, counter, output_model(settings, simulate))
-            plan.notes.append(note)
+            plan = make_plan(all_jobs, settings, counter, output_model(settings, simulate), fits)
+            plan.notes += [note, *([fit_note] if fit_note else []), *(outcome.notes if outcome else [])]
+            plan.sample = outcome.as_dict() if outcome else None
     if json_out:
         sys.stdout.write(json.dumps(plan.as_dict(), indent=2) + "\n")
     else:
         console = out_console()
         for line in render(plan):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if outcome is not None:
+            console.print(
+                f"sample: {outcome.jobs} job(s) run for ${outcome.spent_usd:.4f}"
+                f" (cap ${outcome.cap_usd:.2f}); their answers are cached for the batch's run",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    p90 = plan.cost_range_usd.get("p90", plan.worst_usd)
+    if max_usd is not None and p90 > max_usd:
+        err_console().print(
+            f"the forecast's p90 cost ${p90:.4f} passes --max-usd ${max_usd:.4f}: not running it",
+            markup=False,
+        )
+        raise typer.Exit(int(ExitCode.STOPPED))
+
+
+def _fits(settings: Settings, outcome: SampleOutcome | None) -> tuple[dict[str, ModelFit], str | None]:
+    """Output fits from the sample's answers, then (for other models) earlier runs' answers."""
+    fits: dict[str, ModelFit] = {}
+    if outcome is not None:
+        fits = fit_models(outcome.answers, "sample")
+    journal = Journal.open_existing(settings.state_dir)
+    if journal is None:
+        return fits, None
+    with journal:
+        earlier = [a for a in history_answers(journal) if a.model not in fits]
+    history = fit_models(earlier, "history")
+    if not history:
+        return fits, None
+    models = ", ".join(f"{m} ({f.answers})" for m, f in sorted(history.items()))
+    return {**history, **fits}, f"output lengths of earlier runs used for: {models}"
 
 
 def _counter(

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from anvil_cli.commands.common import (
 )
 from anvil_cli.dashboard.render import clock, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
+from anvil_cli.pricing import Pricer
 from anvil_cli.run_history import describe_event
+from anvil_cli.spend import check_by, render_spend, spend_of
 from anvil_cli.status_view import RunStatus, runs_json, status_json
 
 WATCH_EVERY_S = 1.0
@@ -151,17 +154,28 @@ def render_status(st: RunStatus, width: int) -> RenderableType:
     return Group(*parts)
 
 
-def _view(journal: Journal, run: str | None, width: int) -> tuple[RenderableType, str]:
+@dataclass(frozen=True)
+class SpendOptions:
+    pricer: Pricer
+    by: str | None
+
+
+def _view(
+    journal: Journal, run: str | None, width: int, spend: SpendOptions | None = None
+) -> tuple[RenderableType, str]:
     """(the human renderable, the JSON text) of one look at the journal."""
     st = status_json(journal, run)
     payload: dict[str, Any] = dict(st)
+    parts: list[RenderableType] = []
     if run is None:
         runs = runs_json(journal)
         payload["runs"] = runs
-        human: RenderableType = Group(runs_table(runs), Text(""), render_status(st, width))
-    else:
-        human = render_status(st, width)
-    return human, json.dumps(payload, indent=2)
+        parts += [runs_table(runs), Text("")]
+    parts.append(render_status(st, width))
+    if spend is not None:  # reads every finished job: once per look, not in GET /status
+        payload["spend"] = spent = spend_of(journal, str(st["run_id"]), spend.pricer, by=spend.by)
+        parts.append(Text("\n".join(render_spend(spent))))
+    return Group(*parts), json.dumps(payload, indent=2)
 
 
 def _watch(journal: Journal, run: str | None, json_out: bool, console: Console) -> None:
@@ -188,20 +202,29 @@ def status_command(
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Where the journal lives (default .anvil)."
     ),
+    by: str | None = typer.Option(
+        None,
+        "--by",
+        metavar="KEY",
+        help="Also break the cost down by this key of the jobs: metadata.KEY (e.g. metadata.team) or model.",
+    ),
 ) -> None:
     """What ran and what is running: recent runs, or one run's counts, speed, latency, cost,
-    errors and alerts. Reads the journal only; works from any terminal while a run is going."""
+    errors and alerts, and where its money went (cost by model and by --by, the most expensive
+    jobs, and what the result cache, prompt caching and Batches mode saved against list price).
+    Reads the journal only; works from any terminal while a run is going."""
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
         settings = settings_from(config, overrides)
+        spend = SpendOptions(Pricer.from_settings(settings), check_by(by) if by else None)
         journal = journal_for_reading(settings)
         console = out_console()
         with journal:
             try:
                 if watch:
                     _watch(journal, run, json_out, console)
-                human, text = _view(journal, run, console.width)
+                human, text = _view(journal, run, console.width, spend)
             except KeyboardInterrupt:
                 raise typer.Exit(0) from None
     if json_out:

@@ -221,9 +221,11 @@ def _cost(s: Snapshot) -> Text:
     budget = ""
     if b["max_usd"] is not None:
         budget = f"  |  budget {fmt_usd(b['max_usd'])}"
+    r = c["projected_range_usd"]
+    spread = f" ({fmt_usd(r['p10'])}-{fmt_usd(r['p90'])})" if r is not None and r["p90"] > r["p10"] else ""
     return _line(
         f"{fmt_usd(c['so_far_usd'])} so far  {fmt_usd(c['per_hour_usd'])}/h  "
-        f"projected {fmt_usd(c['projected_total_usd'])}{budget}"
+        f"projected {fmt_usd(c['projected_total_usd'])}{spread}{budget}"
     )
 
 

@@ -1,0 +1,149 @@
+"""`anvil plan --sample N`: run a few jobs of the batch for real, so the plan fits what answers
+actually look like instead of assuming (see `anvil_cli.forecast`).
+
+The jobs are chosen to cover the batch: each model gets a share in proportion to its jobs (at
+least two where N allows), spread over its prompt lengths (evenly spaced in its jobs sorted by
+size). They run as a run of their own through the ordinary engine, under a budget cap of
+`max_usd` (the governor's worst-case reservations hold it), so they are journaled like any run
+and their answers go into the result cache: the batch's run then takes them from the cache and
+pays for them once. Sampling the same jobs again resumes (or reuses) that run, paying nothing
+more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anvil_cli.batch.job import Job
+from anvil_cli.config import Settings
+from anvil_cli.engine.output import secure_write_lines
+from anvil_cli.forecast import Answer
+from anvil_cli.routing import model_for
+from anvil_cli.tokens import estimate_input_tokens
+
+MIN_PER_MODEL = 2
+SAMPLES_DIR = "plan-samples"
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOutcome:
+    """What the sample run did: its answers, what it cost, and anything worth saying."""
+
+    run_id: str
+    jobs: int
+    answers: list[Answer]
+    spent_usd: float
+    cap_usd: float
+    stop_reason: str | None
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "jobs": self.jobs,
+            "answers": len(self.answers),
+            "spent_usd": round(self.spent_usd, 6),
+            "cap_usd": self.cap_usd,
+            "stop_reason": self.stop_reason,
+        }
+
+
+def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
+    """`n` jobs that cover the batch: per model in proportion, across prompt lengths."""
+    by_model: dict[str, list[tuple[int, int]]] = {}  # model -> (estimated tokens, index)
+    for i, job in enumerate(jobs):
+        model = model_for(job, settings.routing)
+        by_model.setdefault(model, []).append((estimate_input_tokens(job.request(model)), i))
+    shares = _shares({m: len(v) for m, v in by_model.items()}, min(n, len(jobs)))
+    chosen: list[int] = []
+    for model, group in by_model.items():
+        k = shares.get(model, 0)
+        if k <= 0:
+            continue
+        group.sort()
+        step = len(group) / k
+        chosen += [group[min(len(group) - 1, int(step * j + step / 2))][1] for j in range(k)]
+    return [jobs[i] for i in sorted(chosen)]
+
+
+def _shares(counts: dict[str, int], n: int) -> dict[str, int]:
+    """Jobs to sample per model: at least MIN_PER_MODEL each (largest models first while n
+    lasts), the rest in proportion to each model's jobs."""
+    shares: dict[str, int] = {}
+    left = n
+    for model in sorted(counts, key=lambda m: -counts[m]):
+        take = min(MIN_PER_MODEL, counts[model], left)
+        shares[model] = take
+        left -= take
+    total = sum(counts.values())
+    while left > 0:
+        open_models = [m for m in counts if shares[m] < counts[m]]
+        if not open_models:
+            break
+        # the model furthest below its proportional share gets the next one
+        model = max(open_models, key=lambda m: counts[m] / total * n - shares[m])
+        shares[model] += 1
+        left -= 1
+    return shares
+
+
+def sample_path(settings: Settings, batch: Path, jobs: Sequence[Job]) -> Path:
+    """Where the sample's jobs are written: named by the batch and the jobs chosen, so the same
+    sample is the same file (and its run is resumed, not paid again)."""
+    digest = hashlib.sha256("\n".join(_line(j) for j in jobs).encode()).hexdigest()[:12]
+    return settings.state_dir / SAMPLES_DIR / f"{batch.stem}-{digest}.jsonl"
+
+
+def _line(job: Job) -> str:
+    """The job as a JSONL batch line that loads back into the same request."""
+    record: dict[str, Any] = {
+        "id": job.id,
+        "messages": job.messages,
+        "model": job.model,
+        "max_tokens": job.max_tokens,
+        "priority": job.priority.label,
+        "metadata": job.metadata,
+        **job.params,
+    }
+    if job.system is not None:
+        record["system"] = job.system
+    if job.complexity is not None:
+        record["complexity"] = job.complexity
+    return json.dumps(record, ensure_ascii=False)
+
+
+def run_sample(
+    settings: Settings, batch: Path, jobs: Sequence[Job], *, simulate: bool, max_usd: float
+) -> SampleOutcome:
+    """Run `jobs` for real (at most `max_usd`), journaled and cached; their answers."""
+    from anvil_cli.engine.journal import Journal
+    from anvil_cli.engine.journal_history import history_answers
+    from anvil_cli.engine.runner import RunOptions, execute_run
+
+    path = sample_path(settings, batch, jobs)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        secure_write_lines(path, (_line(j) for j in jobs))
+    budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
+    capped = settings.model_copy(update={"budget": budget})
+    report = execute_run(capped, RunOptions(batch=path, simulate=simulate))
+    notes = []
+    if not settings.cache.enabled:
+        notes.append(
+            "the result cache is off (cache.enabled): the batch's run will pay for the sampled jobs again"
+        )
+    if report.summary.get("stop_reason") == "budget":
+        notes.append(
+            f"the sample stopped at its cap of ${max_usd:.2f} (--sample-max-usd): fewer answers to fit"
+        )
+    with Journal.open(settings.state_dir) as journal:
+        answers = history_answers(journal, only_run=report.run_id)
+        spent = journal.totals(report.run_id)["cost_usd"]
+    return SampleOutcome(
+        report.run_id, len(jobs), answers, spent, max_usd, report.summary.get("stop_reason"), notes
+    )
