@@ -97,7 +97,9 @@ def test_series_returns_the_samples_after_since(server: ApiServer, run: tuple[Jo
     later = call(server, "GET", f"/series?since={WALL0 + 2}")[2]
     assert [s["t"] for s in later["samples"]] == [WALL0 + 3, WALL0 + 4]
     assert call(server, "GET", f"/series?since={WALL0 + 99}")[2]["samples"] == []
-    for bad in ("abc", "nan", "inf", "1e999"):
+    fraction = call(server, "GET", f"/series?since={WALL0 + 3.5:.1f}")[2]
+    assert [s["t"] for s in fraction["samples"]] == [WALL0 + 4]
+    for bad in ("abc", "nan", "inf", "1e999", "", "%205", "1_000", "0x10"):
         status, _, body = call(server, "GET", f"/series?since={bad}")
         assert status == 400 and "since" in body["error"], bad
 

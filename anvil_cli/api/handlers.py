@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from anvil_cli.web import ASSETS, PAGE, SECURITY_HEADERS, public_paths, read
 T = TypeVar("T")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BREAKER_STATES = {"open": "open", "close": "closed"}
+NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # a JSON number, nothing looser
 STATIC_CACHE = {"Cache-Control": "no-cache"}  # small files: the browser asks again each time
 
 log = logging.getLogger("anvil_cli.api")
@@ -117,13 +119,10 @@ class Handlers:
 
 
 def since_from(raw: str | None) -> float | None:
-    """`?since=` of GET /series: Unix seconds, or absent."""
-    if raw is None or raw == "":
+    """`?since=` of GET /series: Unix seconds written as a JSON number, or absent."""
+    if raw is None:
         return None
-    try:
-        since = float(raw)
-    except ValueError:
-        since = math.nan
+    since = float(raw) if NUMBER.fullmatch(raw) else math.nan
     if not math.isfinite(since):
         raise ApiError(400, f"since must be a time in Unix seconds, got {raw[:40]!r}")
     return since
