@@ -11,14 +11,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from anvil_cli.api import prom
-from anvil_cli.api.bodies import agents_from, jobs_from, parse_json
+from anvil_cli.api.bodies import MAX_BODY_BYTES, agents_from, jobs_from, parse_json
 from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
 from anvil_cli.api.middleware import json_errors, json_response, require_token
 from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, UnknownModel
 
 T = TypeVar("T")
-MAX_BODY_BYTES = 16 * 1024 * 1024
 BREAKER_STATES = {"open": "open", "close": "closed"}
 
 log = logging.getLogger("anvil_cli.api")
