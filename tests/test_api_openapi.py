@@ -8,8 +8,10 @@ alone at the end, stops the run) or cannot (`POST /scale` is bounded by max_agen
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -100,11 +102,12 @@ def test_the_status_schema_fits_a_snapshot_with_failures_alerts_and_an_open_brea
     assert not validator.is_valid({**STATUS, "agents": {**STATUS["agents"], "limit": None}})
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A run that stays busy for minutes (2 agents, 200 jobs answered in 2 s each) once its first
-    jobs have failed, retried and been rate limited; over budget.warn_usd, so an alert is up."""
-    tmp_path = tmp_path_factory.mktemp("openapi")
+@contextlib.contextmanager
+def eventful_run(tmp_path: Path) -> Iterator[Served]:
+    """`anvil run --serve` busy for minutes (2 agents, 200 jobs answered in 2 s each), once its
+    first jobs have failed, retried and been rate limited; over budget.warn_usd, so an alert is
+    up; its request limit a tenth used, so the limiter says what binds. Drained (killed if it
+    will not end) on the way out."""
     with SimServer(SimConfig(latency_ms=2000, seed=3)).start_thread() as sim:
         batch = write_jobs(tmp_path / "b.jsonl", eventful_jobs())
         config = write_config(
@@ -112,6 +115,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             sim.base_url,
             scaling={"workers": 1, "max_agents": AGENTS, "max_concurrent_jobs": AGENTS, "min_agents": 1},
             budget={"warn_usd": 1e-9, "max_usd": 1000},
+            rate_limits={"default": {"requests_per_minute": 600, "burst_size": 10}},  # ~10% in use
         )
         served = start_served(tmp_path, batch, config)
         try:
@@ -121,9 +125,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             )
             yield served
         finally:
-            if served.proc.poll() is None:  # the drain test did not end it
-                served.proc.kill()
-                served.proc.wait()
+            if served.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    served.api.post("/drain")
+                served.finish(timeout_s=30)  # killed if it did not end by then
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with eventful_run(tmp_path_factory.mktemp("openapi")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
