@@ -10,15 +10,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from anvil_cli.api import prom
-from anvil_cli.api.bodies import agents_from, jobs_from, parse_json
+from anvil_cli.api import openapi, prom
+from anvil_cli.api.bodies import MAX_BODY_BYTES, agents_from, jobs_from, parse_json
 from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
 from anvil_cli.api.middleware import json_errors, json_response, require_token
 from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, UnknownModel
 
 T = TypeVar("T")
-MAX_BODY_BYTES = 16 * 1024 * 1024
 BREAKER_STATES = {"open": "open", "close": "closed"}
 
 log = logging.getLogger("anvil_cli.api")
@@ -56,6 +55,9 @@ class Handlers:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"ok": True})
+
+    async def openapi_doc(self, request: web.Request) -> web.Response:
+        return json_response(openapi.document())
 
     async def status(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.controller.status))
@@ -104,6 +106,7 @@ def build_app(controller: Controller, token: str, executor: Executor) -> web.App
     h = Handlers(controller, executor)
     app = web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/openapi.json", h.openapi_doc)  # every route is described there
     app.router.add_get("/status", h.status)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/jobs/{job_id:.+}", h.job)
