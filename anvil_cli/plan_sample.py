@@ -1,8 +1,10 @@
 """`anvil plan --sample N`: run a few jobs of the batch for real, so the plan fits what answers
 actually look like instead of assuming (see `anvil_cli.forecast`).
 
-The jobs are chosen to cover the batch: each model gets a share in proportion to its jobs (at
-least two where N allows), spread over its prompt lengths (evenly spaced in its jobs sorted by
+The jobs are chosen to cover the batch: each model gets at least the three answers a fit needs
+(where N allows), the rest in proportion to its jobs x the square root of its output price (the
+best precision for a given spend: an expensive model's answers weigh more in the total, but
+each costs more to sample), spread over its prompt lengths (evenly spaced in its jobs sorted by
 size). They run as a run of their own through the ordinary engine, under a budget cap of
 `max_usd` (the governor's worst-case reservations hold it), so they are journaled like any run
 and their answers go into the result cache: the batch's run then takes them from the cache and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +25,12 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
 from anvil_cli.engine.output import secure_write_lines
-from anvil_cli.forecast import Answer
+from anvil_cli.forecast import MIN_ANSWERS, Answer
+from anvil_cli.pricing import Pricer
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
 
-MIN_PER_MODEL = 2
+MIN_PER_MODEL = MIN_ANSWERS  # the fewest answers a model's fit needs
 SAMPLES_DIR = "plan-samples"
 
 
@@ -59,7 +63,9 @@ def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
     for i, job in enumerate(jobs):
         model = model_for(job, settings.routing)
         by_model.setdefault(model, []).append((estimate_input_tokens(job.request(model)), i))
-    shares = _shares({m: len(v) for m, v in by_model.items()}, min(n, len(jobs)))
+    pricer = Pricer.from_settings(settings)
+    weights = {m: len(v) * math.sqrt(_output_price(pricer, m)) for m, v in by_model.items()}
+    shares = _shares({m: len(v) for m, v in by_model.items()}, weights, min(n, len(jobs)))
     chosen: list[int] = []
     for model, group in by_model.items():
         k = shares.get(model, 0)
@@ -71,22 +77,27 @@ def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
     return [jobs[i] for i in sorted(chosen)]
 
 
-def _shares(counts: dict[str, int], n: int) -> dict[str, int]:
-    """Jobs to sample per model: at least MIN_PER_MODEL each (largest models first while n
-    lasts), the rest in proportion to each model's jobs."""
+def _output_price(pricer: Pricer, model: str) -> float:
+    price = pricer.price(model)
+    return price.output if price is not None and price.output > 0 else 1.0
+
+
+def _shares(counts: dict[str, int], weights: dict[str, float], n: int) -> dict[str, int]:
+    """Jobs to sample per model: at least MIN_PER_MODEL each (the weightiest models first while
+    n lasts), the rest in proportion to the weights (never more than a model's jobs)."""
     shares: dict[str, int] = {}
     left = n
-    for model in sorted(counts, key=lambda m: -counts[m]):
+    for model in sorted(counts, key=lambda m: -weights[m]):
         take = min(MIN_PER_MODEL, counts[model], left)
         shares[model] = take
         left -= take
-    total = sum(counts.values())
+    total = sum(weights.values()) or 1.0
     while left > 0:
         open_models = [m for m in counts if shares[m] < counts[m]]
         if not open_models:
             break
         # the model furthest below its proportional share gets the next one
-        model = max(open_models, key=lambda m: counts[m] / total * n - shares[m])
+        model = max(open_models, key=lambda m: weights[m] / total * n - shares[m])
         shares[model] += 1
         left -= 1
     return shares

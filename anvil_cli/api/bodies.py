@@ -8,6 +8,7 @@ from typing import Any
 
 from anvil_cli.api.errors import ApiError
 
+MAX_BODY_BYTES = 16 * 1024 * 1024  # aiohttp's client_max_size: a larger body is answered 413
 JOBS_SHAPES = 'a job object, a list of job objects, or {"jobs": [...]}'
 
 

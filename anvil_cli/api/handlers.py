@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from anvil_cli.api import prom
-from anvil_cli.api.bodies import agents_from, jobs_from, parse_json
+from anvil_cli.api import openapi, prom
+from anvil_cli.api.bodies import MAX_BODY_BYTES, agents_from, jobs_from, parse_json
 from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
 from anvil_cli.api.middleware import json_errors, json_response, require_token
@@ -21,9 +21,10 @@ from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, U
 from anvil_cli.web import ASSETS, PAGE, SECURITY_HEADERS, public_paths, read
 
 T = TypeVar("T")
-MAX_BODY_BYTES = 16 * 1024 * 1024
 BREAKER_STATES = {"open": "open", "close": "closed"}
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # a JSON number, nothing looser
+# the web page, not the API: served without the token, left out of the OpenAPI document
+PAGE_ROUTES = frozenset({("get", "/"), ("get", "/static/{name}")})
 STATIC_CACHE = {"Cache-Control": "no-cache"}  # small files: the browser asks again each time
 
 log = logging.getLogger("anvil_cli.api")
@@ -61,6 +62,9 @@ class Handlers:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"ok": True})
+
+    async def openapi_doc(self, request: web.Request) -> web.Response:
+        return json_response(openapi.document())
 
     async def status(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.controller.status))
@@ -144,6 +148,7 @@ def build_app(controller: Controller, token: str, executor: Executor) -> web.App
     app.router.add_get("/", h.page)
     app.router.add_get("/static/{name}", h.asset)
     app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/openapi.json", h.openapi_doc)  # every route is described there
     app.router.add_get("/status", h.status)
     app.router.add_get("/series", h.series)
     app.router.add_get("/metrics", h.metrics)

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from anvil_cli.api.auth import bearer_matches
+from anvil_cli.api.bodies import MAX_BODY_BYTES
 from anvil_cli.api.errors import ApiError
 
 
@@ -30,6 +31,8 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> ApiError:
         )
     if exc.status == 404:
         return ApiError(404, f"no such endpoint: {request.method} {request.path}")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return ApiError(413, f"the body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB: send it in parts")
     return ApiError(exc.status, exc.reason)
 
 

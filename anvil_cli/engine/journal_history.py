@@ -1,6 +1,7 @@
 """Answers observed in earlier runs, read from the journal for `anvil plan` (see
 `anvil_cli.forecast`): what was asked (prompt tokens, `max_tokens`) and what came back (output
-tokens, latency), the newest of each model. Answers from the result cache are not observations
+tokens, and the answering call's own latency: a job's time also holds its waits), the newest
+of each model. Answers from the result cache are not observations
 (no call was made) and are left out."""
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from anvil_cli.forecast import Answer
 PER_MODEL = 2000  # the newest answers of each model are enough to fit, and bound the read
 
 _QUERY = """
-SELECT model, inp, cache_read, cache_write, out, max_tokens, latency_s FROM (
+SELECT model, inp, cache_read, cache_write, out, max_tokens, call_s FROM (
     SELECT model,
            json_extract(usage_json, '$.input_tokens') AS inp,
            json_extract(usage_json, '$.cache_read_input_tokens') AS cache_read,
            json_extract(usage_json, '$.cache_creation_input_tokens') AS cache_write,
            json_extract(usage_json, '$.output_tokens') AS out,
            json_extract(job_json, '$.max_tokens') AS max_tokens,
-           latency_s,
+           json_extract(attempts_json, '$[#-1].latency_s') AS call_s,
            ROW_NUMBER() OVER (PARTITION BY model ORDER BY finished_at DESC) AS newest
     FROM jobs
     WHERE state = ? AND attempts > 0 AND usage_json IS NOT NULL AND model IS NOT NULL {where}
