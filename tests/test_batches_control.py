@@ -95,6 +95,8 @@ def test_status_is_live_and_pause_stops_submitting_until_resume(
     served, cli = _same_tick(run, status["run_id"])
     assert cli["live"] is True and cli["paused"] is True
     # one tick, one JSON: GET /status is `anvil status --json` (both count from the journal)
+    # the same JSON, but for `spend`, which only `anvil status` reads (it reads every finished job)
+    assert cli.pop("spend")["by_model"] == []
     assert {**cli, "counts": None} == {**served, "counts": None}
     assert {k: cli["counts"][k] for k in served["counts"]} == served["counts"]
 

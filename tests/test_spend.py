@@ -68,9 +68,11 @@ def test_cost_by_model_and_metadata_adds_up_and_the_cache_saving_is_priced(tmp_p
 
 
 def test_prompt_caching_and_batches_savings(tmp_path: Path) -> None:
-    with SimServer(SimConfig(seed=3, latency_ms=10, output_tokens=80)).start_thread() as sim:
+    sim_cfg = SimConfig(seed=3, latency_ms=10, output_tokens=80, batch_seconds_per_request=0.001)
+    with SimServer(sim_cfg).start_thread() as sim:
         batch = write_jobs(tmp_path / "b.jsonl", _jobs(system=LONG_SYSTEM))
-        config = write_config(tmp_path / "anvil.yaml", sim.base_url, cache={"enabled": False})
+        fast = {"poll_interval_s": 0.05}
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, cache={"enabled": False}, batches=fast)
         run = run_cli("run", str(batch), "--config", str(config), "--mode", "batches", cwd=tmp_path)
         assert run.returncode == ExitCode.OK, run.stderr
         st = _status(tmp_path, config)

@@ -195,7 +195,9 @@ def _watch(journal: Journal, run: str | None, json_out: bool, console: Console) 
 def status_command(
     run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
     json_out: bool = typer.Option(
-        False, "--json", help="Print the status as JSON (as GET /status serves it)."
+        False,
+        "--json",
+        help="Print the status as JSON: what GET /status serves, plus `spend` (where the money went).",
     ),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every second until Ctrl-C."),
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
