@@ -34,10 +34,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session; each test opens its own context (a fresh profile:
-    Playwright launches Chromium with a new temporary user-data-dir)."""
+    """One headless Chromium per module; each test opens its own context (a fresh profile:
+    Playwright launches Chromium with a new temporary user-data-dir). Not for the session:
+    Playwright's sync API keeps an event loop marked running in the main thread until it stops,
+    and the other tests' `asyncio.run()` would refuse to start."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
     )
