@@ -165,6 +165,13 @@ def test_input_and_output_larger_than_a_pipe_flow_both_ways(run: Run[Any]) -> No
     assert run(call(["true"], big)) == {"type": "tool_result", "tool_use_id": "toolu_1", "content": ""}
 
 
+def test_a_command_that_exits_without_reading_its_input_is_no_error(run: Run[Any]) -> None:
+    # its stdin may close before, while or after the input is written: each is a normal end
+    # (uvloop says RuntimeError where asyncio says BrokenPipeError; a loaded machine hit it)
+    for size in (10, 100_000) * 10:
+        assert run(call(["true"], {"text": "x" * size}))["content"] == ""
+
+
 def test_a_non_zero_exit_is_an_error_quoting_the_end_of_stderr(run: Run[Any]) -> None:
     failing = run(
         call(py("import sys; print('out'); print('x' * 5000 + 'boom', file=sys.stderr); sys.exit(3)"))

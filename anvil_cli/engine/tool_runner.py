@@ -314,6 +314,8 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    if stdin.is_closing():  # the command exited already (its pipe was seen to close)
+        return
     try:
         stdin.write(data)
         await stdin.drain()
@@ -321,6 +323,9 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
         await stdin.wait_closed()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the command exited, or closed stdin, without reading all of its input
+    except RuntimeError:  # uvloop's word for the same, when the pipe closed as we wrote
+        if not stdin.is_closing():
+            raise
 
 
 async def _drain(stream: asyncio.StreamReader, capture: Capture) -> None:
