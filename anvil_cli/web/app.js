@@ -60,6 +60,13 @@
     return d.toLocaleString("en-GB", { hour12: false });
   }
 
+  /* The live forecast (anvil_cli/forecast.py, the same model as `anvil plan`): "$1.20 ($1.10–$1.31)". */
+  function fmtProjected(r) {
+    if (!r) return "–";
+    const spread = r.p90 > r.p10 ? " (" + C.fmtUsd(r.p10) + "–" + C.fmtUsd(r.p90) + ")" : "";
+    return C.fmtUsd(r.expected) + spread;
+  }
+
   function fmtPct(v) {
     return v === null || v === undefined ? "–" : v.toFixed(1) + "%";
   }
@@ -79,6 +86,7 @@
     text($("eta"), st.eta_s === null || st.eta_s === undefined ? "–" : fmtDuration(st.eta_s));
     ["done", "succeeded", "failed", "running", "pending", "total"].forEach((k) => text($("count-" + k), fmtInt(c[k])));
     text($("cost"), C.fmtUsd(typeof st.cost_usd === "number" ? st.cost_usd : (st.cost || {}).so_far_usd));
+    text($("projected"), fmtProjected((st.cost || {}).projected_range_usd));
     text($("elapsed"), fmtDuration(st.duration_s !== undefined ? st.duration_s : st.elapsed_s));
     document.title = "Anvil " + state + " · " + fmtInt(c.done) + "/" + fmtInt(c.total);
   }

@@ -77,6 +77,11 @@ def test_the_page_shows_the_run_draws_every_chart_and_pauses_and_drains_it(
             timeout=WAIT_MS,
         )
         assert _shown_counts(page) == counts and 0 < counts["done"] < N_JOBS
+        # the live forecast, as GET /status has it (anvil plan's model over the answers so far)
+        expected = served.api.status()["cost"]["projected_range_usd"]["expected"]
+        page.wait_for_function("() => document.getElementById('projected').textContent.startsWith('$')")
+        shown = page.text_content("#projected").split()[0]
+        assert float(shown.lstrip("$")) == pytest.approx(expected, rel=0.01, abs=0.0001), shown
         page.wait_for_function("() => document.getElementById('run-state').textContent === 'paused'")
         assert page.is_disabled("#btn-pause") and page.is_enabled("#btn-resume")
 
