@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -85,3 +86,20 @@ def run_cli(
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def journal_query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read a live run's journal from outside it (no rows while it does not exist yet)."""
+    path = state_dir / "journal.sqlite"
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(path, timeout=5) as db:
+            return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def succeeded_jobs(state_dir: Path) -> int:
+    rows = journal_query(state_dir, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+    return int(rows[0][0]) if rows else 0

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,7 +16,16 @@ from pathlib import Path
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, read_results, run_cli, write_config, write_jsonl_batch
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    journal_query,
+    read_results,
+    run_cli,
+    succeeded_jobs,
+    write_config,
+    write_jsonl_batch,
+)
 
 N_JOBS = 1000
 AGENTS = 16
@@ -26,21 +34,8 @@ PROGRESS_PER_KILL = 80  # jobs succeeded between two kills: each recovery is see
 HANG_GUARD_S = 120.0  # waits only against a hang, never a measure of speed
 
 
-def _query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
-    try:
-        with sqlite3.connect(state_dir / "journal.sqlite", timeout=5) as db:
-            return db.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-
-
-def _succeeded(state_dir: Path) -> int:
-    rows = _query(state_dir, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
-    return int(rows[0][0]) if rows else 0
-
-
 def _events(state_dir: Path, kind: str) -> list[dict[str, object]]:
-    rows = _query(state_dir, f"SELECT data_json FROM events WHERE kind = '{kind}' ORDER BY rowid")
+    rows = journal_query(state_dir, f"SELECT data_json FROM events WHERE kind = '{kind}' ORDER BY rowid")
     return [json.loads(str(r[0])) for r in rows]
 
 
@@ -109,7 +104,8 @@ def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen[str]) -> boo
     while not predicate():
         if proc.poll() is not None:
             return False
-        assert time.monotonic() < deadline, "no progress: the run hangs"
+        if time.monotonic() > deadline:
+            raise AssertionError("no progress: the run hangs")
         time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
     return True
 
@@ -136,8 +132,8 @@ def test_a_run_survives_its_processes_being_killed_again_and_again(tmp_path: Pat
         try:
             order = random.Random(7).sample(KILLS, len(KILLS))
             for what in order:
-                target = _succeeded(state) + PROGRESS_PER_KILL
-                if not _wait_for(lambda t=target: _succeeded(state) >= t, proc):  # type: ignore[misc]
+                target = succeeded_jobs(state) + PROGRESS_PER_KILL
+                if not _wait_for(lambda t=target: succeeded_jobs(state) >= t, proc):  # type: ignore[misc]
                     break
                 seen.update(_workers(state))
                 victim = {

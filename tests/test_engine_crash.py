@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -17,7 +16,16 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, read_results, run_cli, write_config, write_jsonl_batch
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    journal_query,
+    read_results,
+    run_cli,
+    succeeded_jobs,
+    write_config,
+    write_jsonl_batch,
+)
 
 N_JOBS = 60
 AGENTS = 8
@@ -63,24 +71,8 @@ class _StderrWatch:
         return "".join(self.lines)
 
 
-def _journal_query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
-    path = state_dir / "journal.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(path, timeout=5) as db:
-            return db.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-
-
-def _succeeded(state_dir: Path) -> int:
-    rows = _journal_query(state_dir, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
-    return int(rows[0][0]) if rows else 0
-
-
 def _worker_pids(state_dir: Path) -> list[int]:
-    rows = _journal_query(state_dir, "SELECT data_json FROM events WHERE kind = 'worker_started'")
+    rows = journal_query(state_dir, "SELECT data_json FROM events WHERE kind = 'worker_started'")
 
     return [int(json.loads(str(r[0]))["pid"]) for r in rows]
 
@@ -124,7 +116,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]
 def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 10)
+    _wait_for(lambda: succeeded_jobs(state) >= 10)
     victim = _worker_pids(state)[0]
     os.kill(victim, signal.SIGKILL)
     code, err = _finish(proc)
@@ -134,7 +126,7 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     # in the journal's order: the victim started, died, and then a new worker started
-    events = _journal_query(
+    events = journal_query(
         state, "SELECT kind, data_json FROM events WHERE kind LIKE 'worker_%' ORDER BY rowid"
     )
     workers = [(str(kind), json.loads(str(data))) for kind, data in events]
@@ -148,7 +140,7 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
 def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 15)
+    _wait_for(lambda: succeeded_jobs(state) >= 15)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     workers = _worker_pids(state)
@@ -168,12 +160,12 @@ def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, 
 def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 10)
+    _wait_for(lambda: succeeded_jobs(state) >= 10)
     proc.send_signal(signal.SIGINT)
     code, err = _finish(proc, timeout=30)
     assert code == ExitCode.INTERRUPTED, err
     assert "resume" in err
-    done_before = _succeeded(state)
+    done_before = succeeded_jobs(state)
     assert done_before < N_JOBS
     status = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
 
@@ -214,20 +206,20 @@ def test_second_ctrl_c_aborts_at_once(tmp_path: Path) -> None:
                 proc.wait()
         assert code == ExitCode.INTERRUPTED, stderr.text()
         assert "aborting" in stderr.text()
-        assert _succeeded(state) == 0  # it waited for none of the calls in flight
-        rows = _journal_query(state, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+        assert succeeded_jobs(state) == 0  # it waited for none of the calls in flight
+        rows = journal_query(state, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
         assert rows[0][0] == 0  # everything not finished is pending again
 
 
 def _governor_pids(state_dir: Path) -> list[int]:
-    rows = _journal_query(state_dir, "SELECT data_json FROM events WHERE kind = 'governor_started'")
+    rows = journal_query(state_dir, "SELECT data_json FROM events WHERE kind = 'governor_started'")
     return [int(json.loads(str(r[0]))["pid"]) for r in rows]
 
 
 def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim, budget={"max_usd": 50.0})
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 5)
+    _wait_for(lambda: succeeded_jobs(state) >= 5)
     (governor,) = _governor_pids(state)
     in_flight = slow_sim.stats()["in_flight"]
     os.kill(governor, signal.SIGKILL)
@@ -238,12 +230,12 @@ def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_s
     assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
-    rows = _journal_query(state, "SELECT data_json FROM events WHERE kind = 'governor_restarted'")
+    rows = journal_query(state, "SELECT data_json FROM events WHERE kind = 'governor_restarted'")
     (restarted,) = [json.loads(str(r[0])) for r in rows]
     assert restarted["generation"] == 1 and restarted["spent_usd"] > 0  # its budget came from the journal
     # the calls in flight were not lost: no job was dispatched twice
     assert slow_sim.stats()["paid_duplicates"] == 0, in_flight
-    breakers = _journal_query(state, "SELECT data_json FROM events WHERE kind = 'breaker'")
+    breakers = journal_query(state, "SELECT data_json FROM events WHERE kind = 'breaker'")
     states = [json.loads(str(r[0]))["state"] for r in breakers]
     assert states[:2] == ["half_open", "closed"]  # the new governor probed before letting traffic through
 
@@ -251,7 +243,7 @@ def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_s
 def test_losing_the_fork_server_harms_no_worker(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 5)
+    _wait_for(lambda: succeeded_jobs(state) >= 5)
     workers = _worker_pids(state)
     fork_servers = {_parent_of(pid) for pid in workers}
     assert len(fork_servers) == 1 and proc.pid not in fork_servers
@@ -261,7 +253,7 @@ def test_losing_the_fork_server_harms_no_worker(tmp_path: Path, slow_sim: SimSer
     out = tmp_path / "out.jsonl"
     assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     assert all(r["status"] == "succeeded" for r in read_results(out))
-    kinds = [str(k) for (k,) in _journal_query(state, "SELECT kind FROM events")]
+    kinds = [str(k) for (k,) in journal_query(state, "SELECT kind FROM events")]
     assert "worker_died" not in kinds and "governor_restarted" not in kinds  # nothing was lost
     assert slow_sim.stats()["paid_duplicates"] == 0
 
@@ -274,7 +266,7 @@ def _parent_of(pid: int) -> int:
 def test_a_stopped_worker_is_noticed_killed_and_replaced(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim, run={"worker_silence_s": 2, "grace_period_s": 5})
     state = tmp_path / ".anvil"
-    _wait_for(lambda: _succeeded(state) >= 10)
+    _wait_for(lambda: succeeded_jobs(state) >= 10)
     victim = _worker_pids(state)[0]
     os.kill(victim, signal.SIGSTOP)  # alive, but answers nothing: without a heartbeat it would hang the run
     try:
@@ -288,7 +280,7 @@ def test_a_stopped_worker_is_noticed_killed_and_replaced(tmp_path: Path, slow_si
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     sql = "SELECT kind FROM events WHERE kind LIKE 'worker_%' ORDER BY rowid"
-    kinds = [str(k) for (k,) in _journal_query(state, sql)]
+    kinds = [str(k) for (k,) in journal_query(state, sql)]
     assert "worker_silent" in kinds and kinds.index("worker_silent") < kinds.index("worker_died")
     assert kinds.count("worker_started") >= 3  # a replacement
     assert slow_sim.stats()["paid_duplicates"] <= AGENTS
