@@ -18,7 +18,9 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Protocol
 
 import anthropic
 import httpx2
@@ -80,9 +82,9 @@ def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, 
     try:
         import uvloop  # the `fast` extra
 
-        uvloop.run(_serve(cfg, governor, inbox, events))
+        uvloop.run(_serve_pipes(cfg, governor, inbox, events))
     except ImportError:
-        asyncio.run(_serve(cfg, governor, inbox, events))
+        asyncio.run(_serve_pipes(cfg, governor, inbox, events))
 
 
 class _Outbox:
@@ -115,27 +117,13 @@ class _Outbox:
 class _Worker:
     """The loop's side of one worker: reads commands, runs agents, sends events."""
 
-    def __init__(
-        self, cfg: WorkerConfig, agent: Agent, broker: GovernorBroker, inbox: Connection, outbox: _Outbox
-    ) -> None:
+    def __init__(self, cfg: WorkerConfig, agent: Agent, broker: GovernorBroker, sink: EventSink) -> None:
         self.wid = cfg.worker_id
         self.agent = agent
         self.broker = broker
-        self.inbox = inbox
-        self.outbox = outbox
+        self.put = sink.put  # thread-safe: agents' callbacks and the loop both report
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
-
-    def put(self, event: WorkerEvent) -> None:
-        self.outbox.put(event)
-
-    def on_inbox(self) -> None:
-        """The inbox is readable: take every command waiting."""
-        try:
-            while self.inbox.poll():
-                self.handle(self.inbox.recv())
-        except (EOFError, OSError):  # the conductor is gone
-            os._exit(1)
 
     def handle(self, command: WorkerCommand) -> None:
         match command:
@@ -185,7 +173,18 @@ async def _beat(worker: _Worker) -> None:
         await asyncio.sleep(HEARTBEAT_S)
 
 
-async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
+class EventSink(Protocol):
+    """Where a worker's events go (a pipe locally, a queue the driver pulls on a cluster)."""
+
+    def put(self, event: WorkerEvent) -> None: ...
+
+
+async def run_worker_loop(
+    cfg: WorkerConfig, governor: GovernorClient, sink: EventSink, attach: Callable[[_Worker], None]
+) -> None:
+    """A worker's life on the running loop, whatever carries its commands and events: agents,
+    the broker, the heartbeat. `attach(worker)` hooks the transport's command intake up to
+    `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
     settings = Settings.model_validate_json(cfg.settings_json)
     client = make_client(cfg.api_key, cfg.base_url, settings.provider.timeout_s, cfg.max_agents + 4)
@@ -194,13 +193,13 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
 
     def on_attempt(seq: int, info: dict[str, object]) -> None:
         if info.get("status_code") != 200:
-            worker.put(CallFailed(wid, seq, {"seq": seq, **info}))
+            sink.put(CallFailed(wid, seq, {"seq": seq, **info}))
 
     def on_spend(seq: int, cost_usd: float) -> None:
-        worker.put(CallSettled(wid, seq, cost_usd))
+        sink.put(CallSettled(wid, seq, cost_usd))
 
     def on_tool_group(pgid: int, running: bool) -> None:
-        worker.put(ToolGroup(wid, pgid, running))
+        sink.put(ToolGroup(wid, pgid, running))
 
     processes = ToolProcesses(on_tool_group)
 
@@ -217,19 +216,40 @@ async def _serve(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection,
             on_spend=on_spend,
         )
     )
-    outbox = _Outbox(events)
-    worker = _Worker(cfg, agent, broker, inbox, outbox)
-    loop.add_reader(inbox.fileno(), worker.on_inbox)
+    worker = _Worker(cfg, agent, broker, sink)
+    attach(worker)
     worker.put(WorkerReady(wid, os.getpid()))
     beating = asyncio.create_task(_beat(worker))
     try:
         await worker.stopped.wait()
         beating.cancel()
-        loop.remove_reader(inbox.fileno())
         if worker.tasks:
             await asyncio.gather(*worker.tasks, return_exceptions=True)
     finally:
         processes.kill_all()  # no tool call outlives its worker
         broker.close()
         await client.close()
+
+
+async def _serve_pipes(
+    cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection
+) -> None:
+    """A local worker process: commands on its inbox pipe, events on its own pipe."""
+    loop = asyncio.get_running_loop()
+    outbox = _Outbox(events)
+
+    def on_inbox(worker: _Worker) -> None:  # the inbox is readable: take every command waiting
+        try:
+            while inbox.poll():
+                worker.handle(inbox.recv())
+        except (EOFError, OSError):  # the conductor is gone
+            os._exit(1)
+
+    def attach(worker: _Worker) -> None:
+        loop.add_reader(inbox.fileno(), on_inbox, worker)
+
+    try:
+        await run_worker_loop(cfg, governor, outbox, attach)
+    finally:
+        loop.remove_reader(inbox.fileno())
         outbox.close()
