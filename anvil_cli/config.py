@@ -162,6 +162,18 @@ class RunSettings(_Section):
     tool_cpu_s: int | None = Field(300, ge=1, le=int(MAX_SECONDS))  # CPU seconds per tool call
     tool_memory_mb: int | None = Field(4096, ge=16, le=1024 * 1024)  # address space per tool call
     tool_file_size_mb: int | None = Field(1024, ge=1, le=1024 * 1024)  # largest file a tool writes
+    backend: Literal["local", "ray"] = "local"  # where workers run: this machine, or a Ray cluster
+
+
+class RaySettings(_Section):
+    """`--backend ray`: workers as actors on a Ray cluster (the `ray` extra)."""
+
+    address: str | None = None  # "auto", HOST:PORT, ray://HOST:PORT; None: start Ray on this machine
+    namespace: str = Field("anvil", min_length=1, max_length=64)
+    governor: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    worker_cpus: float = Field(1.0, ge=0, le=1024)  # CPUs reserved per worker actor (its tools run there)
+    worker_memory_mb: int | None = Field(None, ge=64, le=1024 * 1024)
+    worker_resources: dict[str, float] = Field(default_factory=dict)  # custom resources per worker
 
 
 class ModelPriceOverride(_Section):
@@ -187,6 +199,7 @@ class Settings(_Section):
     alerts: Alerts = Field(default_factory=Alerts)
     provider: Provider = Field(default_factory=Provider)
     run: RunSettings = Field(default_factory=RunSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
     prices: dict[str, ModelPriceOverride] = Field(default_factory=dict)
     state_dir: Path = Path(".anvil")
 

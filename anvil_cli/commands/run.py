@@ -70,6 +70,23 @@ def run_command(
         "messages", "--mode", help="messages (live calls) or batches (Message Batches API, 50% off)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Don't answer from the result cache."),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        metavar="local|ray",
+        help="Where workers run (run.backend): local processes, or actors on a Ray cluster (the"
+        " `ray` extra; the conductor, journal and results stay here).",
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --backend ray: auto, HOST:PORT or ray://HOST:PORT (ray.address)."
+    ),
+    governor: str | None = typer.Option(
+        None,
+        "--governor",
+        metavar="NAME",
+        help="With --backend ray: share the governor NAME (rate limits and budget) with every run"
+        " that names it (ray.governor).",
+    ),
     serve: str | None = typer.Option(
         None,
         "--serve",
@@ -92,9 +109,14 @@ def run_command(
     set_in(overrides, "run.progress_interval_s", progress_interval)
     set_in(overrides, "run.grace_period_s", grace)
     set_in(overrides, "cache.enabled", False if no_cache else None)
+    set_in(overrides, "run.backend", backend)
+    set_in(overrides, "ray.address", ray_address)
+    set_in(overrides, "ray.governor", governor)
     with domain_errors():
         if mode not in ("messages", "batches"):
             raise UsageError(f"--mode: expected messages or batches, got {mode!r}")
+        if backend is not None and backend not in ("local", "ray"):
+            raise UsageError(f"--backend: expected local or ray, got {backend!r}")
         serve_at = None
         if serve is not None:
             from anvil_cli.api.auth import parse_serve

@@ -262,6 +262,8 @@ def execute_run(
         raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
     settings, fd_note = _fit_agents_to_fd_limit(settings)
     check_state_dir(settings.state_dir)  # before anything is written or spent
+    if settings.run.backend == "ray":
+        require_ray()
     if opts.output is not None:
         check_output_path(opts.output)
     ctx = worker_context()  # already running when started by the `anvil` entry point
@@ -325,6 +327,10 @@ def _conduct(
     control: RunControl | None = None,
 ) -> RunEnd:
     api_key, base_url = endpoint
+    if settings.run.backend == "ray":
+        from anvil_cli.engine.backends.ray_run import conduct_on_ray
+
+        return conduct_on_ray(settings, journal, run_id, endpoint, metrics, signals, ticker, control)
     keeper = GovernorKeeper(settings, ctx, journal.totals(run_id)["cost_usd"])
     journal.add_event(run_id, "governor_started", {"pid": keeper.pid})
     try:
@@ -341,6 +347,14 @@ def _conduct(
         return conductor.run()
     finally:
         keeper.shutdown()
+
+
+def require_ray() -> None:
+    """`--backend ray` without the extra: a usage error before anything is written."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--backend ray needs Ray on this machine: pip install 'anvil-cli[ray]'")
 
 
 def _batches(

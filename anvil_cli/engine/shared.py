@@ -68,6 +68,7 @@ class GovernorService:
         cb = settings.circuit_breaker
         self._lock = threading.Lock()
         self._owners: dict[int, int] = {}  # ticket -> worker holding the grant
+        self._joined: set[str] = set()  # runs whose earlier spend is counted (`join`)
         warn = budget.warn_usd
         # a replacement of a lost governor does not warn again of what the lost one warned of
         warned = seed is not None and warn is not None and spent_before_usd >= warn
@@ -138,6 +139,17 @@ class GovernorService:
                 del self._owners[ticket]
                 self._gov.release(ticket, now)
             return len(tickets)
+
+    def join(self, run_id: str, spent_usd: float) -> None:
+        """A run starts drawing from this governor (shared by name on a cluster, or restarted):
+        what it has spent already counts against the budget, once per run."""
+        with self._lock:
+            if run_id not in self._joined:
+                self._joined.add(run_id)
+                self._gov.charge(spent_usd, time.monotonic())
+
+    def ping(self) -> bool:
+        return True
 
     def drain_events(self) -> list[Any]:
         with self._lock:

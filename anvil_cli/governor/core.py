@@ -293,8 +293,7 @@ class Governor:
         flight = self._in_flight.pop(ticket, None)
         if flight is None:
             if ticket < self._first_ticket:  # granted by a lost governor: paid all the same
-                self._budget.charge(outcome.cost_usd)
-                self._collect_budget(now)
+                self.charge(outcome.cost_usd, now)
             return
         grant = flight.grant
         _, pool = self.pool_for(grant.model, now)
@@ -349,6 +348,12 @@ class Governor:
         self._budget.release(flight.grant.cost_usd)
         if flight.grant.probe:
             self.breaker_for(flight.grant.model).end_probe()
+
+    def charge(self, cost_usd: float, now: float) -> None:
+        """Count money spent elsewhere against the budget (a run joining a shared governor, or
+        one rebuilding a restarted governor, brings what it has journaled)."""
+        self._budget.charge(cost_usd)
+        self._collect_budget(now)
 
     def paused_pools(self, now: float) -> list[str]:
         """Pools held by a 429 pause right now."""

@@ -1,0 +1,148 @@
+"""The governor as a Ray actor (`--backend ray`): the same `GovernorService` as locally, held by a
+named actor in the cluster, so every worker of a run (and with `--governor NAME`, every run that
+names it, from any host) draws from one set of buckets and one budget.
+
+A run-private governor is named after the run and killed at its end; a named one is detached
+and outlives the runs (`ray kill`-able like any actor). Each run `join`s with what it has
+journaled, so the shared budget counts every run's spend once. When the actor is lost, the
+run's `RayGovernorHost` starts it again under the same name (the first run to notice does;
+the others find it by name) and joins again: the budget is rebuilt from what the runs have
+journaled, the rest conservatively (`GovernorSeed`).
+
+Imported only with `--backend ray`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from anvil_cli.config import Settings
+from anvil_cli.engine.governor_client import GovernorClient
+from anvil_cli.engine.shared import GovernorService, seed_from
+from anvil_cli.governor import CallAsk, Deny, GovernorSeed, Grant, Granted, Outcome, Wait
+
+PING_EVERY_S = 1.0  # how often the host asks whether the actor is still there
+
+
+class RayGovernorClient:
+    """A `GovernorClient` over the actor's handle (picklable: workers receive it). A lost actor
+    reads as a lost connection, as a dead Manager does locally."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self._handle, method).remote(*args))
+        except RayActorError as exc:
+            raise ConnectionError(f"the governor actor is gone: {exc}") from None
+
+    def acquire(
+        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, owner: int = -1
+    ) -> Grant | Wait | Deny:
+        result: Grant | Wait | Deny = self._call(
+            "acquire", model, est_input_tokens, max_tokens, worst_cost_usd, owner
+        )
+        return result
+
+    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
+        result: Granted = self._call("acquire_many", model, asks, priority, owner)
+        return result
+
+    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
+        result: list[str] = self._call("settle_many", settled, released)
+        return result
+
+    def settle(self, ticket: int, outcome: Outcome) -> None:
+        self._call("settle", ticket, outcome)
+
+    def release(self, ticket: int) -> None:
+        self._call("release", ticket)
+
+    def release_owner(self, owner: int) -> int:
+        result: int = self._call("release_owner", owner)
+        return result
+
+    def drain_events(self) -> list[Any]:
+        result: list[Any] = self._call("drain_events")
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("snapshot")
+        return result
+
+    def set_breaker(self, model: str, state: str) -> None:
+        self._call("set_breaker", model, state)
+
+    def join(self, run_id: str, spent_usd: float) -> None:
+        self._call("join", run_id, spent_usd)
+
+
+class RayGovernorHost:
+    """Starts (or finds, by name) the governor actor, notices its loss, starts it again."""
+
+    def __init__(self, settings: Settings, run_id: str, spent_usd: float) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.shared = settings.ray.governor is not None
+        self.name = settings.ray.governor or f"anvil-governor-{run_id}"
+        self.generation = 0
+        self.client = self._start(None, spent_usd)
+        self._ping: Any = None
+        self._ping_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return None  # it lives somewhere in the cluster
+
+    def _start(self, seed: GovernorSeed | None, spent_usd: float) -> RayGovernorClient:
+        options: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.settings.ray.namespace,
+            "get_if_exists": True,
+            "num_cpus": 0,
+            "max_restarts": 0,
+        }
+        if self.shared:
+            options["lifetime"] = "detached"  # it serves other runs too
+        actor_class: Any = ray.remote(GovernorService)
+        self._handle: Any = actor_class.options(**options).remote(self.settings.model_dump_json(), 0.0, seed)
+        client = RayGovernorClient(self._handle)
+        client.join(self.run_id, spent_usd)
+        return client
+
+    def lost(self) -> bool:
+        """True once the actor is gone; asks it at most every `PING_EVERY_S`."""
+        if self._ping is None:
+            if time.monotonic() - self._ping_at < PING_EVERY_S:
+                return False
+            self._ping, self._ping_at = self._handle.ping.remote(), time.monotonic()
+            return False
+        ready, _ = ray.wait([self._ping], timeout=0)
+        if not ready:
+            return False
+        ping, self._ping = self._ping, None
+        try:
+            ray.get(ping)
+        except RayActorError:
+            return True
+        return False
+
+    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+        self.generation += 1
+        self._ping = None
+        self.client = self._start(seed_from(last_snapshot, self.generation), spent_usd)
+        return self.client
+
+    def shutdown(self) -> None:
+        """A run's own governor ends with it; a shared one stays for the others."""
+        if not self.shared:
+            try:
+                ray.kill(self._handle)
+            except Exception:  # already gone, or Ray is shutting down
+                return
