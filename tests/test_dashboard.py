@@ -26,7 +26,7 @@ from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import PROM_BOUNDS_S, RunMetrics
 from anvil_cli.progress import snapshot_line
 from anvil_cli.snapshot import limiter_headroom, pool_of
-from anvil_cli.snapshot_types import Alert, Snapshot
+from anvil_cli.snapshot_types import Alert, Snapshot, WorkerRow
 from anvil_cli.state import EngineState, WorkerInfo
 from tests.engine_support import write_jsonl_batch
 from tests.snapshot_support import (
@@ -364,3 +364,15 @@ def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistak
     paused = real_governor(draw_output_tokens=1, sonnet_429_s=120.0).snapshot(T0 + 60.0)
     held = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=paused)
     assert held["agents"]["capped_note"] is None
+
+
+def test_workers_are_counted_per_node_on_a_cluster_only() -> None:
+    from anvil_cli.dashboard.render import per_node
+
+    def row(i: int, node: str | None, alive: bool = True) -> WorkerRow:
+        return {"id": i, "pid": 100 + i, "alive": alive, "jobs": 1, "node": node}
+
+    assert per_node([row(0, None), row(1, None)]) == ""  # local workers: nothing to say
+    assert per_node([row(0, "10.0.0.5 aa"), row(1, "10.0.0.5 aa")]) == ""
+    rows = [row(0, "10.0.0.5 aa"), row(1, "10.0.0.6 bb"), row(2, "10.0.0.6 bb"), row(3, "10.0.0.6 bb", False)]
+    assert per_node(rows) == "  on 2 nodes: 10.0.0.5 aa 1, 10.0.0.6 bb 2"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from typing import Final
 
 from rich.console import Group, RenderableType
@@ -18,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from anvil_cli.run_history import describe_event
-from anvil_cli.snapshot_types import Alert, LastError, Pool, Snapshot, TimeSummary
+from anvil_cli.snapshot_types import Alert, LastError, Pool, Snapshot, TimeSummary, WorkerRow
 
 MAX_MODELS: Final = 4
 MAX_POOLS: Final = 4
@@ -175,8 +176,16 @@ def _workers(s: Snapshot) -> Text:
     jobs = " ".join(str(r["jobs"]) for r in w["list"][:16])
     return _line(
         (f"{w['alive']}/{w['count']} alive", health),
-        f"  restarts {w['restarts']}  jobs held {jobs or '-'}",
+        f"  restarts {w['restarts']}  jobs held {jobs or '-'}{per_node(w['list'])}",
     )
+
+
+def per_node(rows: list[WorkerRow]) -> str:
+    """"  on 2 nodes: 10.0.0.5 1a2b3c4d 2, 10.0.0.6 5e6f7a8b 2" (nothing on one machine)."""
+    nodes = Counter(r["node"] for r in rows if r["node"] and r["alive"])
+    if len(nodes) < 2:
+        return ""
+    return f"  on {len(nodes)} nodes: " + ", ".join(f"{n} {k}" for n, k in sorted(nodes.items()))
 
 
 def _pool_line(name: str, pool: Pool) -> Text:

@@ -143,10 +143,13 @@
   function renderWorkers(st) {
     const w = st.workers || { list: [] };
     const ended = ENDED.indexOf(st.state) >= 0; // its workers have gone with it: no alarm
-    const alive = ended ? "the run has ended" : fmtInt(w.alive) + " alive of " + fmtInt(w.count);
+    const nodes = new Set((w.list || []).filter((r) => r.node).map((r) => r.node));
+    const where = nodes.size > 1 ? " on " + nodes.size + " nodes" : "";
+    const alive = ended ? "the run has ended" : fmtInt(w.alive) + " alive of " + fmtInt(w.count) + where;
     text($("workers-note"), alive + " · " + fmtInt(w.restarts) + " restarts");
     fillTable("workers-table", w.list || [], "no workers (the run is not running)", (tr, r) => {
       cell(tr, r.id);
+      cell(tr, r.node || "this machine");
       cell(tr, r.pid);
       if (ended) cell(tr, "ended");
       else cell(tr, r.alive ? "yes" : "no", r.alive ? "" : "sev-high");

@@ -152,3 +152,70 @@ def test_killing_a_worker_actor_loses_nothing(tmp_path: Path, ray_cluster: Local
     assert stats["paid_duplicates"] <= in_flight, (stats, in_flight)
     died = journal_query(tmp_path / ".anvil", "SELECT COUNT(*) FROM events WHERE kind = 'worker_died'")
     assert died[0][0] >= 1
+
+
+def test_two_runs_sharing_a_governor_keep_one_rate_limit_and_one_budget(
+    tmp_path: Path, ray_cluster: LocalCluster
+) -> None:
+    import ray
+
+    cap = 0.06  # less than the two batches together cost: both must stop on it
+    runs = [tmp_path / "a", tmp_path / "b"]
+    with SimServer(SimConfig(rpm=RPM, burst=BURST, latency_ms=100, seed=3)).start_thread() as sim:
+        procs = []
+        for i, root in enumerate(runs):
+            root.mkdir()
+            batch = write_jsonl_batch(
+                root / "b.jsonl", [f"team {i} q{j}" for j in range(400)], max_tokens=256
+            )
+            config = _config(root, sim, ray_cluster, budget={"max_usd": cap}, ray={"governor": "shared-test"})
+            procs.append(_start(root, batch, config))
+        try:
+            ends = [_finish(p) for p in procs]
+        finally:
+            ray.init(address=ray_cluster.address, log_to_driver=False)
+            try:
+                ray.kill(ray.get_actor("shared-test", namespace="anvil"))  # detached: it outlives the runs
+            finally:
+                ray.shutdown()
+        stats = sim.stats()
+    assert [code for code, _, _ in ends] == [ExitCode.STOPPED, ExitCode.STOPPED], [e[2][-800:] for e in ends]
+    spent = []
+    for root in runs:
+        with Journal.open(root / ".anvil") as journal:
+            run = journal.latest_run()
+            assert run is not None
+            spent.append(journal.totals(run.id)["cost_usd"])
+    assert all(s > 0 for s in spent) and sum(spent) <= cap, spent  # one budget for both
+    assert stats["rate_limited"] <= 0.005 * stats["requests"], stats  # one rate limit for both
+
+
+def test_a_lost_governor_actor_is_started_again_with_the_run_s_spend(
+    tmp_path: Path, ray_cluster: LocalCluster
+) -> None:
+    import ray
+
+    jobs = 300
+    with SimServer(SimConfig(latency_ms=150, seed=4)).start_thread() as sim:
+        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"g{i}" for i in range(jobs)])
+        config = _config(tmp_path, sim, ray_cluster, budget={"max_usd": 10.0})
+        proc = _start(tmp_path, batch, config)
+        _wait_for(lambda: succeeded_jobs(tmp_path / ".anvil") >= 60, proc)
+        (started,) = journal_query(
+            tmp_path / ".anvil", "SELECT data_json FROM events WHERE kind = 'governor_started'"
+        )
+        name = json.loads(str(started[0]))["name"]
+        ray.init(address=ray_cluster.address, log_to_driver=False)
+        try:
+            ray.kill(ray.get_actor(name, namespace="anvil"))
+        finally:
+            ray.shutdown()
+        code, _summary, err = _finish(proc)
+        stats = sim.stats()
+    assert code == ExitCode.OK, err
+    rows = journal_query(
+        tmp_path / ".anvil", "SELECT data_json FROM events WHERE kind = 'governor_restarted'"
+    )
+    (restarted,) = [json.loads(str(r[0])) for r in rows]
+    assert restarted["generation"] == 1 and restarted["spent_usd"] > 0  # the budget carried over
+    assert stats["paid_duplicates"] == 0 and stats["requests"] == jobs  # nothing was run twice
