@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from anvil_cli.config import Settings
 from anvil_cli.engine.governor_client import GovernorClient
@@ -27,6 +28,7 @@ from anvil_cli.engine.shared import GovernorService, seed_from
 from anvil_cli.governor import CallAsk, Deny, GovernorSeed, Grant, Granted, Outcome, Wait
 
 PING_EVERY_S = 1.0  # how often the host asks whether the actor is still there
+MAX_GENERATIONS = 1000  # governors of one name started in turn (each after the last was lost)
 
 
 class RayGovernorClient:
@@ -92,7 +94,8 @@ class RayGovernorHost:
         self.shared = settings.ray.governor is not None
         self.name = settings.ray.governor or f"anvil-governor-{run_id}"
         self.generation = 0
-        self.client = self._start(None, spent_usd)
+        self.current_name = self.name
+        self.client = self._start({}, spent_usd)
         self._ping: Any = None
         self._ping_at = 0.0
 
@@ -100,21 +103,41 @@ class RayGovernorHost:
     def pid(self) -> int | None:
         return None  # it lives somewhere in the cluster
 
-    def _start(self, seed: GovernorSeed | None, spent_usd: float) -> RayGovernorClient:
+    def _start(self, last_snapshot: Mapping[str, Any], spent_usd: float) -> RayGovernorClient:
+        """The live governor of this name, created if need be, joined with this run's spend.
+
+        A dead actor keeps its name for a while (Ray frees it only once it has given up on the
+        actor's node), so generation k answers to NAME-gk: the first of NAME, NAME-g1, NAME-g2,
+        ... that is alive, or not there yet (then created, seeded from `last_snapshot`). Every
+        run sharing the name settles on the same one."""
+        for generation in range(self.generation, self.generation + MAX_GENERATIONS):
+            name = self.name if generation == 0 else f"{self.name}-g{generation}"
+            seed = seed_from(last_snapshot, generation) if generation else None
+            client = RayGovernorClient(self._create(name, seed))
+            try:
+                client.join(self.run_id, spent_usd)
+            except ConnectionError:  # a dead one still holding the name: the next generation
+                continue
+            self.generation, self.current_name = generation, name
+            return client
+        raise ConnectionError(f"no live governor among {MAX_GENERATIONS} generations of {self.name!r}")
+
+    def _create(self, name: str, seed: GovernorSeed | None) -> Any:
+        here = ray.get_runtime_context().get_node_id()
         options: dict[str, Any] = {
-            "name": self.name,
+            "name": name,
             "namespace": self.settings.ray.namespace,
             "get_if_exists": True,
             "num_cpus": 0,
             "max_restarts": 0,
+            # beside the driver when it can be: losing a worker node then loses no governor
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=here, soft=True),
         }
         if self.shared:
             options["lifetime"] = "detached"  # it serves other runs too
         actor_class: Any = ray.remote(GovernorService)
         self._handle: Any = actor_class.options(**options).remote(self.settings.model_dump_json(), 0.0, seed)
-        client = RayGovernorClient(self._handle)
-        client.join(self.run_id, spent_usd)
-        return client
+        return self._handle
 
     def lost(self) -> bool:
         """True once the actor is gone; asks it at most every `PING_EVERY_S`."""
@@ -134,9 +157,10 @@ class RayGovernorHost:
         return False
 
     def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+        """The next generation (or the one another run sharing it has started already)."""
         self.generation += 1
         self._ping = None
-        self.client = self._start(seed_from(last_snapshot, self.generation), spent_usd)
+        self.client = self._start(last_snapshot, spent_usd)
         return self.client
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ NODE_ARGS = {"num_cpus": 3, "object_store_memory": 100 * 1024 * 1024}
 class LocalCluster:
     address: str
     node_ids: list[str]
+    cluster: Any  # ray.cluster_utils.Cluster: to lose a node and add one back
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,7 @@ def ray_cluster() -> Iterator[LocalCluster]:
         ray.shutdown()
         assert len(nodes) == 2
         assert cluster.address.startswith("127.0.0.1:")
-        yield LocalCluster(cluster.address, nodes)
+        yield LocalCluster(cluster.address, nodes, cluster)
     finally:
         ray.shutdown()
         cluster.shutdown()

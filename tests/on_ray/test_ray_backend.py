@@ -219,3 +219,33 @@ def test_a_lost_governor_actor_is_started_again_with_the_run_s_spend(
     (restarted,) = [json.loads(str(r[0])) for r in rows]
     assert restarted["generation"] == 1 and restarted["spent_usd"] > 0  # the budget carried over
     assert stats["paid_duplicates"] == 0 and stats["requests"] == jobs  # nothing was run twice
+
+
+def test_losing_a_whole_node_loses_nothing(tmp_path: Path, ray_cluster: LocalCluster) -> None:
+    from .conftest import NODE_ARGS
+
+    jobs = 300
+    cluster = ray_cluster.cluster
+    with SimServer(SimConfig(latency_ms=150, seed=5)).start_thread() as sim:
+        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"n{i}" for i in range(jobs)])
+        config = _config(
+            tmp_path, sim, ray_cluster, scaling={"workers": 4, "max_agents": 16, "max_concurrent_jobs": 16}
+        )
+        proc = _start(tmp_path, batch, config)
+        _wait_for(lambda: succeeded_jobs(tmp_path / ".anvil") >= 60, proc)
+        in_flight = int(sim.stats()["in_flight"])
+        worker_node = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node)
+        cluster.remove_node(worker_node)  # its raylet and every actor on it, at once
+        try:
+            code, _summary, err = _finish(proc)
+        finally:
+            cluster.add_node(**NODE_ARGS)  # the next test gets its two nodes back
+            cluster.wait_for_nodes()
+        stats = sim.stats()
+    assert code == ExitCode.OK, err
+    out = tmp_path / "out.jsonl"
+    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    assert sorted(r["id"] for r in read_results(out)) == sorted(f"job-{i:04d}" for i in range(jobs))
+    assert stats["paid_duplicates"] <= in_flight, (stats, in_flight)
+    died = journal_query(tmp_path / ".anvil", "SELECT COUNT(*) FROM events WHERE kind = 'worker_died'")
+    assert died[0][0] >= 1  # the node's workers, replaced on the node left

@@ -54,7 +54,7 @@ def conduct_on_ray(
     backend: RayBackend | None = None
     try:
         host = RayGovernorHost(settings, run_id, journal.totals(run_id)["cost_usd"])
-        journal.add_event(run_id, "governor_started", {"name": host.name, "shared": host.shared})
+        journal.add_event(run_id, "governor_started", {"name": host.current_name, "shared": host.shared})
         settings_json = settings.model_dump_json()
         agents = settings.scaling.agent_limit()
 
