@@ -216,7 +216,7 @@ class GovernorKeeper:
         return getattr(getattr(self._manager, "_process", None), "pid", None)  # BaseManager keeps it private
 
     def lost(self) -> bool:
-        return not self._handle.alive()
+        return self._handle.pid > 0 and not self._handle.alive()
 
     def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
         """Kill what is left of the old governor (it may live on if only the fork server died)

@@ -208,7 +208,8 @@ class RayBackend:
             actor.stopping = True
             self.send(actor.worker_id, Stop())
         live = [a for a in self._actors.values() if not a.dead]
-        ray.wait([a.run_ref for a in live], num_returns=len(live), timeout=timeout_s)
+        if live:
+            ray.wait([a.run_ref for a in live], num_returns=len(live), timeout=timeout_s)
         events: list[WorkerEvent] = []
         for actor in live:  # what they said before ending: the outstanding poll, then the rest
             try:
