@@ -51,3 +51,23 @@ class Backend(Protocol):
     def workers(self) -> list[WorkerInfo]: ...  # jobs=0: the backend does not track jobs
 
     def set_governor(self, governor: GovernorClient) -> None: ...  # a replacement: tell every worker
+
+
+class Spawning:
+    """What every backend does alike: start workers, and count those started as replacements."""
+
+    _restarts = 0
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    def start(self, count: int) -> list[int]:
+        return [self._spawn() for _ in range(count)]
+
+    def spawn(self) -> int:
+        self._restarts += 1
+        return self._spawn()
+
+    def _spawn(self) -> int:  # start one worker; its id
+        raise NotImplementedError

@@ -16,7 +16,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from anvil_cli.engine.backend import WorkerLost
+from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
 from anvil_cli.engine.forkserver import ensure_forkserver
 from anvil_cli.engine.lifeline import PidHandle
@@ -47,7 +47,7 @@ class _Process:
         return self.handle.fd if self.handle.fd is not None else self.process.sentinel
 
 
-class LocalBackend:
+class LocalBackend(Spawning):
     """Worker processes sharing one governor; implements `engine.backend.Backend`."""
 
     def __init__(self, ctx: BaseContext, make_config: Callable[[int], WorkerConfig], governor: Any) -> None:
@@ -56,18 +56,6 @@ class LocalBackend:
         self.governor = governor  # the Manager's proxy, handed to each process
         self._procs: dict[int, _Process] = {}
         self._next_id = 0
-        self._restarts = 0
-
-    @property
-    def restarts(self) -> int:
-        return self._restarts
-
-    def start(self, count: int) -> list[int]:
-        return [self._spawn() for _ in range(count)]
-
-    def spawn(self) -> int:
-        self._restarts += 1
-        return self._spawn()
 
     def _spawn(self) -> int:
         wid = self._next_id

@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from anvil_cli.config import Settings
-from anvil_cli.engine.backend import WorkerLost
+from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
 from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.worker_config import WorkerConfig
@@ -108,7 +108,7 @@ class _Actor:
     kept: list[WorkerEvent] = field(default_factory=list)
 
 
-class RayBackend:
+class RayBackend(Spawning):
     """Worker actors on a Ray cluster; implements `engine.backend.Backend`."""
 
     def __init__(self, settings: Settings, make_config: Any, governor: GovernorClient) -> None:
@@ -119,19 +119,7 @@ class RayBackend:
         # ids unique across runs: grants held by a lost worker are released by owner id, and a
         # shared governor serves several runs' workers
         self._next_id = secrets.randbelow(1 << 20) << 10
-        self._restarts = 0
         self._actor_class: Any = ray.remote(RayWorker)
-
-    @property
-    def restarts(self) -> int:
-        return self._restarts
-
-    def start(self, count: int) -> list[int]:
-        return [self._spawn() for _ in range(count)]
-
-    def spawn(self) -> int:
-        self._restarts += 1
-        return self._spawn()
 
     def _options(self) -> dict[str, Any]:
         r = self.settings.ray
