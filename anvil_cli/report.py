@@ -24,7 +24,7 @@ from typing import Any, Final
 from anvil_cli.engine.journal import FAILED, Journal
 from anvil_cli.engine.output import secure_write_lines
 from anvil_cli.errors import UsageError
-from anvil_cli.series import downsample
+from anvil_cli.series import MAX_POINTS
 from anvil_cli.status_view import status_json
 from anvil_cli.web import PAGE, read
 
@@ -72,14 +72,14 @@ def report_data(journal: Journal, run: str | None, *, now: float) -> dict[str, A
     st = status_json(journal, run)
     status: dict[str, Any] = {k: v for k, v in st.items() if k != "governor"}  # raw, large, not shown
     run_id = st["run_id"]
-    samples = journal.samples(run_id)
+    samples, count = journal.thinned_samples(run_id, MAX_POINTS)
     return {
         "report_version": REPORT_VERSION,
         "generated_at": now,
         "uplot_version": UPLOT_VERSION,
         "status": status,
-        "samples": downsample(samples),
-        "sample_count": len(samples),
+        "samples": samples,
+        "sample_count": count,
         "alert_events": journal.events(run_id, "alert"),
         "failures": _failures(journal, run_id),
         "failure_count": st["counts"]["failed"],

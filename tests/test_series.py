@@ -187,3 +187,19 @@ def test_a_real_run_leaves_samples_ending_at_its_final_counts(tmp_path: Path) ->
     assert samples, "the final tick at least is sampled"
     assert samples[-1]["state"] == "finished"
     assert samples[-1]["counts"]["succeeded"] == 12 == report.summary["counts"]["succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("n", "most", "since"), [(10, 20, None), (3_601, 1_500, None), (5_000, 1_500, 1_000)]
+)
+def test_the_journal_thins_as_downsample_does(tmp_path: Path, n: int, most: int, since: int | None) -> None:
+    journal, run_id = _journal_with_run(tmp_path)
+    samples = _series(n)
+    with journal.transaction():
+        for sample in samples:
+            journal.add_sample(run_id, sample)
+    after = [s for s in samples if since is None or s["t"] > WALL0 + since]
+    kept, count = journal.thinned_samples(run_id, most, None if since is None else WALL0 + since)
+    assert count == len(after)
+    assert [s["t"] for s in kept] == [s["t"] for s in downsample(after, most)]
+    journal.close()

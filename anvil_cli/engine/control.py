@@ -23,7 +23,7 @@ from anvil_cli.engine.journal import PENDING, Journal
 from anvil_cli.engine.output import result_line
 from anvil_cli.errors import BacklogFull, InputError, Problem, TooManyJobs, UnknownModel
 from anvil_cli.models import AUTO
-from anvil_cli.series import downsample
+from anvil_cli.series import MAX_POINTS
 from anvil_cli.toolspec import COMMAND_KEY
 
 API_SOURCE = "POST /jobs"
@@ -82,9 +82,8 @@ class RunControl:
 
     def series(self, since: float | None) -> dict[str, Any]:
         with self._lock:
-            samples = self._journal.samples(self.run_id, since)
-        kept = downsample(samples)
-        thinned = len(kept) < len(samples)
+            kept, count = self._journal.thinned_samples(self.run_id, MAX_POINTS, since)
+        thinned = len(kept) < count
         return {"run_id": self.run_id, "now": time.time(), "samples": kept, "downsampled": thinned}
 
     def job(self, job_id: str) -> dict[str, Any] | None:

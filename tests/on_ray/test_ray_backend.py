@@ -107,6 +107,7 @@ def test_a_rate_bound_run_on_two_nodes_holds_its_bound(tmp_path: Path, ray_clust
     assert summary["counts"]["succeeded"] == jobs
     bound = (jobs - BURST) / RPM * 60 + LATENCY_MS / 1000
     span = _span_s(tmp_path / ".anvil")
+    print(f"rate-bound on Ray: span {span:.2f}s, bound {bound:.2f}s ({span / bound:.3f}x), {stats}")
     assert span <= 1.05 * bound, (span, bound)  # clock-ok: the target, as a ratio to the bound
     assert stats["rate_limited"] <= 0.005 * stats["requests"], stats
     assert len(workers_per_node[-1]) == 2, workers_per_node  # workers on both nodes
