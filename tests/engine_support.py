@@ -103,3 +103,11 @@ def journal_query(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
 def succeeded_jobs(state_dir: Path) -> int:
     rows = journal_query(state_dir, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
     return int(rows[0][0]) if rows else 0
+
+
+def requeued_from_lost_workers(state_dir: Path) -> int:
+    """Jobs taken back from workers that died: the only ones a run may pay for twice (a call in
+    flight, or answered and not yet reported, when its worker went)."""
+    sql = "SELECT COALESCE(SUM(json_extract(data_json, '$.jobs')), 0) FROM events WHERE kind = 'worker_died'"
+    rows = journal_query(state_dir, sql)
+    return int(rows[0][0]) if rows else 0
