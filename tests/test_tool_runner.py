@@ -12,6 +12,7 @@ import resource
 import select
 import signal
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -296,6 +297,8 @@ def test_cancelling_the_call_kills_the_group_and_propagates(run: Run[Any], tmp_p
     async def cancel_once_running() -> list[int]:
         task = asyncio.create_task(call(["sh", "-c", SPAWNER, "sh", str(fifo)], processes=processes))
         running = pids(await first_line(fifo))
+        while not processes.pgids():  # the tool may write before its call resumes and registers it
+            await asyncio.sleep(0)
         assert len(processes.pgids()) == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -305,6 +308,38 @@ def test_cancelling_the_call_kills_the_group_and_propagates(run: Run[Any], tmp_p
     tool, grandchild = run(cancel_once_running())
     assert gone(tool) and gone(grandchild)
     assert not processes.pgids()
+
+
+def test_cancelling_a_call_while_its_command_starts_kills_it_without_waiting(
+    run: Run[Any], tmp_path: Path
+) -> None:
+    # cancelled inside asyncio's subprocess start, a command whose background child holds its
+    # pipes used to block the cancellation until that child exited (here: 300 s)
+    marker = f"anvil-abandoned-{tmp_path.name}"
+    script = f'{sys.executable} -c "import time; time.sleep(300)" {marker} & wait'
+    processes = ToolProcesses()
+
+    async def cancel_at_once() -> None:
+        task = asyncio.create_task(call(["sh", "-c", script], processes=processes))
+        await asyncio.sleep(0)  # the call is now starting the command
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancel_at_once())
+    assert not processes.pgids()
+    deadline = time.monotonic() + GUARD_S
+    while left := [p for p in Path("/proc").glob("[0-9]*") if marker.encode() in _cmdline(p)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left running: {left}")
+        time.sleep(0.02)  # sleep-ok: waiting (bounded) for the killed group to be gone
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_kill_all_kills_every_running_tool(run: Run[Any], tmp_path: Path) -> None:

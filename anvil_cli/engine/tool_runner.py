@@ -293,8 +293,8 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
         raise ValueError("empty command")
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
-    try:
-        transport, protocol = await loop.subprocess_exec(
+    starting = asyncio.ensure_future(
+        loop.subprocess_exec(
             lambda: _Protocol(loop),
             *shim_argv(argv, rlimit_plan(limits, _hard_limit), status_w, env),
             stdin=asyncio.subprocess.PIPE,
@@ -305,12 +305,31 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
             start_new_session=True,
             pass_fds=(status_w,),
         )
+    )
+    try:
+        # Cancelled halfway, asyncio would kill the command and wait until its pipes close, which
+        # a process it started in the background may hold open for as long as it lives: let the
+        # start finish instead, then kill the whole group (`_abandon`).
+        transport, protocol = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(_abandon)
+        os.close(status_r)
+        raise
     except BaseException:
         os.close(status_r)
         raise
     finally:
         os.close(status_w)
     return _Call(transport, protocol, status_r)
+
+
+def _abandon(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _Protocol]]) -> None:
+    """A command whose call was cancelled while it started: kill its group, drop its pipes."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    transport, _ = starting.result()
+    _kill_group(transport.get_pid())
+    transport.close()
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
