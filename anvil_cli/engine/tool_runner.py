@@ -23,6 +23,7 @@ does, so "could not be started" is never confused with the command's own exit co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -309,10 +310,10 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
     try:
         # Cancelled halfway, asyncio would kill the command and wait until its pipes close, which
         # a process it started in the background may hold open for as long as it lives: let the
-        # start finish instead, then kill the whole group (`_abandon`).
+        # start finish instead (it is quick), kill the whole group, then propagate.
         transport, protocol = await asyncio.shield(starting)
     except asyncio.CancelledError:
-        starting.add_done_callback(_abandon)
+        await _abandon(starting)
         os.close(status_r)
         raise
     except BaseException:
@@ -323,8 +324,12 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
     return _Call(transport, protocol, status_r)
 
 
-def _abandon(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _Protocol]]) -> None:
-    """A command whose call was cancelled while it started: kill its group, drop its pipes."""
+async def _abandon(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _Protocol]]) -> None:
+    """A command whose call was cancelled while it started: wait for the start (through any
+    further cancellation), then kill its group and drop its pipes."""
+    while not starting.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(starting)
     if starting.cancelled() or starting.exception() is not None:
         return
     transport, _ = starting.result()
