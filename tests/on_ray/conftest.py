@@ -31,8 +31,8 @@ def ray_cluster() -> Iterator[LocalCluster]:
     import ray
     from ray.cluster_utils import Cluster
 
-    before = _ray_daemons()
     cluster = Cluster(initialize_head=True, head_node_args={**NODE_ARGS, "include_dashboard": False})
+    session = cluster.head_node.session_name
     try:
         cluster.add_node(**NODE_ARGS)
         cluster.wait_for_nodes()
@@ -45,10 +45,14 @@ def ray_cluster() -> Iterator[LocalCluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-        left = _ray_daemons() - before  # nothing of this cluster is left behind
+        left = _daemons_of(session)  # nothing of this cluster is left behind
         assert not left, left
 
 
-def _ray_daemons() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+def _daemons_of(session: str) -> set[int]:
+    """This cluster's raylets and GCS server: each names the cluster's session on its command line
+    (other clusters on the machine, e.g. another test run's, have sessions of their own)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"(raylet|gcs_server).*{session}"], capture_output=True, text=True
+    ).stdout
     return {int(pid) for pid in found.split()}

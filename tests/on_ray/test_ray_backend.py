@@ -161,14 +161,14 @@ def test_two_runs_sharing_a_governor_keep_one_rate_limit_and_one_budget(
 ) -> None:
     import ray
 
-    cap = 0.06  # less than the two batches together cost: both must stop on it
+    cap = 0.15  # less than the two batches together cost: both must stop on it (after ~550 calls)
     runs = [tmp_path / "a", tmp_path / "b"]
     with SimServer(SimConfig(rpm=RPM, burst=BURST, latency_ms=100, seed=3)).start_thread() as sim:
         procs = []
         for i, root in enumerate(runs):
             root.mkdir()
             batch = write_jsonl_batch(
-                root / "b.jsonl", [f"team {i} q{j}" for j in range(400)], max_tokens=256
+                root / "b.jsonl", [f"team {i} q{j}" for j in range(600)], max_tokens=256
             )
             config = _config(root, sim, ray_cluster, budget={"max_usd": cap}, ray={"governor": "shared-test"})
             procs.append(_start(root, batch, config))
