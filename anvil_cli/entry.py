@@ -6,6 +6,10 @@ import sys
 
 
 def main() -> None:
+    from anvil_cli.vault import hand_over, set_not_dumpable
+
+    hand_over()  # secrets leave the environment first: every child below starts without them
+    set_not_dumpable()
     argv = sys.argv[1:]
     if argv[:1] == ["run"] and "--help" not in argv:
         from anvil_cli.engine.forkserver import worker_context

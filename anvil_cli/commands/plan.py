@@ -22,6 +22,7 @@ from anvil_cli.forecast import ModelFit, fit_models
 from anvil_cli.plan import TokenCounter, api_counter, make_plan, output_model, render
 from anvil_cli.plan_sample import SampleOutcome, choose, run_sample
 from anvil_cli.routing import model_for
+from anvil_cli.vault import secret
 
 SIM_KEY = "sk-ant-simulated-local-key"
 PROBE_TIMEOUT_S = 10.0
@@ -138,7 +139,7 @@ def _counter(
         key: str | None = SIM_KEY
     else:
         base_url = settings.provider.base_url or os.environ.get("ANTHROPIC_BASE_URL")
-        key = os.environ.get("ANTHROPIC_API_KEY")
+        key = secret("ANTHROPIC_API_KEY")
     if not key:
         return None, "input tokens estimated locally: ANTHROPIC_API_KEY is not set"
     client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=1, timeout=PROBE_TIMEOUT_S)

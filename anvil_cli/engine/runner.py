@@ -46,6 +46,7 @@ from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.preflight import check_output_path, check_state_dir
+from anvil_cli.vault import environ_with_secrets, secret
 
 SIM_API_KEY = "sk-ant-simulated-local-key"
 
@@ -170,7 +171,7 @@ def _listen_for_api(settings: Settings, serve: tuple[str, int], stack: ExitStack
     from anvil_cli.api.server import listen
 
     host, port = serve
-    token, generated = resolve_token(settings.state_dir, host, os.environ)
+    token, generated = resolve_token(settings.state_dir, host, environ_with_secrets())
     if generated:
         require_loopback(host)
     sock = listen(host, port)
@@ -254,7 +255,7 @@ def execute_run(
     teardown is counted, not a traceback); without it they are installed for the run only.
     `monitor`: the views (`dashboard.RunMonitor`); without one, a silent one still builds the
     snapshot that `anvil status` and the API read."""
-    api_key = SIM_API_KEY if opts.simulate else (opts.api_key or os.environ.get("ANTHROPIC_API_KEY"))
+    api_key = SIM_API_KEY if opts.simulate else (opts.api_key or secret("ANTHROPIC_API_KEY"))
     if not api_key:
         raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
     if any(c.isspace() or not c.isprintable() for c in api_key):

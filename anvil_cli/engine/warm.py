@@ -8,6 +8,7 @@ import anthropic.resources.messages
 import anthropic.types
 
 import anvil_cli.engine.worker  # noqa: F401
+from anvil_cli.vault import set_not_dumpable
 
 
 def _warm() -> None:
@@ -16,4 +17,5 @@ def _warm() -> None:
     client.close()
 
 
+set_not_dumpable()  # the fork server: workers and the Manager fork from it and inherit this
 _warm()

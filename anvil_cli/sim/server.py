@@ -109,6 +109,9 @@ def serve_forever(
 
 def _child_main(config: SimConfig, conn: Connection, parent_pid: int) -> None:
     """Entry point of `start_process` children (importable, so spawn-safe)."""
+    from anvil_cli.vault import set_not_dumpable
+
+    set_not_dumpable()  # the embedded simulator holds the run's simulated key and its requests
     try:
         serve_forever(config, on_ready=conn.send, parent_pid=parent_pid)
     except OSError as exc:
