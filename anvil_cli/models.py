@@ -26,6 +26,7 @@ class ModelPrice:
     cache_write_5m: float | None = None
     cache_write_1h: float | None = None
     cache_read: float | None = None
+    context_window: int | None = None  # input tokens a request may carry; None: the table's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,13 @@ class PriceTable:
     cache_write_1h: float
     cache_read: float
     models: dict[str, ModelPrice]
+    default_context_window: int = 1_000_000
+
+    def context_window(self, model: str) -> int:
+        """The most input tokens `model` accepts (the default for a model the table lacks)."""
+        price = self.models.get(model)
+        window = price.context_window if price is not None else None
+        return window if window is not None else self.default_context_window
 
     def write_5m(self, price: ModelPrice) -> float:
         """USD per million tokens written to a 5-minute cache."""
@@ -67,6 +75,7 @@ def model_price(raw: Mapping[str, Any]) -> ModelPrice:
         cache_write_5m=opt("cache_write_5m"),
         cache_write_1h=opt("cache_write_1h"),
         cache_read=opt("cache_read"),
+        context_window=None if raw.get("context_window") is None else int(raw["context_window"]),
     )
 
 
@@ -80,6 +89,7 @@ def _parse_table(raw: dict[str, Any]) -> PriceTable:
         cache_write_1h=float(mult.get("write_1h", 2.0)),
         cache_read=float(mult.get("read", 0.1)),
         models=models,
+        default_context_window=int(raw.get("default_context_window", 1_000_000)),
     )
 
 

@@ -7,13 +7,13 @@ about a second this way.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.batch.job import COMPLEXITIES, Priority
 from anvil_cli.errors import Problem
-from anvil_cli.limits import INT64_MAX, INT64_MIN, id_problem, short_repr
+from anvil_cli.limits import INT64_MAX, INT64_MIN, char_name, id_problem, plain, short_repr, unsafe_char
 from anvil_cli.models import AUTO, builtin_prices, suggest_model
 from anvil_cli.toolspec import COMMAND_KEY, command_argv
 from anvil_cli.yamlpos import line_for
@@ -23,6 +23,7 @@ DEFAULT_MAX_TOKENS = 1024
 ROLES = ("user", "assistant")
 TOOL_CHOICE_TYPES = ("auto", "any", "none", "tool")
 PRIORITY_NAMES = tuple(p.label for p in Priority)
+CONTEXT_MARGIN = 1.1  # refuse a request estimated more than 10% past the model's context window
 
 
 def type_name(value: Any) -> str:
@@ -49,14 +50,30 @@ class ModelSet:
     allowed: frozenset[str]
     retired: frozenset[str]
     pool: tuple[str, ...]
+    windows: Mapping[str, int]  # context window (input tokens) per model; `auto`: the largest
 
     @classmethod
     def build(cls, extra_models: Collection[str] = ()) -> ModelSet:
-        table = builtin_prices().models
+        prices = builtin_prices()
+        table = prices.models
         extra = frozenset(extra_models)
         retired = frozenset(m for m, p in table.items() if p.retired and m not in extra)
         pool = tuple(m for m in [*table, *sorted(extra - set(table))] if m not in retired)
-        return cls(frozenset(pool) | {AUTO}, retired, pool)
+        windows = {m: prices.context_window(m) for m in pool}
+        windows[AUTO] = max(windows.values(), default=prices.default_context_window)
+        return cls(frozenset(pool) | {AUTO}, retired, pool, windows)
+
+    def context_problem(self, model: str, input_tokens: int) -> str | None:
+        """Why a request of `input_tokens` (estimated) cannot go to `model`, or None. The estimate
+        leans high, so only a request clearly past the window (by `CONTEXT_MARGIN`) is refused;
+        one just past it gets the API's own answer."""
+        window = self.windows.get(model)
+        if window is None or input_tokens <= window * CONTEXT_MARGIN:
+            return None
+        return (
+            f"the request is about {input_tokens:,} input tokens (estimated), past the context window "
+            f"of {model} ({window:,} tokens): shorten it or pick a model with a larger window"
+        )
 
     def problem(self, model: str) -> str | None:
         """Why `model` cannot be used, or None when it can."""
@@ -153,6 +170,36 @@ def check_mapping(value: Any, ck: Checker, field: str) -> dict[str, Any]:
         return value
     ck.fail(field, f"expected a mapping, got {type_name(value)}")
     return {}
+
+
+def check_metadata(value: Any, ck: Checker, field: str = "metadata") -> dict[str, Any]:
+    """A mapping whose keys and text values are printable: metadata is shown in terminals
+    (`anvil status --by metadata.KEY`), where an escape sequence could retitle or clear it."""
+    mapping = check_mapping(value, ck, field)
+    problem = _metadata_problem(mapping, field)
+    if problem is not None:
+        ck.fail(*problem)
+    return mapping
+
+
+def _metadata_problem(value: Any, path: str) -> tuple[str, str] | None:
+    """(where, what) of the first unprintable key or text in `value`, or None."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            bad = unsafe_char(item)
+            if bad is not None:
+                return where, f"text must be printable: {char_name(bad[1])} at character {bad[0]}"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                bad = unsafe_char(key) if isinstance(key, str) else None
+                if bad is not None:
+                    return where, f"keys must be printable: {char_name(bad[1])} in '{plain(key)}'"
+                pending.append((child, f"{where}.{plain(str(key))}"))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
 
 
 # -- content -----------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from anvil_cli.batch.fields import (
     ModelSet,
     check_complexity,
     check_id,
-    check_mapping,
     check_max_tokens,
     check_messages,
+    check_metadata,
     check_model,
     check_priority,
     check_prompt,
@@ -32,6 +32,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.errors import Problem
 from anvil_cli.limits import MAX_REQUEST_BYTES, scan_value, short_repr
 from anvil_cli.models import AUTO
+from anvil_cli.tokens import estimate_input_tokens
 
 JOB_KEYS = (
     "id", "prompt", "messages", "system", "model", "max_tokens", "priority", "complexity",
@@ -43,7 +44,7 @@ DEFAULT_CHECKS = {
     "system": check_system,
     "priority": check_priority,
     "complexity": check_complexity,
-    "metadata": check_mapping,
+    "metadata": check_metadata,
     **PASS_THROUGH,
 }
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -124,6 +125,8 @@ class JobFactory:
                 ck.fail(str(key), unknown_key(str(key), JOB_KEYS))
         messages = _content(raw, ck)
         job = _assemble(raw, defaults or {}, ck, seq, messages)
+        if not ck.problems:
+            _check_context(job, ck, "prompt" if "prompt" in raw else "messages")
         if ck.problems:
             ck.problems.sort(key=lambda p: p.line or 0)  # in file order within the job
             return ck.problems
@@ -183,7 +186,16 @@ class JobFactory:
             params=extra,
             line=line,
         )
+        if not ck.problems:
+            _check_context(job, ck, "params.messages")
         return ck.problems if ck.problems else job
+
+
+def _check_context(job: Job, ck: Checker, field: str) -> None:
+    """A request past its model's context window fails at once with the API's 400: say so now."""
+    problem = ck.models.context_problem(job.model, estimate_input_tokens(job.request()))
+    if problem is not None:
+        ck.fail(field, problem)
 
 
 def within_limits(raw: dict[str, Any], ck: Checker, inherited: int = 0, prefix: str = "") -> bool:
@@ -233,7 +245,7 @@ def _assemble(
 ) -> Job:
     metadata = dict(defaults.get("metadata") or {})
     if "metadata" in raw:
-        metadata.update(check_mapping(raw["metadata"], ck, "metadata"))
+        metadata.update(check_metadata(raw["metadata"], ck, "metadata"))
     params = {
         key: check(_pick(raw, defaults, key, None), ck, key)
         for key, check in PASS_THROUGH.items()
