@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.records import JobResult
-from anvil_cli.securefile import private_sqlite
+from anvil_cli.securefile import SIDE_SUFFIXES, private_sqlite
 
 CACHE_NAME = "cache.sqlite"
 
@@ -74,18 +76,53 @@ def request_key(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _set_aside(path: Path, inode: int, exc: Exception) -> None:
+    """Move an unreadable cache (and its side files) aside, keeping it for a look, and warn.
+    Several processes may find it at once: only the very file found unreadable (`inode`) is
+    moved, once; not the fresh one another process has started meanwhile."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        if os.stat(path).st_ino != inode:
+            return
+        os.rename(path, aside)
+    except FileNotFoundError:  # another process of the run set it aside first
+        return
+    for suffix in SIDE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+    print(
+        f"anvil: warning: the result cache {path} could not be read ({exc}); set aside as {aside.name}, "
+        "starting an empty one (answers are not lost: the journal holds every result)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 class ResultCache:
     """get/put of successful answers by request key; safe to share between threads."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / CACHE_NAME
-        private_sqlite(self.path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: no fsync per answer
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:  # not SQLite, or damaged: the cache is only a cache
+            _set_aside(self.path, os.stat(self.path).st_ino, exc)
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        private_sqlite(self.path)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a cache: no fsync per answer
+            db.executescript(_SCHEMA)
+            db.execute("SELECT key, model, output, stop_reason, usage_json, cost_usd FROM results LIMIT 1")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get(self, key: str) -> CachedResult | None:
         """The cached answer, or None (also when the cache cannot be read: it is optional)."""

@@ -7,7 +7,10 @@ import os
 import stat
 from pathlib import Path
 
+from anvil_cli.cache import CACHE_NAME
+from anvil_cli.engine.records import JOURNAL_NAME
 from anvil_cli.errors import UsageError
+from anvil_cli.securefile import refuse_links
 
 
 def check_output_path(path: Path) -> None:
@@ -42,3 +45,5 @@ def check_state_dir(state_dir: Path) -> None:
             f"state dir {state_dir}: writable by other users (mode {stat.filemode(info.st_mode)}); "
             f"run `chmod go-w {state_dir}` or choose another (--state-dir)"
         )
+    for name in (JOURNAL_NAME, CACHE_NAME):
+        refuse_links(state_dir / name)

@@ -44,7 +44,7 @@ from anvil_cli.engine.records import (
     job_row,
 )
 from anvil_cli.errors import UsageError
-from anvil_cli.securefile import private_sqlite
+from anvil_cli.securefile import private_sqlite, refuse_links
 
 __all__ = [  # the journal's vocabulary, defined in records.py, used through this module
     "BATCH_ABANDONED",
@@ -109,6 +109,7 @@ class Journal(BatchesTable, SamplesTable):
         """The journal if one has been written, else None (also in the instant between a run
         creating the file and writing its schema)."""
         path = journal_path(state_dir)
+        refuse_links(path)  # a dangling link is not "no journal yet": say what is there
         if not path.exists():
             return None
         journal = cls(path, create=False)
