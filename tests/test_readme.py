@@ -211,23 +211,26 @@ def test_the_readme_commands_work_in_a_fresh_virtualenv_on_a_copy(tmp_path: Path
     before = _git_status()
     copy = tmp_path / "anvil"
     _copy_tracked_files(copy)
+    try:
+        _run(quick_start, copy, env)
+        run_args = shlex.split(quick_start.split("&&")[-1])
+        assert run_args[:2] == ["anvil", "run"], run_args
+        batch, results_path = copy / run_args[2], copy / run_args[run_args.index("-o") + 1]
+        expected_ids = [job.id for job in load_batch(batch)]
+        assert expected_ids, f"{batch} has no jobs"
+        results = [json.loads(line) for line in results_path.read_text().splitlines()]
+        assert [r["id"] for r in results] == expected_ids
+        for result in results:
+            assert result["status"] == "succeeded" and result["error"] is None, result
+            assert result["output"].startswith("sim:"), result["output"][:80]
+        assert stat.S_IMODE(results_path.stat().st_mode) == 0o600
 
-    _run(quick_start, copy, env)
-    run_args = shlex.split(quick_start.split("&&")[-1])
-    assert run_args[:2] == ["anvil", "run"], run_args
-    batch, results_path = copy / run_args[2], copy / run_args[run_args.index("-o") + 1]
-    expected_ids = [job.id for job in load_batch(batch)]
-    results = [json.loads(line) for line in results_path.read_text().splitlines()]
-    assert [r["id"] for r in results] == expected_ids
-    for result in results:
-        assert result["status"] == "succeeded" and result["error"] is None, result
-        assert result["output"].startswith("sim:"), result["output"][:80]
-    assert stat.S_IMODE(results_path.stat().st_mode) == 0o600
-
-    env["PYTEST_ADDOPTS"] = f"-rs -k {shlex.quote(SMALL_TESTS)}"
-    output = _run(f". .venv/bin/activate && {tests_line}", copy, env)
-    passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) == SMALL_TESTS_PASSED, output[-4000:]
-    assert not re.search(r"SKIPPED.*test_(tool_runner|sim_messages)", output), output[-4000:]
-    assert "All checks passed!" in output and "Success: no issues found" in output, output[-4000:]
-    assert _git_status() == before, "the test wrote into the repository"
+        env["PYTEST_ADDOPTS"] = f"-rs -k {shlex.quote(SMALL_TESTS)}"
+        output = _run(f". .venv/bin/activate && {tests_line}", copy, env)
+        passed = re.search(r"(\d+) passed", output)
+        assert passed and int(passed.group(1)) == SMALL_TESTS_PASSED, output[-4000:]
+        assert not re.search(r"SKIPPED.*test_(tool_runner|sim_messages)", output), output[-4000:]
+        assert "All checks passed!" in output and "Success: no issues found" in output, output[-4000:]
+        assert _git_status() == before, "the test wrote into the repository"
+    finally:
+        shutil.rmtree(copy / ".venv", ignore_errors=True)  # a few hundred MB; pytest keeps tmp dirs
