@@ -183,6 +183,7 @@ def _git_status() -> str:
                           text=True, check=True).stdout  # fmt: skip
 
 
+@pytest.mark.readme
 @pytest.mark.timeout(1200)
 def test_the_readme_commands_work_in_a_fresh_virtualenv_on_a_copy(tmp_path: Path) -> None:
     """The quick start, then the test command, as a newcomer runs them, on a copy of the repo.
