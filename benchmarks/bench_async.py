@@ -384,7 +384,7 @@ def holds(
     n: int, sc: bench_engine.Scenario, anvil: dict[str, Any], base: dict[str, Any]
 ) -> list[tuple[str, ...]]:
     """What "still holds" means for benchmarks 1-4. The issue does not restate their targets;
-    these are read off the README's published figures, with headroom for a noisy machine."""
+    these are read off docs/benchmarks.md's published figures, with headroom for a noisy machine."""
     ok = anvil["succeeded"]
     rows: list[tuple[str, ...]] = [("all jobs succeeded", f"{ok}/{sc.jobs}", "all", verdict(ok == sc.jobs))]
     if n in (1, 2):
