@@ -146,7 +146,9 @@ def build_app(controller: Controller, token: str, executor: Executor) -> web.App
     JSON errors."""
     h = Handlers(controller, executor)
     public = public_paths() | {HEALTHZ}
-    app = web.Application(middlewares=[json_errors, require_token(token, public)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[json_errors, require_token(token, public)], client_max_size=MAX_BODY_BYTES
+    )
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", h.page)
     app.router.add_get("/static/{name}", h.asset)
