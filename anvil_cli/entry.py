@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["run"] and "--help" not in argv:
+    if argv[:1] == ["run"] and not {"--help", "-h"} & set(argv):
         from anvil_cli.engine.forkserver import worker_context
 
         worker_context()  # its SDK import (~1 s) overlaps with the CLI's own start-up

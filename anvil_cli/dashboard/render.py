@@ -248,8 +248,9 @@ def _alerts(s: Snapshot) -> list[Text]:
 
 
 def _events(s: Snapshot) -> list[Text]:
-    """The latest breaker and scaling events (all of them: `anvil status RUN`)."""
-    return [_line((f"{local_iso(e['at'])} ", "dim"), describe_event(e)) for e in s["history"][-MAX_EVENTS:]]
+    """The latest breaker and scaling events (all of them: `anvil status RUN`), each with its time
+    after it: on a narrow terminal the time is what gets cut, not the event."""
+    return [_line(describe_event(e), (f"  {local_iso(e['at'])}", "dim")) for e in s["history"][-MAX_EVENTS:]]
 
 
 def _failures(s: Snapshot) -> list[Text]:
