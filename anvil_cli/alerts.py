@@ -253,8 +253,8 @@ def alert_text(alert: Alert) -> str:
 
 
 def format_change(change: AlertChange, stamp: str | None = None) -> str:
-    """One plain line for CI logs: `[12:00:01] ALERT [high] error_rate: ...`, or
-    `[12:00:30] alert cleared [high] error_rate: ...`."""
+    """One plain line for CI logs: `[2026-12-05T12:00:01+01:00] ALERT [high] error_rate: ...`, or
+    `[2026-12-05T12:00:30+01:00] alert cleared [high] error_rate: ...` (`stamp`: timefmt.local_iso)."""
     prefix = f"[{stamp}] " if stamp else ""
     verb = "ALERT" if change.kind == "raised" else "alert cleared"
     return f"{prefix}{verb} {alert_text(change.alert)}"

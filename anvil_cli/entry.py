@@ -11,7 +11,7 @@ def main() -> None:
     hand_over()  # secrets leave the environment first: every child below starts without them
     set_not_dumpable()
     argv = sys.argv[1:]
-    if argv[:1] == ["run"] and "--help" not in argv:
+    if argv[:1] == ["run"] and not {"--help", "-h"} & set(argv):
         from anvil_cli.engine.forkserver import worker_context
 
         worker_context()  # its SDK import (~1 s) overlaps with the CLI's own start-up

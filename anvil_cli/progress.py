@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.console import Console
 
 from anvil_cli.dashboard.render import describe_error
 from anvil_cli.snapshot_types import Snapshot
+from anvil_cli.timefmt import local_iso
 
 
 def _fmt_s(value: float | None) -> str:
@@ -46,11 +46,6 @@ def snapshot_line(s: Snapshot) -> str:
     return line
 
 
-def stamp_of(wall: float | None) -> str:
-    """HH:MM:SS of a wall-clock time (local)."""
-    return time.strftime("%H:%M:%S", time.localtime(wall)) if wall is not None else "--:--:--"
-
-
 class PlainProgress:
     """Prints a progress line to stderr at most every `interval_s` seconds."""
 
@@ -67,7 +62,7 @@ class PlainProgress:
             return False
         self._next_due_s = elapsed + self.interval_s
         self.console.print(
-            f"[{stamp_of(snap['updated_at'])}] {snapshot_line(snap)}", markup=False, soft_wrap=True
+            f"[{local_iso(snap['updated_at'])}] {snapshot_line(snap)}", markup=False, soft_wrap=True
         )
         return True
 

@@ -155,6 +155,18 @@ def test_healthz_and_status(server: ApiServer) -> None:
     assert status == 200 and body["run_id"] == "run-1" and body["counts"]["total"] == 1000
 
 
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", f"Bearer {TOKEN}"])
+def test_healthz_answers_without_the_token_and_says_only_that_it_is_alive(
+    server: ApiServer, ctl: FakeController, auth: str | None
+) -> None:
+    status, headers, body = call(server, "GET", "/healthz", token=None, auth=auth)
+    assert (status, body) == (200, {"ok": True})  # no run id, no counts, no version: nothing else
+    assert "WWW-Authenticate" not in headers
+    assert call(server, "POST", "/healthz", token=None)[0] == 401  # only the GET is public
+    assert call(server, "GET", "/healthz/x", token=None)[0] == 401  # exactly the path
+    assert not ctl.paused
+
+
 def test_job_found_and_unknown(server: ApiServer) -> None:
     assert call(server, "GET", "/jobs/job-1")[::2] == (200, {"id": "job-1", "status": "succeeded"})
     status, _, body = call(server, "GET", "/jobs/nope")
@@ -343,7 +355,7 @@ def test_metrics_before_the_first_snapshot_expose_only_the_run() -> None:
 @pytest.mark.parametrize(
     "auth", [None, "", f"Basic {TOKEN}", "Bearer wrong", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}"]
 )
-@pytest.mark.parametrize(("method", "path"), [("GET", "/healthz"), ("GET", "/status"), ("POST", "/pause")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/metrics"), ("GET", "/status"), ("POST", "/pause")])
 def test_requests_without_the_token_are_refused(
     server: ApiServer, ctl: FakeController, auth: str | None, method: str, path: str
 ) -> None:
@@ -358,7 +370,7 @@ def test_unknown_paths_need_the_token_too(server: ApiServer) -> None:
 
 
 def test_scheme_is_case_insensitive(server: ApiServer) -> None:
-    assert call(server, "GET", "/healthz", auth=f"bearer {TOKEN}")[0] == 200
+    assert call(server, "GET", "/status", auth=f"bearer {TOKEN}")[0] == 200
 
 
 def test_port_in_use_is_a_usage_error(server: ApiServer) -> None:
@@ -407,6 +419,6 @@ def test_env_token_unused_by_default_server(monkeypatch: pytest.MonkeyPatch) -> 
     """The server never reads the environment itself: only the token it was given counts."""
     monkeypatch.setenv("ANVIL_API_TOKEN", "other-token-0123456789")
     with ApiServer(FakeController(), "127.0.0.1", 0, TOKEN).start() as srv:
-        assert call(srv, "GET", "/healthz", token="other-token-0123456789")[0] == 401
-        assert call(srv, "GET", "/healthz")[0] == 200
+        assert call(srv, "GET", "/status", token="other-token-0123456789")[0] == 401
+        assert call(srv, "GET", "/status")[0] == 200
     assert os.environ["ANVIL_API_TOKEN"] == "other-token-0123456789"

@@ -240,7 +240,7 @@ def test_plain_reporter_prints_a_line_per_interval_and_alert_lines() -> None:
     reporter.alert(AlertChange("raised", alert, WALL0))
     lines = console.export_text().splitlines()
     assert len(lines) == 3
-    assert re.match(r"\[\d\d:\d\d:\d\d\] \d+/1000 done \(", lines[0])
+    assert re.match(r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d\] \d+/1000 done \(", lines[0])
     assert lines[2].endswith("] ALERT [high] queue_depth: 600 jobs waiting")
     assert lines[1].split("] ", 1)[1] == snapshot_line(snapshot(m, now=121.0))
 

@@ -60,5 +60,6 @@ def test_run_off_a_terminal_prints_plain_lines_and_the_summary(tmp_path: Path, s
     proc = run_cli("run", str(batch), "--config", str(config), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stderr and "in flight" not in proc.stderr  # no live frame
-    assert re.search(r"^\[\d\d:\d\d:\d\d\] \d+/24 done \(", proc.stderr, re.M), proc.stderr
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"  # anvil_cli.timefmt.local_iso
+    assert re.search(rf"^\[{stamp}\] \d+/24 done \(", proc.stderr, re.M), proc.stderr
     assert "24 succeeded, 0 failed" in proc.stdout

@@ -25,6 +25,8 @@ BREAKER_STATES = {"open": "open", "close": "closed"}
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # a JSON number, nothing looser
 # the web page, not the API: served without the token, left out of the OpenAPI document
 PAGE_ROUTES = frozenset({("get", "/"), ("get", "/static/{name}")})
+# liveness for load balancers and orchestrators, which hold no token: it says only that it is alive
+HEALTHZ = "/healthz"
 STATIC_CACHE = {"Cache-Control": "no-cache"}  # small files: the browser asks again each time
 
 log = logging.getLogger("anvil_cli.api")
@@ -61,6 +63,7 @@ class Handlers:
             raise ApiError(500, f"internal error ({type(exc).__name__}); see the run's log") from None
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Served without the token: `{"ok": true}` and nothing of the run."""
         return json_response({"ok": True})
 
     async def openapi_doc(self, request: web.Request) -> web.Response:
@@ -139,15 +142,17 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def build_app(controller: Controller, token: str, executor: Executor) -> web.Application:
-    """The aiohttp application: routes, token check (not for the page and its files), JSON errors."""
+    """The aiohttp application: routes, token check (not for the page, its files and /healthz),
+    JSON errors."""
     h = Handlers(controller, executor)
+    public = public_paths() | {HEALTHZ}
     app = web.Application(
-        middlewares=[json_errors, require_token(token, public_paths())], client_max_size=MAX_BODY_BYTES
+        middlewares=[json_errors, require_token(token, public)], client_max_size=MAX_BODY_BYTES
     )
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", h.page)
     app.router.add_get("/static/{name}", h.asset)
-    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get(HEALTHZ, h.healthz)
     app.router.add_get("/openapi.json", h.openapi_doc)  # every route is described there
     app.router.add_get("/status", h.status)
     app.router.add_get("/series", h.series)

@@ -74,9 +74,11 @@ def operation(
     body: JsonSchema | None = None,
     parameters: list[dict[str, Any]] | None = None,
     controller: bool = True,
+    public: bool = False,
 ) -> dict[str, Any]:
-    """One operation; every one needs the token, and those that ask the run can meet a 409/500."""
-    responses = {**answers, 401: UNAUTHORIZED}
+    """One operation; each needs the token unless `public`, and those that ask the run can meet
+    a 409/500."""
+    responses = answers if public else {**answers, 401: UNAUTHORIZED}
     if controller:
         responses |= {409: CONFLICT, 500: INTERNAL}
     op: dict[str, Any] = {
@@ -84,6 +86,8 @@ def operation(
         "summary": summary,
         "responses": {str(code): responses[code] for code in sorted(responses)},
     }
+    if public:
+        op["security"] = []  # overrides the document's bearer requirement
     if parameters:
         op["parameters"] = parameters
     if body is not None:
@@ -99,7 +103,11 @@ OK: Final = {"const": True}
 PATHS: Final[dict[str, dict[str, Any]]] = {
     "/healthz": {
         "get": operation(
-            "healthz", "Liveness", {200: json_body(closed({"ok": OK}), "Serving.")}, controller=False
+            "healthz",
+            "Liveness, without the token: says that the API is serving and nothing else",
+            {200: json_body(closed({"ok": OK}), "Serving.")},
+            controller=False,
+            public=True,
         )
     },
     "/openapi.json": {

@@ -32,12 +32,19 @@ CONFIG_HELP = (
 )
 
 
+def _unwrapped_off_a_terminal(console: Console) -> Console:
+    """Off a terminal (CI logs, pipes, files) a printed line stays one line, however long, so
+    grep finds it whole; tables and panels still fit the width (COLUMNS, else 80)."""
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def err_console() -> Console:
-    return Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False)
+    return _unwrapped_off_a_terminal(Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False))
 
 
 def out_console() -> Console:
-    return Console(no_color="NO_COLOR" in os.environ, highlight=False)
+    return _unwrapped_off_a_terminal(Console(no_color="NO_COLOR" in os.environ, highlight=False))
 
 
 def set_in(overrides: dict[str, Any], dotted: str, value: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -13,7 +14,14 @@ from typing import Any
 import typer
 
 from anvil_cli.batch.loader import load_batch
-from anvil_cli.commands.common import CONFIG_HELP, domain_errors, err_console, out_console, settings_from
+from anvil_cli.commands.common import (
+    CONFIG_HELP,
+    domain_errors,
+    err_console,
+    out_console,
+    set_in,
+    settings_from,
+)
 from anvil_cli.config import Settings
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.journal_history import history_answers
@@ -31,8 +39,16 @@ DEFAULT_SAMPLE_USD = 1.0
 
 
 def plan_command(
-    batch: Path = typer.Argument(..., help="Batch file: YAML, templated YAML, or JSONL.", show_default=False),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    batch: Path = typer.Argument(
+        ..., metavar="BATCH", help="Batch file: YAML, templated YAML, or JSONL.", show_default=False
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        metavar="DIR",
+        help="Where the journal lives (default .anvil): earlier runs' answers, and --sample's run.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
     simulate: bool = typer.Option(
         False, "--simulate", help="Plan for `anvil run --simulate`: count tokens with the embedded simulator."
@@ -48,24 +64,29 @@ def plan_command(
         " for them again.",
     ),
     sample_max_usd: float = typer.Option(
-        DEFAULT_SAMPLE_USD, "--sample-max-usd", min=0.0, help="The most the sample may spend."
+        DEFAULT_SAMPLE_USD, "--sample-max-usd", min=0.0, metavar="USD", help="The most the sample may spend."
     ),
     max_usd: float | None = typer.Option(
         None,
         "--max-usd",
         min=0.0,
+        metavar="USD",
         help="Exit 3 if the p90 of the forecast cost passes this (a CI gate, before the batch spends).",
     ),
 ) -> None:
-    """Tokens per model, cost and duration with a p10-p90 range at the configured limits (naming
+    """Forecast a batch before running it: tokens per model, cost and duration.
+
+    Cost and duration come with a p10-p90 range at the configured limits (naming
     the binding limit and the concurrency needed to reach it). Output lengths come from
     answers seen before: a sample run (`--sample N`), else earlier runs of the same models in
     the state dir, else the `plan:` settings (a share of `max_tokens`); the plan says which.
     Without --sample it sends nothing billable: input tokens are counted with `count_tokens`
     when an API is reachable (ANTHROPIC_API_KEY + provider.base_url / ANTHROPIC_BASE_URL), else
     estimated locally."""
+    overrides: dict[str, Any] = {}
+    set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
-        settings = settings_from(config, {})
+        settings = settings_from(config, overrides)
         jobs = load_batch(batch, extra_models=list(settings.prices))
         outcome = None
         if sample:
@@ -157,4 +178,8 @@ def _counter(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil plan` to the app."""
-    app.command("plan", help=(plan_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(plan_command)
+    app.command(
+        "plan",
+        help=inspect.cleandoc(plan_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP,
+        short_help="Forecast a batch's tokens, cost and duration before running it.",
+    )(plan_command)

@@ -19,16 +19,17 @@ from anvil_cli.report import build_report
 
 
 def report_command(
-    run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
+    run: str | None = typer.Argument(None, metavar="RUN", help="Run id or prefix (default: the latest run)."),
     output: Path | None = typer.Option(
         None,
         "--output",
         "-o",
+        metavar="FILE",
         help="HTML file to write, mode 0600 (default: anvil-report-<run id>.html in the current directory).",
     ),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(
-        None, "--state-dir", help="Where the journal lives (default .anvil)."
+        None, "--state-dir", metavar="DIR", help="Where the journal lives (default .anvil)."
     ),
 ) -> None:
     """Write a run's report: one self-contained HTML file with the dashboard's charts over the
@@ -49,4 +50,4 @@ def report_command(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil report` to the app."""
-    app.command("report")(report_command)
+    app.command("report", short_help="Write a run's report: one self-contained HTML file.")(report_command)

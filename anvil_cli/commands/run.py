@@ -6,7 +6,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -30,11 +30,17 @@ from anvil_cli.progress import human_summary
 
 
 def run_command(
-    batch: Path = typer.Argument(..., help="Batch file: YAML, templated YAML, or JSONL.", show_default=False),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write results here (JSONL, one line per job in batch order, mode 0600)."
+    batch: Path = typer.Argument(
+        ..., metavar="BATCH", help="Batch file: YAML, templated YAML, or JSONL.", show_default=False
     ),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write results here (JSONL, one line per job in batch order, mode 0600).",
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     fresh: bool = typer.Option(
         False, "--fresh", help="Start a new run instead of resuming this batch's last run."
@@ -43,34 +49,43 @@ def run_command(
     simulate: bool = typer.Option(
         False, "--simulate", help="Run against the built-in simulated API (offline, no key, no cost)."
     ),
-    budget: float | None = typer.Option(None, "--budget", help="Spend cap in USD (budget.max_usd)."),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes (scaling.workers)."),
+    budget: float | None = typer.Option(None, "--budget", metavar="USD", help="Spend cap (budget.max_usd)."),
+    workers: int | None = typer.Option(
+        None, "--workers", metavar="N", help="Worker processes (scaling.workers)."
+    ),
     agents: int | None = typer.Option(
         None,
         "--agents",
         min=1,
+        metavar="N",
         help="Concurrent agents at most (scaling.max_agents and max_concurrent_jobs).",
     ),
     state_dir: Path | None = typer.Option(
-        None, "--state-dir", help="Where the journal lives (default .anvil)."
+        None, "--state-dir", metavar="DIR", help="Where the journal lives (default .anvil)."
     ),
     progress_interval: float | None = typer.Option(
-        None, "--progress-interval", help="Seconds between progress lines off a terminal."
+        None, "--progress-interval", metavar="SECONDS", help="Seconds between progress lines off a terminal."
     ),
     grace: float | None = typer.Option(
-        None, "--grace", help="Seconds to let calls in flight finish after Ctrl-C."
+        None, "--grace", metavar="SECONDS", help="Seconds to let calls in flight finish after Ctrl-C."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the summary."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Off a terminal, also the low-severity ALERT lines."
+    ),
     no_dashboard: bool = typer.Option(
         False,
         "--no-dashboard",
         help="Plain progress lines (every run.progress_interval_s), even on a terminal.",
     ),
-    mode: str = typer.Option(
-        "messages", "--mode", help="messages (live calls) or batches (Message Batches API, 50% off)."
+    mode: Literal["messages", "batches"] = typer.Option(
+        "messages",
+        "--mode",
+        metavar="messages|batches",
+        help="messages (live calls) or batches (Message Batches API, 50% off).",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Don't answer from the result cache."),
-    backend: str | None = typer.Option(
+    backend: Literal["local", "ray"] | None = typer.Option(
         None,
         "--backend",
         metavar="local|ray",
@@ -78,7 +93,10 @@ def run_command(
         " `ray` extra; the conductor, journal and results stay here).",
     ),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", help="With --backend ray: auto, HOST:PORT or ray://HOST:PORT (ray.address)."
+        None,
+        "--ray-address",
+        metavar="ADDRESS",
+        help="With --backend ray: auto, HOST:PORT or ray://HOST:PORT (ray.address).",
     ),
     governor: str | None = typer.Option(
         None,
@@ -113,10 +131,6 @@ def run_command(
     set_in(overrides, "ray.address", ray_address)
     set_in(overrides, "ray.governor", governor)
     with domain_errors():
-        if mode not in ("messages", "batches"):
-            raise UsageError(f"--mode: expected messages or batches, got {mode!r}")
-        if backend is not None and backend not in ("local", "ray"):
-            raise UsageError(f"--backend: expected local or ray, got {backend!r}")
         serve_at = None
         if serve is not None:
             from anvil_cli.api.auth import parse_serve
@@ -140,7 +154,7 @@ def run_command(
         )
         console = err_console()
         reporter = make_reporter(
-            settings, tty=is_tty(), quiet=quiet, no_dashboard=no_dashboard, console=console
+            settings, tty=is_tty(), quiet=quiet, verbose=verbose, no_dashboard=no_dashboard, console=console
         )
         monitor = RunMonitor(settings, reporter, batch_path=str(batch.resolve()))
         # installed for the rest of the command: a late Ctrl-C is counted, never a traceback
@@ -169,11 +183,13 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool) -> None:
 
 
 def export_command(
-    run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
-    output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write (mode 0600)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    run: str | None = typer.Argument(None, metavar="RUN", help="Run id or prefix (default: the latest run)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="FILE", help="JSONL file to write (mode 0600)."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(
-        None, "--state-dir", help="Where the journal lives (default .anvil)."
+        None, "--state-dir", metavar="DIR", help="Where the journal lives (default .anvil)."
     ),
 ) -> None:
     """Write a run's results from the journal, at any time (also while it runs)."""
@@ -192,7 +208,9 @@ def export_command(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil run` and `anvil export` to the app."""
-    app.command("run", help=inspect.cleandoc(run_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(
-        run_command
-    )
-    app.command("export")(export_command)
+    app.command(
+        "run",
+        help=inspect.cleandoc(run_command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP,
+        short_help="Run a batch as fast as the rate limits allow, or resume it.",
+    )(run_command)
+    app.command("export", short_help="Write a run's results from the journal as JSONL.")(export_command)

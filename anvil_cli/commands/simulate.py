@@ -43,29 +43,50 @@ def _with_limits(
 
 
 def simulate(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on; 0 picks a free one."),
-    tier: str | None = typer.Option(None, help=f"Published limits of a tier: {', '.join(TIERS)}."),
-    rpm: float | None = typer.Option(None, help="Requests per minute per model class (default unlimited)."),
-    itpm: float | None = typer.Option(None, help="Input tokens per minute per model class."),
-    otpm: float | None = typer.Option(None, help="Output tokens per minute per model class."),
-    burst: int | None = typer.Option(None, min=1, help="Request bucket capacity (default: 1 s worth)."),
-    latency_ms: float = typer.Option(0.0, min=0, help="Median latency of an answer."),
-    latency_spread: float = typer.Option(0.0, min=0, help="Lognormal sigma of the latency."),
-    ms_per_output_token: float = typer.Option(0.0, min=0, help="Extra latency per output token."),
-    output_tokens: int = typer.Option(50, min=1, help="Mean output tokens of a text answer."),
-    output_tokens_spread: float = typer.Option(0.0, min=0, help="Lognormal sigma of the output tokens."),
-    overloaded_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered 529."),
-    error_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests answered 500 api_error."),
-    drop_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of connections dropped."),
-    slow_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of answers delayed by --slow-ms."),
-    slow_ms: float = typer.Option(0.0, min=0, help="Extra latency of a slow answer."),
-    seed: int = typer.Option(0, help="Seed: the same seed and request give the same answer."),
-    batch_seconds_per_request: float = typer.Option(0.01, min=0, help="Compressed clock of Message Batches."),
+    host: str = typer.Option("127.0.0.1", metavar="HOST", help="Interface to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, metavar="PORT", help="Port to listen on; 0 picks a free one."),
+    tier: str | None = typer.Option(
+        None, metavar="|".join(TIERS), help="Published limits of a tier (RPM/ITPM/OTPM: below)."
+    ),
+    rpm: float | None = typer.Option(
+        None, metavar="N", help="Requests per minute per model class (default unlimited)."
+    ),
+    itpm: float | None = typer.Option(None, metavar="N", help="Input tokens per minute per model class."),
+    otpm: float | None = typer.Option(None, metavar="N", help="Output tokens per minute per model class."),
+    burst: int | None = typer.Option(
+        None, metavar="N", min=1, help="Request bucket capacity (default: 1 s worth)."
+    ),
+    latency_ms: float = typer.Option(0.0, metavar="MS", min=0, help="Median latency of an answer."),
+    latency_spread: float = typer.Option(0.0, metavar="SIGMA", min=0, help="Lognormal sigma of the latency."),
+    ms_per_output_token: float = typer.Option(
+        0.0, metavar="MS", min=0, help="Extra latency per output token."
+    ),
+    output_tokens: int = typer.Option(50, metavar="N", min=1, help="Mean output tokens of a text answer."),
+    output_tokens_spread: float = typer.Option(
+        0.0, metavar="SIGMA", min=0, help="Lognormal sigma of the output tokens."
+    ),
+    overloaded_rate: float = typer.Option(
+        0.0, metavar="SHARE", min=0.0, max=1.0, help="Share of requests answered 529."
+    ),
+    error_rate: float = typer.Option(
+        0.0, metavar="SHARE", min=0.0, max=1.0, help="Share of requests answered 500 api_error."
+    ),
+    drop_rate: float = typer.Option(
+        0.0, metavar="SHARE", min=0.0, max=1.0, help="Share of connections dropped."
+    ),
+    slow_rate: float = typer.Option(
+        0.0, metavar="SHARE", min=0.0, max=1.0, help="Share of answers delayed by --slow-ms."
+    ),
+    slow_ms: float = typer.Option(0.0, metavar="MS", min=0, help="Extra latency of a slow answer."),
+    seed: int = typer.Option(0, metavar="N", help="Seed: the same seed and request give the same answer."),
+    batch_seconds_per_request: float = typer.Option(
+        0.01, metavar="SECONDS", min=0, help="Compressed clock of Message Batches."
+    ),
     auth: bool = typer.Option(True, help="Require an x-api-key or Authorization: Bearer header."),
     state_dir: Path | None = typer.Option(
         None,
         "--state-dir",
+        metavar="DIR",
         help=f"Keep Message Batches in DIR/{BATCH_DIR}/ and reload them at start (default: memory only).",
     ),
 ) -> None:
@@ -106,4 +127,6 @@ def simulate(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil simulate` to the app."""
-    app.command(epilog=EPILOG)(simulate)
+    app.command(
+        epilog=EPILOG, short_help="Serve a simulated Anthropic API with rate limits and faults."
+    )(simulate)

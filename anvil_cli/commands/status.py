@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -24,12 +24,13 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.dashboard.render import clock, fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.dashboard.render import fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
 from anvil_cli.pricing import Pricer
 from anvil_cli.run_history import describe_event
 from anvil_cli.spend import check_by, render_spend, spend_of
 from anvil_cli.status_view import RunStatus, runs_json, status_json
+from anvil_cli.timefmt import local_iso
 
 WATCH_EVERY_S = 1.0
 HISTORY_SHOWN = 10
@@ -39,30 +40,45 @@ STATE_STYLE = {
     RUN_STOPPED: "yellow",
     RUN_INTERRUPTED: "bold yellow",
 }
+RUN_COLUMNS = ("run", "state", "done", "cost", "time", "started", "batch")
+FIGURES = frozenset({"done", "cost", "time"})
+MIN_BATCH_CHARS = 8
+MAX_BATCH_CHARS = 32
 
 
-def _when(wall: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) if wall else "-"
+def _run_row(r: dict[str, Any]) -> dict[str, str]:
+    return {
+        "run": r["run_id"],
+        "state": r["state"],
+        "done": f"{r['done']:,}/{r['total']:,}",
+        "cost": fmt_usd(r["cost_usd"]),
+        "time": fmt_duration(r["duration_s"]),
+        "started": local_iso(r["created_at"]),
+        "batch": os.path.basename(r["batch_path"]),
+    }
 
 
-def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
+def runs_table(runs: list[dict[str, Any]], width: int) -> RenderableType:
+    """The recent runs, a line each, in `width` columns: ids and figures always whole; the start
+    time when it fits (the id begins with it too); the batch file's name cut to what is left."""
+    rows = [_run_row(r) for r in runs]
+    widest = {name: max([len(name), *(len(row[name]) for row in rows)]) for name in RUN_COLUMNS}
+
+    def need(names: list[str]) -> int:
+        return sum(widest[name] + 1 for name in names)  # and a space after each
+
+    shown = [name for name in RUN_COLUMNS if name not in ("started", "batch")]
+    if need([*shown, "started"]) + MIN_BATCH_CHARS <= width:
+        shown.append("started")
+    batch_chars = min(widest["batch"], MAX_BATCH_CHARS, max(MIN_BATCH_CHARS, width - need(shown)))
     table = Table(title="recent runs", title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("run", no_wrap=True)
-    table.add_column("batch", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("started", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for name in ("done", "cost", "time"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for r in runs:
-        table.add_row(
-            r["run_id"],
-            os.path.basename(r["batch_path"]),
-            time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])),
-            Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
-            f"{r['done']:,}/{r['total']:,}",
-            fmt_usd(r["cost_usd"]),
-            fmt_duration(r["duration_s"]),
-        )
+    for name in shown:
+        justify: JustifyMethod = "right" if name in FIGURES else "left"
+        table.add_column(name, no_wrap=True, width=widest[name], justify=justify)
+    table.add_column("batch", overflow="ellipsis", no_wrap=True, width=batch_chars)
+    for row in rows:
+        cells = [Text(row[name], style=STATE_STYLE.get(row[name], "")) for name in shown]
+        table.add_row(*cells, row["batch"])
     return table
 
 
@@ -71,7 +87,7 @@ def _header(st: RunStatus) -> list[RenderableType]:
     state = Text(st["state"], style=STATE_STYLE.get(st["state"], ""))
     lines: list[RenderableType] = [
         Text.assemble(("run ", "bold"), (st["run_id"], "bold"), " · ", state, f" · {st['batch_path']}"),
-        Text(f"started {_when(st['created_at'])} · took {fmt_duration(st['duration_s'])}"),
+        Text(f"started {local_iso(st['created_at'])} · took {fmt_duration(st['duration_s'])}"),
         Text(
             f"{c['succeeded']:,} succeeded, {c['failed']:,} failed, {c['running']:,} running, "
             f"{c['pending']:,} pending of {c['total']:,} · cost {fmt_usd(st['cost_usd'])}"
@@ -125,7 +141,7 @@ def _history_lines(st: RunStatus) -> list[RenderableType]:
     lines: list[RenderableType] = [Text("breaker and scaling history:", style="bold")]
     if len(events) > HISTORY_SHOWN:
         lines.append(Text(f"  … {len(events) - HISTORY_SHOWN} earlier (all of them: --json)", style="dim"))
-    lines += [Text(f"  {clock(e['at'])} {describe_event(e)}") for e in events[-HISTORY_SHOWN:]]
+    lines += [Text(f"  {local_iso(e['at'])} {describe_event(e)}") for e in events[-HISTORY_SHOWN:]]
     return lines
 
 
@@ -137,7 +153,7 @@ def _alert_lines(st: RunStatus) -> list[RenderableType]:
     for e in events[-5:]:
         change = "raised" if e.get("change") == "raised" else "cleared"
         text = f"[{e.get('severity')}] {e.get('name')}: {e.get('message')}"
-        lines.append(Text(f"  {_when(e.get('at'))} {change} {text}"))
+        lines.append(Text(f"  {local_iso(e.get('at'))} {change} {text}"))
     return lines
 
 
@@ -170,7 +186,7 @@ def _view(
     if run is None:
         runs = runs_json(journal)
         payload["runs"] = runs
-        parts += [runs_table(runs), Text("")]
+        parts += [runs_table(runs, width), Text("")]
     parts.append(render_status(st, width))
     if spend is not None:  # reads every finished job: once per look, not in GET /status
         payload["spend"] = spent = spend_of(journal, str(st["run_id"]), spend.pricer, by=spend.by)
@@ -193,16 +209,16 @@ def _watch(journal: Journal, run: str | None, json_out: bool, console: Console) 
 
 
 def status_command(
-    run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
+    run: str | None = typer.Argument(None, metavar="RUN", help="Run id or prefix (default: the latest run)."),
     json_out: bool = typer.Option(
         False,
         "--json",
         help="Print the status as JSON: what GET /status serves, plus `spend` (where the money went).",
     ),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every second until Ctrl-C."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(
-        None, "--state-dir", help="Where the journal lives (default .anvil)."
+        None, "--state-dir", metavar="DIR", help="Where the journal lives (default .anvil)."
     ),
     by: str | None = typer.Option(
         None,
@@ -211,7 +227,7 @@ def status_command(
         help="Also break the cost down by this key of the jobs: metadata.KEY (e.g. metadata.team) or model.",
     ),
 ) -> None:
-    """What ran and what is running: recent runs, or one run's counts, speed, latency, cost,
+    """What ran and what is running: the recent runs, and one run's counts, speed, latency, cost,
     errors and alerts, and where its money went (cost by model and by --by, the most expensive
     jobs, and what the result cache, prompt caching and Batches mode saved against list price).
     Reads the journal only; works from any terminal while a run is going."""
@@ -237,4 +253,5 @@ def status_command(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil status` to the app."""
-    app.command("status")(status_command)
+    summary = "Show recent runs, or one run's progress, cost and errors."
+    app.command("status", short_help=summary)(status_command)

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from anvil_cli.batch.summary import BatchSummary, problem_dict, summarize_batch
-from anvil_cli.commands.common import problem_lines
+from anvil_cli.commands.common import out_console, problem_lines
 from anvil_cli.config import Settings, load_settings
 from anvil_cli.errors import ConfigError, ProblemLog
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
@@ -28,15 +27,16 @@ HELP = (
 
 def register(app: typer.Typer) -> None:
     """Add `anvil validate` to the app."""
-    app.command("validate", help=HELP)(validate)
+    summary = "Check a batch file and the settings; run nothing."
+    app.command("validate", help=HELP, short_help=summary)(validate)
 
 
 def validate(
     batch: Path = typer.Argument(
-        ..., help="The batch file: .yaml/.yml, or .jsonl/.ndjson (one job per line)."
+        ..., metavar="BATCH", help="The batch file: .yaml/.yml, or .jsonl/.ndjson (one job per line)."
     ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Settings file (default: ./anvil.yaml when present)."
+        None, "--config", "-c", metavar="FILE", help="Settings file (default: ./anvil.yaml when present)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
 ) -> None:
@@ -72,7 +72,7 @@ def _print_json(summary: BatchSummary, problems: ProblemLog) -> None:
 
 def _print_summary(summary: BatchSummary) -> None:
     """Plain text where user text goes (a path or a model id may hold `[/bold]`)."""
-    console = Console(highlight=False)
+    console = out_console()
     console.print(
         Text.assemble(
             ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), " jobs, valid"

@@ -8,7 +8,6 @@ ellipsis rather than wrapped. Colours are only emphasis; with NO_COLOR the text 
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from typing import Final
 
@@ -20,6 +19,7 @@ from rich.text import Text
 
 from anvil_cli.run_history import describe_event
 from anvil_cli.snapshot_types import Alert, LastError, Pool, Snapshot, TimeSummary, WorkerRow
+from anvil_cli.timefmt import local_iso
 
 MAX_MODELS: Final = 4
 MAX_POOLS: Final = 4
@@ -65,11 +65,6 @@ def _line(*parts: str | tuple[str, str]) -> Text:
         else:
             text.append(part)
     return text
-
-
-def clock(wall: float) -> str:
-    """HH:MM:SS of a wall-clock time (local)."""
-    return time.strftime("%H:%M:%S", time.localtime(wall))
 
 
 def _progress(s: Snapshot) -> RenderableType:
@@ -253,8 +248,9 @@ def _alerts(s: Snapshot) -> list[Text]:
 
 
 def _events(s: Snapshot) -> list[Text]:
-    """The latest breaker and scaling events (all of them: `anvil status RUN`)."""
-    return [_line((f"{clock(e['at'])} ", "dim"), describe_event(e)) for e in s["history"][-MAX_EVENTS:]]
+    """The latest breaker and scaling events (all of them: `anvil status RUN`), each with its time
+    after it: on a narrow terminal the time is what gets cut, not the event."""
+    return [_line(describe_event(e), (f"  {local_iso(e['at'])}", "dim")) for e in s["history"][-MAX_EVENTS:]]
 
 
 def _failures(s: Snapshot) -> list[Text]:

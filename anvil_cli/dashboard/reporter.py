@@ -15,10 +15,12 @@ from rich.segment import Segment
 from anvil_cli.alerts import AlertChange, format_change
 from anvil_cli.config import Settings
 from anvil_cli.dashboard.render import render, waiting
-from anvil_cli.progress import PlainProgress, stamp_of
+from anvil_cli.progress import PlainProgress
 from anvil_cli.snapshot_types import Snapshot
+from anvil_cli.timefmt import local_iso
 
 REFRESH_PER_S = 4.0
+QUIET_SEVERITIES = frozenset({"low"})  # off a terminal, their ALERT lines need --verbose
 
 
 class Reporter(Protocol):
@@ -51,10 +53,12 @@ class QuietReporter:
 
 
 class PlainReporter:
-    """CI and pipes (`--no-dashboard`, not a terminal): a line every `interval_s`, alert lines."""
+    """CI and pipes (`--no-dashboard`, not a terminal): a line every `interval_s`, and a line when
+    a high or medium alert is raised or cleared (low ones, informational, only with `verbose`)."""
 
-    def __init__(self, console: Console, interval_s: float) -> None:
+    def __init__(self, console: Console, interval_s: float, *, verbose: bool = False) -> None:
         self.console = console
+        self.verbose = verbose
         self.progress = PlainProgress(console, interval_s)
         self._last: Snapshot | None = None
 
@@ -66,8 +70,9 @@ class PlainReporter:
         self.progress.snapshot(snapshot)
 
     def alert(self, change: AlertChange) -> None:
-        stamp = stamp_of(change.at)
-        self.console.print(format_change(change, stamp), markup=False, soft_wrap=True)
+        if change.alert["severity"] in QUIET_SEVERITIES and not self.verbose:
+            return
+        self.console.print(format_change(change, local_iso(change.at)), markup=False, soft_wrap=True)
 
     def note(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -119,7 +124,7 @@ class DashboardReporter:
 
     def alert(self, change: AlertChange) -> None:
         # printed above the live frame: the history of alerts stays in the scrollback
-        self.console.print(format_change(change, stamp_of(change.at)), markup=False, soft_wrap=True)
+        self.console.print(format_change(change, local_iso(change.at)), markup=False, soft_wrap=True)
 
     def note(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)  # above the live frame
@@ -131,11 +136,17 @@ class DashboardReporter:
 
 
 def make_reporter(
-    settings: Settings, *, tty: bool, quiet: bool, no_dashboard: bool, console: Console
+    settings: Settings,
+    *,
+    tty: bool,
+    quiet: bool,
+    no_dashboard: bool,
+    console: Console,
+    verbose: bool = False,
 ) -> Reporter:
     """The reporter for `anvil run`: quiet, the dashboard (a terminal), or plain lines."""
     if quiet:
         return QuietReporter()
     if tty and not no_dashboard and console.is_terminal and not console.is_dumb_terminal:
         return DashboardReporter(console)
-    return PlainReporter(console, settings.run.progress_interval_s)
+    return PlainReporter(console, settings.run.progress_interval_s, verbose=verbose)

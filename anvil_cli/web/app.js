@@ -54,11 +54,7 @@
     return h ? h + "h " + m + "m" : m ? m + "m " + sec + "s" : sec + "s";
   }
 
-  function fmtClock(unix) {
-    if (!unix) return "–";
-    const d = new Date(unix * 1000);
-    return d.toLocaleString("en-GB", { hour12: false });
-  }
+  const fmtClock = C.isoLocal; // 2026-12-05T03:15:00+01:00, as in the terminal
 
   /* The live forecast (anvil_cli/forecast.py, the same model as `anvil plan`): "$1.20 ($1.10–$1.31)". */
   function fmtProjected(r) {
@@ -309,7 +305,7 @@
       renderFailures(((st.errors || {}).last_failures || []).slice().reverse(), "Last failures");
       updateControls(st);
       charts.update(samples);
-      const when = new Date().toLocaleTimeString("en-GB", { hour12: false });
+      const when = fmtClock(Date.now() / 1000);
       setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
       $("app").dataset.ready = "1";
       failures = 0;

@@ -25,6 +25,18 @@
     return v < 1 ? Math.round(v * 1000) + " ms" : v.toFixed(v < 10 ? 2 : 1) + " s";
   }
 
+  /* A moment as Anvil writes it everywhere (anvil_cli/timefmt.py): ISO 8601 in the browser's
+     zone, to the second, with the zone's offset: 2026-12-05T03:15:00+01:00. */
+  function isoLocal(unixS) {
+    if (!unixS) return "–";
+    const d = new Date(Math.floor(unixS) * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    const offMin = -d.getTimezoneOffset();
+    const zone = (offMin < 0 ? "-" : "+") + p(Math.floor(Math.abs(offMin) / 60)) + ":" + p(Math.abs(offMin) % 60);
+    return String(d.getFullYear()).padStart(4, "0") + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) +
+      "T" + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds()) + zone;
+  }
+
   function fmtUsd(v) {
     if (v === null || v === undefined) return "–";
     return "$" + (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(4));
@@ -166,7 +178,7 @@
       scales.y2 = {};
       axes.push(axis(def.y2, "y2", 1));
     }
-    const series = [{ label: "time" }];
+    const series = [{ label: "time", value: (u, v) => (v === null ? "–" : isoLocal(v)) }];
     lines.forEach((l, i) => {
       const spec = l.scale === "y2" ? def.y2 : def.y;
       series.push({
@@ -256,5 +268,5 @@
     return { update: (samples) => charts.forEach((c) => c.update(samples)) };
   }
 
-  window.AnvilCharts = { mount: mount, fmtNum: fmtNum, fmtSeconds: fmtSeconds, fmtUsd: fmtUsd };
+  window.AnvilCharts = { mount: mount, fmtNum: fmtNum, fmtSeconds: fmtSeconds, fmtUsd: fmtUsd, isoLocal: isoLocal };
 })();
