@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Final
 
 from anvil_cli.snapshot_types import TimeSummary
 
-__all__ = ["WINDOW_SLOT_S", "LogHistogram", "WindowedHistogram", "percentile"]
+__all__ = ["WINDOW_SLOT_S", "LogHistogram", "WindowedHistogram", "percentile", "summaries"]
 
 WINDOW_SLOT_S: Final = 0.1  # a window's older edge is exact to this (values up to this older count)
 _HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
@@ -120,6 +121,11 @@ class LogHistogram:
         self.total += other.total
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
+
+
+def summaries(hists: Mapping[str, LogHistogram]) -> dict[str, TimeSummary]:
+    """`LogHistogram.summary()` of each, by name (a model), sorted."""
+    return {name: hist.summary() for name, hist in sorted(hists.items())}
 
 
 class WindowedHistogram:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.forecast import RunningCost
-from anvil_cli.histograms import LogHistogram, WindowedHistogram
+from anvil_cli.histograms import LogHistogram, WindowedHistogram, summaries
 from anvil_cli.records import JobResult
 from anvil_cli.snapshot_types import CallLatencyWindow, TimeSummary
 
@@ -76,10 +76,6 @@ class RollingCounters:
             if second >= oldest:
                 total.update(amounts)
         return total
-
-
-def _by_model(hists: dict[str, LogHistogram]) -> dict[str, TimeSummary]:
-    return {model: hist.summary() for model, hist in sorted(hists.items())}
 
 
 @dataclass
@@ -294,11 +290,11 @@ class RunMetrics:
             "recent_requests_per_min": rates["requests_per_min"],
             "recent_error_rate_pct": rates["error_rate_pct"],
             "call_latency_s": self.call_latency.summary(),
-            "call_latency_by_model_s": _by_model(self.call_latency_by_model),
+            "call_latency_by_model_s": summaries(self.call_latency_by_model),
             "job_time_s": self.job_time.summary(),
-            "job_time_by_model_s": _by_model(self.job_time_by_model),
+            "job_time_by_model_s": summaries(self.job_time_by_model),
             "latency_s": job_time,
-            "latency_by_model_s": _by_model(self.job_time_by_model),
+            "latency_by_model_s": summaries(self.job_time_by_model),
             "api_calls": self.api_calls,
             "attempts": self.attempts,
             "retries": self.retried_attempts,

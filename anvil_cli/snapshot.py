@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
 
 from anvil_cli.governor.limiter import DIMENSIONS
-from anvil_cli.histograms import LogHistogram
+from anvil_cli.histograms import LogHistogram, summaries
 from anvil_cli.metrics import PROM_BOUNDS_S, RunMetrics
 from anvil_cli.models import model_class
 from anvil_cli.run_history import history_of
@@ -35,7 +35,6 @@ from anvil_cli.snapshot_types import (
     LastError,
     Pool,
     Snapshot,
-    TimeSummary,
     WorkerRow,
     Workers,
 )
@@ -254,10 +253,6 @@ def _capped_note(state: EngineState, busy: float, waiting: int, limits: dict[str
     return f"the rate limits could feed {could} agents; max_agents caps at {state.agent_max:,}"
 
 
-def _by_model(hists: dict[str, LogHistogram]) -> dict[str, TimeSummary]:
-    return {model: hist.summary() for model, hist in sorted(hists.items())}
-
-
 def _histogram(hist: LogHistogram) -> HistogramData:
     return {"cumulative": hist.cumulative(PROM_BOUNDS_S), "count": hist.count, "sum": round(hist.total, 6)}
 
@@ -348,9 +343,9 @@ def build_snapshot(
             "eta_window_s": eta_window,
         },
         "call_latency_s": call_latency,
-        "call_latency_by_model_s": _by_model(metrics.call_latency_by_model),
+        "call_latency_by_model_s": summaries(metrics.call_latency_by_model),
         "job_time_s": metrics.job_time.summary(),
-        "job_time_by_model_s": _by_model(metrics.job_time_by_model),
+        "job_time_by_model_s": summaries(metrics.job_time_by_model),
         "histograms": _histograms(metrics),
         "errors": _errors(metrics, rates),
         "agents": _agents(state, counts["pending"], dict(limits)),
