@@ -106,6 +106,9 @@ class RunMetrics:
     call_latency: LogHistogram = field(default_factory=LogHistogram)
     call_latency_by_model: dict[str, LogHistogram] = field(default_factory=dict)
     recent_call_latency_by_model: dict[str, WindowedHistogram] = field(default_factory=dict)
+    _windows_read: dict[tuple[float, float], CallLatencyWindow] = field(  # (now, window_s): this tick's
+        default_factory=dict, init=False, repr=False
+    )
     job_time: LogHistogram = field(default_factory=LogHistogram)
     job_time_by_model: dict[str, LogHistogram] = field(default_factory=dict)
     window: RollingCounters = field(default_factory=RollingCounters)
@@ -141,6 +144,7 @@ class RunMetrics:
         if recent is None:
             recent = self.recent_call_latency_by_model[model] = WindowedHistogram(_RECENT_SPAN_S)
         recent.add(latency_s, now)
+        self._windows_read.clear()
         self.call_latency_by_model.setdefault(model, LogHistogram()).add(latency_s)
 
     def on_result(self, r: JobResult, now: float) -> None:
@@ -247,7 +251,13 @@ class RunMetrics:
 
     def call_latency_window(self, now: float, window_s: float) -> CallLatencyWindow:
         """API call latency of the calls timed in the last `window_s` (at most 30 s; older edge
-        exact to `WINDOW_SLOT_S`), all and by model: the recent p95 and every chart sample."""
+        exact to `WINDOW_SLOT_S`), all and by model: the recent p95 and every chart sample. Read
+        once per `now` and window until a call is added (a tick reads the 30 s one twice)."""
+        known = self._windows_read.get((now, window_s))
+        if known is not None:
+            return known
+        if any(at != now for at, _ in self._windows_read):
+            self._windows_read.clear()
         whole = LogHistogram()
         by_model: dict[str, TimeSummary] = {}
         for model, recent in sorted(self.recent_call_latency_by_model.items()):
@@ -255,7 +265,9 @@ class RunMetrics:
             whole.merge(hist)
             if hist.count:
                 by_model[model] = hist.summary()
-        return {"window_s": window_s, "all": whole.summary(), "by_model": by_model}
+        read: CallLatencyWindow = {"window_s": window_s, "all": whole.summary(), "by_model": by_model}
+        self._windows_read[(now, window_s)] = read
+        return read
 
     def completion_rate(self, now: float) -> tuple[float, int]:
         """(jobs finished per second, over how many seconds): the ETA's rate. Whole seconds only,
