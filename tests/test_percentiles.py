@@ -115,6 +115,16 @@ def test_failed_calls_count_in_the_window_when_they_happen() -> None:
     assert later["all"] == {"count": 0, "p50": None, "p95": None, "p99": None} and later["by_model"] == {}
 
 
+def test_a_window_read_twice_in_a_tick_sees_a_call_added_between() -> None:
+    m = RunMetrics(total=10, started_at=T0)
+    feed(m, job(0, call_s=0.5), T0 + 1.0)
+    assert m.call_latency_window(T0 + 2.0, 30.0)["all"]["count"] == 1
+    assert m.call_latency_window(T0 + 2.0, 10.0)["all"]["count"] == 1
+    feed(m, job(1, call_s=2.0), T0 + 2.0)
+    assert m.call_latency_window(T0 + 2.0, 30.0)["all"] == {"count": 2, "p50": 0.5, "p95": 2.0, "p99": 2.0}
+    assert m.rates(T0 + 2.0)["recent_call_p95_s"] == 2.0
+
+
 def test_memory_stays_bounded_on_a_long_fast_run() -> None:
     """An hour at 1,000 calls a second (fake clock): the slots kept are the last 30 s, the
     buckets those of the values' range, whatever the number of calls."""
