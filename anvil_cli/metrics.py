@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from anvil_cli.forecast import RunningCost
 from anvil_cli.histograms import LogHistogram, WindowedHistogram, summaries
+from anvil_cli.histograms import percentile as percentile  # where it was first: older imports still work
 from anvil_cli.records import JobResult
 from anvil_cli.snapshot_types import CallLatencyWindow, TimeSummary
 
