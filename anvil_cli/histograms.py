@@ -21,7 +21,7 @@ from anvil_cli.snapshot_types import TimeSummary
 
 __all__ = ["WINDOW_SLOT_S", "LogHistogram", "WindowedHistogram", "percentile", "summaries"]
 
-WINDOW_SLOT_S: Final = 0.1  # a window's older edge is exact to this (values up to this older count)
+WINDOW_SLOT_S: Final = 0.25  # a window's older edge is exact to this (values up to this older count)
 _HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
 _HIST_FLOOR_S: Final = 1e-6  # values at or below this share bucket "zero"
 PERCENTILES: Final = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0))

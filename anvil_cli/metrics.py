@@ -11,7 +11,7 @@ Two times are kept apart, because they answer different questions:
 
 Memory is bounded whatever the run's size: times go into log-bucketed histograms (buckets 1%
 wide, so every percentile is within 0.5% of the exact one; `anvil_cli.histograms`), the recent
-call latencies into such histograms per tenth of a second over the last `THROUGHPUT_WINDOW_S`
+call latencies into such histograms per quarter second over the last `THROUGHPUT_WINDOW_S`
 (the recent p95 and every chart sample's window are read from them), and the sliding-window
 rates are kept in one-second buckets over the last `ERROR_WINDOW_S`. Time is always passed in (`now`,
 monotonic seconds); nothing here reads a clock.

@@ -71,7 +71,7 @@ def test_histogram_edges() -> None:
 
 
 def test_windowed_histogram_forgets_old_values() -> None:
-    recent = WindowedHistogram(span_s=30.0)
+    recent = WindowedHistogram(span_s=30.0, slot_s=0.1)
     recent.add(100.0, now=0.0)
     recent.add(1.0, now=29.0)
     assert recent.window(29.0, 30.0).count == 2

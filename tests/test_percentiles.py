@@ -45,7 +45,7 @@ def assert_exact(shown: dict[str, object], values: list[float], rel: float = 0.0
 
 
 def test_a_window_holds_the_values_of_its_last_seconds_to_one_slot() -> None:
-    w = WindowedHistogram(span_s=30.0)
+    w = WindowedHistogram(span_s=30.0, slot_s=0.1)
     for i in range(300):  # one value in the middle of each 0.1 s slot from t=0 to 30, value i
         w.add(float(i), now=i / 10 + 0.05)
     last10 = w.window(30.0, 10.0)  # the values of (20.0, 30.0]
