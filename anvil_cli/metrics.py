@@ -10,140 +10,32 @@ Two times are kept apart, because they answer different questions:
   than any call, and says how long a job takes, not how fast the API answers.
 
 Memory is bounded whatever the run's size: times go into log-bucketed histograms (buckets 1%
-wide, so every percentile is within 0.5% of the exact one), and the sliding-window rates are
-kept in one-second buckets over the last `ERROR_WINDOW_S`. Time is always passed in (`now`,
+wide, so every percentile is within 0.5% of the exact one; `anvil_cli.histograms`), the recent
+call latencies into such histograms per quarter second over the last `THROUGHPUT_WINDOW_S`
+(the recent p95 and every chart sample's window are read from them), and the sliding-window
+rates are kept in one-second buckets over the last `ERROR_WINDOW_S`. Time is always passed in (`now`,
 monotonic seconds); nothing here reads a clock.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.forecast import RunningCost
+from anvil_cli.histograms import LogHistogram, WindowedHistogram, summaries
+from anvil_cli.histograms import percentile as percentile  # where it was first: older imports still work
 from anvil_cli.records import JobResult
+from anvil_cli.snapshot_types import CallLatencyWindow, TimeSummary
 
 THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
 ERROR_WINDOW_S: Final = 60.0  # the error rate is over the last minute
 ETA_WINDOW_S: Final = 10  # the ETA's completion rate: whole seconds, at most the later half of the run
+SERIES_WINDOW_S: Final = 10.0  # the calls a chart sample's latency percentiles are taken over
+_RECENT_SPAN_S: Final = max(THROUGHPUT_WINDOW_S, SERIES_WINDOW_S)  # the longest latency window kept
 # upper bounds (seconds) of the Prometheus histograms exported from the log histograms
 PROM_BOUNDS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-_HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
-_HIST_FLOOR_S: Final = 1e-6  # values at or below this share bucket "zero"
-
-
-def percentile(sorted_values: list[float], pct: float) -> float | None:
-    """Exact percentile (nearest rank) of an already sorted list."""
-    if not sorted_values:
-        return None
-    rank = max(1, round(pct / 100.0 * len(sorted_values) + 0.5 - 1e-9))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-class LogHistogram:
-    """Counts of values in geometric buckets 1% wide: percentiles within 0.5%, memory O(log range)."""
-
-    __slots__ = ("_buckets", "count", "max", "min", "total")
-
-    _LOG_GROWTH: Final = math.log(_HIST_GROWTH)
-
-    def __init__(self) -> None:
-        self._buckets: Counter[int] = Counter()
-        self.count = 0
-        self.total = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-
-    def add(self, value: float) -> None:
-        """Record one value (negative values count as zero)."""
-        value = max(0.0, value)
-        if value <= _HIST_FLOOR_S:
-            index = -1
-        else:
-            index = math.floor(math.log(value / _HIST_FLOOR_S) / self._LOG_GROWTH)
-        self._buckets[index] += 1
-        self.count += 1
-        self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
-
-    def _value_of(self, index: int) -> float:
-        """The geometric middle of bucket `index`, kept within the values actually seen."""
-        if index < 0:
-            return self.min
-        middle: float = _HIST_FLOOR_S * _HIST_GROWTH ** (index + 0.5)
-        return min(self.max, max(self.min, middle))
-
-    def percentile(self, pct: float) -> float | None:
-        """Nearest-rank percentile, like `percentile()` on the sorted values (within 0.5%)."""
-        if self.count == 0:
-            return None
-        rank = min(self.count, max(1, round(pct / 100.0 * self.count + 0.5 - 1e-9)))
-        seen = 0
-        for index in sorted(self._buckets):
-            seen += self._buckets[index]
-            if seen >= rank:
-                return self._value_of(index)
-        return self.max  # pragma: no cover - the counts always add up to `count`
-
-    def percentiles(self, digits: int = 6) -> dict[str, float | None]:
-        """p50, p95 and p99, rounded."""
-        out: dict[str, float | None] = {}
-        for name, pct in (("p50", 50.0), ("p95", 95.0), ("p99", 99.0)):
-            value = self.percentile(pct)
-            out[name] = None if value is None else round(value, digits)
-        return out
-
-    def cumulative(self, bounds: tuple[float, ...]) -> list[int]:
-        """How many values are at most each of `bounds` (ascending): a Prometheus histogram's
-        buckets. A value within 1% of a bound may fall on either side of it (its bucket's
-        middle decides, as for percentiles)."""
-        out = [0] * len(bounds)
-        for index, n in self._buckets.items():
-            value = self._value_of(index)
-            for i, bound in enumerate(bounds):
-                if value <= bound:
-                    out[i] += n
-        return out
-
-    @property
-    def buckets_used(self) -> int:
-        return len(self._buckets)
-
-    def merge(self, other: LogHistogram) -> None:
-        """Add every value counted in `other`."""
-        self._buckets.update(other._buckets)
-        self.count += other.count
-        self.total += other.total
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-
-
-class RecentHistogram:
-    """Values of roughly the last one to two `window_s`: two histograms, rotated every window."""
-
-    def __init__(self, window_s: float = THROUGHPUT_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._epochs: dict[int, LogHistogram] = {}
-
-    def _rotate(self, now: float) -> int:
-        epoch = int(now // self.window_s)
-        for old in [e for e in self._epochs if e < epoch - 1]:
-            del self._epochs[old]
-        return epoch
-
-    def add(self, value: float, now: float) -> None:
-        epoch = self._rotate(now)
-        self._epochs.setdefault(epoch, LogHistogram()).add(value)
-
-    def merged(self, now: float) -> LogHistogram:
-        self._rotate(now)
-        out = LogHistogram()
-        for hist in self._epochs.values():
-            out.merge(hist)
-        return out
 
 
 class RollingCounters:
@@ -187,14 +79,6 @@ class RollingCounters:
         return total
 
 
-def _summary_of(hist: LogHistogram) -> dict[str, Any]:
-    return {"count": hist.count, **hist.percentiles()}
-
-
-def _by_model(hists: dict[str, LogHistogram]) -> dict[str, dict[str, Any]]:
-    return {model: _summary_of(hist) for model, hist in sorted(hists.items())}
-
-
 @dataclass
 class RunMetrics:
     """Counters, time distributions and sliding-window rates of one run."""
@@ -222,7 +106,10 @@ class RunMetrics:
     final_errors_by_type: Counter[str] = field(default_factory=Counter)
     call_latency: LogHistogram = field(default_factory=LogHistogram)
     call_latency_by_model: dict[str, LogHistogram] = field(default_factory=dict)
-    recent_call_latency: RecentHistogram = field(default_factory=RecentHistogram)
+    recent_call_latency_by_model: dict[str, WindowedHistogram] = field(default_factory=dict)
+    _windows_read: dict[tuple[float, float], CallLatencyWindow] = field(  # (now, window_s): this tick's
+        default_factory=dict, init=False, repr=False
+    )
     job_time: LogHistogram = field(default_factory=LogHistogram)
     job_time_by_model: dict[str, LogHistogram] = field(default_factory=dict)
     window: RollingCounters = field(default_factory=RollingCounters)
@@ -254,7 +141,11 @@ class RunMetrics:
         if not isinstance(latency_s, int | float) or isinstance(latency_s, bool):
             return
         self.call_latency.add(latency_s)
-        self.recent_call_latency.add(latency_s, now)
+        recent = self.recent_call_latency_by_model.get(model)
+        if recent is None:
+            recent = self.recent_call_latency_by_model[model] = WindowedHistogram(_RECENT_SPAN_S)
+        recent.add(latency_s, now)
+        self._windows_read.clear()
         self.call_latency_by_model.setdefault(model, LogHistogram()).add(latency_s)
 
     def on_result(self, r: JobResult, now: float) -> None:
@@ -355,9 +246,29 @@ class RunMetrics:
             "error_rate_pct": round(100.0 * minute["failed"] / calls, 3) if calls else 0.0,
             "cost_per_hour_usd": round(recent["cost_usd"] / window * 3600.0, 6),
             "average_cost_per_hour_usd": round(self.cost_usd / elapsed * 3600.0, 6),
-            "recent_call_p95_s": self.recent_call_latency.merged(now).percentiles()["p95"],
+            "recent_call_p95_s": self.call_latency_window(now, THROUGHPUT_WINDOW_S)["all"]["p95"],
             "per_model": per_model,
         }
+
+    def call_latency_window(self, now: float, window_s: float) -> CallLatencyWindow:
+        """API call latency of the calls timed in the last `window_s` (at most 30 s; older edge
+        exact to `WINDOW_SLOT_S`), all and by model: the recent p95 and every chart sample. Read
+        once per `now` and window until a call is added (a tick reads the 30 s one twice)."""
+        known = self._windows_read.get((now, window_s))
+        if known is not None:
+            return known
+        if any(at != now for at, _ in self._windows_read):
+            self._windows_read.clear()
+        whole = LogHistogram()
+        by_model: dict[str, TimeSummary] = {}
+        for model, recent in sorted(self.recent_call_latency_by_model.items()):
+            hist = recent.window(now, window_s)
+            whole.merge(hist)
+            if hist.count:
+                by_model[model] = hist.summary()
+        read: CallLatencyWindow = {"window_s": window_s, "all": whole.summary(), "by_model": by_model}
+        self._windows_read[(now, window_s)] = read
+        return read
 
     def completion_rate(self, now: float) -> tuple[float, int]:
         """(jobs finished per second, over how many seconds): the ETA's rate. Whole seconds only,
@@ -391,12 +302,12 @@ class RunMetrics:
             "recent_jobs_per_s": rates["jobs_per_s"],
             "recent_requests_per_min": rates["requests_per_min"],
             "recent_error_rate_pct": rates["error_rate_pct"],
-            "call_latency_s": _summary_of(self.call_latency),
-            "call_latency_by_model_s": _by_model(self.call_latency_by_model),
-            "job_time_s": _summary_of(self.job_time),
-            "job_time_by_model_s": _by_model(self.job_time_by_model),
+            "call_latency_s": self.call_latency.summary(),
+            "call_latency_by_model_s": summaries(self.call_latency_by_model),
+            "job_time_s": self.job_time.summary(),
+            "job_time_by_model_s": summaries(self.job_time_by_model),
             "latency_s": job_time,
-            "latency_by_model_s": _by_model(self.job_time_by_model),
+            "latency_by_model_s": summaries(self.job_time_by_model),
             "api_calls": self.api_calls,
             "attempts": self.attempts,
             "retries": self.retried_attempts,

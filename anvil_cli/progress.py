@@ -7,12 +7,9 @@ from typing import Any
 from rich.console import Console
 
 from anvil_cli.dashboard.render import describe_error
+from anvil_cli.dashboard.render import fmt_s as _fmt_s  # latencies to three figures, as on the dashboard
 from anvil_cli.snapshot_types import Snapshot
 from anvil_cli.timefmt import local_iso
-
-
-def _fmt_s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
 
 
 def _agents(s: Snapshot) -> str:

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
 
 from anvil_cli.governor.limiter import DIMENSIONS
-from anvil_cli.metrics import PROM_BOUNDS_S, LogHistogram, RunMetrics
+from anvil_cli.histograms import LogHistogram, summaries
+from anvil_cli.metrics import PROM_BOUNDS_S, RunMetrics
 from anvil_cli.models import model_class
 from anvil_cli.run_history import history_of
 from anvil_cli.snapshot_types import (
@@ -34,7 +35,6 @@ from anvil_cli.snapshot_types import (
     LastError,
     Pool,
     Snapshot,
-    TimeSummary,
     WorkerRow,
     Workers,
 )
@@ -253,15 +253,6 @@ def _capped_note(state: EngineState, busy: float, waiting: int, limits: dict[str
     return f"the rate limits could feed {could} agents; max_agents caps at {state.agent_max:,}"
 
 
-def _time_summary(hist: LogHistogram) -> TimeSummary:
-    p = hist.percentiles()
-    return {"count": hist.count, "p50": p["p50"], "p95": p["p95"], "p99": p["p99"]}
-
-
-def _by_model(hists: dict[str, LogHistogram]) -> dict[str, TimeSummary]:
-    return {model: _time_summary(hist) for model, hist in sorted(hists.items())}
-
-
 def _histogram(hist: LogHistogram) -> HistogramData:
     return {"cumulative": hist.cumulative(PROM_BOUNDS_S), "count": hist.count, "sum": round(hist.total, 6)}
 
@@ -325,7 +316,7 @@ def build_snapshot(
     remaining = max(0, counts["total"] - counts["done"])
     eta_rate, eta_window = metrics.completion_rate(now)
     call_latency: CallLatency = {
-        **_time_summary(metrics.call_latency),
+        **metrics.call_latency.summary(),
         "recent_p95": rates["recent_call_p95_s"],
     }
     governor = dict(state.governor)
@@ -352,9 +343,9 @@ def build_snapshot(
             "eta_window_s": eta_window,
         },
         "call_latency_s": call_latency,
-        "call_latency_by_model_s": _by_model(metrics.call_latency_by_model),
-        "job_time_s": _time_summary(metrics.job_time),
-        "job_time_by_model_s": _by_model(metrics.job_time_by_model),
+        "call_latency_by_model_s": summaries(metrics.call_latency_by_model),
+        "job_time_s": metrics.job_time.summary(),
+        "job_time_by_model_s": summaries(metrics.job_time_by_model),
         "histograms": _histograms(metrics),
         "errors": _errors(metrics, rates),
         "agents": _agents(state, counts["pending"], dict(limits)),

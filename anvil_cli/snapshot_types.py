@@ -44,7 +44,15 @@ class TimeSummary(TypedDict):
 
 
 class CallLatency(TimeSummary):
-    recent_p95: float | None  # calls of the last 30-60 s: what the p95 alert watches
+    recent_p95: float | None  # calls of the last 30 s: what the p95 alert watches
+
+
+class CallLatencyWindow(TypedDict):
+    """API call latency of the calls timed over the last `window_s` (`RunMetrics.call_latency_window`)."""
+
+    window_s: float
+    all: TimeSummary
+    by_model: dict[str, TimeSummary]  # the models with a call in the window
 
 
 class HistogramData(TypedDict):

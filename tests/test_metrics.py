@@ -8,15 +8,13 @@ from typing import Any
 
 import pytest
 
+from anvil_cli.histograms import LogHistogram, WindowedHistogram, percentile
 from anvil_cli.metrics import (
     ERROR_WINDOW_S,
     ETA_WINDOW_S,
     PROM_BOUNDS_S,
     THROUGHPUT_WINDOW_S,
-    LogHistogram,
-    RecentHistogram,
     RunMetrics,
-    percentile,
 )
 from anvil_cli.records import JobResult
 
@@ -72,13 +70,15 @@ def test_histogram_edges() -> None:
     assert single.percentiles() == {"p50": 3.0, "p95": 3.0, "p99": 3.0}  # clamped to what was seen
 
 
-def test_recent_histogram_forgets_old_values() -> None:
-    recent = RecentHistogram(window_s=30.0)
+def test_windowed_histogram_forgets_old_values() -> None:
+    recent = WindowedHistogram(span_s=30.0, slot_s=0.1)
     recent.add(100.0, now=0.0)
-    recent.add(1.0, now=31.0)
-    assert recent.merged(31.0).count == 2  # the previous window still counts
-    assert recent.merged(61.0).count == 1
-    assert recent.merged(100.0).count == 0
+    recent.add(1.0, now=29.0)
+    assert recent.window(29.0, 30.0).count == 2
+    assert recent.window(30.05, 30.0).count == 2  # the older edge is exact to one 0.1 s slot
+    assert recent.window(30.15, 30.0).count == 1
+    assert recent.window(29.0, 10.0).count == 1
+    assert recent.window(100.0, 30.0).count == 0 and recent.slots_used == 0
 
 
 def test_summary_keeps_its_keys_and_adds_call_latency_and_job_time() -> None:

@@ -15,28 +15,20 @@ from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.records import SCHEMA
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.metrics import RunMetrics
-from anvil_cli.series import MIN_GAP_S, Sample, Sampler, downsample, quantile
+from anvil_cli.series import MIN_GAP_S, Sample, Sampler, downsample
+from anvil_cli.snapshot_types import Snapshot
 from tests.engine_support import run_inprocess, write_config, write_jsonl_batch
-from tests.snapshot_support import HAIKU, SONNET, T0, WALL0, engine_state, feed, job, snapshot
-
-BOUNDS = [0.1, 0.5, 1.0, 2.5]
+from tests.snapshot_support import HAIKU, SONNET, T0, WALL0, engine_state, fed_metrics, feed, job, snapshot
 
 
-@pytest.mark.parametrize(
-    ("q", "cumulative", "count", "expected"),
-    [
-        (0.5, [0, 10, 10, 10], 10, 0.3),  # all in (0.1, 0.5]: the middle of the bucket
-        (0.5, [10, 10, 10, 10], 10, 0.05),  # the first bucket starts at 0
-        (0.95, [0, 0, 0, 20], 20, 2.425),
-        (0.99, [0, 5, 5, 5], 10, 2.5),  # above the last bound: read as that bound
-        (0.5, [0, 0, 0, 0], 0, None),  # no call
-    ],
-)
-def test_quantile_interpolates_inside_its_bucket(
-    q: float, cumulative: list[int], count: int, expected: float | None
-) -> None:
-    assert quantile(q, BOUNDS, cumulative, count) == expected
-
+def _take(
+    sampler: Sampler, m: RunMetrics | None = None, now: float = T0 + 60.0, **state: object
+) -> Sample | None:
+    """The sample of one tick: the real snapshot of `m` at `now`, and `m` itself, as the Ticker
+    hands them over."""
+    m = m if m is not None else fed_metrics()
+    snap: Snapshot = snapshot(m, now=now, **state)
+    return sampler.take(snap, m, now)
 
 def _calls(m: RunMetrics, second: int, call_s: float, per_s: int = 10) -> None:
     """`per_s` jobs of one call each, answered during second `second`, alternating models."""
@@ -53,14 +45,14 @@ def test_latency_percentiles_are_those_of_the_last_ten_seconds() -> None:
     taken: dict[int, Sample] = {}
     for second in range(30):
         _calls(m, second, call_s=0.3 if second < 20 else 3.0)
-        sample = sampler.take(snapshot(m, now=T0 + second + 1))
+        sample = _take(sampler, m, T0 + second + 1)
         assert sample is not None
         taken[second + 1] = sample
     fast, slow = taken[20]["latency_s"], taken[30]["latency_s"]
-    assert fast["count"] == 100 and fast["p99"] is not None and fast["p99"] <= 0.5
-    assert slow["count"] == 100 and slow["p50"] is not None and 2.5 < slow["p50"] <= 5.0
-    mixed = taken[25]["latency_s"]  # 5 s of each
-    assert mixed["p50"] is not None and mixed["p50"] <= 2.5 < (mixed["p95"] or 0)
+    assert fast["count"] == 100 and fast["p50"] == fast["p99"] == pytest.approx(0.3, rel=0.005)
+    assert slow["count"] == 100 and slow["p50"] == slow["p99"] == pytest.approx(3.0, rel=0.005)
+    mixed = taken[25]["latency_s"]  # 5 s of each: nearest rank 50 of 100 is the last fast call
+    assert mixed["p50"] == pytest.approx(0.3, rel=0.005) and mixed["p95"] == pytest.approx(3.0, rel=0.005)
     whole = snapshot(m, now=T0 + 30)["call_latency_s"]
     assert whole["p50"] is not None and whole["p50"] < 1.0  # the session's: two thirds fast
     by_model = taken[30]["latency_by_model_s"]
@@ -70,8 +62,9 @@ def test_latency_percentiles_are_those_of_the_last_ten_seconds() -> None:
 
 
 def test_a_sample_has_the_snapshot_figures_the_charts_draw() -> None:
-    snap = snapshot()
-    sample = Sampler().take(snap)
+    m = fed_metrics()
+    snap = snapshot(m)
+    sample = Sampler().take(snap, m, T0 + 60.0)
     assert sample is not None
     assert sample["t"] == snap["updated_at"] == WALL0 + 60 and sample["session"] == WALL0
     assert sample["counts"] == snap["counts"] and sample["counts"]["done"] == 600
@@ -93,7 +86,7 @@ def test_an_open_breaker_and_an_ended_run_are_sampled() -> None:
     from tests.snapshot_support import real_governor
 
     governor = real_governor(sonnet_breaker_open=True, now=T0 + 60).snapshot(T0 + 60)
-    sample = Sampler().take(snapshot(governor=governor, phase="finished", in_flight=0))
+    sample = _take(Sampler(), governor=governor, phase="finished", in_flight=0)
     assert sample is not None
     assert sample["breakers"][SONNET] == "open" and sample["state"] == "finished"
     assert all(p["binding"] is None for p in sample["pools"].values())  # nothing binds once ended
@@ -102,17 +95,17 @@ def test_an_open_breaker_and_an_ended_run_are_sampled() -> None:
 def test_at_most_one_sample_a_second_but_the_last_figures_are_kept() -> None:
     m = RunMetrics(total=100, started_at=T0)
     sampler = Sampler()
-    assert sampler.take(snapshot(m, now=T0 + 1)) is not None
-    assert sampler.take(snapshot(m, now=T0 + 1 + MIN_GAP_S / 2)) is None
-    assert sampler.take(snapshot(m, now=T0 + 2)) is not None
-    ended = sampler.take(snapshot(m, now=T0 + 2.3, phase="finished", in_flight=0))
+    assert _take(sampler, m, T0 + 1) is not None
+    assert _take(sampler, m, T0 + 1 + MIN_GAP_S / 2) is None
+    assert _take(sampler, m, T0 + 2) is not None
+    ended = _take(sampler, m, T0 + 2.3, phase="finished", in_flight=0)
     assert ended is not None and ended["state"] == "finished"
 
 
 def _series(n: int) -> list[Sample]:
     m = RunMetrics(total=100, started_at=T0)
     sampler = Sampler(min_gap_s=0.0)
-    base = sampler.take(snapshot(m, now=T0 + 1))
+    base = _take(sampler, m, T0 + 1)
     assert base is not None
     return [{**base, "t": WALL0 + i} for i in range(n)]  # type: ignore[typeddict-item]
 

@@ -47,7 +47,7 @@ class Ticker:
 
     def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
         seen = self.monitor.observe(state, metrics, now)
-        sample = self.sampler.take(cast(Snapshot, seen.snapshot))  # the same value as plain JSON
+        sample = self.sampler.take(cast(Snapshot, seen.snapshot), metrics, now)  # the snapshot is plain JSON
         with self.journal.transaction():
             for change in seen.changes:
                 self.journal.add_event(self.run_id, "alert", change.to_event(), at=change.at)

@@ -20,8 +20,10 @@
     return v.toFixed(digits === undefined ? (abs >= 100 || Number.isInteger(v) ? 0 : 2) : digits);
   }
 
+  /* A latency to three figures at least (within 0.5%): "3.42 ms", "412 ms", "1.25 s", "12.3 s". */
   function fmtSeconds(v) {
     if (v === null || v === undefined) return "–";
+    if (v < 0.1) return (v * 1000).toPrecision(3) + " ms";
     return v < 1 ? Math.round(v * 1000) + " ms" : v.toFixed(v < 10 ? 2 : 1) + " s";
   }
 
