@@ -13,7 +13,7 @@ as clear.
 |-------------------|---------------------------------------------------------------|----------|
 | error_rate        | failed calls, % over the last minute (>= 20 calls)            | high     |
 | queue_depth       | jobs waiting, when that backlog grew over the last minute     | high     |
-| p95_latency       | API call latency p95 over the last 30-60 s (not job time)     | medium   |
+| p95_latency       | API call latency p95 over the last 30 s (not job time)        | medium   |
 | cost_spike        | cost/hour over the last 30 s, % above the session average     | medium   |
 | budget_warn       | spent USD against `budget.warn_usd` (never clears)            | medium   |
 | rate_limit        | the most used rate limit (pool, dimension), % in use          | low      |
