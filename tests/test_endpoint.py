@@ -177,3 +177,20 @@ def test_anvil_run_with_only_environment_variables_reaches_the_simulator(
     )
     assert f"API at {host_of(sim.base_url)}" in human.stdout
     assert os.environ.get("ANTHROPIC_BASE_URL") != sim.base_url  # the test's own process was not the source
+
+
+def test_anvil_plan_probes_the_endpoint_anvil_run_would_call(tmp_path: Path, sim: SimServer) -> None:
+    """`anvil plan` counts tokens where `anvil run` would call: ANTHROPIC_BASE_URL here, with an
+    ANTHROPIC_AUTH_TOKEN instead of a key (one resolution for both commands)."""
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a", "b"])
+    env = {**cli_env(""), "ANTHROPIC_BASE_URL": sim.base_url, "ANTHROPIC_AUTH_TOKEN": "tok-plan"}
+    del env["ANTHROPIC_API_KEY"]
+    proc = subprocess.run(
+        anvil_cmd("plan", str(batch), "--json"), cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = " ".join(json.loads(proc.stdout)["notes"])
+    # said only once the probe was answered (the simulator does not count count_tokens calls)
+    assert f"count_tokens at {sim.base_url} (from ANTHROPIC_BASE_URL)" in notes, notes
+    assert "tok-plan" not in proc.stdout + proc.stderr

@@ -133,3 +133,17 @@ def test_jobs_out_of_retries_while_unreachable_are_not_failed(tmp_path: Path) ->
     assert _states(tmp_path) == {"pending": 5}
     rows = journal_query(tmp_path / ".anvil", "SELECT SUM(attempts) FROM jobs")
     assert int(str(rows[0][0])) >= 5  # every job was tried, and its attempts are counted
+
+
+def test_the_setting_is_validated_where_it_is_set() -> None:
+    from anvil_cli.config import load_settings
+    from anvil_cli.errors import ConfigError
+
+    assert load_settings(None, env={"ANVIL_RUN__UNREACHABLE_AFTER_S": "30"}).run.unreachable_after_s == 30
+    for bad in ("0", "-5", "soon", ".inf"):
+        try:
+            load_settings(None, env={"ANVIL_RUN__UNREACHABLE_AFTER_S": bad})
+        except ConfigError as exc:
+            assert "ANVIL_RUN__UNREACHABLE_AFTER_S" in str(exc) and "unreachable_after_s" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
