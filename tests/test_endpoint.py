@@ -138,6 +138,7 @@ def test_a_run_configured_by_the_environment_alone_hands_it_to_its_workers(
 ) -> None:
     """No provider.base_url: ANTHROPIC_BASE_URL of the driver's environment reaches the workers
     through their WorkerConfig. Their own environment (the fork server's) has no ANTHROPIC_*."""
+    monkeypatch.chdir(tmp_path)  # no anvil.yaml
     monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
     monkeypatch.setenv("ANTHROPIC_CUSTOM_HEADERS", "X-Team: search")
     batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(6)])

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from anvil_cli.engine.unreachable import Reachability
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimServer
@@ -135,8 +137,10 @@ def test_jobs_out_of_retries_while_unreachable_are_not_failed(tmp_path: Path) ->
     assert int(str(rows[0][0])) >= 5  # every job was tried, and its attempts are counted
 
 
-def test_the_setting_is_validated_where_it_is_set() -> None:
+def test_the_setting_is_validated_where_it_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from anvil_cli.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no anvil.yaml
     from anvil_cli.errors import ConfigError
 
     assert load_settings(None, env={"ANVIL_RUN__UNREACHABLE_AFTER_S": "30"}).run.unreachable_after_s == 30
