@@ -157,6 +157,8 @@ class RunSettings(_Section):
     progress_interval_s: float = Field(10.0, gt=0, le=MAX_SECONDS)
     tool_timeout_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
     worker_silence_s: float = Field(30.0, ge=2, le=MAX_SECONDS)  # no heartbeat this long: replaced
+    # the API never reached and every call failed to connect this long: stop (exit 3, resumable)
+    unreachable_after_s: float = Field(120.0, gt=0, le=MAX_SECONDS)
     tool_workdir: Literal["job", "cwd"] = "job"  # a fresh directory per job, or where anvil runs
     tool_max_output_kb: int = Field(1024, ge=1, le=1024 * 1024)  # stdout kept of one tool call
     tool_cpu_s: int | None = Field(300, ge=1, le=int(MAX_SECONDS))  # CPU seconds per tool call

@@ -189,11 +189,13 @@ def _cost(metrics: RunMetrics, rates: dict[str, Any], remaining: int) -> Cost:
 
 def _workers(state: EngineState) -> Workers:
     rows: list[WorkerRow] = [
-        {"id": w.id, "pid": w.pid, "alive": w.alive, "jobs": w.jobs, "node": w.node} for w in state.workers
+        {"id": w.id, "pid": w.pid, "alive": w.alive, "jobs": w.jobs, "node": w.node, "waiting": w.waiting}
+        for w in state.workers
     ]
     return {
         "count": len(rows),
         "alive": sum(1 for r in rows if r["alive"]),
+        "waiting": sum(1 for r in rows if r["waiting"]),
         "restarts": state.worker_restarts,
         "list": rows,
     }

@@ -117,11 +117,13 @@ class WorkerRow(TypedDict):
     alive: bool
     jobs: int
     node: str | None
+    waiting: bool  # a Ray actor not placed yet (no free resources on the cluster)
 
 
 class Workers(TypedDict):
     count: int
     alive: int
+    waiting: int  # started but not placed yet: waiting for cluster resources
     restarts: int
     list: list[WorkerRow]
 

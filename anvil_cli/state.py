@@ -24,6 +24,7 @@ class WorkerInfo:
     alive: bool
     jobs: int
     node: str | None = None
+    waiting: bool = False  # not placed yet: a cluster has no free resources for it (not alive)
 
 
 @dataclass(frozen=True, slots=True)

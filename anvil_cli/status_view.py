@@ -17,6 +17,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
     cost_usd, attempts           journal totals over the whole run
     alert_events                 the last alert changes recorded in the journal
     summary                      the summary stored when the run ended (null while running)
+    api_hosts                    the API hosts (host:port) its workers called
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class RunStatus(Snapshot):
     attempts: int
     alert_events: list[dict[str, Any]]
     summary: dict[str, Any] | None
+    api_hosts: list[str]  # host:port its workers call, as they reported it (worker_started)
 
 
 def effective_state(row: RunRow) -> str:
@@ -177,6 +179,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         "attempts": int(totals["attempts"]),
         "alert_events": journal.events(row.id, "alert")[-RECENT_ALERT_EVENTS:],
         "summary": row.summary,
+        "api_hosts": sorted({str(e["api"]) for e in journal.events(row.id, "worker_started") if "api" in e}),
     }
 
 

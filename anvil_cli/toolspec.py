@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 COMMAND_KEY = "anvil_command"
-SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANVIL_API_TOKEN")
+SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANVIL_API_TOKEN")
 
 
 def scrubbed_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

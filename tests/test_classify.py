@@ -57,16 +57,45 @@ def test_a_spend_cap_429_stops_the_run() -> None:
     assert info.verdict is Verdict.STOP_RUN and info.type == "spend_limit"
 
 
-def test_a_connection_error_names_its_cause() -> None:
-    try:
+def _refused(port: int, *, aio: bool) -> anthropic.APIConnectionError:
+    """What the real SDK raises for a closed port, on the workers' aiohttp transport or the
+    default httpx one (batches mode)."""
+    import asyncio
+
+    from anvil_cli.endpoint import Endpoint
+    from anvil_cli.engine.worker import make_client
+
+    messages = [{"role": "user", "content": "x"}]
+    params: dict[str, Any] = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": messages}
+    url = f"http://127.0.0.1:{port}"
+
+    async def async_call() -> None:
+        client = make_client(Endpoint(url, "test", api_key="k"), 5.0, 1)
         try:
-            raise ConnectionRefusedError(111, "Connection refused")
-        except ConnectionRefusedError as cause:
-            raise anthropic.APIConnectionError(request=REQUEST) from cause
+            await client.messages.create(**params)
+        finally:
+            await client.close()
+
+    try:
+        if aio:
+            asyncio.run(async_call())
+        else:
+            with anthropic.Anthropic(api_key="k", base_url=url, max_retries=0) as client:
+                client.messages.create(**params)
     except anthropic.APIConnectionError as exc:
-        info = classify(exc)
+        return exc
+    raise AssertionError("the call to a closed port succeeded")
+
+
+@pytest.mark.parametrize("aio", [True, False])
+def test_a_refused_connection_names_the_host_and_the_cause(aio: bool) -> None:
+    from tests.test_endpoint import closed_port
+
+    port = closed_port()
+    info = classify(_refused(port, aio=aio))
     assert info.verdict is Verdict.RETRY and info.breaker_failure and info.type == "connection_error"
-    assert "Connection refused" in info.message and "ConnectionRefusedError" in info.message
+    assert info.message == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+    assert info.unreachable and info.host == f"127.0.0.1:{port}"
 
 
 def test_a_timeout_is_retried() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,14 +22,16 @@ from anvil_cli.commands.common import (
     settings_from,
 )
 from anvil_cli.config import Settings
+from anvil_cli.endpoint import Endpoint, resolve_endpoint
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.journal_history import history_answers
+from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.forecast import ModelFit, fit_models
 from anvil_cli.plan import TokenCounter, api_counter, make_plan, output_model, render
 from anvil_cli.plan_sample import SampleOutcome, choose, run_sample
 from anvil_cli.routing import model_for
-from anvil_cli.vault import secret
+from anvil_cli.vault import environ_with_secrets
 
 SIM_KEY = "sk-ant-simulated-local-key"
 PROBE_TIMEOUT_S = 10.0
@@ -81,8 +82,8 @@ def plan_command(
     answers seen before: a sample run (`--sample N`), else earlier runs of the same models in
     the state dir, else the `plan:` settings (a share of `max_tokens`); the plan says which.
     Without --sample it sends nothing billable: input tokens are counted with `count_tokens`
-    when an API is reachable (ANTHROPIC_API_KEY + provider.base_url / ANTHROPIC_BASE_URL), else
-    estimated locally."""
+    when an API is reachable (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN, at provider.base_url,
+    else ANTHROPIC_BASE_URL), else estimated locally."""
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
@@ -156,14 +157,13 @@ def _counter(
         from anvil_cli.sim.embedded import embedded_config
 
         server = stack.enter_context(SimServer(embedded_config(settings)).start_thread())
-        base_url: str | None = server.base_url
-        key: str | None = SIM_KEY
+        endpoint = Endpoint(server.base_url, "the embedded simulator", api_key=SIM_KEY)
     else:
-        base_url = settings.provider.base_url or os.environ.get("ANTHROPIC_BASE_URL")
-        key = secret("ANTHROPIC_API_KEY")
-    if not key:
-        return None, "input tokens estimated locally: ANTHROPIC_API_KEY is not set"
-    client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=1, timeout=PROBE_TIMEOUT_S)
+        try:  # the same resolution as `anvil run` (anvil_cli/endpoint.py)
+            endpoint = resolve_endpoint(settings, environ_with_secrets())
+        except UsageError as exc:
+            return None, f"input tokens estimated locally: {exc}"
+    client = anthropic.Anthropic(**endpoint.client_kwargs(), max_retries=1, timeout=PROBE_TIMEOUT_S)
     stack.callback(client.close)
     counter = api_counter(client)
     if first is None:
@@ -172,7 +172,7 @@ def _counter(
         counter(first.request(model_for(first, settings.routing)))
     except anthropic.APIError as exc:
         return None, f"input tokens estimated locally: count_tokens failed ({type(exc).__name__})"
-    where = "the embedded simulator" if simulate else (base_url or "api.anthropic.com")
+    where = "the embedded simulator" if simulate else endpoint.describe()
     return counter, f"input tokens counted with count_tokens at {where}"
 
 

@@ -88,6 +88,7 @@ def _header(st: RunStatus) -> list[RenderableType]:
     lines: list[RenderableType] = [
         Text.assemble(("run ", "bold"), (st["run_id"], "bold"), " · ", state, f" · {st['batch_path']}"),
         Text(f"started {local_iso(st['created_at'])} · took {fmt_duration(st['duration_s'])}"),
+        *([Text(f"API at {', '.join(st['api_hosts'])}")] if st.get("api_hosts") else []),
         Text(
             f"{c['succeeded']:,} succeeded, {c['failed']:,} failed, {c['running']:,} running, "
             f"{c['pending']:,} pending of {c['total']:,} · cost {fmt_usd(st['cost_usd'])}"

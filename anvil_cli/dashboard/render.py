@@ -171,8 +171,10 @@ def _workers(s: Snapshot) -> Text:
     w = s["workers"]
     health = "green" if w["alive"] == w["count"] else "bold red"
     jobs = " ".join(str(r["jobs"]) for r in w["list"][:16])
+    waiting = w.get("waiting", 0)
     return _line(
         (f"{w['alive']}/{w['count']} alive", health),
+        (f", {waiting} waiting for resources" if waiting else "", "yellow"),
         f"  restarts {w['restarts']}  jobs held {jobs or '-'}{per_node(w['list'])}",
     )
 

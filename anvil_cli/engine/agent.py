@@ -104,9 +104,12 @@ class Agent:
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
 
     def redact(self, text: str) -> str:
-        """Error text never carries the API key, whatever an exception put in it."""
-        key = getattr(self.ctx.client, "api_key", None)
-        return text.replace(key, "[redacted]") if key else text
+        """Error text never carries the API key or token, whatever an exception put in it."""
+        client = self.ctx.client
+        for secret in (getattr(client, "api_key", None), getattr(client, "auth_token", None)):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
 
     async def run(self, job: Job) -> JobResult:
         started = time.time()
@@ -292,6 +295,10 @@ class Agent:
             "message": self.redact(info.message)[:500],
             "latency_s": round(elapsed_s, 4),
         }
+        if info.host is not None:
+            entry["host"] = info.host
+        if info.unreachable:  # no connection was made (engine/unreachable.py counts these)
+            entry["unreachable"] = True
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
         st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0

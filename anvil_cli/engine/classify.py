@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import aiohttp
 import anthropic
+import httpx2
+
+from anvil_cli.endpoint import host_of
 
 
 class Verdict(Enum):
@@ -26,6 +32,9 @@ class ErrorInfo:
     message: str
     status_code: int | None
     breaker_failure: bool  # counts against the model's circuit breaker
+    # the request never reached a server (refused, DNS, connect timeout): `host` is where it went
+    unreachable: bool = False
+    host: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, "status_code": self.status_code}
@@ -63,21 +72,73 @@ def is_spend_cap(exc: anthropic.APIStatusError) -> bool:
     return isinstance(details, dict) and details.get("error_code") == _SPEND_CAP_CODE
 
 
-def _with_cause(exc: BaseException) -> str:
-    """The SDK says only "Connection error."; the reason (refused, reset, DNS) is the cause."""
-    message = str(exc) or "connection error"
+def _innermost(exc: BaseException) -> BaseException | None:
     cause = exc.__cause__ or exc.__context__
-    while cause is not None and cause.__cause__ is not None:  # the innermost says the most
-        cause = cause.__cause__
-    return f"{cause} ({type(cause).__name__})" if cause is not None and str(cause) else message
+    while cause is not None and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        out.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    """The SDK says only "Connection error."; the reason (refused, reset, DNS) is the cause."""
+    cause = _innermost(exc)
+    if isinstance(cause, socket.gaierror):
+        return f"{cause.strerror or cause} (DNS)"
+    if isinstance(cause, OSError) and cause.errno is not None and cause.errno > 0:
+        return os.strerror(cause.errno)
+    if cause is not None and str(cause):
+        return f"{cause} ({type(cause).__name__})"
+    return str(exc) or "connection error"
+
+
+def _host(exc: anthropic.APIConnectionError) -> str | None:
+    try:
+        return host_of(str(exc.request.url))
+    except RuntimeError:  # no request attached
+        return None
+
+
+def _never_connected(chain: list[BaseException]) -> tuple[bool, bool]:
+    """(a connect timeout, no connection made at all: refused, DNS, connect timeout). On the
+    aiohttp transport the SDK reports a server's disconnect as a ConnectError too: there, aiohttp's
+    own connector error is what says no connection was made."""
+    aio = [e for e in chain if isinstance(e, aiohttp.ClientError)]
+    if aio:
+        timeout = any(isinstance(e, aiohttp.ConnectionTimeoutError) for e in aio)
+        return timeout, timeout or any(isinstance(e, aiohttp.ClientConnectorError) for e in aio)
+    timeout = any(isinstance(e, httpx2.ConnectTimeout) for e in chain)
+    return timeout, timeout or any(isinstance(e, httpx2.ConnectError) for e in chain)
+
+
+def _connection_error(exc: anthropic.APIConnectionError) -> ErrorInfo:
+    """Connection errors name the host; those that never reached a server say so."""
+    host = _host(exc)
+    connect_timeout, unreachable = _never_connected(_chain(exc))
+    if connect_timeout:
+        message = f"cannot connect to {host}: connect timed out"
+    elif isinstance(exc, anthropic.APITimeoutError):
+        return ErrorInfo(Verdict.RETRY, "timeout", "request timed out", None, True, host=host)
+    elif unreachable:
+        message = f"cannot connect to {host}: {_reason(exc)}"
+    else:
+        message = f"connection to {host} failed: {_reason(exc)}"
+    return ErrorInfo(Verdict.RETRY, "connection_error", message, None, True, unreachable, host)
 
 
 def classify(exc: BaseException) -> ErrorInfo:
     """Decide what an exception from the SDK means."""
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ErrorInfo(Verdict.RETRY, "timeout", "request timed out", None, True)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ErrorInfo(Verdict.RETRY, "connection_error", _with_cause(exc), None, True)
+    if isinstance(exc, anthropic.APIConnectionError):  # APITimeoutError included
+        return _connection_error(exc)
     if isinstance(exc, anthropic.APIStatusError):
         return _classify_status(exc)
     return ErrorInfo(Verdict.FAIL_JOB, type(exc).__name__, str(exc), None, False)

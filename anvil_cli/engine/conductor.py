@@ -12,6 +12,7 @@ from typing import Any
 
 from anvil_cli.cache import CachedResult, ResultCache
 from anvil_cli.config import Settings
+from anvil_cli.endpoint import Endpoint
 from anvil_cli.engine.backend import Backend, WorkerLost
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.events import (
@@ -37,6 +38,7 @@ from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.sizing import AgentSizing
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.engine.unreachable import UNREACHABLE, Reachability
 from anvil_cli.engine.watch import WorkerWatch
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.state import EngineState
@@ -65,6 +67,7 @@ class Conductor:
         ticker: Ticker,
         control: RunControl | None = None,
         governor_host: GovernorHost | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -95,6 +98,8 @@ class Conductor:
         self._draining = False
         self.watch = WorkerWatch(settings.run.worker_silence_s)
         self._cache_failed = False
+        where = endpoint.describe() if endpoint is not None else "the configured base URL"
+        self.reach = Reachability(settings.run.unreachable_after_s, where)
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -255,6 +260,9 @@ class Conductor:
             case CallSettled(seq=seq, cost_usd=cost):  # journaled now: the budget survives a crash
                 self.journal.add_cost(self.run_id, seq, cost)
                 self._spent[seq] = self._spent.get(seq, 0.0) + cost
+                self.reach.answered()
+            case JobDone(worker=wid, result=result) if self._never_connected(result):
+                self._back_to_pending(wid, result.seq, result.attempts, again=True)
             case JobDone(worker=wid, result=result):
                 if self.held.release(wid, result.seq) is not None:
                     self._spent.pop(result.seq, None)
@@ -263,10 +271,12 @@ class Conductor:
                     self._cache_answer(result)
             case CallFailed(info=info):
                 self.metrics.on_attempt(info, now)
-            case WorkerReady(worker=wid, pid=pid):
+                self.reach.attempt(info, now)
+            case WorkerReady(worker=wid, pid=pid, api_host=api):
                 if self.held.mark_ready(wid):
                     self._stillborn = 0
-                    self.journal.add_event(self.run_id, "worker_started", {"worker": wid, "pid": pid})
+                    started = {"worker": wid, "pid": pid, "api": api}
+                    self.journal.add_event(self.run_id, "worker_started", started)
             case JobAbandoned(worker=wid, seq=seq, attempts=attempts):
                 self._back_to_pending(wid, seq, attempts)
             case RunFatal(worker=wid, seq=seq, reason=reason, message=message, attempts=attempts):
@@ -281,13 +291,27 @@ class Conductor:
             entry = CachedResult(r.model, r.output, r.stop_reason, r.usage, r.cost_usd)
             self._to_cache.append((result.cache_key, entry))
 
-    def _back_to_pending(self, wid: int, seq: int, attempts: int) -> None:
-        """A job given up unfinished runs again on resume; what it already cost stays counted
-        (journaled call by call)."""
-        if self.held.release(wid, seq) is None:
+    def _back_to_pending(self, wid: int, seq: int, attempts: int, again: bool = False) -> None:
+        """A job given up unfinished runs again on resume (`again`: in this run too); what it
+        already cost stays counted (journaled call by call)."""
+        row = self.held.release(wid, seq)
+        if row is None:
             return
         self.journal.mark_pending(self.run_id, [seq], attempts=attempts)
         self.metrics.cost_usd += self._spent.pop(seq, 0.0)
+        if again and not self._stopping():
+            self.ready.push_back(row._replace(dispatches=row.dispatches + 1))
+
+    def _never_connected(self, result: JobResult) -> bool:
+        """A job whose calls all failed to connect while the API was never reached is not failed:
+        the run stops as unreachable (engine/unreachable.py) and a resume runs it."""
+        last = result.attempt_log[-1] if result.attempt_log else {}
+        return not result.succeeded and bool(last.get("unreachable")) and self.reach.never_reached()
+
+    def _check_reachable(self, now: float) -> None:
+        message = self.reach.verdict(now)
+        if message is not None:
+            self.stop_run(UNREACHABLE, message)
 
     def _reap_workers(self) -> None:
         self._kill_silent_workers()
@@ -340,6 +364,7 @@ class Conductor:
         if now - self._last_snapshot < SNAPSHOT_EVERY_S:
             return
         self._last_snapshot = now
+        self._check_reachable(now)
         self._record_governor_events()
         self.gov.refresh()
         self._autoscale(now)

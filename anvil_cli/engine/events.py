@@ -8,7 +8,7 @@ Conductor -> worker (`WorkerCommand`):
   NewGovernor(governor)  the governor was lost and started again: ask this one from now on
 
 Worker -> conductor (`WorkerEvent`):
-  WorkerReady            the worker can take jobs
+  WorkerReady            the worker can take jobs (and the API host it calls)
   CallFailed             one API attempt failed (live error counts, last failure)
   CallSettled            one API call was paid for: its cost is journaled at once, so the
                          budget holds across a crash even for multi-turn tool jobs
@@ -76,6 +76,7 @@ WorkerCommand = RunJob | Drain | Stop | NewGovernor
 class WorkerReady:
     worker: int
     pid: int
+    api_host: str  # host:port this worker calls (from the driver's endpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import threading
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
+from anvil_cli.endpoint import API_ENV
 from anvil_cli.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.warm"
@@ -35,11 +36,13 @@ def ensure_forkserver() -> None:
     multiprocessing would restart a dead one itself, but with this process's environment).
 
     The fork server starts without the API key and control token in its environment, so no
-    worker, Manager or tool can read them from /proc/<pid>/environ: workers get the key over
-    their pipe (`WorkerConfig`). Its death harms no child: the backend and the governor's
-    keeper watch their processes by pid, not through the fork server."""
+    worker, Manager or tool can read them from /proc/<pid>/environ, nor the API's address and
+    headers: workers get all of them over their pipe (`WorkerConfig.endpoint`). Its death harms
+    no child: the backend and the governor's keeper watch their processes by pid, not through
+    the fork server."""
     with _lock:
-        saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
+        names = (*SECRET_ENV, *API_ENV)
+        saved = {name: os.environ.pop(name) for name in names if name in os.environ}
         try:
             forkserver.ensure_running()
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
+from anvil_cli.endpoint import Endpoint, resolve_endpoint
 from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.conductor import JOURNAL_ERROR, Conductor
 from anvil_cli.engine.control import RunControl
@@ -46,7 +47,7 @@ from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.preflight import check_output_path, check_state_dir
-from anvil_cli.vault import environ_with_secrets, secret
+from anvil_cli.vault import environ_with_secrets
 
 SIM_API_KEY = "sk-ant-simulated-local-key"
 
@@ -255,12 +256,7 @@ def execute_run(
     teardown is counted, not a traceback); without it they are installed for the run only.
     `monitor`: the views (`dashboard.RunMonitor`); without one, a silent one still builds the
     snapshot that `anvil status` and the API read."""
-    api_key = SIM_API_KEY if opts.simulate else (opts.api_key or secret("ANTHROPIC_API_KEY"))
-    if not api_key:
-        raise UsageError("ANTHROPIC_API_KEY is not set (or run with --simulate to rehearse offline)")
-    if any(c.isspace() or not c.isprintable() for c in api_key):
-        # e.g. a trailing newline from a .env file: every request would fail with the key in the error
-        raise UsageError("ANTHROPIC_API_KEY contains whitespace or control characters (not shown here)")
+    endpoint = _endpoint(settings, opts)  # once, here: every worker, local or remote, is handed it
     settings, fd_note = _fit_agents_to_fd_limit(settings)
     check_state_dir(settings.state_dir)  # before anything is written or spent
     if settings.run.backend == "ray":
@@ -292,15 +288,12 @@ def execute_run(
         control = _start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
         if counts[PENDING] or control is not None:
-            base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
+            if opts.simulate:
+                endpoint = endpoint.at(_start_simulator(settings, stack), "the embedded simulator")
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
-                end = _batches(
-                    settings, journal, run_id, (api_key, base_url), metrics, signals, ticker, control
-                )
+                end = _batches(settings, journal, run_id, endpoint, metrics, signals, ticker, control)
             else:
-                end = _conduct(
-                    settings, journal, run_id, (api_key, base_url), ctx, metrics, signals, ticker, control
-                )
+                end = _conduct(settings, journal, run_id, endpoint, ctx, metrics, signals, ticker, control)
         if fd_note:
             notes.append(fd_note)
         if ticker.capped_note:
@@ -308,6 +301,14 @@ def execute_run(
         if end.stop_reason == JOURNAL_ERROR:
             return _journal_failed(run_id, end, metrics, notes)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
+
+
+def _endpoint(settings: Settings, opts: RunOptions) -> Endpoint:
+    """Where calls go and with what credential (anvil_cli/endpoint.py); --simulate needs no key."""
+    if opts.simulate:
+        return Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY)
+    hint = " (or run with --simulate to rehearse offline)"
+    return resolve_endpoint(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
 
 
 def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
@@ -320,14 +321,13 @@ def _conduct(
     settings: Settings,
     journal: Journal,
     run_id: str,
-    endpoint: tuple[str, str | None],
+    endpoint: Endpoint,
     ctx: Any,
     metrics: RunMetrics,
     signals: SignalState,
     ticker: Ticker,
     control: RunControl | None = None,
 ) -> RunEnd:
-    api_key, base_url = endpoint
     if settings.run.backend == "ray":
         from anvil_cli.engine.backends.ray_run import conduct_on_ray
 
@@ -339,11 +339,12 @@ def _conduct(
         agents = settings.scaling.agent_limit()  # each worker may hold every slot if others died
 
         def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid(), run_id)
+            return WorkerConfig(wid, settings_json, endpoint, agents, os.getpid(), run_id)
 
         backend = LocalBackend(ctx, make_config, keeper.client)
         conductor = Conductor(
-            settings, journal, run_id, backend, keeper.client, signals, metrics, ticker, control, keeper
+            settings, journal, run_id, backend, keeper.client, signals, metrics, ticker, control, keeper,
+            endpoint=endpoint,
         )
         return conductor.run()
     finally:
@@ -362,7 +363,7 @@ def _batches(
     settings: Settings,
     journal: Journal,
     run_id: str,
-    endpoint: tuple[str, str | None],
+    endpoint: Endpoint,
     metrics: RunMetrics,
     signals: SignalState,
     ticker: Ticker,
@@ -374,8 +375,7 @@ def _batches(
 
     from anvil_cli.engine.batches_mode import BatchesContext, run_batches
 
-    api_key, base_url = endpoint
-    client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=settings.provider.timeout_s)
+    client = anthropic.Anthropic(**endpoint.client_kwargs(), timeout=settings.provider.timeout_s)
     say = ticker.monitor.note
     with client:
         return run_batches(

@@ -27,6 +27,7 @@ import httpx2
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
+from anvil_cli.endpoint import Endpoint
 from anvil_cli.engine.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.broker import GovernorBroker, GovernorLost
 from anvil_cli.engine.events import (
@@ -58,18 +59,22 @@ from anvil_cli.records import JobResult
 CONNECT_TIMEOUT_S = 5.0
 
 
-def make_client(
-    api_key: str, base_url: str | None, timeout_s: float, max_connections: int
-) -> anthropic.AsyncAnthropic:
+def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> anthropic.AsyncAnthropic:
     """The SDK's async client on its aiohttp transport, with its own retries off: tenacity owns
-    retries."""
+    retries. Built from `endpoint` alone: address, credential and headers are all passed, so none
+    of the SDK's fallbacks to this process's environment applies (a Ray node's ANTHROPIC_BASE_URL
+    is not the driver's)."""
     http_client = anthropic.DefaultAioHttpClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=httpx2.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
     )
-    return anthropic.AsyncAnthropic(
-        api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s, http_client=http_client
+    client = anthropic.AsyncAnthropic(
+        **endpoint.client_kwargs(), max_retries=0, timeout=timeout_s, http_client=http_client
     )
+    # The SDK merges this process's ANTHROPIC_CUSTOM_HEADERS into any headers given: the
+    # driver's (in the endpoint) are the only ones that apply.
+    client._custom_headers = dict(endpoint.headers)
+    return client
 
 
 def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
@@ -187,7 +192,7 @@ async def run_worker_loop(
     `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
     settings = Settings.model_validate_json(cfg.settings_json)
-    client = make_client(cfg.api_key, cfg.base_url, settings.provider.timeout_s, cfg.max_agents + 4)
+    client = make_client(cfg.endpoint, settings.provider.timeout_s, cfg.max_agents + 4)
     broker = GovernorBroker(governor, cfg.worker_id, loop).start()
     wid = cfg.worker_id
 
@@ -218,7 +223,7 @@ async def run_worker_loop(
     )
     worker = _Worker(cfg, agent, broker, sink)
     attach(worker)
-    worker.put(WorkerReady(wid, os.getpid()))
+    worker.put(WorkerReady(wid, os.getpid(), cfg.endpoint.host))
     beating = asyncio.create_task(_beat(worker))
     try:
         await worker.stopped.wait()

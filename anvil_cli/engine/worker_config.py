@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anvil_cli.endpoint import Endpoint
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs, picklable (workers may be spawned)."""
+    """Everything a worker needs, picklable (workers may be spawned, or live on other machines)."""
 
     worker_id: int
     settings_json: str
-    api_key: str  # passed over the process pipe, never on a command line or in a log
-    base_url: str | None
+    # the API's address and credential, resolved in the driver: a worker never reads them from
+    # its own environment (passed over the process pipe or to the actor, never on a command line)
+    endpoint: Endpoint
     max_agents: int  # agents this worker may run at once (each may hold every slot if others die)
     conductor_pid: int
     run_id: str = ""  # names the run's tool working directories
 
-    def __repr__(self) -> str:  # keep the key out of any traceback or log
-        return f"WorkerConfig(worker_id={self.worker_id}, base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # keep the credential out of any traceback or log
+        return f"WorkerConfig(worker_id={self.worker_id}, endpoint={self.endpoint!r})"

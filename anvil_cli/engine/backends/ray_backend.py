@@ -235,7 +235,10 @@ class RayBackend(Spawning):
                         a.node, a.pid = ray.get(a.where_ref)
                     except RayError:
                         a.node = "?"
-            out.append(WorkerInfo(a.worker_id, a.pid, not a.dead, 0, a.node))
+            # placed: it has answered `where`; until then it waits for the cluster's resources
+            placed = a.node is not None
+            alive, waiting = placed and not a.dead, not placed and not a.dead
+            out.append(WorkerInfo(a.worker_id, a.pid, alive, 0, a.node, waiting))
         return out
 
     def set_governor(self, governor: GovernorClient) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import ray
 
 from anvil_cli.config import Settings
+from anvil_cli.endpoint import Endpoint
 from anvil_cli.engine.backends.ray_backend import RayBackend
 from anvil_cli.engine.conductor import Conductor
 from anvil_cli.engine.control import RunControl
@@ -42,13 +43,12 @@ def conduct_on_ray(
     settings: Settings,
     journal: Journal,
     run_id: str,
-    endpoint: tuple[str, str | None],
+    endpoint: Endpoint,
     metrics: RunMetrics,
     signals: SignalState,
     ticker: Ticker,
     control: RunControl | None,
 ) -> RunEnd:
-    api_key, base_url = endpoint
     connect(settings)
     host: RayGovernorHost | None = None
     backend: RayBackend | None = None
@@ -59,12 +59,13 @@ def conduct_on_ray(
         agents = settings.scaling.agent_limit()
 
         def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, api_key, base_url, agents, os.getpid(), run_id)
+            return WorkerConfig(wid, settings_json, endpoint, agents, os.getpid(), run_id)
 
         backend = RayBackend(settings, make_config, host.client)
         gov: Any = host.client
         conductor = Conductor(
-            settings, journal, run_id, backend, gov, signals, metrics, ticker, control, host
+            settings, journal, run_id, backend, gov, signals, metrics, ticker, control, host,
+            endpoint=endpoint,
         )
         return conductor.run()
     finally:
