@@ -97,9 +97,11 @@ def resolve_command(argv: Sequence[str], launch_dir: Path) -> list[str]:
     name is looked up on PATH, as a shell does). Everything else passes unchanged."""
     out = []
     for i, arg in enumerate(argv):
-        path = launch_dir / arg
-        if arg and not arg.startswith("-") and not os.path.isabs(arg) and (i or "/" in arg) and path.exists():
-            arg = str(path)
+        path = os.path.join(launch_dir, arg)
+        path_like = arg and not arg.startswith("-") and not os.path.isabs(arg) and (i or "/" in arg)
+        # os.path.exists, not Path.exists: an argument that is code or text (too long a name) is False
+        if path_like and os.path.exists(path):
+            arg = path
         out.append(arg)
     return out
 
