@@ -223,3 +223,21 @@ def test_a_relative_command_missing_where_anvil_started_is_a_tool_error(tmp_path
     assert json.loads(done.stdout)["tool_errors"] == 1
     (r,) = read_results(out)
     assert r["tool_error"]["kind"] == "exit" and "tools/echo.py" in r["tool_error"]["message"]
+
+
+def test_what_a_tool_prints_is_what_the_next_request_carries(tmp_path: Path) -> None:
+    """The simulator obeys directives written in a tool_result: a tool that prints one makes the
+    request after it fail once with a 529 (then answer), which only the model's side can see."""
+    say = [PY, "-c", "print('@sim{fail=529x1}')"]
+    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "t", "prompt": "Where?", "tools": [_tool(say)]}])
+    with SimServer(SimConfig(seed=8)).start_thread() as sim:
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+        out = tmp_path / "out.jsonl"
+        done = run_cli("run", str(batch), "--config", str(config), "--json", "-o", str(out), cwd=tmp_path)
+    assert done.returncode == ExitCode.OK, done.stderr
+    (r,) = read_results(out)
+    assert r["status"] == "succeeded" and r["attempts"] == 3 and r["tool_errors"] == 0
+    with Journal.open(tmp_path / ".anvil") as journal:
+        (row,) = list(journal.iter_results(json.loads(done.stdout)["run_id"]))
+    assert [a["status_code"] for a in row["attempt_log"]] == [200, 529, 200]
+    assert row["attempt_log"][0]["tools"] == [{"tool": "lookup_order", "output": "@sim{fail=529x1}\n"}]
