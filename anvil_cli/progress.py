@@ -37,6 +37,9 @@ def snapshot_line(s: Snapshot) -> str:
         f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
         f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
     )
+    tool_errors = e.get("tool_errors", 0)  # absent from a snapshot stored by an older Anvil
+    if tool_errors:
+        line += f" | tool errors {tool_errors}"
     opened = [m for m, b in s["breakers"].items() if b["state"] != "closed"]
     if opened:
         line += " | breaker open: " + ", ".join(opened)

@@ -22,21 +22,11 @@ class JobResult:
     usage: dict[str, Any] | None = None
     cost_usd: float = 0.0
     error: dict[str, Any] | None = None
-    attempt_log: list[dict[str, Any]] | None = None
+    attempt_log: list[dict[str, Any]] | None = None  # every call, and the tools each asked for
     latency_s: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     cache_key: str | None = None  # set on a fresh success the result cache should keep
-
-    @property
-    def tool_errors(self) -> int:
-        """How many of the job's tool calls failed (see `tool_errors_of`)."""
-        return tool_errors_of(self.attempt_log)[0]
-
-    @property
-    def tool_error(self) -> dict[str, Any] | None:
-        """The job's last failed tool call: {tool, kind, message}, or None."""
-        return tool_errors_of(self.attempt_log)[1]
 
     @classmethod
     def failed_now(cls, seq: int, model: str, error_type: str, message: str) -> JobResult:

@@ -19,6 +19,7 @@ from anvil_cli.dashboard.render import render
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.tools import resolve_command
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.progress import snapshot_line
 from anvil_cli.report import report_data
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.status_view import RunStatus, status_json
@@ -134,6 +135,7 @@ def test_the_dashboard_and_the_report_show_them(failed_run: dict[str, Any]) -> N
     console.print(render(status, 120))
     shown = console.export_text()
     assert f"{FAILING} failed tool calls" in shown and "last: lookup_order " in shown
+    assert snapshot_line(status).endswith(f" | tool errors {FAILING}")  # the progress line off a terminal
     with Journal.open(failed_run["state_dir"]) as journal:
         data = report_data(journal, failed_run["summary"]["run_id"], now=0.0)
     assert data["tool_error_job_count"] == FAILING
