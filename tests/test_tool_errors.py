@@ -14,6 +14,7 @@ import jsonschema_rs
 import pytest
 from rich.console import Console
 
+from anvil_cli.api import prom
 from anvil_cli.api.typed_schema import SchemaSet
 from anvil_cli.dashboard.render import render
 from anvil_cli.engine.journal import Journal
@@ -136,6 +137,9 @@ def test_the_dashboard_and_the_report_show_them(failed_run: dict[str, Any]) -> N
     shown = console.export_text()
     assert f"{FAILING} failed tool calls" in shown and "last: lookup_order " in shown
     assert snapshot_line(status).endswith(f" | tool errors {FAILING}")  # the progress line off a terminal
+    exported = prom.render(status).decode()
+    for kind in ("not_started", "exit", "killed", "timeout", "output_cut"):
+        assert f'anvil_tool_errors_total{{kind="{kind}"}} 1.0' in exported  # GET /metrics
     with Journal.open(failed_run["state_dir"]) as journal:
         data = report_data(journal, failed_run["summary"]["run_id"], now=0.0)
     assert data["tool_error_job_count"] == FAILING
