@@ -108,5 +108,8 @@ def human_summary(console: Console, summary: dict[str, Any]) -> None:
     if summary.get("failures_by_type"):
         errs = ", ".join(f"{k} x{v}" for k, v in sorted(summary["failures_by_type"].items()))
         console.print(f"  failed jobs by error: {errs}", markup=False)
+    if summary.get("tool_errors"):
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted((summary.get("tool_errors_by_kind") or {}).items()))
+        console.print(f"  failed tool calls {summary['tool_errors']} (this session: {kinds})", markup=False)
     if summary.get("output"):
         console.print(f"  results: {summary['output']}", markup=False)

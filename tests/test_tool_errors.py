@@ -20,7 +20,7 @@ from anvil_cli.dashboard.render import render
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.tools import resolve_command
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.progress import snapshot_line
+from anvil_cli.progress import human_summary, snapshot_line
 from anvil_cli.report import report_data
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.status_view import RunStatus, status_json
@@ -137,6 +137,9 @@ def test_the_dashboard_and_the_report_show_them(failed_run: dict[str, Any]) -> N
     shown = console.export_text()
     assert f"{FAILING} failed tool calls" in shown and "last: lookup_order " in shown
     assert snapshot_line(status).endswith(f" | tool errors {FAILING}")  # the progress line off a terminal
+    closing = Console(width=200, record=True, color_system=None)
+    human_summary(closing, failed_run["summary"])  # `anvil run`'s closing lines, without --json
+    assert f"failed tool calls {FAILING} (this session: exit x1, killed x1," in closing.export_text()
     exported = prom.render(status).decode()
     for kind in ("not_started", "exit", "killed", "timeout", "output_cut"):
         assert f'anvil_tool_errors_total{{kind="{kind}"}} 1.0' in exported  # GET /metrics
