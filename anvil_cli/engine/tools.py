@@ -88,7 +88,6 @@ class ToolContext:
         return path
 
 
-
 def resolve_command(argv: Sequence[str], launch_dir: Path) -> list[str]:
     """A command with its relative paths made absolute against `launch_dir` (where `anvil run`
     was started), so it means what it meant there when it runs in the job's own directory. An
@@ -131,20 +130,17 @@ TOOL_OUTPUT_NOTE_CHARS = 200  # of a tool's result kept in the attempt log
 TOOL_ERROR_NOTE_CHARS = 500  # of a failed tool call's message kept in the attempt log
 
 
-def note_tool_calls(entry: dict[str, Any], names: Sequence[str], outcomes: Sequence[ToolOutcome]) -> int:
+def note_tool_calls(entry: dict[str, Any], names: Sequence[str], outcomes: Sequence[ToolOutcome]) -> None:
     """List the tool calls an answer asked for under its attempt log `entry` (`tools`): each
     one's name and the head of its result, or why it failed (`error`: a kind of
-    `tool_runner.TOOL_ERROR_KINDS`, `message`). Returns how many failed."""
+    `tool_runner.TOOL_ERROR_KINDS`, `message`; `records.failed_tool_calls` reads them back)."""
     notes = entry.setdefault("tools", [])
-    failed = 0
     for name, outcome in zip(names, outcomes, strict=True):
         if outcome.error_kind is None:
             notes.append({"tool": name, "output": str(outcome.block["content"])[:TOOL_OUTPUT_NOTE_CHARS]})
-            continue
-        failed += 1
-        message = (outcome.error_message or "")[:TOOL_ERROR_NOTE_CHARS]
-        notes.append({"tool": name, "error": outcome.error_kind, "message": message})
-    return failed
+        else:
+            message = (outcome.error_message or "")[:TOOL_ERROR_NOTE_CHARS]
+            notes.append({"tool": name, "error": outcome.error_kind, "message": message})
 
 
 def add_usage(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
