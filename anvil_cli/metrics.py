@@ -26,7 +26,7 @@ from typing import Any, Final
 from anvil_cli.forecast import RunningCost
 from anvil_cli.histograms import LogHistogram, WindowedHistogram, summaries
 from anvil_cli.histograms import percentile as percentile  # where it was first: older imports still work
-from anvil_cli.records import JobResult
+from anvil_cli.records import JobResult, failed_tool_calls
 from anvil_cli.snapshot_types import CallLatencyWindow, TimeSummary
 
 THROUGHPUT_WINDOW_S: Final = 30.0  # "recent" rates: jobs/s, requests/min, cost/hour, recent p95
@@ -115,6 +115,9 @@ class RunMetrics:
     window: RollingCounters = field(default_factory=RollingCounters)
     last_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
     job_cost: RunningCost = field(default_factory=RunningCost)  # per job paid for: the live forecast
+    tool_errors: int = 0  # failed tool calls of the jobs finished (records.tool_errors_of)
+    tool_errors_by_kind: Counter[str] = field(default_factory=Counter)
+    last_tool_error: dict[str, Any] | None = None  # {seq, tool, kind, message}
 
     def on_attempt(self, info: dict[str, Any], now: float) -> None:
         """A failed API attempt reported while its job is still running (successes are ignored:
@@ -173,6 +176,19 @@ class RunMetrics:
             self.job_time.add(r.latency_s)
             self.job_time_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
         self._on_usage(r, now, ok_calls, call_s)
+        self._on_tools(r)
+
+    def _on_tools(self, r: JobResult) -> None:
+        """The job's failed tool calls, as its attempt log lists them."""
+        for call in failed_tool_calls(r.attempt_log):
+            self.tool_errors += 1
+            self.tool_errors_by_kind[str(call["kind"])] += 1
+            self.last_tool_error = {
+                "seq": r.seq,
+                "tool": str(call["tool"]),
+                "kind": str(call["kind"]),
+                "message": str(call["message"] or "")[:300],
+            }
 
     def _on_usage(self, r: JobResult, now: float, ok_calls: int, call_s: float) -> None:
         usage = r.usage or {}
@@ -316,6 +332,8 @@ class RunMetrics:
             "errors_by_type": dict(self.errors_by_type),
             "retries_by_type": dict(self.retries_by_type),
             "failures_by_type": dict(self.final_errors_by_type),
+            "tool_errors": self.tool_errors,
+            "tool_errors_by_kind": dict(self.tool_errors_by_kind),
             "tokens": {
                 "input": self.input_tokens,
                 "output": self.output_tokens,

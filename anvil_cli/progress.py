@@ -34,6 +34,9 @@ def snapshot_line(s: Snapshot) -> str:
         f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
         f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
     )
+    tool_errors = e.get("tool_errors", 0)  # absent from a snapshot stored by an older Anvil
+    if tool_errors:
+        line += f" | tool errors {tool_errors}"
     opened = [m for m, b in s["breakers"].items() if b["state"] != "closed"]
     if opened:
         line += " | breaker open: " + ", ".join(opened)
@@ -97,5 +100,8 @@ def human_summary(console: Console, summary: dict[str, Any]) -> None:
     if summary.get("failures_by_type"):
         errs = ", ".join(f"{k} x{v}" for k, v in sorted(summary["failures_by_type"].items()))
         console.print(f"  failed jobs by error: {errs}", markup=False)
+    if summary.get("tool_errors"):
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted((summary.get("tool_errors_by_kind") or {}).items()))
+        console.print(f"  failed tool calls {summary['tool_errors']} (this session: {kinds})", markup=False)
     if summary.get("output"):
         console.print(f"  results: {summary['output']}", markup=False)

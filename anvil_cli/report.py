@@ -6,7 +6,8 @@ inline scripts and styles, by hash, and no connection at all.
 
 The data: the run's status (`status_view.status_json`, less the governor's raw state), its
 samples (thinned to `series.MAX_POINTS`), every alert raised and cleared, and its failed jobs
-(the first `MAX_FAILURES`, their errors only: no prompt, no output). The token is never in it.
+(the first `MAX_FAILURES`, their errors only: no prompt, no output), and its jobs whose tool calls
+failed (the first `MAX_FAILURES`, each with its last tool error). The token is never in it.
 """
 
 from __future__ import annotations
@@ -67,12 +68,29 @@ def _failures(journal: Journal, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
+def _tool_error_jobs(journal: Journal, run_id: str) -> tuple[list[dict[str, Any]], int]:
+    """(the first `MAX_FAILURES` jobs with failed tool calls, with each one's last, how many jobs
+    had any): from the jobs' attempt logs (`records.tool_errors_of`)."""
+    out: list[dict[str, Any]] = []
+    count = 0
+    for row in journal.iter_results(run_id):  # batch order, as the failures
+        last = row["tool_error"]
+        if last is None:
+            continue
+        count += 1
+        if len(out) < MAX_FAILURES:
+            message = str(last.get("message") or "")[:MAX_MESSAGE_CHARS]
+            out.append({"id": row["id"], "count": row["tool_errors"], **last, "message": message})
+    return out, count
+
+
 def report_data(journal: Journal, run: str | None, *, now: float) -> dict[str, Any]:
     """What the report shows of a run (id, unique prefix, or None for the latest)."""
     st = status_json(journal, run)
     status: dict[str, Any] = {k: v for k, v in st.items() if k != "governor"}  # raw, large, not shown
     run_id = st["run_id"]
     samples, count = journal.thinned_samples(run_id, MAX_POINTS)
+    tool_error_jobs, tool_error_job_count = _tool_error_jobs(journal, run_id)
     return {
         "report_version": REPORT_VERSION,
         "generated_at": now,
@@ -83,6 +101,8 @@ def report_data(journal: Journal, run: str | None, *, now: float) -> dict[str, A
         "alert_events": journal.events(run_id, "alert"),
         "failures": _failures(journal, run_id),
         "failure_count": st["counts"]["failed"],
+        "tool_error_jobs": tool_error_jobs,
+        "tool_error_job_count": tool_error_job_count,
     }
 
 

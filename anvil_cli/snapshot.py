@@ -33,6 +33,7 @@ from anvil_cli.snapshot_types import (
     HistogramData,
     Histograms,
     LastError,
+    LastToolError,
     Pool,
     Snapshot,
     WorkerRow,
@@ -217,6 +218,9 @@ def _errors(metrics: RunMetrics, rates: dict[str, Any]) -> Errors:
         # RunMetrics keeps these as plain dicts of exactly these shapes (see its _on_failure, on_attempt)
         "last_failures": cast("list[Failure]", list(metrics.last_failures)),
         "last_error": cast("LastError | None", metrics.last_error),
+        "tool_errors": metrics.tool_errors,
+        "tool_errors_by_kind": dict(metrics.tool_errors_by_kind.most_common()),
+        "last_tool_error": cast("LastToolError | None", metrics.last_tool_error),
     }
 
 

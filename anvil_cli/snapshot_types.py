@@ -75,6 +75,13 @@ class LastError(TypedDict):
     message: str | None
 
 
+class LastToolError(TypedDict):
+    seq: int  # the job's
+    tool: str
+    kind: str  # not_started, exit, killed, timeout, output_cut (engine/tool_runner.py)
+    message: str
+
+
 class Failure(TypedDict):
     seq: int
     model: str
@@ -98,6 +105,9 @@ class Errors(TypedDict):
     failures_by_type: dict[str, int]  # failed jobs by their final error
     last_failures: list[Failure]
     last_error: LastError | None  # the latest failed call
+    tool_errors: int  # this session: failed tool calls of the jobs finished (`anvil status`: whole run)
+    tool_errors_by_kind: dict[str, int]
+    last_tool_error: LastToolError | None  # the latest failed tool call
 
 
 class Agents(TypedDict):

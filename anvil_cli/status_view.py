@@ -15,6 +15,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
     live                         true while the run's process is alive (figures are a second old)
     resume_command               how to resume an interrupted or stopped run, else null
     cost_usd, attempts           journal totals over the whole run
+    tool_errors                  failed tool calls over the whole run, from the jobs' attempt logs
     alert_events                 the last alert changes recorded in the journal
     summary                      the summary stored when the run ended (null while running)
     api_hosts                    the API hosts (host:port) its workers called
@@ -69,6 +70,7 @@ class RunStatus(Snapshot):
     resume_command: str | None
     cost_usd: float
     attempts: int
+    tool_errors: int
     alert_events: list[dict[str, Any]]
     summary: dict[str, Any] | None
     api_hosts: list[str]  # host:port its workers call, as they reported it (worker_started)
@@ -177,6 +179,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         "resume_command": resume_command(row, state, journal),
         "cost_usd": round(totals["cost_usd"], 6),
         "attempts": int(totals["attempts"]),
+        "tool_errors": journal.tool_errors(row.id),
         "alert_events": journal.events(row.id, "alert")[-RECENT_ALERT_EVENTS:],
         "summary": row.summary,
         "api_hosts": sorted({str(e["api"]) for e in journal.events(row.id, "worker_started") if "api" in e}),

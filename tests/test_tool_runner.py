@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from anvil_cli.engine.tool_runner import Capture, ToolLimits, ToolProcesses, rlimit_plan, run_tool_async
+from anvil_cli.engine.tool_runner import (
+    Capture,
+    ToolLimits,
+    ToolOutcome,
+    ToolProcesses,
+    rlimit_plan,
+    run_tool_async,
+)
 from anvil_cli.toolspec import scrubbed_env
 
 T = TypeVar("T")
@@ -44,7 +51,7 @@ def run(request: pytest.FixtureRequest) -> Run[Any]:
     return run
 
 
-def call(
+async def call(
     argv: list[str],
     tool_input: Any = None,
     *,
@@ -53,7 +60,24 @@ def call(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     processes: ToolProcesses | None = None,
-) -> Coroutine[Any, Any, dict[str, Any]]:
+) -> dict[str, Any]:
+    """The call's tool_result block."""
+    done = await outcome(
+        argv, tool_input, timeout_s=timeout_s, limits=limits, cwd=cwd, env=env, processes=processes
+    )
+    return done.block
+
+
+def outcome(
+    argv: list[str],
+    tool_input: Any = None,
+    *,
+    timeout_s: float = GUARD_S,
+    limits: ToolLimits | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    processes: ToolProcesses | None = None,
+) -> Coroutine[Any, Any, ToolOutcome]:
     return run_tool_async(
         argv,
         {} if tool_input is None else tool_input,
@@ -156,7 +180,9 @@ def test_negative_limits_are_refused() -> None:
 
 
 def test_stdout_is_the_result_and_the_input_arrives_as_json(run: Run[Any]) -> None:
-    result = run(call(["cat"], {"order_id": "A1"}))
+    done = run(outcome(["cat"], {"order_id": "A1"}))
+    assert done.error_kind is None
+    result = done.block
     assert result == {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"order_id": "A1"}'}
 
 
@@ -180,8 +206,8 @@ def test_a_non_zero_exit_is_an_error_quoting_the_end_of_stderr(run: Run[Any]) ->
     assert failing["is_error"] is True
     assert failing["content"].startswith("exit code 3: xxx") and failing["content"].endswith("boom")
     assert len(failing["content"]) == len("exit code 3: ") + 2000
-    quiet = run(call(py("print('only stdout'); raise SystemExit(2)")))
-    assert quiet["content"] == "exit code 2: only stdout"
+    quiet = run(outcome(py("print('only stdout'); raise SystemExit(2)")))
+    assert quiet.block["content"] == "exit code 2: only stdout" and quiet.error_kind == "exit"
 
 
 def test_non_utf8_output_is_decoded_with_replacement(run: Run[Any]) -> None:
@@ -209,7 +235,9 @@ def test_a_tool_that_cannot_start_is_an_error_result(
     run: Run[Any], tmp_path: Path, argv: Callable[[Path], list[str]], cwd: str | None, reason: str
 ) -> None:
     processes = ToolProcesses()
-    result = run(call(argv(tmp_path), cwd=tmp_path / cwd if cwd else None, processes=processes))
+    done = run(outcome(argv(tmp_path), cwd=tmp_path / cwd if cwd else None, processes=processes))
+    assert done.error_kind == "not_started"
+    result = done.block
     assert result["is_error"] is True
     assert result["content"].startswith("the tool could not be started: ") and reason in result["content"]
     assert not processes.pgids()
@@ -254,11 +282,13 @@ def test_100_mb_of_output_is_cut_to_the_bound_and_costs_little_memory(run: Run[A
     rss_before_kb = _status_kb("VmRSS")
     tracemalloc.start()
     try:
-        result = run(call(["head", "-c", str(written), "/dev/zero"]))
+        done = run(outcome(["head", "-c", str(written), "/dev/zero"]))
         _, python_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     shown = 1024 * 1024
+    result = done.block
+    assert done.error_kind == "output_cut"  # the model gets a result, but the tool counts as failed
     assert "is_error" not in result
     assert result["content"].startswith("\0" * shown)
     assert (
@@ -277,7 +307,9 @@ def test_a_timeout_kills_the_tool_and_what_it_started(run: Run[Any], tmp_path: P
     pidfile = tmp_path / "pids"
     processes = ToolProcesses()
     # 2 s leave the script ample time to write its pids; it then waits on the sleep forever
-    result = run(call(["sh", "-c", SPAWNER, "sh", str(pidfile)], timeout_s=2, processes=processes))
+    done = run(outcome(["sh", "-c", SPAWNER, "sh", str(pidfile)], timeout_s=2, processes=processes))
+    assert done.error_kind == "timeout"
+    result = done.block
     assert result == {
         "type": "tool_result",
         "tool_use_id": "toolu_1",
@@ -376,7 +408,9 @@ def test_a_process_left_running_by_a_finished_tool_is_killed(run: Run[Any]) -> N
 def test_the_file_size_limit_stops_a_tool_writing_a_bigger_file(run: Run[Any], tmp_path: Path) -> None:
     limits = ToolLimits(file_size_bytes=1024 * 1024)
     dd = ["dd", "if=/dev/zero", f"of={tmp_path / 'big'}", "bs=65536", "count=32"]  # 2 MiB
-    result = run(call(dd, cwd=tmp_path, limits=limits))
+    done = run(outcome(dd, cwd=tmp_path, limits=limits))
+    result = done.block
+    assert done.error_kind == "killed"
     assert result["is_error"] is True and result["content"].startswith("exit code -25 (SIGXFSZ)")
     assert (tmp_path / "big").stat().st_size == 1024 * 1024
 

@@ -354,6 +354,10 @@ def _job_state() -> JsonSchema:
             "attempts": {"type": "integer"},
             "latency_s": _nullable(number),
             "error": _nullable(obj),
+            "tool_errors": {"type": "integer", "minimum": 0},
+            "tool_error": _nullable(
+                closed({"tool": _nullable(string), "kind": string, "message": _nullable(string)})
+            ),
             "metadata": obj,
             "state": {"enum": list(JOB_STATES)},
             "priority": _nullable({"type": "integer"}),

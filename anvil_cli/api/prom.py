@@ -110,6 +110,10 @@ def _calls(s: Snapshot) -> Iterator[Metric]:
     )
     yield _by_label(retries, e["retries_by_type"])
     yield _counter("anvil_rate_limited", "API calls answered 429.", e["rate_limited"])
+    tools = CounterMetricFamily(
+        "anvil_tool_errors", "Failed tool calls of finished jobs, by kind.", labels=["kind"]
+    )
+    yield _by_label(tools, e.get("tool_errors_by_kind", {}))  # absent from an older Anvil's snapshot
     yield GaugeMetricFamily(
         "anvil_requests_per_minute",
         "API calls per minute, recent.",

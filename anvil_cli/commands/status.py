@@ -24,7 +24,7 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.dashboard.render import fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
 from anvil_cli.pricing import Pricer
 from anvil_cli.run_history import describe_event
@@ -94,6 +94,10 @@ def _header(st: RunStatus) -> list[RenderableType]:
             f"{c['pending']:,} pending of {c['total']:,} · cost {fmt_usd(st['cost_usd'])}"
         ),
     ]
+    if st["tool_errors"]:  # over the whole run, from the journal
+        last = st["errors"].get("last_tool_error")
+        tail = f" · last: {describe_tool_error(last)}" if last else ""
+        lines.append(Text(f"{st['tool_errors']:,} failed tool call(s){tail}", style="red"))
     if st["state"] == RUN_INTERRUPTED and st["stored_state"] == RUN_RUNNING:
         lines.append(Text(f"interrupted: its process (pid {st['pid']}) is gone", style="bold yellow"))
     elif st["stop_reason"]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from anvil_cli.run_history import describe_event
-from anvil_cli.snapshot_types import Alert, LastError, Pool, Snapshot, TimeSummary, WorkerRow
+from anvil_cli.snapshot_types import Alert, LastError, LastToolError, Pool, Snapshot, TimeSummary, WorkerRow
 from anvil_cli.timefmt import local_iso
 
 MAX_MODELS: Final = 4
@@ -137,6 +137,26 @@ def _errors(s: Snapshot) -> list[Text]:
     if last and e["error_rate_pct"] > 0:
         lines.append(_line(("last: ", "dim"), describe_error(last)))
     return lines
+
+
+def _tool_errors(s: Snapshot) -> list[Text]:
+    """Failed tool calls (none: no line): how many, of which kinds, and the last one."""
+    e = s["errors"]
+    count = e.get("tool_errors", 0)  # absent from a snapshot stored by an older Anvil
+    if not count:
+        return []
+    kinds = ", ".join(f"{k} {v:,}" for k, v in e.get("tool_errors_by_kind", {}).items())
+    lines = [_line((f"{count:,} failed tool call{'s' if count != 1 else ''}", "red"), f" ({kinds})")]
+    last = e.get("last_tool_error")
+    if last:
+        lines.append(_line(("last: ", "dim"), describe_tool_error(last)))
+    return lines
+
+
+def describe_tool_error(err: LastToolError) -> str:
+    """`tool kind: message`, short enough for one line."""
+    message = " ".join((err["message"] or "").split())[:90]
+    return f"{err['tool']} {err['kind']}: {message}" if message else f"{err['tool']} {err['kind']}"
 
 
 def describe_error(err: LastError) -> str:
@@ -279,6 +299,7 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows += _labelled("calls", _call_latency(s))
     rows += [("job time", _job_time(s))]
     rows += _labelled("errors", _errors(s))
+    rows += _labelled("tools", _tool_errors(s))
     rows += [("agents", _agents(s)), ("workers", _workers(s))]
     rows += _labelled("limits", _limits(s))
     rows += [("breakers", _breakers(s))]

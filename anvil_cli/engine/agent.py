@@ -23,7 +23,7 @@ from anvil_cli.engine.broker import GovernorBroker
 from anvil_cli.engine.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.messages import text_of, usage_of
 from anvil_cli.engine.tool_runner import run_tool_async
-from anvil_cli.engine.tools import ToolContext, add_usage, split_tools
+from anvil_cli.engine.tools import ToolContext, add_usage, note_tool_calls, split_tools
 from anvil_cli.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.pricing import Pricer
 from anvil_cli.prompt_cache import mark_prompt_cache
@@ -176,7 +176,7 @@ class Agent:
                 return message
             tools = self.ctx.tools
             cwd = tools.workdir_for(st.job)
-            results = await asyncio.gather(
+            outcomes = await asyncio.gather(
                 *(
                     run_tool_async(
                         st.tools[c.name],
@@ -191,6 +191,8 @@ class Agent:
                     for c in calls
                 )
             )
+            note_tool_calls(st.log[-1], [c.name for c in calls], outcomes)  # the answer that asked
+            results = [o.block for o in outcomes]
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})

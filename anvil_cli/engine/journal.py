@@ -385,6 +385,18 @@ class Journal(BatchesTable, SamplesTable):
         ).fetchone()
         return {"cost_usd": float(row[0]), "attempts": float(row[1])}
 
+    def tool_errors(self, run_id: str) -> int:
+        """Failed tool calls of the run's finished jobs, as their attempt logs list them (the
+        count `records.tool_errors_of` gives job by job)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM jobs, json_each(jobs.attempts_json) AS a,"
+            " json_each(a.value, '$.tools') AS t"
+            " WHERE jobs.run_id = ? AND jobs.attempts_json LIKE '%\"tools\"%'"
+            " AND json_type(a.value, '$.tools') = 'array' AND json_extract(t.value, '$.error') IS NOT NULL",
+            (run_id,),
+        ).fetchone()
+        return int(row[0])
+
     def job_by_id(self, run_id: str, job_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
             f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)

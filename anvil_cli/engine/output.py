@@ -29,6 +29,8 @@ def result_line(row: dict[str, Any]) -> dict[str, Any]:
         "attempts": row["attempts"],
         "latency_s": None if row["latency_s"] is None else round(row["latency_s"], 4),
         "error": row["error"] if status == "failed" else None,
+        "tool_errors": row["tool_errors"],  # failed tool calls (a job may still succeed)
+        "tool_error": row["tool_error"],  # the last: {tool, kind, message}
         "metadata": job.get("metadata") or {},
     }
 

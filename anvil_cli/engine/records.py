@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.records import JobResult as JobResult  # the journal's vocabulary, defined neutrally
+from anvil_cli.records import tool_errors_of
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -135,6 +136,8 @@ JOB_COLS = (
 
 
 def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    attempt_log = json.loads(row[11]) if row[11] else None
+    tool_errors, tool_error = tool_errors_of(attempt_log)
     return {
         "seq": row[0],
         "id": row[1],
@@ -147,7 +150,9 @@ def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "usage": json.loads(row[8]) if row[8] else None,
         "cost_usd": row[9],
         "error": json.loads(row[10]) if row[10] else None,
-        "attempt_log": json.loads(row[11]) if row[11] else None,
+        "attempt_log": attempt_log,
+        "tool_errors": tool_errors,  # derived from the attempt log (records.tool_errors_of)
+        "tool_error": tool_error,
         "latency_s": row[12],
         "started_at": row[13],
         "finished_at": row[14],

@@ -42,6 +42,7 @@ from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
+from anvil_cli.engine.tools import resolve_job_commands
 from anvil_cli.engine.worker_config import WorkerConfig
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
@@ -115,7 +116,7 @@ def _validated_jobs(settings: Settings, opts: RunOptions, sha: str | None) -> It
     the pass: it was valid when its run began, and a 100,000-job YAML file takes seconds."""
     if not opts.fresh and sha is not None and _resumable_unchanged(settings, opts.batch, sha):
         return iter(())
-    return load_batch(opts.batch, extra_models=list(settings.prices))
+    return resolve_job_commands(load_batch(opts.batch, extra_models=list(settings.prices)), Path.cwd())
 
 
 def _resumable_unchanged(settings: Settings, batch: Path, sha: str) -> bool:
@@ -435,4 +436,5 @@ def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict
     }
     summary["run_cost_usd"] = round(totals["cost_usd"], 6)
     summary["cache_hits"] = journal.cache_hits(run_id)
+    summary["tool_errors"] = journal.tool_errors(run_id)  # over the whole run, as `anvil status` says
     return summary

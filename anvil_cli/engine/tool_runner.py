@@ -188,21 +188,40 @@ class Finished:
     start_error: str | None = None
 
 
-def judge(tool_use_id: str, done: Finished) -> dict[str, Any]:
-    """The tool_result for a command that ran to its end."""
+# Why a tool call failed (`ToolOutcome.error_kind`): it could not be started (not found, not
+# executable), it exited non-zero, a signal (a limit, a kill) ended it, it ran out of time, or its
+# output was longer than `max_output_bytes` (the model gets the head, but not all it asked for).
+NOT_STARTED, EXIT, KILLED, TIMEOUT, OUTPUT_CUT = "not_started", "exit", "killed", "timeout", "output_cut"
+TOOL_ERROR_KINDS = (NOT_STARTED, EXIT, KILLED, TIMEOUT, OUTPUT_CUT)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """One tool call's `tool_result` block (what the model gets), and why it failed, if it did."""
+
+    block: dict[str, Any]
+    error_kind: str | None = None  # one of TOOL_ERROR_KINDS
+    error_message: str | None = None  # what went wrong, as the model was told it
+
+
+def _failed(tool_use_id: str, kind: str, message: str) -> ToolOutcome:
+    return ToolOutcome(tool_result(tool_use_id, message, error=True), kind, message)
+
+
+def judge(tool_use_id: str, done: Finished) -> ToolOutcome:
+    """The outcome of a command that ran to its end."""
     if done.start_error is not None:
-        return tool_result(tool_use_id, f"the tool could not be started: {done.start_error}", error=True)
+        return _failed(tool_use_id, NOT_STARTED, f"the tool could not be started: {done.start_error}")
     if done.returncode != 0:
         detail = (done.stderr.text().strip() or done.stdout.text().strip())[-DETAIL_CHARS:]
         code = f"exit code {done.returncode}{_signal_name(done.returncode)}"
-        return tool_result(tool_use_id, f"{code}: {detail}", error=True)
+        return _failed(tool_use_id, KILLED if done.returncode < 0 else EXIT, f"{code}: {detail}")
     content = done.stdout.text()
     if done.stdout.cut:
-        content += (
-            f"\n[output cut: the tool wrote {done.stdout.total} bytes,"
-            f" the first {len(done.stdout.kept)} are shown]"
-        )
-    return tool_result(tool_use_id, content)
+        kept, total = len(done.stdout.kept), done.stdout.total
+        cut = f"output cut: the tool wrote {total} bytes, the first {kept} are shown"
+        return ToolOutcome(tool_result(tool_use_id, f"{content}\n[{cut}]"), OUTPUT_CUT, cut)
+    return ToolOutcome(tool_result(tool_use_id, content))
 
 
 async def run_tool_async(
@@ -215,22 +234,22 @@ async def run_tool_async(
     cwd: Path | None,
     env: Mapping[str, str],
     processes: ToolProcesses,
-) -> dict[str, Any]:
+) -> ToolOutcome:
     """Run one tool call: `tool_input` as JSON on stdin, stdout as the result. The command gets
     exactly `env` (pass it scrubbed: `toolspec.scrubbed_env`). A failure to start, a non-zero
-    exit and a timeout are error results; cancellation kills the command's group, waits for
-    the command to exit and propagates."""
+    exit and a timeout are error results, and cut output a (non-error) result, each with its
+    `error_kind`; cancellation kills the command's group, waits for it to exit and propagates."""
     data = json.dumps(tool_input).encode()
     try:
         call = await _spawn(argv, limits, cwd, env)
     except (OSError, ValueError) as exc:  # bad cwd, NUL in an argument, fork failure
-        return tool_result(tool_use_id, f"the tool could not be started: {exc}", error=True)
+        return _failed(tool_use_id, NOT_STARTED, f"the tool could not be started: {exc}")
     processes.add(call.pgid)
     try:
         async with asyncio.timeout(timeout_s):
             done = await call.communicate(data, limits)
     except TimeoutError:
-        return tool_result(tool_use_id, f"the tool timed out after {timeout_s:g} s", error=True)
+        return _failed(tool_use_id, TIMEOUT, f"the tool timed out after {timeout_s:g} s")
     finally:
         _kill_group(call.pgid)
         processes.remove(call.pgid)

@@ -13,18 +13,29 @@ stdin; its stdout is the tool result, a non-zero exit or a timeout an error resu
 (`is_error`) carrying stderr. The API key and the control token are removed from the command's
 environment. A tool without `anvil_command` is passed to the API as is, and a call to it ends
 the job with `stop_reason: tool_use`.
+
+Relative paths in a command mean what they mean in the directory `anvil run` was started in:
+they are made absolute there when the batch is read (`resolve_command`), before the journal
+keeps the job, so the command still runs in the job's own directory and a resume from any
+directory runs the same command.
+
+Every tool call is listed in the job's attempt log, under the entry of the answer that asked
+for it (`note_tool_calls`); a failed one (could not start, non-zero exit, killed, timed out,
+output cut) is a tool error: counted in the result (`tool_errors`, `tool_error`), the run's
+summary, the snapshot and `anvil status` (all derived from the attempt log).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import RunSettings
-from anvil_cli.engine.tool_runner import ToolLimits, ToolProcesses
+from anvil_cli.engine.tool_runner import ToolLimits, ToolOutcome, ToolProcesses
 from anvil_cli.toolspec import COMMAND_KEY, command_argv, scrubbed_env, split_tools
 
 __all__ = [
@@ -32,6 +43,9 @@ __all__ = [
     "ToolContext",
     "add_usage",
     "command_argv",
+    "note_tool_calls",
+    "resolve_command",
+    "resolve_job_commands",
     "scrubbed_env",
     "split_tools",
 ]
@@ -73,6 +87,60 @@ class ToolContext:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
+
+def resolve_command(argv: Sequence[str], launch_dir: Path) -> list[str]:
+    """A command with its relative paths made absolute against `launch_dir` (where `anvil run`
+    was started), so it means what it meant there when it runs in the job's own directory. An
+    element is rewritten when it is relative, does not start with `-`, and names a file or
+    directory that exists under `launch_dir`; the program only if it also holds a `/` (a bare
+    name is looked up on PATH, as a shell does). Everything else passes unchanged."""
+    out = []
+    for i, arg in enumerate(argv):
+        path = os.path.join(launch_dir, arg)
+        path_like = arg and not arg.startswith("-") and not os.path.isabs(arg) and (i or "/" in arg)
+        # os.path.exists, not Path.exists: an argument that is code or text (too long a name) is False
+        if path_like and os.path.exists(path):
+            arg = path
+        out.append(arg)
+    return out
+
+
+def resolve_job_commands(jobs: Iterable[Job], launch_dir: Path) -> Iterator[Job]:
+    """Jobs whose tools' `anvil_command` went through `resolve_command`, as the journal keeps
+    them: a resume, from whatever directory, runs the same commands. Other jobs pass as they are."""
+    resolved: dict[tuple[str, ...], list[str]] = {}  # the same tools recur in every job of a batch
+    for job in jobs:
+        tools = job.params.get("tools")
+        if not isinstance(tools, list) or not any(isinstance(t, dict) and COMMAND_KEY in t for t in tools):
+            yield job
+            continue
+        out: list[Any] = []
+        for tool in tools:
+            argv = command_argv(tool.get(COMMAND_KEY)) if isinstance(tool, dict) else None
+            if argv is not None:
+                key = tuple(argv)
+                if key not in resolved:
+                    resolved[key] = resolve_command(argv, launch_dir)
+                tool = {**tool, COMMAND_KEY: resolved[key]}
+            out.append(tool)
+        yield replace(job, params={**job.params, "tools": out})
+
+
+TOOL_OUTPUT_NOTE_CHARS = 200  # of a tool's result kept in the attempt log
+TOOL_ERROR_NOTE_CHARS = 500  # of a failed tool call's message kept in the attempt log
+
+
+def note_tool_calls(entry: dict[str, Any], names: Sequence[str], outcomes: Sequence[ToolOutcome]) -> None:
+    """List the tool calls an answer asked for under its attempt log `entry` (`tools`): each
+    one's name and the head of its result, or why it failed (`error`: a kind of
+    `tool_runner.TOOL_ERROR_KINDS`, `message`; `records.failed_tool_calls` reads them back)."""
+    notes = entry.setdefault("tools", [])
+    for name, outcome in zip(names, outcomes, strict=True):
+        if outcome.error_kind is None:
+            notes.append({"tool": name, "output": str(outcome.block["content"])[:TOOL_OUTPUT_NOTE_CHARS]})
+        else:
+            message = (outcome.error_message or "")[:TOOL_ERROR_NOTE_CHARS]
+            notes.append({"tool": name, "error": outcome.error_kind, "message": message})
 
 
 def add_usage(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:

@@ -81,10 +81,35 @@
     text($("progress-pct"), pct.toFixed(1) + "%");
     text($("eta"), st.eta_s === null || st.eta_s === undefined ? "–" : fmtDuration(st.eta_s));
     ["done", "succeeded", "failed", "running", "pending", "total"].forEach((k) => text($("count-" + k), fmtInt(c[k])));
+    text($("tool-errors"), fmtInt(toolErrors(st)));
+    $("tool-errors").classList.toggle("bad", toolErrors(st) > 0);
     text($("cost"), C.fmtUsd(typeof st.cost_usd === "number" ? st.cost_usd : (st.cost || {}).so_far_usd));
     text($("projected"), fmtProjected((st.cost || {}).projected_range_usd));
     text($("elapsed"), fmtDuration(st.duration_s !== undefined ? st.duration_s : st.elapsed_s));
     document.title = "Anvil " + state + " · " + fmtInt(c.done) + "/" + fmtInt(c.total);
+  }
+
+  /* Failed tool calls: the journal's count over the whole run (`anvil status`), else the session's. */
+  function toolErrors(st) {
+    return typeof st.tool_errors === "number" ? st.tool_errors : (st.errors || {}).tool_errors || 0;
+  }
+
+  function describeToolError(e) {
+    return e ? e.tool + " " + e.kind + ": " + (e.message || "") : "–";
+  }
+
+  /* Jobs whose tool calls failed: the report lists them (rows from the journal); a live run shows
+     its latest failed call. */
+  function renderToolErrors(rows, title) {
+    $("tool-errors-panel").hidden = !rows.length;
+    text($("tool-errors-title"), title);
+    fillTable("tool-errors-table", rows, "no tool error", (tr, r) => {
+      cell(tr, r.id !== undefined ? r.id : "#" + r.seq, "mono msg");
+      cell(tr, r.tool, "mono");
+      cell(tr, r.kind, "mono");
+      cell(tr, r.count === undefined ? "–" : fmtInt(r.count));
+      cell(tr, r.message, "msg");
+    });
   }
 
   function renderModels(st, last, live) {
@@ -209,6 +234,7 @@
       ["API call latency", "p50 " + C.fmtSeconds(lat.p50) + " · p95 " + C.fmtSeconds(lat.p95) + " · p99 " + C.fmtSeconds(lat.p99)],
       ["job time", "p50 " + C.fmtSeconds(job.p50) + " · p95 " + C.fmtSeconds(job.p95) + " · p99 " + C.fmtSeconds(job.p99)],
       ["calls", fmtInt(m.attempts) + " · retries " + fmtInt(m.retries) + " · 429s " + fmtInt(m.rate_limited)],
+      ["tool errors", fmtInt(toolErrors(st)) + (toolErrors(st) ? " · last: " + describeToolError((st.errors || {}).last_tool_error) : "")],
       ["tokens", "in " + fmtInt(tok.input) + " · out " + fmtInt(tok.output)],
       ["cost", C.fmtUsd(st.cost_usd)],
     ];
@@ -303,6 +329,8 @@
       render(st, samples, true);
       renderAlerts(st.alerts || [], false);
       renderFailures(((st.errors || {}).last_failures || []).slice().reverse(), "Last failures");
+      const lastTool = (st.errors || {}).last_tool_error;
+      renderToolErrors(lastTool ? [lastTool] : [], "Last tool error (" + fmtInt(toolErrors(st)) + " failed tool calls)");
       updateControls(st);
       charts.update(samples);
       const when = fmtClock(Date.now() / 1000);
@@ -420,6 +448,10 @@
     const failures = data.failures || [];
     const more = data.failure_count > failures.length ? " (the first " + failures.length + ")" : "";
     renderFailures(failures, "Failures: " + fmtInt(data.failure_count || 0) + more);
+    const tools = data.tool_error_jobs || [];
+    const moreTools = data.tool_error_job_count > tools.length ? " (the first " + tools.length + ")" : "";
+    renderToolErrors(tools, "Jobs with tool errors: " + fmtInt(data.tool_error_job_count || 0) + moreTools +
+      " · failed tool calls: " + fmtInt(toolErrors(st)));
     C.mount($("charts"), "too few samples in the journal to draw").update(all);
     const thinned = data.sample_count > all.length ? " (thinned from " + fmtInt(data.sample_count) + ")" : "";
     text($("connection"), "report of run " + st.run_id + ", written " + fmtClock(data.generated_at));
