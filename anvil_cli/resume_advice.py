@@ -5,10 +5,10 @@ It is the command the run was last started with, so it resumes *this* run:
 
 * less `--fresh` (which would start a new run) and `--retry-failed` (a choice, not a need);
 * after a budget stop, with `--budget` raised above what the whole run has spent (every
-  session, every earlier raise): the spend, plus the larger of the forecast of the jobs left
-  (p90 of the per-job cost observed in the journal, the same range model as the live
-  forecast) and the worst case of the call the budget refused (so at least that call goes
-  through), rounded up to the cent. The same `--budget` would stop again at once;
+  session, every earlier raise): the spend, plus the forecast of the jobs left (p90 of the
+  per-job cost observed in the journal, the same range model as the live forecast), plus the
+  worst case of the call the budget refused (every call must fit its worst case under the cap,
+  the last one too), rounded up to the cent. The same `--budget` would stop again at once;
 * prefixed with `cd DIR &&` when it was started elsewhere (its paths are relative to there).
 
 None when the run needs no resuming (running or finished), or when a later run of the same
@@ -73,17 +73,16 @@ def budget_to_resume(journal: Journal, run_id: str) -> tuple[float, str]:
     for cost in journal.paid_job_costs(run_id):
         per_job.add(cost)
     projected = per_job.project(0.0, left)
-    rest = projected.p90 if projected is not None else 0.0
-    if projected is not None and rest >= worst:
-        reason = f"the p90 forecast of the {left:,} job(s) left"
-        more = rest
-    else:
-        reason = "the worst case of the call the budget refused"
-        more = worst
-    cap = math.ceil((spent + more) * 100 - 1e-6) / 100
-    if cap <= spent:  # nothing left to forecast and no refused call on record: a cent above
+    rest = projected.p90 if projected is not None and left else 0.0
+    parts = [f"{usd(spent)} spent"]
+    if rest > 0:
+        parts.append(f"{usd(rest)} forecast for the {left:,} job(s) left (p90)")
+    if worst > 0:  # the last call, too, must fit its worst case under the cap
+        parts.append(f"{usd(worst)}, the worst case of one call")
+    cap = math.ceil((spent + rest + worst) * 100 - 1e-6) / 100
+    if cap <= spent:  # nothing to forecast, no refused call on record: a cent above the spend
         cap = math.floor(spent * 100 + 1e-6) / 100 + 0.01
-    return cap, f"the {usd(spent)} the run has spent, plus {usd(more)}: {reason}"
+    return cap, " + ".join(parts)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:

@@ -178,7 +178,7 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: Resume
         if not quiet:
             console.print(f"note: {note}", markup=False)
     if report.message:
-        console.print(f"stopped: {report.message}", markup=False)
+        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)
     if json_out:
         summary = {**report.summary, "resume_command": advice.command if advice else None}
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

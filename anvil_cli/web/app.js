@@ -212,7 +212,7 @@
       ["throughput", typeof m.jobs_per_s === "number" ? m.jobs_per_s.toFixed(2) + " jobs/s" : "–"],
       ["API call latency", "p50 " + C.fmtSeconds(lat.p50) + " · p95 " + C.fmtSeconds(lat.p95) + " · p99 " + C.fmtSeconds(lat.p99)],
       ["job time", "p50 " + C.fmtSeconds(job.p50) + " · p95 " + C.fmtSeconds(job.p95) + " · p99 " + C.fmtSeconds(job.p99)],
-      ["calls", fmtInt(m.attempts) + " · retries " + fmtInt(m.retries) + " · 429s " + fmtInt(m.rate_limited)],
+      ["calls", fmtInt(m.api_calls !== undefined ? m.api_calls : m.attempts) + " · retries " + fmtInt(m.retries) + " · 429s " + fmtInt(m.rate_limited)],
       ["tokens", "in " + fmtInt(tok.input) + " · out " + fmtInt(tok.output)],
       ["cost", C.fmtUsd(st.cost_usd)],
     ];
@@ -279,9 +279,18 @@
     p.classList.toggle("bad", Boolean(bad));
   }
 
+  /* Every control that steers the run (pause, resume, drain, scale, the breakers): off once the
+     run has ended, and while it cannot be reached. */
+  function setSteerable(on) {
+    document.querySelectorAll("#controls button, #controls input, button[data-breaker]").forEach((el) => {
+      el.disabled = !on;
+    });
+  }
+
   function updateControls(st) {
     const ended = ENDED.indexOf(st.state) >= 0 || !st.live;
     const stopping = st.state === "stopping";
+    setSteerable(!ended);
     $("btn-pause").disabled = ended || stopping || st.paused;
     $("btn-resume").disabled = ended || stopping || !st.paused;
     $("btn-drain").disabled = ended || stopping;
@@ -310,9 +319,14 @@
       updateControls(st);
       charts.update(samples);
       const when = new Date().toLocaleTimeString("en-GB", { hour12: false });
-      setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
       $("app").dataset.ready = "1";
       failures = 0;
+      if (ENDED.indexOf(st.state) >= 0) {
+        // the final state stays on the page: nothing more will change, and its server is going away
+        setConnection("the run has ended: " + st.state + " · " + when, false);
+        return;
+      }
+      setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
     } catch (err) {
       if (mine !== session) return;
       if (err instanceof AuthError) {
@@ -320,9 +334,18 @@
         return;
       }
       failures += 1;
-      setConnection("cannot reach the run (" + err.message + "); it may have ended. Retrying…", true);
+      connectionLost(err.message);
     }
     timer = setTimeout(poll, Math.min(POLL_MS * 2 ** failures, MAX_RETRY_MS));
+  }
+
+  /* The run does not answer: say so where its state was, and steer nothing until it answers. */
+  function connectionLost(why) {
+    text($("run-state"), "connection lost");
+    $("run-state").dataset.state = "lost";
+    setSteerable(false);
+    document.title = "Anvil · connection lost";
+    setConnection("connection lost: cannot reach the run (" + why + "); it may have ended. Retrying…", true);
   }
 
   async function control(path, body, question, label) {
