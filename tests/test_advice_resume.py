@@ -159,5 +159,4 @@ def test_the_summary_counts_every_api_call_the_journal_has(tmp_path: Path) -> No
             tmp_path / ".anvil", f"SELECT SUM(attempts) FROM jobs WHERE run_id = '{run_id}'"
         )
         assert attempts >= 1  # the refused call at least; never the cache's answer
-        assert journal_query(tmp_path / ".anvil", "SELECT COUNT(*) FROM jobs WHERE attempts_json LIKE '%cache_hit%'")
         assert f"API calls {attempts}," in done.stdout, done.stdout
