@@ -41,7 +41,7 @@ def _one_agent(tmp_path: Path, base_url: str) -> Path:
 def _printed_command(stderr: str) -> str:
     found = RESUME_LINE.findall(stderr)
     assert len(found) == 1, stderr
-    return found[0]
+    return str(found[0])
 
 
 def _run_printed(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -65,7 +65,9 @@ def _runs(state_dir: Path) -> list[str]:
 
 
 def _spent(state_dir: Path) -> float:
-    return float(journal_query(state_dir, "SELECT COALESCE(SUM(cost_usd), 0) FROM jobs")[0][0])
+    [(spent,)] = journal_query(state_dir, "SELECT COALESCE(SUM(cost_usd), 0) FROM jobs")
+    assert isinstance(spent, float | int)
+    return float(spent)
 
 
 def test_a_fresh_run_interrupted_resumes_with_the_printed_command(tmp_path: Path) -> None:
@@ -158,5 +160,5 @@ def test_the_summary_counts_every_api_call_the_journal_has(tmp_path: Path) -> No
         [(attempts,)] = journal_query(
             tmp_path / ".anvil", f"SELECT SUM(attempts) FROM jobs WHERE run_id = '{run_id}'"
         )
-        assert attempts >= 1  # the refused call at least; never the cache's answer
+        assert isinstance(attempts, int) and attempts >= 1  # the refused call at least
         assert f"API calls {attempts}," in done.stdout, done.stdout

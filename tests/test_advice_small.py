@@ -113,7 +113,7 @@ def test_an_older_journal_gets_run_kinds_and_its_samples_are_not_the_latest(tmp_
     with journal:
         latest = journal.latest_run()
         assert latest is not None and latest.id == "20260101-000000-aaaaaa"
-    kinds = dict(journal_query(state, "SELECT id, kind FROM runs"))
+    kinds = {str(i): str(k) for i, k in journal_query(state, "SELECT id, kind FROM runs")}
     assert kinds == {"20260101-000000-aaaaaa": "run", "20260101-000001-bbbbbb": "sample"}
 
 
