@@ -7,7 +7,8 @@ change to the user's `alerts.command`, the reporters print it.
 Hysteresis, so an alert does not flap: it is raised when its value goes above the threshold,
 and cleared only once the value has stayed at or below `CLEAR_RATIO` of the threshold for
 `CLEAR_AFTER_S` seconds. A value that cannot be judged yet (too few calls, no history) counts
-as clear.
+as clear. On the run's last snapshot (finished or stopped) there is nothing left to wait for:
+an alert whose value is back under its clearing line is cleared then, not left "active".
 
 | name              | value (from the snapshot)                                     | severity |
 |-------------------|---------------------------------------------------------------|----------|
