@@ -192,15 +192,14 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: Resume
 
 def export_command(
     run: str | None = typer.Argument(None, help="Run id or prefix (default: the latest run)."),
-    output: Path = typer.Option(
-        ..., "--output", "-o", help="JSONL file to write (mode 0600), or - for standard output."
-    ),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write (mode 0600)."),
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Where the journal lives (default .anvil)."
     ),
 ) -> None:
-    """Write a run's results from the journal, at any time (also while it runs)."""
+    """Write a run's results from the journal, at any time (also while it runs). `-o -` writes
+    them to standard output."""
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     to_stdout = str(output) == "-"

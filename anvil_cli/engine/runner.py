@@ -169,15 +169,15 @@ class _Listening:
 def _listen_for_api(settings: Settings, serve: tuple[str, int], stack: ExitStack) -> _Listening:
     """A refusal here (a public address without a token, a port in use) writes nothing."""
     from anvil_cli.api.address import require_loopback
-    from anvil_cli.api.auth import TOKEN_ENV, resolve_token
+    from anvil_cli.api.auth import resolve_token
     from anvil_cli.api.server import listen
 
     host, port = serve
-    if not os.environ.get(TOKEN_ENV, "").strip():
-        require_loopback(host)  # refused before the token is generated and written
+    token, generated = resolve_token(settings.state_dir, host, os.environ)
+    if generated:
+        require_loopback(host)
     sock = listen(host, port)
     stack.callback(sock.close)
-    token, generated = resolve_token(settings.state_dir, host, os.environ)  # writes only once bound
     return _Listening(host, sock, token, generated)
 
 
@@ -314,15 +314,6 @@ def execute_run(
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
-def simulated_poll(settings: Settings, simulate: bool) -> Settings:
-    """Against the embedded simulator (which ends a Message Batch in about a second), poll every
-    `SIM_POLL_INTERVAL_S` rather than the real API's 30 s, unless the user set an interval."""
-    if not simulate or "poll_interval_s" in settings.batches.model_fields_set:
-        return settings
-    batches = settings.batches.model_copy(update={"poll_interval_s": SIM_POLL_INTERVAL_S})
-    return settings.model_copy(update={"batches": batches})
-
-
 def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
     from anvil_cli.dashboard import QuietReporter, RunMonitor
 
@@ -449,3 +440,12 @@ def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict
     summary["run_cost_usd"] = round(totals["cost_usd"], 6)
     summary["cache_hits"] = journal.cache_hits(run_id)
     return summary
+
+
+def simulated_poll(settings: Settings, simulate: bool) -> Settings:
+    """Against the embedded simulator (which ends a Message Batch in about a second), poll every
+    `SIM_POLL_INTERVAL_S` rather than the real API's 30 s, unless the user set an interval."""
+    if not simulate or "poll_interval_s" in settings.batches.model_fields_set:
+        return settings
+    batches = settings.batches.model_copy(update={"poll_interval_s": SIM_POLL_INTERVAL_S})
+    return settings.model_copy(update={"batches": batches})

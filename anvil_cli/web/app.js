@@ -319,6 +319,7 @@
       updateControls(st);
       charts.update(samples);
       const when = new Date().toLocaleTimeString("en-GB", { hour12: false });
+      setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
       $("app").dataset.ready = "1";
       failures = 0;
       if (ENDED.indexOf(st.state) >= 0) {
@@ -326,7 +327,6 @@
         setConnection("the run has ended: " + st.state + " · " + when, false);
         return;
       }
-      setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
     } catch (err) {
       if (mine !== session) return;
       if (err instanceof AuthError) {
