@@ -134,6 +134,16 @@ def test_an_unclosed_quote_is_reported_where_it_opened(tmp_path: Path) -> None:
     assert not (tmp_path / ".anvil").exists()
 
 
+def test_a_quote_closed_by_the_next_jobs_quote_is_reported_where_it_opened(tmp_path: Path) -> None:
+    """The open string swallows lines up to the next quote; the parser fails just after it."""
+    (tmp_path / "b.yaml").write_text(
+        'jobs:\n  - id: a\n    prompt: "hello\n    model: claude-haiku-4-5\n  - id: "b"\n    prompt: x\n'
+    )
+    done = run_cli("validate", "b.yaml", cwd=tmp_path)
+    assert done.returncode == ExitCode.BAD_INPUT, done.stderr
+    assert "b.yaml:3:13:" in done.stderr and "closing quote missing" in done.stderr, done.stderr
+
+
 def test_batches_against_the_simulator_poll_every_second_unless_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
