@@ -7,7 +7,8 @@ change to the user's `alerts.command`, the reporters print it.
 Hysteresis, so an alert does not flap: it is raised when its value goes above the threshold,
 and cleared only once the value has stayed at or below `CLEAR_RATIO` of the threshold for
 `CLEAR_AFTER_S` seconds. A value that cannot be judged yet (too few calls, no history) counts
-as clear.
+as clear. On the run's last snapshot (finished or stopped) there is nothing left to wait for:
+an alert whose value is back under its clearing line is cleared then, not left "active".
 
 | name              | value (from the snapshot)                                     | severity |
 |-------------------|---------------------------------------------------------------|----------|
@@ -37,6 +38,7 @@ MIN_CALLS_FOR_ERROR_RATE: Final = 20
 MIN_HISTORY_FOR_COST_SPIKE_S: Final = 120.0
 SCALING_WINDOW_S: Final = 60.0
 SEVERITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2}
+ENDED_STATES: Final = ("finished", "stopped")  # a run's last snapshot
 
 Value = tuple[float | None, str]  # (value or None when it cannot be judged, what it refers to)
 
@@ -186,18 +188,22 @@ class AlertEngine:
         self._rules = rules_from(self.settings)
 
     def evaluate(self, snapshot: Snapshot, now: float) -> list[AlertChange]:
-        """Changes since the last call (raised first, then cleared)."""
+        """Changes since the last call (raised first, then cleared). On a run's last snapshot
+        (finished or stopped) an alert whose value is back under its clearing line is cleared
+        at once: no later snapshot will come to wait for, so the run does not end with it
+        listed as active."""
         changes: list[AlertChange] = []
+        ended = snapshot["state"] in ENDED_STATES
         for rule in [*self._rules, BUDGET_RULE]:
             threshold = _threshold(rule, snapshot)
             value, where = rule.value_of(snapshot)
-            change = self._step(rule, threshold, value, where, now)
+            change = self._step(rule, threshold, value, where, now, ended)
             if change is not None:
                 changes.append(change)
         return sorted(changes, key=lambda c: c.kind != "raised")
 
     def _step(
-        self, rule: Rule, threshold: float | None, value: float | None, where: str, now: float
+        self, rule: Rule, threshold: float | None, value: float | None, where: str, now: float, ended: bool
     ) -> AlertChange | None:
         active = self._active.get(rule.name)
         above = value is not None and threshold is not None and _over(rule, value, threshold)
@@ -214,7 +220,7 @@ class AlertEngine:
             active.clear_since = None
             return None
         active.clear_since = now if active.clear_since is None else active.clear_since
-        if now - active.clear_since < self.clear_after_s:
+        if now - active.clear_since < self.clear_after_s and not ended:
             return None
         del self._active[rule.name]
         return AlertChange("cleared", self._as_dict(rule.name, active), now)

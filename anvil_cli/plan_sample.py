@@ -9,7 +9,8 @@ size). They run as a run of their own through the ordinary engine, under a budge
 `max_usd` (the governor's worst-case reservations hold it), so they are journaled like any run
 and their answers go into the result cache: the batch's run then takes them from the cache and
 pays for them once. Sampling the same jobs again resumes (or reuses) that run, paying nothing
-more.
+more. The run's kind is "sample": it never becomes "the latest run" of `anvil status`, `export`
+or `report`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import Settings
+from anvil_cli.engine.journal_kind import SAMPLE_KIND, SAMPLES_DIR
 from anvil_cli.engine.output import secure_write_lines
 from anvil_cli.forecast import MIN_ANSWERS, Answer
 from anvil_cli.pricing import Pricer
@@ -31,7 +33,6 @@ from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
 
 MIN_PER_MODEL = MIN_ANSWERS  # the fewest answers a model's fit needs
-SAMPLES_DIR = "plan-samples"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ def run_sample(
         secure_write_lines(path, (_line(j) for j in jobs))
     budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
     capped = settings.model_copy(update={"budget": budget})
-    report = execute_run(capped, RunOptions(batch=path, simulate=simulate))
+    report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND))
     notes = []
     if not settings.cache.enabled:
         notes.append(

@@ -86,8 +86,9 @@ def human_summary(console: Console, summary: dict[str, Any]) -> None:
         f"  job time {_times(summary, 'job_time_s')} (with limiter waits and retries)", markup=False
     )
     hits = summary.get("cache_hits") or 0
+    calls = summary.get("api_calls", summary["attempts"])  # every call made, failed ones too
     console.print(
-        f"  API calls {summary['attempts']}, retries {summary['retries']}, 429s {summary['rate_limited']}"
+        f"  API calls {calls}, retries {summary['retries']}, 429s {summary['rate_limited']}"
         + (f", answered from cache {hits}" if hits else ""),
         markup=False,
     )

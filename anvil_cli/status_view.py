@@ -23,8 +23,6 @@ run that stored none yet gets the builder's empty one) with what the journal kno
 
 from __future__ import annotations
 
-import os
-import shlex
 from typing import Any, Final
 
 from anvil_cli.engine.journal import (
@@ -42,6 +40,7 @@ from anvil_cli.engine.journal import (
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.metrics import RunMetrics
+from anvil_cli.resume_advice import resume_advice
 from anvil_cli.run_history import HISTORY_KINDS, history_of
 from anvil_cli.snapshot import build_snapshot, snapshot_of
 from anvil_cli.snapshot_types import Counts, HistoryEvent, Snapshot
@@ -49,6 +48,7 @@ from anvil_cli.state import EngineState, Mode, Phase
 
 RECENT_ALERT_EVENTS: Final = 20
 RECENT_HISTORY_EVENTS: Final = 50
+AMBIGUOUS_SHOWN: Final = 5  # candidates named when a run id prefix matches several
 RUN_STARTING: Final = "starting"  # running, before its first snapshot (its first second)
 ENDED_PHASES: Final[dict[str, Phase]] = {
     RUN_FINISHED: "finished",
@@ -88,27 +88,27 @@ def _live_state(stored: Snapshot | None) -> str:
     return RUN_STARTING if stored is None else str(stored["state"])
 
 
-def resume_command(row: RunRow, state: str, journal: Journal | None = None) -> str | None:
-    """The command that resumes a run: how it was last started (less `--fresh`), else the plain
-    `anvil run BATCH`."""
-    if state not in (RUN_INTERRUPTED, RUN_STOPPED):
-        return None
-    started = journal.events(row.id, "run_started") if journal is not None else []
-    if not started:
-        return f"anvil run {shlex.quote(row.batch_path)}"
-    last = started[-1]
-    argv = [a for a in last.get("argv", []) if a not in ("--fresh", "--retry-failed")]
-    command = shlex.join(argv)
-    cwd = last.get("cwd")
-    return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command
+def resume_command(row: RunRow, state: str, journal: Journal) -> str | None:
+    """The command that resumes a run (`anvil_cli.resume_advice`: the same string `anvil run`
+    closes with), else None."""
+    advice = resume_advice(journal, row, state)
+    return advice.command if advice is not None else None
 
 
 def find_run(journal: Journal, run: str | None) -> RunRow:
-    """The run named by id or prefix, else the latest; UsageError if there is none."""
+    """The run named by id or unique prefix, else the latest; UsageError if there is none, or
+    if the prefix names several (they are listed)."""
     row = journal.find_run(run) if run else journal.latest_run()
-    if row is None:
-        raise UsageError(f"no run matches {run!r}" if run else "no runs in the journal yet")
-    return row
+    if row is not None:
+        return row
+    if not run:
+        raise UsageError("no runs in the journal yet")
+    candidates = journal.run_ids_matching(run, limit=AMBIGUOUS_SHOWN + 1)
+    if len(candidates) > 1:
+        more = ", ..." if len(candidates) > AMBIGUOUS_SHOWN else ""
+        shown = ", ".join(candidates[:AMBIGUOUS_SHOWN]) + more
+        raise UsageError(f"run id prefix {run!r} is ambiguous: it matches {shown}; give more of the id")
+    raise UsageError(f"no run matches {run!r} (see `anvil status` for the runs)")
 
 
 def _counts(journal: Journal, run_id: str) -> Counts:

@@ -260,6 +260,9 @@ def error_position(err: yaml.YAMLError, path: Path | None = None) -> ErrorPositi
             reason = f"not valid UTF-8: {reason}; save the file as UTF-8"
         return ErrorPosition(f"{reason} (byte offset {err.position})", line)
     if isinstance(err, yaml.MarkedYAMLError):
+        unclosed = _unclosed_quote(err) or _quote_closed_too_late(err, path)
+        if unclosed is not None:
+            return unclosed
         mark = err.problem_mark or err.context_mark
         text = " ".join(s for s in (err.context, err.problem) if s) or "invalid YAML"
         if not isinstance(err, YamlLimitError | YamlValueError):
@@ -268,6 +271,49 @@ def error_position(err: yaml.YAMLError, path: Path | None = None) -> ErrorPositi
             return ErrorPosition(text)
         return ErrorPosition(text, int(mark.line) + 1, int(mark.column) + 1)
     return ErrorPosition(f"YAML error: {err}")
+
+
+def _unclosed_quote(err: yaml.MarkedYAMLError) -> ErrorPosition | None:
+    """A quoted string never closed: PyYAML reports where it gave up (often the end of the
+    file); the cause is where the string opened, so the error points there."""
+    opened, gave_up = err.context_mark, err.problem_mark
+    if opened is None or not (err.context or "").startswith("while scanning a quoted scalar"):
+        return None
+    at_end = "end of stream" in (err.problem or "")
+    then = f"the file ends at line {gave_up.line + 1}" if at_end and gave_up else ""
+    if not then and gave_up is not None:
+        then = f"PyYAML gave up at line {gave_up.line + 1}, column {gave_up.column + 1}: {err.problem}"
+    text = f"YAML syntax error: a quoted string opened here is never closed ({then}); add its closing quote"
+    return ErrorPosition(text, int(opened.line) + 1, int(opened.column) + 1)
+
+
+def _quote_closed_too_late(err: yaml.MarkedYAMLError, path: Path | None) -> ErrorPosition | None:
+    """A quoted string left open swallows the lines after it up to the next quote, and the
+    parser fails just after that quote. When the error's line is where a multi-line quoted
+    string ends, the cause is most likely where that string opened: point there."""
+    mark = err.problem_mark
+    if path is None or mark is None or "quoted" in (err.context or ""):
+        return None
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            text = fh.read(mark.index)
+    except OSError:
+        return None
+    opened = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            multi_line = token.end_mark.line > token.start_mark.line
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and multi_line:
+                opened = token.start_mark if token.end_mark.line == mark.line else None
+    except yaml.YAMLError:
+        pass  # the text stops where the error is: the tokens before it are what count
+    if opened is None:
+        return None
+    text = (
+        f"YAML syntax error: the quoted string opened here runs on to line {mark.line + 1}, where the"
+        f" file stops making sense at column {mark.column + 1} ({err.problem}): is its closing quote missing?"
+    )
+    return ErrorPosition(text, int(opened.line) + 1, int(opened.column) + 1)
 
 
 def _line_at_offset(path: Path, offset: int) -> int | None:

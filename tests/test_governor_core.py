@@ -153,7 +153,10 @@ def test_budget_deny_once_exhausted_and_wait_while_reservations_block() -> None:
     assert isinstance(gov.acquire("claude-opus-4-8", 10, 10, 0.01, now=2.0), Deny)
     events = gov.drain_events()
     assert [(e.kind, e.data) for e in events] == [
-        ("budget_exhausted", {"spent_usd": pytest.approx(0.095), "reserved_usd": 0.0, "max_usd": 0.10})
+        (
+            "budget_exhausted",
+            {"spent_usd": pytest.approx(0.095), "reserved_usd": 0.0, "max_usd": 0.10, "worst_usd": 0.01},
+        )
     ]
     assert _grant(gov, worst_cost_usd=0.005, now=2.0).cost_usd == 0.005  # a cheaper call still fits
 

@@ -15,6 +15,8 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
+from anvil_cli.errors import UsageError
+from anvil_cli.preflight import check_output_path
 from anvil_cli.report import build_report
 
 
@@ -43,6 +45,11 @@ def report_command(
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
         settings = settings_from(config, overrides)
+        if output is not None:
+            try:
+                check_output_path(output)  # before the journal is read; no directory is created
+            except UsageError as exc:
+                raise UsageError(f"cannot write the report: {exc}") from None
         with journal_for_reading(settings) as journal:
             run_id, path = build_report(journal, run, output)
     err_console().print(f"wrote the report of run {run_id} to {path}", markup=False, soft_wrap=True)

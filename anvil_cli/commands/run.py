@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +21,18 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
+from anvil_cli.config import Settings
 from anvil_cli.dashboard import RunMonitor, make_reporter
-from anvil_cli.engine.output import write_results
+from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.output import iter_result_lines, write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.errors import UsageError
-from anvil_cli.exitcodes import EXIT_CODES_HELP
+from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
+from anvil_cli.preflight import check_output_path
 from anvil_cli.progress import human_summary
+from anvil_cli.resume_advice import ResumeAdvice, resume_advice
+from anvil_cli.status_view import find_run
 
 
 def run_command(
@@ -163,23 +169,39 @@ def run_command(
             report = execute_run(settings, opts, signals=signals, monitor=monitor)
         finally:
             reporter.stop()
-    _print_report(report, json_out, quiet)
+        advice = _resume_advice(settings, report)
+    _print_report(report, json_out, quiet, advice)
     raise typer.Exit(int(report.exit_code))
 
 
-def _print_report(report: RunReport, json_out: bool, quiet: bool) -> None:
+def _resume_advice(settings: Settings, report: RunReport) -> ResumeAdvice | None:
+    """The command that resumes this run, as `anvil status` gives it (`resume_advice`)."""
+    if report.exit_code not in (ExitCode.STOPPED, ExitCode.INTERRUPTED):
+        return None
+    journal = Journal.open_existing(settings.state_dir)
+    if journal is None:
+        return None
+    with journal:
+        row = journal.get_run(report.run_id)
+        return resume_advice(journal, row, report.state) if row is not None else None
+
+
+def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: ResumeAdvice | None) -> None:
     console = err_console()
     for note in report.notes:
         if not quiet:
             console.print(f"note: {note}", markup=False)
     if report.message:
-        console.print(f"stopped: {report.message}", markup=False)
+        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)
     if json_out:
-        sys.stdout.write(json.dumps(report.summary, indent=2) + "\n")
+        summary = {**report.summary, "resume_command": advice.command if advice else None}
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         human_summary(out_console(), report.summary)
-    if report.exit_code in (3, 130):
-        console.print("resume with the same `anvil run` command", markup=False)
+    if advice is not None:
+        console.print(f"resume with: {advice.command}", markup=False, soft_wrap=True)
+        if advice.why:
+            console.print(f"  (--budget {advice.budget_usd:.2f}: {advice.why})", markup=False, soft_wrap=True)
 
 
 def export_command(
@@ -192,18 +214,34 @@ def export_command(
         None, "--state-dir", metavar="DIR", help="Where the journal lives (default .anvil)."
     ),
 ) -> None:
-    """Write a run's results from the journal, at any time (also while it runs)."""
+    """Write a run's results from the journal, at any time (also while it runs). `-o -` writes
+    them to standard output."""
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
+    to_stdout = str(output) == "-"
     with domain_errors():
         settings = settings_from(config, overrides)
+        if not to_stdout:
+            check_output_path(output)  # a missing directory is an error, not created: exit 2
         journal = journal_for_reading(settings)
         with journal:
-            row = journal.find_run(run) if run else journal.latest_run()
-            if row is None:
-                raise UsageError(f"no run matches {run!r}" if run else "no runs in the journal yet")
-            n = write_results(journal, row.id, output)
-    err_console().print(f"wrote {n} result(s) of run {row.id} to {output}", markup=False)
+            row = find_run(journal, run)
+            if to_stdout:
+                n = _write_stdout(iter_result_lines(journal, row.id))
+            else:
+                n = write_results(journal, row.id, output)
+    where = "stdout" if to_stdout else str(output)
+    err_console().print(f"wrote {n} result(s) of run {row.id} to {where}", markup=False)
+
+
+def _write_stdout(lines: Iterator[str]) -> int:
+    n = 0
+    out = sys.stdout
+    for line in lines:
+        out.write(line + "\n")
+        n += 1
+    out.flush()
+    return n
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
 """The budget of `--mode batches`: the governor's own guard (`governor/budget.py`), one hold per
 open batch (its worst case), settled with what the batch's results cost.
 
-As in messages mode the guard covers this session: a resumed run's cap and warning are what
-is left of them (`engine/shared.py` does the same for the governor), its notices become the
+As in messages mode the guard covers the whole run: it starts from what a resumed run spent
+before (`engine/shared.py` does the same for the governor), so its figures and messages are the
+whole run's and its cap the one in force; its notices become the
 same journal events ("budget_warn", "budget_exhausted", with the governor's data), and
 `snapshot()` is the governor snapshot's `budget`, which the budget alert reads.
 """
@@ -15,10 +16,6 @@ from typing import Any
 from anvil_cli.governor.budget import BudgetGuard
 
 
-def _left(cap_usd: float | None, spent_usd: float) -> float | None:
-    return None if cap_usd is None else max(0.0, cap_usd - spent_usd)
-
-
 class BatchesBudget:
     """Decides how many of the next requests fit; holds, releases and settles batches."""
 
@@ -29,8 +26,9 @@ class BatchesBudget:
         spent_before_usd: float,
         held_usd: Iterable[float] = (),
     ) -> None:
-        self.guard = BudgetGuard(_left(max_usd, spent_before_usd), _left(warn_usd, spent_before_usd))
+        self.guard = BudgetGuard(max_usd, warn_usd, spent_before_usd)
         self.denied = False  # the cap cannot cover the next request even once every batch has ended
+        self.denied_worst_usd = 0.0  # the worst case of the request it could not cover
         for usd in held_usd:  # batches of an earlier session, still open
             self.guard.reserve(usd)
 
@@ -43,7 +41,8 @@ class BatchesBudget:
             if not self.guard.fits(total + usd):
                 if n == 0 and self.guard.exhausted_for(usd):
                     self.denied = True
-                    self.guard.deny()
+                    self.denied_worst_usd = usd
+                    self.guard.deny(usd)
                 return n
             total += usd
         return len(worst_usd)
@@ -68,7 +67,9 @@ class BatchesBudget:
             if notice.kind == "budget_warn":
                 data["warn_usd"] = self.guard.warn_usd
             else:
-                data.update(reserved_usd=notice.reserved_usd, max_usd=self.guard.max_usd)
+                data.update(
+                    reserved_usd=notice.reserved_usd, max_usd=self.guard.max_usd, worst_usd=notice.worst_usd
+                )
             out.append((notice.kind, data))
         return out
 

@@ -70,6 +70,7 @@ from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.governor.backoff import backoff_s, retry_after_s
+from anvil_cli.governor.budget import exhausted_message
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.pricing import Pricer
 from anvil_cli.state import EngineState
@@ -250,8 +251,9 @@ class BatchesRun:
         self._wait(wait)
 
     def _budget_end(self) -> RunEnd:
-        spent = self.ctx.journal.totals(self.ctx.run_id)["cost_usd"]
-        return RunEnd(stop_reason="budget", stop_message=f"budget reached: ${spent:.4f} spent of the cap")
+        spent = self.ctx.journal.totals(self.ctx.run_id)["cost_usd"]  # the whole run's, every resume
+        message = exhausted_message(spent, self.budget.denied_worst_usd, self.budget.guard.max_usd)
+        return RunEnd(stop_reason="budget", stop_message=message)
 
     def _wait(self, seconds: float) -> None:
         """Wait between polls (or after an API error), ticking and taking commands; a stop

@@ -40,6 +40,7 @@ from anvil_cli.engine.sizing import AgentSizing
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.engine.unreachable import UNREACHABLE, Reachability
 from anvil_cli.engine.watch import WorkerWatch
+from anvil_cli.governor.budget import exhausted_message
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.state import EngineState
 
@@ -439,8 +440,9 @@ class Conductor:
                 if ev.kind == "breaker":
                     self._note_history("breaker", dict(ev.data))
                 if ev.kind == "budget_exhausted":
-                    spent = ev.data.get("spent_usd", 0.0)
-                    self.stop_run("budget", f"budget reached: ${spent:.4f} spent of the cap")
+                    data = ev.data  # the whole run's spend and the cap in force
+                    worst = data.get("worst_usd", 0.0)
+                    self.stop_run("budget", exhausted_message(data["spent_usd"], worst, data.get("max_usd")))
 
     # -- shutdown -----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal_batches import BatchesTable
+from anvil_cli.engine.journal_kind import RUN_KIND, add_run_kind, like_prefix
 from anvil_cli.engine.journal_samples import SamplesTable
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.records import (
@@ -99,6 +100,7 @@ class Journal(BatchesTable, SamplesTable):
             )
         if create:
             self.db.executescript(SCHEMA)
+        self._runs_have_kind = (create or "runs" in tables) and add_run_kind(self.db)
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
@@ -149,9 +151,16 @@ class Journal(BatchesTable, SamplesTable):
     # -- runs ---------------------------------------------------------------------------------
 
     def create_run(
-        self, batch_path: str, batch_sha: str, jobs: Iterable[Job], *, mode: str = "messages"
+        self,
+        batch_path: str,
+        batch_sha: str,
+        jobs: Iterable[Job],
+        *,
+        mode: str = "messages",
+        kind: str = RUN_KIND,
     ) -> str:
-        """Insert a run and all its jobs in one transaction: all or nothing."""
+        """Insert a run and all its jobs in one transaction: all or nothing. `kind`: "run", or
+        "sample" for `anvil plan --sample` (never "the latest run")."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = time.time()
         with self.transaction():
@@ -163,6 +172,8 @@ class Journal(BatchesTable, SamplesTable):
             )
             total = self._insert_jobs(run_id, jobs)
             self.db.execute("UPDATE runs SET total = ? WHERE id = ?", (total, run_id))
+            if self._runs_have_kind:
+                self.db.execute("UPDATE runs SET kind = ? WHERE id = ?", (kind, run_id))
         return run_id
 
     def _refuse_if_running(self, batch_path: str) -> None:
@@ -229,16 +240,29 @@ class Journal(BatchesTable, SamplesTable):
     def find_run(self, prefix: str) -> RunRow | None:
         """A run by id or unique id prefix."""
         rows = self.db.execute(
-            f"SELECT {self._RUN_COLS} FROM runs WHERE id LIKE ? ORDER BY created_at DESC", (prefix + "%",)
+            f"SELECT {self._RUN_COLS} FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
+            (like_prefix(prefix),),
         ).fetchall()
         if len(rows) == 1 or (rows and rows[0][0] == prefix):
             return self._run_from_row(rows[0])
         return None
 
+    def run_ids_matching(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of the runs starting with `prefix`, newest first (to name the candidates of an
+        ambiguous prefix)."""
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT ?",
+            (like_prefix(prefix), limit),
+        )
+        return [r[0] for r in rows]
+
     def latest_run(self, batch_path: str | None = None) -> RunRow | None:
+        """The newest run of `batch_path`, or the newest ordinary run of any batch (not a plan's
+        sample: `anvil status`, `export` and `report` default to it)."""
         if batch_path is None:
+            only_runs = " WHERE kind = 'run'" if self._runs_have_kind else ""
             row = self.db.execute(
-                f"SELECT {self._RUN_COLS} FROM runs ORDER BY created_at DESC LIMIT 1"
+                f"SELECT {self._RUN_COLS} FROM runs{only_runs} ORDER BY created_at DESC LIMIT 1"
             ).fetchone()
         else:
             row = self.db.execute(
@@ -424,6 +448,15 @@ class Journal(BatchesTable, SamplesTable):
             " AND state IN (?, ?)",
             [(PENDING, attempts, run_id, s, PENDING, RUNNING) for s in seqs],
         )
+
+    def paid_job_costs(self, run_id: str) -> list[float]:
+        """What each finished job that made API calls cost (not the cache's answers): the
+        per-job costs a forecast of the rest is made from."""
+        rows = self.db.execute(
+            "SELECT cost_usd FROM jobs WHERE run_id = ? AND state IN (?, ?) AND attempts > 0",
+            (run_id, SUCCEEDED, FAILED),
+        )
+        return [float(r[0]) for r in rows]
 
     def cache_hits(self, run_id: str) -> int:
         """Jobs of the run answered by the result cache (no call, no cost)."""

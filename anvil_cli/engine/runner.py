@@ -36,6 +36,7 @@ from anvil_cli.engine.journal import (
     RunRow,
     journal_path,
 )
+from anvil_cli.engine.journal_kind import RUN_KIND
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.run_end import RunEnd
@@ -51,6 +52,7 @@ from anvil_cli.preflight import check_output_path, check_state_dir
 from anvil_cli.vault import environ_with_secrets
 
 SIM_API_KEY = "sk-ant-simulated-local-key"
+SIM_POLL_INTERVAL_S = 1.0  # `--mode batches --simulate`: the embedded simulator answers in ~1 s
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunOptions:
     mode: str = "messages"  # or "batches": the Message Batches API (engine/batches_mode.py)
     serve: tuple[str, int] | None = None  # (host, port) of the HTTP control API
     command: list[str] | None = None  # the command line, recorded so `anvil status` can say how to resume
+    kind: str = RUN_KIND  # or SAMPLE_KIND: `anvil plan --sample`'s run, never "the latest run"
 
 
 @dataclass
@@ -96,7 +99,7 @@ def _open_run(
     batch_path = str(opts.batch.resolve())
     run = None if opts.fresh else journal.latest_run(batch_path)
     if run is None:
-        return journal.create_run(batch_path, sha, jobs, mode=opts.mode), False, []
+        return journal.create_run(batch_path, sha, jobs, mode=opts.mode, kind=opts.kind), False, []
     _check_resumable(run, sha)
     if not journal.claim_run(run.id, previous_pid=run.pid):  # before touching any of its jobs
         raise UsageError(f"another anvil process has just taken run {run.id}; watch it with `anvil status`")
@@ -264,15 +267,17 @@ def execute_run(
         require_ray()
     if opts.output is not None:
         check_output_path(opts.output)
+    settings = simulated_poll(settings, opts.simulate)
     ctx = worker_context()  # already running when started by the `anvil` entry point
     sha = _batch_sha(opts.batch)  # hashed once: to skip re-validating a resume, and to check it
     jobs = _validated_jobs(settings, opts, sha)
     sha = sha or file_sha256(opts.batch)
-    journal = Journal.open(settings.state_dir)
-    with journal, ExitStack() as stack:
+    with ExitStack() as stack:
+        # a refused address or token, or a port in use, is bad input: before anything is written
+        listening = _listen_for_api(settings, opts.serve, stack) if opts.serve else None
+        journal = stack.enter_context(Journal.open(settings.state_dir))
         if signals is None:
             signals = stack.enter_context(SignalState())
-        listening = _listen_for_api(settings, opts.serve, stack) if opts.serve else None
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
         if opts.command:
             journal.add_event(run_id, "run_started", {"argv": opts.command, "cwd": os.getcwd()})
@@ -438,3 +443,12 @@ def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict
     summary["cache_hits"] = journal.cache_hits(run_id)
     summary["tool_errors"] = journal.tool_errors(run_id)  # over the whole run, as `anvil status` says
     return summary
+
+
+def simulated_poll(settings: Settings, simulate: bool) -> Settings:
+    """Against the embedded simulator (which ends a Message Batch in about a second), poll every
+    `SIM_POLL_INTERVAL_S` rather than the real API's 30 s, unless the user set an interval."""
+    if not simulate or "poll_interval_s" in settings.batches.model_fields_set:
+        return settings
+    batches = settings.batches.model_copy(update={"poll_interval_s": SIM_POLL_INTERVAL_S})
+    return settings.model_copy(update={"batches": batches})

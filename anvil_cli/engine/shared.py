@@ -80,10 +80,11 @@ class GovernorService:
                 half_open_probes=cb.half_open_probes,
             ),
             # a resumed run has spent money already: the cap covers the whole run
-            max_usd=None if budget.max_usd is None else max(0.0, budget.max_usd - spent_before_usd),
-            warn_usd=None if warn is None or warned else max(0.0, warn - spent_before_usd),
+            max_usd=budget.max_usd,
+            warn_usd=None if warned else warn,
             now=time.monotonic(),
             seed=seed,
+            spent_before_usd=spent_before_usd,
         )
 
     def acquire(

@@ -9,22 +9,43 @@ from typing import Final
 _SLACK_USD: Final = 1e-9
 
 
+def usd(amount: float) -> str:
+    """`$0.20`, or `$0.1981` when cents would round it."""
+    cents = amount * 100
+    return f"${amount:.2f}" if abs(cents - round(cents)) < 1e-6 else f"${amount:.4f}"
+
+
+def exhausted_message(spent_usd: float, worst_usd: float, max_usd: float | None) -> str:
+    """Why the budget stopped a run, in the whole run's figures: what it has spent (across every
+    resume) and the cap in force."""
+    cap = "no" if max_usd is None else usd(max_usd)
+    return (
+        f"budget reached: the run has spent {usd(spent_usd)} of its {cap} cap, and the next call's "
+        f"worst case ({usd(worst_usd)}) would pass it"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetNotice:
-    """A one-off budget event: "budget_warn" or "budget_exhausted"."""
+    """A one-off budget event: "budget_warn" or "budget_exhausted" (with the worst case of the
+    call or batch refused)."""
 
     kind: str
     spent_usd: float
     reserved_usd: float
+    worst_usd: float = 0.0
 
 
 class BudgetGuard:
-    """Keeps spent + reserved ≤ max_usd, so a run that reserves worst-case costs never overspends."""
+    """Keeps spent + reserved ≤ max_usd, so a run that reserves worst-case costs never overspends.
 
-    def __init__(self, max_usd: float | None, warn_usd: float | None) -> None:
+    `max_usd` and `warn_usd` are the whole run's; `spent_before_usd` is what the run spent before
+    this guard began (a resumed run), so `spent_usd` and every message speak of the whole run."""
+
+    def __init__(self, max_usd: float | None, warn_usd: float | None, spent_before_usd: float = 0.0) -> None:
         self.max_usd = max_usd
         self.warn_usd = warn_usd
-        self.spent_usd = 0.0
+        self.spent_usd = spent_before_usd
         self.reserved_usd = 0.0
         self._holds = 0  # reservations outstanding: at zero, reserved_usd is reset to exactly 0.0
         self._warned = False
@@ -43,11 +64,12 @@ class BudgetGuard:
             return False
         return self.spent_usd + cost_usd > self.max_usd + _SLACK_USD
 
-    def deny(self) -> None:
-        """Record that a call was refused for budget (notifies once)."""
+    def deny(self, worst_usd: float = 0.0) -> None:
+        """Record that a call costing at worst `worst_usd` was refused for budget (notifies once)."""
         if not self._exhausted:
             self._exhausted = True
-            self._notices.append(BudgetNotice("budget_exhausted", self.spent_usd, self.reserved_usd))
+            notice = BudgetNotice("budget_exhausted", self.spent_usd, self.reserved_usd, worst_usd)
+            self._notices.append(notice)
 
     def reserve(self, cost_usd: float) -> None:
         """Hold `cost_usd` for a call about to start (check `fits` first)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.governor.breaker import HALF_OPEN, BreakerPolicy, CircuitBreaker
-from anvil_cli.governor.budget import BudgetGuard
+from anvil_cli.governor.budget import BudgetGuard, exhausted_message
 from anvil_cli.governor.estimate import OutputEstimator
 from anvil_cli.governor.limiter import (
     INPUT_TOKENS,
@@ -158,10 +158,11 @@ class Governor:
         now: float,
         estimator: OutputEstimator | None = None,
         seed: GovernorSeed | None = None,
+        spent_before_usd: float = 0.0,
     ) -> None:
         self._limits_for = limits_for
         self._breaker_policy = breaker
-        self._budget = BudgetGuard(max_usd, warn_usd)
+        self._budget = BudgetGuard(max_usd, warn_usd, spent_before_usd)
         self._estimator = estimator or OutputEstimator()
         self._pool_of: dict[str, str] = {}
         self._pools: dict[str, PoolLimiter] = {}
@@ -277,13 +278,9 @@ class Governor:
     def _check_budget(self, worst_cost_usd: float, now: float) -> Wait | Deny | None:
         budget = self._budget
         if budget.exhausted_for(worst_cost_usd):
-            budget.deny()
+            budget.deny(worst_cost_usd)
             self._collect_budget(now)
-            message = (
-                f"budget exhausted: spent ${budget.spent_usd:.4f} + this call's worst case "
-                f"${worst_cost_usd:.4f} would pass the cap of ${budget.max_usd:.2f}"
-            )
-            return Deny("budget", message)
+            return Deny("budget", exhausted_message(budget.spent_usd, worst_cost_usd, budget.max_usd))
         if not budget.fits(worst_cost_usd):
             return Wait(BUDGET_POLL_S, "budget")
         return None
@@ -385,6 +382,7 @@ class Governor:
                     spent_usd=notice.spent_usd,
                     reserved_usd=notice.reserved_usd,
                     max_usd=budget.max_usd,
+                    worst_usd=notice.worst_usd,
                 )
 
     def drain_events(self) -> list[GovernorEvent]:

@@ -301,9 +301,18 @@
     p.classList.toggle("bad", Boolean(bad));
   }
 
+  /* Every control that steers the run (pause, resume, drain, scale, the breakers): off once the
+     run has ended, and while it cannot be reached. */
+  function setSteerable(on) {
+    document.querySelectorAll("#controls button, #controls input, button[data-breaker]").forEach((el) => {
+      el.disabled = !on;
+    });
+  }
+
   function updateControls(st) {
     const ended = ENDED.indexOf(st.state) >= 0 || !st.live;
     const stopping = st.state === "stopping";
+    setSteerable(!ended);
     $("btn-pause").disabled = ended || stopping || st.paused;
     $("btn-resume").disabled = ended || stopping || !st.paused;
     $("btn-drain").disabled = ended || stopping;
@@ -337,6 +346,11 @@
       setConnection(st.live ? "live · updated " + when : "the run is " + st.state + " · updated " + when, false);
       $("app").dataset.ready = "1";
       failures = 0;
+      if (ENDED.indexOf(st.state) >= 0) {
+        // the final state stays on the page: nothing more will change, and its server is going away
+        setConnection("the run has ended: " + st.state + " · " + when, false);
+        return;
+      }
     } catch (err) {
       if (mine !== session) return;
       if (err instanceof AuthError) {
@@ -344,9 +358,18 @@
         return;
       }
       failures += 1;
-      setConnection("cannot reach the run (" + err.message + "); it may have ended. Retrying…", true);
+      connectionLost(err.message);
     }
     timer = setTimeout(poll, Math.min(POLL_MS * 2 ** failures, MAX_RETRY_MS));
+  }
+
+  /* The run does not answer: say so where its state was, and steer nothing until it answers. */
+  function connectionLost(why) {
+    text($("run-state"), "connection lost");
+    $("run-state").dataset.state = "lost";
+    setSteerable(false);
+    document.title = "Anvil · connection lost";
+    setConnection("connection lost: cannot reach the run (" + why + "); it may have ended. Retrying…", true);
   }
 
   async function control(path, body, question, label) {
