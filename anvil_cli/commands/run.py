@@ -27,7 +27,6 @@ from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import iter_result_lines, write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
-from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.preflight import check_output_path
 from anvil_cli.progress import human_summary

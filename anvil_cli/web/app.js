@@ -233,7 +233,7 @@
       ["throughput", typeof m.jobs_per_s === "number" ? m.jobs_per_s.toFixed(2) + " jobs/s" : "–"],
       ["API call latency", "p50 " + C.fmtSeconds(lat.p50) + " · p95 " + C.fmtSeconds(lat.p95) + " · p99 " + C.fmtSeconds(lat.p99)],
       ["job time", "p50 " + C.fmtSeconds(job.p50) + " · p95 " + C.fmtSeconds(job.p95) + " · p99 " + C.fmtSeconds(job.p99)],
-      ["calls", fmtInt(m.attempts) + " · retries " + fmtInt(m.retries) + " · 429s " + fmtInt(m.rate_limited)],
+      ["calls", fmtInt(m.api_calls) + " · retries " + fmtInt(m.retries) + " · 429s " + fmtInt(m.rate_limited)],
       ["tool errors", fmtInt(toolErrors(st)) + (toolErrors(st) ? " · last: " + describeToolError((st.errors || {}).last_tool_error) : "")],
       ["tokens", "in " + fmtInt(tok.input) + " · out " + fmtInt(tok.output)],
       ["cost", C.fmtUsd(st.cost_usd)],
