@@ -8,6 +8,7 @@ told otherwise; an alert whose value is back is not left active when the run end
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -71,6 +72,17 @@ def test_serving_on_a_public_address_without_a_token_writes_nothing(tmp_path: Pa
     assert done.returncode == ExitCode.BAD_INPUT, done.stderr
     assert "ANVIL_API_TOKEN" in done.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "b.jsonl"]  # no state dir, journal or token
+
+
+def test_serving_on_a_port_in_use_writes_nothing(tmp_path: Path) -> None:
+    write_jsonl_batch(tmp_path / "b.jsonl", ["one"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("run", "b.jsonl", "--simulate", "--serve", str(port), cwd=tmp_path)
+    assert done.returncode == ExitCode.BAD_INPUT, done.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "b.jsonl"]  # no token file, no journal
 
 
 def test_a_plan_sample_is_never_the_latest_run(tmp_path: Path) -> None:

@@ -172,15 +172,16 @@ class _Listening:
 def _listen_for_api(settings: Settings, serve: tuple[str, int], stack: ExitStack) -> _Listening:
     """A refusal here (a public address without a token, a port in use) writes nothing."""
     from anvil_cli.api.address import require_loopback
-    from anvil_cli.api.auth import resolve_token
+    from anvil_cli.api.auth import TOKEN_ENV, resolve_token
     from anvil_cli.api.server import listen
 
     host, port = serve
-    token, generated = resolve_token(settings.state_dir, host, environ_with_secrets())
-    if generated:
-        require_loopback(host)
-    sock = listen(host, port)
+    environ = environ_with_secrets()
+    if not environ.get(TOKEN_ENV, "").strip():
+        require_loopback(host)  # a generated token is for loopback only: refused before any file
+    sock = listen(host, port)  # a port in use is refused before the token file is written too
     stack.callback(sock.close)
+    token, generated = resolve_token(settings.state_dir, host, environ)
     return _Listening(host, sock, token, generated)
 
 
