@@ -39,11 +39,16 @@ def test_a_full_disk_stops_the_run_resumably(tmp_path: Path, monkeypatch: pytest
             stopped.message
         )
         with Journal.open(tmp_path / ".anvil") as journal:
-            assert journal.counts(stopped.run_id)["succeeded"] == 10  # what was committed is kept
+            # what was committed is kept: the results before the pass whose transaction failed (a
+            # pass records every result that has arrived, so on a loaded machine the 10th may share
+            # the failing transaction and be rolled back with it)
+            assert 10 - 4 <= journal.counts(stopped.run_id)["succeeded"] <= 10
         out = tmp_path / "out.jsonl"
         resumed = run_inprocess(config, batch, out)
         paid_twice = sim.stats()["paid_duplicates"]
     assert resumed.exit_code == ExitCode.OK and resumed.run_id == stopped.run_id
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
-    assert paid_twice <= 4 + 1  # the calls in flight when the disk filled (agents), and the one refused
+    # paid twice: the calls in flight when the disk filled (at most the 4 agents), the results
+    # rolled back with the failing pass (at most 4 more), and the one refused
+    assert paid_twice <= 4 + 4 + 1

@@ -90,5 +90,6 @@ def test_serve_refusals_write_no_run(tmp_path: Path) -> None:
         public = run_cli("run", str(batch), "--config", str(config), "--serve", "0.0.0.0:0", cwd=tmp_path)
         assert public.returncode == ExitCode.BAD_INPUT and "ANVIL_API_TOKEN" in public.stderr
         listed = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
-        assert listed.returncode == ExitCode.BAD_INPUT and "no runs in the journal yet" in listed.stderr
+        assert listed.returncode == ExitCode.BAD_INPUT and "nothing has run here yet" in listed.stderr
+        assert not (tmp_path / ".anvil").exists()  # refused before the state dir was made
         assert _paid(sim) == 0
