@@ -159,7 +159,7 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool) -> None:
         if not quiet:
             console.print(f"note: {note}", markup=False)
     if report.message:
-        console.print(f"stopped: {report.message}", markup=False)
+        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)  # commands stay whole
     if json_out:
         sys.stdout.write(json.dumps(report.summary, indent=2) + "\n")
     else:

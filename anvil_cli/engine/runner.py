@@ -36,7 +36,7 @@ from anvil_cli.engine.journal import (
     journal_path,
 )
 from anvil_cli.engine.lifeline import pid_alive
-from anvil_cli.engine.output import write_results
+from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
@@ -416,9 +416,13 @@ def _finish(
     summary.update({"run_id": run_id, "state": state, "exit_code": int(code), "stop_reason": end.stop_reason})
     journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
     if opts.output is not None:
-        write_results(journal, run_id, opts.output)
+        try:
+            write_results(journal, run_id, opts.output)
+        except OSError as exc:  # the results are in the journal: say how to write them, exit 3
+            message = unwritten_message(exc, run_id, opts.output, settings.state_dir)
+            summary.update({"exit_code": int(ExitCode.STOPPED), "output_error": message})
+            return RunReport(run_id, ExitCode.STOPPED, state, summary, message, resumed, notes)
         summary["output"] = str(opts.output)
-    _ = settings
     return RunReport(run_id, code, state, summary, end.stop_message, resumed, notes)
 
 
