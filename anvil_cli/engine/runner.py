@@ -35,7 +35,7 @@ from anvil_cli.engine.journal import (
     RunRow,
     journal_path,
 )
-from anvil_cli.engine.lifeline import pid_alive
+from anvil_cli.engine.lifeline import owner_alive
 from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.shared import GovernorKeeper
@@ -94,7 +94,7 @@ def _open_run(
     run = None if opts.fresh else journal.latest_run(batch_path)
     if run is None:
         return journal.create_run(batch_path, sha, jobs, mode=opts.mode), False, []
-    _check_resumable(run, sha)
+    _check_resumable(run, sha, journal.owner_start(run.id))
     if not journal.claim_run(run.id, previous_pid=run.pid):  # before touching any of its jobs
         raise UsageError(f"another anvil process has just taken run {run.id}; watch it with `anvil status`")
     notes: list[str] = []
@@ -132,13 +132,13 @@ def _batch_sha(batch: Path) -> str | None:
         return None
 
 
-def _check_resumable(run: RunRow, sha: str) -> None:
+def _check_resumable(run: RunRow, sha: str, owner_start: str | None) -> None:
     if run.batch_sha != sha:
         raise UsageError(
             f"{run.batch_path} changed since run {run.id} started; "
             "run with --fresh to start a new run, or restore the file to resume"
         )
-    if run.state == RUN_RUNNING and run.pid != os.getpid() and pid_alive(run.pid):
+    if run.state == RUN_RUNNING and run.pid != os.getpid() and owner_alive(run.pid, owner_start):
         raise UsageError(
             f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`"
         )
