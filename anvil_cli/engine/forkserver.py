@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.context import BaseContext
 
+from anvil_cli.engine.signals import stop_signals_blocked
 from anvil_cli.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.warm"
@@ -37,10 +38,16 @@ def ensure_forkserver() -> None:
     The fork server starts without the API key and control token in its environment, so no
     worker, Manager or tool can read them from /proc/<pid>/environ: workers get the key over
     their pipe (`WorkerConfig`). Its death harms no child: the backend and the governor's
-    keeper watch their processes by pid, not through the fork server."""
+    keeper watch their processes by pid, not through the fork server.
+
+    It starts with SIGINT and SIGTERM blocked and keeps them so: a signal sent to the whole
+    process group is the conductor's to act on (see `signals`), and the fork server has no
+    handler of its own. (The resource tracker is started first: it unblocks them when it starts.)"""
     with _lock:
         saved = {name: os.environ.pop(name) for name in SECRET_ENV if name in os.environ}
         try:
-            forkserver.ensure_running()
+            resource_tracker.ensure_running()
+            with stop_signals_blocked():
+                forkserver.ensure_running()
         finally:
             os.environ.update(saved)
