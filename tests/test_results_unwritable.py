@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.batch.loader import load_batch
+from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import unwritten_message
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
@@ -21,6 +23,7 @@ from tests.engine_support import (
     anvil_cmd,
     cli_env,
     read_results,
+    run_cli,
     succeeded_jobs,
     write_config,
     write_jsonl_batch,
@@ -108,3 +111,15 @@ def test_the_message_names_the_reason_and_a_command_that_survives_the_shell() ->
         "--state-dir",
         ".anvil",
     ]
+
+
+def test_export_to_a_path_it_cannot_write_is_a_clear_error(tmp_path: Path) -> None:
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
+    with Journal.open(tmp_path / ".anvil") as journal:
+        journal.create_run(str(batch), "sha", load_batch(batch))
+    (tmp_path / "taken").write_text("a file, not a directory\n")
+    state = str(tmp_path / ".anvil")
+    done = run_cli("export", "-o", str(tmp_path / "taken" / "out.jsonl"), "--state-dir", state, cwd=tmp_path)
+    assert done.returncode == ExitCode.BAD_INPUT
+    assert "Traceback" not in done.stderr
+    assert f"-o {tmp_path / 'taken' / 'out.jsonl'}: cannot write the results" in done.stderr

@@ -186,7 +186,10 @@ def export_command(
             row = journal.find_run(run) if run else journal.latest_run()
             if row is None:
                 raise UsageError(f"no run matches {run!r}" if run else "no runs in the journal yet")
-            n = write_results(journal, row.id, output)
+            try:
+                n = write_results(journal, row.id, output)
+            except OSError as exc:  # nothing is written (all or nothing): say why, no traceback
+                raise UsageError(f"-o {output}: cannot write the results ({exc.strerror or exc})") from None
     err_console().print(f"wrote {n} result(s) of run {row.id} to {output}", markup=False)
 
 
