@@ -5,6 +5,7 @@ traceback; the printed command then writes every result."""
 from __future__ import annotations
 
 import errno
+import json
 import re
 import shlex
 import shutil
@@ -22,6 +23,7 @@ from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    journal_query,
     read_results,
     run_cli,
     succeeded_jobs,
@@ -85,6 +87,9 @@ def test_unwritable_results_say_how_to_export_them_and_the_command_works(
     found = COMMAND.search(stderr)  # on one line: copied whole
     assert found, stderr
     assert f"{N_JOBS} succeeded" in stdout  # every job did succeed: the summary says so
+    ((summary_json,),) = journal_query(tmp_path / ".anvil", "SELECT summary_json FROM runs")
+    summary = json.loads(str(summary_json))
+    assert summary["exit_code"] == ExitCode.STOPPED and found.group(1) in summary["output_error"]
     _undo(out)  # the user fixes what broke, then runs the command printed
     argv = shlex.split(found.group(1))
     cmd = anvil_cmd(*argv[1:])

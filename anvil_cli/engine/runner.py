@@ -413,17 +413,20 @@ def _finish(
     counts = journal.counts(run_id)
     code, state = _exit_code(end, counts)
     summary = run_summary(journal, run_id, metrics, counts)
-    summary.update({"run_id": run_id, "state": state, "exit_code": int(code), "stop_reason": end.stop_reason})
-    journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
+    summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})
+    message = end.stop_message
     if opts.output is not None:
         try:
             write_results(journal, run_id, opts.output)
-        except OSError as exc:  # the results are in the journal: say how to write them, exit 3
-            message = unwritten_message(exc, run_id, opts.output, settings.state_dir)
-            summary.update({"exit_code": int(ExitCode.STOPPED), "output_error": message})
-            return RunReport(run_id, ExitCode.STOPPED, state, summary, message, resumed, notes)
-        summary["output"] = str(opts.output)
-    return RunReport(run_id, code, state, summary, end.stop_message, resumed, notes)
+            summary["output"] = str(opts.output)
+        except OSError as exc:  # the results are in the journal: say how to write them; exit 3
+            unwritten = unwritten_message(exc, run_id, opts.output, settings.state_dir)
+            code = code if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED) else ExitCode.STOPPED
+            summary["output_error"] = unwritten
+            message = f"{message}; {unwritten}" if message else unwritten
+    summary["exit_code"] = int(code)
+    journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
+    return RunReport(run_id, code, state, summary, message, resumed, notes)
 
 
 def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict[str, int]) -> dict[str, Any]:
