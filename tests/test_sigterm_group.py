@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from anvil_cli.exitcodes import ExitCode
@@ -90,3 +91,25 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_resumes(tmp_path: Path) 
         assert [r["id"] for r in results] == [f"job-{i:04d}" for i in range(N_JOBS)]
         assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results)
         assert sim.stats()["requests"] == N_JOBS  # each job called once: none lost, none twice
+
+
+CHILD = """
+import subprocess, sys
+from anvil_cli.engine.signals import leave_stop_to_conductor, stop_signals_blocked
+with stop_signals_blocked():  # as the fork server hands them on to a worker
+    leave_stop_to_conductor()
+    cmd = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+    tool = subprocess.run(cmd, capture_output=True, text=True)
+print(tool.stdout, end="")
+"""
+
+
+def test_a_command_a_worker_runs_gets_sigint_and_sigterm_back() -> None:
+    """Workers leave the stop signals to the conductor, but a tool they start must stop on them."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=30, env=cli_env(), check=True
+    )
+    masks = dict(line.split(":\t") for line in done.stdout.splitlines())
+    stop_bits = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    assert int(masks["SigBlk"], 16) & stop_bits == 0, masks  # not blocked
+    assert int(masks["SigIgn"], 16) & stop_bits == 0, masks  # not ignored: the default again
