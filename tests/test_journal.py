@@ -65,11 +65,15 @@ def test_only_one_process_can_take_over_a_run(tmp_path: Path) -> None:
 def test_a_batch_already_running_elsewhere_is_not_started_again(tmp_path: Path) -> None:
     import pytest
 
+    from anvil_cli.engine.lifeline import process_start
     from anvil_cli.errors import UsageError
 
     batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])
     with Journal.open(tmp_path / ".anvil") as journal:
         run_id = journal.create_run(str(batch), "sha", load_batch(batch))
-        journal.db.execute("UPDATE runs SET pid = ? WHERE id = ?", (os.getppid(), run_id))  # alive, not us
+        owner = os.getppid()  # alive, not us: the run's pid and that process's start time
+        journal.db.execute(
+            "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?", (owner, process_start(owner), run_id)
+        )
         with pytest.raises(UsageError, match="in progress"):
             journal.create_run(str(batch), "sha", load_batch(batch))

@@ -16,6 +16,7 @@ from anvil_cli.api import openapi, prom
 from anvil_cli.api.bodies import MAX_BODY_BYTES, agents_from, jobs_from, parse_json
 from anvil_cli.api.controller import Controller
 from anvil_cli.api.errors import ApiError
+from anvil_cli.api.guard import TALLY
 from anvil_cli.api.middleware import json_errors, json_response, require_token
 from anvil_cli.errors import AnvilError, BacklogFull, InputError, TooManyJobs, UnknownModel
 from anvil_cli.web import ASSETS, PAGE, SECURITY_HEADERS, public_paths, read
@@ -87,7 +88,9 @@ class Handlers:
         return web.Response(body=read(name), content_type=ctype, charset="utf-8", headers=STATIC_CACHE)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await self.call(lambda: prom.render(self.controller.status()))
+        tally = request.app.get(TALLY)
+        errors = None if tally is None else tally.total
+        body = await self.call(lambda: prom.render(self.controller.status(), errors))
         return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE})
 
     async def job(self, request: web.Request) -> web.Response:

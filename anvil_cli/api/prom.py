@@ -31,11 +31,25 @@ SEVERITIES: Final = ("high", "medium", "low")
 BREAKER_STATES: Final = ("closed", "half_open", "open")
 
 
-def render(status: Mapping[str, Any]) -> bytes:
-    """The Prometheus text exposition (version 0.0.4) of a run's status (`GET /status`)."""
+def render(status: Mapping[str, Any], connection_errors: int | None = None) -> bytes:
+    """The Prometheus text exposition (version 0.0.4) of a run's status (`GET /status`), and the
+    API server's own count of `connection_errors` when given."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(status))
+    if connection_errors is not None:
+        registry.register(_ConnectionErrors(connection_errors))
     return generate_latest(registry)
+
+
+class _ConnectionErrors:
+    """The API server's counter (`api.guard.ErrorTally`): not the run's, the server's own."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def collect(self) -> Iterator[Metric]:
+        doc = "Connections the HTTP API closed on an error (unparseable request, no descriptor, reset)."
+        yield _counter("anvil_api_connection_errors", doc, self.total)
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -13,13 +15,29 @@ from aiohttp import web
 
 from anvil_cli.api.address import require_loopback
 from anvil_cli.api.controller import Controller
+from anvil_cli.api.guard import (
+    KEEPALIVE_TIMEOUT_S,
+    TALLY,
+    ConnectionGate,
+    ErrorTally,
+    GuardedHandler,
+    connection_cap,
+    loop_errors,
+    tally_logger,
+)
 from anvil_cli.api.handlers import build_app
+from anvil_cli.engine.fdlimit import raise_nofile_limit
 from anvil_cli.errors import UsageError
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.5
 HANDLER_GRACE_S = 0.5
 CONTROLLER_THREADS = 4
+BACKLOG = 128
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -41,10 +59,21 @@ def listen(host: str, port: int) -> socket.socket:
 class ApiServer:
     """The HTTP API of one run: `server = ApiServer(ctl, host, port, token).start()`, `server.stop()`.
 
-    A non-loopback `host` is refused unless `allow_remote` (the token is the user's own)."""
+    A non-loopback `host` is refused unless `allow_remote` (the token is the user's own). It holds
+    under a flood of connections (see `api.guard`): at most `max_connections` open (default: what
+    the open-file limit leaves room for), ones without a complete request for `idle_timeout_s`
+    closed, errors counted, not printed."""
 
     def __init__(
-        self, controller: Controller, host: str, port: int, token: str, *, allow_remote: bool = False
+        self,
+        controller: Controller,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        allow_remote: bool = False,
+        max_connections: int | None = None,
+        idle_timeout_s: float = KEEPALIVE_TIMEOUT_S,
     ) -> None:
         self.controller = controller
         self.host = host
@@ -57,6 +86,9 @@ class ApiServer:
         self._executor: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self.errors = ErrorTally(_say)
+        self.gate = ConnectionGate(max_connections or connection_cap(_nofile_soft()))
+        self.idle_timeout_s = idle_timeout_s
 
     @property
     def url(self) -> str:
@@ -88,6 +120,7 @@ class ApiServer:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
+        loop.set_exception_handler(loop_errors(self.errors))
         try:
             loop.run_until_complete(self._serve(sock, ready))
         except Exception as exc:  # reported by start(); nothing to serve
@@ -100,14 +133,33 @@ class ApiServer:
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
         assert self._executor is not None and self._stopping is not None
         app = build_app(self.controller, self._token, self._executor)
+        app.middlewares.insert(0, self.gate.middleware())
+        app[TALLY] = self.errors
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_GRACE_S)
         await runner.setup()
+        server = runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        logger = tally_logger(self.errors)
+
+        def connection() -> GuardedHandler:
+            return GuardedHandler(
+                server,
+                self.gate,
+                loop=loop,
+                keepalive_timeout=self.idle_timeout_s,
+                logger=logger,
+                access_log=None,
+            )
+
+        listener = await loop.create_server(connection, sock=sock, backlog=BACKLOG)
         try:
-            await web.SockSite(runner, sock, backlog=128).start()
             ready.set()
             await self._stopping.wait()
         finally:
+            listener.close()
             await runner.cleanup()
+            self.errors.flush()
 
     def stop(self) -> None:
         """Stop serving and free the port. Idempotent; returns within a few seconds."""
@@ -129,3 +181,9 @@ class ApiServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _nofile_soft() -> int:
+    """The open-file limit, raised to the hard limit first (the conductor's own, idempotent)."""
+    raise_nofile_limit()
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -27,6 +27,7 @@ from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.output import iter_result_lines, write_results
 from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
+from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.preflight import check_output_path
 from anvil_cli.progress import human_summary
@@ -191,7 +192,7 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: Resume
         if not quiet:
             console.print(f"note: {note}", markup=False)
     if report.message:
-        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)
+        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)  # commands stay whole
     if json_out:
         summary = {**report.summary, "resume_command": advice.command if advice else None}
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -228,7 +229,11 @@ def export_command(
             if to_stdout:
                 n = _write_stdout(iter_result_lines(journal, row.id))
             else:
-                n = write_results(journal, row.id, output)
+                try:
+                    n = write_results(journal, row.id, output)
+                except OSError as exc:  # nothing is written (all or nothing): say why, no traceback
+                    reason = exc.strerror or exc
+                    raise UsageError(f"-o {output}: cannot write the results ({reason})") from None
     where = "stdout" if to_stdout else str(output)
     err_console().print(f"wrote {n} result(s) of run {row.id} to {where}", markup=False)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.context import BaseContext
 
 from anvil_cli.endpoint import API_ENV
+from anvil_cli.engine.signals import stop_signals_blocked
 from anvil_cli.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.warm"
@@ -39,11 +40,17 @@ def ensure_forkserver() -> None:
     worker, Manager or tool can read them from /proc/<pid>/environ, nor the API's address and
     headers: workers get all of them over their pipe (`WorkerConfig.endpoint`). Its death harms
     no child: the backend and the governor's keeper watch their processes by pid, not through
-    the fork server."""
+    the fork server.
+
+    It starts with SIGINT and SIGTERM blocked and keeps them so: a signal sent to the whole
+    process group is the conductor's to act on (see `signals`), and the fork server has no
+    handler of its own. (The resource tracker is started first: it unblocks them when it starts.)"""
     with _lock:
         names = (*SECRET_ENV, *API_ENV)
         saved = {name: os.environ.pop(name) for name in names if name in os.environ}
         try:
-            forkserver.ensure_running()
+            resource_tracker.ensure_running()
+            with stop_signals_blocked():
+                forkserver.ensure_running()
         finally:
             os.environ.update(saved)

@@ -20,8 +20,8 @@ from anvil_cli.batch.job import Job
 from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal_batches import BatchesTable
 from anvil_cli.engine.journal_kind import RUN_KIND, add_run_kind, like_prefix
+from anvil_cli.engine.journal_owner import OwnerColumn
 from anvil_cli.engine.journal_samples import SamplesTable
-from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.records import (
     BATCH_ABANDONED,
     BATCH_ENDED,
@@ -73,7 +73,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_NAME
 
 
-class Journal(BatchesTable, SamplesTable):
+class Journal(BatchesTable, SamplesTable, OwnerColumn):
     """One connection to the journal; use from a single thread."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -100,6 +100,7 @@ class Journal(BatchesTable, SamplesTable):
             )
         if create:
             self.db.executescript(SCHEMA)
+            self._add_owner_start()
         self._runs_have_kind = (create or "runs" in tables) and add_run_kind(self.db)
 
     @classmethod
@@ -174,15 +175,14 @@ class Journal(BatchesTable, SamplesTable):
             self.db.execute("UPDATE runs SET total = ? WHERE id = ?", (total, run_id))
             if self._runs_have_kind:
                 self.db.execute("UPDATE runs SET kind = ? WHERE id = ?", (kind, run_id))
+            self._stamp_owner(run_id)
         return run_id
 
     def _refuse_if_running(self, batch_path: str) -> None:
         """Inside the write transaction: another live process running this batch wins."""
-        for run_id, pid in self.db.execute(
-            "SELECT id, pid FROM runs WHERE batch_path = ? AND state = ?", (batch_path, RUN_RUNNING)
-        ):
-            if pid != os.getpid() and pid_alive(pid):
-                raise UsageError(f"run {run_id} of this batch is in progress in process {pid}")
+        owner = self._live_owner(batch_path, RUN_RUNNING)
+        if owner is not None:
+            raise UsageError(f"run {owner[0]} of this batch is in progress in process {owner[1]}")
 
     def _insert_jobs(self, run_id: str, jobs: Iterable[Job]) -> int:
         total = 0
@@ -303,11 +303,14 @@ class Journal(BatchesTable, SamplesTable):
     def claim_run(self, run_id: str, *, previous_pid: int | None) -> bool:
         """Make this process the run's owner, if nobody else took it since we read it (a
         compare-and-swap on the pid: two `anvil run` started at once cannot both resume it)."""
-        cur = self.db.execute(
-            "UPDATE runs SET state = ?, pid = ?, updated_at = ?, ended_at = NULL, stop_reason = NULL"
-            " WHERE id = ? AND pid IS ?",
-            (RUN_RUNNING, os.getpid(), time.time(), run_id, previous_pid),
-        )
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE runs SET state = ?, pid = ?, updated_at = ?, ended_at = NULL, stop_reason = NULL"
+                " WHERE id = ? AND pid IS ?",
+                (RUN_RUNNING, os.getpid(), time.time(), run_id, previous_pid),
+            )
+            if cur.rowcount == 1:
+                self._stamp_owner(run_id)  # and when this process started: its pid alone may be reused
         return cur.rowcount == 1
 
     def save_snapshot(self, run_id: str, snapshot: dict[str, Any]) -> None:

@@ -13,8 +13,11 @@ import select
 import signal
 import threading
 import time
+from pathlib import Path
 
 POLL_S = 0.2
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+STARTTIME_FIELD = 22  # of /proc/PID/stat: when the process started, in clock ticks after boot
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -28,6 +31,32 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> str | None:
+    """Who process `pid` is, beyond its number: "<boot id>:<start time>". A pid reused by
+    another process (after a reboot, or a state dir restored into a fresh container) has another;
+    None where /proc does not say (not Linux, or the process is gone)."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    index = STARTTIME_FIELD - 3
+    return f"{boot}:{fields[index]}" if len(fields) > index else None
+
+
+def owner_alive(pid: int | None, start: str | None) -> bool:
+    """Is the process recorded as (`pid`, `start`) still running? A live pid that started at
+    another time is another process that was given the same number; without a recorded `start`
+    (a journal older than the record), a live pid is taken to be the owner."""
+    if not pid_alive(pid):
+        return False
+    if start is None or pid is None:
+        return True
+    now = process_start(pid)
+    return now is None or now == start
 
 
 def die_with(pid: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -67,3 +68,14 @@ def iter_result_lines(journal: Journal, run_id: str) -> Iterator[str]:
 def write_results(journal: Journal, run_id: str, path: Path) -> int:
     """Export a run's results from the journal; returns the number of lines written."""
     return secure_write_lines(path, iter_result_lines(journal, run_id))
+
+
+def unwritten_message(exc: OSError, run_id: str, path: Path, state_dir: Path) -> str:
+    """What to say when a run's results file cannot be written (disk full, no file descriptor
+    left, permission denied): why, and the command that writes it from the journal."""
+    reason = exc.strerror or type(exc).__name__
+    command = shlex.join(["anvil", "export", run_id, "-o", str(path), "--state-dir", str(state_dir)])
+    return (
+        f"the results could not be written to {path} ({reason}); every result is in the journal:"
+        f" write them with `{command}`"
+    )

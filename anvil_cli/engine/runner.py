@@ -37,8 +37,8 @@ from anvil_cli.engine.journal import (
     journal_path,
 )
 from anvil_cli.engine.journal_kind import RUN_KIND
-from anvil_cli.engine.lifeline import pid_alive
-from anvil_cli.engine.output import write_results
+from anvil_cli.engine.lifeline import owner_alive
+from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
@@ -100,7 +100,7 @@ def _open_run(
     run = None if opts.fresh else journal.latest_run(batch_path)
     if run is None:
         return journal.create_run(batch_path, sha, jobs, mode=opts.mode, kind=opts.kind), False, []
-    _check_resumable(run, sha)
+    _check_resumable(run, sha, journal.owner_start(run.id))
     if not journal.claim_run(run.id, previous_pid=run.pid):  # before touching any of its jobs
         raise UsageError(f"another anvil process has just taken run {run.id}; watch it with `anvil status`")
     notes: list[str] = []
@@ -138,13 +138,13 @@ def _batch_sha(batch: Path) -> str | None:
         return None
 
 
-def _check_resumable(run: RunRow, sha: str) -> None:
+def _check_resumable(run: RunRow, sha: str, owner_start: str | None) -> None:
     if run.batch_sha != sha:
         raise UsageError(
             f"{run.batch_path} changed since run {run.id} started; "
             "run with --fresh to start a new run, or restore the file to resume"
         )
-    if run.state == RUN_RUNNING and run.pid != os.getpid() and pid_alive(run.pid):
+    if run.state == RUN_RUNNING and run.pid != os.getpid() and owner_alive(run.pid, owner_start):
         raise UsageError(
             f"run {run.id} of this batch is in progress in process {run.pid}; watch it with `anvil status`"
         )
@@ -421,13 +421,20 @@ def _finish(
     counts = journal.counts(run_id)
     code, state = _exit_code(end, counts)
     summary = run_summary(journal, run_id, metrics, counts)
-    summary.update({"run_id": run_id, "state": state, "exit_code": int(code), "stop_reason": end.stop_reason})
-    journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
+    summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})
+    message = end.stop_message
     if opts.output is not None:
-        write_results(journal, run_id, opts.output)
-        summary["output"] = str(opts.output)
-    _ = settings
-    return RunReport(run_id, code, state, summary, end.stop_message, resumed, notes)
+        try:
+            write_results(journal, run_id, opts.output)
+            summary["output"] = str(opts.output)
+        except OSError as exc:  # the results are in the journal: say how to write them; exit 3
+            unwritten = unwritten_message(exc, run_id, opts.output, settings.state_dir)
+            code = code if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED) else ExitCode.STOPPED
+            summary["output_error"] = unwritten
+            message = f"{message}; {unwritten}" if message else unwritten
+    summary["exit_code"] = int(code)
+    journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
+    return RunReport(run_id, code, state, summary, message, resumed, notes)
 
 
 def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict[str, int]) -> dict[str, Any]:

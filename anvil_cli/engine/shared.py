@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from anvil_cli.config import Settings
 from anvil_cli.engine.forkserver import ensure_forkserver
 from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import PidHandle, die_with
+from anvil_cli.engine.signals import leave_stop_to_conductor
 from anvil_cli.governor import (
     BreakerPolicy,
     CallAsk,
@@ -173,7 +173,7 @@ GovernorManager.register("Governor", GovernorService)
 
 
 def _manager_init(conductor_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
+    leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(conductor_pid)
 
 

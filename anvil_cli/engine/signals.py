@@ -1,12 +1,46 @@
-"""Ctrl-C and SIGTERM: the first asks for a clean stop, the second aborts at once."""
+"""Ctrl-C and SIGTERM: the first asks for a clean stop, the second aborts at once.
+
+They are the conductor's alone. Sent to the whole process group (Ctrl-C at a terminal;
+`timeout`, systemd, `docker stop` and CI runners send SIGTERM to every process), they reach the
+workers, the governor and the fork server too, which leave them to the conductor: it stops them
+itself, in order, and they exit with it (`lifeline.die_with`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _leave_to_conductor(_signum: int, _frame: FrameType | None) -> None:
+    """Nothing: the conductor got the same signal and will stop this process."""
+
+
+def leave_stop_to_conductor() -> None:
+    """In a child of the conductor (a worker, the governor): SIGINT and SIGTERM do nothing here.
+    A handler, not SIG_IGN, so a command this process runs (a tool) gets the default back on
+    exec; unblocked, since the fork server these children start from holds them blocked."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _leave_to_conductor)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this thread (not lost: another thread takes them, or this
+    one once the block ends): a process started meanwhile begins with them blocked, before it
+    has a handler (the fork server keeps them so, never having one)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class SignalState:

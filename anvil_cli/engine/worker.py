@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import random
-import signal
 import threading
 import time
 import traceback
@@ -50,6 +49,7 @@ from anvil_cli.engine.events import (
 from anvil_cli.engine.fdlimit import raise_nofile_limit
 from anvil_cli.engine.governor_client import GovernorClient
 from anvil_cli.engine.lifeline import die_with
+from anvil_cli.engine.signals import leave_stop_to_conductor
 from anvil_cli.engine.tool_runner import ToolProcesses
 from anvil_cli.engine.tools import ToolContext
 from anvil_cli.engine.worker_config import WorkerConfig
@@ -79,8 +79,7 @@ def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> a
 
 def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
     """Entry point of a worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the conductor's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(cfg.conductor_pid)
     random.seed(os.urandom(16))  # never share the parent's RNG state (jitter must differ)
     raise_nofile_limit()
