@@ -38,6 +38,7 @@ from anvil_cli.engine.journal import (
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.run_end import RunEnd
+from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
@@ -290,6 +291,7 @@ def execute_run(
         )
         control = _start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
+        _say_if_unsandboxed(settings, ticker, notes)
         if counts[PENDING] or control is not None:
             base_url = _start_simulator(settings, stack) if opts.simulate else settings.provider.base_url
             if opts.mode == "batches" or journal.batches(run_id, ("intent", "submitted")):
@@ -307,6 +309,13 @@ def execute_run(
         if end.stop_reason == JOURNAL_ERROR:
             return _journal_failed(run_id, end, metrics, notes)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
+
+
+def _say_if_unsandboxed(settings: Settings, ticker: Ticker, notes: list[str]) -> None:
+    """`run.tool_sandbox: none`, said on the dashboard now and in the summary's notes."""
+    if settings.run.tool_sandbox == "none":
+        ticker.monitor.note(UNSANDBOXED_NOTE)
+        notes.append(UNSANDBOXED_NOTE)
 
 
 def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
@@ -414,6 +423,7 @@ def _finish(
     code, state = _exit_code(end, counts)
     summary = run_summary(journal, run_id, metrics, counts)
     summary.update({"run_id": run_id, "state": state, "exit_code": int(code), "stop_reason": end.stop_reason})
+    summary["tool_sandbox"] = settings.run.tool_sandbox  # bwrap, or none: tools ran UNSANDBOXED
     journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
     if opts.output is not None:
         write_results(journal, run_id, opts.output)
