@@ -11,11 +11,14 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +274,49 @@ def test_a_directory_past_its_quota_kills_the_call_and_is_emptied(tmp_path: Path
     assert "passed its quota of 262144 bytes (run.tool_workdir_quota_mb)" in over["content"]
     assert list(work.iterdir()) == []  # emptied, its earlier file with it
     assert asyncio.run(call(look))["content"] == "[]\n"
+
+
+HANG = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", sys.argv[1]])  # sleep-ok: killed
+time.sleep(300)  # sleep-ok: a tool that hangs until its sandbox is killed
+"""
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
+
+
+def test_a_sandboxed_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -> None:
+    marker = f"anvil-hang-{uuid.uuid4().hex}"
+    hang = {"name": "hang", "description": "h", "input_schema": {"type": "object"}}
+    hang["anvil_command"] = [sys.executable, "-c", HANG, marker]
+    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "agent", "prompt": "wait", "tools": [hang]}])
+    (tmp_path / "anvil.yaml").write_text(json.dumps({"run": {"tool_timeout_s": 600, "grace_period_s": 1}}))
+    cmd = [sys.executable, "-m", "anvil_cli", "run", str(batch), "--simulate", "--no-dashboard"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), **quiet)
+    try:
+        # the outer bwrap, its init in the new pid namespace, the tool and the tool's child
+        _wait_for(lambda: len(_procs_with(marker)) >= 4)
+        marked = set(_procs_with(marker))
+        (outer,) = [p for p in marked if _parent(p) not in marked]
+        os.kill(_parent(outer), signal.SIGKILL)  # the worker running the call
+        _wait_for(lambda: _procs_with(marker) == [])  # the whole sandbox went with it
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in _procs_with(marker):
+            os.kill(pid, signal.SIGKILL)
