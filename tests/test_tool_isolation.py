@@ -25,7 +25,8 @@ SECRET = "sk-ant-tool-isolation-secret-0123456789"
 LOOK = """
 import json, os, sys
 parent = open(f"/proc/{os.getppid()}/environ", "rb").read()
-seen = {"cwd": os.getcwd(), "mode": oct(os.stat(".").st_mode & 0o777), "own": "ANTHROPIC_API_KEY" in os.environ,
+seen = {"cwd": os.getcwd(), "mode": oct(os.stat(".").st_mode & 0o777),
+        "own": "ANTHROPIC_API_KEY" in os.environ,
         "parent": b"ANTHROPIC_API_KEY" in parent or SECRET.encode() in parent}
 open(os.path.join(sys.argv[1], os.path.basename(os.getcwd()) + ".json"), "w").write(json.dumps(seen))
 open("seen.json", "w").write("in the job's own directory")
@@ -80,7 +81,7 @@ def test_each_job_runs_its_tools_in_its_own_directory_with_no_secret_in_reach(tm
     assert len(roots) <= 2 and all(Path(r).name.startswith("anvil-tools-") for r in roots)  # one per worker
     for name, s in seen.items():
         assert Path(s["cwd"]).name == name and not Path(s["cwd"]).is_relative_to(tmp_path)
-        assert {k: s[k] for k in ("mode", "own", "parent")} == {"mode": "0o700", "own": False, "parent": False}
+        assert (s["mode"], s["own"], s["parent"]) == ("0o700", False, False)
     assert not any(Path(r).exists() for r in roots)  # removed when the run ended
     assert not (tmp_path / "seen.json").exists()  # nothing written where anvil was started
 
