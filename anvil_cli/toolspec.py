@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 COMMAND_KEY = "anvil_command"
-SANDBOX_KEY = "anvil_sandbox"  # {network: bool, read: [paths], write: [paths]}
-ANVIL_KEYS = (COMMAND_KEY, SANDBOX_KEY)
 SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANVIL_API_TOKEN")
 
 
@@ -33,6 +31,10 @@ def command_argv(value: Any) -> list[str] | None:
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         return list(value)
     return None
+
+
+SANDBOX_KEY = "anvil_sandbox"  # {network: bool, read: [paths], write: [paths]}
+ANVIL_KEYS = (COMMAND_KEY, SANDBOX_KEY)  # what a tool definition says to Anvil, never to the API
 
 
 def split_tools(request: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:

@@ -311,17 +311,17 @@ def execute_run(
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
+def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
+    from anvil_cli.dashboard import QuietReporter, RunMonitor
+
+    return RunMonitor(settings, QuietReporter(), batch_path=str(opts.batch.resolve()))
+
+
 def _say_if_unsandboxed(settings: Settings, ticker: Ticker, notes: list[str]) -> None:
     """`run.tool_sandbox: none`, said on the dashboard now and in the summary's notes."""
     if settings.run.tool_sandbox == "none":
         ticker.monitor.note(UNSANDBOXED_NOTE)
         notes.append(UNSANDBOXED_NOTE)
-
-
-def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
-    from anvil_cli.dashboard import QuietReporter, RunMonitor
-
-    return RunMonitor(settings, QuietReporter(), batch_path=str(opts.batch.resolve()))
 
 
 def _conduct(
