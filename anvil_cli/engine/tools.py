@@ -8,12 +8,11 @@
 
 When Claude calls such a tool, the worker runs the command (`engine/tool_runner.py`: its own
 process group, killed with everything it started when the call ends; bounded output and
-resources; in a bubblewrap sandbox: `engine/sandbox.py`) in the job's own directory
-(`run.tool_workdir`: in a private temporary directory per worker, never under the state dir),
-with the tool's input as JSON on stdin; its stdout is the tool result, a non-zero exit or a
-timeout an error result (`is_error`) carrying stderr. The API key and the control token are
-removed from the command's environment. A tool without `anvil_command` is passed to the API as
-is, and a call to it ends the job with `stop_reason: tool_use`.
+resources) in the job's own directory (`run.tool_workdir`), with the tool's input as JSON on
+stdin; its stdout is the tool result, a non-zero exit or a timeout an error result
+(`is_error`) carrying stderr. The API key and the control token are removed from the command's
+environment. A tool without `anvil_command` is passed to the API as is, and a call to it ends
+the job with `stop_reason: tool_use`.
 """
 
 from __future__ import annotations
@@ -77,8 +76,9 @@ def sandboxing(run: RunSettings, state_dir: Path) -> Sandboxing | None:
 
 @dataclass
 class ToolContext:
-    """How one worker runs tool calls: limits, environment, the groups running, where, and
-    in what sandbox."""
+    """How one worker runs tool calls: limits, environment, the groups running, where, and in
+    what sandbox (`engine/sandbox.py`). Job directories live in a private temporary directory
+    of this worker's (`sandbox.WorkRoot`), never under the state dir, and go when it ends."""
 
     timeout_s: float = 60.0
     limits: ToolLimits = field(default_factory=ToolLimits)
