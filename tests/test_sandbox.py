@@ -85,6 +85,16 @@ def test_the_default_sandbox_shares_nothing_and_hides_secrets_and_the_state_dir(
     # the state dir's mask comes last: nothing exposed before it (the launch dir) reaches it
     assert mounts.index(("--remount-ro", str(state))) > mounts.index(("--ro-bind", "/work/launch"))
     assert not any(dest.startswith("/home/u/.aws") for _, dest in mounts)  # missing: nothing to hide
+    no_userns = ["--disable-userns"]
+    hardened = bwrap_argv("bwrap", ["t"], Path("/job"), SandboxPolicy(), kind=_kind, hardening=no_userns)
+    assert hardened[hardened.index("--unshare-user") + 1] == "--disable-userns"  # it needs a user namespace
+
+
+@needs_bwrap
+def test_a_bwrap_that_knows_it_is_told_to_allow_no_nested_user_namespace() -> None:
+    help_text = subprocess.run([str(FOUND.bwrap), "--help"], capture_output=True, check=False)
+    knows = b"--disable-userns" in help_text.stdout + help_text.stderr
+    assert FOUND.hardening == (("--disable-userns",) if knows else ())
 
 
 def test_settings_and_a_tool_widen_it_by_name() -> None:

@@ -36,7 +36,7 @@ SECRET = "sk-ant-hostile-secret-key-0123456789abcdef"
 TOKEN = "anvil-control-token-0123456789abcdef"
 SIM_KEY = "sk-ant-simulated-local-key"
 MAX_PROCESSES = 40
-MODES = ("proc", "climb", "escape", "net", "bomb", "quota", "linger", "setsid")
+MODES = ("proc", "climb", "escape", "net", "bomb", "quota", "linger", "setsid", "userns")
 
 HOSTILE = r'''
 import json, os, socket, sys, time
@@ -118,6 +118,11 @@ elif mode == "quota":
             out["written"] = i
             save()
     out["written"] = 100000
+elif mode == "userns":  # a user namespace of its own would bring capabilities (in it) back
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    out["unshare"] = libc.unshare(0x10000000)  # CLONE_NEWUSER
+    out["errno"] = ctypes.get_errno()
 elif mode in ("linger", "setsid"):
     if os.fork() == 0:
         if mode == "setsid":
@@ -249,6 +254,8 @@ def test_hostile_tools_find_no_secret_and_change_nothing_outside_their_directory
     assert 0 < found["bomb"]["forked"] < MAX_PROCESSES and "stopped" in found["bomb"]
     assert 0 < found["quota"]["written"] < 100000  # killed at the quota, long before the end
     assert found["linger"]["left"] and found["setsid"]["left"]
+    if FOUND.hardening:  # --disable-userns: no nested user namespace
+        assert found["userns"]["unshare"] == -1 and found["userns"]["errno"] != 0
     assert _procs_with(marker) == []  # nothing it started outlived its call
 
 

@@ -114,6 +114,7 @@ def bwrap_argv(
     *,
     home: Path | None = None,
     kind: Callable[[Path], str | None] = _kind,
+    hardening: Sequence[str] = (),
 ) -> list[str]:
     """The command line that runs `command` in a sandbox with `workdir` writable and its cwd.
     Later mounts win over earlier ones, so the order is: the read-only root; private and empty
@@ -122,7 +123,8 @@ def bwrap_argv(
     name, so it wins over the default mask); last the hidden paths, which nothing overrides."""
     home = home if home is not None else Path(os.path.expanduser("~"))
     args = [bwrap, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    args += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    args += ["--unshare-user", *hardening, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args.append("--unshare-cgroup-try")
     if not policy.network:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
@@ -184,6 +186,7 @@ class Sandbox:
     bwrap: str
     policy: SandboxPolicy
     cgroups: PidsCgroups | None = None
+    hardening: tuple[str, ...] = ()  # what this bwrap supports beyond the base (`Availability`)
 
 
 @dataclass
@@ -206,7 +209,8 @@ class Sandboxing:
     def sandbox(self, read: Sequence[str] = (), write: Sequence[str] = (), network: bool = False) -> Sandbox:
         """The sandbox of one call, widened by its tool's own settings; after `availability`."""
         assert self.found is not None and self.found.bwrap is not None, "no sandbox can start here"
-        return Sandbox(self.found.bwrap, self.policy.widened(read, write, network), self.cgroups)
+        policy = self.policy.widened(read, write, network)
+        return Sandbox(self.found.bwrap, policy, self.cgroups, self.found.hardening)
 
 
 # -- can a sandbox start here? -----------------------------------------------------------------
@@ -218,6 +222,9 @@ class Availability:
 
     bwrap: str | None
     cause: str = ""
+    # `--disable-userns` (bwrap >= 0.8): no user namespace inside the sandbox, so none of the
+    # kernel's namespace code (mounts, capabilities in a nested namespace) is in a tool's reach
+    hardening: tuple[str, ...] = ()
 
     def refusal(self) -> str:
         """The error a tool job gets when no sandbox can start."""
@@ -247,14 +254,13 @@ def _find(configured: str | None) -> Availability:
         path = shutil.which(configured)
         if path is None:
             return Availability(None, f"run.tool_bwrap {configured!r} is not an executable")
-        cause = probe(path)
-        return Availability(path, "") if cause is None else Availability(None, cause)
+        return _probed(path)
     causes = []
     for path in _candidates():
-        cause = probe(path)
-        if cause is None:
-            return Availability(path)
-        causes.append(cause)
+        found = _probed(path)
+        if found.bwrap is not None:
+            return found
+        causes.append(found.cause)
     return Availability(None, "; ".join(causes) or "bwrap was not found on PATH")
 
 
@@ -269,10 +275,32 @@ def _candidates() -> list[str]:
     return list(dict.fromkeys(p for p in found if p))
 
 
-def probe(bwrap: str) -> str | None:
+def _probed(bwrap: str) -> Availability:
+    hardening = _hardening(bwrap)
+    cause = probe(bwrap, hardening)
+    return Availability(bwrap, "", hardening) if cause is None else Availability(None, cause)
+
+
+def _hardening(bwrap: str) -> tuple[str, ...]:
+    """The optional flags this bwrap knows (its --help lists them)."""
+    try:
+        done = subprocess.run(
+            [bwrap, "--help"],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return ("--disable-userns",) if b"--disable-userns" in done.stdout + done.stderr else ()
+
+
+def probe(bwrap: str, hardening: Sequence[str] = ()) -> str | None:
     """None if `bwrap` runs `true` in a sandbox built as every call's is; else why not."""
     with tempfile.TemporaryDirectory(prefix="anvil-probe-") as work:
-        argv = bwrap_argv(bwrap, ["true"], Path(work), SandboxPolicy(tmp_bytes=PAGE_BYTES * 16))
+        policy = SandboxPolicy(tmp_bytes=PAGE_BYTES * 16)
+        argv = bwrap_argv(bwrap, ["true"], Path(work), policy, hardening=hardening)
         try:
             done = subprocess.run(
                 argv, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False

@@ -348,7 +348,8 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
     if limits.sandbox is not None:  # the shim runs inside: its RLIMIT_NPROC counts the sandbox's own
         box = limits.sandbox
         cgroup = box.cgroups.make(limits.max_processes) if box.cgroups and limits.max_processes else None
-        command = join_prefix(cgroup) + bwrap_argv(box.bwrap, command, cwd or Path.cwd(), box.policy)
+        sandboxed = bwrap_argv(box.bwrap, command, cwd or Path.cwd(), box.policy, hardening=box.hardening)
+        command = join_prefix(cgroup) + sandboxed
     starting = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _Protocol(loop),
