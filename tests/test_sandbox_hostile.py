@@ -316,6 +316,8 @@ def test_a_sandboxed_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -
         _wait_for(lambda: len(_procs_with(marker)) >= 4)
         marked = set(_procs_with(marker))
         (outer,) = [p for p in marked if _parent(p) not in marked]
+        job_dir = Path(os.readlink(f"/proc/{outer}/cwd"))  # bound at the same path inside
+        assert job_dir.name == "000000-agent" and job_dir.parent.name.startswith("anvil-tools-")
         os.kill(_parent(outer), signal.SIGKILL)  # the worker running the call
         _wait_for(lambda: _procs_with(marker) == [])  # the whole sandbox went with it
     finally:
@@ -327,3 +329,4 @@ def test_a_sandboxed_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -
             proc.wait()
         for pid in _procs_with(marker):
             os.kill(pid, signal.SIGKILL)
+    assert not job_dir.parent.exists()  # its dead worker could not remove it: the run's end did

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -316,12 +317,20 @@ def probe(bwrap: str, hardening: Sequence[str] = ()) -> str | None:
 # -- where each job's working directory lives --------------------------------------------------
 
 
+WORK_PREFIX = "anvil-tools-"
+
+
+def work_prefix(run_id: str) -> str:
+    """How the job directories' roots of run `run_id` are named (`$TMPDIR/anvil-tools-RUN-*`)."""
+    return f"{WORK_PREFIX}{run_id}-"
+
+
 @dataclass
 class WorkRoot:
     """A private 0700 directory (under $TMPDIR, never under the state dir) holding this
     process's tool working directories, created on first use and removed by `close`."""
 
-    prefix: str = "anvil-tools-"
+    prefix: str = WORK_PREFIX
     path: Path | None = field(default=None, init=False)
 
     def get(self) -> Path:
@@ -333,3 +342,19 @@ class WorkRoot:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
+
+
+def sweep_work_roots(run_id: str) -> int:
+    """Remove what is left of run `run_id`'s job directories on this machine (a worker killed
+    before it could remove its own): this user's directories only, never a link. Returns how
+    many were removed."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(work_prefix(run_id) + "*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

@@ -24,7 +24,7 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import RunSettings
-from anvil_cli.engine.sandbox import Sandboxing, SandboxPolicy, WorkRoot
+from anvil_cli.engine.sandbox import Sandboxing, SandboxPolicy, WorkRoot, work_prefix
 from anvil_cli.engine.tool_runner import ToolLimits, ToolProcesses
 from anvil_cli.toolspec import (
     COMMAND_KEY,
@@ -89,7 +89,7 @@ class ToolContext:
 
     @classmethod
     def for_run(cls, run: RunSettings, state_dir: Path, run_id: str, processes: ToolProcesses) -> ToolContext:
-        root = WorkRoot(f"anvil-tools-{run_id[:12]}-") if run.tool_workdir == "job" else None
+        root = WorkRoot(work_prefix(run_id)) if run.tool_workdir == "job" else None
         limits = tool_limits(run)
         return cls(run.tool_timeout_s, limits, scrubbed_env(), processes, root, sandboxing(run, state_dir))
 
