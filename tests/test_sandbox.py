@@ -5,6 +5,7 @@ command without --allow-tools."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import load_settings
 from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE, SandboxPolicy, bwrap_argv, find_sandbox
+from anvil_cli.engine.tool_runner import ToolProcesses, run_tool_async
+from anvil_cli.engine.tools import ToolContext
 from anvil_cli.errors import AnvilError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.toolspec import ToolSandbox, split_tools, tool_sandboxes
@@ -208,3 +212,25 @@ def test_plan_sample_runs_no_tool_command_unless_allowed(tmp_path: Path) -> None
     assert allowed.returncode == ExitCode.OK, allowed.stderr
     assert marker.exists()
     assert not any("first answer only" in n for n in json.loads(allowed.stdout)["notes"])
+
+
+@needs_bwrap
+def test_tool_workdir_cwd_writes_where_anvil_runs_but_never_in_the_state_dir(tmp_path: Path) -> None:
+    settings = load_settings(None, env={"ANVIL_RUN__TOOL_WORKDIR": "cwd"})
+    settings.state_dir.mkdir()
+    journal = settings.state_dir / "journal.sqlite"
+    journal.write_text("the journal")
+    ctx = ToolContext.for_run(settings.run, settings.state_dir, "run-1", ToolProcesses())
+    job = Job(id="j", seq=0, messages=[{"role": "user", "content": "x"}], model="m", max_tokens=1)
+    code = "open('here', 'w').write('x')\n"
+    code += "try: open('.anvil/journal.sqlite', 'a').write('PLANTED')\nexcept OSError: pass"
+    assert asyncio.run(ctx.refusal()) is None
+
+    async def call() -> object:
+        limits = ctx.limits_for(job, "t")
+        kwargs = {"timeout_s": 60.0, "env": ctx.env, "processes": ctx.processes}
+        return await run_tool_async([sys.executable, "-c", code], {}, "t", limits=limits, cwd=None, **kwargs)
+
+    asyncio.run(call())
+    assert (tmp_path / "here").exists() and journal.read_text() == "the journal"
+    assert ctx.workdir_for(job) is None
