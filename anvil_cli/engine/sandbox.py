@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from anvil_cli.engine.sandbox_limits import PidsCgroups
+from anvil_cli.engine.sandbox_limits import PidsCgroups, join_prefix
 
 SETTING = "run.tool_sandbox"
 UNSANDBOXED_NOTE = f"tools ran UNSANDBOXED ({SETTING}: none)"
@@ -212,6 +212,15 @@ class Sandboxing:
         assert self.found is not None and self.found.bwrap is not None, "no sandbox can start here"
         policy = self.policy.widened(read, write, network)
         return Sandbox(self.found.bwrap, policy, self.cgroups, self.found.hardening)
+
+
+def sandboxed_command(
+    box: Sandbox, command: Sequence[str], workdir: Path, max_processes: int | None
+) -> tuple[list[str], Path | None]:
+    """`command` wrapped in `box`, and the pids cgroup it joins first (root only), if any."""
+    cgroup = box.cgroups.make(max_processes) if box.cgroups is not None and max_processes else None
+    argv = bwrap_argv(box.bwrap, command, workdir, box.policy, hardening=box.hardening)
+    return join_prefix(cgroup) + argv, cgroup
 
 
 # -- can a sandbox start here? -----------------------------------------------------------------

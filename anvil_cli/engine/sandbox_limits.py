@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 ENTRY_BYTES = 512  # what each file, directory or link counts on top of its blocks
@@ -65,10 +66,20 @@ def empty_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-async def watch_quota(path: Path, quota_bytes: int) -> None:
-    """Return as soon as `path` holds more than `quota_bytes` (never, if it stays under)."""
+async def watch_quota(path: Path, quota_bytes: int, kill: Callable[[], object]) -> None:
+    """`kill()` as soon as `path` holds more than `quota_bytes` (never, if it stays under)."""
     while not await asyncio.to_thread(usage_over, path, quota_bytes):
         await asyncio.sleep(QUOTA_POLL_S)
+    kill()
+
+
+async def emptied(path: Path, quota_bytes: int) -> bytes:
+    """Empty a job directory found over its quota (its call killed); what the call's error says."""
+    await asyncio.to_thread(empty_dir, path)
+    return (
+        f"\n[the job's working directory passed its quota of {quota_bytes} bytes"
+        " (run.tool_workdir_quota_mb): the call was killed and the directory emptied]"
+    ).encode()
 
 
 class PidsCgroups:

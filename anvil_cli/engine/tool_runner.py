@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -34,15 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.engine.sandbox import Sandbox, bwrap_argv
-from anvil_cli.engine.sandbox_limits import (
-    empty_dir,
-    join_prefix,
-    release_cgroup,
-    remove_cgroup,
-    usage_over,
-    watch_quota,
-)
+from anvil_cli.engine import sandbox_limits
+from anvil_cli.engine.sandbox import Sandbox, sandboxed_command
 
 CHUNK_BYTES = 64 * 1024
 DETAIL_CHARS = 2000  # of stderr (or stdout) quoted in an error result
@@ -296,7 +290,10 @@ class _Call:
             tasks.create_task(_feed(pipes.stdin, data))
             tasks.create_task(_drain(pipes.stdout, out))
             tasks.create_task(_drain(pipes.stderr, err))
-            guard = tasks.create_task(self._guard_quota(quota)) if quota is not None else None
+            guard = None
+            if quota is not None and self.workdir is not None:  # past it the group is killed
+                kill = functools.partial(_kill_group, self.pgid)
+                guard = tasks.create_task(sandbox_limits.watch_quota(self.workdir, quota, kill))
             await pipes.exited.wait()
             _kill_group(self.pgid)  # what it left running, which may hold the pipes open
             if guard is not None:
@@ -305,10 +302,11 @@ class _Call:
         returncode = self.transport.get_returncode()
         assert returncode is not None
         if quota is not None and self.workdir is not None:
-            over = over or await asyncio.to_thread(usage_over, self.workdir, quota)
+            over = over or await asyncio.to_thread(sandbox_limits.usage_over, self.workdir, quota)
             if over:
+                await self.protocol.exited.wait()  # killed: nothing of it writes there any more
+                err.add(await sandbox_limits.emptied(self.workdir, quota))
                 returncode = -QUOTA_SIGNAL
-                await self._empty_workdir(quota, err)
         # Every write end is closed by now (ours after spawn, the child's at exec or exit).
         status = os.read(self.status_fd, 4096).decode("utf-8", errors="replace")
         return Finished(returncode, out, err, status or None)
@@ -320,22 +318,7 @@ class _Call:
         finally:
             self.transport.close()
             os.close(self.status_fd)
-        await release_cgroup(self.cgroup)
-
-    async def _guard_quota(self, quota: int) -> None:
-        """Kill the call as soon as its job directory passes `quota` bytes."""
-        assert self.workdir is not None
-        await watch_quota(self.workdir, quota)
-        _kill_group(self.pgid)
-
-    async def _empty_workdir(self, quota: int, err: Capture) -> None:
-        assert self.workdir is not None
-        await self.protocol.exited.wait()  # killed: nothing of it writes there any more
-        await asyncio.to_thread(empty_dir, self.workdir)
-        err.add(
-            f"\n[the job's working directory passed its quota of {quota} bytes"
-            " (run.tool_workdir_quota_mb): the call was killed and the directory emptied]".encode()
-        )
+        await sandbox_limits.release_cgroup(self.cgroup)
 
 
 async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env: Mapping[str, str]) -> _Call:
@@ -343,13 +326,9 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
         raise ValueError("empty command")
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
-    command = shim_argv(argv, rlimit_plan(limits, _hard_limit), status_w, env)
-    cgroup = None
+    command, cgroup = shim_argv(argv, rlimit_plan(limits, _hard_limit), status_w, env), None
     if limits.sandbox is not None:  # the shim runs inside: its RLIMIT_NPROC counts the sandbox's own
-        box = limits.sandbox
-        cgroup = box.cgroups.make(limits.max_processes) if box.cgroups and limits.max_processes else None
-        sandboxed = bwrap_argv(box.bwrap, command, cwd or Path.cwd(), box.policy, hardening=box.hardening)
-        command = join_prefix(cgroup) + sandboxed
+        command, cgroup = sandboxed_command(limits.sandbox, command, cwd or Path.cwd(), limits.max_processes)
     starting = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _Protocol(loop),
@@ -371,11 +350,11 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
     except asyncio.CancelledError:
         await _abandon(starting)
         os.close(status_r)
-        remove_cgroup(cgroup)
+        sandbox_limits.remove_cgroup(cgroup)
         raise
     except BaseException:
         os.close(status_r)
-        remove_cgroup(cgroup)
+        sandbox_limits.remove_cgroup(cgroup)
         raise
     finally:
         os.close(status_w)
