@@ -318,7 +318,8 @@ def test_a_sandboxed_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -
         (outer,) = [p for p in marked if _parent(p) not in marked]
         job_dir = Path(os.readlink(f"/proc/{outer}/cwd"))  # bound at the same path inside
         assert job_dir.name == "000000-agent" and job_dir.parent.name.startswith("anvil-tools-")
-        os.kill(_parent(outer), signal.SIGKILL)  # the worker running the call
+        worker = _parent(outer)
+        os.kill(worker, signal.SIGKILL)  # the worker running the call
         _wait_for(lambda: _procs_with(marker) == [])  # the whole sandbox went with it
     finally:
         proc.send_signal(signal.SIGINT)
@@ -330,3 +331,6 @@ def test_a_sandboxed_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -
         for pid in _procs_with(marker):
             os.kill(pid, signal.SIGKILL)
     assert not job_dir.parent.exists()  # its dead worker could not remove it: the run's end did
+    cgroups = PidsCgroups()
+    if cgroups.parent is not None:  # root: nor the call's pids cgroup
+        assert not list(cgroups.parent.glob(f"anvil-tool-{worker}-*"))

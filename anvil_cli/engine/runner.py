@@ -38,7 +38,7 @@ from anvil_cli.engine.journal import (
 from anvil_cli.engine.lifeline import pid_alive
 from anvil_cli.engine.output import write_results
 from anvil_cli.engine.run_end import RunEnd
-from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE, sweep_work_roots
+from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE, sweep_after_run
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
@@ -356,7 +356,7 @@ def _conduct(
         return conductor.run()
     finally:
         keeper.shutdown()
-        sweep_work_roots(run_id)  # the job directories of workers that died (theirs go with them)
+        sweep_after_run(run_id)  # what workers that died left: job directories, pids cgroups
 
 
 def require_ray() -> None:

@@ -353,6 +353,13 @@ class WorkRoot:
             self.path = None
 
 
+def sweep_after_run(run_id: str) -> None:
+    """At a run's end, what its workers that died could not remove: their job directories and
+    (root) their calls' pids cgroups."""
+    sweep_work_roots(run_id)
+    PidsCgroups().sweep()
+
+
 def sweep_work_roots(run_id: str) -> int:
     """Remove what is left of run `run_id`'s job directories on this machine (a worker killed
     before it could remove its own): this user's directories only, never a link. Returns how

@@ -22,8 +22,8 @@ False and the limit is RLIMIT_NPROC's alone, which root ignores.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -82,10 +82,11 @@ async def emptied(path: Path, quota_bytes: int) -> bytes:
     ).encode()
 
 
-class PidsCgroups:
-    """Per-call pids cgroups under a parent of this process's own; for a root Anvil only."""
+CGROUP_PREFIX = "anvil-tool-"
 
-    _serial = itertools.count(1)
+
+class PidsCgroups:
+    """Per-call pids cgroups (`anvil-tool-PID-RANDOM`, PID this process's); for a root Anvil only."""
 
     def __init__(self, roots: tuple[Path, ...] = CGROUP_ROOTS) -> None:
         self.parent: Path | None = None
@@ -97,17 +98,38 @@ class PidsCgroups:
         return self.parent is not None
 
     def make(self, max_processes: int) -> Path | None:
-        """A fresh cgroup allowing `max_processes`, or None where none can be made."""
+        """A fresh cgroup allowing `max_processes` (None without cgroups). Raises OSError where
+        one cannot be made: the call is not started without its limit."""
         if self.parent is None:
             return None
-        path = self.parent / f"anvil-tool-{os.getpid()}-{next(self._serial)}"
+        path = self.parent / f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         try:
             path.mkdir(mode=0o755)
             (path / "pids.max").write_text(str(max_processes))
-        except OSError:
+        except OSError as exc:
             remove_cgroup(path)
-            return None
+            raise OSError(f"no pids cgroup for the call's process limit: {exc}") from exc
         return path
+
+    def sweep(self) -> int:
+        """Remove the cgroups left by processes that are gone (a worker killed mid-call); never
+        one of a live process, whose call may be about to join it. Returns how many."""
+        removed = 0
+        for path in self.parent.glob(CGROUP_PREFIX + "*") if self.parent is not None else ():
+            pid = path.name[len(CGROUP_PREFIX) :].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)) and remove_cgroup(path):
+                removed += 1
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pids_capable(root: Path) -> bool:
