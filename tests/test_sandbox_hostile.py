@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from anvil_cli.engine.sandbox import Sandboxing, SandboxPolicy, find_sandbox
+from anvil_cli.engine.sandbox_limits import PidsCgroups
 from anvil_cli.engine.tool_runner import QUOTA_SIGNAL, ToolLimits, ToolProcesses, run_tool_async
 from anvil_cli.exitcodes import ExitCode
 from tests.engine_support import cli_env, read_results, write_jobs
