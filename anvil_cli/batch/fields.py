@@ -15,7 +15,7 @@ from anvil_cli.batch.job import COMPLEXITIES, Priority
 from anvil_cli.errors import Problem
 from anvil_cli.limits import INT64_MAX, INT64_MIN, char_name, id_problem, plain, short_repr, unsafe_char
 from anvil_cli.models import AUTO, builtin_prices, suggest_model
-from anvil_cli.toolspec import COMMAND_KEY, command_argv
+from anvil_cli.toolspec import COMMAND_KEY, SANDBOX_KEY, command_argv, sandbox_problems
 from anvil_cli.yamlpos import line_for
 
 MAX_TOKENS_LIMIT = 128_000
@@ -286,6 +286,9 @@ def check_tools(value: Any, ck: Checker, field: str = "tools") -> Any:
                 ck.fail(f"{field}[{i}].{COMMAND_KEY}", "expected a command: a string or a list of strings")
             elif any("\x00" in arg for arg in argv):
                 ck.fail(f"{field}[{i}].{COMMAND_KEY}", "a command cannot contain a NUL character")
+        if isinstance(tool, dict) and SANDBOX_KEY in tool:
+            for sub, message in sandbox_problems(tool[SANDBOX_KEY]):
+                ck.fail(f"{field}[{i}].{SANDBOX_KEY}{sub}", message)
     return value
 
 

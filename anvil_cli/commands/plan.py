@@ -67,6 +67,12 @@ def plan_command(
     sample_max_usd: float = typer.Option(
         DEFAULT_SAMPLE_USD, "--sample-max-usd", min=0.0, metavar="USD", help="The most the sample may spend."
     ),
+    allow_tools: bool = typer.Option(
+        False,
+        "--allow-tools",
+        help="Let --sample run the batch's tool commands (`anvil_command`). Without it a tool job is"
+        " sampled for its first answer only and no command runs: a CI gate may plan an untrusted change.",
+    ),
     max_usd: float | None = typer.Option(
         None,
         "--max-usd",
@@ -96,7 +102,9 @@ def plan_command(
             err_console().print(
                 f"sampling {len(chosen)} job(s), at most ${sample_max_usd:.2f} ...", markup=False
             )
-            outcome = run_sample(settings, batch, chosen, simulate=simulate, max_usd=sample_max_usd)
+            outcome = run_sample(
+                settings, batch, chosen, simulate=simulate, max_usd=sample_max_usd, allow_tools=allow_tools
+            )
             jobs = iter(listed)
         fits, fit_note = _fits(settings, outcome)
         with ExitStack() as stack:

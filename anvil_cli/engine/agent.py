@@ -125,6 +125,9 @@ class Agent:
         st = _JobState(
             job=job, model=model, request=request, est_input=estimate_input_tokens(request), tools=tools
         )
+        if tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
+            info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
+            return self._failed(st, info, started)
         try:
             message = await self._with_retries(st)
             message = await self._tool_turns(st, message)
@@ -183,7 +186,7 @@ class Agent:
                         c.input,
                         c.id,
                         timeout_s=tools.timeout_s,
-                        limits=tools.limits,
+                        limits=tools.limits_for(st.job, c.name),
                         cwd=cwd,
                         env=tools.env,
                         processes=tools.processes,

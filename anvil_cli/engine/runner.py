@@ -40,6 +40,7 @@ from anvil_cli.engine.journal_kind import RUN_KIND
 from anvil_cli.engine.lifeline import owner_alive
 from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
+from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE, sweep_after_run
 from anvil_cli.engine.shared import GovernorKeeper
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Monitor, Ticker
@@ -294,6 +295,7 @@ def execute_run(
         )
         control = _start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
+        _say_if_unsandboxed(settings, ticker, notes)
         if counts[PENDING] or control is not None:
             if opts.simulate:
                 endpoint = endpoint.at(_start_simulator(settings, stack), "the embedded simulator")
@@ -322,6 +324,13 @@ def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
     from anvil_cli.dashboard import QuietReporter, RunMonitor
 
     return RunMonitor(settings, QuietReporter(), batch_path=str(opts.batch.resolve()))
+
+
+def _say_if_unsandboxed(settings: Settings, ticker: Ticker, notes: list[str]) -> None:
+    """`run.tool_sandbox: none`, said on the dashboard now and in the summary's notes."""
+    if settings.run.tool_sandbox == "none":
+        ticker.monitor.note(UNSANDBOXED_NOTE)
+        notes.append(UNSANDBOXED_NOTE)
 
 
 def _conduct(
@@ -356,6 +365,7 @@ def _conduct(
         return conductor.run()
     finally:
         keeper.shutdown()
+        sweep_after_run(run_id)  # what workers that died left: job directories, pids cgroups
 
 
 def require_ray() -> None:
@@ -423,6 +433,7 @@ def _finish(
     summary = run_summary(journal, run_id, metrics, counts)
     summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})
     message = end.stop_message
+    summary["tool_sandbox"] = settings.run.tool_sandbox  # bwrap, or none: tools ran UNSANDBOXED
     if opts.output is not None:
         try:
             write_results(journal, run_id, opts.output)

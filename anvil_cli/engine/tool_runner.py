@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -34,9 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anvil_cli.engine import sandbox_limits
+from anvil_cli.engine.sandbox import Sandbox, sandboxed_command
+
 CHUNK_BYTES = 64 * 1024
 DETAIL_CHARS = 2000  # of stderr (or stdout) quoted in an error result
 CPU_GRACE_S = 1  # SIGXCPU at the soft limit, SIGKILL one CPU second later
+# A call whose job directory passed its quota reports as killed by SIGXFSZ (file size exceeded).
+QUOTA_SIGNAL = signal.SIGXFSZ
 
 # `python -I -S -c _SHIM status_fd lc_ctype count which:soft:hard... argv...`: sets the rlimits,
 # undoes what Python did at start-up (LC_CTYPE set in a C locale, SIGPIPE and SIGXFSZ ignored)
@@ -73,6 +79,9 @@ class ToolLimits:
     memory_bytes: int | None = 4 * 1024**3  # RLIMIT_AS: address space, reservations included
     file_size_bytes: int | None = 1024**3
     core_dump_bytes: int | None = 0  # a command killed by a limit leaves no core file behind
+    max_processes: int | None = None  # RLIMIT_NPROC: set only inside a sandbox (engine/sandbox_limits.py)
+    workdir_quota_bytes: int | None = None  # what the job's directory may hold (engine/sandbox_limits.py)
+    sandbox: Sandbox | None = None  # run the command in a bubblewrap sandbox (engine/sandbox.py)
 
     def __post_init__(self) -> None:
         values = (
@@ -82,6 +91,8 @@ class ToolLimits:
             self.memory_bytes,
             self.file_size_bytes,
             self.core_dump_bytes,
+            self.max_processes,
+            self.workdir_quota_bytes,
         )
         if any(v is not None and v < 0 for v in values):
             raise ValueError(f"tool limits must not be negative: {self}")
@@ -131,6 +142,8 @@ def rlimit_plan(limits: ToolLimits, current_hard: Callable[[int], int]) -> list[
         (resource.RLIMIT_AS, limits.memory_bytes, 0),
         (resource.RLIMIT_FSIZE, limits.file_size_bytes, 0),
         (resource.RLIMIT_CORE, limits.core_dump_bytes, 0),
+        # per real uid outside a user namespace (it would count all the user's processes)
+        (resource.RLIMIT_NPROC, limits.max_processes if limits.sandbox is not None else None, 0),
     )
     plan = []
     for which, value, grace in wanted:
@@ -272,11 +285,14 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 @dataclass
 class _Call:
-    """One started command: its pipes and exit (the protocol), the shim's status pipe."""
+    """One started command: its pipes and exit (the protocol), the shim's status pipe, the job
+    directory it writes (measured against its quota) and its pids cgroup (root only)."""
 
     transport: asyncio.SubprocessTransport
     protocol: _Protocol
     status_fd: int
+    workdir: Path | None = None
+    cgroup: Path | None = None
 
     @property
     def pgid(self) -> int:
@@ -287,25 +303,41 @@ class _Call:
         assert pipes.stdin is not None and pipes.stdout is not None and pipes.stderr is not None
         out = Capture(limits.max_output_bytes)
         err = Capture(limits.max_stderr_bytes, keep_tail=True)
+        quota = limits.workdir_quota_bytes if self.workdir is not None else None
+        over = False
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_feed(pipes.stdin, data))
             tasks.create_task(_drain(pipes.stdout, out))
             tasks.create_task(_drain(pipes.stderr, err))
+            guard = None
+            if quota is not None and self.workdir is not None:  # past it the group is killed
+                kill = functools.partial(_kill_group, self.pgid)
+                guard = tasks.create_task(sandbox_limits.watch_quota(self.workdir, quota, kill))
             await pipes.exited.wait()
             _kill_group(self.pgid)  # what it left running, which may hold the pipes open
+            if guard is not None:
+                over = guard.done() and not guard.cancelled()
+                guard.cancel()
         returncode = self.transport.get_returncode()
         assert returncode is not None
+        if quota is not None and self.workdir is not None:
+            over = over or await asyncio.to_thread(sandbox_limits.usage_over, self.workdir, quota)
+            if over:
+                await self.protocol.exited.wait()  # killed: nothing of it writes there any more
+                err.add(await sandbox_limits.emptied(self.workdir, quota))
+                returncode = -QUOTA_SIGNAL
         # Every write end is closed by now (ours after spawn, the child's at exec or exit).
         status = os.read(self.status_fd, 4096).decode("utf-8", errors="replace")
         return Finished(returncode, out, err, status or None)
 
     async def reap(self) -> None:
-        """Wait for the (killed) command to exit, then release the pipes."""
+        """Wait for the (killed) command to exit, then release the pipes and its cgroup."""
         try:
             await self.protocol.exited.wait()
         finally:
             self.transport.close()
             os.close(self.status_fd)
+        await sandbox_limits.release_cgroup(self.cgroup)
 
 
 async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env: Mapping[str, str]) -> _Call:
@@ -313,10 +345,13 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
         raise ValueError("empty command")
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
+    command, cgroup = shim_argv(argv, rlimit_plan(limits, _hard_limit), status_w, env), None
+    if limits.sandbox is not None:  # the shim runs inside: its RLIMIT_NPROC counts the sandbox's own
+        command, cgroup = sandboxed_command(limits.sandbox, command, cwd or Path.cwd(), limits.max_processes)
     starting = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _Protocol(loop),
-            *shim_argv(argv, rlimit_plan(limits, _hard_limit), status_w, env),
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -334,13 +369,15 @@ async def _spawn(argv: Sequence[str], limits: ToolLimits, cwd: Path | None, env:
     except asyncio.CancelledError:
         await _abandon(starting)
         os.close(status_r)
+        sandbox_limits.remove_cgroup(cgroup)
         raise
     except BaseException:
         os.close(status_r)
+        sandbox_limits.remove_cgroup(cgroup)
         raise
     finally:
         os.close(status_w)
-    return _Call(transport, protocol, status_r)
+    return _Call(transport, protocol, status_r, cwd, cgroup)
 
 
 async def _abandon(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _Protocol]]) -> None:

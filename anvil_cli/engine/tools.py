@@ -35,8 +35,16 @@ from typing import Any
 
 from anvil_cli.batch.job import Job
 from anvil_cli.config import RunSettings
+from anvil_cli.engine.sandbox import Sandboxing, SandboxPolicy, WorkRoot, work_prefix
 from anvil_cli.engine.tool_runner import ToolLimits, ToolOutcome, ToolProcesses
-from anvil_cli.toolspec import COMMAND_KEY, command_argv, scrubbed_env, split_tools
+from anvil_cli.toolspec import (
+    COMMAND_KEY,
+    ToolSandbox,
+    command_argv,
+    scrubbed_env,
+    split_tools,
+    tool_sandboxes,
+)
 
 __all__ = [
     "COMMAND_KEY",
@@ -50,7 +58,6 @@ __all__ = [
     "split_tools",
 ]
 MB = 1024 * 1024
-WORKDIR_NAME = "tool-work"
 
 
 def tool_limits(run: RunSettings) -> ToolLimits:
@@ -60,33 +67,73 @@ def tool_limits(run: RunSettings) -> ToolLimits:
         cpu_s=run.tool_cpu_s,
         memory_bytes=None if run.tool_memory_mb is None else run.tool_memory_mb * MB,
         file_size_bytes=None if run.tool_file_size_mb is None else run.tool_file_size_mb * MB,
+        max_processes=run.tool_max_processes,  # applied inside a sandbox only
+        workdir_quota_bytes=None if run.tool_workdir_quota_mb is None else run.tool_workdir_quota_mb * MB,
     )
+
+
+def sandboxing(run: RunSettings, state_dir: Path) -> Sandboxing | None:
+    """How tool calls are sandboxed under `run:` (None: `tool_sandbox: none`, unsandboxed)."""
+    if run.tool_sandbox == "none":
+        return None
+    quota = run.tool_workdir_quota_mb
+    policy = SandboxPolicy(
+        read_paths=tuple(run.tool_read_paths),
+        write_paths=tuple(run.tool_write_paths),
+        network=run.tool_network,
+        tmp_bytes=None if quota is None else quota * MB,
+        hidden=(state_dir,),
+        launch_dir=Path.cwd(),
+    )
+    return Sandboxing(run.tool_bwrap, policy)
 
 
 @dataclass
 class ToolContext:
-    """How one worker runs tool calls: limits, environment, the groups running, where."""
+    """How one worker runs tool calls: limits, environment, the groups running, where, and in
+    what sandbox (`engine/sandbox.py`). Job directories live in a private temporary directory
+    of this worker's (`sandbox.WorkRoot`), never under the state dir, and go when it ends."""
 
     timeout_s: float = 60.0
     limits: ToolLimits = field(default_factory=ToolLimits)
     env: Mapping[str, str] = field(default_factory=scrubbed_env)
     processes: ToolProcesses = field(default_factory=ToolProcesses)
-    workdir_root: Path | None = None  # None: tools run in the current directory
+    workdir_root: WorkRoot | None = None  # None: tools run in the current directory
+    sandboxing: Sandboxing | None = None  # None: tools run unsandboxed
 
     @classmethod
     def for_run(cls, run: RunSettings, state_dir: Path, run_id: str, processes: ToolProcesses) -> ToolContext:
-        root = (state_dir / WORKDIR_NAME / run_id).resolve() if run.tool_workdir == "job" else None
-        return cls(run.tool_timeout_s, tool_limits(run), scrubbed_env(), processes, root)
+        root = WorkRoot(work_prefix(run_id)) if run.tool_workdir == "job" else None
+        limits = tool_limits(run)
+        return cls(run.tool_timeout_s, limits, scrubbed_env(), processes, root, sandboxing(run, state_dir))
 
     def workdir_for(self, job: Job) -> Path | None:
-        """A job's own directory (created 0700 on first use, kept afterwards), or None."""
+        """A job's own directory (created 0700 on first use, kept until `close`), or None."""
         if self.workdir_root is None:
             return None
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.id)[:80]
-        path = self.workdir_root / f"{job.seq:06d}-{safe}"
+        path = self.workdir_root.get() / f"{job.seq:06d}-{safe}"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
+    async def refusal(self) -> str | None:
+        """Why this worker cannot run tool commands (no sandbox can start here), or None."""
+        if self.sandboxing is None:
+            return None
+        found = await self.sandboxing.availability()
+        return None if found.bwrap is not None else found.refusal()
+
+    def limits_for(self, job: Job, tool: str) -> ToolLimits:
+        """The limits of one call of `tool` in `job`: the run's, in its sandbox (after `refusal`)."""
+        if self.sandboxing is None:
+            return self.limits
+        own = tool_sandboxes(job.params).get(tool, ToolSandbox())
+        return replace(self.limits, sandbox=self.sandboxing.sandbox(own.read, own.write, own.network))
+
+    def close(self) -> None:
+        """Remove this worker's job directories (at the end of its run)."""
+        if self.workdir_root is not None:
+            self.workdir_root.close()
 
 def resolve_command(argv: Sequence[str], launch_dir: Path) -> list[str]:
     """A command with its relative paths made absolute against `launch_dir` (where `anvil run`

@@ -231,6 +231,7 @@ async def run_worker_loop(
             await asyncio.gather(*worker.tasks, return_exceptions=True)
     finally:
         processes.kill_all()  # no tool call outlives its worker
+        agent.ctx.tools.close()  # and its tools' working directories go with it
         broker.close()
         await client.close()
 
