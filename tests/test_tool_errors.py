@@ -208,7 +208,6 @@ def test_a_relative_command_runs_from_where_anvil_started_even_when_resumed_else
     run_id = json.loads(done.stdout)["run_id"]
     with Journal.open(tmp_path / ".anvil") as journal:
         rows = {row["id"]: row for row in journal.iter_results(run_id)}
-    workdirs = tmp_path / ".anvil" / "tool-work" / run_id
     for i in range(3):
         job_id = f"t{i}"
         assert results[job_id]["status"] == "succeeded" and results[job_id]["tool_errors"] == 0
@@ -216,7 +215,9 @@ def test_a_relative_command_runs_from_where_anvil_started_even_when_resumed_else
         assert command == ["python3", str(first / "tools" / "echo.py")]  # journaled absolute
         (call,) = rows[job_id]["attempt_log"][0]["tools"]
         said, _order, cwd = call["output"].split()
-        assert said == "echo" and Path(cwd).parent == workdirs  # it ran in the job's own directory
+        # it ran in the job's own directory: under a private one of the run's, never the state dir
+        assert said == "echo" and Path(cwd).name.endswith(f"-{job_id}")
+        assert Path(cwd).parent.name.startswith(f"anvil-tools-{run_id}-")
     assert not list(second.iterdir())  # nothing was written where the resume started
 
 

@@ -131,7 +131,8 @@ def bwrap_argv(
     args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     args += _private_dirs(policy.tmp_bytes, kind)
     python = {_real(Path(p)) for p in (sys.prefix, sys.base_prefix, Path(sys.executable).parent)}
-    exposed = [*((policy.launch_dir,) if policy.launch_dir else ()), *sorted(python)]
+    named = _named_dirs(command[1:], kind)  # what the batch's own command names (its script, data)
+    exposed = [*((policy.launch_dir,) if policy.launch_dir else ()), *sorted(python), *named]
     args += _binds(exposed, policy, kind, within=None)
     args += ["--bind", str(workdir), str(workdir)]
     secrets = [home / name for name in HOME_SECRETS] + [Path(p) for p in SYSTEM_SECRETS]
@@ -142,6 +143,23 @@ def bwrap_argv(
         args += _mask(_real(hidden), kind)
     args += ["--setenv", "TMPDIR", "/tmp", "--chdir", str(workdir), "--", *command]
     return args
+
+
+def _named_dirs(args: Sequence[str], kind: Callable[[Path], str | None]) -> list[Path]:
+    """The directories of the absolute paths a command names (made absolute when the batch was
+    read: engine/tools.py): readable in the sandbox even under a private /tmp or after a resume
+    from another directory. The command is the batch's, not the model's; the hidden paths (the
+    state dir) are masked after these, so naming them exposes nothing."""
+    found: list[Path] = []
+    for arg in args:
+        if not arg.startswith("/"):
+            continue
+        path = Path(arg)
+        what = kind(path)
+        where = path if what == "dir" else path.parent if what == "file" else None
+        if where is not None and where != Path("/") and where not in found:
+            found.append(where)
+    return found
 
 
 def _private_dirs(tmp_bytes: int | None, kind: Callable[[Path], str | None]) -> list[str]:

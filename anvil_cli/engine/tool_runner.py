@@ -43,6 +43,7 @@ DETAIL_CHARS = 2000  # of stderr (or stdout) quoted in an error result
 CPU_GRACE_S = 1  # SIGXCPU at the soft limit, SIGKILL one CPU second later
 # A call whose job directory passed its quota reports as killed by SIGXFSZ (file size exceeded).
 QUOTA_SIGNAL = signal.SIGXFSZ
+BWRAP_SIGNALLED = 128  # a sandboxed command killed by signal N: bwrap exits 128 + N
 
 # `python -I -S -c _SHIM status_fd lc_ctype count which:soft:hard... argv...`: sets the rlimits,
 # undoes what Python did at start-up (LC_CTYPE set in a C locale, SIGPIPE and SIGXFSZ ignored)
@@ -320,6 +321,8 @@ class _Call:
                 guard.cancel()
         returncode = self.transport.get_returncode()
         assert returncode is not None
+        if limits.sandbox is not None and BWRAP_SIGNALLED < returncode <= BWRAP_SIGNALLED + 64:
+            returncode = BWRAP_SIGNALLED - returncode  # bwrap reports a death by signal N as 128 + N
         if quota is not None and self.workdir is not None:
             over = over or await asyncio.to_thread(sandbox_limits.usage_over, self.workdir, quota)
             if over:
