@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 # Nesting of lists and mappings in one job or in the settings. Real jobs nest < 15 levels (a
 # tool's JSON schema is the deepest part). Every consumer of a job recurses: pickle (to the
@@ -56,6 +56,7 @@ MAX_KEY_CHARS = 1_000
 # Control characters (C0, DEL, C1), surrogates, line/paragraph separators and bidi overrides:
 # never part of an id; escaped whenever user text is printed.
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+T = TypeVar("T")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -86,6 +87,18 @@ def plain(text: str) -> str:
     if text.isascii() and text.isprintable():
         return text
     return _UNSAFE_CHARS.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode(), text)
+
+
+def plain_tree(value: T) -> T:
+    """`value` with every string in it (keys too) made `plain`: what a terminal view renders of
+    anything that came from a batch, the journal, a tool or a server."""
+    if isinstance(value, str):
+        return cast(T, plain(value))
+    if isinstance(value, dict):
+        return cast(T, {plain(k) if isinstance(k, str) else k: plain_tree(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return cast(T, type(value)(plain_tree(v) for v in value))
+    return value
 
 
 def short_repr(value: Any, limit: int = 60) -> str:

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from anvil_cli.dashboard.render import describe_error
 from anvil_cli.dashboard.render import fmt_s as _fmt_s  # latencies to three figures, as on the dashboard
+from anvil_cli.limits import plain_tree
 from anvil_cli.snapshot_types import Snapshot
 from anvil_cli.timefmt import local_iso
 
@@ -22,6 +23,7 @@ def _agents(s: Snapshot) -> str:
 
 def snapshot_line(s: Snapshot) -> str:
     """A progress line from a run snapshot (see `anvil_cli.snapshot_types`)."""
+    s = plain_tree(s)
     c, t, e = s["counts"], s["throughput"], s["errors"]
     calls, jobs = s["call_latency_s"], s["job_time_s"]
     eta = s["eta_s"]
@@ -74,6 +76,7 @@ def _times(summary: dict[str, Any], key: str) -> str:
 
 def human_summary(console: Console, summary: dict[str, Any]) -> None:
     """`anvil run`'s closing lines, from its summary (`engine.runner.run_summary`)."""
+    summary = plain_tree(summary)
     c = summary["counts"]
     console.print(
         f"run {summary['run_id']}: {summary['state']} | {c['succeeded']} succeeded, {c['failed']} failed, "

@@ -29,6 +29,7 @@ from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
+from anvil_cli.limits import plain
 from anvil_cli.preflight import check_output_path
 from anvil_cli.progress import human_summary
 from anvil_cli.resume_advice import ResumeAdvice, resume_advice
@@ -190,9 +191,10 @@ def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: Resume
     console = err_console()
     for note in report.notes:
         if not quiet:
-            console.print(f"note: {note}", markup=False)
+            console.print(f"note: {plain(note)}", markup=False)
     if report.message:
-        console.print(f"stopped: {report.message}", markup=False, soft_wrap=True)  # commands stay whole
+        # a server's or a tool's words may be in it: escaped; commands stay whole (no wrapping)
+        console.print(f"stopped: {plain(report.message)}", markup=False, soft_wrap=True)
     if json_out:
         summary = {**report.summary, "resume_command": advice.command if advice else None}
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

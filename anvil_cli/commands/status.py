@@ -26,6 +26,7 @@ from anvil_cli.commands.common import (
 )
 from anvil_cli.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
+from anvil_cli.limits import plain_tree
 from anvil_cli.pricing import Pricer
 from anvil_cli.run_history import describe_event
 from anvil_cli.spend import check_by, render_spend, spend_of
@@ -188,14 +189,16 @@ def _view(
     st = status_json(journal, run)
     payload: dict[str, Any] = dict(st)
     parts: list[RenderableType] = []
+    # the terminal gets every string escaped (a batch path, a tool's or a server's message may
+    # hold an escape sequence); the JSON keeps them as they are (json.dumps escapes them there)
     if run is None:
         runs = runs_json(journal)
         payload["runs"] = runs
-        parts += [runs_table(runs, width), Text("")]
-    parts.append(render_status(st, width))
+        parts += [runs_table(plain_tree(runs), width), Text("")]
+    parts.append(render_status(plain_tree(st), width))
     if spend is not None:  # reads every finished job: once per look, not in GET /status
         payload["spend"] = spent = spend_of(journal, str(st["run_id"]), spend.pricer, by=spend.by)
-        parts.append(Text("\n".join(render_spend(spent))))
+        parts.append(Text("\n".join(render_spend(plain_tree(spent)))))
     return Group(*parts), json.dumps(payload, indent=2)
 
 

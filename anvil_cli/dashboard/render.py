@@ -17,6 +17,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from anvil_cli.limits import plain_tree
 from anvil_cli.run_history import describe_event
 from anvil_cli.snapshot_types import Alert, LastError, LastToolError, Pool, Snapshot, TimeSummary, WorkerRow
 from anvil_cli.timefmt import local_iso
@@ -311,7 +312,9 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
 
 
 def render(snapshot: Snapshot, width: int = 80) -> RenderableType:
-    """The whole dashboard for one snapshot, laid out for `width` columns."""
+    """The whole dashboard for one snapshot, laid out for `width` columns (every string in it
+    escaped: last failures and tool errors carry what servers and tools said)."""
+    snapshot = plain_tree(snapshot)
     grid = Table.grid(padding=(0, 1), expand=True)
     grid.add_column(style="bold", no_wrap=True, width=8)
     grid.add_column(ratio=1, overflow="ellipsis")
