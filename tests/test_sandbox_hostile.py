@@ -44,9 +44,11 @@ import json, os, socket, sys, time
 mode, report, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 out = {"mode": mode}
 
-def save():
-    with open(os.path.join(report, mode + ".json"), "w") as fh:
+def save():  # atomically: the quota may kill this tool in the middle of a save
+    path = os.path.join(report, mode + ".json")
+    with open(path + ".tmp", "w") as fh:
         fh.write(json.dumps(out))
+    os.replace(path + ".tmp", path)
 
 def attempt(label, fn):
     try:
@@ -222,7 +224,7 @@ def test_hostile_tools_find_no_secret_and_change_nothing_outside_their_directory
     for name in ("journal.sqlite", "cache.sqlite"):
         assert b"PLANTED" not in (state / name).read_bytes()
 
-    found = {p.stem: json.loads(p.read_text()) for p in report.iterdir()}
+    found = {p.stem: json.loads(p.read_text()) for p in report.glob("*.json")}
     assert set(found) == set(MODES)
 
     # no secret in any process it could see: it sees only its own sandbox
