@@ -37,7 +37,7 @@ from anvil_cli.engine.journal import (
     Journal,
     RunRow,
 )
-from anvil_cli.engine.lifeline import pid_alive
+from anvil_cli.engine.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.metrics import RunMetrics
 from anvil_cli.resume_advice import resume_advice
@@ -76,9 +76,11 @@ class RunStatus(Snapshot):
     api_hosts: list[str]  # host:port its workers call, as they reported it (worker_started)
 
 
-def effective_state(row: RunRow) -> str:
-    """The journal's state, except that a `running` run whose process is gone is interrupted."""
-    if row.state == RUN_RUNNING and not pid_alive(row.pid):
+def effective_state(row: RunRow, journal: Journal) -> str:
+    """The journal's state, except that a `running` run whose process is gone is interrupted:
+    a live pid that started at another time than the run's owner is another process (a state
+    dir restored into a fresh container), so the run is interrupted there too."""
+    if row.state == RUN_RUNNING and not owner_alive(row.pid, journal.owner_start(row.id)):
         return RUN_INTERRUPTED
     return row.state
 
@@ -156,7 +158,7 @@ def history(journal: Journal, run_id: str, limit: int = RECENT_HISTORY_EVENTS) -
 def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     """A run's status (id, unique prefix, or None for the latest) from the journal."""
     row = find_run(journal, run_id)
-    state = effective_state(row)
+    state = effective_state(row, journal)
     live = state == RUN_RUNNING
     stored = snapshot_of(row.snapshot)
     snap = stored or empty_snapshot(row)
@@ -188,7 +190,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
 
 def run_list_row(journal: Journal, row: RunRow) -> dict[str, Any]:
     """One line of the runs table; counts come from what is stored, the journal if nothing is."""
-    state = effective_state(row)
+    state = effective_state(row, journal)
     summary_counts = (row.summary or {}).get("counts")
     if summary_counts and state != RUN_RUNNING:
         done = int(summary_counts["succeeded"]) + int(summary_counts["failed"])

@@ -5,6 +5,7 @@ with --fresh, and a journal older than the record still opens."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -50,6 +51,7 @@ def test_process_start_tells_processes_apart(stranger: subprocess.Popen[bytes]) 
 def _restored_run(tmp_path: Path, pid: int, start: str | None, *, drop_column: bool = False) -> str:
     """A journal whose run of the batch is `running`, held by (`pid`, `start`): as left by a
     process in a container that is gone, restored into this one."""
+    tmp_path.mkdir(exist_ok=True)
     batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(N_JOBS)])
     with Journal.open(tmp_path / ".anvil") as journal:
         run_id = journal.create_run(str(batch.resolve()), file_sha256(batch), load_batch(batch))
@@ -125,3 +127,17 @@ def test_a_journal_older_than_the_record_with_a_live_pid_is_still_refused(
     done = _run(tmp_path, sim)
     assert done.returncode == ExitCode.BAD_INPUT
     assert f"run {run_id} of this batch is in progress in process {stranger.pid}" in done.stderr
+
+
+def test_status_shows_a_restored_run_as_interrupted_and_says_how_to_resume(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    boot = BOOT_ID.read_text().strip()
+    run_id = _restored_run(tmp_path, stranger.pid, f"{boot}:1")
+    listed = run_cli("status", "--json", cwd=tmp_path)
+    assert listed.returncode == ExitCode.OK, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert shown["run_id"] == run_id and shown["state"] == "interrupted" and not shown["live"]
+    held = _restored_run(tmp_path / "held", stranger.pid, process_start(stranger.pid))
+    really = json.loads(run_cli("status", "--json", cwd=tmp_path / "held").stdout)
+    assert really["run_id"] == held and really["live"]  # its real owner is alive: still running
