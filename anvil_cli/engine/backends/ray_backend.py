@@ -50,7 +50,9 @@ class RayWorker:
     async def run(self, cfg: WorkerConfig, governor: GovernorClient) -> str:
         from anvil_cli.engine.fdlimit import raise_nofile_limit
         from anvil_cli.engine.worker import run_worker_loop
+        from anvil_cli.vault import set_not_dumpable
 
+        set_not_dumpable()  # the actor's process holds the key now: its /proc files are root's
         self._loop = asyncio.get_running_loop()
         self._wake = self._wake or asyncio.Event()
         random.seed(os.urandom(16))
