@@ -19,6 +19,7 @@ from typing import Any
 from anvil_cli.batch.job import Job
 from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal_batches import BatchesTable
+from anvil_cli.engine.journal_damage import damage_message, is_damage
 from anvil_cli.engine.journal_kind import RUN_KIND, add_run_kind, like_prefix
 from anvil_cli.engine.journal_owner import OwnerColumn
 from anvil_cli.engine.journal_samples import SamplesTable
@@ -127,8 +128,14 @@ class Journal(BatchesTable, SamplesTable, OwnerColumn):
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Closes the journal; a read that failed on a damaged row becomes a UsageError (exit 2)
+        naming the rows (`journal_damage`), never a traceback."""
+        try:
+            if exc is not None and is_damage(exc):
+                raise UsageError(damage_message(self.path, self.db, exc)) from exc
+        finally:
+            self.close()
 
     # -- transactions -------------------------------------------------------------------------
 
