@@ -169,9 +169,11 @@ def test_batches_against_the_simulator_poll_every_second_unless_set(
 
 
 def test_an_alert_whose_value_is_back_is_not_active_when_the_run_ends(tmp_path: Path) -> None:
-    """Two agents, busy from the first second (agent_utilisation raised), idle at the end."""
+    """Two agents, busy from the first second (agent_utilisation raised), idle at the end: 48
+    calls of 150 ms on two agents keep them busy over several one-second ticks, however slowly
+    the machine starts the run."""
     with SimServer(SimConfig(seed=6, latency_ms=150)).start_thread() as sim:
-        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(16)])
+        batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(48)])
         config = write_config(
             tmp_path / "anvil.yaml",
             sim.base_url,
