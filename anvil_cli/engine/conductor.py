@@ -13,6 +13,7 @@ from typing import Any
 from anvil_cli.cache import CachedResult, ResultCache
 from anvil_cli.config import Settings
 from anvil_cli.endpoint import Endpoint
+from anvil_cli.engine import spend_carry
 from anvil_cli.engine.backend import Backend, WorkerLost
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.events import (
@@ -446,12 +447,35 @@ class Conductor:
 
     # -- shutdown -----------------------------------------------------------------------------
 
+    def _carry_unjournaled(self) -> None:
+        """The journal failed: what the governor settled or reserved (workers are gone now, so
+        their grants are final) beyond what the journal holds is kept for the resume to count
+        (engine/spend_carry.py), and said in the stop message."""
+        self.gov.refresh()
+        budget = self.gov.state.get("budget") or {}
+        try:
+            journaled = self.journal.totals(self.run_id)["cost_usd"]
+        except sqlite3.Error:
+            journaled = self.metrics.cost_before_usd
+        settled_or_held = float(budget.get("spent_usd", 0.0)) + float(budget.get("reserved_usd", 0.0))
+        unjournaled = settled_or_held - journaled
+        self.end.unjournaled_usd = max(0.0, unjournaled)
+        if self.end.unjournaled_usd <= 0:
+            return
+        kept = spend_carry.record(self.settings.state_dir, self.run_id, self.end.unjournaled_usd)
+        where = "kept for the resume to count" if kept else "NOT kept (no room for it): mind the budget"
+        self.end.stop_message = (
+            f"{self.end.stop_message}; ${self.end.unjournaled_usd:.4f} of calls in flight or settled could"
+            f" not be journaled, {where}"
+        )
+
     def _shutdown(self) -> None:
         """Workers stop; whatever they still hold goes back to pending for the next resume."""
         if self.end.stop_reason == JOURNAL_ERROR:  # record nothing more: a resume re-queues them
             self.backend.kill()
             self.watch.forget_all()
             self.ended = True
+            self._carry_unjournaled()
             return
         self._tell_all_drain()
         last = self.backend.kill() if self.end.aborted else self.backend.stop(timeout_s=STOP_WORKERS_S)

@@ -413,11 +413,18 @@ class Journal(BatchesTable, SamplesTable, OwnerColumn):
         return counts
 
     def totals(self, run_id: str) -> dict[str, float]:
+        """The run's spend (its jobs' calls, and what a journal failure left unjournaled: see
+        engine/spend_carry.py) and API calls."""
         row = self.db.execute(
             "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(attempts), 0) FROM jobs WHERE run_id = ?",
             (run_id,),
         ).fetchone()
-        return {"cost_usd": float(row[0]), "attempts": float(row[1])}
+        (lost,) = self.db.execute(
+            "SELECT COALESCE(SUM(json_extract(data_json, '$.usd')), 0) FROM events"
+            " WHERE run_id = ? AND kind = 'unjournaled_spend'",
+            (run_id,),
+        ).fetchone()
+        return {"cost_usd": float(row[0]) + float(lost), "attempts": float(row[1])}
 
     def tool_errors(self, run_id: str) -> int:
         """Failed tool calls of the run's finished jobs, as their attempt logs list them (the

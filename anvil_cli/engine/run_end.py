@@ -15,6 +15,7 @@ class RunEnd:
     aborted: bool = False
     stop_reason: str | None = None  # budget, authentication_error, spend_limit, journal_error, ...
     stop_message: str | None = None
+    unjournaled_usd: float = 0.0  # spent (or reserved by calls in flight) when the journal failed
 
     @property
     def stopped_early(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from anvil_cli.batch.job import Job
 from anvil_cli.batch.loader import load_batch
 from anvil_cli.config import Settings
 from anvil_cli.endpoint import Endpoint, resolve_endpoint
+from anvil_cli.engine import spend_carry
 from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.conductor import JOURNAL_ERROR, Conductor
 from anvil_cli.engine.control import RunControl
@@ -281,6 +283,7 @@ def execute_run(
         if signals is None:
             signals = stack.enter_context(SignalState())
         run_id, resumed, notes = _open_run(journal, jobs, sha, opts)
+        notes += _count_unjournaled(journal, run_id, settings.state_dir)
         if opts.command:
             journal.add_event(run_id, "run_started", {"argv": opts.command, "cwd": os.getcwd()})
         counts = journal.counts(run_id)
@@ -308,7 +311,7 @@ def execute_run(
         if ticker.capped_note:
             notes.append(ticker.capped_note + " (raise scaling.max_agents or --agents)")
         if end.stop_reason == JOURNAL_ERROR:
-            return _journal_failed(run_id, end, metrics, notes)
+            return _journal_failed(journal, run_id, end, metrics, notes)
         return _finish(settings, journal, run_id, opts, end, metrics, resumed, notes)
 
 
@@ -400,21 +403,49 @@ def _batches(
         )
 
 
-def _journal_failed(run_id: str, end: RunEnd, metrics: RunMetrics, notes: list[str]) -> RunReport:
-    """The journal refused a write: report from this session's figures, write nothing more (the
-    run is left `running` in the journal, so `anvil status` shows it interrupted and the same
-    command resumes it)."""
+def _count_unjournaled(journal: Journal, run_id: str, state_dir: Path) -> list[str]:
+    """Set aside the bytes a journal failure would need, and journal what an earlier failure of
+    this run left unjournaled (engine/spend_carry.py): it counts toward the run's spend from now
+    on (committed first, then the file is blanked)."""
+    spend_carry.set_aside(state_dir)
+    usd = spend_carry.pending(state_dir, run_id)
+    if usd <= 0:
+        return []
+    journal.add_event(run_id, spend_carry.EVENT, {"usd": usd})
+    spend_carry.clear(state_dir)
+    return [f"${usd:.4f} of calls the journal could not record when it failed counts toward this run's spend"]
+
+
+def _journal_failed(
+    journal: Journal, run_id: str, end: RunEnd, metrics: RunMetrics, notes: list[str]
+) -> RunReport:
+    """The journal refused a write: write nothing more (the run is left `running` in the journal,
+    so `anvil status` shows it interrupted and the same command resumes it). The counts are the
+    journal's (it still reads), so they match what a resume finds; the spend adds what could not
+    be journaled."""
     summary = metrics.summary(time.monotonic())
     summary.update({"run_id": run_id, "state": RUN_STOPPED, "exit_code": int(ExitCode.STOPPED)})
-    done = metrics.done + metrics.already_done
-    counts = {
-        "total": metrics.total,
-        "succeeded": metrics.succeeded + metrics.already_done - metrics.already_failed,
-        "failed": metrics.failed + metrics.already_failed,
-        "pending": max(0, metrics.total - done),
-    }
+    try:
+        held = journal.counts(run_id)
+        counts = {
+            "total": sum(held.values()),
+            "succeeded": held[SUCCEEDED],
+            "failed": held[FAILED],
+            "pending": held[PENDING] + held[RUNNING],
+        }
+        journaled = journal.totals(run_id)["cost_usd"]
+    except sqlite3.Error:  # not even readable: this session's figures are all there is
+        done = metrics.done + metrics.already_done
+        counts = {
+            "total": metrics.total,
+            "succeeded": metrics.succeeded + metrics.already_done - metrics.already_failed,
+            "failed": metrics.failed + metrics.already_failed,
+            "pending": max(0, metrics.total - done),
+        }
+        journaled = metrics.cost_before_usd + metrics.cost_usd
     summary.update({"stop_reason": end.stop_reason, "counts": counts, "cache_hits": 0})
-    summary["run_cost_usd"] = round(metrics.cost_before_usd + metrics.cost_usd, 6)
+    summary["run_cost_usd"] = round(journaled + end.unjournaled_usd, 6)
+    summary["unjournaled_usd"] = round(end.unjournaled_usd, 6)
     return RunReport(run_id, ExitCode.STOPPED, RUN_STOPPED, summary, end.stop_message, True, notes)
 
 
