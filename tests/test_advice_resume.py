@@ -12,6 +12,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
@@ -70,6 +72,7 @@ def _spent(state_dir: Path) -> float:
     return float(spent)
 
 
+@pytest.mark.slow
 def test_a_fresh_run_interrupted_resumes_with_the_printed_command(tmp_path: Path) -> None:
     state = tmp_path / ".anvil"
     with SimServer(SimConfig(seed=3, latency_ms=100)).start_thread() as sim:
@@ -114,6 +117,7 @@ def _stopped_for_budget(done: subprocess.CompletedProcess[str], state: Path, cap
     assert spent == f"{_spent(state):.4f}"
 
 
+@pytest.mark.slow
 def test_after_budget_stops_and_raises_the_message_is_the_whole_runs_and_the_command_resumes(
     tmp_path: Path,
 ) -> None:
@@ -146,6 +150,7 @@ def test_after_budget_stops_and_raises_the_message_is_the_whole_runs_and_the_com
         assert sim.stats()["paid_duplicates"] == 0
 
 
+@pytest.mark.slow
 def test_the_summary_counts_every_api_call_the_journal_has(tmp_path: Path) -> None:
     """One job refused (401: the run stops), one from the result cache, one answered (if it was
     sent before the stop): every call the journal counts, the refused one included."""

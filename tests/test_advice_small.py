@@ -85,6 +85,7 @@ def test_serving_on_a_port_in_use_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [tmp_path / "b.jsonl"]  # no token file, no journal
 
 
+@pytest.mark.slow
 def test_a_plan_sample_is_never_the_latest_run(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=2, latency_ms=5, output_tokens=30)).start_thread() as sim:
         write_config(tmp_path / "anvil.yaml", sim.base_url)

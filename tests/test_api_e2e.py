@@ -232,6 +232,7 @@ def test_jobs_posted_over_http_run_and_are_exported(serve: Callable[[], Served])
     assert results["api-extra"]["output"]
 
 
+@pytest.mark.slow
 def test_scale_pause_breakers_resume(serve: Callable[[], Served], sim: SimServer) -> None:
     run = serve()
     assert run.api.post("/scale", {"agents": AGENTS + 100})[0] == 400
@@ -264,6 +265,7 @@ def test_scale_pause_breakers_resume(serve: Callable[[], Served], sim: SimServer
     assert len(results) == N_JOBS and not bad, (bad[:3], run.stderr())
 
 
+@pytest.mark.slow
 def test_a_job_accepted_then_kill_9_runs_on_resume(serve: Callable[[], Served]) -> None:
     run = serve()
     job = {"id": "survivor", "prompt": "accepted just before the crash", "model": MODEL, "max_tokens": 32}

@@ -220,6 +220,7 @@ def _metric(api: Api, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+@pytest.mark.slow
 def test_a_flood_of_unauthenticated_connections_leaves_the_run_and_its_api_standing(tmp_path: Path) -> None:
     with (
         _own_nofile(IDLE + LORIS + GARBAGE + 256),

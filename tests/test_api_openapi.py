@@ -163,6 +163,7 @@ def nodeid_shim(request: pytest.FixtureRequest) -> None:
         request.node._nodeid = request.node.nodeid
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("nodeid_shim")
 @fuzzed.parametrize()
 def test_the_api_answers_as_documented(case: Case, live: Served) -> None:

@@ -82,6 +82,7 @@ def _same_tick(run: Served, run_id: str) -> tuple[dict[str, Any], dict[str, Any]
     raise AssertionError("no two reads within one tick")
 
 
+@pytest.mark.slow
 def test_status_is_live_and_pause_stops_submitting_until_resume(
     serve: Callable[[int], Served], slow_sim: SimServer
 ) -> None:
@@ -119,6 +120,7 @@ def test_status_is_live_and_pause_stops_submitting_until_resume(
     assert _journal_counts(run.cwd / ".anvil")["succeeded"] == 19
 
 
+@pytest.mark.slow
 def test_drain_exits_130_and_a_rerun_reattaches_and_finishes(
     serve: Callable[[int], Served], slow_sim: SimServer
 ) -> None:
@@ -216,6 +218,7 @@ def _succeeded_on_the_simulator(state_dir: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_kill_9_with_the_embedded_simulator_then_rerun_completes_each_job_once(tmp_path: Path) -> None:
     batch = write_jobs(tmp_path / "b.jsonl", _jobs(40))
     slow_polls = {**BATCHES, "poll_interval_s": 2.0}  # killed while waiting to poll again

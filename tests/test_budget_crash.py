@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.pricing import Pricer
 from anvil_cli.sim import SimConfig, SimServer
@@ -42,6 +44,7 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
         time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
 
 
+@pytest.mark.slow
 def test_a_tool_job_killed_between_turns_then_resumed_stays_under_the_cap(tmp_path: Path) -> None:
     marker = tmp_path / "tool-started"
     tool = {

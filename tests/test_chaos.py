@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
@@ -112,6 +114,7 @@ def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen[str]) -> boo
     return True
 
 
+@pytest.mark.slow
 def test_a_run_survives_its_processes_being_killed_again_and_again(tmp_path: Path) -> None:
     with SimServer(SimConfig(latency_ms=120, seed=11)).start_thread() as sim:
         batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"chaos {i}" for i in range(N_JOBS)])

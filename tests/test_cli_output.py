@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
+import pytest
 
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.timefmt import local_iso
@@ -35,6 +36,7 @@ def _run(tmp_path: Path, name: str, *extra: str) -> tuple[Any, Path]:
     return run_cli(*args, *extra, cwd=work, timeout=120), output
 
 
+@pytest.mark.slow
 def test_off_a_terminal_lines_stay_whole_and_low_alerts_need_verbose(tmp_path: Path) -> None:
     quiet, output = _run(tmp_path, "plain")
     assert quiet.returncode == 0, quiet.stderr

@@ -137,6 +137,7 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     assert any(k == "worker_started" for k, _ in workers[died_at + 1 :])  # the replacement
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
@@ -157,6 +158,7 @@ def test_kill_9_of_the_conductor_then_resume_runs_each_job_once(tmp_path: Path, 
     assert slow_sim.stats()["paid_duplicates"] <= AGENTS
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
@@ -216,6 +218,7 @@ def _governor_pids(state_dir: Path) -> list[int]:
     return [int(json.loads(str(r[0]))["pid"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim, budget={"max_usd": 50.0})
     state = tmp_path / ".anvil"
@@ -263,6 +266,7 @@ def _parent_of(pid: int) -> int:
     return int(fields[1])
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_is_noticed_killed_and_replaced(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim, run={"worker_silence_s": 2, "grace_period_s": 5})
     state = tmp_path / ".anvil"

@@ -101,6 +101,7 @@ def test_small_yaml(root: Path) -> None:
     assert ran.rows["headline"]["job"]["max_tokens"] == 64
 
 
+@pytest.mark.slow
 def test_demo_jsonl(root: Path) -> None:
     lines = [json.loads(line) for line in (root / "examples" / "demo.jsonl").read_text().splitlines()]
     ran = run_example(root, "demo.jsonl")

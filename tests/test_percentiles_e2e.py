@@ -201,6 +201,7 @@ def _up(api: Api) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_every_percentile_shown_is_within_two_percent_of_the_journal(
     served: tuple[subprocess.Popen[str], Api, Path],
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.engine.journal import Journal
 from anvil_cli.engine.journal_history import history_answers
 from anvil_cli.exitcodes import ExitCode
@@ -24,6 +26,7 @@ def _setup(tmp_path: Path, sim: SimServer) -> tuple[Path, Path]:
     return batch, config
 
 
+@pytest.mark.slow
 def test_a_sampled_plan_forecasts_short_answers_and_the_run_pays_for_the_sample_once(tmp_path: Path) -> None:
     with SimServer(
         SimConfig(seed=9, latency_ms=20, output_tokens=110, output_tokens_spread=0.3)

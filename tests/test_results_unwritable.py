@@ -54,6 +54,7 @@ def _undo(out: Path) -> None:
         shutil.rmtree(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", [_dir_replaced_by_a_file, _path_taken_by_a_directory])
 def test_unwritable_results_say_how_to_export_them_and_the_command_works(
     tmp_path: Path, breakage: Callable[[Path], None]

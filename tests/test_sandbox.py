@@ -199,6 +199,7 @@ def _plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_plan_sample_runs_no_tool_command_unless_allowed(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     _tool_batch(tmp_path, marker)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
@@ -45,6 +47,7 @@ def _group_alive(pgid: int) -> list[str]:
     return alive
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     with SimServer(SimConfig(latency_ms=200, seed=7)).start_thread() as sim:
         batch = write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(N_JOBS)])

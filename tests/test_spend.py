@@ -38,6 +38,7 @@ def _status(tmp_path: Path, config: Path, *args: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_cost_by_model_and_metadata_adds_up_and_the_cache_saving_is_priced(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=2, latency_ms=10, output_tokens=80)).start_thread() as sim:
         batch = write_jobs(tmp_path / "b.jsonl", _jobs())
