@@ -28,6 +28,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from anvil_cli.engine.lifeline import pid_alive
+
 ENTRY_BYTES = 512  # what each file, directory or link counts on top of its blocks
 QUOTA_POLL_S = 0.5
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
@@ -117,19 +119,9 @@ class PidsCgroups:
         removed = 0
         for path in self.parent.glob(CGROUP_PREFIX + "*") if self.parent is not None else ():
             pid = path.name[len(CGROUP_PREFIX) :].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)) and remove_cgroup(path):
+            if pid.isdigit() and not pid_alive(int(pid)) and remove_cgroup(path):
                 removed += 1
         return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _pids_capable(root: Path) -> bool:
