@@ -112,6 +112,30 @@ def test_a_closed_port_stops_the_run_resumably_naming_the_host(tmp_path: Path, s
     assert sim.stats()["requests"] == 10
 
 
+def test_batches_mode_stops_too_and_resumes(tmp_path: Path, sim: SimServer) -> None:
+    """The Message Batches driver follows the same rule: every create or list call refused for
+    run.unreachable_after_s stops the run (exit 3, nothing failed), and the same command against
+    a reachable API resumes and finishes it."""
+    port = closed_port()
+    write_jsonl_batch(tmp_path / "b.jsonl", [f"q{i}" for i in range(6)])
+    env = {
+        **cli_env(),
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ANVIL_RUN__UNREACHABLE_AFTER_S": "1",
+        "ANVIL_BATCHES__POLL_INTERVAL_S": "0.2",
+    }
+    stopped = _run(tmp_path, env, "--mode", "batches")
+    assert stopped.returncode == ExitCode.STOPPED, stopped.stderr
+    summary = json.loads(stopped.stdout)
+    assert summary["stop_reason"] == "unreachable" and summary["counts"]["failed"] == 0
+    assert f"cannot reach the API at 127.0.0.1:{port}" in stopped.stderr
+    assert "test-key" not in stopped.stderr + stopped.stdout
+    resumed = _run(tmp_path, {**env, "ANTHROPIC_BASE_URL": sim.base_url}, "--mode", "batches")
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    after = json.loads(resumed.stdout)
+    assert after["run_id"] == summary["run_id"] and after["counts"]["succeeded"] == 6
+
+
 def test_jobs_out_of_retries_while_unreachable_are_not_failed(tmp_path: Path) -> None:
     """One attempt per job: each job gives up at its first refusal, long before the rule's limit;
     none is failed (they go back to pending and run again) until the run stops as unreachable."""

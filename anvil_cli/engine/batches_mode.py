@@ -69,6 +69,7 @@ from anvil_cli.engine.journal import (
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.engine.unreachable import UNREACHABLE, Reachability
 from anvil_cli.governor.backoff import backoff_s, retry_after_s
 from anvil_cli.governor.budget import exhausted_message
 from anvil_cli.metrics import RunMetrics
@@ -134,6 +135,9 @@ class BatchesRun:
         self._foreign: set[str] = set()  # ended server batches whose custom_ids are not ours
         self._waiting_for: dict[int, str] = {}  # intent n -> unconfirmed candidate announced
         self._last_tick: float | None = None
+        # the rule messages mode follows (engine/unreachable.py): nothing but connect failures
+        # for run.unreachable_after_s while the API never answered stops the run, resumably
+        self.reach = Reachability(ctx.settings.run.unreachable_after_s, str(ctx.client.base_url))
 
     def run(self) -> RunEnd:
         ctx = self.ctx
@@ -166,6 +170,7 @@ class BatchesRun:
                 return end
             if not self._troubled:
                 self._failures = 0
+                self.reach.answered()  # a whole round went through: the API is there
             if not ended:
                 self._wait(self.cfg.poll_interval_s)
 
@@ -226,6 +231,9 @@ class BatchesRun:
             info = ErrorInfo(Verdict.RETRY, "connection_error", str(exc) or type(exc).__name__, None, True)
         else:
             info = classify(exc)
+        unreachable = self._unreachable(info)
+        if unreachable is not None:
+            return unreachable
         if info.verdict is Verdict.STOP_RUN:
             return RunEnd(stop_reason=info.type, stop_message=f"{self._doing}: {info.message}")
         if info.verdict is Verdict.FAIL_JOB and isinstance(exc, anthropic.APIStatusError):
@@ -235,6 +243,17 @@ class BatchesRun:
             )
         self._back_off(exc, info, "trying again")
         return None
+
+    def _unreachable(self, info: ErrorInfo) -> RunEnd | None:
+        """A RunEnd once every attempt has failed to connect for `run.unreachable_after_s`."""
+        attempt: dict[str, object] = {
+            "unreachable": info.unreachable,
+            "host": info.host,
+            "message": info.message,
+        }
+        self.reach.attempt(attempt, self.ctx.clock())
+        message = self.reach.verdict(self.ctx.clock())
+        return None if message is None else RunEnd(stop_reason=UNREACHABLE, stop_message=message)
 
     def _back_off(self, exc: BaseException, info: ErrorInfo, then: str) -> None:
         """One plain line, then wait: backoff from the poll interval, at least `retry-after`."""
@@ -328,8 +347,9 @@ class BatchesRun:
         self._doing = f"creating a batch of {len(seqs)} request(s)"
         try:
             batch = self.api.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        except anthropic.APIConnectionError:
-            return None  # it may exist: the intent is looked up on the server on the next round
+        except anthropic.APIConnectionError as exc:
+            self._troubled = True  # it may exist: the intent is looked up on the next round
+            return self._unreachable(classify(exc))
         except anthropic.APIStatusError as exc:
             return self._create_refused(n, seqs, worst_usd, exc)
         ctx.journal.set_batch(ctx.run_id, n, BATCH_SUBMITTED, batch.id)
