@@ -174,8 +174,11 @@
 
   function options(def, lines, width) {
     const scales = { x: { time: true }, y: def.y.range ? { range: def.y.range } : {} };
-    const axes = [{ stroke: cssVar("--muted", "#6b7079"), grid: { stroke: cssVar("--line", "#dfe1e5"), width: 1 } },
-      axis(def.y, "y", 3)];
+    // the time axis in Anvil's one format too (ISO 8601, local): each tick its time of day
+    // (the ISO shape's HH:MM:SS), the legend the whole moment with its date and zone
+    const timeAxis = { stroke: cssVar("--muted", "#6b7079"), grid: { stroke: cssVar("--line", "#dfe1e5"), width: 1 },
+      values: (u, vals) => vals.map((v) => (v === null ? "" : isoLocal(v).slice(11, 19))) };
+    const axes = [timeAxis, axis(def.y, "y", 3)];
     if (def.y2) {
       scales.y2 = {};
       axes.push(axis(def.y2, "y2", 1));
