@@ -69,13 +69,6 @@ def run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Api, Path]]:
                 proc.wait()
 
 
-def _up(api: Api) -> bool:
-    try:
-        return api.get("/healthz")[0] == 200
-    except OSError:
-        return False
-
-
 def _families(api: Api) -> dict[str, Any]:
     code, text = api.get("/metrics")
     assert code == 200
@@ -94,7 +87,7 @@ def test_metrics_of_a_real_run_parse_and_agree_with_its_status(
     run: tuple[subprocess.Popen[str], Api, Path],
 ) -> None:
     proc, api, config = run
-    wait_for(lambda: _up(api) or proc.poll() is not None, what="the API answering")
+    wait_for(lambda: api.up() or proc.poll() is not None, what="the API answering")
     wait_for(lambda: api.status()["counts"]["succeeded"] >= 6, what="some jobs done")
     assert api.post("/pause")[0] == 200
     wait_for(lambda: (s := api.status())["paused"] and s["agents"]["in_flight"] == 0, what="paused, idle")

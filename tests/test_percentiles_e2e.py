@@ -194,20 +194,13 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Api, Path]]:
                 proc.wait()
 
 
-def _up(api: Api) -> bool:
-    try:
-        return api.get("/healthz")[0] == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_every_percentile_shown_is_within_two_percent_of_the_journal(
     served: tuple[subprocess.Popen[str], Api, Path],
 ) -> None:
     proc, api, config = served
     state_dir, cwd = config.parent / ".anvil", config.parent
-    wait_for(lambda: _up(api) or proc.poll() is not None, timeout_s=WAIT_S, what="the API answering")
+    wait_for(lambda: api.up() or proc.poll() is not None, timeout_s=WAIT_S, what="the API answering")
     wait_for(lambda: api.status()["counts"]["succeeded"] >= 60, timeout_s=WAIT_S, what="60 jobs done")
 
     # live, paused and idle: the last snapshot has counted every call the journal holds

@@ -130,7 +130,8 @@ elif mode in ("linger", "setsid"):
     if os.fork() == 0:
         if mode == "setsid":
             os.setsid()
-        os.execvp(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)", args["marker"]])
+        linger = "import time; time.sleep(300)"  # sleep-ok: a lingering child the sandbox must kill
+        os.execvp(sys.executable, [sys.executable, "-c", linger, args["marker"]])
     out["left"] = "a child holding stdout"
 save()
 print(mode, "done")

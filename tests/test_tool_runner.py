@@ -348,7 +348,8 @@ def test_cancelling_a_call_while_its_command_starts_kills_it_without_waiting(
     # cancelled inside asyncio's subprocess start, a command whose background child holds its
     # pipes used to block the cancellation until that child exited (here: 300 s)
     marker = f"anvil-abandoned-{tmp_path.name}"
-    script = f'{sys.executable} -c "import time; time.sleep(300)" {marker} & wait'
+    linger = "import time; time.sleep(300)"  # sleep-ok: the tool's own lingering child, killed by the test
+    script = f'{sys.executable} -c "{linger}" {marker} & wait'
     processes = ToolProcesses()
 
     async def cancel_at_once() -> None:
