@@ -34,8 +34,13 @@ def add_run_kind(db: sqlite3.Connection) -> bool:
     return True
 
 
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Does `table` have `column` yet (journals gain columns as Anvil grows)?"""
+    return column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
 def _has_kind(db: sqlite3.Connection) -> bool:
-    return "kind" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    return has_column(db, "runs", "kind")
 
 
 def like_prefix(prefix: str) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 
+from anvil_cli.engine.journal_kind import has_column
 from anvil_cli.engine.lifeline import owner_alive, process_start
 
 
@@ -18,7 +19,7 @@ class OwnerColumn:
     def _add_owner_start(self) -> None:
         """A journal written before runs recorded when their process started gains the column
         (NULL for its runs: only their pid is known)."""
-        if "pid_start" not in {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}:
+        if not has_column(self.db, "runs", "pid_start"):
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
                 self.db.execute("ALTER TABLE runs ADD COLUMN pid_start TEXT")
 
