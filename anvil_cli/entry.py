@@ -6,13 +6,13 @@ import sys
 
 
 def main() -> None:
-    from anvil_cli.vault import hand_over, set_not_dumpable
+    from anvil_cli.config.vault import hand_over, set_not_dumpable
 
     hand_over()  # secrets leave the environment first: every child below starts without them
     set_not_dumpable()
     argv = sys.argv[1:]
     if argv[:1] == ["run"] and not {"--help", "-h"} & set(argv):
-        from anvil_cli.engine.forkserver import worker_context
+        from anvil_cli.engine.process.forkserver import worker_context
 
         worker_context()  # its SDK import (~1 s) overlaps with the CLI's own start-up
     from anvil_cli.cli import main as cli_main

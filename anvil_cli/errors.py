@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.limits import short_repr
+from anvil_cli.input_limits import short_repr
 
 # Problems kept in memory (and listed by `validate --json`); the rest are only counted. A file
 # of 100,000 duplicate ids must not hold 100,000 messages.

@@ -1,7 +1,7 @@
 """The one way Anvil writes a moment for people: ISO 8601 in the local zone, to the second,
 with the zone's offset (`2026-12-05T03:15:00+01:00`). The terminal views (status, dashboard,
 progress and alert lines) use `local_iso`; the web page and the report format the same shape in
-the browser's zone (`isoLocal` in anvil_cli/web/charts.js). Machine output (JSON, the journal,
+the browser's zone (`isoLocal` in anvil_cli/views/web/charts.js). Machine output (JSON, the journal,
 the API) keeps Unix seconds."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 PyYAML's C parser (libyaml) produces the events when it is available; composing a node from
 events is done in Python so a caller can stream a long sequence one item at a time, and so the
-composer can enforce the limits of `anvil_cli.limits` while it streams: nesting depth, the size
+composer can enforce the limits of `anvil_cli.input_limits` while it streams: nesting depth, the size
 of an item once its aliases are expanded (an alias bomb is stopped before it is built), what
 aliases add to the whole file, and no alias inside the node it names (a recursive alias).
 Values are safe types only; a timestamp stays the text it was written as (JSON has no dates),
@@ -23,7 +23,7 @@ from yaml.events import AliasEvent, Event, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from anvil_cli.limits import (
+from anvil_cli.input_limits import (
     MAX_ALIAS_CHARS,
     MAX_ALIAS_NODES,
     MAX_DEPTH,
@@ -35,7 +35,7 @@ from anvil_cli.limits import (
 
 
 class YamlLimitError(ComposerError):
-    """A limit of `anvil_cli.limits` was reached while composing (its message is the whole story)."""
+    """A limit of `anvil_cli.input_limits` was reached while composing (its message is the whole story)."""
 
     def __init__(self, message: str, event: Event) -> None:
         super().__init__(None, None, message, event.start_mark)  # type: ignore[arg-type]  # C or Python mark

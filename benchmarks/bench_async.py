@@ -157,9 +157,10 @@ def measure(
         report: dict[str, Any] = {}
         done = threading.Event()
         helper = threading.Thread(target=_guarded, args=(side, report, done), daemon=True)
-        with FirstRequestProbe(sim.base_url) as probe, TreeMeter(
-            argv, env=env, cwd=workdir, timeout_s=timeout_s
-        ) as meter:
+        with (
+            FirstRequestProbe(sim.base_url) as probe,
+            TreeMeter(argv, env=env, cwd=workdir, timeout_s=timeout_s) as meter,
+        ):
             if side is not None:
                 helper.start()
             try:
@@ -219,9 +220,9 @@ def anvil_facts(m: Measured, journal: Path) -> dict[str, Any]:
     return facts
 
 
-def run_floor(jobs: int, agents: int, sim_config: SimConfig, workdir: Path, timeout_s: float) -> tuple[
-    Measured, dict[str, Any]
-]:
+def run_floor(
+    jobs: int, agents: int, sim_config: SimConfig, workdir: Path, timeout_s: float
+) -> tuple[Measured, dict[str, Any]]:
     def make_argv(base_url: str) -> list[str]:
         return [
             sys.executable, str(HERE / "floor_async.py"), "--base-url", base_url,

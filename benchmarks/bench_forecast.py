@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.sim import SimConfig, SimServer
 
 MODELS = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-6", "opus": "claude-opus-4-8"}

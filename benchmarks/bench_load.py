@@ -13,7 +13,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from anvil_cli.batch.loader import load_batch
+from anvil_cli.jobs.loader import load_batch
 
 PRIORITIES = ("critical", "high", "normal", "low")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.sim import SimConfig, SimServer
 
 MODEL = "claude-haiku-4-5"

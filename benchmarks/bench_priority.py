@@ -149,5 +149,3 @@ def run(quick: bool) -> None:
         print(f"  API side: {side}")
     for line in problems(m, "anvil"):
         print("  " + line)
-
-

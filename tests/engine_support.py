@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from anvil_cli.config import load_settings
-from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
+from anvil_cli.config.settings import load_settings
+from anvil_cli.session.runner import RunOptions, RunReport, execute_run
 
 MODEL = "claude-haiku-4-5"
 

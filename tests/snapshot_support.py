@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from anvil_cli.governor import BreakerPolicy, Governor, Grant, Limits, Outcome
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.records import JobResult
-from anvil_cli.snapshot import build_snapshot
-from anvil_cli.snapshot_types import Alert, Snapshot
-from anvil_cli.state import EngineState, WorkerInfo
+from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.policy.governor import BreakerPolicy, Governor, Grant, Limits, Outcome
+from anvil_cli.snapshot.build import build_snapshot
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.state import EngineState, WorkerInfo
+from anvil_cli.snapshot.types import Alert, Snapshot
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
 WALL0 = 1_700_000_000.0  # wall-clock time of monotonic 100.0 (the metrics' start)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.alert_command import deliver
-from anvil_cli.alerts import AlertChange, AlertEngine
-from anvil_cli.config import Alerts
+from anvil_cli.alerts.delivery import deliver
+from anvil_cli.alerts.rules import AlertChange, AlertEngine
+from anvil_cli.config.settings import Alerts
 from tests.snapshot_support import snapshot
 
 
@@ -44,7 +44,7 @@ def test_the_command_does_not_see_the_api_key_or_the_control_token(
 
 
 def test_a_failing_or_slow_command_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="anvil_cli.alert_command")
+    caplog.set_level(logging.WARNING, logger="anvil_cli.alerts.delivery")
     deliver(f"{sys.executable} -c 'import sys; sys.exit(3)'", _change()).join(timeout=20)
     slow = f"{sys.executable} -c 'import time; time.sleep(5)'"  # sleep-ok: the user's command hangs
     deliver(slow, _change(), timeout_s=0.2).join(timeout=20)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-import anvil_cli.alerts
-from anvil_cli.alerts import CLEAR_AFTER_S, AlertChange, AlertEngine, format_change
-from anvil_cli.config import Alerts
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.snapshot_types import Snapshot
+import anvil_cli.alerts.rules
+from anvil_cli.alerts.rules import CLEAR_AFTER_S, AlertChange, AlertEngine, format_change
+from anvil_cli.config.settings import Alerts
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.types import Snapshot
 from tests.snapshot_support import T0, WALL0, feed, job, real_governor, set_in, snapshot
 
 
@@ -212,7 +212,7 @@ def test_format_change_lines_say_severity_then_name() -> None:
 
 def test_the_rules_import_no_io() -> None:
     """Pure policy: the rules start no process and open no file or socket (delivery does)."""
-    tree = ast.parse(Path(anvil_cli.alerts.__file__).read_text())
+    tree = ast.parse(Path(anvil_cli.alerts.rules.__file__).read_text())
     imported = {
         name.split(".")[0]
         for node in ast.walk(tree)
@@ -226,8 +226,8 @@ def test_the_rules_import_no_io() -> None:
 
 
 def test_agent_utilisation_says_when_a_lowered_limit_is_draining() -> None:
-    from anvil_cli.alerts import AlertEngine
-    from anvil_cli.config import Alerts
+    from anvil_cli.alerts.rules import AlertEngine
+    from anvil_cli.config.settings import Alerts
     from tests.snapshot_support import snapshot
 
     s = snapshot(in_flight=99, agent_limit=25, agent_max=100)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.api.address import is_loopback, parse_serve
-from anvil_cli.api.auth import resolve_token
-from anvil_cli.api.server import ApiServer
 from anvil_cli.errors import UsageError
+from anvil_cli.views.api.address import is_loopback, parse_serve
+from anvil_cli.views.api.auth import resolve_token
+from anvil_cli.views.api.server import ApiServer
 from tests.test_api_server import TOKEN, FakeController
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from anvil_cli.api.guard import ConnectionGate, ErrorTally, connection_cap
-from anvil_cli.api.server import ApiServer
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from anvil_cli.web import SECURITY_HEADERS
+from anvil_cli.views.api.guard import ConnectionGate, ErrorTally, connection_cap
+from anvil_cli.views.api.server import ApiServer
+from anvil_cli.views.web import SECURITY_HEADERS
 from tests.engine_support import anvil_cmd, cli_env, read_results, write_config, write_jsonl_batch
 from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
 from tests.test_api_server import TOKEN as SERVER_TOKEN

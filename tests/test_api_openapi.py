@@ -29,13 +29,13 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from anvil_cli.api.bodies import MAX_BODY_BYTES
-from anvil_cli.api.handlers import PAGE_ROUTES, build_app
-from anvil_cli.api.openapi import PATHS, document
-from anvil_cli.api.typed_schema import SchemaSet
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from anvil_cli.snapshot_types import Snapshot
+from anvil_cli.snapshot.types import Snapshot
+from anvil_cli.views.api.bodies import MAX_BODY_BYTES
+from anvil_cli.views.api.handlers import PAGE_ROUTES, build_app
+from anvil_cli.views.api.openapi import PATHS, document
+from anvil_cli.views.api.typed_schema import SchemaSet
 from tests.engine_support import write_config, write_jobs
 from tests.test_api_e2e import TOKEN, Served, start_served, wait_for
 from tests.test_api_server import STATUS, FakeController
@@ -74,8 +74,8 @@ def _routes() -> set[tuple[str, str]]:
 def test_every_route_of_the_app_is_in_the_document_and_no_other() -> None:
     documented = {(method, path) for path, ops in PATHS.items() for method in ops}
     routes = _routes()
-    assert routes - documented == set(), "add these routes to PATHS in anvil_cli/api/openapi.py"
-    assert documented - routes == set(), "PATHS in anvil_cli/api/openapi.py lists routes the app lacks"
+    assert routes - documented == set(), "add these routes to PATHS in anvil_cli/views/api/openapi.py"
+    assert documented - routes == set(), "PATHS in anvil_cli/views/api/openapi.py lists routes the app lacks"
 
 
 def eventful_jobs() -> list[dict[str, Any]]:

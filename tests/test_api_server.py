@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from anvil_cli.alerts import AlertEngine
-from anvil_cli.api.server import ApiServer
-from anvil_cli.config import Alerts
+from anvil_cli.alerts.rules import AlertEngine
+from anvil_cli.config.settings import Alerts
 from anvil_cli.errors import InputError, Problem, UsageError
-from anvil_cli.metrics import PROM_BOUNDS_S
-from anvil_cli.state import WorkerInfo
+from anvil_cli.snapshot.metrics import PROM_BOUNDS_S
+from anvil_cli.snapshot.state import WorkerInfo
+from anvil_cli.views.api.server import ApiServer
 from tests.snapshot_support import HAIKU, SONNET, T0, real_governor, snapshot
 
 TOKEN = "test-token-0123456789abcdef"
@@ -343,7 +343,7 @@ def test_latency_is_a_histogram_per_model_for_calls_and_for_jobs(server: ApiServ
 
 
 def test_metrics_before_the_first_snapshot_expose_only_the_run() -> None:
-    from anvil_cli.api.prom import render
+    from anvil_cli.views.api.prom import render
 
     s = _samples(render({"run_id": "r", "state": "starting"}).decode())
     assert s == {("anvil_run_info", (("run_id", "r"), ("state", "starting"))): 1}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.engine.runner import require_ray
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.session.runner import require_ray
 from tests.engine_support import anvil_cmd, cli_env, run_cli, write_jsonl_batch
 
 
@@ -23,7 +23,7 @@ def test_a_local_run_never_imports_ray(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "import time:" in line]
     imported = {line.rsplit("|", 1)[-1].strip() for line in lines}
-    assert "anvil_cli.engine.worker" in imported  # -X importtime reaches the fork server's imports too
+    assert "anvil_cli.engine.worker.loop" in imported  # -X importtime reaches the fork server's imports too
     assert not {m for m in imported if m == "ray" or m.startswith("ray.")}
 
 

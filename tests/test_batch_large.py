@@ -9,7 +9,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
-from anvil_cli.batch.loader import iter_batch, load_batch
+from anvil_cli.jobs.loader import iter_batch, load_batch
 
 PRIORITIES = ("critical", "high", "normal", "low")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.job import Job, Priority
-from anvil_cli.batch.loader import detect_shape, iter_batch, load_batch, summarize_batch
 from anvil_cli.errors import BatchError, Problem
+from anvil_cli.jobs.job import Job, Priority
+from anvil_cli.jobs.loader import detect_shape, iter_batch, load_batch, summarize_batch
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 

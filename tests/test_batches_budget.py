@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.batches_budget import BatchesBudget
-from anvil_cli.governor import Governor, Grant, Limits, Outcome
+from anvil_cli.engine.modes.batches.budget import BatchesBudget
+from anvil_cli.policy.governor import Governor, Grant, Limits, Outcome
 from tests.test_governor_core import POLICY
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from anthropic.resources.messages.batches import Batches
 
-from anvil_cli.engine.batch_ids import custom_id, run_tag
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.modes.batches.ids import custom_id, run_tag
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.embedded import BATCH_DIR

@@ -16,14 +16,14 @@ import pytest
 from anthropic.resources.messages.batches import Batches
 from rich.console import Console
 
-from anvil_cli.config import load_settings
-from anvil_cli.dashboard import PlainReporter, RunMonitor
-from anvil_cli.engine.batch_ids import custom_id, run_tag, seq_of
-from anvil_cli.engine.batch_requests import TOOLS_NEED_MESSAGES
-from anvil_cli.engine.journal import Journal
-from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
+from anvil_cli.config.settings import load_settings
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.modes.batches.ids import custom_id, run_tag, seq_of
+from anvil_cli.engine.modes.batches.requests import TOOLS_NEED_MESSAGES
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.session.runner import RunOptions, RunReport, execute_run
 from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.views.dashboard import PlainReporter, RunMonitor
 from tests.engine_support import anvil_cmd, cli_env, read_results, run_inprocess, write_config, write_jobs
 
 FAST_BATCHES = {"max_requests": 8, "poll_interval_s": 0.05, "max_attempts": 3}

@@ -10,8 +10,17 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.broker import GovernorBroker, GovernorLost
-from anvil_cli.governor import BreakerPolicy, CallAsk, Governor, GovernorSeed, Grant, Granted, Limits, Outcome
+from anvil_cli.engine.worker.broker import GovernorBroker, GovernorLost
+from anvil_cli.policy.governor import (
+    BreakerPolicy,
+    CallAsk,
+    Governor,
+    GovernorSeed,
+    Grant,
+    Granted,
+    Limits,
+    Outcome,
+)
 
 LIMITS = Limits(requests_per_minute=60, burst_size=1)  # one request now, one more a second
 ASK = CallAsk(est_input_tokens=10, max_tokens=10, worst_cost_usd=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_inprocess, write_config, write_jsonl_batch

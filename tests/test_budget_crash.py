@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.pricing import Pricer
+from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import MODEL, anvil_cmd, cli_env, run_cli, write_config, write_jobs
 

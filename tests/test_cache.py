@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.cache import CachedResult, ResultCache, request_key
+from anvil_cli.engine.result_cache import CachedResult, ResultCache, request_key
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_cli, run_inprocess, write_config, write_jobs
@@ -71,7 +71,7 @@ def test_no_cache_flag_bypasses_the_cache(tmp_path: Path) -> None:
 def test_a_cache_that_cannot_store_is_said_once_and_never_stops_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from anvil_cli.engine.journal import Journal
+    from anvil_cli.engine.journal.store import Journal
     from tests.engine_support import write_jsonl_batch
 
     original = ResultCache.put_many

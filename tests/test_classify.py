@@ -8,7 +8,7 @@ import anthropic
 import httpx2
 import pytest
 
-from anvil_cli.engine.classify import Verdict, classify
+from anvil_cli.engine.worker.classify import Verdict, classify
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
 
@@ -62,8 +62,8 @@ def _refused(port: int, *, aio: bool) -> anthropic.APIConnectionError:
     default httpx one (batches mode)."""
     import asyncio
 
-    from anvil_cli.endpoint import Endpoint
-    from anvil_cli.engine.worker import make_client
+    from anvil_cli.config.endpoint import Endpoint
+    from anvil_cli.engine.worker.loop import make_client
 
     messages = [{"role": "user", "content": "x"}]
     params: dict[str, Any] = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": messages}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config import Settings, load_settings
+from anvil_cli.config.settings import Settings, load_settings
 from anvil_cli.errors import ConfigError, Problem
 
 REPO = Path(__file__).parents[1]

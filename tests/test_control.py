@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
 from anvil_cli.engine.control import NO_COMMANDS, RunControl
-from anvil_cli.engine.journal import Journal, journal_path
+from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.errors import InputError
+from anvil_cli.jobs.loader import load_batch
 from tests.engine_support import write_jsonl_batch
 
 TOOL = {"name": "lookup", "description": "d", "input_schema": {"type": "object"}}
@@ -65,7 +65,7 @@ def test_tools_with_a_command_are_refused(control: RunControl, raw: dict[str, An
 
 
 def _served(control: RunControl) -> Any:
-    from anvil_cli.api.server import ApiServer
+    from anvil_cli.views.api.server import ApiServer
 
     return ApiServer(control, "127.0.0.1", 0, "t0ken").start()
 

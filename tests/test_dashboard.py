@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from anvil_cli.alerts import AlertChange
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import (
+from anvil_cli.alerts.rules import AlertChange
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.store import Journal, RunRow
+from anvil_cli.engine.ticker import Ticker
+from anvil_cli.snapshot.build import limiter_headroom, pool_of
+from anvil_cli.snapshot.metrics import PROM_BOUNDS_S, RunMetrics
+from anvil_cli.snapshot.state import EngineState, WorkerInfo
+from anvil_cli.snapshot.types import Alert, Snapshot, WorkerRow
+from anvil_cli.views.dashboard import (
     DashboardReporter,
     PlainReporter,
     QuietReporter,
@@ -21,13 +27,7 @@ from anvil_cli.dashboard import (
     make_reporter,
     render,
 )
-from anvil_cli.engine.journal import Journal, RunRow
-from anvil_cli.engine.ticker import Ticker
-from anvil_cli.metrics import PROM_BOUNDS_S, RunMetrics
-from anvil_cli.progress import snapshot_line
-from anvil_cli.snapshot import limiter_headroom, pool_of
-from anvil_cli.snapshot_types import Alert, Snapshot, WorkerRow
-from anvil_cli.state import EngineState, WorkerInfo
+from anvil_cli.views.progress import snapshot_line
 from tests.engine_support import write_jsonl_batch
 from tests.snapshot_support import (
     HAIKU,
@@ -285,7 +285,7 @@ class Recorder:
 
 
 def _journal_with_run(tmp_path: Path) -> tuple[Journal, str]:
-    from anvil_cli.batch.loader import load_batch
+    from anvil_cli.jobs.loader import load_batch
 
     batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a", "b", "c"])
     journal = Journal.open(tmp_path / ".anvil")
@@ -332,7 +332,7 @@ def test_monitor_tick_stores_the_snapshot_records_alerts_and_runs_the_command(tm
 
 
 def test_the_last_failed_call_says_why() -> None:
-    from anvil_cli.dashboard.render import describe_error
+    from anvil_cli.views.dashboard.render import describe_error
 
     m = RunMetrics(total=10, started_at=0.0)
     m.on_attempt({"seq": 1, "status_code": None, "error_type": "connection_error",
@@ -354,12 +354,18 @@ def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistak
     assert note == "the rate limits could feed ~1,300 agents; max_agents caps at 20"
     assert note in frame(capped)
     # below max_agents (the scaler chose fewer), or the limits feed no more: nothing to say
-    assert snapshot(in_flight=10, agent_limit=10, agent_max=20, feedable=1300, governor=idle_governor)[
-        "agents"
-    ]["capped_note"] is None
-    assert snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=15, governor=idle_governor)[
-        "agents"
-    ]["capped_note"] is None
+    assert (
+        snapshot(in_flight=10, agent_limit=10, agent_max=20, feedable=1300, governor=idle_governor)["agents"][
+            "capped_note"
+        ]
+        is None
+    )
+    assert (
+        snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=15, governor=idle_governor)["agents"][
+            "capped_note"
+        ]
+        is None
+    )
     # a limit is what binds (here a 429 paused a pool): not max_agents
     paused = real_governor(draw_output_tokens=1, sonnet_429_s=120.0).snapshot(T0 + 60.0)
     held = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=paused)
@@ -367,7 +373,7 @@ def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistak
 
 
 def test_workers_are_counted_per_node_on_a_cluster_only() -> None:
-    from anvil_cli.dashboard.render import per_node
+    from anvil_cli.views.dashboard.render import per_node
 
     def row(i: int, node: str | None, alive: bool = True) -> WorkerRow:
         return {"id": i, "pid": 100 + i, "alive": alive, "jobs": 1, "node": node}

@@ -1,7 +1,7 @@
 """`anvil run` on a real pseudo-terminal shows the live dashboard; off a terminal, plain lines.
 
 NOTE: these drive the final `anvil run` behaviour: they need `RunMonitor`/`make_reporter`
-(anvil_cli.dashboard) wired into `anvil run` (the tick of engine/ticker.py) and its `--no-dashboard` flag.
+(views.dashboard) wired into `anvil run` (the tick of engine/ticker.py) and its `--no-dashboard` flag.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The API endpoint is resolved once, in the driver (anvil_cli/endpoint.py), and handed to the
+"""The API endpoint is resolved once, in the driver (anvil_cli/config/endpoint.py), and handed to the
 workers: a worker's own environment never decides where its calls go."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config import Settings, load_settings
-from anvil_cli.endpoint import DEFAULT_BASE_URL, Endpoint, host_of, resolve_endpoint
-from anvil_cli.engine.runner import RunOptions, execute_run
-from anvil_cli.engine.worker import make_client
+from anvil_cli.config.endpoint import DEFAULT_BASE_URL, Endpoint, host_of, resolve_endpoint
+from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.engine.worker.loop import make_client
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.session.runner import RunOptions, execute_run
 from anvil_cli.sim import SimServer
 from tests.engine_support import anvil_cmd, cli_env, journal_query, write_jsonl_batch
 from tests.sim_fixtures import fixture_sim, fixture_sim_factory  # noqa: F401
@@ -162,14 +162,24 @@ def test_anvil_run_with_only_environment_variables_reaches_the_simulator(
     env = {**cli_env(KEY), "ANTHROPIC_BASE_URL": sim.base_url}
     assert not (tmp_path / "anvil.yaml").exists()
     run = subprocess.run(
-        anvil_cmd("run", str(batch), "-q", "--json"), cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        anvil_cmd("run", str(batch), "-q", "--json"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == ExitCode.OK, run.stderr
     assert json.loads(run.stdout)["counts"]["succeeded"] == 8
     assert sim.stats()["requests"] == 8
     status = subprocess.run(
-        anvil_cmd("status", "--json"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        anvil_cmd("status", "--json"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert json.loads(status.stdout)["api_hosts"] == [host_of(sim.base_url)]
@@ -187,8 +197,13 @@ def test_anvil_plan_probes_the_endpoint_anvil_run_would_call(tmp_path: Path, sim
     env = {**cli_env(""), "ANTHROPIC_BASE_URL": sim.base_url, "ANTHROPIC_AUTH_TOKEN": "tok-plan"}
     del env["ANTHROPIC_API_KEY"]
     proc = subprocess.run(
-        anvil_cmd("plan", str(batch), "--json"), cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        anvil_cmd("plan", str(batch), "--json"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     notes = " ".join(json.loads(proc.stdout)["notes"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.digest import messages_digest

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from tests.engine_support import anvil_cmd, cli_env, read_results
 

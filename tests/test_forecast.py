@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from anvil_cli.batch.job import Job
-from anvil_cli.config import Settings
-from anvil_cli.forecast import Answer, RunningCost, Total, fit_line, fit_models
-from anvil_cli.plan import OutputModel, make_plan
-from anvil_cli.plan_sample import choose
+from anvil_cli.config.settings import Settings
+from anvil_cli.jobs.job import Job
+from anvil_cli.plan.estimate import OutputModel, make_plan
+from anvil_cli.plan.sample import choose
+from anvil_cli.policy.forecast import Answer, RunningCost, Total, fit_line, fit_models
 
 
 def test_a_clear_slope_is_fitted_and_noise_is_not() -> None:

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from anvil_cli.governor.backoff import WaitBackoff, backoff_s, retry_after_s
+from anvil_cli.policy.governor.backoff import WaitBackoff, backoff_s, retry_after_s
 
 WALL_NOW = 1_800_000_000.0
 

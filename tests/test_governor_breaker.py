@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.governor.breaker import Admission, BreakerPolicy, CircuitBreaker
+from anvil_cli.policy.governor.breaker import Admission, BreakerPolicy, CircuitBreaker
 
 POLICY = BreakerPolicy(failure_threshold=3, recovery_timeout_s=10.0, half_open_probes=1)
 

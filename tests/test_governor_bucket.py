@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from anvil_cli.governor.bucket import TokenBucket
+from anvil_cli.policy.governor.bucket import TokenBucket
 
 
 def test_starts_full_and_refills_continuously_up_to_capacity() -> None:

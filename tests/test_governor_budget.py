@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from anvil_cli.governor.budget import BudgetGuard
+from anvil_cli.policy.governor.budget import BudgetGuard
 
 
 def test_reserve_settle_release_arithmetic() -> None:

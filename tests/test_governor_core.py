@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.shared import seed_from
-from anvil_cli.governor import (
+from anvil_cli.engine.governor_host.manager import seed_from
+from anvil_cli.policy.governor import (
     BreakerPolicy,
     CallAsk,
     Deny,

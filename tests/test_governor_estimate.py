@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.governor.estimate import OutputEstimator
+from anvil_cli.policy.governor.estimate import OutputEstimator
 
 
 @pytest.mark.parametrize(

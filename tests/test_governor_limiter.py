@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.governor.limiter import (
+from anvil_cli.policy.governor.limiter import (
     REQUESTS,
     Adaptation,
     Limits,

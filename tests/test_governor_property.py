@@ -10,7 +10,7 @@ from itertools import accumulate
 
 import pytest
 
-from anvil_cli.governor import BreakerPolicy, Governor, Grant, Limits, Outcome, TokenBucket, Wait
+from anvil_cli.policy.governor import BreakerPolicy, Governor, Grant, Limits, Outcome, TokenBucket, Wait
 
 RPM, BURST, ITPM = 120.0, 10, 30_000.0
 LIMITS = Limits(requests_per_minute=RPM, burst_size=BURST, input_tokens_per_minute=ITPM)

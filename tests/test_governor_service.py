@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from anvil_cli.config import Settings
-from anvil_cli.engine.shared import GovernorService
-from anvil_cli.governor import Grant, Wait
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.governor_host.manager import GovernorService
+from anvil_cli.policy.governor import Grant, Wait
 
 
 def service(**settings: object) -> GovernorService:

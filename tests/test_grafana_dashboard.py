@@ -1,5 +1,5 @@
 """examples/grafana/anvil.json: every metric its PromQL names is one a real run exports, with the
-labels the queries and legends use. A metric renamed in anvil_cli/api/prom.py fails here.
+labels the queries and legends use. A metric renamed in anvil_cli/views/api/prom.py fails here.
 
 The metrics come from a real `anvil run --serve` (the eventful run of tests/test_api_openapi.py:
 failures, retries, 429s, an alert, a budget), scraped until every series the dashboard reads
@@ -259,7 +259,7 @@ def test_each_query_reads_series_a_real_run_exports(
     assert not q.unknown_functions, f"not PromQL functions: {q.unknown_functions}"
     assert q.metrics, "a query that reads no series"
     missing = sorted(q.metrics - series.keys())
-    assert not missing, f"not in /metrics (renamed in anvil_cli/api/prom.py?): {missing}"
+    assert not missing, f"not in /metrics (renamed in anvil_cli/views/api/prom.py?): {missing}"
 
     def has(metric: str, labels: set[str]) -> bool:
         return labels <= series[metric] | SCRAPE_LABELS

@@ -1,6 +1,6 @@
 """Hostile input (issue 11): every case ends in exit 2 with a location, never a traceback.
 
-Each test here failed on the code before the limits of `anvil_cli.limits` existed: a traceback
+Each test here failed on the code before the limits of `anvil_cli.input_limits` existed: a traceback
 (exit 1), a run that grew until MemoryError, or a batch that validated and crashed later.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from anvil_cli.batch.job import Job
-from anvil_cli.batch.loader import iter_batch, load_batch
 from anvil_cli.cli import app
-from anvil_cli.limits import MAX_DEPTH, MAX_REQUEST_BYTES
+from anvil_cli.input_limits import MAX_DEPTH, MAX_REQUEST_BYTES
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.loader import iter_batch, load_batch
 
 runner = CliRunner()
 
@@ -253,7 +253,7 @@ def test_defaults_count_towards_the_request_size() -> None:
 
 
 def test_an_over_long_jsonl_line_is_skipped_unread() -> None:
-    from anvil_cli.batch.jsonl_source import capped_lines
+    from anvil_cli.jobs.jsonl_source import capped_lines
 
     Path("b.jsonl").write_bytes(b"short\n" + b"y" * 5000 + b"\nlast")
     with Path("b.jsonl").open("rb") as fh:

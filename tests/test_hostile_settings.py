@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
+from anvil_cli.jobs.loader import load_batch
 from tests.test_hostile_input import nested, validate, write
 
 # -- settings ----------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_settings_with_a_nul_are_refused_at_their_field() -> None:
 def test_post_jobs_refuses_deep_metadata_and_adds_nothing(tmp_path: Path) -> None:
     """The run survives: the job is refused with a 400's problems, not pickled to a worker."""
     from anvil_cli.engine.control import RunControl
-    from anvil_cli.engine.journal import Journal, journal_path
+    from anvil_cli.engine.journal.store import Journal, journal_path
     from anvil_cli.errors import InputError
     from tests.engine_support import write_jsonl_batch
 
@@ -133,8 +133,8 @@ def test_post_jobs_refuses_deep_metadata_and_adds_nothing(tmp_path: Path) -> Non
 
 
 def test_post_jobs_body_with_a_huge_integer_is_a_400() -> None:
-    from anvil_cli.api.bodies import parse_json
-    from anvil_cli.api.errors import ApiError
+    from anvil_cli.views.api.bodies import parse_json
+    from anvil_cli.views.api.errors import ApiError
 
     with pytest.raises(ApiError) as caught:
         parse_json(b'{"prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}")

@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from anvil_cli.batch.fields import ModelSet
-from anvil_cli.batch.job import Job
-from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
-from anvil_cli.batch.loader import iter_batch, load_batch
 from anvil_cli.cli import app
-from anvil_cli.config import load_settings
+from anvil_cli.config.settings import load_settings
 from anvil_cli.errors import BatchError, ConfigError, Problem
-from anvil_cli.limits import MAX_REQUEST_BYTES
+from anvil_cli.input_limits import MAX_REQUEST_BYTES
+from anvil_cli.jobs.fields import ModelSet
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.jobspec import JobFactory, is_message_batch_request
+from anvil_cli.jobs.loader import iter_batch, load_batch
 
 # the autouse fixture only changes directory: each example overwrites the same few files
 FAST = settings(

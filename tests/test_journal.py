@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anvil_cli.batch.loader import load_batch
 from anvil_cli.engine.control import RunControl
-from anvil_cli.engine.journal import Journal, journal_path
+from anvil_cli.engine.journal.store import Journal, journal_path
+from anvil_cli.jobs.loader import load_batch
 from tests.engine_support import write_jsonl_batch
 
 READER = """
@@ -65,7 +65,7 @@ def test_only_one_process_can_take_over_a_run(tmp_path: Path) -> None:
 def test_a_batch_already_running_elsewhere_is_not_started_again(tmp_path: Path) -> None:
     import pytest
 
-    from anvil_cli.engine.lifeline import process_start
+    from anvil_cli.engine.process.lifeline import process_start
     from anvil_cli.errors import UsageError
 
     batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])

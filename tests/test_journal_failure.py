@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.records import JobResult
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_inprocess, write_config, write_jsonl_batch
 

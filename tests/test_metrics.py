@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.histograms import LogHistogram, WindowedHistogram, percentile
-from anvil_cli.metrics import (
+from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.snapshot.histograms import LogHistogram, WindowedHistogram, percentile
+from anvil_cli.snapshot.metrics import (
     ERROR_WINDOW_S,
     ETA_WINDOW_S,
     PROM_BOUNDS_S,
     THROUGHPUT_WINDOW_S,
     RunMetrics,
 )
-from anvil_cli.records import JobResult
 
 HAIKU = "claude-haiku-4-5"
 SONNET = "claude-sonnet-4-6"

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.metrics import PROM_BOUNDS_S
 from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.snapshot.metrics import PROM_BOUNDS_S
 from tests.engine_support import MODEL, anvil_cmd, cli_env, run_cli, write_config, write_jsonl_batch
 from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
 

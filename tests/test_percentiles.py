@@ -1,4 +1,4 @@
-"""Windowed latency percentiles (`anvil_cli.histograms.WindowedHistogram`, read through
+"""Windowed latency percentiles (`anvil_cli.snapshot.histograms.WindowedHistogram`, read through
 `RunMetrics.call_latency_window` by the chart samples and the recent p95): exact to 0.5% of the
 nearest rank of the window's own calls, windows edged to one slot, memory bounded. A fake clock
 throughout; the samples are the real Ticker's, journaled and read back by the real report."""
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import QuietReporter, RunMonitor
-from anvil_cli.engine.journal import Journal
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.ticker import Ticker
-from anvil_cli.histograms import WINDOW_SLOT_S, LogHistogram, WindowedHistogram
-from anvil_cli.metrics import SERIES_WINDOW_S, THROUGHPUT_WINDOW_S, RunMetrics
-from anvil_cli.report import report_data
-from anvil_cli.series import Sampler
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.snapshot.histograms import WINDOW_SLOT_S, LogHistogram, WindowedHistogram
+from anvil_cli.snapshot.metrics import SERIES_WINDOW_S, THROUGHPUT_WINDOW_S, RunMetrics
+from anvil_cli.snapshot.series import Sampler
+from anvil_cli.views.dashboard import QuietReporter, RunMonitor
+from anvil_cli.views.report import report_data
 from tests.engine_support import write_jsonl_batch
 from tests.snapshot_support import HAIKU, SONNET, T0, engine_state, feed, job, snapshot
 

@@ -13,12 +13,18 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.batch.job import Job
-from anvil_cli.config import Settings, load_settings
-from anvil_cli.engine.shared import limits_resolver
+from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.engine.governor_host.manager import limits_resolver
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.governor import BreakerPolicy, Governor, Grant, Outcome, Wait
-from anvil_cli.plan import OutputModel, api_counter, count_request, make_plan, truncated_lognormal_mean
+from anvil_cli.jobs.job import Job
+from anvil_cli.plan.estimate import (
+    OutputModel,
+    api_counter,
+    count_request,
+    make_plan,
+    truncated_lognormal_mean,
+)
+from anvil_cli.policy.governor import BreakerPolicy, Governor, Grant, Outcome, Wait
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import MODEL, run_cli, run_inprocess, write_config, write_jsonl_batch
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
-from anvil_cli.engine.journal_history import history_answers
+from anvil_cli.engine.journal.history import history_answers
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_cli, write_config, write_jsonl_batch

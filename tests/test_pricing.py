@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.config import load_settings
-from anvil_cli.models import builtin_prices
-from anvil_cli.pricing import Pricer
+from anvil_cli.config.settings import load_settings
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.pricing.table import builtin_prices
 
 M = 1_000_000
 

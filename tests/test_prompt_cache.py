@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.prompt_cache import EPHEMERAL, mark_prompt_cache
+from anvil_cli.policy.prompt_caching import EPHEMERAL, mark_prompt_cache
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_inprocess, write_config, write_jobs
 

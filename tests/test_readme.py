@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
+from anvil_cli.jobs.loader import load_batch
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -60,7 +60,6 @@ def readme_tests_command(text: str) -> str:
     line = blocks[0][0]
     assert line.startswith("pip install") and "pytest" in line, line
     return line
-
 
 
 def test_the_readme_test_command_is_exactly_what_ci_runs() -> None:

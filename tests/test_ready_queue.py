@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from anvil_cli.engine.conductor.ready import ReadyQueue
 from anvil_cli.engine.events import ReadyRow as Row
-from anvil_cli.engine.ready import ReadyQueue
 
 
 class FakeJournal:

@@ -12,14 +12,14 @@ import stat
 import subprocess
 from pathlib import Path
 
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import QuietReporter, RunMonitor
-from anvil_cli.engine.journal import RUN_FINISHED, RUN_STOPPED, Journal
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.store import RUN_FINISHED, RUN_STOPPED, Journal
+from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.engine.ticker import Ticker
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.records import JobResult
-from anvil_cli.report import build_report, default_name
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.views.dashboard import QuietReporter, RunMonitor
+from anvil_cli.views.report import build_report, default_name
 from tests.engine_support import run_cli, write_jobs
 from tests.snapshot_support import HAIKU, T0, WALL0, engine_state, feed
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.output import unwritten_message
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.jobs.loader import load_batch
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,

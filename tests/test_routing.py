@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config import Routing
+from anvil_cli.config.settings import Routing
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.routing import fallbacks, guess_complexity, route
+from anvil_cli.policy.routing import fallbacks, guess_complexity, route
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_inprocess, write_config, write_jobs
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.job import Job
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.config import load_settings
-from anvil_cli.engine.sandbox import UNSANDBOXED_NOTE, SandboxPolicy, bwrap_argv, find_sandbox
-from anvil_cli.engine.tool_runner import ToolProcesses, run_tool_async
-from anvil_cli.engine.tools import ToolContext
+from anvil_cli.config.settings import load_settings
+from anvil_cli.engine.worker.tools.runner import ToolProcesses, run_tool_async
+from anvil_cli.engine.worker.tools.sandbox import UNSANDBOXED_NOTE, SandboxPolicy, bwrap_argv, find_sandbox
+from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.errors import AnvilError
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.toolspec import ToolSandbox, split_tools, tool_sandboxes
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.jobs.toolspec import ToolSandbox, split_tools, tool_sandboxes
 from tests.engine_support import anvil_cmd, cli_env, read_results, write_jobs
 
 FOUND = find_sandbox(None)

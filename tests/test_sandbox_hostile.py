@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.sandbox import Sandboxing, SandboxPolicy, find_sandbox
-from anvil_cli.engine.sandbox_limits import PidsCgroups
-from anvil_cli.engine.tool_runner import QUOTA_SIGNAL, ToolLimits, ToolProcesses, run_tool_async
+from anvil_cli.engine.worker.tools.quota import PidsCgroups
+from anvil_cli.engine.worker.tools.runner import QUOTA_SIGNAL, ToolLimits, ToolProcesses, run_tool_async
+from anvil_cli.engine.worker.tools.sandbox import Sandboxing, SandboxPolicy, find_sandbox
 from anvil_cli.exitcodes import ExitCode
 from tests.engine_support import cli_env, read_results, write_jobs
 
@@ -39,7 +39,7 @@ SIM_KEY = "sk-ant-simulated-local-key"
 MAX_PROCESSES = 40
 MODES = ("proc", "climb", "escape", "net", "bomb", "quota", "linger", "setsid", "userns")
 
-HOSTILE = r'''
+HOSTILE = r"""
 import json, os, socket, sys, time
 mode, report, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 out = {"mode": mode}
@@ -135,7 +135,7 @@ elif mode in ("linger", "setsid"):
     out["left"] = "a child holding stdout"
 save()
 print(mode, "done")
-'''
+"""
 
 
 def _tool(mode: str, script: Path, report: Path, args: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.scaler import Load, ScalePolicy, Scaler
+from anvil_cli.policy.scaler import Load, ScalePolicy, Scaler
 
 POLICY = ScalePolicy(min_agents=10, max_agents=100, cooldown_s=2.0)
 
@@ -56,7 +56,7 @@ def test_a_manual_setting_pins_the_count() -> None:
 
 
 def test_limiter_in_use_is_how_drawn_down_the_most_used_bucket_is() -> None:
-    from anvil_cli.scaler import limiter_in_use_pct
+    from anvil_cli.policy.scaler import limiter_in_use_pct
 
     dims = {"requests": {"capacity": 20, "level": 2}, "input_tokens": {"capacity": None, "level": None}}
     assert limiter_in_use_pct({"pools": {"p": {"dimensions": dims}}}) == 90.0
@@ -65,7 +65,7 @@ def test_limiter_in_use_is_how_drawn_down_the_most_used_bucket_is() -> None:
 
 
 def test_the_in_flight_window_is_what_the_request_limits_can_feed() -> None:
-    from anvil_cli.scaler import PoolRate, feedable_agents
+    from anvil_cli.policy.scaler import PoolRate, feedable_agents
 
     # 300 requests/min = 5/s; 0.4 s a call: 5 x 0.4 x 1.5 = 3 in flight, plus the burst of 5
     assert feedable_agents([PoolRate(300, 5)], 0.4) == 8
@@ -79,9 +79,9 @@ def test_the_in_flight_window_is_what_the_request_limits_can_feed() -> None:
 
 
 def test_agents_are_capped_to_what_the_open_file_limit_carries(monkeypatch: pytest.MonkeyPatch) -> None:
-    from anvil_cli.config import Settings
-    from anvil_cli.engine import runner
-    from anvil_cli.engine.fdlimit import RESERVED_FDS
+    from anvil_cli.config.settings import Settings
+    from anvil_cli.engine.process.fdlimit import RESERVED_FDS
+    from anvil_cli.session import runner
 
     asked = Settings.model_validate({"scaling": {"max_agents": 3000, "max_concurrent_jobs": 3000}})
     monkeypatch.setattr(runner, "raise_nofile_limit", lambda: 1024)

@@ -65,8 +65,14 @@ def _start_run(work: Path, sim: SimServer, env: dict[str, str], **popen: object)
     write_config(work / "anvil.yaml", sim.base_url, scaling={"workers": 2, "max_agents": 2})
     argv = anvil_cmd("run", "batch.jsonl", "-c", "anvil.yaml", "-q", "--serve", str(_free_port()))
     return subprocess.Popen(
-        argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, **popen,  # type: ignore[call-overload]
+        argv,
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,  # type: ignore[call-overload]
     )
 
 
@@ -112,9 +118,10 @@ def test_a_process_started_with_secrets_runs_again_without_them(tmp_path: Path) 
     """`vault.hand_over` as the `anvil` command uses it: the process that reads the secrets is
     an exec of the same command whose initial environment (what /proc shows) never held them."""
     script = tmp_path / "probe.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, sys
-        from anvil_cli.vault import hand_over, secret
+        from anvil_cli.config.vault import hand_over, secret
         print("start", os.getpid(), flush=True)
         hand_over()
         environ = open(f"/proc/{os.getpid()}/environ", "rb").read()
@@ -123,7 +130,8 @@ def test_a_process_started_with_secrets_runs_again_without_them(tmp_path: Path) 
         print("in-environ", b"ANTHROPIC_API_KEY" in environ or b"ANVIL_API_TOKEN" in environ)
         print("in-os-environ", "ANTHROPIC_API_KEY" in os.environ)
         print("args", sys.argv[1:])
-    """))
+    """)
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "ANTHROPIC_"))}
     env.update(ANTHROPIC_API_KEY="sk-ant-abc", ANVIL_API_TOKEN="t" * 40)
     argv = [sys.executable, str(script), "x", "y z"]
@@ -139,9 +147,14 @@ def test_a_process_started_with_secrets_runs_again_without_them(tmp_path: Path) 
 def _can_run_as_nobody(where: Path) -> bool:
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", "import anvil_cli.vault, anthropic"],
-            cwd=where, user=NOBODY, group=NOBODY, extra_groups=[],
-            capture_output=True, check=False, timeout=60,
+            [sys.executable, "-c", "import anvil_cli.config.vault, anthropic"],
+            cwd=where,
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            capture_output=True,
+            check=False,
+            timeout=60,
         )
     except PermissionError:  # the interpreter itself is out of its reach (e.g. under /root)
         return False
@@ -151,7 +164,7 @@ def _can_run_as_nobody(where: Path) -> bool:
 def test_not_dumpable_is_set_and_kept_by_forked_children() -> None:
     code = textwrap.dedent("""
         import ctypes, os
-        from anvil_cli.vault import set_not_dumpable
+        from anvil_cli.config.vault import set_not_dumpable
         libc = ctypes.CDLL(None)
         before = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
         set_not_dumpable()

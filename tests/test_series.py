@@ -1,4 +1,4 @@
-"""The run over time (`anvil_cli.series`): samples taken from real snapshots (the real
+"""The run over time (`anvil_cli.snapshot.series`): samples taken from real snapshots (the real
 `build_snapshot` over real `RunMetrics`, fake clock), journaled by the real `Ticker`."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import QuietReporter, RunMonitor
-from anvil_cli.engine.journal import Journal
-from anvil_cli.engine.records import SCHEMA
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.rows import SCHEMA
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.ticker import Ticker
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.series import MIN_GAP_S, Sample, Sampler, downsample
-from anvil_cli.snapshot_types import Snapshot
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.series import MIN_GAP_S, Sample, Sampler, downsample
+from anvil_cli.snapshot.types import Snapshot
+from anvil_cli.views.dashboard import QuietReporter, RunMonitor
 from tests.engine_support import run_inprocess, write_config, write_jsonl_batch
 from tests.snapshot_support import HAIKU, SONNET, T0, WALL0, engine_state, fed_metrics, feed, job, snapshot
 
@@ -29,6 +29,7 @@ def _take(
     m = m if m is not None else fed_metrics()
     snap: Snapshot = snapshot(m, now=now, **state)
     return sampler.take(snap, m, now)
+
 
 def _calls(m: RunMetrics, second: int, call_s: float, per_s: int = 10) -> None:
     """`per_s` jobs of one call each, answered during second `second`, alternating models."""

@@ -98,7 +98,7 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_resumes(tmp_path: Path) 
 
 CHILD = """
 import subprocess, sys
-from anvil_cli.engine.signals import leave_stop_to_conductor, stop_signals_blocked
+from anvil_cli.engine.process.signals import leave_stop_to_conductor, stop_signals_blocked
 with stop_signals_blocked():  # as the fork server hands them on to a worker
     leave_stop_to_conductor()
     cmd = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]

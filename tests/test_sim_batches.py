@@ -9,8 +9,9 @@ from typing import Any
 
 import anthropic
 
-from anvil_cli.sim import SimConfig, SimServer, batch_files, messages_digest
-from anvil_cli.sim.batches import BatchStore
+from anvil_cli.sim import SimConfig, SimServer, messages_digest
+from anvil_cli.sim.batches import files as batch_files
+from anvil_cli.sim.batches.store import BatchStore
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,

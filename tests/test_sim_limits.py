@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from anvil_cli.sim.config import SimConfig, with_tier
-from anvil_cli.sim.limits import RateLimiter, TokenBucket, retry_after_header
+from anvil_cli.sim.rate_limits import RateLimiter, TokenBucket, retry_after_header
 
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ import anthropic
 import httpx2
 import pytest
 
+from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.sim import SimServer, messages_digest
-from anvil_cli.tokens import estimate_input_tokens
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     SimFactory,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.cache import CACHE_NAME, CachedResult, ResultCache
+from anvil_cli.engine.result_cache import CACHE_NAME, CachedResult, ResultCache
 from tests.engine_support import read_results, run_cli, write_jsonl_batch
 
 

@@ -15,13 +15,13 @@ import pexpect
 import pytest
 from typer.testing import CliRunner
 
-from anvil_cli.batch.loader import load_batch
 from anvil_cli.cli import app
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.jobs.loader import load_batch
 from anvil_cli.sim import SimConfig, SimServer
-from anvil_cli.snapshot import snapshot_of
-from anvil_cli.snapshot_types import Alert
-from anvil_cli.status_view import status_json
+from anvil_cli.snapshot.build import snapshot_of
+from anvil_cli.snapshot.status import status_json
+from anvil_cli.snapshot.types import Alert
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
@@ -238,7 +238,7 @@ def test_watch_json_prints_a_line_per_second(tmp_path: Path, journal: Journal) -
 
 def test_get_status_is_the_same_json_as_status_json(tmp_path: Path, journal: Journal) -> None:
     from anvil_cli.engine.control import RunControl
-    from anvil_cli.engine.journal import journal_path
+    from anvil_cli.engine.journal.store import journal_path
 
     run_id = add_run(journal, tmp_path, "served")
     control = RunControl(journal_path(tmp_path / ".anvil"), run_id, agent_min=1, agent_max=20)

@@ -13,7 +13,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from anvil_cli.limits import plain_tree
+from anvil_cli.input_limits import plain_tree
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import anvil_cmd, cli_env, run_cli, write_config, write_jobs
 

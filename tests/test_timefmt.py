@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from anvil_cli.alerts import AlertEngine
-from anvil_cli.config import Alerts
-from anvil_cli.dashboard.render import render
-from anvil_cli.dashboard.reporter import PlainReporter
-from anvil_cli.progress import snapshot_line
+from anvil_cli.alerts.rules import AlertEngine
+from anvil_cli.config.settings import Alerts
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.dashboard.render import render
+from anvil_cli.views.dashboard.reporter import PlainReporter
+from anvil_cli.views.progress import snapshot_line
 from tests.snapshot_support import WALL0, snapshot
 
 WINTER = 1_796_526_900.0  # 2026-12-06T03:15:00Z
@@ -84,10 +84,10 @@ def test_the_dashboard_s_history_lines_use_it(zone: object) -> None:
 
 
 VIEWS_EXEMPT = {
-    "engine/journal.py",  # the run id (20261205-031500-abc123): an id, not a view
-    "cache.py",  # the name a damaged cache is set aside under (cache.sqlite.corrupt-20261205T031500-…)
-    "sim/limits.py",  # the simulated API's rate-limit headers: RFC 3339 UTC, as Anthropic's
-    "sim/batches.py",  # the simulated Message Batches API's timestamps, as Anthropic's
+    "engine/journal/store.py",  # the run id (20261205-031500-abc123): an id, not a view
+    "engine/result_cache.py",  # the name a damaged cache is set aside under (cache.sqlite.corrupt-20261205T031500-…)
+    "sim/rate_limits.py",  # the simulated API's rate-limit headers: RFC 3339 UTC, as Anthropic's
+    "sim/batches/store.py",  # the simulated Message Batches API's timestamps, as Anthropic's
     "timefmt.py",
 }
 
@@ -97,7 +97,7 @@ def test_no_view_formats_a_time_its_own_way() -> None:
     own = re.compile(r"strftime|localtime\(|isoformat\(|toLocale(Date|Time)String|toLocaleString\([^)]*hour")
     offenders = [
         f"{path.relative_to(PACKAGE)}:{n}"
-        for path in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.glob("web/*.js")])
+        for path in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.glob("views/web/*.js")])
         if str(path.relative_to(PACKAGE)) not in VIEWS_EXEMPT
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if own.search(line)

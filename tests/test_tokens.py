@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.policy.tokens import estimate_input_tokens
 
 OVERHEAD = 8 + 4  # per request, plus one message
 

@@ -14,16 +14,16 @@ import jsonschema_rs
 import pytest
 from rich.console import Console
 
-from anvil_cli.api import prom
-from anvil_cli.api.typed_schema import SchemaSet
-from anvil_cli.dashboard.render import render
-from anvil_cli.engine.journal import Journal
-from anvil_cli.engine.tools import resolve_command
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.worker.tools.toolbox import resolve_command
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.progress import human_summary, snapshot_line
-from anvil_cli.report import report_data
 from anvil_cli.sim import SimConfig, SimServer
-from anvil_cli.status_view import RunStatus, status_json
+from anvil_cli.snapshot.status import RunStatus, status_json
+from anvil_cli.views.api import prom
+from anvil_cli.views.api.typed_schema import SchemaSet
+from anvil_cli.views.dashboard.render import render
+from anvil_cli.views.progress import human_summary, snapshot_line
+from anvil_cli.views.report import report_data
 from tests.engine_support import read_results, run_cli, write_config, write_jobs
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from anvil_cli.engine.tool_runner import (
+from anvil_cli.engine.worker.tools.runner import (
     Capture,
     ToolLimits,
     ToolOutcome,
@@ -28,7 +28,7 @@ from anvil_cli.engine.tool_runner import (
     rlimit_plan,
     run_tool_async,
 )
-from anvil_cli.toolspec import scrubbed_env
+from anvil_cli.jobs.toolspec import scrubbed_env
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.tools import add_usage, command_argv, split_tools
+from anvil_cli.engine.worker.tools.toolbox import add_usage, command_argv, split_tools
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_cli, run_inprocess, write_config, write_jobs

@@ -1,5 +1,5 @@
 """A run that cannot reach the API stops (exit 3, resumable) and says which host to check
-(engine/unreachable.py: the rule, on a fake clock; the real `anvil run` against a closed port)."""
+(policy/unreachable.py: the rule, on a fake clock; the real `anvil run` against a closed port)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.unreachable import Reachability
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.policy.unreachable import Reachability
 from anvil_cli.sim import SimServer
 from tests.engine_support import anvil_cmd, cli_env, journal_query, write_jsonl_batch
 from tests.sim_fixtures import fixture_sim, fixture_sim_factory  # noqa: F401
@@ -162,7 +162,7 @@ def test_jobs_out_of_retries_while_unreachable_are_not_failed(tmp_path: Path) ->
 
 
 def test_the_setting_is_validated_where_it_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from anvil_cli.config import load_settings
+    from anvil_cli.config.settings import load_settings
 
     monkeypatch.chdir(tmp_path)  # no anvil.yaml
     from anvil_cli.errors import ConfigError

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.api.server import ApiServer
-from anvil_cli.batch.loader import load_batch
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import QuietReporter, RunMonitor
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.control import RunControl
-from anvil_cli.engine.journal import Journal, journal_path
+from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.engine.ticker import Ticker
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.series import MAX_POINTS
-from anvil_cli.web import ASSETS, CSP
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.series import MAX_POINTS
+from anvil_cli.views.api.server import ApiServer
+from anvil_cli.views.dashboard import QuietReporter, RunMonitor
+from anvil_cli.views.web import ASSETS, CSP
 from tests.engine_support import write_jsonl_batch
 from tests.snapshot_support import T0, WALL0, engine_state
 from tests.test_api_server import TOKEN, call
@@ -116,7 +116,7 @@ def test_a_long_series_is_thinned(server: ApiServer, run: tuple[Journal, str]) -
 
 
 def test_the_printed_address_carries_a_token_only_where_it_is_safe(tmp_path: Path) -> None:
-    from anvil_cli.engine.runner import _api_lines, _Listening
+    from anvil_cli.session.runner import _api_lines, _Listening
 
     url, file = "http://127.0.0.1:8080", tmp_path / "api_token"
     generated = _api_lines(url, _Listening("127.0.0.1", None, "gen-tok", True), file, False)  # type: ignore[arg-type]

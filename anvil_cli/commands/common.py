@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from anvil_cli.config import Settings, load_settings
-from anvil_cli.engine.journal import Journal
+from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import (
     MAX_PRINTED_PROBLEMS,
     AnvilError,
@@ -23,7 +23,7 @@ from anvil_cli.errors import (
     UsageError,
     more_line,
 )
-from anvil_cli.limits import plain
+from anvil_cli.input_limits import plain
 
 T = TypeVar("T")
 

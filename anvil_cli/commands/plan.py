@@ -12,7 +12,6 @@ from typing import Any
 
 import typer
 
-from anvil_cli.batch.loader import load_batch
 from anvil_cli.commands.common import (
     CONFIG_HELP,
     domain_errors,
@@ -21,17 +20,18 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.config import Settings
-from anvil_cli.endpoint import Endpoint, resolve_endpoint
-from anvil_cli.engine.journal import Journal
-from anvil_cli.engine.journal_history import history_answers
+from anvil_cli.config.endpoint import Endpoint, resolve_endpoint
+from anvil_cli.config.settings import Settings
+from anvil_cli.config.vault import environ_with_secrets
+from anvil_cli.engine.journal.history import history_answers
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
-from anvil_cli.forecast import ModelFit, fit_models
-from anvil_cli.plan import TokenCounter, api_counter, make_plan, output_model, render
-from anvil_cli.plan_sample import SampleOutcome, choose, run_sample
-from anvil_cli.routing import model_for
-from anvil_cli.vault import environ_with_secrets
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.plan.estimate import TokenCounter, api_counter, make_plan, output_model, render
+from anvil_cli.plan.sample import SampleOutcome, choose, run_sample
+from anvil_cli.policy.forecast import ModelFit, fit_models
+from anvil_cli.policy.routing import model_for
 
 SIM_KEY = "sk-ant-simulated-local-key"
 PROBE_TIMEOUT_S = 10.0
@@ -167,7 +167,7 @@ def _counter(
         server = stack.enter_context(SimServer(embedded_config(settings)).start_thread())
         endpoint = Endpoint(server.base_url, "the embedded simulator", api_key=SIM_KEY)
     else:
-        try:  # the same resolution as `anvil run` (anvil_cli/endpoint.py)
+        try:  # the same resolution as `anvil run` (anvil_cli/config/endpoint.py)
             endpoint = resolve_endpoint(settings, environ_with_secrets())
         except UsageError as exc:
             return None, f"input tokens estimated locally: {exc}"

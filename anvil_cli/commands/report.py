@@ -16,8 +16,8 @@ from anvil_cli.commands.common import (
     settings_from,
 )
 from anvil_cli.errors import UsageError
-from anvil_cli.preflight import check_output_path
-from anvil_cli.report import build_report
+from anvil_cli.session.preflight import check_output_path
+from anvil_cli.views.report import build_report
 
 
 def report_command(

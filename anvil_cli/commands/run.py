@@ -21,19 +21,19 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.config import Settings
-from anvil_cli.dashboard import RunMonitor, make_reporter
-from anvil_cli.engine.journal import Journal
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.output import iter_result_lines, write_results
-from anvil_cli.engine.runner import RunOptions, RunReport, execute_run
-from anvil_cli.engine.signals import SignalState
+from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
-from anvil_cli.limits import plain
-from anvil_cli.preflight import check_output_path
-from anvil_cli.progress import human_summary
-from anvil_cli.resume_advice import ResumeAdvice, resume_advice
-from anvil_cli.status_view import find_run
+from anvil_cli.input_limits import plain
+from anvil_cli.session.preflight import check_output_path
+from anvil_cli.session.runner import RunOptions, RunReport, execute_run
+from anvil_cli.snapshot.resume_advice import ResumeAdvice, resume_advice
+from anvil_cli.snapshot.status import find_run
+from anvil_cli.views.dashboard import RunMonitor, make_reporter
+from anvil_cli.views.progress import human_summary
 
 
 def run_command(
@@ -140,7 +140,7 @@ def run_command(
     with domain_errors():
         serve_at = None
         if serve is not None:
-            from anvil_cli.api.auth import parse_serve
+            from anvil_cli.views.api.auth import parse_serve
 
             serve_at = parse_serve(serve)
         settings = settings_from(config, overrides)

@@ -127,6 +127,6 @@ def simulate(
 
 def register(app: typer.Typer) -> None:
     """Add `anvil simulate` to the app."""
-    app.command(
-        epilog=EPILOG, short_help="Serve a simulated Anthropic API with rate limits and faults."
-    )(simulate)
+    app.command(epilog=EPILOG, short_help="Serve a simulated Anthropic API with rate limits and faults.")(
+        simulate
+    )

@@ -24,14 +24,14 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
-from anvil_cli.engine.journal import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
-from anvil_cli.limits import plain_tree
-from anvil_cli.pricing import Pricer
-from anvil_cli.run_history import describe_event
-from anvil_cli.spend import check_by, render_spend, spend_of
-from anvil_cli.status_view import RunStatus, runs_json, status_json
+from anvil_cli.engine.journal.store import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
+from anvil_cli.input_limits import plain_tree
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.snapshot.history import describe_event
+from anvil_cli.snapshot.status import RunStatus, runs_json, status_json
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.views.spend import check_by, render_spend, spend_of
 
 WATCH_EVERY_S = 1.0
 HISTORY_SHOWN = 10

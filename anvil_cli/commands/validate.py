@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from anvil_cli.batch.summary import BatchSummary, problem_dict, summarize_batch
 from anvil_cli.commands.common import out_console, problem_lines
-from anvil_cli.config import Settings, load_settings
+from anvil_cli.config.settings import Settings, load_settings
 from anvil_cli.errors import ConfigError, ProblemLog
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
-from anvil_cli.limits import plain
+from anvil_cli.input_limits import plain
+from anvil_cli.jobs.summary import BatchSummary, problem_dict, summarize_batch
 
 HELP = (
     "Check a batch file (YAML, templated YAML or JSONL) and the settings, without running anything.\n\n"

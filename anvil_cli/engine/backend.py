@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from anvil_cli.engine.events import WorkerCommand, WorkerEvent
-from anvil_cli.engine.governor_client import GovernorClient
-from anvil_cli.state import WorkerInfo
+from anvil_cli.engine.governor_host.client import GovernorClient
+from anvil_cli.snapshot.state import WorkerInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from anvil_cli.batch.fields import ModelSet
-from anvil_cli.batch.job import Job
-from anvil_cli.batch.jobspec import JobFactory, is_message_batch_request
-from anvil_cli.engine.journal import PENDING, Journal
+from anvil_cli.engine.journal.store import PENDING, Journal
 from anvil_cli.engine.output import result_line
 from anvil_cli.errors import BacklogFull, InputError, Problem, TooManyJobs, UnknownModel
-from anvil_cli.models import AUTO
-from anvil_cli.series import MAX_POINTS
-from anvil_cli.toolspec import COMMAND_KEY
+from anvil_cli.jobs.fields import ModelSet
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.jobspec import JobFactory, is_message_batch_request
+from anvil_cli.jobs.toolspec import COMMAND_KEY
+from anvil_cli.policy.pricing.table import AUTO
+from anvil_cli.snapshot.series import MAX_POINTS
 
 API_SOURCE = "POST /jobs"
 NO_COMMANDS = (
@@ -75,7 +75,7 @@ class RunControl:
     def status(self) -> dict[str, Any]:
         """The same JSON as `anvil status --json` for this run (the snapshot the driver stored
         this second, with the journal's counts and history)."""
-        from anvil_cli.status_view import status_json
+        from anvil_cli.snapshot.status import status_json
 
         with self._lock:
             return dict(status_json(self._journal, self.run_id))

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from anvil_cli.records import JobResult
+from anvil_cli.engine.outcomes import JobResult
 
 if TYPE_CHECKING:
-    from anvil_cli.engine.governor_client import GovernorClient
+    from anvil_cli.engine.governor_host.client import GovernorClient
 
 
 class ReadyRow(NamedTuple):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.engine.journal import PENDING, RUNNING, Journal
+from anvil_cli.engine.journal.store import PENDING, RUNNING, Journal
 
 
 def result_line(row: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anvil_cli.state import Phase
+from anvil_cli.snapshot.state import Phase
 
 
 @dataclass

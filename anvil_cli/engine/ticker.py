@@ -1,6 +1,6 @@
 """The once-a-second tick shared by both run drivers (messages and Message Batches): hand the
 views the driver's `EngineState`, journal the snapshot, its sample for the charts
-(`anvil_cli.series`) and the alerts it raised or cleared, then show it. The same path in both
+(`anvil_cli.snapshot.series`) and the alerts it raised or cleared, then show it. The same path in both
 modes, so the dashboard, `anvil status --json`, `GET /status` (both read the journal), the web
 page and `/metrics` see one value."""
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, cast
 
-from anvil_cli.engine.journal import Journal
-from anvil_cli.metrics import RunMetrics
-from anvil_cli.series import Sampler
-from anvil_cli.snapshot_types import Snapshot
-from anvil_cli.state import EngineState
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.series import Sampler
+from anvil_cli.snapshot.state import EngineState
+from anvil_cli.snapshot.types import Snapshot
 
 
 class Observation(Protocol):

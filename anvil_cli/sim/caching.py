@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from anvil_cli.tokens import estimate_input_tokens
+from anvil_cli.policy.tokens import estimate_input_tokens
 
 ONE_HOUR_S = 3600.0
 

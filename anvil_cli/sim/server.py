@@ -109,7 +109,7 @@ def serve_forever(
 
 def _child_main(config: SimConfig, conn: Connection, parent_pid: int) -> None:
     """Entry point of `start_process` children (importable, so spawn-safe)."""
-    from anvil_cli.vault import set_not_dumpable
+    from anvil_cli.config.vault import set_not_dumpable
 
     set_not_dumpable()  # the embedded simulator holds the run's simulated key and its requests
     try:

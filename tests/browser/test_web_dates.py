@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
-from anvil_cli.report import render_html, report_data
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.views.report import render_html, report_data
 from tests.engine_support import run_inprocess, write_config, write_jsonl_batch
 
 from .conftest import Console

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.journal import Journal
+from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.endpoint import host_of
+from anvil_cli.config.endpoint import host_of
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import anvil_cmd, cli_env, journal_query, write_jsonl_batch

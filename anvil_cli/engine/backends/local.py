@@ -18,11 +18,11 @@ from typing import Any
 
 from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
-from anvil_cli.engine.forkserver import ensure_forkserver
-from anvil_cli.engine.lifeline import PidHandle
-from anvil_cli.engine.worker_config import WorkerConfig
-from anvil_cli.engine.worker_entry import run_worker
-from anvil_cli.state import WorkerInfo
+from anvil_cli.engine.process.forkserver import ensure_forkserver
+from anvil_cli.engine.process.lifeline import PidHandle
+from anvil_cli.engine.worker.config import WorkerConfig
+from anvil_cli.engine.worker.entry import run_worker
+from anvil_cli.snapshot.state import WorkerInfo
 
 JOIN_DEAD_S = 0.1  # a dead process's pipe is read after this join (it has exited already)
 

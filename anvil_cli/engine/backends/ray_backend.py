@@ -26,12 +26,12 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from anvil_cli.config import Settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
-from anvil_cli.engine.governor_client import GovernorClient
-from anvil_cli.engine.worker_config import WorkerConfig
-from anvil_cli.state import WorkerInfo
+from anvil_cli.engine.governor_host.client import GovernorClient
+from anvil_cli.engine.worker.config import WorkerConfig
+from anvil_cli.snapshot.state import WorkerInfo
 
 LONG_POLL_S = 0.5  # an `events` call returns after this long even with nothing to say
 MiB = 1024 * 1024
@@ -48,9 +48,9 @@ class RayWorker:
         self._early: list[WorkerCommand] = []  # commands that came before the loop was up
 
     async def run(self, cfg: WorkerConfig, governor: GovernorClient) -> str:
-        from anvil_cli.engine.fdlimit import raise_nofile_limit
-        from anvil_cli.engine.worker import run_worker_loop
-        from anvil_cli.vault import set_not_dumpable
+        from anvil_cli.config.vault import set_not_dumpable
+        from anvil_cli.engine.process.fdlimit import raise_nofile_limit
+        from anvil_cli.engine.worker.loop import run_worker_loop
 
         set_not_dumpable()  # the actor's process holds the key now: its /proc files are root's
         self._loop = asyncio.get_running_loop()

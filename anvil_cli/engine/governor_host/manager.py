@@ -1,0 +1,240 @@
+"""The governor shared by every worker: a `Governor` held in a multiprocessing Manager.
+
+The policy (`anvil_cli.policy.governor`) is pure and takes `now`; this module is the thin driver
+that reads the clock, holds the lock and serves the calls of all worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import BaseManager
+from typing import Any, cast
+
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.governor_host.client import GovernorClient
+from anvil_cli.engine.process.forkserver import ensure_forkserver
+from anvil_cli.engine.process.lifeline import PidHandle, die_with
+from anvil_cli.engine.process.signals import leave_stop_to_conductor
+from anvil_cli.policy.governor import (
+    BreakerPolicy,
+    CallAsk,
+    Deny,
+    Governor,
+    GovernorSeed,
+    Grant,
+    Granted,
+    Limits,
+    Outcome,
+    Wait,
+)
+from anvil_cli.policy.pricing.table import model_class
+
+# Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
+RATE_MARGIN = 0.98
+BURST_RESERVE = 0.10
+
+
+def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
+    """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
+
+    def limits_for(model: str) -> tuple[str, Limits]:
+        key, rl = settings.rate_limit_for(model)
+        limits = Limits(
+            requests_per_minute=rl.requests_per_minute,
+            burst_size=rl.burst_size,
+            input_tokens_per_minute=rl.input_tokens_per_minute,
+            output_tokens_per_minute=rl.output_tokens_per_minute,
+            rate_margin=RATE_MARGIN,
+            burst_reserve=BURST_RESERVE,
+        )
+        return f"{key}:{model_class(model)}", limits
+
+    return limits_for
+
+
+class GovernorService:
+    """Serves the governor to many processes and threads; reads the clock, holds the lock."""
+
+    def __init__(
+        self, settings_json: str, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
+    ) -> None:
+        settings = Settings.model_validate_json(settings_json)
+        budget = settings.budget
+        cb = settings.circuit_breaker
+        self._lock = threading.Lock()
+        self._owners: dict[int, int] = {}  # ticket -> worker holding the grant
+        self._joined: set[str] = set()  # runs whose earlier spend is counted (`join`)
+        warn = budget.warn_usd
+        # a replacement of a lost governor does not warn again of what the lost one warned of
+        warned = seed is not None and warn is not None and spent_before_usd >= warn
+        self._gov = Governor(
+            limits_resolver(settings),
+            BreakerPolicy(
+                failure_threshold=cb.failure_threshold,
+                recovery_timeout_s=cb.recovery_timeout_s,
+                half_open_probes=cb.half_open_probes,
+            ),
+            # a resumed run has spent money already: the cap covers the whole run
+            max_usd=budget.max_usd,
+            warn_usd=None if warned else warn,
+            now=time.monotonic(),
+            seed=seed,
+            spent_before_usd=spent_before_usd,
+        )
+
+    def acquire(
+        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, owner: int = -1
+    ) -> Grant | Wait | Deny:
+        """`owner`: the asking worker, so its grants can be released if it dies holding them."""
+        with self._lock:
+            decision = self._gov.acquire(
+                model, est_input_tokens, max_tokens, worst_cost_usd, time.monotonic()
+            )
+            if isinstance(decision, Grant):
+                self._owners[decision.ticket] = owner
+            return decision
+
+    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
+        """A worker's waiting calls in one round trip (see `Governor.acquire_many`)."""
+        with self._lock:
+            granted = self._gov.acquire_many(model, asks, time.monotonic(), priority=priority, asker=owner)
+            for grant in granted.grants:
+                self._owners[grant.ticket] = owner
+            return granted
+
+    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
+        """Calls a worker finished (and grants it did not use), in one round trip. Returns the
+        pools paused now (after a 429), so the worker stops handing out their grants."""
+        with self._lock:
+            now = time.monotonic()
+            for ticket, outcome in settled:
+                self._owners.pop(ticket, None)
+                self._gov.settle(ticket, outcome, now)
+            for ticket in released:
+                self._owners.pop(ticket, None)
+                self._gov.release(ticket, now)
+            return self._gov.paused_pools(now)
+
+    def settle(self, ticket: int, outcome: Outcome) -> None:
+        with self._lock:
+            self._owners.pop(ticket, None)
+            self._gov.settle(ticket, outcome, time.monotonic())
+
+    def release(self, ticket: int) -> None:
+        with self._lock:
+            self._owners.pop(ticket, None)
+            self._gov.release(ticket, time.monotonic())
+
+    def release_owner(self, owner: int) -> int:
+        """A worker died holding grants: give back their reservations (budget, tokens) and any
+        half-open probe, which would otherwise stay taken for the rest of the run."""
+        with self._lock:
+            tickets = [t for t, o in self._owners.items() if o == owner]
+            now = time.monotonic()
+            for ticket in tickets:
+                del self._owners[ticket]
+                self._gov.release(ticket, now)
+            return len(tickets)
+
+    def join(self, run_id: str, spent_usd: float) -> None:
+        """A run starts drawing from this governor (shared by name on a cluster, or restarted):
+        what it has spent already counts against the budget, once per run."""
+        with self._lock:
+            if run_id not in self._joined:
+                self._joined.add(run_id)
+                self._gov.charge(spent_usd, time.monotonic())
+
+    def ping(self) -> bool:
+        return True
+
+    def drain_events(self) -> list[Any]:
+        with self._lock:
+            return self._gov.drain_events()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._gov.snapshot(time.monotonic())
+
+    def set_breaker(self, model: str, state: str) -> None:
+        with self._lock:
+            self._gov.set_breaker(model, state, time.monotonic())
+
+
+class GovernorManager(BaseManager):
+    """The Manager process that owns the run's one GovernorService."""
+
+
+GovernorManager.register("Governor", GovernorService)
+
+
+def _manager_init(conductor_pid: int) -> None:
+    leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
+    die_with(conductor_pid)
+
+
+def start_governor(
+    settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
+) -> tuple[GovernorManager, GovernorClient]:
+    """Start the Manager process and create the run's governor in it."""
+    ensure_forkserver()  # started again without the secrets if it died
+    manager = GovernorManager(ctx=ctx)
+    manager.start(initializer=_manager_init, initargs=(os.getpid(),))
+    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
+    return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
+
+
+def seed_from(snapshot: Mapping[str, Any], generation: int) -> GovernorSeed:
+    """What a new governor takes over from the last snapshot of a lost one: the models it knew
+    and the rates it had learned per pool (see `GovernorSeed`)."""
+    rates: dict[str, dict[str, float]] = {}
+    for key, pool in (snapshot.get("pools") or {}).items():
+        for dim, figures in (pool.get("dimensions") or {}).items():
+            rate = figures.get("rate_per_min")
+            if isinstance(rate, int | float) and rate > 0:
+                rates.setdefault(key, {})[dim] = float(rate)
+    models = tuple(sorted(snapshot.get("breakers") or {}))
+    return GovernorSeed(generation, models, rates)
+
+
+class GovernorKeeper:
+    """The run's governor process: started, watched by pid, and started again when lost, from
+    the budget the journal holds and the state it last showed (`restart`)."""
+
+    def __init__(self, settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.generation = 0
+        self._manager, self.client = start_governor(settings, ctx, spent_before_usd)
+        self._handle = PidHandle(self.pid or 0)
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(getattr(self._manager, "_process", None), "pid", None)  # BaseManager keeps it private
+
+    def lost(self) -> bool:
+        return self._handle.pid > 0 and not self._handle.alive()
+
+    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+        """Kill what is left of the old governor (it may live on if only the fork server died)
+        and start a new one: the whole run's spend so far `spent_usd`, the rest from
+        `last_snapshot` (see `GovernorSeed`)."""
+        self._handle.kill()
+        self._close_manager()
+        self.generation += 1
+        seed = seed_from(last_snapshot, self.generation)
+        self._manager, self.client = start_governor(self.settings, self.ctx, spent_usd, seed)
+        self._handle = PidHandle(self.pid or 0)
+        return self.client
+
+    def _close_manager(self) -> None:
+        with contextlib.suppress(Exception):  # it is gone already; this frees our side
+            self._manager.shutdown()
+        self._handle.close()
+
+    def shutdown(self) -> None:
+        self._close_manager()

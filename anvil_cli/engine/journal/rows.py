@@ -1,0 +1,160 @@
+"""What the journal stores: its schema, the states of runs and jobs, and the rows it returns."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from anvil_cli.engine.outcomes import JobResult as JobResult  # the journal's vocabulary, defined neutrally
+from anvil_cli.engine.outcomes import tool_errors_of
+
+JOURNAL_NAME = "journal.sqlite"
+
+PENDING = "pending"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+JOB_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED)
+
+# run states
+RUN_RUNNING = "running"
+RUN_FINISHED = "finished"
+RUN_STOPPED = "stopped"  # budget, auth, spend cap: resumable
+RUN_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / crash: resumable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    batch_path TEXT NOT NULL,
+    batch_sha TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ended_at REAL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    total INTEGER NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL DEFAULT 'messages',
+    stop_reason TEXT,
+    summary_json TEXT,
+    snapshot_json TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    job_json TEXT NOT NULL,
+    model TEXT,
+    dispatches INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    stop_reason TEXT,
+    usage_json TEXT,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    error_json TEXT,
+    attempts_json TEXT,
+    latency_s REAL,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_id ON jobs (run_id, id);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (run_id, state, priority, seq);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, at);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    batch_id TEXT,
+    state TEXT NOT NULL,
+    seqs_json TEXT NOT NULL,
+    worst_usd REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, n)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    data_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, at);
+"""
+
+# Message Batches rows (`anvil run --mode batches`): an "intent" is written before the create
+# call, "submitted" once the server named the batch, "ended" once its results are in the jobs
+# rows, "abandoned" when the create is known not to have happened.
+BATCH_INTENT = "intent"
+BATCH_SUBMITTED = "submitted"
+BATCH_ENDED = "ended"
+BATCH_ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """A Message Batch of a run, as stored in the journal."""
+
+    run_id: str
+    n: int
+    batch_id: str | None
+    state: str
+    seqs: list[int]
+    worst_usd: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run as stored in the journal."""
+
+    id: str
+    batch_path: str
+    batch_sha: str
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+    state: str
+    pid: int | None
+    total: int
+    mode: str
+    stop_reason: str | None
+    summary: dict[str, Any] | None
+    snapshot: dict[str, Any] | None
+
+
+JOB_COLS = (
+    "seq, id, state, model, attempts, dispatches, output, stop_reason, usage_json, cost_usd, error_json,"
+    " attempts_json, latency_s, started_at, finished_at, job_json"
+)
+
+
+def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    attempt_log = json.loads(row[11]) if row[11] else None
+    tool_errors, tool_error = tool_errors_of(attempt_log)
+    return {
+        "seq": row[0],
+        "id": row[1],
+        "state": row[2],
+        "model": row[3],
+        "attempts": row[4],
+        "dispatches": row[5],
+        "output": row[6],
+        "stop_reason": row[7],
+        "usage": json.loads(row[8]) if row[8] else None,
+        "cost_usd": row[9],
+        "error": json.loads(row[10]) if row[10] else None,
+        "attempt_log": attempt_log,
+        "tool_errors": tool_errors,  # derived from the attempt log (records.tool_errors_of)
+        "tool_error": tool_error,
+        "latency_s": row[12],
+        "started_at": row[13],
+        "finished_at": row[14],
+        "job": json.loads(row[15]),
+    }

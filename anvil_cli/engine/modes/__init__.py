@@ -1,0 +1,1 @@
+"""How calls are made: the Messages API (the conductor's own) or Message Batches (`batches/`)."""

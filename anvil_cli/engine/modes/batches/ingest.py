@@ -1,0 +1,88 @@
+"""A Message Batch's results into the journal, in one transaction: succeeded requests become
+results (priced with the batch discount, and cached), the others go back to pending for the
+next batch or fail once `batches.max_attempts` submissions are spent. A result is never
+counted twice: only a job still unfinished takes one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.store import BATCH_ENDED, PENDING, RUNNING, BatchRow, Journal
+from anvil_cli.engine.modes.batches.ids import seq_of
+from anvil_cli.engine.modes.batches.requests import job_model
+from anvil_cli.engine.modes.batches.results import error_of, succeeded_result
+from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.result_cache import CachedResult, ResultCache, request_key
+from anvil_cli.jobs.job import Job
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.snapshot.metrics import RunMetrics
+
+MISSING = {"type": "missing", "message": "no result", "status_code": None}
+
+
+class Ingest:
+    """Records the results of one run's batches (and the results settled without a batch)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        settings: Settings,
+        metrics: RunMetrics,
+        pricer: Pricer,
+        cache: ResultCache | None,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.settings = settings
+        self.metrics = metrics
+        self.pricer = pricer
+        self.cache = cache
+
+    def batch(self, row: BatchRow, entries: list[Any], tag: str) -> float:
+        """Record an ended batch's result `entries` and mark it ended; what its results cost."""
+        jobs = {r["seq"]: r for r in self.journal.job_rows(self.run_id, row.seqs)}
+        cost_usd = 0.0
+        with self.journal.transaction():
+            answered: set[int] = set()
+            for entry in entries:
+                seq = seq_of(entry.custom_id, tag)
+                if seq is not None and seq in jobs and seq not in answered:
+                    answered.add(seq)
+                    cost_usd += self._ingest(jobs[seq], entry.result)
+            for seq in set(row.seqs) - answered:  # not in the results: treat as errored
+                self._retry_or_fail(jobs[seq], MISSING)
+            self.journal.set_batch(self.run_id, row.n, BATCH_ENDED)
+        return cost_usd
+
+    def _ingest(self, job_row: dict[str, Any], result: Any) -> float:
+        """Record one result; what it cost."""
+        if job_row["state"] not in (PENDING, RUNNING):
+            return 0.0  # already settled (never count a result twice)
+        if result.type != "succeeded":
+            self._retry_or_fail(job_row, error_of(result))
+            return 0.0
+        job = Job.from_record(job_row["job"])
+        model = job_model(job, self.settings)
+        done = succeeded_result(job_row, model, result.message, self.pricer)
+        self.record(done)
+        if self.cache is not None:
+            entry = CachedResult(model, done.output, done.stop_reason, done.usage, done.cost_usd)
+            self.cache.put(request_key(job.request(model)), entry)
+        return done.cost_usd
+
+    def _retry_or_fail(self, job_row: dict[str, Any], error: dict[str, Any]) -> None:
+        seq = job_row["seq"]
+        if job_row["dispatches"] < self.settings.batches.max_attempts:
+            self.journal.return_to_pending(self.run_id, [seq], attempts=1)
+            return
+        model = job_model(Job.from_record(job_row["job"]), self.settings)
+        self.record(
+            JobResult(seq=seq, succeeded=False, model=model, attempts=1, error=error, finished_at=time.time())
+        )
+
+    def record(self, result: JobResult) -> None:
+        self.journal.record_result(self.run_id, result)
+        self.metrics.on_result(result, time.monotonic())

@@ -1,0 +1,1 @@
+"""Process hygiene: the fork server, children that never outlive the run, signals, open files."""

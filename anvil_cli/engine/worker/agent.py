@@ -1,0 +1,359 @@
+"""An agent: one job's conversation with Claude, an asyncio task driven through the governor
+(via the worker's `GovernorBroker`) and tenacity.
+
+Every API call asks the governor first and settles with it afterwards. The SDK's own retries
+are off; tenacity is the one owner of retries, so the governor sees every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.result_cache import ResultCache, request_key, result_from_cache
+from anvil_cli.engine.worker.broker import GovernorBroker
+from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
+from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.tools.runner import run_tool_async
+from anvil_cli.engine.worker.tools.toolbox import ToolContext, add_usage, note_tool_calls, split_tools
+from anvil_cli.jobs.job import Job
+from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.prompt_caching import mark_prompt_cache
+from anvil_cli.policy.routing import fallbacks, model_for
+from anvil_cli.policy.tokens import estimate_input_tokens
+
+MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
+# The SDK refuses non-streaming calls expected to take over 10 minutes: max_tokens above
+# 600 s / 3600 s x 128,000. Anvil streams those (and passes its own timeout to the rest).
+STREAM_ABOVE_MAX_TOKENS = 21_333
+MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
+
+
+class Abandoned(Exception):
+    """Raised when a job is given up because the run is stopping; it goes back to pending."""
+
+    attempts: int = 0  # (what its calls cost was reported call by call: see AgentContext.on_spend)
+
+
+class StopRun(Exception):
+    """Raised when no further request can succeed (auth, spend cap, budget): the run stops."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.attempts = 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, anthropic.APIError) and classify(exc).verdict is Verdict.RETRY
+
+
+@dataclass
+class AgentContext:
+    """What an agent needs, shared by all agents of one worker process."""
+
+    client: anthropic.AsyncAnthropic
+    governor: GovernorBroker
+    settings: Settings
+    pricer: Pricer
+    stopping: asyncio.Event  # set when the run drains: stop waiting and retrying
+    tools: ToolContext = field(default_factory=ToolContext)
+    owner: int = -1  # this worker's id: the governor releases its grants if it dies
+    on_attempt: Callable[[int, dict[str, Any]], None] = lambda _seq, _info: None  # every attempt
+    on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
+
+
+@dataclass
+class _JobState:
+    job: Job
+    model: str
+    request: dict[str, Any]
+    est_input: int
+    attempts: int = 0
+    cost_usd: float = 0.0
+    overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
+    log: list[dict[str, Any]] = field(default_factory=list)
+    tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
+    usage: dict[str, Any] = field(default_factory=dict)  # of every turn so far
+
+
+def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
+    if raw_headers is None:
+        return {}
+    return {k.lower(): v for k, v in raw_headers.items() if k.lower().startswith("anthropic-ratelimit-")}
+
+
+class Agent:
+    """Runs jobs to completion; each `run` is one asyncio task, many at once per worker."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        s = ctx.settings
+        self.timeout_s = s.provider.timeout_s
+        self.retries = s.retries
+        self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
+
+    def redact(self, text: str) -> str:
+        """Error text never carries the API key or token, whatever an exception put in it."""
+        client = self.ctx.client
+        for secret in (getattr(client, "api_key", None), getattr(client, "auth_token", None)):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    async def run(self, job: Job) -> JobResult:
+        started = time.time()
+        model = model_for(job, self.ctx.settings.routing)
+        request = job.request(model)
+        key = request_key(request)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            return result_from_cache(job.seq, hit, started)
+        request, tools = split_tools(request)
+        if self.ctx.settings.cache.prompt_caching:
+            request = mark_prompt_cache(request, self.ctx.settings.cache.prompt_caching_min_chars)
+        st = _JobState(
+            job=job, model=model, request=request, est_input=estimate_input_tokens(request), tools=tools
+        )
+        if tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
+            info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
+            return self._failed(st, info, started)
+        try:
+            message = await self._with_retries(st)
+            message = await self._tool_turns(st, message)
+        except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
+            return self._failed(st, classify(exc), started)
+        except (Abandoned, StopRun) as exc:
+            exc.attempts = st.attempts
+            raise
+        finished = time.time()
+        output, usage = text_of(message), add_usage(st.usage, usage_of(message))
+        return JobResult(
+            seq=job.seq,
+            succeeded=True,
+            model=st.model,
+            attempts=st.attempts,
+            output=output,
+            stop_reason=message.stop_reason,
+            usage=usage,
+            cost_usd=st.cost_usd,
+            attempt_log=st.log,
+            latency_s=finished - started,
+            started_at=started,
+            finished_at=finished,
+            cache_key=key if self.cache is not None else None,  # the conductor stores it
+        )
+
+    def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:
+        finished = time.time()
+        return JobResult(
+            seq=st.job.seq,
+            succeeded=False,
+            model=st.model,
+            attempts=st.attempts,
+            cost_usd=st.cost_usd,
+            error={**info.as_dict(), "message": self.redact(info.message)},
+            attempt_log=st.log,
+            latency_s=finished - started,
+            started_at=started,
+            finished_at=finished,
+        )
+
+    # -- tools --------------------------------------------------------------------------------
+
+    async def _tool_turns(self, st: _JobState, message: Any) -> Any:
+        """While Claude calls tools this job can run, run them and send the results back."""
+        for _ in range(MAX_TOOL_TURNS):
+            calls = [b for b in message.content if b.type == "tool_use"]
+            if message.stop_reason != "tool_use" or not calls or any(c.name not in st.tools for c in calls):
+                return message
+            tools = self.ctx.tools
+            cwd = tools.workdir_for(st.job)
+            outcomes = await asyncio.gather(
+                *(
+                    run_tool_async(
+                        st.tools[c.name],
+                        c.input,
+                        c.id,
+                        timeout_s=tools.timeout_s,
+                        limits=tools.limits_for(st.job, c.name),
+                        cwd=cwd,
+                        env=tools.env,
+                        processes=tools.processes,
+                    )
+                    for c in calls
+                )
+            )
+            note_tool_calls(st.log[-1], [c.name for c in calls], outcomes)  # the answer that asked
+            results = [o.block for o in outcomes]
+            assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+            messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
+            messages.append({"role": "user", "content": results})
+            st.usage = add_usage(st.usage, usage_of(message))
+            st.request = {**st.request, "messages": messages}
+            st.est_input = estimate_input_tokens(st.request)
+            message = await self._with_retries(st)
+        return message
+
+    # -- retries ------------------------------------------------------------------------------
+
+    async def _with_retries(self, st: _JobState) -> Any:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries.max_attempts),
+            wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
+            retry=retry_if_exception(_is_transient),
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._note_wait(st, rs),
+            reraise=True,
+        )
+        return await retrying(self._attempt, st)
+
+    async def _sleep(self, seconds: float) -> None:
+        if await _stopped_within(self.ctx.stopping, seconds):
+            raise Abandoned("run is stopping")
+
+    def _note_wait(self, st: _JobState, rs: RetryCallState) -> None:
+        if st.log and rs.next_action is not None:
+            st.log[-1]["wait_s"] = round(rs.next_action.sleep, 3)
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    async def _attempt(self, st: _JobState) -> Any:
+        if self.ctx.stopping.is_set():
+            raise Abandoned("run is stopping")
+        grant = await self._acquire(st)
+        st.attempts += 1
+        t0 = time.monotonic()
+        try:
+            message, status_code, headers = await self._call(st)
+        except anthropic.APIError as exc:
+            self._settle_failure(st, grant, exc, time.monotonic() - t0)
+            raise
+        except BaseException:
+            self.ctx.governor.release(grant.ticket)
+            raise
+        usage = usage_of(message)
+        cost = self.ctx.pricer.cost_usd(st.model, usage)
+        st.cost_usd += cost
+        self.ctx.on_spend(st.job.seq, cost)  # journaled before anything else happens to the job
+        counted_in = int(usage.get("input_tokens", 0)) + int(usage.get("cache_creation_input_tokens") or 0)
+        self.ctx.governor.settle(
+            grant.ticket,
+            Outcome(
+                ok=True,
+                input_tokens=counted_in,
+                output_tokens=int(usage.get("output_tokens", 0)),
+                cost_usd=cost,
+                status_code=status_code,
+                headers=_headers(headers),
+            ),
+        )
+        entry = {
+            "n": st.attempts,
+            "model": st.model,
+            "status_code": 200,
+            "latency_s": round(time.monotonic() - t0, 4),
+        }
+        st.log.append(entry)
+        self.ctx.on_attempt(st.job.seq, entry)
+        return message
+
+    async def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
+        """One request: (message, HTTP status, response headers). Long requests are streamed,
+        as the API asks for anything that may take over ten minutes (the SDK's own rule)."""
+        if st.job.max_tokens > STREAM_ABOVE_MAX_TOKENS:
+            async with self.ctx.client.messages.stream(**st.request, timeout=self.timeout_s) as stream:
+                message = await stream.get_final_message()
+                return message, stream.response.status_code, stream.response.headers
+        raw = await self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
+        return await raw.parse(), raw.http_response.status_code, raw.headers
+
+    def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
+        """Tell the governor, log the attempt; raise StopRun when no request can succeed."""
+        info = classify(exc)
+        response = getattr(exc, "response", None)
+        self.ctx.governor.settle(
+            grant.ticket,
+            Outcome(
+                ok=False,
+                status_code=info.status_code,
+                breaker_failure=info.breaker_failure,
+                retry_after_s=retry_after_s(exc) if info.status_code == 429 else None,
+                headers=_headers(response.headers if response is not None else None),
+            ),
+        )
+        entry = {
+            "n": st.attempts,
+            "model": st.model,
+            "status_code": info.status_code,
+            "error_type": info.type,
+            "message": self.redact(info.message)[:500],
+            "latency_s": round(elapsed_s, 4),
+        }
+        if info.host is not None:
+            entry["host"] = info.host
+        if info.unreachable:  # no connection was made (policy/unreachable.py counts these)
+            entry["unreachable"] = True
+        st.log.append(entry)
+        self.ctx.on_attempt(st.job.seq, entry)
+        st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
+        if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
+            st.overloaded = 0
+        if info.verdict is Verdict.STOP_RUN:
+            raise StopRun(
+                info.type, f"{info.type} ({info.status_code}): {self.redact(info.message)}"
+            ) from exc
+
+    async def _acquire(self, st: _JobState) -> Grant:
+        """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
+        while True:
+            worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
+            ask = CallAsk(st.est_input, st.job.max_tokens, worst)
+            waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
+            stop = asyncio.ensure_future(self.ctx.stopping.wait())
+            done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting not in done:
+                waiting.cancel()  # a grant that arrives anyway goes back (GovernorBroker)
+                raise Abandoned("run is stopping")
+            stop.cancel()
+            decision = waiting.result()
+            if isinstance(decision, Grant):
+                return decision
+            if isinstance(decision, Deny):
+                raise StopRun(decision.reason, decision.message)
+            assert isinstance(decision, Wait)  # a breaker is open: another model, or wait a while
+            if not self._switch_to_fallback(st) and await _stopped_within(
+                self.ctx.stopping, min(decision.seconds, MAX_WAIT_SLICE_S)
+            ):
+                raise Abandoned("run is stopping")
+
+    def _switch_to_fallback(self, st: _JobState) -> bool:
+        chain = fallbacks(st.model, self.ctx.settings.routing)
+        if not chain:
+            return False
+        breakers = self.ctx.governor.breakers()
+        for candidate in chain:
+            if breakers.get(candidate, {}).get("state", "closed") != "open":
+                st.model = candidate
+                st.request = {**st.request, "model": candidate}
+                return True
+        return False
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True if the run began stopping meanwhile."""
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True

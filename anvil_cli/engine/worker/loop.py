@@ -1,0 +1,260 @@
+"""A worker process: one event loop, many agents (asyncio tasks), reporting to the conductor.
+
+It speaks only the typed protocol of `engine.events`: commands in on its inbox (`RunJob`,
+`Drain`, `Stop`), events out on its own pipe (`WorkerReady`, `CallFailed`, `CallSettled`,
+`JobDone`, `JobAbandoned`, `RunFatal`). API calls go through the SDK's async client on its
+aiohttp transport (one connection pool, sized to the agents); the governor is reached only
+through the worker's `GovernorBroker`, so no call blocks the loop on IPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+import anthropic
+import httpx2
+
+from anvil_cli.config.endpoint import Endpoint
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.events import (
+    HEARTBEAT_S,
+    CallFailed,
+    CallSettled,
+    Drain,
+    Heartbeat,
+    JobAbandoned,
+    JobDone,
+    NewGovernor,
+    RunFatal,
+    RunJob,
+    Stop,
+    ToolGroup,
+    WorkerCommand,
+    WorkerEvent,
+    WorkerReady,
+)
+from anvil_cli.engine.governor_host.client import GovernorClient
+from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.process.fdlimit import raise_nofile_limit
+from anvil_cli.engine.process.lifeline import die_with
+from anvil_cli.engine.process.signals import leave_stop_to_conductor
+from anvil_cli.engine.worker.agent import Abandoned, Agent, AgentContext, StopRun
+from anvil_cli.engine.worker.broker import GovernorBroker, GovernorLost
+from anvil_cli.engine.worker.config import WorkerConfig
+from anvil_cli.engine.worker.tools.runner import ToolProcesses
+from anvil_cli.engine.worker.tools.toolbox import ToolContext
+from anvil_cli.jobs.job import Job
+from anvil_cli.policy.pricing.pricer import Pricer
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> anthropic.AsyncAnthropic:
+    """The SDK's async client on its aiohttp transport, with its own retries off: tenacity owns
+    retries. Built from `endpoint` alone: address, credential and headers are all passed, so none
+    of the SDK's fallbacks to this process's environment applies (a Ray node's ANTHROPIC_BASE_URL
+    is not the driver's)."""
+    http_client = anthropic.DefaultAioHttpClient(
+        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        timeout=httpx2.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+    )
+    client = anthropic.AsyncAnthropic(
+        **endpoint.client_kwargs(), max_retries=0, timeout=timeout_s, http_client=http_client
+    )
+    # The SDK merges this process's ANTHROPIC_CUSTOM_HEADERS into any headers given: the
+    # driver's (in the endpoint) are the only ones that apply.
+    client._custom_headers = dict(endpoint.headers)
+    return client
+
+
+def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
+    """Entry point of a worker process."""
+    leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
+    die_with(cfg.conductor_pid)
+    random.seed(os.urandom(16))  # never share the parent's RNG state (jitter must differ)
+    raise_nofile_limit()
+    try:
+        import uvloop  # the `fast` extra
+
+        uvloop.run(_serve_pipes(cfg, governor, inbox, events))
+    except ImportError:
+        asyncio.run(_serve_pipes(cfg, governor, inbox, events))
+
+
+class _Outbox:
+    """Events to the conductor, written by a thread of their own: the loop never blocks on a full
+    pipe (the conductor may itself be blocked sending this worker jobs, which only the loop reads)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[WorkerEvent | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="worker-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, event: WorkerEvent) -> None:
+        self._queue.put(event)
+
+    def _write(self) -> None:
+        while (event := self._queue.get()) is not None:
+            try:
+                self._conn.send(event)
+            except OSError:  # the conductor is gone
+                os._exit(1)
+
+    def close(self) -> None:
+        """Send what is queued, then close the pipe."""
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+
+class _Worker:
+    """The loop's side of one worker: reads commands, runs agents, sends events."""
+
+    def __init__(self, cfg: WorkerConfig, agent: Agent, broker: GovernorBroker, sink: EventSink) -> None:
+        self.wid = cfg.worker_id
+        self.agent = agent
+        self.broker = broker
+        self.put = sink.put  # thread-safe: agents' callbacks and the loop both report
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopped = asyncio.Event()
+
+    def handle(self, command: WorkerCommand) -> None:
+        match command:
+            case Stop():
+                self.stopped.set()
+            case Drain():
+                self.agent.ctx.stopping.set()
+            case NewGovernor(governor=governor):
+                self.broker.replace(governor)
+            case RunJob(row=row):
+                task = asyncio.create_task(self.run_one(Job.from_record(json.loads(row.job_json))))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def run_one(self, job: Job) -> None:
+        try:
+            result = await self.agent.run(job)
+        except Abandoned as exc:
+            self.put(JobAbandoned(self.wid, job.seq, exc.attempts))
+        except StopRun as exc:
+            self.put(RunFatal(self.wid, job.seq, exc.reason, exc.message, exc.attempts))
+        except GovernorLost as exc:  # the governor's Manager is gone: nothing can be asked
+            self.put(RunFatal(self.wid, job.seq, "governor_lost", str(exc), 0))
+        except Exception as exc:  # a bug, not an API error: record it on the job, keep the worker alive
+            self.put(JobDone(self.wid, self._internal_error(job, exc)))
+        else:
+            self.put(JobDone(self.wid, result))
+
+    def _internal_error(self, job: Job, exc: Exception) -> JobResult:
+        now = time.time()
+        detail = self.agent.redact("".join(traceback.format_exception_only(type(exc), exc)).strip())
+        return JobResult(
+            seq=job.seq,
+            succeeded=False,
+            model=job.model,
+            attempts=0,
+            error={"type": "internal_error", "message": detail, "status_code": None},
+            started_at=now,
+            finished_at=now,
+        )
+
+
+async def _beat(worker: _Worker) -> None:
+    """Say the loop is turning, every HEARTBEAT_S: a loop that stops is noticed by the conductor."""
+    while True:
+        worker.put(Heartbeat(worker.wid))
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+class EventSink(Protocol):
+    """Where a worker's events go (a pipe locally, a queue the driver pulls on a cluster)."""
+
+    def put(self, event: WorkerEvent) -> None: ...
+
+
+async def run_worker_loop(
+    cfg: WorkerConfig, governor: GovernorClient, sink: EventSink, attach: Callable[[_Worker], None]
+) -> None:
+    """A worker's life on the running loop, whatever carries its commands and events: agents,
+    the broker, the heartbeat. `attach(worker)` hooks the transport's command intake up to
+    `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
+    loop = asyncio.get_running_loop()
+    settings = Settings.model_validate_json(cfg.settings_json)
+    client = make_client(cfg.endpoint, settings.provider.timeout_s, cfg.max_agents + 4)
+    broker = GovernorBroker(governor, cfg.worker_id, loop).start()
+    wid = cfg.worker_id
+
+    def on_attempt(seq: int, info: dict[str, object]) -> None:
+        if info.get("status_code") != 200:
+            sink.put(CallFailed(wid, seq, {"seq": seq, **info}))
+
+    def on_spend(seq: int, cost_usd: float) -> None:
+        sink.put(CallSettled(wid, seq, cost_usd))
+
+    def on_tool_group(pgid: int, running: bool) -> None:
+        sink.put(ToolGroup(wid, pgid, running))
+
+    processes = ToolProcesses(on_tool_group)
+
+    agent = Agent(
+        AgentContext(
+            client=client,
+            governor=broker,
+            settings=settings,
+            pricer=Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()}),
+            stopping=asyncio.Event(),
+            tools=ToolContext.for_run(settings.run, settings.state_dir, cfg.run_id, processes),
+            owner=wid,
+            on_attempt=on_attempt,
+            on_spend=on_spend,
+        )
+    )
+    worker = _Worker(cfg, agent, broker, sink)
+    attach(worker)
+    worker.put(WorkerReady(wid, os.getpid(), cfg.endpoint.host))
+    beating = asyncio.create_task(_beat(worker))
+    try:
+        await worker.stopped.wait()
+        beating.cancel()
+        if worker.tasks:
+            await asyncio.gather(*worker.tasks, return_exceptions=True)
+    finally:
+        processes.kill_all()  # no tool call outlives its worker
+        agent.ctx.tools.close()  # and its tools' working directories go with it
+        broker.close()
+        await client.close()
+
+
+async def _serve_pipes(
+    cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection
+) -> None:
+    """A local worker process: commands on its inbox pipe, events on its own pipe."""
+    loop = asyncio.get_running_loop()
+    outbox = _Outbox(events)
+
+    def on_inbox(worker: _Worker) -> None:  # the inbox is readable: take every command waiting
+        try:
+            while inbox.poll():
+                worker.handle(inbox.recv())
+        except (EOFError, OSError):  # the conductor is gone
+            os._exit(1)
+
+    def attach(worker: _Worker) -> None:
+        loop.add_reader(inbox.fileno(), on_inbox, worker)
+
+    try:
+        await run_worker_loop(cfg, governor, outbox, attach)
+    finally:
+        loop.remove_reader(inbox.fileno())
+        outbox.close()

@@ -1,0 +1,392 @@
+"""`anvil plan`: tokens, cost and duration of a batch before spending anything.
+
+Input tokens come from `count_tokens` when an API is reachable, else from Anvil's local
+estimate (the plan says which). Expected output tokens per call are an assumption:
+`plan.expected_output_tokens` (a mean, capped by each job's `max_tokens`), else
+`plan.expected_output_ratio` x `max_tokens`; against `--simulate` the embedded simulator's own
+distribution is used. Worst case: every call produces `max_tokens` and writes its whole input
+to a 1-hour cache.
+
+Duration, per rate-limit pool: each limit needs `max(0, amount - bucket capacity) / rate`
+(requests start with `burst_size` in the bucket, token buckets with a minute's worth); the
+agents can carry at most `agents / latency` calls a second (Little's law). The slowest of these
+is the binding limit; the run takes that long plus one call's latency. The concurrency needed
+to reach a pool's rate-limited throughput is `throughput x latency`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from anvil_cli.config.settings import Settings
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.toolspec import split_tools
+from anvil_cli.policy.forecast import ModelFit, Range, Total
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.pricing.table import builtin_prices, model_class
+from anvil_cli.policy.routing import model_for
+from anvil_cli.policy.tokens import estimate_input_tokens
+
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
+TokenCounter = Callable[[dict[str, Any]], int]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputModel:
+    """How many output tokens a call is expected to produce, and how long it takes."""
+
+    latency_s: float
+    mean_tokens: int | None = None  # a fixed mean, capped by max_tokens
+    ratio: float = 0.5  # else this share of max_tokens
+    lognormal_sigma: float = 0.0  # with mean_tokens: the spread of a lognormal around it
+
+    def expected(self, max_tokens: int) -> float:
+        if self.mean_tokens is None:
+            return self.ratio * max_tokens
+        if self.lognormal_sigma <= 0:
+            return float(min(self.mean_tokens, max_tokens))
+        return truncated_lognormal_mean(self.mean_tokens, self.lognormal_sigma, max_tokens)
+
+    def describe(self) -> str:
+        if self.mean_tokens is None:
+            return f"{self.ratio:g} x max_tokens per call"
+        spread = f", lognormal sigma {self.lognormal_sigma:g}" if self.lognormal_sigma else ""
+        return f"mean {self.mean_tokens} per call{spread}, capped by max_tokens"
+
+
+def truncated_lognormal_mean(mean: float, sigma: float, cap: float) -> float:
+    """E[min(X, cap)] for a lognormal X with the given mean and sigma."""
+    mu = math.log(mean) - sigma * sigma / 2
+    z = (math.log(cap) - mu) / sigma
+
+    def phi(x: float) -> float:
+        return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+    return mean * phi(z - sigma) + cap * (1 - phi(z))
+
+
+def output_model(settings: Settings, simulate: bool) -> OutputModel:
+    """The configured assumption, or the embedded simulator's distribution."""
+    if simulate:
+        from anvil_cli.sim import embedded
+
+        median_s = embedded.LATENCY_MS / 1000.0
+        return OutputModel(
+            latency_s=median_s * math.exp(embedded.LATENCY_SPREAD**2 / 2),
+            mean_tokens=embedded.OUTPUT_TOKENS,
+            lognormal_sigma=embedded.OUTPUT_TOKENS_SPREAD,
+        )
+    p = settings.plan
+    return OutputModel(p.assumed_latency_s, p.expected_output_tokens, p.expected_output_ratio)
+
+
+@dataclass
+class ModelPlan:
+    """One model's share of the batch."""
+
+    model: str
+    jobs: int = 0
+    input_tokens: int = 0
+    expected_output_tokens: float = 0.0
+    max_output_tokens: int = 0
+    expected_usd: float = 0.0
+    worst_usd: float = 0.0
+    output_source: str = "rule"  # "sample", "history" or "rule" (the max_tokens rule or plan settings)
+    output_fit: str | None = None  # the fitted shape, when not by rule
+    expected_latency_s: float | None = None  # from observed answers, when there are some
+
+
+@dataclass
+class PoolPlan:
+    """One rate-limit pool: what it must carry, its limits, how long that takes."""
+
+    pool: str
+    models: list[str]
+    requests: int
+    input_tokens: int
+    expected_output_tokens: float
+    requests_per_minute: float
+    input_tokens_per_minute: float | None
+    output_tokens_per_minute: float | None
+    seconds_by_limit: dict[str, float]
+    binding_limit: str
+    duration_s: float
+    concurrency_needed: float
+
+
+@dataclass
+class Plan:
+    """The whole plan, as printed and as `--json`."""
+
+    jobs: int
+    token_source: str  # "count_tokens" or "estimate"
+    output_assumption: str
+    assumed_latency_s: float
+    agents: int
+    models: list[ModelPlan]
+    pools: list[PoolPlan]
+    expected_usd: float
+    worst_usd: float
+    duration_s: float
+    binding_limit: str
+    binding_pool: str | None
+    concurrency_needed: float
+    method: str = "rule"  # how output was forecast: sample, history, simulator, rule, or a mix (history+rule)
+    cost_range_usd: dict[str, float] = field(default_factory=dict)  # p10, expected, p90
+    duration_range_s: dict[str, float] = field(default_factory=dict)
+    sample: dict[str, Any] | None = None  # `--sample N`: what the sample run did
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a create request that `count_tokens` accepts, as the API sees them (tools
+    without Anvil's own `anvil_command` key)."""
+    return {k: v for k, v in split_tools(request)[0].items() if k in COUNT_FIELDS}
+
+
+def make_plan(
+    jobs: Iterable[Job],
+    settings: Settings,
+    counter: TokenCounter | None,
+    out: OutputModel,
+    fits: Mapping[str, ModelFit] | None = None,
+) -> Plan:
+    """Plan a batch; `counter` counts a request's input tokens (None: the local estimate);
+    `fits`: output lengths and latency observed per model (a sample, or earlier runs), used
+    before the rule of `out`."""
+    fits = fits or {}
+    pricer = Pricer.from_settings(settings)
+    models: dict[str, ModelPlan] = {}
+    cost, output = Total(), Total()
+    total = 0
+    for job in jobs:
+        total += 1
+        model = model_for(job, settings.routing)
+        request = split_tools(job.request(model))[0]  # as sent: no Anvil-only keys
+        tokens = counter(request) if counter is not None else estimate_input_tokens(request)
+        mp = models.setdefault(model, ModelPlan(model))
+        fit = fits.get(model)
+        expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
+        in_usd = pricer.expected_usd(model, tokens, 0)
+        out_usd = _out_usd(pricer, model, expected_out)
+        cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
+        if fit is not None:
+            cost.add_fitted(out_usd, fit.output.cv, fit.answers)
+            output.add_fitted(expected_out, fit.output.cv, fit.answers)
+        elif out.lognormal_sigma > 0:  # a known distribution (the embedded simulator's)
+            cv = math.sqrt(math.exp(out.lognormal_sigma**2) - 1)
+            cost.add_fitted(out_usd, cv, KNOWN_DISTRIBUTION)
+            output.add_fitted(expected_out, cv, KNOWN_DISTRIBUTION)
+        else:  # nothing observed: the honest bounds, no output to max_tokens
+            cost.add_bounded(out_usd, 0.0, _out_usd(pricer, model, job.max_tokens))
+            output.add_bounded(expected_out, 0.0, job.max_tokens)
+        mp.jobs += 1
+        mp.input_tokens += tokens
+        mp.expected_output_tokens += expected_out
+        mp.max_output_tokens += job.max_tokens
+        mp.expected_usd += in_usd + out_usd
+        mp.worst_usd += pricer.worst_case_usd(model, tokens, job.max_tokens)
+    latency = _describe_fits(models, fits, out)
+    agents = settings.scaling.agent_limit()
+    out_range = output.range()
+    runs = [
+        _schedule(list(models.values()), settings, latency, agents, share) for share in _shares(out_range)
+    ]
+    expected = runs[1]
+    sources = sorted({m.output_source for m in models.values()})
+    return Plan(
+        jobs=total,
+        token_source="count_tokens" if counter is not None else "estimate",
+        output_assumption=out.describe(),
+        assumed_latency_s=round(latency, 4),
+        agents=agents,
+        models=sorted(models.values(), key=lambda m: m.model),
+        pools=expected.pools,
+        expected_usd=sum(m.expected_usd for m in models.values()),
+        worst_usd=sum(m.worst_usd for m in models.values()),
+        duration_s=expected.duration_s,
+        binding_limit=expected.binding,
+        binding_pool=expected.binding_pool,
+        concurrency_needed=sum(p.concurrency_needed for p in expected.pools),
+        method="+".join(sources) if sources else "rule",
+        cost_range_usd=cost.range().as_dict(),
+        duration_range_s=Range(runs[0].duration_s, expected.duration_s, runs[2].duration_s).as_dict(3),
+        notes=expected.notes,
+    )
+
+
+KNOWN_DISTRIBUTION = 10**9  # "answers" behind a distribution that is given, not fitted
+
+
+def _describe_fits(models: dict[str, ModelPlan], fits: Mapping[str, ModelFit], out: OutputModel) -> float:
+    """Mark each model's output source; the mean latency per call over the batch (observed
+    where there are answers, else the assumption)."""
+    weighted = 0.0
+    for mp in models.values():
+        fit = fits.get(mp.model)
+        seconds = None
+        if fit is None and out.lognormal_sigma > 0:
+            mp.output_source = "simulator"
+        if fit is not None:
+            mp.output_source, mp.output_fit = fit.source, fit.describe()
+            seconds = fit.latency_s(mp.expected_output_tokens / max(1, mp.jobs))
+            mp.expected_latency_s = None if seconds is None else round(seconds, 4)
+        weighted += mp.jobs * (seconds if seconds is not None else out.latency_s)
+    jobs = sum(mp.jobs for mp in models.values())
+    return weighted / jobs if jobs else out.latency_s
+
+
+def _shares(out_range: Range) -> tuple[float, float, float]:
+    """Output at its p10, expected and p90, as shares of the expected."""
+    if out_range.expected <= 0:
+        return (1.0, 1.0, 1.0)
+    return (out_range.p10 / out_range.expected, 1.0, out_range.p90 / out_range.expected)
+
+
+@dataclass
+class _Schedule:
+    pools: list[PoolPlan]
+    duration_s: float
+    binding: str
+    binding_pool: str | None
+    notes: list[str]
+
+
+def _schedule(
+    models: list[ModelPlan], settings: Settings, latency_s: float, agents: int, output_share: float
+) -> _Schedule:
+    """How long the batch takes at the configured limits with `output_share` x the expected
+    output: the slowest pool, or the agents (Little's law), plus one call."""
+    pools = _pools(models, settings, latency_s, output_share)
+    rate_s = max((p.duration_s - latency_s for p in pools), default=0.0)
+    requests = sum(p.requests for p in pools)
+    conc_s = (math.ceil(requests / agents) - 1) * latency_s if requests else 0.0
+    slowest = max(pools, key=lambda p: p.duration_s, default=None)
+    if rate_s <= 0:
+        slowest = None
+    binding = slowest.binding_limit if slowest is not None else "none (one call's latency)"
+    notes: list[str] = []
+    if conc_s > rate_s:
+        binding, slowest = "concurrency (agents)", None
+        needed = math.ceil(sum(p.concurrency_needed for p in pools))
+        notes.append(
+            f"max_agents ({agents}) caps this run below what the limits can feed: set"
+            f" scaling.max_agents (or --agents) to ~{needed:,} to reach them"
+        )
+    duration = (max(rate_s, conc_s) + latency_s) if requests else 0.0
+    return _Schedule(pools, duration, binding, slowest.pool if slowest is not None else None, notes)
+
+
+def _out_usd(pricer: Pricer, model: str, tokens: float) -> float:
+    price = pricer.price(model)
+    return 0.0 if price is None else tokens * price.output / 1_000_000
+
+
+def _pools(
+    models: list[ModelPlan], settings: Settings, latency_s: float, output_share: float
+) -> list[PoolPlan]:
+    grouped: dict[str, list[ModelPlan]] = {}
+    for mp in models:
+        key, _ = settings.rate_limit_for(mp.model)
+        grouped.setdefault(f"{key}:{model_class(mp.model)}", []).append(mp)
+    return [_pool(name, group, settings, latency_s, output_share) for name, group in sorted(grouped.items())]
+
+
+def _pool(
+    name: str, group: list[ModelPlan], settings: Settings, latency_s: float, output_share: float
+) -> PoolPlan:
+    _, rl = settings.rate_limit_for(group[0].model)
+    requests = sum(m.jobs for m in group)
+    inp = sum(m.input_tokens for m in group)
+    outp = sum(m.expected_output_tokens for m in group) * output_share
+    seconds = {"requests": _need_s(requests, rl.requests_per_minute, rl.burst_size)}
+    if rl.input_tokens_per_minute:
+        seconds["input tokens"] = _need_s(inp, rl.input_tokens_per_minute, rl.input_tokens_per_minute)
+    if rl.output_tokens_per_minute:
+        seconds["output tokens"] = _need_s(outp, rl.output_tokens_per_minute, rl.output_tokens_per_minute)
+    binding = max(seconds, key=lambda k: seconds[k])
+    rate_s = seconds[binding]
+    throughput = requests / rate_s if rate_s > 0 else float(requests) / max(latency_s, 1e-9)
+    return PoolPlan(
+        pool=name,
+        models=[m.model for m in group],
+        requests=requests,
+        input_tokens=inp,
+        expected_output_tokens=round(outp, 1),
+        requests_per_minute=rl.requests_per_minute,
+        input_tokens_per_minute=rl.input_tokens_per_minute,
+        output_tokens_per_minute=rl.output_tokens_per_minute,
+        seconds_by_limit={k: round(v, 3) for k, v in seconds.items()},
+        binding_limit=binding,
+        duration_s=rate_s + latency_s,
+        concurrency_needed=round(min(float(requests), throughput * latency_s), 1),
+    )
+
+
+def _need_s(amount: float, per_min: float, capacity: float) -> float:
+    """Seconds a bucket refilled at `per_min` and starting full at `capacity` needs for `amount`."""
+    return max(0.0, amount - capacity) / per_min * 60.0
+
+
+def api_counter(client: Any) -> TokenCounter:
+    """Counts through `POST /v1/messages/count_tokens`."""
+
+    def count(request: dict[str, Any]) -> int:
+        return int(client.messages.count_tokens(**count_request(request)).input_tokens)
+
+    return count
+
+
+OUTPUT_SOURCES = {
+    "sample": "fitted to the sample's answers",
+    "history": "fitted to answers of earlier runs in this state dir",
+    "simulator": "as the embedded simulator draws it",
+    "rule": "assumed",
+}
+
+
+def render(plan: Plan) -> list[str]:
+    """The plan as plain lines."""
+    source = "exact, from count_tokens" if plan.token_source == "count_tokens" else "local estimate"
+    lines = [f"{plan.jobs:,} job(s); input tokens: {source}"]
+    for m in plan.models:
+        how = m.output_fit if m.output_fit else plan.output_assumption
+        lines.append(
+            f"  {m.model}: {m.jobs:,} job(s), {m.input_tokens:,} input tokens,"
+            f" ~{m.expected_output_tokens:,.0f} output tokens (at most {m.max_output_tokens:,});"
+            f" expected ${m.expected_usd:.4f}, worst case ${m.worst_usd:.4f}"
+        )
+        lines.append(f"    output {OUTPUT_SOURCES.get(m.output_source, m.output_source)}: {how}")
+    c = plan.cost_range_usd
+    lines.append(
+        f"cost: expected ${plan.expected_usd:.4f} (p10 ${c['p10']:.4f} - p90 ${c['p90']:.4f}),"
+        f" worst case ${plan.worst_usd:.4f} (prices as read on {builtin_prices().read_on};"
+        " `prices:` in anvil.yaml overrides them)"
+    )
+    if "rule" in plan.method.split("+"):
+        lines.append(
+            "  the range is wide: no answers observed yet (`anvil plan --sample 20` runs a few"
+            " jobs to fit it, or an earlier run of these models in this state dir)"
+        )
+    for p in plan.pools:
+        limits = ", ".join(f"{k} {v:.1f}s" for k, v in p.seconds_by_limit.items())
+        lines.append(
+            f"  pool {p.pool}: {p.requests:,} request(s); needs {limits}; binding: {p.binding_limit};"
+            f" concurrency needed ~{p.concurrency_needed:g}"
+        )
+    d = plan.duration_range_s
+    lines.append(
+        f"duration: ~{plan.duration_s:.1f}s (p10 {d['p10']:.1f}s - p90 {d['p90']:.1f}s)"
+        f" with {plan.agents} agent(s) at ~{plan.assumed_latency_s:g}s"
+        f" per call; binding limit: {plan.binding_limit}"
+        + (f" ({plan.binding_pool})" if plan.binding_pool else "")
+        + f"; concurrency needed ~{plan.concurrency_needed:g}"
+    )
+    lines.extend(f"note: {n}" for n in plan.notes)
+    return lines

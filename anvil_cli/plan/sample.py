@@ -1,0 +1,186 @@
+"""`anvil plan --sample N`: run a few jobs of the batch for real, so the plan fits what answers
+actually look like instead of assuming (see `anvil_cli.policy.forecast`).
+
+The jobs are chosen to cover the batch: each model gets at least the three answers a fit needs
+(where N allows), the rest in proportion to its jobs x the square root of its output price (the
+best precision for a given spend: an expensive model's answers weigh more in the total, but
+each costs more to sample), spread over its prompt lengths (evenly spaced in its jobs sorted by
+size). They run as a run of their own through the ordinary engine, under a budget cap of
+`max_usd` (the governor's worst-case reservations hold it), so they are journaled like any run
+and their answers go into the result cache: the batch's run then takes them from the cache and
+pays for them once. Sampling the same jobs again resumes (or reuses) that run, paying nothing
+more. The run's kind is "sample": it never becomes "the latest run" of `anvil status`, `export`
+or `report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.kind import SAMPLE_KIND, SAMPLES_DIR
+from anvil_cli.engine.output import secure_write_lines
+from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.toolspec import split_tools
+from anvil_cli.policy.forecast import MIN_ANSWERS, Answer
+from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.routing import model_for
+from anvil_cli.policy.tokens import estimate_input_tokens
+
+MIN_PER_MODEL = MIN_ANSWERS  # the fewest answers a model's fit needs
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOutcome:
+    """What the sample run did: its answers, what it cost, and anything worth saying."""
+
+    run_id: str
+    jobs: int
+    answers: list[Answer]
+    spent_usd: float
+    cap_usd: float
+    stop_reason: str | None
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "jobs": self.jobs,
+            "answers": len(self.answers),
+            "spent_usd": round(self.spent_usd, 6),
+            "cap_usd": self.cap_usd,
+            "stop_reason": self.stop_reason,
+        }
+
+
+def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
+    """`n` jobs that cover the batch: per model in proportion, across prompt lengths."""
+    by_model: dict[str, list[tuple[int, int]]] = {}  # model -> (estimated tokens, index)
+    for i, job in enumerate(jobs):
+        model = model_for(job, settings.routing)
+        by_model.setdefault(model, []).append((estimate_input_tokens(job.request(model)), i))
+    pricer = Pricer.from_settings(settings)
+    weights = {m: len(v) * math.sqrt(_output_price(pricer, m)) for m, v in by_model.items()}
+    shares = _shares({m: len(v) for m, v in by_model.items()}, weights, min(n, len(jobs)))
+    chosen: list[int] = []
+    for model, group in by_model.items():
+        k = shares.get(model, 0)
+        if k <= 0:
+            continue
+        group.sort()
+        step = len(group) / k
+        chosen += [group[min(len(group) - 1, int(step * j + step / 2))][1] for j in range(k)]
+    return [jobs[i] for i in sorted(chosen)]
+
+
+def _output_price(pricer: Pricer, model: str) -> float:
+    price = pricer.price(model)
+    return price.output if price is not None and price.output > 0 else 1.0
+
+
+def _shares(counts: dict[str, int], weights: dict[str, float], n: int) -> dict[str, int]:
+    """Jobs to sample per model: at least MIN_PER_MODEL each (the weightiest models first while
+    n lasts), the rest in proportion to the weights (never more than a model's jobs)."""
+    shares: dict[str, int] = {}
+    left = n
+    for model in sorted(counts, key=lambda m: -weights[m]):
+        take = min(MIN_PER_MODEL, counts[model], left)
+        shares[model] = take
+        left -= take
+    total = sum(weights.values()) or 1.0
+    while left > 0:
+        open_models = [m for m in counts if shares[m] < counts[m]]
+        if not open_models:
+            break
+        # the model furthest below its proportional share gets the next one
+        model = max(open_models, key=lambda m: weights[m] / total * n - shares[m])
+        shares[model] += 1
+        left -= 1
+    return shares
+
+
+def sample_path(settings: Settings, batch: Path, jobs: Sequence[Job]) -> Path:
+    """Where the sample's jobs are written: named by the batch and the jobs chosen, so the same
+    sample is the same file (and its run is resumed, not paid again)."""
+    digest = hashlib.sha256("\n".join(_line(j) for j in jobs).encode()).hexdigest()[:12]
+    return settings.state_dir / SAMPLES_DIR / f"{batch.stem}-{digest}.jsonl"
+
+
+def _line(job: Job) -> str:
+    """The job as a JSONL batch line that loads back into the same request."""
+    record: dict[str, Any] = {
+        "id": job.id,
+        "messages": job.messages,
+        "model": job.model,
+        "max_tokens": job.max_tokens,
+        "priority": job.priority.label,
+        "metadata": job.metadata,
+        **job.params,
+    }
+    if job.system is not None:
+        record["system"] = job.system
+    if job.complexity is not None:
+        record["complexity"] = job.complexity
+    return json.dumps(record, ensure_ascii=False)
+
+
+def run_sample(
+    settings: Settings,
+    batch: Path,
+    jobs: Sequence[Job],
+    *,
+    simulate: bool,
+    max_usd: float,
+    allow_tools: bool = False,
+) -> SampleOutcome:
+    """Run `jobs` for real (at most `max_usd`), journaled and cached; their answers. Without
+    `allow_tools` no tool command runs (a CI gate may plan an untrusted change): a tool job is
+    sampled for its first answer only, its tools offered to the model but not run."""
+    held = 0 if allow_tools else sum(1 for j in jobs if split_tools(j.params)[1])
+    jobs = jobs if allow_tools else [first_turn_only(j) for j in jobs]
+    from anvil_cli.engine.journal.history import history_answers
+    from anvil_cli.engine.journal.store import Journal
+    from anvil_cli.session.runner import RunOptions, execute_run
+
+    path = sample_path(settings, batch, jobs)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        secure_write_lines(path, (_line(j) for j in jobs))
+    budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
+    capped = settings.model_copy(update={"budget": budget})
+    report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND))
+    notes = []
+    if not settings.cache.enabled:
+        notes.append(
+            "the result cache is off (cache.enabled): the batch's run will pay for the sampled jobs again"
+        )
+    if report.summary.get("stop_reason") == "budget":
+        notes.append(
+            f"the sample stopped at its cap of ${max_usd:.2f} (--sample-max-usd): fewer answers to fit"
+        )
+    if held:
+        notes.append(
+            f"{held} tool job(s) sampled for their first answer only: no tool command ran"
+            " (--allow-tools runs them)"
+        )
+    with Journal.open(settings.state_dir) as journal:
+        answers = history_answers(journal, only_run=report.run_id)
+        spent = journal.totals(report.run_id)["cost_usd"]
+    return SampleOutcome(
+        report.run_id, len(jobs), answers, spent, max_usd, report.summary.get("stop_reason"), notes
+    )
+
+
+def first_turn_only(job: Job) -> Job:
+    """`job` with its tools offered as plain tools: the model's first answer, whatever it asks
+    for, ends the job (`stop_reason: tool_use`) and no command runs."""
+    tools = job.params.get("tools")
+    if not isinstance(tools, list):
+        return job
+    return replace(job, params={**job.params, "tools": split_tools({"tools": tools})[0]["tools"]})

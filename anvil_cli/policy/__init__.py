@@ -1,0 +1,1 @@
+"""Pure policy, `now` passed in: the governor, scaling, routing, pricing, forecasting, tokens."""

@@ -1,0 +1,1 @@
+"""Prices: the model table (`data/prices.yaml`) and the cost of a call from its usage."""

@@ -1,0 +1,1 @@
+"""The composition root of one `anvil run`: settings, journal, backend, views, serve, finish."""

@@ -1,0 +1,49 @@
+"""Checks made before a run writes anything or spends anything: where results go, where the
+journal lives. Each failure is a `UsageError` (exit 2) naming the path and what is wrong."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from anvil_cli.engine.journal.rows import JOURNAL_NAME
+from anvil_cli.engine.result_cache import CACHE_NAME
+from anvil_cli.errors import UsageError
+from anvil_cli.securefile import refuse_links
+
+
+def check_output_path(path: Path) -> None:
+    """`-o PATH` must be a file Anvil can create or replace: checked before any call is paid for."""
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory; name a file to write the results to")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"-o {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {path}: cannot write in {parent} (permission denied)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"-o {path}: the file exists and cannot be replaced (permission denied)")
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """The state dir holds prompts and results: refuse one that others could write to or that
+    belongs to someone else, and a path that is a dangling link or not a directory."""
+    if state_dir.is_symlink() and not state_dir.exists():
+        raise UsageError(f"state dir {state_dir}: a symbolic link to nothing ({os.readlink(state_dir)})")
+    if not state_dir.exists():
+        return  # created 0700 when the first run is written
+    if not state_dir.is_dir():
+        raise UsageError(f"state dir {state_dir}: exists and is not a directory")
+    info = state_dir.stat()
+    if info.st_uid != os.geteuid():
+        raise UsageError(
+            f"state dir {state_dir}: belongs to another user (uid {info.st_uid}); use your own (--state-dir)"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"state dir {state_dir}: writable by other users (mode {stat.filemode(info.st_mode)}); "
+            f"run `chmod go-w {state_dir}` or choose another (--state-dir)"
+        )
+    for name in (JOURNAL_NAME, CACHE_NAME):
+        refuse_links(state_dir / name)

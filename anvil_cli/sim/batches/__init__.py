@@ -1,0 +1,1 @@
+"""The simulator's Message Batches API: batches, their requests, their results files."""

@@ -1,0 +1,1 @@
+"""The one value every view reads: engine state, metrics, series, history, alerts, status."""
