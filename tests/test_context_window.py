@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.jobs.fields import ModelSet
 from anvil_cli.jobs.loader import load_batch
 from anvil_cli.policy.pricing.table import builtin_prices
 from anvil_cli.policy.tokens import estimate_input_tokens
+from anvil_cli.session.control import RunControl
 from anvil_cli.views.api.server import ApiServer
 from tests.engine_support import run_cli, write_jsonl_batch
 from tests.test_api_server import TOKEN, call

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.control import NO_COMMANDS, RunControl
 from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.errors import InputError
 from anvil_cli.jobs.loader import load_batch
+from anvil_cli.session.control import NO_COMMANDS, RunControl
 from tests.engine_support import write_jsonl_batch
 
 TOOL = {"name": "lookup", "description": "d", "input_schema": {"type": "object"}}
@@ -73,7 +73,7 @@ def _served(control: RunControl) -> Any:
 def test_the_api_refuses_too_many_jobs_at_once_and_a_full_backlog(
     control: RunControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from anvil_cli.engine import control as control_module
+    from anvil_cli.session import control as control_module
     from tests.test_api_server import call
 
     with _served(control) as srv:

@@ -112,9 +112,9 @@ def test_settings_with_a_nul_are_refused_at_their_field() -> None:
 
 def test_post_jobs_refuses_deep_metadata_and_adds_nothing(tmp_path: Path) -> None:
     """The run survives: the job is refused with a 400's problems, not pickled to a worker."""
-    from anvil_cli.engine.control import RunControl
     from anvil_cli.engine.journal.store import Journal, journal_path
     from anvil_cli.errors import InputError
+    from anvil_cli.session.control import RunControl
     from tests.engine_support import write_jsonl_batch
 
     batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a"])

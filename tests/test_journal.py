@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.jobs.loader import load_batch
+from anvil_cli.session.control import RunControl
 from tests.engine_support import write_jsonl_batch
 
 READER = """

@@ -237,8 +237,8 @@ def test_watch_json_prints_a_line_per_second(tmp_path: Path, journal: Journal) -
 
 
 def test_get_status_is_the_same_json_as_status_json(tmp_path: Path, journal: Journal) -> None:
-    from anvil_cli.engine.control import RunControl
     from anvil_cli.engine.journal.store import journal_path
+    from anvil_cli.session.control import RunControl
 
     run_id = add_run(journal, tmp_path, "served")
     control = RunControl(journal_path(tmp_path / ".anvil"), run_id, agent_min=1, agent_max=20)

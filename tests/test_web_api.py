@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.jobs.loader import load_batch
+from anvil_cli.session.control import RunControl
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.series import MAX_POINTS
 from anvil_cli.views.api.server import ApiServer

@@ -13,7 +13,6 @@ from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.backends.ray_backend import RayBackend
 from anvil_cli.engine.conductor.core import Conductor
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.governor_host.ray_actor import RayGovernorHost
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.signals import SignalState
@@ -21,6 +20,7 @@ from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.errors import UsageError
+from anvil_cli.session.control import RunControl
 from anvil_cli.snapshot.metrics import RunMetrics
 
 

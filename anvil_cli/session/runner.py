@@ -20,7 +20,6 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.conductor.core import JOURNAL_ERROR, Conductor
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.governor_host.manager import GovernorKeeper
 from anvil_cli.engine.journal import spend_carry
 from anvil_cli.engine.journal.kind import RUN_KIND
@@ -51,6 +50,7 @@ from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.loader import load_batch
+from anvil_cli.session.control import RunControl
 from anvil_cli.session.preflight import check_output_path, check_state_dir
 from anvil_cli.snapshot.metrics import RunMetrics
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.journal.store import journal_path
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.session.control import RunControl
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.views.api.server import ApiServer
 from tests.engine_support import run_inprocess, write_config, write_jsonl_batch

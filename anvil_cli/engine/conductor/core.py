@@ -13,11 +13,12 @@ from typing import Any
 from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.backend import Backend, WorkerLost
+from anvil_cli.engine.commands import CommandSource
 from anvil_cli.engine.conductor.holdings import Holdings
 from anvil_cli.engine.conductor.ready import ReadyQueue
 from anvil_cli.engine.conductor.sizing import AgentSizing
 from anvil_cli.engine.conductor.watch import WorkerWatch
-from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.control import SteeringHooks, apply_commands
 from anvil_cli.engine.events import (
     CallFailed,
     CallSettled,
@@ -67,7 +68,7 @@ class Conductor:
         signals: SignalState,
         metrics: RunMetrics,
         ticker: Ticker,
-        control: RunControl | None = None,
+        control: CommandSource | None = None,
         governor_host: GovernorHost | None = None,
         endpoint: Endpoint | None = None,
     ) -> None:
@@ -154,24 +155,26 @@ class Conductor:
             self._begin_drain()
 
     def _apply_commands(self) -> None:
-        """Steering from the HTTP API, applied on this thread."""
-        if self.control is None:
+        """Steering from the HTTP API, applied on this thread (journaled first: `engine.control`)."""
+        commands = self.control.pending_commands() if self.control is not None else []
+        if not commands:
             return
-        for cmd in self.control.pending_commands():
-            self.journal.add_event(self.run_id, "control", {"command": cmd.kind, "value": cmd.value})
-            if cmd.kind == "jobs_added":
-                self.ready.rewind()
-                self.metrics.total += int(cmd.value)
-            elif cmd.kind == "scale":
-                self.sizing.pin(int(cmd.value))  # a manual setting holds
-            elif cmd.kind == "breaker":
-                model, state = cmd.value
-                self.gov.set_breaker(model, state)
-            elif cmd.kind in ("pause", "resume"):
-                self.paused = cmd.kind == "pause"
-            elif cmd.kind == "drain" and not self.end.interrupted:
+
+        def jobs_added(count: int) -> None:
+            self.ready.rewind()  # they are in the journal: the ready queue reads it again
+            self.metrics.total += count
+
+        def set_paused(paused: bool) -> None:
+            self.paused = paused
+
+        def drain() -> None:
+            if not self.end.interrupted:
                 self.end.interrupted = True
                 self._begin_drain()
+
+        # sizing.pin: a manual setting holds
+        hooks = SteeringHooks(jobs_added, self.sizing.pin, self.gov.set_breaker, set_paused, drain)
+        apply_commands(commands, self.journal, self.run_id, hooks)
 
     def _begin_drain(self) -> None:
         """Stop dispatching; in-flight calls may finish within the grace period."""

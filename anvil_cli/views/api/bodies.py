@@ -4,11 +4,14 @@ Every problem becomes an `ApiError` (400) with a reason a person can act on."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from anvil_cli.views.api.errors import ApiError
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # aiohttp's client_max_size: a larger body is answered 413
+# POST /jobs: the controller validates a request's jobs under its lock (one 15 MB request of a
+# million jobs held it for 52 s and took ~1 GB): more than this is answered 413 (`TooManyJobs`)
+MAX_JOBS_PER_REQUEST: Final = 1_000
 JOBS_SHAPES = 'a job object, a list of job objects, or {"jobs": [...]}'
 
 

@@ -13,7 +13,6 @@ from functools import cache
 from typing import Any, Final
 
 from anvil_cli import __version__
-from anvil_cli.engine.control import MAX_JOBS_PER_REQUEST
 from anvil_cli.engine.journal.rows import JOB_STATES
 from anvil_cli.input_limits import INT64_MAX, INT64_MIN, MAX_ID_CHARS
 from anvil_cli.jobs.fields import MAX_TOKENS_LIMIT, PRIORITY_NAMES, ROLES, TOOL_CHOICE_TYPES
@@ -21,7 +20,7 @@ from anvil_cli.jobs.job import COMPLEXITIES
 from anvil_cli.jobs.jobspec import CUSTOM_ID, MB_EXTRA
 from anvil_cli.snapshot.series import MAX_POINTS, Sample
 from anvil_cli.snapshot.status import RunStatus
-from anvil_cli.views.api.bodies import MAX_BODY_BYTES
+from anvil_cli.views.api.bodies import MAX_BODY_BYTES, MAX_JOBS_PER_REQUEST
 from anvil_cli.views.api.typed_schema import JsonSchema, SchemaSet
 
 REF: Final = "#/components/schemas/"

@@ -42,7 +42,7 @@ import anthropic
 import httpx2
 
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.commands import CommandSource
 from anvil_cli.engine.journal.store import (
     BATCH_ABANDONED,
     BATCH_INTENT,
@@ -96,7 +96,7 @@ class BatchesContext:
     metrics: RunMetrics
     signals: SignalState
     ticker: Ticker
-    control: RunControl | None = None
+    control: CommandSource | None = None
     say: Callable[[str], None] = _silent  # progress lines, through the reporter (nothing with -q)
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[], float] = random.random  # jitter of the backoff after an API error

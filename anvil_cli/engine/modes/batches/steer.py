@@ -1,5 +1,5 @@
 """Steering `--mode batches` as the conductor steers messages mode: Ctrl-C/SIGTERM and the
-HTTP API's commands (`RunControl`), applied on the driver's thread.
+HTTP API's control commands, applied on the driver's thread (`engine.control`).
 
 Pause stops submitting new batches (open ones are still polled and downloaded) and keeps the
 run alive until resume or drain; drain and the first Ctrl-C stop submitting at once and end
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anvil_cli.engine.control import RunControl
+from anvil_cli.engine.commands import CommandSource, Scale, SetBreaker
+from anvil_cli.engine.control import SteeringHooks, apply_commands
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.run_end import RunEnd
@@ -28,7 +29,7 @@ class Steering:
         run_id: str,
         signals: SignalState,
         metrics: RunMetrics,
-        control: RunControl | None,
+        control: CommandSource | None,
         say: Callable[[str], None],
     ) -> None:
         self.journal = journal
@@ -39,6 +40,13 @@ class Steering:
         self.say = say
         self.paused = False
         self.draining = False
+        self._hooks = SteeringHooks(
+            jobs_added=self._jobs_added,
+            scale=lambda _agents: self._not_applicable(Scale.kind),
+            set_breaker=lambda _model, _state: self._not_applicable(SetBreaker.kind),
+            set_paused=self._set_paused,
+            drain=self._drain,
+        )
 
     @property
     def stopping(self) -> bool:
@@ -56,15 +64,17 @@ class Steering:
     def apply(self) -> None:
         """The HTTP API's commands since the last call, in order (each journaled, as the
         conductor does). Scaling and breakers have no meaning here: noted and ignored."""
-        if self.control is None:
-            return
-        for cmd in self.control.pending_commands():
-            self.journal.add_event(self.run_id, "control", {"command": cmd.kind, "value": cmd.value})
-            if cmd.kind == "jobs_added":  # already in the journal: the next round submits them
-                self.metrics.total += int(cmd.value)
-            elif cmd.kind in ("pause", "resume"):
-                self.paused = cmd.kind == "pause"
-            elif cmd.kind == "drain":
-                self.draining = True
-            else:
-                self.say(f"{cmd.kind}: not applicable to --mode batches (no agents, no breakers); ignored")
+        if self.control is not None:
+            apply_commands(self.control.pending_commands(), self.journal, self.run_id, self._hooks)
+
+    def _jobs_added(self, count: int) -> None:  # already in the journal: the next round submits them
+        self.metrics.total += count
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    def _drain(self) -> None:
+        self.draining = True
+
+    def _not_applicable(self, kind: str) -> None:
+        self.say(f"{kind}: not applicable to --mode batches (no agents, no breakers); ignored")
