@@ -60,6 +60,12 @@ class Handlers:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except Exception as exc:
+            # Broad on purpose: this is the boundary between the controller and the client, and
+            # what else a controller call raises is not an answer the client can act on (the
+            # journal's sqlite3.Error or OSError, or a bug). Let through, aiohttp would answer a
+            # text 500 outside the documented `{"error": ...}` shape; caught, it is logged with
+            # its traceback for the run's owner (the controller never holds the token, so none is
+            # in it), and the client is told only the exception's type (no paths, no job text).
             log.error("API call %s failed", getattr(fn, "__name__", fn), exc_info=exc)
             raise ApiError(500, f"internal error ({type(exc).__name__}); see the run's log") from None
 

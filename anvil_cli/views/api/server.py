@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import resource
 import socket
 import sys
@@ -34,6 +35,8 @@ STOP_TIMEOUT_S = 2.5
 HANDLER_GRACE_S = 0.5
 CONTROLLER_THREADS = 4
 BACKLOG = 128
+
+log = logging.getLogger("anvil_cli.views.api")
 
 
 def _say(line: str) -> None:
@@ -123,8 +126,16 @@ class ApiServer:
         loop.set_exception_handler(loop_errors(self.errors))
         try:
             loop.run_until_complete(self._serve(sock, ready))
-        except Exception as exc:  # reported by start(); nothing to serve
+        except Exception as exc:
+            # Broad on purpose: this is the top of the server's thread. What stops the loop before
+            # it serves (OSError from create_server, an error of aiohttp's setup, a bug) must reach
+            # start(), which waits on `ready` and raises it as a UsageError; an escaped one would
+            # leave start() believing the server is up. One after start() returned has no caller
+            # left to report it: it is logged with its traceback (which holds no token: the
+            # token is never part of an error's message, and a traceback shows no locals).
             self._error = exc
+            if ready.is_set():
+                log.error("the API server stopped serving", exc_info=exc)
         finally:
             loop.close()
             sock.close()
