@@ -1,4 +1,4 @@
-"""What the HTTP API needs from a running batch; the engine implements it."""
+"""What the HTTP API needs from a running batch; `session.control.RunControl` implements it."""
 
 from __future__ import annotations
 
