@@ -69,6 +69,10 @@ class Conductor(Shutdown, WorkerLosses):
             self._shutdown()
         return self.end
 
+    def over(self) -> bool:
+        """Nothing more to do (all done, or stopped and drained, or past the drain's deadline)."""
+        return self._should_exit()
+
     def _should_exit(self) -> bool:
         if self.end.aborted:
             return True
