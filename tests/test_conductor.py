@@ -324,3 +324,20 @@ def test_nothing_is_dispatched_while_paused(rig: Rig) -> None:
     assert (paused["command"], resumed["command"]) == ("pause", "resume")
     assert not rig.answer_all().stopped_early
     assert set(rig.states().values()) == {"succeeded"}
+
+
+def test_a_silent_worker_is_killed_and_replaced(rig: Rig) -> None:
+    rig.conductor.start()
+    rig.steps(2)
+    quiet, talking = (w.id for w in rig.backend.live())
+    silence_s = rig.conductor.settings.run.worker_silence_s
+    rig.clock.advance(silence_s / 2)
+    rig.backend.ready(talking)  # any event says its loop turns (a heartbeat would do)
+    rig.steps(1)
+    rig.clock.advance(silence_s / 2 + 1)
+    rig.steps(1)
+    assert [e["worker"] for e in rig.events("worker_silent")] == [quiet]
+    assert [e["worker"] for e in rig.events("worker_died")] == [quiet]
+    assert not rig.backend.all[quiet].alive and rig.backend.all[talking].alive
+    assert not rig.answer_all().stopped_early
+    assert set(rig.states().values()) == {"succeeded"}  # its jobs ran again
