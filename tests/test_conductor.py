@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from anvil_cli.config.settings import Settings, load_settings
-from anvil_cli.engine.backends.stub import StubBackend, answer, answered
+from anvil_cli.engine.backends.stub import StubBackend, abandoned, answer, answered, failed
 from anvil_cli.engine.conductor.core import Conductor
 from anvil_cli.engine.control import RunControl
 from anvil_cli.engine.events import Drain, NewGovernor
@@ -289,6 +289,27 @@ def test_a_drain_stops_dispatching_and_lets_in_flight_jobs_finish(rig: Rig) -> N
     assert {seq for seq, s in states.items() if s == "succeeded"} == set(in_flight)
     assert {seq for seq, s in states.items() if s != "succeeded"} == set(dispatch_order()[WINDOW:])
     assert {states[seq] for seq in dispatch_order()[WINDOW:]} == {"pending"}
+
+
+def test_while_draining_a_failed_job_is_failed_and_an_abandoned_one_waits(rig: Rig) -> None:
+    rig.conductor.start()
+    rig.steps(2)
+    (w0, s0), (w1, s1), (_, s2), (_, s3) = rig.backend.dispatched
+    rig.control.drain()
+    rig.steps(1)
+    rig.backend.emit(*failed(w0, rig.backend.all[w0].held[s0], status_code=400))
+    rig.backend.emit(*abandoned(w1, rig.backend.all[w1].held[s1], attempts=2))
+    rig.backend.finish(s2)
+    rig.backend.finish(s3)
+    end = rig.run_out()
+    assert end.interrupted
+    states, attempts = rig.states(), rig.attempts()
+    assert (states[s0], states[s1], states[s2], states[s3]) == ("failed", "pending", "succeeded", "succeeded")
+    assert attempts[s1] == 2  # its attempts count toward the resume's
+    assert (
+        rig.conductor.metrics.failed == 1
+        and rig.conductor.metrics.errors_by_type["invalid_request_error"] == 1
+    )
 
 
 def test_a_drain_ends_at_its_deadline_and_what_is_held_waits_for_the_resume(rig: Rig) -> None:

@@ -230,8 +230,14 @@ def failed(
     """One call refused (`CallFailed`), then the job failed for good (`JobDone`)."""
     model = _model(row)
     message = f"{error_type} ({status_code}) from the stub"
-    call = {"n": 1, "model": model, "status_code": status_code, "error_type": error_type, "message": message}
-    call["latency_s"] = 0.0
+    call = {
+        "n": 1,
+        "model": model,
+        "status_code": status_code,
+        "error_type": error_type,
+        "message": message,
+        "latency_s": 0.0,
+    }
     error = {"type": error_type, "message": message, "status_code": status_code}
     result = JobResult(row.seq, False, model, 1, error=error, attempt_log=[call], latency_s=0.0)
     return [CallFailed(worker, row.seq, {"seq": row.seq, **call}), JobDone(worker, result)]
