@@ -2,9 +2,10 @@
 
 A backend starts workers, delivers `WorkerCommand`s, hands back `WorkerEvent`s, and reports each
 lost worker once (with whatever it sent before it went). It knows nothing of jobs, the journal
-or the views: which worker holds which job is the conductor's business (`engine.holdings`).
-`backends/local.py` runs workers as local processes; a cluster backend implements the same
-protocol and nothing else changes.
+or the views: which worker holds which job is the conductor's business
+(`engine/conductor/holdings.py`). `backends/local.py` runs workers as local processes,
+`backends/ray_backend.py` as actors on a Ray cluster, `backends/stub.py` in this process as a
+test scripts them; tests/backend_contract.py is what each of them must do.
 """
 
 from __future__ import annotations

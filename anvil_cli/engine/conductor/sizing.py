@@ -4,7 +4,6 @@ in-flight window the rate limits can feed. A thin driver around the pure policy 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from anvil_cli.config.settings import Settings
@@ -22,7 +21,7 @@ from anvil_cli.policy.scaler import (
 class AgentSizing:
     """The agent limit (scaled, or pinned by `POST /scale`) and the in-flight window."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, now: float) -> None:
         scaling = settings.scaling
         self.limit = scaling.agent_limit()
         self.scaler = Scaler(
@@ -32,7 +31,7 @@ class AgentSizing:
                 scale_up_threshold=scaling.scale_up_threshold,
                 scale_down_threshold=scaling.scale_down_threshold,
             ),
-            time.monotonic(),
+            now,
         )
         self._configured = [
             PoolRate(rl.requests_per_minute, float(rl.burst_size)) for rl in settings.rate_limits.values()
