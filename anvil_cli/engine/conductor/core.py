@@ -41,6 +41,7 @@ from anvil_cli.engine.result_cache import CachedResult, ResultCache
 from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.policy.governor.budget import exhausted_message
+from anvil_cli.policy.governor.view import GovernorView
 from anvil_cli.policy.unreachable import UNREACHABLE, Reachability
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.state import EngineState
@@ -387,7 +388,7 @@ class Conductor:
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
         self.ticker.tick(self.engine_state(), self.metrics, now)
 
-    def governor_snapshot(self) -> dict[str, Any]:
+    def governor_snapshot(self) -> GovernorView:
         """The governor's state as of this tick (one round trip a tick, shared by every reader)."""
         return self.gov.state
 
@@ -452,12 +453,12 @@ class Conductor:
         their grants are final) beyond what the journal holds is kept for the resume to count
         (engine/journal/spend_carry.py), and said in the stop message."""
         self.gov.refresh()
-        budget = self.gov.state.get("budget") or {}
+        budget = self.gov.state.budget
         try:
             journaled = self.journal.totals(self.run_id)["cost_usd"]
         except sqlite3.Error:
             journaled = self.metrics.cost_before_usd
-        settled_or_held = float(budget.get("spent_usd", 0.0)) + float(budget.get("reserved_usd", 0.0))
+        settled_or_held = budget.spent_usd + budget.reserved_usd if budget else 0.0
         unjournaled = settled_or_held - journaled
         self.end.unjournaled_usd = max(0.0, unjournaled)
         if self.end.unjournaled_usd <= 0:
