@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
-from anvil_cli.policy.governor import Governor, Grant, Limits, Outcome
+from anvil_cli.policy.governor import Governor, GovernorView, Grant, Limits, Outcome
 from tests.test_governor_core import POLICY
 
 
@@ -57,3 +57,12 @@ def test_no_cap_fits_everything_and_never_warns() -> None:
     budget.hold(2e9)
     budget.settle(2e9, 100.0)
     assert budget.events() == [] and not budget.denied
+
+
+def test_its_view_is_the_governors_budget_alone() -> None:
+    budget = BatchesBudget(max_usd=0.10, warn_usd=0.05, spent_before_usd=0.0)
+    budget.hold(0.02)
+    gov = Governor(lambda m: ("default:opus", Limits(60, 5)), POLICY, max_usd=0.10, warn_usd=0.05, now=0.0)
+    assert isinstance(gov.acquire("claude-opus-4-8", 10, 10, 0.02, now=0.0), Grant)
+    assert budget.view() == gov.view(0.0).budget
+    assert GovernorView(budget=budget.view()).to_dict() == {"budget": gov.view(0.0).to_dict()["budget"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -270,6 +271,14 @@ def test_settle_headers_adapt_the_pool_and_emit_limit_adapted_once() -> None:
     assert (dims["requests"].rate_per_min, dims["requests"].configured_per_min) == (30.0, 60)
     assert dims["requests"].capacity == 1.0  # burst 2 scaled by 30/60
     assert gov.acquire("claude-opus-4-8", 10, 10, 0.0, now=5.0) == Wait(2.0, "requests")
+
+
+def test_the_view_pickles_as_it_crosses_a_manager_or_ray() -> None:
+    gov = _gov(max_usd=5.0, warn_usd=1.0)
+    _grant(gov)
+    gov.set_breaker("claude-opus-4-8", "open", now=0.0)
+    view = gov.view(1.0)
+    assert pickle.loads(pickle.dumps(view)) == view
 
 
 def test_the_view_is_json_and_reports_reservations_in_flight() -> None:
