@@ -1,4 +1,4 @@
-"""Real snapshots for the views' tests: a real `Governor`'s snapshot, `RunMetrics` fed with
+"""Real snapshots for the views' tests: a real `Governor`'s view, `RunMetrics` fed with
 `JobResult`s shaped as a worker reports them, an `EngineState` as a driver hands it over, and the
 real `build_snapshot`. Time is a fake clock throughout (monotonic seconds from 100.0)."""
 
@@ -134,7 +134,7 @@ def engine_state(**over: Any) -> EngineState:
     }
     fields.update(over)
     if "governor" not in fields:
-        fields["governor"] = real_governor(now=T0 + 60.0).snapshot(T0 + 60.0)
+        fields["governor"] = real_governor(now=T0 + 60.0).view(T0 + 60.0)
     return EngineState(**fields)
 
 

@@ -94,14 +94,14 @@ SCENARIOS: list[tuple[Callable[[], Snapshot], str, str, str]] = [
     (_slow_calls, "p95_latency", "medium", "API call latency p95 45.0s (threshold 30s)"),
     (_spending_faster, "cost_spike", "medium", "cost per hour +"),
     (
-        lambda: snapshot(in_flight=10, governor=real_governor(spent_usd=4.2, now=T0 + 60).snapshot(T0 + 60)),
+        lambda: snapshot(in_flight=10, governor=real_governor(spent_usd=4.2, now=T0 + 60).view(T0 + 60)),
         "budget_warn",
         "medium",
         "spent $4.2000, past the budget warning of $4.00",
     ),
     (
         lambda: snapshot(
-            in_flight=10, governor=real_governor(draw_output_tokens=76_000, now=T0 + 60).snapshot(T0 + 60)
+            in_flight=10, governor=real_governor(draw_output_tokens=76_000, now=T0 + 60).view(T0 + 60)
         ),
         "rate_limit",
         "low",

@@ -31,7 +31,7 @@ def real_status() -> dict[str, Any]:
     gov = real_governor(sonnet_breaker_open=True, spent_usd=0.6, now=T0 + 60)
     snap = snapshot(
         run_id="run-1",
-        governor=gov.snapshot(T0 + 60),
+        governor=gov.view(T0 + 60),
         in_flight=20,
         workers=(WorkerInfo(0, 1, True, 20), WorkerInfo(1, 2, False, 0)),
         growing=800,

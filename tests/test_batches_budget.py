@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
-from anvil_cli.policy.governor import Governor, Grant, Limits, Outcome
+from anvil_cli.policy.governor import Governor, GovernorView, Grant, Limits, Outcome
 from tests.test_governor_core import POLICY
 
 
@@ -39,7 +39,7 @@ def test_holds_warns_and_denies_as_the_governor_does() -> None:
 
 def test_a_resumed_run_budgets_what_is_left_and_holds_its_open_batches() -> None:
     budget = BatchesBudget(max_usd=0.10, warn_usd=0.05, spent_before_usd=0.03, held_usd=[0.02, 0.01])
-    assert budget.snapshot() == {  # the whole run's figures: spent across resumes, the cap in force
+    assert budget.view().to_dict() == {  # the whole run's figures: spent across resumes, the cap in force
         "spent_usd": pytest.approx(0.03),
         "reserved_usd": pytest.approx(0.03),
         "max_usd": 0.10,
@@ -48,7 +48,7 @@ def test_a_resumed_run_budgets_what_is_left_and_holds_its_open_batches() -> None
     assert budget.fitting([0.02, 0.02, 0.01]) == 2
     budget.release(0.02)  # one was never created after all
     budget.release(0.01)
-    assert budget.snapshot()["reserved_usd"] == 0.0
+    assert budget.view().reserved_usd == 0.0
 
 
 def test_no_cap_fits_everything_and_never_warns() -> None:
@@ -57,3 +57,12 @@ def test_no_cap_fits_everything_and_never_warns() -> None:
     budget.hold(2e9)
     budget.settle(2e9, 100.0)
     assert budget.events() == [] and not budget.denied
+
+
+def test_its_view_is_the_governors_budget_alone() -> None:
+    budget = BatchesBudget(max_usd=0.10, warn_usd=0.05, spent_before_usd=0.0)
+    budget.hold(0.02)
+    gov = Governor(lambda m: ("default:opus", Limits(60, 5)), POLICY, max_usd=0.10, warn_usd=0.05, now=0.0)
+    assert isinstance(gov.acquire("claude-opus-4-8", 10, 10, 0.02, now=0.0), Grant)
+    assert budget.view() == gov.view(0.0).budget
+    assert GovernorView(budget=budget.view()).to_dict() == {"budget": gov.view(0.0).to_dict()["budget"]}

@@ -16,6 +16,7 @@ from anvil_cli.policy.governor import (
     CallAsk,
     Governor,
     GovernorSeed,
+    GovernorView,
     Grant,
     Granted,
     Limits,
@@ -57,8 +58,8 @@ class FakeClockGovernor:
             self.released.append(ticket)
         return []
 
-    def snapshot(self) -> dict[str, Any]:
-        return self.gov.snapshot(self.now)
+    def view(self) -> GovernorView:
+        return self.gov.view(self.now)
 
 
 async def _until(predicate: Any) -> None:
@@ -113,7 +114,7 @@ def test_a_grant_for_an_agent_that_gave_up_goes_back() -> None:
         return gov
 
     gov = _run(scenario())
-    assert gov.gov.snapshot(gov.now)["in_flight"] == 0  # ...and none stays out
+    assert gov.gov.view(gov.now).in_flight == 0  # ...and none stays out
 
 
 def test_a_lost_governor_is_waited_for_and_its_calls_settle_with_the_next() -> None:

@@ -6,7 +6,6 @@ loop a turn at a time (`start`, `step`, `finish`) and scripts what the workers d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,14 @@ from anvil_cli.engine.backends.stub import StubBackend, abandoned, answer, answe
 from anvil_cli.engine.conductor.core import Conductor
 from anvil_cli.engine.events import Drain, NewGovernor
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.governor_host.manager import GovernorService, seed_from
+from anvil_cli.engine.governor_host.manager import GovernorService
 from anvil_cli.engine.journal.store import Journal, journal_path
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.jobs.loader import load_batch
+from anvil_cli.policy.governor.seed import seed_from
+from anvil_cli.policy.governor.view import GovernorView
 from anvil_cli.session.control import RunControl
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
@@ -57,7 +58,7 @@ class InProcessHost:
         self.settings_json = settings.model_dump_json()
         self.generation = 0
         self.client = GovernorService(self.settings_json)
-        self.restarts: list[tuple[float, dict[str, Any]]] = []  # (spent_usd, last snapshot)
+        self.restarts: list[tuple[float, GovernorView]] = []  # (spent_usd, the lost one's last view)
         self._lost = False
 
     @property
@@ -70,10 +71,10 @@ class InProcessHost:
     def lost(self) -> bool:
         return self._lost
 
-    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
-        self.restarts.append((spent_usd, dict(last_snapshot)))
+    def restart(self, spent_usd: float, last_view: GovernorView) -> GovernorClient:
+        self.restarts.append((spent_usd, last_view))
         self.generation += 1
-        seed = seed_from(last_snapshot, self.generation)
+        seed = seed_from(last_view, self.generation)
         self.client = GovernorService(self.settings_json, spent_usd, seed)
         self._lost = False
         return self.client
@@ -259,9 +260,10 @@ def test_a_lost_governor_is_started_again_with_the_runs_spend(rig: Rig) -> None:
     assert restarted["generation"] == 1
     assert restarted["spent_usd"] == pytest.approx(spent)
     assert rig.host.client is not lost
-    budget = rig.host.client.snapshot()["budget"]
-    assert budget["spent_usd"] == pytest.approx(spent)  # carried: the cap covers the whole run
-    assert budget["max_usd"] == 100.0
+    budget = rig.host.client.view().budget
+    assert budget is not None
+    assert budget.spent_usd == pytest.approx(spent)  # carried: the cap covers the whole run
+    assert budget.max_usd == 100.0
     for w in rig.backend.live():  # every worker asks the new one from now on
         assert w.governor is rig.host.client
         assert isinstance(w.commands[-1], NewGovernor)

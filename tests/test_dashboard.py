@@ -15,6 +15,7 @@ from anvil_cli.alerts.rules import AlertChange
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import Journal, RunRow
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.policy.governor import GovernorView
 from anvil_cli.snapshot.build import limiter_headroom, pool_of
 from anvil_cli.snapshot.metrics import PROM_BOUNDS_S, RunMetrics
 from anvil_cli.snapshot.state import EngineState, WorkerInfo
@@ -125,7 +126,7 @@ def test_call_latency_and_job_time_are_apart() -> None:
 
 
 def test_limiter_headroom_marks_the_binding_dimension() -> None:
-    governor = real_governor(sonnet_429_s=2.5, now=T0).snapshot(T0)
+    governor = real_governor(sonnet_429_s=2.5, now=T0).view(T0)
     per_model = {HAIKU: {"requests_per_min": 600.0, "output_tokens_per_min": 20_000.0}}
     limits = limiter_headroom(governor, per_model)
     haiku = limits["default:haiku"]
@@ -143,7 +144,7 @@ def test_limiter_headroom_marks_the_binding_dimension() -> None:
 def test_frame_at_80_columns_shows_every_section() -> None:
     gov = real_governor(sonnet_breaker_open=True, sonnet_429_s=2.5, spent_usd=0.6, now=T0 + 60)
     history = (*breaker_history(gov), {"at": WALL0 + 61, "kind": "scaled", "from": 20, "to": 14, "busy": 18})
-    text = frame(snapshot(alerts=(ERROR_ALERT,), governor=gov.snapshot(T0 + 60), history=history))
+    text = frame(snapshot(alerts=(ERROR_ALERT,), governor=gov.view(T0 + 60), history=history))
     lines = text.splitlines()
     assert all(len(line) <= 80 for line in lines)
     for needle in (
@@ -215,7 +216,7 @@ def test_eta_comes_from_the_recent_completion_rate_not_the_start_up_burst() -> N
 
 def test_frame_of_a_run_with_no_calls_yet() -> None:
     m = RunMetrics(total=5, started_at=0.0)
-    text = frame(snapshot(m, now=0.5, governor={}, in_flight=0, workers=(), queue_depth=5))
+    text = frame(snapshot(m, now=0.5, governor=GovernorView(), in_flight=0, workers=(), queue_depth=5))
     assert "0.0%  0/5  ETA -" in text and "no calls yet" in text and "none" in text
     assert "p50 -" in text
 
@@ -337,7 +338,7 @@ def test_the_last_failed_call_says_why() -> None:
     m = RunMetrics(total=10, started_at=0.0)
     m.on_attempt({"seq": 1, "status_code": None, "error_type": "connection_error",
                   "message": "[Errno 111] Connection refused (ConnectError)"}, 0.2)  # fmt: skip
-    snap = snapshot(m, now=0.5, governor={}, in_flight=1, workers=(), queue_depth=0)
+    snap = snapshot(m, now=0.5, governor=GovernorView(), in_flight=1, workers=(), queue_depth=0)
     assert "Connection refused" in frame(snap)
     assert "last error: connection_error: [Errno 111] Connection refused" in snapshot_line(snap)
     assert describe_error({"type": "overloaded_error", "status_code": 529, "message": "Overloaded"}) == (
@@ -348,7 +349,7 @@ def test_the_last_failed_call_says_why() -> None:
 def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistaken_for_it() -> None:
     from tests.snapshot_support import real_governor
 
-    idle_governor = real_governor(draw_output_tokens=1).snapshot(T0 + 60.0)  # no limit near its rate
+    idle_governor = real_governor(draw_output_tokens=1).view(T0 + 60.0)  # no limit near its rate
     capped = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=idle_governor)
     note = capped["agents"]["capped_note"]
     assert note == "the rate limits could feed ~1,300 agents; max_agents caps at 20"
@@ -367,7 +368,7 @@ def test_max_agents_holding_a_run_back_is_said_and_a_binding_limit_is_not_mistak
         is None
     )
     # a limit is what binds (here a 429 paused a pool): not max_agents
-    paused = real_governor(draw_output_tokens=1, sonnet_429_s=120.0).snapshot(T0 + 60.0)
+    paused = real_governor(draw_output_tokens=1, sonnet_429_s=120.0).view(T0 + 60.0)
     held = snapshot(in_flight=20, agent_limit=20, agent_max=20, feedable=1300, governor=paused)
     assert held["agents"]["capped_note"] is None
 

@@ -1,16 +1,17 @@
-"""Governor: acquire order, settle/release accounting, breaker and budget flow, events, snapshot."""
+"""Governor: acquire order, settle/release accounting, breaker and budget flow, events, view."""
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from anvil_cli.engine.governor_host.manager import seed_from
 from anvil_cli.policy.governor import (
     BreakerPolicy,
+    BreakerView,
     CallAsk,
     Deny,
     Governor,
@@ -19,6 +20,7 @@ from anvil_cli.policy.governor import (
     Limits,
     Outcome,
     Wait,
+    seed_from,
 )
 
 LIMITS = Limits(
@@ -42,9 +44,9 @@ def _grant(gov: Governor, model: str = "claude-opus-4-8", now: float = 0.0, **kw
     return result
 
 
-def _levels(gov: Governor, now: float, pool: str = "default:opus") -> dict[str, float]:
-    dims = gov.snapshot(now)["pools"][pool]["dimensions"]
-    return {d: v["level"] for d, v in dims.items()}
+def _levels(gov: Governor, now: float, pool: str = "default:opus") -> dict[str, float | None]:
+    dims = gov.view(now).pools[pool].dimensions
+    return {d: v.level for d, v in dims.items()}
 
 
 def _kinds(gov: Governor) -> list[str]:
@@ -114,7 +116,7 @@ def test_release_refunds_everything_including_the_request() -> None:
     gov = _gov(max_usd=1.0)
     gov.release(_grant(gov).ticket, now=0.0)
     assert _levels(gov, 0.0) == {"requests": 2.0, "input_tokens": 60_000.0, "output_tokens": 6_000.0}
-    assert (gov.reserved_usd, gov.snapshot(0.0)["in_flight"]) == (0.0, 0)
+    assert (gov.reserved_usd, gov.view(0.0).in_flight) == (0.0, 0)
 
 
 def test_output_reservation_follows_the_estimate_never_above_max_tokens() -> None:
@@ -134,7 +136,7 @@ def test_models_of_one_pool_share_buckets_but_not_breakers() -> None:
     assert isinstance(gov.acquire("claude-opus-4-8", 0, 0, 0.0, now=0.0), Wait)
     _grant(gov, model="claude-sonnet-4-6")
     gov.set_breaker("claude-opus-4-8", "open", now=0.0)
-    states = {m: b["state"] for m, b in gov.snapshot(0.0)["breakers"].items()}
+    states = {m: b.state for m, b in gov.view(0.0).breakers.items()}
     assert states == {"claude-opus-4-8": "open", "claude-opus-4-7": "closed", "claude-sonnet-4-6": "closed"}
 
 
@@ -205,7 +207,7 @@ def test_probe_outcomes(outcome: Outcome | None, state_after: str) -> None:
         gov.release(probe.ticket, now=1.0)
     else:
         gov.settle(probe.ticket, outcome, now=1.0)
-    assert gov.snapshot(1.0)["breakers"]["claude-opus-4-8"]["state"] == state_after
+    assert gov.view(1.0).breakers["claude-opus-4-8"].state == state_after
     if state_after == "half_open":
         assert _grant(gov, now=2.0).probe
 
@@ -215,12 +217,12 @@ def test_a_429_does_not_count_against_the_breaker() -> None:
     rate_limited = Outcome(ok=False, status_code=429, retry_after_s=0.0)
     for now in range(5):
         gov.settle(_grant(gov, now=now).ticket, rate_limited, now=now)
-    assert gov.snapshot(5.0)["breakers"]["claude-opus-4-8"] == {
-        "state": "closed",
-        "failures": 0,
-        "retry_in_s": None,
-        "probes_in_flight": 0,
-    }
+    assert gov.view(5.0).breakers["claude-opus-4-8"] == BreakerView(
+        state="closed",
+        failures=0,
+        retry_in_s=None,
+        probes_in_flight=0,
+    )
 
 
 # --- 429 pause and header adaptation --------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_429_pauses_the_whole_pool_extending_never_shortening() -> None:
     gov.settle(b.ticket, Outcome(ok=False, status_code=429, retry_after_s=2.0), now=2.0)  # ends at 4: keep 6
     assert gov.acquire("claude-opus-4-7", 10, 10, 0.0, now=3.0) == Wait(3.0, "paused")
     assert isinstance(gov.acquire("claude-sonnet-4-6", 10, 10, 0.0, now=3.0), Grant)  # other pools run
-    assert gov.snapshot(3.0)["pools"]["default:opus"]["paused_until_s"] == 3.0
+    assert gov.view(3.0).pools["default:opus"].paused_until_s == 3.0
     gov.settle(c.ticket, Outcome(ok=False, status_code=429), now=5.5)  # no retry-after: 1 s, to 6.5
     events = gov.drain_events()
     assert [(e.kind, e.data) for e in events] == [
@@ -244,7 +246,7 @@ def test_429_pauses_the_whole_pool_extending_never_shortening() -> None:
     assert gov.acquire("claude-opus-4-8", 10, 10, 0.0, now=6.5) == Grant(
         5, "claude-opus-4-8", "default:opus", 10, 10, 0.0, False
     )
-    assert gov.snapshot(6.5)["pools"]["default:opus"]["paused_until_s"] is None
+    assert gov.view(6.5).pools["default:opus"].paused_until_s is None
 
 
 def test_settle_headers_adapt_the_pool_and_emit_limit_adapted_once() -> None:
@@ -265,18 +267,26 @@ def test_settle_headers_adapt_the_pool_and_emit_limit_adapted_once() -> None:
             },
         )
     ]
-    dims = gov.snapshot(5.0)["pools"]["default:opus"]["dimensions"]
-    assert (dims["requests"]["rate_per_min"], dims["requests"]["configured_per_min"]) == (30.0, 60)
-    assert dims["requests"]["capacity"] == 1.0  # burst 2 scaled by 30/60
+    dims = gov.view(5.0).pools["default:opus"].dimensions
+    assert (dims["requests"].rate_per_min, dims["requests"].configured_per_min) == (30.0, 60)
+    assert dims["requests"].capacity == 1.0  # burst 2 scaled by 30/60
     assert gov.acquire("claude-opus-4-8", 10, 10, 0.0, now=5.0) == Wait(2.0, "requests")
 
 
-def test_snapshot_is_json_and_reports_reservations_in_flight() -> None:
+def test_the_view_pickles_as_it_crosses_a_manager_or_ray() -> None:
+    gov = _gov(max_usd=5.0, warn_usd=1.0)
+    _grant(gov)
+    gov.set_breaker("claude-opus-4-8", "open", now=0.0)
+    view = gov.view(1.0)
+    assert pickle.loads(pickle.dumps(view)) == view
+
+
+def test_the_view_is_json_and_reports_reservations_in_flight() -> None:
     gov = _gov(max_usd=5.0, warn_usd=1.0, limits=Limits(requests_per_minute=60, burst_size=5))
     _grant(gov)
     _grant(gov, est_input_tokens=500, max_tokens=100)
     gov.set_breaker("claude-opus-4-8", "open", now=0.0)
-    snap = json.loads(json.dumps(gov.snapshot(4.0)))
+    snap = json.loads(json.dumps(gov.view(4.0).to_dict()))
     assert snap == {
         "pools": {
             "default:opus": {
@@ -328,7 +338,7 @@ def test_acquire_many_grants_the_prefix_that_fits_and_says_why_the_rest_wait() -
     assert len({g.ticket for g in got.grants}) == 2
     for g in got.grants:
         gov.settle(g.ticket, Outcome(ok=True, input_tokens=100, output_tokens=50), now=0.5)
-    assert gov.snapshot(0.5)["in_flight"] == 0
+    assert gov.view(0.5).in_flight == 0
 
 
 def test_a_less_urgent_asker_waits_while_a_more_urgent_one_is_held_back() -> None:
@@ -367,15 +377,15 @@ def test_a_replacement_governor_starts_conservatively_from_what_the_lost_one_sho
     headers = {"anthropic-ratelimit-requests-limit": "30"}
     lost.settle(_grant(lost).ticket, Outcome(ok=True, headers=headers), now=0.0)  # learned: 30/min
     old_ticket = _grant(lost, now=1.0).ticket  # in flight when the governor is lost
-    seed = seed_from(lost.snapshot(1.0), generation=1)
+    seed = seed_from(lost.view(1.0), generation=1)
     assert seed.models == ("claude-opus-4-8",)
     assert seed.rates_per_min["default:opus"]["requests"] == 30.0
 
     new = Governor(_pools(), POLICY, max_usd=1.0, warn_usd=None, now=100.0, seed=seed)
     assert [(e.kind, e.data["state"]) for e in new.drain_events()] == [("breaker", "half_open")]
-    dims = new.snapshot(100.0)["pools"]["default:opus"]["dimensions"]
-    assert dims["requests"]["rate_per_min"] == 30.0  # the learned rate, not the configured 60
-    assert all(d["level"] == 0.0 for d in dims.values())  # no burst: the old calls are in flight
+    dims = new.view(100.0).pools["default:opus"].dimensions
+    assert dims["requests"].rate_per_min == 30.0  # the learned rate, not the configured 60
+    assert all(d.level == 0.0 for d in dims.values())  # no burst: the old calls are in flight
     assert new.acquire("claude-opus-4-8", 10, 10, 0.0, now=100.0) == Wait(2.0, "requests")
     probe = _grant(new, now=105.0)  # once the buckets have refilled enough (output: 100/s)
     assert probe.probe and probe.ticket > old_ticket  # tickets apart from the lost governor's
@@ -386,8 +396,8 @@ def test_a_replacement_governor_starts_conservatively_from_what_the_lost_one_sho
     # the probe succeeds: closed again; the server's headers bring the rate back up to the configured
     full = {"anthropic-ratelimit-requests-limit": "1000"}
     new.settle(probe.ticket, Outcome(ok=True, cost_usd=0.1, headers=full), now=107.0)
-    assert new.snapshot(107.0)["breakers"]["claude-opus-4-8"]["state"] == "closed"
-    assert new.snapshot(107.0)["pools"]["default:opus"]["dimensions"]["requests"]["rate_per_min"] == 60
+    assert new.view(107.0).breakers["claude-opus-4-8"].state == "closed"
+    assert new.view(107.0).pools["default:opus"].dimensions["requests"].rate_per_min == 60
     assert new.spent_usd == pytest.approx(0.3)
 
 

@@ -56,12 +56,19 @@ def test_a_manual_setting_pins_the_count() -> None:
 
 
 def test_limiter_in_use_is_how_drawn_down_the_most_used_bucket_is() -> None:
+    from anvil_cli.policy.governor import BreakerPolicy, Governor, GovernorView, Grant, Limits, Outcome
     from anvil_cli.policy.scaler import limiter_in_use_pct
 
-    dims = {"requests": {"capacity": 20, "level": 2}, "input_tokens": {"capacity": None, "level": None}}
-    assert limiter_in_use_pct({"pools": {"p": {"dimensions": dims}}}) == 90.0
-    assert limiter_in_use_pct({"pools": {"p": {"paused_until_s": 0.5, "dimensions": {}}}}) == 100.0
-    assert limiter_in_use_pct({}) == 0.0
+    limits = Limits(requests_per_minute=60, burst_size=20)  # requests only: no token buckets
+    gov = Governor(lambda _model: ("p", limits), BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0)
+    grants = [gov.acquire("claude-haiku-4-5", 10, 10, 0.0, now=0.0) for _ in range(18)]
+    assert all(isinstance(g, Grant) for g in grants)
+    assert limiter_in_use_pct(gov.view(0.0)) == 90.0  # 2 of 20 requests left
+    first = grants[0]
+    assert isinstance(first, Grant)
+    gov.settle(first.ticket, Outcome(ok=False, status_code=429, retry_after_s=0.5), now=0.0)
+    assert limiter_in_use_pct(gov.view(0.0)) == 100.0  # paused
+    assert limiter_in_use_pct(GovernorView()) == 0.0
 
 
 def test_the_in_flight_window_is_what_the_request_limits_can_feed() -> None:

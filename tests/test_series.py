@@ -86,7 +86,7 @@ def test_a_sample_has_the_snapshot_figures_the_charts_draw() -> None:
 def test_an_open_breaker_and_an_ended_run_are_sampled() -> None:
     from tests.snapshot_support import real_governor
 
-    governor = real_governor(sonnet_breaker_open=True, now=T0 + 60).snapshot(T0 + 60)
+    governor = real_governor(sonnet_breaker_open=True, now=T0 + 60).view(T0 + 60)
     sample = _take(Sampler(), governor=governor, phase="finished", in_flight=0)
     assert sample is not None
     assert sample["breakers"][SONNET] == "open" and sample["state"] == "finished"

@@ -6,8 +6,10 @@ page and `/metrics` see one value."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from collections.abc import Sequence
+from typing import Protocol
 
+from anvil_cli.alerts.rules import AlertChange
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.series import Sampler
@@ -16,19 +18,21 @@ from anvil_cli.snapshot.types import Snapshot
 
 
 class Observation(Protocol):
-    @property
-    def snapshot(self) -> dict[str, Any]: ...
+    """One tick's snapshot and the alerts it raised or cleared."""
 
     @property
-    def changes(self) -> list[Any]: ...  # AlertChange: .to_event() and .at
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def changes(self) -> Sequence[AlertChange]: ...
 
 
 class Monitor(Protocol):
-    """What a driver needs of the views (`dashboard.RunMonitor`)."""
+    """What a driver needs of the views (`snapshot.monitor.RunMonitor`)."""
 
     def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observation: ...
 
-    def show(self, snapshot: dict[str, Any]) -> None: ...
+    def show(self, snapshot: Snapshot) -> None: ...
 
     def note(self, line: str) -> None: ...  # a line of progress from the driver (silent under -q)
 
@@ -41,20 +45,19 @@ class Ticker:
         self.journal = journal
         self.run_id = run_id
         self.monitor = monitor
-        self.last: dict[str, Any] | None = None
         self.capped_note: str | None = None  # the last time max_agents held the run back, why
         self.sampler = Sampler()  # a resumed run's new session appends to the same run's samples
 
-    def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> dict[str, Any]:
+    def tick(self, state: EngineState, metrics: RunMetrics, now: float) -> Snapshot:
         seen = self.monitor.observe(state, metrics, now)
-        sample = self.sampler.take(cast(Snapshot, seen.snapshot), metrics, now)  # the snapshot is plain JSON
+        snap = seen.snapshot
+        sample = self.sampler.take(snap, metrics, now)
         with self.journal.transaction():
             for change in seen.changes:
                 self.journal.add_event(self.run_id, "alert", change.to_event(), at=change.at)
-            self.journal.save_snapshot(self.run_id, seen.snapshot)
+            self.journal.save_snapshot(self.run_id, dict(snap))
             if sample is not None:
                 self.journal.add_sample(self.run_id, sample)
-        self.monitor.show(seen.snapshot)
-        self.last = seen.snapshot
-        self.capped_note = seen.snapshot["agents"].get("capped_note") or self.capped_note
-        return seen.snapshot
+        self.monitor.show(snap)
+        self.capped_note = snap["agents"]["capped_note"] or self.capped_note
+        return snap

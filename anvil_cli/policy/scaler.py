@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from anvil_cli.policy.governor.view import GovernorView
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +86,15 @@ class Scaler:
         return max(self.policy.min_agents, min(self.policy.max_agents, agents))
 
 
-def limiter_in_use_pct(governor: dict[str, Any]) -> float:
+def limiter_in_use_pct(governor: GovernorView) -> float:
     """How drawn down the most used bucket is (0 = full, 100 = empty): near 100 while a rate
     limit is what holds the run back."""
     worst = 0.0
-    for pool in (governor.get("pools") or {}).values():
-        if pool.get("paused_until_s"):
+    for pool in governor.pools.values():
+        if pool.paused_until_s:
             return 100.0
-        for dim in (pool.get("dimensions") or {}).values():
-            capacity, level = dim.get("capacity"), dim.get("level")
+        for dim in pool.dimensions.values():
+            capacity, level = dim.capacity, dim.level
             if capacity and level is not None:
                 worst = max(worst, 100.0 * (1.0 - max(0.0, level) / capacity))
     return worst
@@ -129,10 +130,10 @@ def feedable_agents(pools: list[PoolRate], call_latency_s: float | None) -> int 
     return max(1, math.ceil(total)) if pools else None
 
 
-def pool_rates(governor: dict[str, Any]) -> list[PoolRate]:
-    """The request limits in force, from the governor's snapshot (adapted to the server's)."""
+def pool_rates(governor: GovernorView) -> list[PoolRate]:
+    """The request limits in force, from the governor's view (adapted to the server's)."""
     out: list[PoolRate] = []
-    for pool in (governor.get("pools") or {}).values():
-        dim = (pool.get("dimensions") or {}).get("requests") or {}
-        out.append(PoolRate(dim.get("rate_per_min"), float(dim.get("capacity") or 0.0)))
+    for pool in governor.pools.values():
+        dim = pool.dimensions["requests"]  # a pool shows every dimension
+        out.append(PoolRate(dim.rate_per_min, float(dim.capacity or 0.0)))
     return out

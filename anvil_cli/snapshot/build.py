@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
 
 from anvil_cli.policy.governor.limiter import DIMENSIONS
+from anvil_cli.policy.governor.view import DimensionView, GovernorView
 from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.snapshot.histograms import LogHistogram, summaries
 from anvil_cli.snapshot.history import history_of
@@ -58,13 +59,13 @@ def _pct(part: float, whole: float) -> float:
     return round(100.0 * part / whole, 1) if whole > 0 else 0.0
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _num(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def pool_of(model: str, pools: list[str]) -> str | None:
     """The pool `model` draws from, among the governor's pools keyed `<rate_limits key>:<model
-    class>` (see engine.shared.limits_resolver): an exact or glob key first, then "default"."""
+    class>` (see governor_host.manager.limits_resolver): an exact or glob key first, then "default"."""
     cls = model_class(model)
     fallback = None
     for pool in pools:
@@ -89,19 +90,19 @@ def _usage_by_pool(pools: list[str], per_model: dict[str, dict[str, float]]) -> 
     return used
 
 
-def _dimension(raw: Mapping[str, Any], used_per_min: float) -> Dimension:
-    rate = _num(raw.get("rate_per_min"))
-    capacity, level = _num(raw.get("capacity")), _num(raw.get("level"))
+def _dimension(raw: DimensionView, used_per_min: float) -> Dimension:
+    rate = _num(raw.rate_per_min)
+    capacity, level = _num(raw.capacity), _num(raw.level)
     level_pct = _pct(level, capacity) if capacity and level is not None else None
     drawn = 100.0 - max(0.0, min(100.0, level_pct)) if level_pct is not None else 0.0
     # a full bucket's burst lets the recent rate run above the limit for a while: cap at 100%
     in_use = min(100.0, max(_pct(used_per_min, rate), drawn)) if rate else None
     return {
         "rate_per_min": rate,
-        "configured_per_min": _num(raw.get("configured_per_min")),
+        "configured_per_min": _num(raw.configured_per_min),
         "capacity": capacity,
         "level": level,
-        "reserved_in_flight": _num(raw.get("reserved_in_flight")) or 0.0,
+        "reserved_in_flight": _num(raw.reserved_in_flight) or 0.0,
         "used_per_min": round(used_per_min, 1),
         "level_pct": level_pct,
         "in_use_pct": None if in_use is None else round(in_use, 1),
@@ -123,20 +124,16 @@ def _binding(dims: dict[str, Dimension], paused: bool, ended: bool) -> str | Non
 
 
 def limiter_headroom(
-    governor: Mapping[str, Any], per_model: dict[str, dict[str, float]], *, ended: bool = False
+    governor: GovernorView, per_model: dict[str, dict[str, float]], *, ended: bool = False
 ) -> dict[str, Pool]:
     """Per pool and dimension: % of the effective rate in use, and which dimension binds (none
     once the run has ended: nothing is held back any more)."""
     out: dict[str, Pool] = {}
-    pools: Mapping[str, Any] = governor.get("pools") or {}
+    pools = governor.pools
     usage = _usage_by_pool(list(pools), per_model)
     for pool, raw in sorted(pools.items()):
-        dims = {
-            dim: _dimension(spec, usage[pool][dim])
-            for dim, spec in (raw.get("dimensions") or {}).items()
-            if dim in DIMENSIONS
-        }
-        paused = _num(raw.get("paused_until_s"))
+        dims = {dim: _dimension(spec, usage[pool][dim]) for dim, spec in raw.dimensions.items()}
+        paused = _num(raw.paused_until_s)
         out[pool] = {
             "paused_for_s": round(paused, 2) if paused and not ended else None,
             "binding": _binding(dims, bool(paused), ended),
@@ -145,24 +142,26 @@ def limiter_headroom(
     return out
 
 
-def _breakers(governor: Mapping[str, Any]) -> dict[str, Breaker]:
+def _breakers(governor: GovernorView) -> dict[str, Breaker]:
     return {
-        str(model): {
-            "state": str(b.get("state") or "closed"),
-            "failures": int(b.get("failures") or 0),
-            "retry_in_s": round(b["retry_in_s"], 1) if _num(b.get("retry_in_s")) else None,
+        model: {
+            "state": b.state,
+            "failures": b.failures,
+            "retry_in_s": round(b.retry_in_s, 1) if b.retry_in_s else None,
         }
-        for model, b in sorted((governor.get("breakers") or {}).items())
+        for model, b in sorted(governor.breakers.items())
     }
 
 
-def _budget(governor: Mapping[str, Any]) -> Budget:
-    b: Mapping[str, Any] = governor.get("budget") or {}
+def _budget(governor: GovernorView) -> Budget:
+    b = governor.budget
+    if b is None:
+        return {"spent_usd": 0.0, "reserved_usd": 0.0, "max_usd": None, "warn_usd": None}
     return {
-        "spent_usd": _num(b.get("spent_usd")) or 0.0,
-        "reserved_usd": _num(b.get("reserved_usd")) or 0.0,
-        "max_usd": _num(b.get("max_usd")),
-        "warn_usd": _num(b.get("warn_usd")),
+        "spent_usd": _num(b.spent_usd) or 0.0,
+        "reserved_usd": _num(b.reserved_usd) or 0.0,
+        "max_usd": _num(b.max_usd),
+        "warn_usd": _num(b.warn_usd),
     }
 
 
@@ -228,7 +227,7 @@ CAPPED_BUSY_PCT: Final = 95.0  # agents this busy at max_agents, jobs waiting, n
 CAPPED_LIMIT_PCT: Final = 90.0
 
 
-def _agents(state: EngineState, waiting: int, limits: dict[str, Any]) -> Agents:
+def _agents(state: EngineState, waiting: int, limits: dict[str, Pool]) -> Agents:
     busy = min(100.0, _pct(state.in_flight, state.agent_limit))
     return {
         "in_flight": state.in_flight,
@@ -242,12 +241,12 @@ def _agents(state: EngineState, waiting: int, limits: dict[str, Any]) -> Agents:
     }
 
 
-def _capped_note(state: EngineState, busy: float, waiting: int, limits: dict[str, Any]) -> str | None:
+def _capped_note(state: EngineState, busy: float, waiting: int, limits: dict[str, Pool]) -> str | None:
     """Say so when max_agents, not a rate limit, holds a run back: every agent busy, jobs waiting,
     no limit near its rate, and the limits could feed more agents than max_agents."""
     rate_bound = any(
-        pool.get("paused_for_s")
-        or any((d.get("in_use_pct") or 0.0) >= CAPPED_LIMIT_PCT for d in pool["dimensions"].values())
+        pool["paused_for_s"]
+        or any((d["in_use_pct"] or 0.0) >= CAPPED_LIMIT_PCT for d in pool["dimensions"].values())
         for pool in limits.values()
     )
     feeds_more = state.feedable is None or state.feedable > state.agent_max
@@ -315,7 +314,7 @@ def build_snapshot(
     growing: int = 0,
 ) -> Snapshot:
     """The run at `now` (monotonic, the metrics' clock). `alerts`: the active ones; `growing`:
-    the backlog if it grew over the last minute (see `dashboard.monitor.Backlog`)."""
+    the backlog if it grew over the last minute (see `snapshot.monitor.Backlog`)."""
     elapsed = max(0.0, now - metrics.started_at)
     rates = metrics.rates(now)
     counts = _counts(state, metrics)
@@ -325,7 +324,7 @@ def build_snapshot(
         **metrics.call_latency.summary(),
         "recent_p95": rates["recent_call_p95_s"],
     }
-    governor = dict(state.governor)
+    governor = state.governor
     limits = limiter_headroom(governor, rates["per_model"], ended=state.ended)
     return {
         "version": SNAPSHOT_VERSION,
@@ -354,7 +353,7 @@ def build_snapshot(
         "job_time_by_model_s": summaries(metrics.job_time_by_model),
         "histograms": _histograms(metrics),
         "errors": _errors(metrics, rates),
-        "agents": _agents(state, counts["pending"], dict(limits)),
+        "agents": _agents(state, counts["pending"], limits),
         "workers": _workers(state),
         "queue": {"ready": state.queue_depth, "pending": counts["pending"], "growing": growing},
         "queue_depth": state.queue_depth,
@@ -372,7 +371,7 @@ def build_snapshot(
         "history": history_of(state.history),
         "batches": _batches(state),
         "metrics": metrics.summary(now),
-        "governor": governor,
+        "governor": governor.to_dict(),
     }
 
 

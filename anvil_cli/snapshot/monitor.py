@@ -4,7 +4,8 @@
 mode) hands it an `EngineState` through `engine.ticker.Ticker`, which stores the snapshot and its
 alert changes in the journal, serves it to the API, then calls `show(snapshot)`. It is the
 small driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions),
-`deliver` (the user's alert command) and a `Reporter` (the screen).
+`deliver` (the user's alert command) and a `Screen` (what shows them: a reporter of
+`views.dashboard`, which this module does not import).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol
 
 from anvil_cli.alerts.delivery import deliver
 from anvil_cli.alerts.rules import AlertChange, AlertEngine
@@ -21,7 +22,6 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.snapshot.build import Snapshot, build_snapshot, pending_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.state import EngineState
-from anvil_cli.views.dashboard.reporter import Reporter
 
 BACKLOG_WINDOW_S = 60.0
 
@@ -43,17 +43,20 @@ class Backlog:
         return waiting if waiting > lowest else 0
 
 
+class Screen(Protocol):
+    """What shows a run while it runs (the reporters of `views.dashboard`)."""
+
+    def update(self, snapshot: Snapshot) -> None: ...
+    def alert(self, change: AlertChange) -> None: ...
+    def note(self, line: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Observed:
     """One tick's snapshot and the alerts it raised or cleared (for the driver to journal)."""
 
-    value: Snapshot
+    snapshot: Snapshot
     changes: list[AlertChange]
-
-    @property
-    def snapshot(self) -> dict[str, Any]:
-        """The same value, as the plain JSON dict `engine.ticker` stores and publishes."""
-        return cast("dict[str, Any]", self.value)
 
 
 class RunMonitor:
@@ -62,7 +65,7 @@ class RunMonitor:
     def __init__(
         self,
         settings: Settings,
-        reporter: Reporter,
+        reporter: Screen,
         *,
         batch_path: str,
         wall_clock: Callable[[], float] = time.time,
@@ -78,7 +81,6 @@ class RunMonitor:
         self._deliver = deliver_alert
         self._started_wall: float | None = None
         self._backlog = Backlog()
-        self.last: Snapshot | None = None
 
     def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observed:
         """The snapshot with its alerts evaluated; alert changes are printed by the reporter and
@@ -101,12 +103,11 @@ class RunMonitor:
             self.reporter.alert(change)
             if self.settings.alerts.command:
                 self._deliver(self.settings.alerts.command, change)
-        self.last = snap
         return Observed(snap, changes)
 
     def note(self, line: str) -> None:
         self.reporter.note(line)
 
-    def show(self, snapshot: dict[str, Any]) -> None:
-        """Show a snapshot `observe` built (handed back by `engine.ticker` as plain JSON)."""
-        self.reporter.update(cast(Snapshot, snapshot))
+    def show(self, snapshot: Snapshot) -> None:
+        """Show a snapshot `observe` built (handed back by `engine.ticker`)."""
+        self.reporter.update(snapshot)

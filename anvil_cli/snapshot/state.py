@@ -2,7 +2,7 @@
 
 Both drivers (the conductor for `--mode messages`, Message Batches for `--mode batches`) build
 one and pass it, with the run's `RunMetrics`, to the views (`anvil_cli.snapshot.build.build_snapshot`
-through `dashboard.RunMonitor`). Views never reach into a driver; a driver never formats.
+through `snapshot.monitor.RunMonitor`). Views never reach into a driver; a driver never formats.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from anvil_cli.policy.governor.view import GovernorView
 
 Phase = Literal["running", "paused", "stopping", "finished", "stopped"]
 Mode = Literal["messages", "batches"]
@@ -51,7 +53,7 @@ class EngineState:
     queue_depth: int  # the ready queue (jobs read from the journal, not yet dispatched)
     workers: tuple[WorkerInfo, ...] = ()
     worker_restarts: int = 0
-    governor: Mapping[str, Any] = field(default_factory=dict)  # Governor.snapshot(), as given
+    governor: GovernorView = field(default_factory=GovernorView)  # as of this tick
     history: tuple[Mapping[str, Any], ...] = ()  # recent breaker and scaling events, oldest first
     batches: BatchesInfo | None = None
     feedable: int | None = None  # calls the request limits could keep in flight (None: unlimited)

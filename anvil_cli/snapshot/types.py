@@ -271,4 +271,4 @@ class Snapshot(TypedDict):
     history: list[HistoryEvent]  # recent breaker and scaling events, oldest first
     batches: BatchesState | None  # Message Batches mode only
     metrics: dict[str, Any]  # `RunMetrics.summary()`: the keys of `anvil run --json`'s figures
-    governor: dict[str, Any]  # the governor's own snapshot, as given
+    governor: dict[str, Any]  # `GovernorView.to_dict()` of this tick (a budget alone in batches mode)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import replace
-from typing import Any
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.conductor.losses import MAX_CRASHES_PER_JOB, WorkerLosses
@@ -20,6 +19,7 @@ from anvil_cli.engine.conductor.state import JOURNAL_ERROR
 from anvil_cli.engine.control import SteeringHooks, apply_commands
 from anvil_cli.engine.events import ReadyRow, RunJob
 from anvil_cli.engine.run_end import RunEnd, phase
+from anvil_cli.policy.governor.view import GovernorView
 from anvil_cli.snapshot.state import EngineState
 
 __all__ = ["JOURNAL_ERROR", "Conductor", "workers_for"]
@@ -175,7 +175,7 @@ class Conductor(Shutdown, WorkerLosses):
         """Once a second: the live figures, stored for `anvil status`, served to the API, shown."""
         self.ticker.tick(self.engine_state(), self.metrics, now)
 
-    def governor_snapshot(self) -> dict[str, Any]:
+    def governor_snapshot(self) -> GovernorView:
         """The governor's state as of this tick (one round trip a tick, shared by every reader)."""
         return self.gov.state
 

@@ -23,12 +23,12 @@ class Shutdown(EventRecording, GovernorWatching):
         their grants are final) beyond what the journal holds is kept for the resume to count
         (engine/journal/spend_carry.py), and said in the stop message."""
         self.gov.refresh()
-        budget = self.gov.state.get("budget") or {}
+        budget = self.gov.state.budget
         try:
             journaled = self.journal.totals(self.run_id)["cost_usd"]
         except sqlite3.Error:
             journaled = self.metrics.cost_before_usd
-        settled_or_held = float(budget.get("spent_usd", 0.0)) + float(budget.get("reserved_usd", 0.0))
+        settled_or_held = budget.spent_usd + budget.reserved_usd if budget else 0.0
         unjournaled = settled_or_held - journaled
         self.end.unjournaled_usd = max(0.0, unjournaled)
         if self.end.unjournaled_usd <= 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.policy.governor import GovernorView
 from anvil_cli.policy.scaler import (
     Load,
     PoolRate,
@@ -49,7 +50,7 @@ class AgentSizing:
 
     def tick(
         self,
-        governor: dict[str, Any],
+        governor: GovernorView,
         busy: int,
         waiting: int,
         call_load: tuple[float, float | None],  # (calls per second, seconds per call), recently

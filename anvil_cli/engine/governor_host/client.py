@@ -1,11 +1,20 @@
 """How the engine reaches the run's governor, wherever it lives (a Manager process locally, a
-named actor on a cluster): this protocol. `engine.shared.GovernorService` serves it."""
+named actor on a cluster): this protocol. `governor_host.manager.GovernorService` serves it."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Granted, Outcome, Wait
+from anvil_cli.policy.governor import (
+    CallAsk,
+    Deny,
+    GovernorEvent,
+    GovernorView,
+    Grant,
+    Granted,
+    Outcome,
+    Wait,
+)
 
 
 class GovernorClient(Protocol):
@@ -25,9 +34,9 @@ class GovernorClient(Protocol):
 
     def release_owner(self, owner: int) -> int: ...
 
-    def drain_events(self) -> list[Any]: ...  # GovernorEvent: .kind, .at, .data
+    def drain_events(self) -> list[GovernorEvent]: ...
 
-    def snapshot(self) -> dict[str, Any]: ...
+    def view(self) -> GovernorView: ...
 
     def set_breaker(self, model: str, state: str) -> None: ...
 

@@ -1,5 +1,5 @@
-"""The conductor's side of the run's governor: one snapshot a tick, its events, steering, and
-starting it again when it is lost (`GovernorHost`, e.g. `engine.shared.GovernorKeeper`).
+"""The conductor's side of the run's governor: one view a tick, its events, steering, and
+starting it again when it is lost (`GovernorHost`, e.g. `governor_host.manager.GovernorKeeper`).
 
 Every call tolerates a governor that is gone: the conductor notices the loss by the host's
 watch (`lost()`), not by an exception in the middle of recording something else.
@@ -8,11 +8,10 @@ watch (`lost()`), not by an exception in the middle of recording something else.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.policy.governor import GovernorEvent
+from anvil_cli.policy.governor import GovernorEvent, GovernorView
 
 GONE = (OSError, EOFError)  # what a proxy raises when the governor's process is gone
 
@@ -27,7 +26,7 @@ class GovernorHost(Protocol):
 
     def lost(self) -> bool: ...
 
-    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient: ...
+    def restart(self, spent_usd: float, last_view: GovernorView) -> GovernorClient: ...
 
 
 class GovernorLink:
@@ -36,11 +35,11 @@ class GovernorLink:
     def __init__(self, client: GovernorClient, host: GovernorHost | None = None) -> None:
         self.client = client
         self.host = host
-        self.state: dict[str, Any] = {}  # as of the last refresh: one round trip a tick
+        self.state = GovernorView()  # as of the last refresh: one round trip a tick
 
     def refresh(self) -> None:
         with contextlib.suppress(*GONE):  # gone: keep the last state (a restart seeds from it)
-            self.state = dict(self.client.snapshot())
+            self.state = self.client.view()
 
     def drain_events(self) -> list[GovernorEvent]:
         try:

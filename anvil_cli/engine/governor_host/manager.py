@@ -10,10 +10,10 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import Any, cast
+from typing import cast
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.governor_host.client import GovernorClient
@@ -25,12 +25,15 @@ from anvil_cli.policy.governor import (
     CallAsk,
     Deny,
     Governor,
+    GovernorEvent,
     GovernorSeed,
+    GovernorView,
     Grant,
     Granted,
     Limits,
     Outcome,
     Wait,
+    seed_from,
 )
 from anvil_cli.policy.pricing.table import model_class
 
@@ -152,13 +155,13 @@ class GovernorService:
     def ping(self) -> bool:
         return True
 
-    def drain_events(self) -> list[Any]:
+    def drain_events(self) -> list[GovernorEvent]:
         with self._lock:
             return self._gov.drain_events()
 
-    def snapshot(self) -> dict[str, Any]:
+    def view(self) -> GovernorView:
         with self._lock:
-            return self._gov.snapshot(time.monotonic())
+            return self._gov.view(time.monotonic())
 
     def set_breaker(self, model: str, state: str) -> None:
         with self._lock:
@@ -188,19 +191,6 @@ def start_governor(
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
 
 
-def seed_from(snapshot: Mapping[str, Any], generation: int) -> GovernorSeed:
-    """What a new governor takes over from the last snapshot of a lost one: the models it knew
-    and the rates it had learned per pool (see `GovernorSeed`)."""
-    rates: dict[str, dict[str, float]] = {}
-    for key, pool in (snapshot.get("pools") or {}).items():
-        for dim, figures in (pool.get("dimensions") or {}).items():
-            rate = figures.get("rate_per_min")
-            if isinstance(rate, int | float) and rate > 0:
-                rates.setdefault(key, {})[dim] = float(rate)
-    models = tuple(sorted(snapshot.get("breakers") or {}))
-    return GovernorSeed(generation, models, rates)
-
-
 class GovernorKeeper:
     """The run's governor process: started, watched by pid, and started again when lost, from
     the budget the journal holds and the state it last showed (`restart`)."""
@@ -219,14 +209,14 @@ class GovernorKeeper:
     def lost(self) -> bool:
         return self._handle.pid > 0 and not self._handle.alive()
 
-    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+    def restart(self, spent_usd: float, last_view: GovernorView) -> GovernorClient:
         """Kill what is left of the old governor (it may live on if only the fork server died)
         and start a new one: the whole run's spend so far `spent_usd`, the rest from
-        `last_snapshot` (see `GovernorSeed`)."""
+        `last_view` (see `GovernorSeed`)."""
         self._handle.kill()
         self._close_manager()
         self.generation += 1
-        seed = seed_from(last_snapshot, self.generation)
+        seed = seed_from(last_view, self.generation)
         self._manager, self.client = start_governor(self.settings, self.ctx, spent_usd, seed)
         self._handle = PidHandle(self.pid or 0)
         return self.client

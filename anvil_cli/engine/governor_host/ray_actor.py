@@ -15,7 +15,6 @@ Imported only with `--backend ray`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -24,8 +23,19 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.governor_host.manager import GovernorService, seed_from
-from anvil_cli.policy.governor import CallAsk, Deny, GovernorSeed, Grant, Granted, Outcome, Wait
+from anvil_cli.engine.governor_host.manager import GovernorService
+from anvil_cli.policy.governor import (
+    CallAsk,
+    Deny,
+    GovernorEvent,
+    GovernorSeed,
+    GovernorView,
+    Grant,
+    Granted,
+    Outcome,
+    Wait,
+    seed_from,
+)
 
 PING_EVERY_S = 1.0  # how often the host asks whether the actor is still there
 MAX_GENERATIONS = 1000  # governors of one name started in turn (each after the last was lost)
@@ -70,12 +80,12 @@ class RayGovernorClient:
         result: int = self._call("release_owner", owner)
         return result
 
-    def drain_events(self) -> list[Any]:
-        result: list[Any] = self._call("drain_events")
+    def drain_events(self) -> list[GovernorEvent]:
+        result: list[GovernorEvent] = self._call("drain_events")
         return result
 
-    def snapshot(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("snapshot")
+    def view(self) -> GovernorView:
+        result: GovernorView = self._call("view")
         return result
 
     def set_breaker(self, model: str, state: str) -> None:
@@ -95,7 +105,7 @@ class RayGovernorHost:
         self.name = settings.ray.governor or f"anvil-governor-{run_id}"
         self.generation = 0
         self.current_name = self.name
-        self.client = self._start({}, spent_usd)
+        self.client = self._start(GovernorView(), spent_usd)
         self._ping: Any = None
         self._ping_at = 0.0
 
@@ -103,16 +113,16 @@ class RayGovernorHost:
     def pid(self) -> int | None:
         return None  # it lives somewhere in the cluster
 
-    def _start(self, last_snapshot: Mapping[str, Any], spent_usd: float) -> RayGovernorClient:
+    def _start(self, last_view: GovernorView, spent_usd: float) -> RayGovernorClient:
         """The live governor of this name, created if need be, joined with this run's spend.
 
         A dead actor keeps its name for a while (Ray frees it only once it has given up on the
         actor's node), so generation k answers to NAME-gk: the first of NAME, NAME-g1, NAME-g2,
-        ... that is alive, or not there yet (then created, seeded from `last_snapshot`). Every
+        ... that is alive, or not there yet (then created, seeded from `last_view`). Every
         run sharing the name settles on the same one."""
         for generation in range(self.generation, self.generation + MAX_GENERATIONS):
             name = self.name if generation == 0 else f"{self.name}-g{generation}"
-            seed = seed_from(last_snapshot, generation) if generation else None
+            seed = seed_from(last_view, generation) if generation else None
             client = RayGovernorClient(self._create(name, seed))
             try:
                 client.join(self.run_id, spent_usd)
@@ -156,11 +166,11 @@ class RayGovernorHost:
             return True
         return False
 
-    def restart(self, spent_usd: float, last_snapshot: Mapping[str, Any]) -> GovernorClient:
+    def restart(self, spent_usd: float, last_view: GovernorView) -> GovernorClient:
         """The next generation (or the one another run sharing it has started already)."""
         self.generation += 1
         self._ping = None
-        self.client = self._start(last_snapshot, spent_usd)
+        self.client = self._start(last_view, spent_usd)
         return self.client
 
     def shutdown(self) -> None:

@@ -343,7 +343,8 @@ class Agent:
             return False
         breakers = self.ctx.governor.breakers()
         for candidate in chain:
-            if breakers.get(candidate, {}).get("state", "closed") != "open":
+            breaker = breakers.get(candidate)
+            if breaker is None or breaker.state != "open":
                 st.model = candidate
                 st.request = {**st.request, "model": candidate}
                 return True

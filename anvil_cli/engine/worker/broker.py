@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait
+from anvil_cli.policy.governor import BreakerView, CallAsk, Deny, Grant, Outcome, Wait
 
 MAX_ASKS_PER_ROUND: Final = 256  # calls of one model asked for in one round trip
 MAX_WAIT_SLICE_S: Final = 0.25  # after a Wait, ask again at least this often (a grant may free capacity)
@@ -74,7 +74,7 @@ class GovernorBroker:
         self._closed = False
         self._lost: BaseException | None = None
         self._lost_cause: BaseException = ConnectionError("the governor is gone")
-        self._breakers: dict[str, Any] = {}
+        self._breakers: dict[str, BreakerView] = {}
         self._breakers_at = 0.0
         self._thread = threading.Thread(target=self._serve, name=f"governor-broker-{owner}", daemon=True)
 
@@ -108,7 +108,7 @@ class GovernorBroker:
             self._released.append(ticket)
             self._cond.notify()
 
-    def breakers(self) -> dict[str, Any]:
+    def breakers(self) -> dict[str, BreakerView]:
         """The governor's breakers as of the last second (for choosing a fallback model)."""
         return self._breakers
 
@@ -188,7 +188,7 @@ class GovernorBroker:
         for model in self._due_models():
             self._ask(gov, model)
         if time.monotonic() - self._breakers_at >= BREAKERS_EVERY_S:
-            self._breakers = dict(gov.snapshot().get("breakers", {}))
+            self._breakers = dict(gov.view().breakers)
             self._breakers_at = time.monotonic()
 
     def _due_models(self) -> list[str]:

@@ -1,46 +1,44 @@
-"""The governor: rate limits, circuit breakers, budget and backoff as pure policy (time passed in)."""
+"""The governor: rate limits, circuit breakers, budget and backoff as pure policy (time passed in),
+and the view it shows of itself (`GovernorView`)."""
 
 from anvil_cli.policy.governor.backoff import WaitBackoff, backoff_s, retry_after_s
-from anvil_cli.policy.governor.breaker import Admission, CircuitBreaker
+from anvil_cli.policy.governor.breaker import Admission, BreakerPolicy, CircuitBreaker
 from anvil_cli.policy.governor.bucket import TokenBucket
-from anvil_cli.policy.governor.budget import BudgetGuard
-from anvil_cli.policy.governor.core import (
-    BreakerPolicy,
-    CallAsk,
-    Deny,
-    Governor,
-    GovernorEvent,
-    GovernorSeed,
-    Grant,
-    Granted,
-    Limits,
-    Outcome,
-    Wait,
-)
+from anvil_cli.policy.governor.budget import BudgetGuard, BudgetView
+from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
+from anvil_cli.policy.governor.core import Governor, GovernorEvent
 from anvil_cli.policy.governor.estimate import OutputEstimator
-from anvil_cli.policy.governor.limiter import DIMENSIONS, PoolLimiter, read_ratelimit_headers
+from anvil_cli.policy.governor.limiter import DIMENSIONS, Limits, PoolLimiter, read_ratelimit_headers
+from anvil_cli.policy.governor.seed import GovernorSeed, seed_from
+from anvil_cli.policy.governor.view import BreakerView, DimensionView, GovernorView, PoolView
 
 __all__ = [
     "DIMENSIONS",
     "Admission",
     "BreakerPolicy",
+    "BreakerView",
     "BudgetGuard",
+    "BudgetView",
     "CallAsk",
     "CircuitBreaker",
     "Deny",
+    "DimensionView",
     "Governor",
     "GovernorEvent",
     "GovernorSeed",
+    "GovernorView",
     "Grant",
     "Granted",
     "Limits",
     "Outcome",
     "OutputEstimator",
     "PoolLimiter",
+    "PoolView",
     "TokenBucket",
     "Wait",
     "WaitBackoff",
     "backoff_s",
     "read_ratelimit_headers",
     "retry_after_s",
+    "seed_from",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from anvil_cli.policy.governor.view import BreakerView
+
 CLOSED: Final = "closed"
 OPEN: Final = "open"
 HALF_OPEN: Final = "half_open"
@@ -70,6 +72,10 @@ class CircuitBreaker:
         if self.state != OPEN or self.opened_at is None:
             return None
         return max(0.0, self.opened_at + self.policy.recovery_timeout_s - now)
+
+    def view(self, now: float) -> BreakerView:
+        """The breaker as of `now`."""
+        return BreakerView(self.state, self.failures, self.retry_in_s(now), self.probes_in_flight)
 
     def allow(self, now: float) -> Admission:
         """May a call start at `now`? Moves open → half-open once the timeout has passed. Takes nothing."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 # Float sums of many small prices drift; a reservation within this much of the cap still fits.
 _SLACK_USD: Final = 1e-9
@@ -34,6 +34,26 @@ class BudgetNotice:
     spent_usd: float
     reserved_usd: float
     worst_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """The budget as of now: what every view shows of it and the budget alert reads (the
+    governor's, or Message Batches mode's own guard)."""
+
+    spent_usd: float
+    reserved_usd: float
+    max_usd: float | None
+    warn_usd: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON (the snapshot's `governor.budget`)."""
+        return {
+            "spent_usd": self.spent_usd,
+            "reserved_usd": self.reserved_usd,
+            "max_usd": self.max_usd,
+            "warn_usd": self.warn_usd,
+        }
 
 
 class BudgetGuard:
@@ -98,3 +118,22 @@ class BudgetGuard:
         """Notices since the last drain, oldest first."""
         out, self._notices = self._notices, []
         return out
+
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, data) of the notices since the last drain, as the journal records them (the
+        governor's events and Message Batches mode's alike)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for notice in self.drain():
+            data: dict[str, Any] = {"spent_usd": notice.spent_usd}
+            if notice.kind == "budget_warn":
+                data["warn_usd"] = self.warn_usd
+            else:
+                data.update(
+                    reserved_usd=notice.reserved_usd, max_usd=self.max_usd, worst_usd=notice.worst_usd
+                )
+            out.append((notice.kind, data))
+        return out
+
+    def view(self) -> BudgetView:
+        """The budget as of now."""
+        return BudgetView(self.spent_usd, self.reserved_usd, self.max_usd, self.warn_usd)

@@ -7,12 +7,13 @@ and never sleeps. The engine wraps it in a multiprocessing Manager and calls it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from anvil_cli.policy.governor.breaker import HALF_OPEN, BreakerPolicy, CircuitBreaker
 from anvil_cli.policy.governor.budget import BudgetGuard, exhausted_message
+from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
 from anvil_cli.policy.governor.estimate import OutputEstimator
 from anvil_cli.policy.governor.limiter import (
     INPUT_TOKENS,
@@ -22,20 +23,10 @@ from anvil_cli.policy.governor.limiter import (
     PoolLimiter,
     sum_by_dimension,
 )
+from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
+from anvil_cli.policy.governor.view import GovernorView
 
-__all__ = [
-    "BreakerPolicy",
-    "CallAsk",
-    "Deny",
-    "Governor",
-    "GovernorEvent",
-    "GovernorSeed",
-    "Grant",
-    "Granted",
-    "Limits",
-    "Outcome",
-    "Wait",
-]
+__all__ = ["Governor", "GovernorEvent"]
 
 # While calls in flight hold reservations that keep a new one from fitting in the budget, the
 # caller waits and asks again after this long (their settling may free enough).
@@ -47,86 +38,6 @@ DEFAULT_429_PAUSE_S: Final = 1.0
 # wait too (re-asking after PRIORITY_RECHECK_S).
 PRIORITY_HOLD_S: Final = 0.5
 PRIORITY_RECHECK_S: Final = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Permission to make one API call; settle or release it by `ticket`."""
-
-    ticket: int
-    model: str
-    pool: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    probe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Not now: ask again in `seconds` ("requests", "input_tokens", "output_tokens", "paused",
-    "breaker", or "budget" while in-flight reservations hold the budget)."""
-
-    seconds: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Deny:
-    """Never, as things stand: the budget cannot cover this call ("budget")."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallAsk:
-    """One call a worker wants to make (what `acquire` takes), for `acquire_many`."""
-
-    est_input_tokens: int
-    max_tokens: int
-    worst_cost_usd: float
-
-
-@dataclass(frozen=True, slots=True)
-class Granted:
-    """The answer to `acquire_many`: grants for a prefix of the asks, and why the rest must wait
-    (None when every ask was granted)."""
-
-    grants: list[Grant]
-    then: Wait | Deny | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one granted call did (tokens as the rate limiter counts them, cost, errors, headers)."""
-
-    ok: bool
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    status_code: int | None = None
-    breaker_failure: bool = False
-    retry_after_s: float | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    headers_at: float | None = None  # monotonic time the headers arrived (a stream's start), if known
-
-
-@dataclass(frozen=True, slots=True)
-class GovernorSeed:
-    """What a governor started in place of a lost one begins from (the budget comes separately,
-    from the journal). Conservative: every model's breaker half-open (a probe must succeed
-    before traffic flows again), each known pool at the lower of its configured rate and the rate last
-    learned from the server, its buckets empty (no burst: calls of the lost governor are still
-    in flight), and tickets numbered apart from the lost governor's (`generation`), so its calls
-    still settling are charged to the budget rather than ignored."""
-
-    generation: int
-    models: tuple[str, ...] = ()
-    rates_per_min: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # pool -> dim -> rate
-
-
-TICKETS_PER_GENERATION: Final = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +272,7 @@ class Governor:
         self.breaker_for(model).force(state, now)
         self._collect_breaker(model)
 
-    # --- events and snapshot ----------------------------------------------------------------
+    # --- events and view ----------------------------------------------------------------
 
     def _emit(self, kind: str, at: float, **data: Any) -> None:
         self._events.append(GovernorEvent(kind, at, data))
@@ -371,49 +282,19 @@ class Governor:
             self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures)
 
     def _collect_budget(self, now: float) -> None:
-        budget = self._budget
-        for notice in budget.drain():
-            if notice.kind == "budget_warn":
-                self._emit(notice.kind, now, spent_usd=notice.spent_usd, warn_usd=budget.warn_usd)
-            else:
-                self._emit(
-                    notice.kind,
-                    now,
-                    spent_usd=notice.spent_usd,
-                    reserved_usd=notice.reserved_usd,
-                    max_usd=budget.max_usd,
-                    worst_usd=notice.worst_usd,
-                )
+        for kind, data in self._budget.drain_events():
+            self._emit(kind, now, **data)
 
     def drain_events(self) -> list[GovernorEvent]:
         """Events since the last drain, oldest first."""
         out, self._events = self._events, []
         return out
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """JSON-able state for the dashboard and the HTTP API."""
-        pools: dict[str, Any] = {}
+    def view(self, now: float) -> GovernorView:
+        """The governor as of `now`, for the conductor, the scaler and every view."""
+        pools = {}
         for key, pool in self._pools.items():
             reserved = sum_by_dimension(f.need for f in self._in_flight.values() if f.grant.pool == key)
-            pools[key] = pool.snapshot(now, reserved)
-        breakers = {
-            model: {
-                "state": b.state,
-                "failures": b.failures,
-                "retry_in_s": b.retry_in_s(now),
-                "probes_in_flight": b.probes_in_flight,
-            }
-            for model, b in self._breakers.items()
-        }
-        budget = self._budget
-        return {
-            "pools": pools,
-            "breakers": breakers,
-            "budget": {
-                "spent_usd": budget.spent_usd,
-                "reserved_usd": budget.reserved_usd,
-                "max_usd": budget.max_usd,
-                "warn_usd": budget.warn_usd,
-            },
-            "in_flight": len(self._in_flight),
-        }
+            pools[key] = pool.view(now, reserved)
+        breakers = {model: b.view(now) for model, b in self._breakers.items()}
+        return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight))

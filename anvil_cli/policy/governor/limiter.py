@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from anvil_cli.policy.governor.bucket import TokenBucket
+from anvil_cli.policy.governor.view import DimensionView, PoolView
 
 REQUESTS: Final = "requests"
 INPUT_TOKENS: Final = "input_tokens"
@@ -218,25 +219,22 @@ class PoolLimiter:
         if remaining + slack < bucket.level(now):
             bucket.clamp(remaining, now)
 
-    def snapshot(self, now: float, reserved: Mapping[str, float]) -> dict[str, Any]:
-        """JSON-able state of the pool (see `Governor.snapshot`)."""
+    def view(self, now: float, reserved: Mapping[str, float]) -> PoolView:
+        """The pool as of `now`; `reserved`: what the calls in flight hold per dimension."""
         paused = (
             self.paused_until - now if self.paused_until is not None and self.paused_until > now else None
         )
-        return {
-            "paused_until_s": paused,
-            "dimensions": {d: self._dim_snapshot(d, now, reserved) for d in DIMENSIONS},
-        }
+        return PoolView(paused, {d: self._dim_view(d, now, reserved) for d in DIMENSIONS})
 
-    def _dim_snapshot(self, dim: str, now: float, reserved: Mapping[str, float]) -> dict[str, Any]:
+    def _dim_view(self, dim: str, now: float, reserved: Mapping[str, float]) -> DimensionView:
         bucket = self.buckets.get(dim)
-        return {
-            "capacity": bucket.capacity if bucket else None,
-            "level": bucket.level(now) if bucket else None,
-            "rate_per_min": self.effective_per_min[dim],
-            "configured_per_min": self.limits.per_min(dim),
-            "reserved_in_flight": reserved.get(dim, 0.0),
-        }
+        return DimensionView(
+            capacity=bucket.capacity if bucket else None,
+            level=bucket.level(now) if bucket else None,
+            rate_per_min=self.effective_per_min[dim],
+            configured_per_min=self.limits.per_min(dim),
+            reserved_in_flight=reserved.get(dim, 0.0),
+        )
 
 
 def sum_by_dimension(amounts: Iterable[Mapping[str, float]]) -> dict[str, float]:

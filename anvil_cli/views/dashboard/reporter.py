@@ -60,13 +60,11 @@ class PlainReporter:
         self.console = console
         self.verbose = verbose
         self.progress = PlainProgress(console, interval_s)
-        self._last: Snapshot | None = None
 
     def start(self) -> None:
         pass
 
     def update(self, snapshot: Snapshot) -> None:
-        self._last = snapshot
         self.progress.snapshot(snapshot)
 
     def alert(self, change: AlertChange) -> None:

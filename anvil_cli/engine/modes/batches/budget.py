@@ -5,7 +5,7 @@ As in messages mode the guard covers the whole run: it starts from what a resume
 before (`engine/governor_host/manager.py` does the same for the governor), so its figures and messages are the
 whole run's and its cap the one in force; its notices become the
 same journal events ("budget_warn", "budget_exhausted", with the governor's data), and
-`snapshot()` is the governor snapshot's `budget`, which the budget alert reads.
+`view()` is the governor view's `budget`, which the budget alert reads.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from anvil_cli.policy.governor.budget import BudgetGuard
+from anvil_cli.policy.governor.budget import BudgetGuard, BudgetView
 
 
 class BatchesBudget:
@@ -61,24 +61,8 @@ class BatchesBudget:
 
     def events(self) -> list[tuple[str, dict[str, Any]]]:
         """(kind, data) of the journal events since the last call, as the governor emits them."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        for notice in self.guard.drain():
-            data: dict[str, Any] = {"spent_usd": notice.spent_usd}
-            if notice.kind == "budget_warn":
-                data["warn_usd"] = self.guard.warn_usd
-            else:
-                data.update(
-                    reserved_usd=notice.reserved_usd, max_usd=self.guard.max_usd, worst_usd=notice.worst_usd
-                )
-            out.append((notice.kind, data))
-        return out
+        return self.guard.drain_events()
 
-    def snapshot(self) -> dict[str, Any]:
-        """As `Governor.snapshot()["budget"]`."""
-        guard = self.guard
-        return {
-            "spent_usd": guard.spent_usd,
-            "reserved_usd": guard.reserved_usd,
-            "max_usd": guard.max_usd,
-            "warn_usd": guard.warn_usd,
-        }
+    def view(self) -> BudgetView:
+        """As the governor's `GovernorView.budget`."""
+        return self.guard.view()

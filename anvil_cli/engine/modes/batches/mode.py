@@ -219,7 +219,7 @@ class BatchesRun:
             self.ctx.run_id,
             phase,
             paused=self.steer.paused,
-            budget=self.budget.snapshot(),
+            budget=self.budget.view(),
             processing=self._processing,
         )
 

@@ -4,11 +4,11 @@ batches table and the driver's own figures (the conductor's `engine_state()` for
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from anvil_cli.engine.journal.rows import BATCH_ENDED, BATCH_INTENT, BATCH_SUBMITTED
 from anvil_cli.engine.journal.store import PENDING, RUNNING, Journal
 from anvil_cli.engine.run_end import RunEnd, phase
+from anvil_cli.policy.governor import BudgetView, GovernorView
 from anvil_cli.snapshot.state import BatchesInfo, EngineState, Phase
 
 OPEN = (BATCH_INTENT, BATCH_SUBMITTED)
@@ -27,7 +27,7 @@ def engine_state(
     phase: Phase,
     *,
     paused: bool,
-    budget: Mapping[str, Any],
+    budget: BudgetView,
     processing: Mapping[str, int],
 ) -> EngineState:
     """`processing`: batch id -> requests still processing at its last poll (a batch not polled
@@ -46,7 +46,7 @@ def engine_state(
         agent_min=0,
         agent_max=in_flight,
         queue_depth=max(0, counts[PENDING] + counts[RUNNING] - in_flight),  # not in a batch yet
-        governor={"budget": dict(budget)},  # as `Governor.snapshot()`: the budget alert reads it
+        governor=GovernorView(budget=budget),  # no rate limits: the budget alone, which its alert reads
         batches=BatchesInfo(
             submitted=len(open_rows),
             processing_requests=sum(processing.get(r.batch_id or "", len(r.seqs)) for r in open_rows),

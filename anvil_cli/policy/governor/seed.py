@@ -1,0 +1,38 @@
+"""Where a governor started in place of a lost one begins (`GovernorSeed`): taken from the
+last view the lost one showed (`seed_from`); the budget comes separately, from the journal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from anvil_cli.policy.governor.view import GovernorView
+
+TICKETS_PER_GENERATION: Final = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorSeed:
+    """What a governor started in place of a lost one begins from (the budget comes separately,
+    from the journal). Conservative: every model's breaker half-open (a probe must succeed
+    before traffic flows again), each known pool at the lower of its configured rate and the rate last
+    learned from the server, its buckets empty (no burst: calls of the lost governor are still
+    in flight), and tickets numbered apart from the lost governor's (`generation`), so its calls
+    still settling are charged to the budget rather than ignored."""
+
+    generation: int
+    models: tuple[str, ...] = ()
+    rates_per_min: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # pool -> dim -> rate
+
+
+def seed_from(view: GovernorView, generation: int) -> GovernorSeed:
+    """What a new governor takes over from the last view of a lost one: the models it knew and
+    the rates it had learned per pool (see `GovernorSeed`)."""
+    rates: dict[str, dict[str, float]] = {}
+    for key, pool in view.pools.items():
+        for dim, figures in pool.dimensions.items():
+            rate = figures.rate_per_min
+            if rate is not None and rate > 0:
+                rates.setdefault(key, {})[dim] = float(rate)
+    return GovernorSeed(generation, tuple(sorted(view.breakers)), rates)

@@ -1,0 +1,92 @@
+"""What the governor shows of itself: `GovernorView`, a frozen value made once per ask.
+
+The Governor makes one (`Governor.view(now)`) and it travels as it is: through the Manager or
+the Ray actor (it pickles), to the conductor's tick, the scaler, the snapshot builder, and a
+replacement governor's seed. Message Batches mode has no rate limits, only a budget: its view
+holds the budget alone. Readers use the attributes; `to_dict` is the one JSON form (the
+snapshot's `governor`, served by `anvil status --json`, `GET /status` and `/metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anvil_cli.policy.governor.budget import BudgetView
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionView:
+    """One bucket of a pool (requests, input or output tokens); None: no client-side limit."""
+
+    capacity: float | None
+    level: float | None  # available now (negative while in debt)
+    rate_per_min: float | None  # the effective rate (lowered by the server's headers)
+    configured_per_min: float | None
+    reserved_in_flight: float  # held by the calls in flight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "level": self.level,
+            "rate_per_min": self.rate_per_min,
+            "configured_per_min": self.configured_per_min,
+            "reserved_in_flight": self.reserved_in_flight,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """One rate-limit pool: its buckets by dimension, and a 429's pause."""
+
+    paused_until_s: float | None  # seconds until the pause ends; None: not paused
+    dimensions: Mapping[str, DimensionView]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paused_until_s": self.paused_until_s,
+            "dimensions": {d: v.to_dict() for d, v in self.dimensions.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """One model's circuit breaker."""
+
+    state: str  # closed | open | half_open
+    failures: int
+    retry_in_s: float | None  # until an open breaker lets a probe through; None unless open
+    probes_in_flight: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "failures": self.failures,
+            "retry_in_s": self.retry_in_s,
+            "probes_in_flight": self.probes_in_flight,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorView:
+    """The governor as of one moment. `in_flight` is None where no governor grants calls (Message
+    Batches mode: the budget alone; or none heard from yet: nothing at all)."""
+
+    pools: Mapping[str, PoolView] = field(default_factory=dict)
+    breakers: Mapping[str, BreakerView] = field(default_factory=dict)
+    budget: BudgetView | None = None
+    in_flight: int | None = None  # calls granted and not yet settled or released
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: a governor's pools, breakers, budget and calls in flight; a budget alone's
+        budget; nothing's nothing."""
+        out: dict[str, Any] = {}
+        if self.in_flight is not None:
+            out["pools"] = {k: p.to_dict() for k, p in self.pools.items()}
+            out["breakers"] = {m: b.to_dict() for m, b in self.breakers.items()}
+        if self.budget is not None:
+            out["budget"] = self.budget.to_dict()
+        if self.in_flight is not None:
+            out["in_flight"] = self.in_flight
+        return out
