@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.session.runner import RunOptions, RunReport, execute_run
 
 MODEL = "claude-haiku-4-5"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.engine.journal.rows import SCHEMA
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode

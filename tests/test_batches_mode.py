@@ -16,7 +16,7 @@ import pytest
 from anthropic.resources.messages.batches import Batches
 from rich.console import Console
 
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.modes.batches.ids import custom_id, run_tag, seq_of
 from anvil_cli.engine.modes.batches.requests import TOOLS_NEED_MESSAGES

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.config.load import load_settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.errors import ConfigError, Problem
 
 REPO = Path(__file__).parents[1]

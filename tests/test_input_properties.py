@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from anvil_cli.cli import app
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.errors import BatchError, ConfigError, Problem
 from anvil_cli.input_limits import MAX_REQUEST_BYTES
 from anvil_cli.jobs.fields import ModelSet

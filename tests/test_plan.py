@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.config.load import load_settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.governor_host.manager import limits_resolver
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.jobs.job import Job

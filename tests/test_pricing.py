@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.pricing.table import builtin_prices
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from anvil_cli.config.settings import load_settings
+from anvil_cli.config.load import load_settings
 from anvil_cli.engine.worker.tools.runner import ToolProcesses, run_tool_async
 from anvil_cli.engine.worker.tools.sandbox import UNSANDBOXED_NOTE, SandboxPolicy, bwrap_argv, find_sandbox
 from anvil_cli.engine.worker.tools.toolbox import ToolContext

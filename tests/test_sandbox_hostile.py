@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from anvil_cli.engine.worker.tools.limits import QUOTA_SIGNAL
 from anvil_cli.engine.worker.tools.quota import PidsCgroups
-from anvil_cli.engine.worker.tools.runner import QUOTA_SIGNAL, ToolLimits, ToolProcesses, run_tool_async
+from anvil_cli.engine.worker.tools.runner import ToolLimits, ToolProcesses, run_tool_async
 from anvil_cli.engine.worker.tools.sandbox import Sandboxing, SandboxPolicy, find_sandbox
 from anvil_cli.exitcodes import ExitCode
 from tests.engine_support import cli_env, read_results, write_jobs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from anvil_cli.sim.directives import DirectiveError, parse_directives
+from anvil_cli.sim.answers.directives import DirectiveError, parse_directives
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,

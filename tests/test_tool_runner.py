@@ -20,14 +20,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from anvil_cli.engine.worker.tools.runner import (
-    Capture,
-    ToolLimits,
-    ToolOutcome,
-    ToolProcesses,
-    rlimit_plan,
-    run_tool_async,
-)
+from anvil_cli.engine.worker.tools.limits import rlimit_plan
+from anvil_cli.engine.worker.tools.outcome import Capture
+from anvil_cli.engine.worker.tools.runner import ToolLimits, ToolOutcome, ToolProcesses, run_tool_async
 from anvil_cli.jobs.toolspec import scrubbed_env
 
 T = TypeVar("T")

@@ -162,7 +162,7 @@ def test_jobs_out_of_retries_while_unreachable_are_not_failed(tmp_path: Path) ->
 
 
 def test_the_setting_is_validated_where_it_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from anvil_cli.config.settings import load_settings
+    from anvil_cli.config.load import load_settings
 
     monkeypatch.chdir(tmp_path)  # no anvil.yaml
     from anvil_cli.errors import ConfigError

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.config.load import load_settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import (
     MAX_PRINTED_PROBLEMS,

@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from anvil_cli.commands.common import out_console, problem_lines
-from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.config.load import load_settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.errors import ConfigError, ProblemLog
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.input_limits import plain

@@ -5,20 +5,18 @@ Precedence, highest first:
 2. `ANVIL_*` environment variables (`ANVIL_SCALING__WORKERS=4`, `ANVIL_STATE_DIR=...`),
 3. the config file (`--config FILE`, else `./anvil.yaml` when present),
 4. the built-in defaults below.
+`config/load.py` builds them (`load_settings`), `config/check.py` judges them.
 The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
-
-from anvil_cli.config.sources import flags_layer, merge_layers, read_env_layer, read_file_layer
 
 # Durations: a setting in seconds above this is a typo, and some would overflow further down
 # (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
@@ -234,36 +232,3 @@ class Settings(_Section):
         from anvil_cli.policy.pricing.table import known_models
 
         return [*known_models(), *(m for m in self.prices if m not in known_models())]
-
-
-CONFIG_FILE_NAME = "anvil.yaml"
-
-
-def load_settings(
-    config_path: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError.
-
-    1. `overrides` (flags) win; a None value in them means "flag not given";
-    2. then `ANVIL_*` variables from `env` (default: `os.environ`), `__` between levels;
-    3. then the file: `config_path` (must exist), else `./anvil.yaml` when present;
-    4. then the built-in defaults.
-    Every problem from every source is collected before raising. A relative `state_dir` is
-    resolved against the current directory. Nothing is created or written.
-    """
-    from anvil_cli.config.check import check_settings
-
-    layers = []
-    path = config_path if config_path is not None else _default_config_path()
-    if path is not None:
-        layers.append(read_file_layer(path))
-    layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
-    layers.append(flags_layer(overrides or {}))
-    return check_settings(merge_layers(layers))
-
-
-def _default_config_path() -> Path | None:
-    candidate = Path(CONFIG_FILE_NAME)
-    return candidate if candidate.is_file() else None

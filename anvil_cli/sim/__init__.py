@@ -22,7 +22,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """The server (and aiohttp) load only when used, keeping `anvil --help` fast."""
     if name in ("SimServer", "serve_forever"):
-        from anvil_cli.sim import server
+        from anvil_cli.sim.server import SimServer, serve_forever
 
-        return getattr(server, name)
+        return SimServer if name == "SimServer" else serve_forever
     raise AttributeError(name)

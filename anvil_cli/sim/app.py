@@ -14,13 +14,13 @@ from aiohttp import web
 
 from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.tokens import estimate_input_tokens
+from anvil_cli.sim.answers.directives import DirectiveError, request_directives
+from anvil_cli.sim.answers.responses import stream_body, stream_error_event, stream_head
 from anvil_cli.sim.batches import api as batch_api
 from anvil_cli.sim.batches.store import BatchStore
 from anvil_cli.sim.core import Outcome, SimCore
-from anvil_cli.sim.directives import DirectiveError, request_directives
 from anvil_cli.sim.http import authorized, error_response, json_response, model_of, new_request_id, read_json
 from anvil_cli.sim.rate_limits import retry_after_header
-from anvil_cli.sim.responses import stream_body, stream_error_event, stream_head
 from anvil_cli.sim.validation import check_count_tokens, check_message
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}

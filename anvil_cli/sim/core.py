@@ -10,13 +10,13 @@ from typing import Any
 
 from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.tokens import estimate_input_tokens
-from anvil_cli.sim.caching import CachePlan, PromptCache
+from anvil_cli.sim.answers.caching import CachePlan, PromptCache
+from anvil_cli.sim.answers.directives import DirectiveError, Directives, request_directives
+from anvil_cli.sim.answers.responses import compose, message
 from anvil_cli.sim.config import SimConfig
 from anvil_cli.sim.digest import request_digest
-from anvil_cli.sim.directives import DirectiveError, Directives, request_directives
 from anvil_cli.sim.errors import SPEND_CAP_CODE
 from anvil_cli.sim.rate_limits import RateLimiter
-from anvil_cli.sim.responses import compose, message
 from anvil_cli.sim.stats import Stats
 
 SPEND_CAP_MESSAGE = "You have reached your specified API usage limits (simulated)."

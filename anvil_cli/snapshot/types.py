@@ -78,7 +78,7 @@ class LastError(TypedDict):
 class LastToolError(TypedDict):
     seq: int  # the job's
     tool: str
-    kind: str  # not_started, exit, killed, timeout, output_cut (engine/worker/tools/runner.py)
+    kind: str  # not_started, exit, killed, timeout, output_cut (engine/worker/tools/outcome.py)
     message: str
 
 

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from anvil_cli.sim.batches.store import Batch, batch_json, check_requests
+from anvil_cli.sim.batches.store import Batch, BatchStore, batch_json, check_requests
+from anvil_cli.sim.core import SimCore
 from anvil_cli.sim.errors import error_body
 from anvil_cli.sim.http import error_response, json_response, new_request_id, read_json
 from anvil_cli.sim.validation import check_message
 
-if TYPE_CHECKING:
-    from anvil_cli.sim.app import SimApp
-
 RESULTS_TYPE = "application/binary"
 
 
-def add_routes(app: web.Application, sim: SimApp) -> None:
+class BatchHost(Protocol):
+    """What the batch endpoints need of the simulator they serve in (`sim/app.py`'s `SimApp`)."""
+
+    core: SimCore
+    batches: BatchStore
+    clock: Callable[[], float]
+    wall: Callable[[], float]
+
+    def allowed(self, request: web.Request) -> bool: ...
+
+
+def add_routes(app: web.Application, sim: BatchHost) -> None:
     handlers = BatchHandlers(sim)
     app.router.add_post("/v1/messages/batches", handlers.create)
     app.router.add_get("/v1/messages/batches", handlers.list)
@@ -34,7 +44,7 @@ def _base_url(request: web.Request) -> str:
 class BatchHandlers:
     """Create, retrieve, list, cancel and read the results of batches."""
 
-    def __init__(self, sim: SimApp) -> None:
+    def __init__(self, sim: BatchHost) -> None:
         self.sim = sim
         self.store = sim.batches
         self.gets_to_fail = sim.core.config.batch_api_fail_first

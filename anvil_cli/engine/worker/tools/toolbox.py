@@ -181,7 +181,7 @@ TOOL_ERROR_NOTE_CHARS = 500  # of a failed tool call's message kept in the attem
 def note_tool_calls(entry: dict[str, Any], names: Sequence[str], outcomes: Sequence[ToolOutcome]) -> None:
     """List the tool calls an answer asked for under its attempt log `entry` (`tools`): each
     one's name and the head of its result, or why it failed (`error`: a kind of
-    `tool_runner.TOOL_ERROR_KINDS`, `message`; `records.failed_tool_calls` reads them back)."""
+    `outcome.TOOL_ERROR_KINDS`, `message`; `outcomes.failed_tool_calls` reads them back)."""
     notes = entry.setdefault("tools", [])
     for name, outcome in zip(names, outcomes, strict=True):
         if outcome.error_kind is None:

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from anvil_cli.sim.caching import CachePlan
+from anvil_cli.sim.answers.caching import CachePlan
+from anvil_cli.sim.answers.directives import Directives
+from anvil_cli.sim.answers.schema_fill import fill
 from anvil_cli.sim.digest import messages_digest
-from anvil_cli.sim.directives import Directives
-from anvil_cli.sim.schema_fill import fill
 
 WORDS = (
     "the",

@@ -1,0 +1,179 @@
+"""Putting a run's pending jobs into Message Batches, never twice.
+
+Before each create call an "intent" row (its jobs, its worst-case cost) is committed to the
+journal's `batches` table; the batch id is recorded the moment the server answers. A re-run
+re-attaches to recorded batches. An intent without an id (the process died during the create
+call, or the connection dropped) is looked up among the server's batches: one created after
+the intent, not recorded by any run, with as many requests and, once it has ended, exactly the
+intent's custom_ids, is adopted. A candidate still processing is waited for (its custom_ids can
+only be read from its results); when none is left the jobs are submitted again. A custom_id is
+`<tag>-<seq>`, the tag a hash of the run id, so another run's or another state dir's batch
+never matches (`ids.py`).
+
+Nothing is submitted after Ctrl-C or a drain, while paused, or beyond the budget: each create
+call asks right before it goes out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import anthropic
+
+from anvil_cli.engine.journal.store import BATCH_ABANDONED, BATCH_INTENT, BATCH_SUBMITTED, JobResult
+from anvil_cli.engine.modes.batches.budget import BatchesBudget
+from anvil_cli.engine.modes.batches.context import BatchesContext
+from anvil_cli.engine.modes.batches.ids import INTENT_SKEW_S, custom_id, match_intent, server_batches
+from anvil_cli.engine.modes.batches.ingest import Ingest
+from anvil_cli.engine.modes.batches.requests import BatchItem, chunk_bytes, prepare
+from anvil_cli.engine.modes.batches.state import OPEN
+from anvil_cli.engine.modes.batches.steer import Steering
+from anvil_cli.engine.modes.batches.trouble import ApiTrouble
+from anvil_cli.engine.run_end import RunEnd
+from anvil_cli.jobs.job import Job
+
+
+class Submitter:
+    """Creates the batches of one run (intent first) and resolves intents left without an id.
+    `api` is the client with the SDK's retries off; `tick()` lets the views see a new batch."""
+
+    def __init__(
+        self,
+        ctx: BatchesContext,
+        api: anthropic.Anthropic,
+        tag: str,
+        *,
+        budget: BatchesBudget,
+        steer: Steering,
+        ingest: Ingest,
+        trouble: ApiTrouble,
+        tick: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.settings.batches
+        self.api = api
+        self.tag = tag
+        self.budget = budget
+        self.steer = steer
+        self.ingest = ingest
+        self.trouble = trouble
+        self.tick = tick
+        self.held_back = False  # this round left jobs unsubmitted (budget, pause, stop)
+        self._foreign: set[str] = set()  # ended server batches whose custom_ids are not ours
+        self._waiting_for: dict[int, str] = {}  # intent n -> unconfirmed candidate announced
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def may_submit(self) -> bool:
+        """Not after Ctrl-C or a drain, not while paused, not once the budget is exhausted."""
+        return self.steer.may_submit() and not self.budget.denied
+
+    def submit_pending(self) -> RunEnd | None:
+        """Every pending job not in an open batch, in chunks within the batch limits."""
+        ctx = self.ctx
+        self.held_back = False
+        if not self.may_submit():
+            return None
+        busy = {s for row in ctx.journal.batches(ctx.run_id, OPEN) for s in row.seqs}
+        chunk: list[BatchItem] = []
+        after: tuple[int, int] | None = None
+        while rows := ctx.journal.pending_after(ctx.run_id, after, 1000):
+            for priority, seq, record, dispatches in rows:
+                after = (priority, seq)
+                if seq in busy:
+                    continue
+                item = self._prepare(Job.from_record(json.loads(record)), dispatches)
+                if item is None:
+                    continue
+                if chunk and (
+                    len(chunk) >= self.cfg.max_requests or chunk_bytes(chunk) + item.size > self.cfg.max_bytes
+                ):
+                    stop = self._submit(chunk)
+                    if stop is not None or self.held_back:
+                        return stop
+                    chunk = []
+                chunk.append(item)
+        return self._submit(chunk) if chunk else None
+
+    def _prepare(self, job: Job, dispatches: int) -> BatchItem | None:
+        """The batch item of a pending job; None when it was settled here (cache hit, gave up)."""
+        ctx = self.ctx
+        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag)
+        if isinstance(item, JobResult):
+            self.ingest.record(item)
+            return None
+        return item
+
+    def _submit(self, chunk: list[BatchItem]) -> RunEnd | None:
+        ctx = self.ctx
+        if not self.may_submit():  # right before the call: nothing goes out after the first Ctrl-C
+            self.held_back = True
+            return None
+        fits = self.budget.fitting([i.worst_usd for i in chunk])
+        if fits < len(chunk):
+            self.held_back = True
+            chunk = chunk[:fits]
+        if not chunk:
+            return None
+        seqs = [i.seq for i in chunk]
+        worst_usd = sum(i.worst_usd for i in chunk)
+        with ctx.journal.transaction():
+            n = ctx.journal.add_batch_intent(ctx.run_id, seqs, worst_usd)
+            ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
+        self.budget.hold(worst_usd)
+        requests = [{"custom_id": custom_id(self.tag, i.seq), "params": i.params} for i in chunk]
+        self.trouble.doing = f"creating a batch of {len(seqs)} request(s)"
+        try:
+            batch = self.api.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        except anthropic.APIConnectionError as exc:
+            return self.trouble.create_unconfirmed(exc)  # it may exist: looked up next round
+        except anthropic.APIStatusError as exc:
+            return self._create_refused(n, seqs, worst_usd, exc)
+        ctx.journal.set_batch(ctx.run_id, n, BATCH_SUBMITTED, batch.id)
+        ctx.say(f"submitted batch {batch.id}: {len(seqs)} request(s)")
+        self.tick()
+        return None
+
+    def _create_refused(
+        self, n: int, seqs: list[int], worst_usd: float, exc: anthropic.APIStatusError
+    ) -> RunEnd | None:
+        ctx = self.ctx
+        with ctx.journal.transaction():
+            ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
+            ctx.journal.return_to_pending(ctx.run_id, seqs)
+        self.budget.release(worst_usd)
+        return self.trouble.create_refused(exc)
+
+    # -- intents without a batch id -----------------------------------------------------------
+
+    def resolve_intents(self) -> None:
+        """Adopt, wait for, or give up (jobs back to pending) each intent without a batch id."""
+        ctx = self.ctx
+        intents = ctx.journal.batches(ctx.run_id, (BATCH_INTENT,))
+        if not intents:
+            return
+        self.trouble.doing = "looking for batches whose create call was not confirmed"
+        known = ctx.journal.known_batch_ids() | self._foreign
+        candidates = server_batches(self.api, min(i.created_at for i in intents) - INTENT_SKEW_S, known)
+        for intent in intents:
+            self.trouble.doing = f"reading the custom_ids of the server's batches for intent {intent.n}"
+            match, unsure = match_intent(self.api, self.tag, intent, candidates, self._foreign)
+            if match is not None:
+                candidates.remove(match)
+                ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_SUBMITTED, match.id)
+                ctx.say(f"re-attached to batch {match.id} (its create call was not confirmed)")
+            elif unsure is not None:
+                candidates.remove(unsure)  # one intent waits on it; the others look further
+                if self._waiting_for.get(intent.n) != unsure.id:
+                    self._waiting_for[intent.n] = unsure.id
+                    ctx.say(
+                        f"batch {unsure.id} may hold {len(intent.seqs)} unconfirmed request(s):"
+                        " waiting for it to end to check its custom_ids"
+                    )
+            else:
+                with ctx.journal.transaction():
+                    ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
+                    ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
+                self.budget.release(intent.worst_usd)
