@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.config.settings import Settings, load_settings
+from anvil_cli.config.load import load_settings
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.backends.stub import StubBackend, abandoned, answer, answered, failed
 from anvil_cli.engine.conductor.core import Conductor
 from anvil_cli.engine.events import Drain, NewGovernor
