@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.outcomes import JobError, JobResult, Usage
 from anvil_cli.policy.governor import BreakerPolicy, Governor, Grant, Limits, Outcome
 from anvil_cli.snapshot.build import build_snapshot
 from anvil_cli.snapshot.metrics import RunMetrics
@@ -66,35 +67,30 @@ def job(
     failed_calls: tuple[tuple[int, str], ...] = (), cost_usd: float = 0.001, tool_turns: int = 0,
 ) -> JobResult:  # fmt: skip
     """A job's result as a worker reports it: each call in the attempt log with its latency."""
-    log: list[dict[str, Any]] = []
+    log: list[Attempt] = []
     for n, (code, etype) in enumerate(failed_calls, start=1):
-        log.append({"n": n, "model": model, "status_code": code, "error_type": etype, "message": etype,
-                    "latency_s": call_s})  # fmt: skip
+        log.append(Attempt(n, model, code, latency_s=call_s, error_type=etype, message=etype))
     calls = 0 if not ok else 1 + tool_turns
-    log += [
-        {"n": len(log) + i + 1, "model": model, "status_code": 200, "latency_s": call_s} for i in range(calls)
-    ]
-    error = (
-        None if ok else {"type": "invalid_request_error", "message": "prompt is too long", "status_code": 400}
-    )
+    log += [Attempt(len(log) + i + 1, model, 200, latency_s=call_s) for i in range(calls)]
+    error = None if ok else JobError("invalid_request_error", "prompt is too long", 400)
     return JobResult(
         seq=seq,
         succeeded=ok,
         model=model,
         attempts=len(log),
-        usage={"input_tokens": 300, "output_tokens": 120},
+        usage=Usage(input_tokens=300, output_tokens=120),
         cost_usd=cost_usd,
         latency_s=job_s,
         error=error,
-        attempt_log=log,
+        attempt_log=tuple(log),
     )
 
 
 def feed(m: RunMetrics, result: JobResult, now: float) -> None:
     """Report a job as the conductor does: each failed call as it happens, then the result."""
-    for entry in result.attempt_log or []:
-        if entry["status_code"] != 200:
-            m.on_attempt({"seq": result.seq, **entry}, now)
+    for entry in result.attempt_log or ():
+        if not entry.ok:
+            m.on_attempt(entry, now)
     m.on_result(result, now)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from anvil_cli.engine.outcomes import Usage
 from anvil_cli.engine.result_cache import CachedResult, ResultCache, request_key
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
@@ -26,8 +27,9 @@ def test_key_covers_model_parameters_and_messages() -> None:
 
 def test_store_is_private_and_round_trips(tmp_path: Path) -> None:
     cache = ResultCache(tmp_path / "state")
-    cache.put("k", CachedResult("m", "out", "end_turn", {"input_tokens": 1}, 0.5))
-    assert cache.get("k") == CachedResult("m", "out", "end_turn", {"input_tokens": 1}, 0.5)
+    usage = Usage(input_tokens=1)
+    cache.put("k", CachedResult("m", "out", "end_turn", usage, 0.5))
+    assert cache.get("k") == CachedResult("m", "out", "end_turn", usage, 0.5)
     assert cache.get("other") is None
     cache.close()
     assert stat.S_IMODE(os.stat(tmp_path / "state" / "cache.sqlite").st_mode) == 0o600

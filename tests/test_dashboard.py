@@ -13,6 +13,7 @@ from rich.console import Console
 
 from anvil_cli.alerts.rules import AlertChange
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.journal.store import Journal, RunRow
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.policy.governor import GovernorView
@@ -336,8 +337,8 @@ def test_the_last_failed_call_says_why() -> None:
     from anvil_cli.views.dashboard.render import describe_error
 
     m = RunMetrics(total=10, started_at=0.0)
-    m.on_attempt({"seq": 1, "status_code": None, "error_type": "connection_error",
-                  "message": "[Errno 111] Connection refused (ConnectError)"}, 0.2)  # fmt: skip
+    m.on_attempt(Attempt(1, "", None, error_type="connection_error",
+                         message="[Errno 111] Connection refused (ConnectError)"), 0.2)  # fmt: skip
     snap = snapshot(m, now=0.5, governor=GovernorView(), in_flight=1, workers=(), queue_depth=0)
     assert "Connection refused" in frame(snap)
     assert "last error: connection_error: [Errno 111] Connection refused" in snapshot_line(snap)

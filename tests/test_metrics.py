@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.outcomes import JobError, JobResult, Usage
 from anvil_cli.snapshot.histograms import LogHistogram, WindowedHistogram, percentile
 from anvil_cli.snapshot.metrics import (
     ERROR_WINDOW_S,
@@ -25,10 +26,10 @@ SONNET = "claude-sonnet-4-6"
 def result(seq: int, *, ok: bool = True, model: str = HAIKU, latency_s: float = 1.0, **kw: Any) -> JobResult:
     fields: dict[str, Any] = {
         "attempts": 1,
-        "usage": {"input_tokens": 100, "output_tokens": 20},
+        "usage": Usage(input_tokens=100, output_tokens=20),
         "cost_usd": 0.001,
-        "attempt_log": [{"status_code": 200}],
-        "error": None if ok else {"type": "invalid_request_error", "message": "bad", "status_code": 400},
+        "attempt_log": (Attempt(1, model, 200),),
+        "error": None if ok else JobError("invalid_request_error", "bad", 400),
     }
     fields.update(kw)
     return JobResult(seq=seq, succeeded=ok, model=model, latency_s=latency_s, **fields)
@@ -107,19 +108,13 @@ def test_summary_keeps_its_keys_and_adds_call_latency_and_job_time() -> None:
 
 def test_call_latency_is_each_call_timed_once_and_not_the_job_time() -> None:
     m = RunMetrics(total=3, started_at=0.0)
-    failed = {
-        "seq": 0,
-        "model": HAIKU,
-        "status_code": 529,
-        "error_type": "overloaded_error",
-        "latency_s": 2.0,
-    }
+    failed = Attempt(1, HAIKU, 529, latency_s=2.0, error_type="overloaded_error")
     m.on_attempt(failed, 1.0)  # reported as it happens...
-    log = [failed, {"model": HAIKU, "status_code": 200, "latency_s": 0.5}]
+    log = (failed, Attempt(2, HAIKU, 200, latency_s=0.5))
     m.on_result(result(0, attempts=2, attempt_log=log, latency_s=30.0), 2.0)  # ...and not again here
-    cached = [{"n": 0, "model": HAIKU, "status_code": 200, "cache_hit": True, "latency_s": 0.0}]
+    cached = (Attempt(0, HAIKU, 200, latency_s=0.0, cache_hit=True),)
     m.on_result(result(1, attempts=0, attempt_log=cached, latency_s=0.01), 2.0)  # no call at all
-    batch = [{"n": 1, "model": HAIKU, "status_code": 200, "batch": True}]
+    batch = (Attempt(1, HAIKU, 200, batch=True),)
     m.on_result(result(2, attempt_log=batch, latency_s=3600.0), 3.0)  # Message Batches: not timed per call
     assert m.call_latency.count == 2 and m.call_latency.max == pytest.approx(2.0)
     assert m.call_latency_by_model[HAIKU].count == 2
@@ -131,13 +126,13 @@ def test_call_latency_is_each_call_timed_once_and_not_the_job_time() -> None:
 
 def test_retries_by_type_count_failed_calls_followed_by_another() -> None:
     m = RunMetrics(total=2, started_at=0.0)
-    log = [
-        {"status_code": 429, "error_type": "rate_limit_error"},
-        {"status_code": 529, "error_type": "overloaded_error"},
-        {"status_code": 529, "error_type": "overloaded_error"},
-    ]
+    log = (
+        Attempt(1, HAIKU, 429, error_type="rate_limit_error"),
+        Attempt(2, HAIKU, 529, error_type="overloaded_error"),
+        Attempt(3, HAIKU, 529, error_type="overloaded_error"),
+    )
     m.on_result(result(0, ok=False, attempts=3, attempt_log=log), 1.0)  # the last failure was not retried
-    m.on_result(result(1, attempts=3, attempt_log=[*log[:2], {"status_code": 200}]), 1.0)
+    m.on_result(result(1, attempts=3, attempt_log=(*log[:2], Attempt(3, HAIKU, 200))), 1.0)
     assert m.retried_attempts == 4
     assert m.retries_by_type == {"rate_limit_error": 2, "overloaded_error": 2}
 
@@ -176,14 +171,14 @@ def test_cumulative_buckets_match_exact_counts_within_one_percent() -> None:
 
 def test_attempt_events_count_errors_and_429s_but_not_successes() -> None:
     m = RunMetrics(total=1, started_at=0.0)
-    m.on_attempt({"seq": 0, "model": HAIKU, "status_code": 200}, 1.0)
-    m.on_attempt({"seq": 0, "model": HAIKU, "status_code": 429, "error_type": "rate_limit_error"}, 1.0)
-    m.on_attempt({"seq": 0, "model": HAIKU, "status_code": 529, "error_type": "overloaded_error"}, 2.0)
+    m.on_attempt(Attempt(1, HAIKU, 200), 1.0)
+    m.on_attempt(Attempt(1, HAIKU, 429, error_type="rate_limit_error"), 1.0)
+    m.on_attempt(Attempt(2, HAIKU, 529, error_type="overloaded_error"), 2.0)
     m.on_result(
         result(
             0,
             attempts=3,
-            attempt_log=[{"status_code": 429}, {"status_code": 529}, {"status_code": 200}],
+            attempt_log=(Attempt(1, HAIKU, 429), Attempt(2, HAIKU, 529), Attempt(3, HAIKU, 200)),
         ),
         3.0,
     )

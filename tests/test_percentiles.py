@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.jobs.loader import load_batch
@@ -110,7 +111,7 @@ def test_half_under_half_a_second_no_longer_reads_exactly_050_095_099() -> None:
 
 def test_failed_calls_count_in_the_window_when_they_happen() -> None:
     m = RunMetrics(total=10, started_at=T0)
-    m.on_attempt({"seq": 0, "model": HAIKU, "status_code": 529, "latency_s": 9.0}, T0 + 1.0)
+    m.on_attempt(Attempt(1, HAIKU, 529, latency_s=9.0), T0 + 1.0)
     assert m.call_latency_window(T0 + 5.0, 10.0)["all"]["p50"] == pytest.approx(9.0)
     later = m.call_latency_window(T0 + 12.0, 10.0)
     assert later["all"] == {"count": 0, "p50": None, "p95": None, "p99": None} and later["by_model"] == {}
@@ -135,7 +136,7 @@ def test_memory_stays_bounded_on_a_long_fast_run() -> None:
     for second in range(0, 3_600, 60):  # the first second of each minute: 500 calls
         for i in range(500):
             v, at = rnd.lognormvariate(-1.0, 1.0), T0 + second + i / 500
-            m.on_attempt({"seq": i, "model": HAIKU, "status_code": 529, "latency_s": v}, at)
+            m.on_attempt(Attempt(1, HAIKU, 529, latency_s=v), at)
             most_slots = max(most_slots, m.recent_call_latency_by_model[HAIKU].slots_used)
     assert most_slots <= THROUGHPUT_WINDOW_S / WINDOW_SLOT_S + 1
     assert m.call_latency.count == 30_000 and m.call_latency.buckets_used < 2_000

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.journal.store import RUN_FINISHED, RUN_STOPPED, Journal
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.ticker import Ticker
 from anvil_cli.jobs.loader import load_batch
 from anvil_cli.snapshot.metrics import RunMetrics
@@ -41,9 +42,9 @@ def _run(tmp_path: Path, *, failed: int = 1) -> tuple[Path, str]:
         for seq in range(3):
             ok = seq < 3 - failed
             etype = None if ok else "invalid_request_error"
-            error = None if ok else {"type": etype, "message": EVIL_MESSAGE, "status_code": 400}
-            log = [{"n": 1, "model": HAIKU, "status_code": 200 if ok else 400, "latency_s": 0.3,
-                    "error_type": etype, "message": EVIL_MESSAGE}]  # fmt: skip
+            error = None if ok else JobError("invalid_request_error", EVIL_MESSAGE, 400)
+            code = 200 if ok else 400
+            log = (Attempt(1, HAIKU, code, latency_s=0.3, error_type=etype, message=EVIL_MESSAGE),)
             result = JobResult(seq, ok, HAIKU, 1, output="out" if ok else None, error=error,
                                attempt_log=log, cost_usd=0.001, latency_s=0.4)  # fmt: skip
             feed(metrics, result, T0 + seq)

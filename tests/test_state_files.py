@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.engine.outcomes import Usage
 from anvil_cli.engine.result_cache import CACHE_NAME, CachedResult, ResultCache
 from tests.engine_support import read_results, run_cli, write_jsonl_batch
 
@@ -66,7 +67,7 @@ def test_a_cache_of_another_shape_is_set_aside(tmp_path: Path, capsys: pytest.Ca
     with sqlite3.connect(tmp_path / CACHE_NAME) as db:
         db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, other TEXT)")  # planted or from elsewhere
     cache = ResultCache(tmp_path)
-    cache.put("k", CachedResult("claude-haiku-4-5", "hi", "end_turn", {"output_tokens": 1}, 0.001))
+    cache.put("k", CachedResult("claude-haiku-4-5", "hi", "end_turn", Usage(output_tokens=1), 0.001))
     assert cache.get("k") is not None
     cache.close()
     assert "set aside" in capsys.readouterr().err

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.worker.tools.toolbox import add_usage, command_argv, split_tools
+from anvil_cli.engine.outcomes import Usage
+from anvil_cli.engine.worker.tools.toolbox import command_argv, split_tools
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_cli, run_inprocess, write_config, write_jobs
@@ -47,8 +48,8 @@ def test_the_command_is_never_sent_and_only_runnable_tools_are_kept() -> None:
 
 
 def test_usage_of_turns_adds_up() -> None:
-    total = add_usage({"input_tokens": 10, "output_tokens": 5}, {"input_tokens": 7, "output_tokens": 1})
-    assert total == {"input_tokens": 17, "output_tokens": 6}
+    total = Usage(input_tokens=10, output_tokens=5) + Usage(input_tokens=7, output_tokens=1)
+    assert total.to_json() == {"input_tokens": 17, "output_tokens": 6}
 
 
 def test_an_agent_job_runs_its_tool_and_finishes(tmp_path: Path, sim: SimServer) -> None:

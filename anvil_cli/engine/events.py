@@ -25,8 +25,9 @@ Worker -> conductor (`WorkerEvent`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.outcomes import JobResult
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class WorkerReady:
 class CallFailed:
     worker: int
     seq: int
-    info: dict[str, Any]  # the attempt log entry: n, model, status_code, error_type, message, latency_s
+    info: Attempt  # its attempt log entry
 
 
 @dataclass(frozen=True, slots=True)

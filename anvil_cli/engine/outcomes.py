@@ -1,12 +1,98 @@
 """Record types shared by the engine and its views: what a job's outcome is, whatever produced
 it (a worker, Message Batches, the result cache) and whoever reads it (journal, metrics, cache).
-Plain values; this module imports nothing of Anvil's."""
+Frozen values that pickle (they cross process pipes and Ray); the journal, the results files and
+the result cache keep them as JSON (`to_json`/`from_json`, the same keys and order as ever).
+The attempt log's entries are `engine.attempts`. This module imports nothing of Anvil's but that."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.attempts import tool_errors_of as tool_errors_of  # the journal reads it here
+
+# The API's token counts, by the name each has in `Usage`
+_COUNTS: dict[str, str] = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call, or of a job's calls added up (the API's `usage`). The API's
+    other usage fields (`cache_creation`'s split, `service_tier`, ...) are kept as it sent them,
+    and so is the order of its keys, so the JSON reads back as it came."""
+
+    input_tokens: int = 0  # uncached input
+    output_tokens: int = 0
+    cache_write_tokens: int = 0  # the API's cache_creation_input_tokens
+    cache_read_tokens: int = 0  # the API's cache_read_input_tokens
+    api_fields: tuple[tuple[str, Any], ...] = ()  # the API's other fields, as sent
+    keys: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the JSON's order, as it came
+
+    @property
+    def counted_input(self) -> int:
+        """Input tokens as the rate limits count them: uncached input and cache writes."""
+        return self.input_tokens + self.cache_write_tokens
+
+    def __add__(self, more: Usage) -> Usage:
+        """Several calls (one job's turns) added up: every number summed, any other field as
+        it came first."""
+        out = self.to_json()
+        for key, value in more.to_json().items():
+            if _number(value):
+                out[key] = out.get(key, 0) + value
+            elif key not in out:
+                out[key] = value
+        return Usage.from_json(out)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's `usage` dict, as it came."""
+        extra = dict(self.api_fields)
+        keys = self.keys or (
+            "input_tokens",
+            "output_tokens",
+            *(k for k in ("cache_creation_input_tokens", "cache_read_input_tokens") if self._count(k)),
+            *extra,
+        )
+        return {k: extra[k] if k in extra else self._count(k) for k in keys}
+
+    def _count(self, key: str) -> int:
+        count: int = getattr(self, _COUNTS[key])
+        return count
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Usage:
+        counts = {_COUNTS[k]: int(v) for k, v in data.items() if k in _COUNTS and _number(v)}
+        extra = tuple((k, v) for k, v in data.items() if k not in _COUNTS or not _number(v))
+        return cls(**counts, api_fields=extra, keys=tuple(data))
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job failed for good: the API's error type and message (secrets redacted), its HTTP
+    status when there was one."""
+
+    type: str
+    message: str
+    status_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "status_code": self.status_code}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobError:
+        return cls(data.get("type", "error"), data.get("message", ""), data.get("status_code"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +105,10 @@ class JobResult:
     attempts: int
     output: str | None = None
     stop_reason: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None
     cost_usd: float = 0.0
-    error: dict[str, Any] | None = None
-    attempt_log: list[dict[str, Any]] | None = None  # every call, and the tools each asked for
+    error: JobError | None = None
+    attempt_log: tuple[Attempt, ...] | None = None  # every call, and the tools each asked for
     latency_s: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -30,27 +116,8 @@ class JobResult:
 
     @classmethod
     def failed_now(cls, seq: int, model: str, error_type: str, message: str) -> JobResult:
-        """A job failed for good without a call (e.g. its worker died under it too often)."""
+        """A job failed for good without a call (its worker died under it too often, a request
+        Message Batches cannot make, an internal error)."""
         now = time.time()
-        error = {"type": error_type, "message": message, "status_code": None}
+        error = JobError(error_type, message)
         return cls(seq, False, model, 0, error=error, started_at=now, finished_at=now)
-
-
-def failed_tool_calls(attempt_log: Any) -> list[dict[str, Any]]:
-    """The failed tool calls of a job's attempt log, in order, each {tool, kind, message}. The
-    tool calls an answer asked for are listed under its entry's `tools`: `{"tool": name,
-    "output": head}`, or `{"tool": name, "error": kind, "message": ...}` for a failed one. The
-    attempt log is where a job's tool errors are kept; every count of them is derived from it."""
-    out: list[dict[str, Any]] = []
-    for entry in attempt_log if isinstance(attempt_log, list) else ():
-        calls = entry.get("tools") if isinstance(entry, dict) else None
-        for call in calls if isinstance(calls, list) else ():
-            if isinstance(call, dict) and call.get("error"):
-                out.append({"tool": call.get("tool"), "kind": call["error"], "message": call.get("message")})
-    return out
-
-
-def tool_errors_of(attempt_log: Any) -> tuple[int, dict[str, Any] | None]:
-    """(how many tool calls failed, the last failure) of a job's attempt log."""
-    failed = failed_tool_calls(attempt_log)
-    return len(failed), (failed[-1] if failed else None)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.outcomes import JobResult, Usage
 from anvil_cli.securefile import SIDE_SUFFIXES, private_sqlite
 
 CACHE_NAME = "cache.sqlite"
@@ -45,7 +46,7 @@ class CachedResult:
     model: str
     output: str | None
     stop_reason: str | None
-    usage: dict[str, Any] | None
+    usage: Usage | None
     cost_usd: float
 
 
@@ -53,7 +54,7 @@ def result_from_cache(seq: int, hit: CachedResult, started: float | None = None)
     """A job answered by the result cache: no call, no cost."""
     now = time.time()
     started = now if started is None else started
-    entry = {"n": 0, "model": hit.model, "status_code": 200, "cache_hit": True, "latency_s": 0.0}
+    entry = Attempt(0, hit.model, 200, latency_s=0.0, cache_hit=True)
     return JobResult(
         seq=seq,
         succeeded=True,
@@ -63,11 +64,15 @@ def result_from_cache(seq: int, hit: CachedResult, started: float | None = None)
         stop_reason=hit.stop_reason,
         usage=hit.usage,
         cost_usd=0.0,
-        attempt_log=[entry],
+        attempt_log=(entry,),
         latency_s=now - started,
         started_at=started,
         finished_at=now,
     )
+
+
+def _usage_json(usage: Usage | None) -> str | None:
+    return json.dumps(usage.to_json()) if usage is not None else None
 
 
 def request_key(request: Mapping[str, Any]) -> str:
@@ -136,7 +141,9 @@ class ResultCache:
             return None
         if row is None:
             return None
-        return CachedResult(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4])
+        return CachedResult(
+            row[0], row[1], row[2], Usage.from_json(json.loads(row[3])) if row[3] else None, row[4]
+        )
 
     def put(self, key: str, result: CachedResult) -> None:
         with self._lock:
@@ -148,7 +155,7 @@ class ResultCache:
                     result.model,
                     result.output,
                     result.stop_reason,
-                    json.dumps(result.usage) if result.usage is not None else None,
+                    _usage_json(result.usage),
                     result.cost_usd,
                     time.time(),
                 ),
@@ -164,7 +171,7 @@ class ResultCache:
                 r.model,
                 r.output,
                 r.stop_reason,
-                json.dumps(r.usage) if r.usage is not None else None,
+                _usage_json(r.usage),
                 r.cost_usd,
                 now,
             )

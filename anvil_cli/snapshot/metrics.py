@@ -23,7 +23,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from anvil_cli.engine.outcomes import JobResult, failed_tool_calls
+from anvil_cli.engine.attempts import Attempt, failed_tool_calls
+from anvil_cli.engine.outcomes import JobResult, Usage
 from anvil_cli.policy.forecast import RunningCost
 from anvil_cli.snapshot.histograms import LogHistogram, WindowedHistogram, summaries
 from anvil_cli.snapshot.histograms import (
@@ -117,33 +118,29 @@ class RunMetrics:
     window: RollingCounters = field(default_factory=RollingCounters)
     last_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
     job_cost: RunningCost = field(default_factory=RunningCost)  # per job paid for: the live forecast
-    tool_errors: int = 0  # failed tool calls of the jobs finished (records.tool_errors_of)
+    tool_errors: int = 0  # failed tool calls of the jobs finished (attempts.tool_errors_of)
     tool_errors_by_kind: Counter[str] = field(default_factory=Counter)
     last_tool_error: dict[str, Any] | None = None  # {seq, tool, kind, message}
 
-    def on_attempt(self, info: dict[str, Any], now: float) -> None:
+    def on_attempt(self, attempt: Attempt, now: float) -> None:
         """A failed API attempt reported while its job is still running (successes are ignored:
         they are counted with the job's result)."""
-        if info.get("status_code") == 200:
+        if attempt.ok:
             return
-        etype = str(info.get("error_type") or "error")
+        etype = attempt.error_type or "error"
         self.errors_by_type[etype] += 1
         self.failed_attempts += 1
-        self.last_error = {
-            "type": etype,
-            "status_code": info.get("status_code"),
-            "message": info.get("message"),
-        }
-        rate_limited = info.get("status_code") == 429
+        self.last_error = {"type": etype, "status_code": attempt.status_code, "message": attempt.message}
+        rate_limited = attempt.status_code == 429
         if rate_limited:
             self.rate_limited += 1
-        model = str(info.get("model") or "")
-        self._call_time(model, info.get("latency_s"), now)
+        model = attempt.model
+        self._call_time(model, attempt.latency_s, now)
         self.window.add(now, {"requests": 1, "failed": 1, "429": int(rate_limited), f"requests:{model}": 1})
 
-    def _call_time(self, model: str, latency_s: Any, now: float) -> None:
+    def _call_time(self, model: str, latency_s: float | None, now: float) -> None:
         """One API call's request-to-answer time (calls without one, e.g. Message Batches, skip)."""
-        if not isinstance(latency_s, int | float) or isinstance(latency_s, bool):
+        if latency_s is None:
             return
         self.call_latency.add(latency_s)
         recent = self.recent_call_latency_by_model.get(model)
@@ -156,17 +153,17 @@ class RunMetrics:
     def on_result(self, r: JobResult, now: float) -> None:
         calls = r.attempts
         self.attempts += calls
-        log = r.attempt_log or []
-        failed = [a for a in log if a.get("status_code") != 200]
+        log = r.attempt_log or ()
+        failed = [a for a in log if not a.ok]
         call_s = 0.0
         for a in log:  # failed calls were timed when they were reported; a cache hit is no call
-            if a.get("status_code") == 200 and not a.get("cache_hit"):
-                self._call_time(str(a.get("model") or r.model), a.get("latency_s"), now)
-                call_s += float(a.get("latency_s") or 0.0)
+            if a.ok and not a.cache_hit:
+                self._call_time(a.model or r.model, a.latency_s, now)
+                call_s += a.latency_s or 0.0
         # a retry is a failed call that was followed by another (tool turns are not retries)
         retried = failed if r.succeeded else failed[:-1]
         self.retried_attempts += len(retried)
-        self.retries_by_type.update(str(a.get("error_type") or "error") for a in retried)
+        self.retries_by_type.update(a.error_type or "error" for a in retried)
         ok_calls = max(0, calls - len(failed))
         self.ok_calls += ok_calls
         if r.succeeded:
@@ -182,25 +179,23 @@ class RunMetrics:
 
     def _on_tools(self, r: JobResult) -> None:
         """The job's failed tool calls, as its attempt log lists them."""
-        for call in failed_tool_calls(r.attempt_log):
+        for call in failed_tool_calls(r.attempt_log or ()):
+            kind = str(call.error)
             self.tool_errors += 1
-            self.tool_errors_by_kind[str(call["kind"])] += 1
+            self.tool_errors_by_kind[kind] += 1
             self.last_tool_error = {
                 "seq": r.seq,
-                "tool": str(call["tool"]),
-                "kind": str(call["kind"]),
-                "message": str(call["message"] or "")[:300],
+                "tool": str(call.tool),
+                "kind": kind,
+                "message": (call.message or "")[:300],
             }
 
     def _on_usage(self, r: JobResult, now: float, ok_calls: int, call_s: float) -> None:
-        usage = r.usage or {}
-        tokens_in = int(usage.get("input_tokens") or 0)
-        tokens_out = int(usage.get("output_tokens") or 0)
-        cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-        self.input_tokens += tokens_in
-        self.output_tokens += tokens_out
-        self.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
-        self.cache_write_tokens += cache_write
+        usage = r.usage or Usage()
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_tokens += usage.cache_read_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
         self.cost_usd += r.cost_usd
         if r.attempts > 0:  # an answer from the result cache forecasts nothing
             self.job_cost.add(r.cost_usd)
@@ -212,22 +207,21 @@ class RunMetrics:
                 "call_s": call_s,
                 "cost_usd": r.cost_usd,
                 f"requests:{r.model}": ok_calls,
-                f"input_tokens:{r.model}": tokens_in + cache_write,
-                f"output_tokens:{r.model}": tokens_out,
+                f"input_tokens:{r.model}": usage.counted_input,
+                f"output_tokens:{r.model}": usage.output_tokens,
             },
         )
 
     def _on_failure(self, r: JobResult, now: float) -> None:
-        error = r.error or {}
-        etype = str(error.get("type", "error"))
+        etype = r.error.type if r.error is not None else "error"
         self.final_errors_by_type[etype] += 1
         self.last_failures.append(
             {
                 "seq": r.seq,
                 "model": r.model,
                 "type": etype,
-                "status_code": error.get("status_code"),
-                "message": str(error.get("message") or "")[:300],
+                "status_code": r.error.status_code if r.error is not None else None,
+                "message": (r.error.message if r.error is not None else "")[:300],
                 "at_s": round(now - self.started_at, 3),
             }
         )

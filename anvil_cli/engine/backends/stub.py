@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import (
     CallFailed,
@@ -44,7 +45,7 @@ from anvil_cli.engine.events import (
     WorkerReady,
 )
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.outcomes import JobError, JobResult, Usage
 from anvil_cli.snapshot.state import WorkerInfo
 
 STUB_HOST = "stub.invalid:443"  # the API host stub workers say they call (they call none)
@@ -208,7 +209,7 @@ def _model(row: ReadyRow) -> str:
 def answered(worker: int, row: ReadyRow, cost_usd: float = 0.001, output: str = "ok") -> list[WorkerEvent]:
     """One call, paid for (`CallSettled`), then the job done with its answer (`JobDone`)."""
     model = _model(row)
-    call = {"n": 1, "model": model, "status_code": 200, "latency_s": 0.0}
+    call = Attempt(1, model, 200, latency_s=0.0)
     result = JobResult(
         seq=row.seq,
         succeeded=True,
@@ -216,9 +217,9 @@ def answered(worker: int, row: ReadyRow, cost_usd: float = 0.001, output: str = 
         attempts=1,
         output=output,
         stop_reason="end_turn",
-        usage={"input_tokens": 10, "output_tokens": 5},
+        usage=Usage(input_tokens=10, output_tokens=5),
         cost_usd=cost_usd,
-        attempt_log=[call],
+        attempt_log=(call,),
         latency_s=0.0,
     )
     return [CallSettled(worker, row.seq, cost_usd), JobDone(worker, result)]
@@ -230,17 +231,10 @@ def failed(
     """One call refused (`CallFailed`), then the job failed for good (`JobDone`)."""
     model = _model(row)
     message = f"{error_type} ({status_code}) from the stub"
-    call = {
-        "n": 1,
-        "model": model,
-        "status_code": status_code,
-        "error_type": error_type,
-        "message": message,
-        "latency_s": 0.0,
-    }
-    error = {"type": error_type, "message": message, "status_code": status_code}
-    result = JobResult(row.seq, False, model, 1, error=error, attempt_log=[call], latency_s=0.0)
-    return [CallFailed(worker, row.seq, {"seq": row.seq, **call}), JobDone(worker, result)]
+    call = Attempt(1, model, status_code, latency_s=0.0, error_type=error_type, message=message)
+    error = JobError(error_type, message, status_code)
+    result = JobResult(row.seq, False, model, 1, error=error, attempt_log=(call,), latency_s=0.0)
+    return [CallFailed(worker, row.seq, call), JobDone(worker, result)]
 
 
 def abandoned(worker: int, row: ReadyRow, attempts: int = 0) -> list[WorkerEvent]:

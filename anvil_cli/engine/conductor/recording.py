@@ -67,7 +67,7 @@ class EventRecording(ConductorState):
                     self._cache_answer(result)
             case CallFailed(info=info):
                 self.metrics.on_attempt(info, now)
-                self.reach.attempt(info, now)
+                self.reach.attempt(info.to_json(), now)
             case WorkerReady(worker=wid, pid=pid, api_host=api):
                 if self.held.mark_ready(wid):
                     self._stillborn = 0
@@ -101,8 +101,8 @@ class EventRecording(ConductorState):
     def _never_connected(self, result: JobResult) -> bool:
         """A job whose calls all failed to connect while the API was never reached is not failed:
         the run stops as unreachable (policy/unreachable.py) and a resume runs it."""
-        last = result.attempt_log[-1] if result.attempt_log else {}
-        return not result.succeeded and bool(last.get("unreachable")) and self.reach.never_reached()
+        unreachable = bool(result.attempt_log and result.attempt_log[-1].unreachable)
+        return not result.succeeded and unreachable and self.reach.never_reached()
 
     def _check_reachable(self, now: float) -> None:
         message = self.reach.verdict(now)

@@ -10,25 +10,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anthropic
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.outcomes import JobResult
-from anvil_cli.engine.result_cache import ResultCache, request_key, result_from_cache
+from anvil_cli.engine.attempts import Attempt, ToolCall
+from anvil_cli.engine.outcomes import JobError, JobResult, Usage
+from anvil_cli.engine.requests import prepare_request
+from anvil_cli.engine.result_cache import ResultCache, result_from_cache
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
-from anvil_cli.engine.worker.tools.runner import run_tool_async
-from anvil_cli.engine.worker.tools.toolbox import ToolContext, add_usage, note_tool_calls, split_tools
+from anvil_cli.engine.worker.tools.runner import ToolOutcome, run_tool_async
+from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.prompt_caching import mark_prompt_cache
-from anvil_cli.policy.routing import fallbacks, model_for
+from anvil_cli.policy.routing import fallbacks
 from anvil_cli.policy.tokens import estimate_input_tokens
 
 MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
@@ -69,7 +70,7 @@ class AgentContext:
     stopping: asyncio.Event  # set when the run drains: stop waiting and retrying
     tools: ToolContext = field(default_factory=ToolContext)
     owner: int = -1  # this worker's id: the governor releases its grants if it dies
-    on_attempt: Callable[[int, dict[str, Any]], None] = lambda _seq, _info: None  # every attempt
+    on_attempt: Callable[[int, Attempt], None] = lambda _seq, _attempt: None  # every attempt
     on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
 
 
@@ -82,9 +83,13 @@ class _JobState:
     attempts: int = 0
     cost_usd: float = 0.0
     overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[Attempt] = field(default_factory=list)
     tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
-    usage: dict[str, Any] = field(default_factory=dict)  # of every turn so far
+    usage: Usage | None = None  # of every turn so far
+
+    def add_usage(self, usage: Usage) -> Usage:
+        self.usage = usage if self.usage is None else self.usage + usage
+        return self.usage
 
 
 def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -113,19 +118,18 @@ class Agent:
 
     async def run(self, job: Job) -> JobResult:
         started = time.time()
-        model = model_for(job, self.ctx.settings.routing)
-        request = job.request(model)
-        key = request_key(request)
-        hit = self.cache.get(key) if self.cache is not None else None
+        request = prepare_request(job, self.ctx.settings)
+        hit = self.cache.get(request.key) if self.cache is not None else None
         if hit is not None:
             return result_from_cache(job.seq, hit, started)
-        request, tools = split_tools(request)
-        if self.ctx.settings.cache.prompt_caching:
-            request = mark_prompt_cache(request, self.ctx.settings.cache.prompt_caching_min_chars)
         st = _JobState(
-            job=job, model=model, request=request, est_input=estimate_input_tokens(request), tools=tools
+            job=job,
+            model=request.model,
+            request=request.params,
+            est_input=request.est_input,
+            tools=request.tools,
         )
-        if tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
+        if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
             info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
             return self._failed(st, info, started)
         try:
@@ -137,7 +141,7 @@ class Agent:
             exc.attempts = st.attempts
             raise
         finished = time.time()
-        output, usage = text_of(message), add_usage(st.usage, usage_of(message))
+        output, usage = text_of(message), st.add_usage(usage_of(message))
         return JobResult(
             seq=job.seq,
             succeeded=True,
@@ -147,11 +151,11 @@ class Agent:
             stop_reason=message.stop_reason,
             usage=usage,
             cost_usd=st.cost_usd,
-            attempt_log=st.log,
+            attempt_log=tuple(st.log),
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
-            cache_key=key if self.cache is not None else None,  # the conductor stores it
+            cache_key=request.key if self.cache is not None else None,  # the conductor stores it
         )
 
     def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:
@@ -162,8 +166,8 @@ class Agent:
             model=st.model,
             attempts=st.attempts,
             cost_usd=st.cost_usd,
-            error={**info.as_dict(), "message": self.redact(info.message)},
-            attempt_log=st.log,
+            error=JobError(info.type, self.redact(info.message), info.status_code),
+            attempt_log=tuple(st.log),
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
@@ -194,12 +198,13 @@ class Agent:
                     for c in calls
                 )
             )
-            note_tool_calls(st.log[-1], [c.name for c in calls], outcomes)  # the answer that asked
+            asked = tuple(_tool_call(c.name, o) for c, o in zip(calls, outcomes, strict=True))
+            st.log[-1] = replace(st.log[-1], tools=asked)  # listed under the answer that asked
             results = [o.block for o in outcomes]
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})
-            st.usage = add_usage(st.usage, usage_of(message))
+            st.add_usage(usage_of(message))
             st.request = {**st.request, "messages": messages}
             st.est_input = estimate_input_tokens(st.request)
             message = await self._with_retries(st)
@@ -224,7 +229,7 @@ class Agent:
 
     def _note_wait(self, st: _JobState, rs: RetryCallState) -> None:
         if st.log and rs.next_action is not None:
-            st.log[-1]["wait_s"] = round(rs.next_action.sleep, 3)
+            st.log[-1] = replace(st.log[-1], wait_s=round(rs.next_action.sleep, 3))
 
     # -- one attempt --------------------------------------------------------------------------
 
@@ -243,27 +248,21 @@ class Agent:
             self.ctx.governor.release(grant.ticket)
             raise
         usage = usage_of(message)
-        cost = self.ctx.pricer.cost_usd(st.model, usage)
+        cost = self.ctx.pricer.cost_usd(st.model, usage.to_json())
         st.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost)  # journaled before anything else happens to the job
-        counted_in = int(usage.get("input_tokens", 0)) + int(usage.get("cache_creation_input_tokens") or 0)
         self.ctx.governor.settle(
             grant.ticket,
             Outcome(
                 ok=True,
-                input_tokens=counted_in,
-                output_tokens=int(usage.get("output_tokens", 0)),
+                input_tokens=usage.counted_input,
+                output_tokens=usage.output_tokens,
                 cost_usd=cost,
                 status_code=status_code,
                 headers=_headers(headers),
             ),
         )
-        entry = {
-            "n": st.attempts,
-            "model": st.model,
-            "status_code": 200,
-            "latency_s": round(time.monotonic() - t0, 4),
-        }
+        entry = Attempt(st.attempts, st.model, 200, latency_s=round(time.monotonic() - t0, 4))
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
         return message
@@ -292,18 +291,16 @@ class Agent:
                 headers=_headers(response.headers if response is not None else None),
             ),
         )
-        entry = {
-            "n": st.attempts,
-            "model": st.model,
-            "status_code": info.status_code,
-            "error_type": info.type,
-            "message": self.redact(info.message)[:500],
-            "latency_s": round(elapsed_s, 4),
-        }
-        if info.host is not None:
-            entry["host"] = info.host
-        if info.unreachable:  # no connection was made (policy/unreachable.py counts these)
-            entry["unreachable"] = True
+        entry = Attempt(
+            st.attempts,
+            st.model,
+            info.status_code,
+            latency_s=round(elapsed_s, 4),
+            error_type=info.type,
+            message=self.redact(info.message)[:500],
+            host=info.host,
+            unreachable=info.unreachable,  # no connection was made (policy/unreachable.py counts these)
+        )
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
         st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
@@ -349,6 +346,13 @@ class Agent:
                 st.request = {**st.request, "model": candidate}
                 return True
         return False
+
+
+def _tool_call(name: str, outcome: ToolOutcome) -> ToolCall:
+    """A tool call as the attempt log lists it under the answer that asked for it."""
+    if outcome.error_kind is None:
+        return ToolCall.ran(name, str(outcome.block["content"]))
+    return ToolCall.failed(name, outcome.error_kind, outcome.error_message)
 
 
 async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:

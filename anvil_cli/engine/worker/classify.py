@@ -6,7 +6,6 @@ import os
 import socket
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import aiohttp
 import anthropic
@@ -35,9 +34,6 @@ class ErrorInfo:
     # the request never reached a server (refused, DNS, connect timeout): `host` is where it went
     unreachable: bool = False
     host: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "status_code": self.status_code}
 
 
 _FAIL_JOB_STATUSES = {400, 404, 413, 422}

@@ -15,7 +15,6 @@ import os
 import queue
 import random
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -26,6 +25,7 @@ import httpx2
 
 from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.events import (
     HEARTBEAT_S,
     CallFailed,
@@ -157,17 +157,8 @@ class _Worker:
             self.put(JobDone(self.wid, result))
 
     def _internal_error(self, job: Job, exc: Exception) -> JobResult:
-        now = time.time()
         detail = self.agent.redact("".join(traceback.format_exception_only(type(exc), exc)).strip())
-        return JobResult(
-            seq=job.seq,
-            succeeded=False,
-            model=job.model,
-            attempts=0,
-            error={"type": "internal_error", "message": detail, "status_code": None},
-            started_at=now,
-            finished_at=now,
-        )
+        return JobResult.failed_now(job.seq, job.model, "internal_error", detail)
 
 
 async def _beat(worker: _Worker) -> None:
@@ -195,9 +186,9 @@ async def run_worker_loop(
     broker = GovernorBroker(governor, cfg.worker_id, loop).start()
     wid = cfg.worker_id
 
-    def on_attempt(seq: int, info: dict[str, object]) -> None:
-        if info.get("status_code") != 200:
-            sink.put(CallFailed(wid, seq, {"seq": seq, **info}))
+    def on_attempt(seq: int, attempt: Attempt) -> None:
+        if not attempt.ok:
+            sink.put(CallFailed(wid, seq, attempt))
 
     def on_spend(seq: int, cost_usd: float) -> None:
         sink.put(CallSettled(wid, seq, cost_usd))

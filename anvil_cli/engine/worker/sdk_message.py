@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from anvil_cli.engine.outcomes import Usage
 
-def usage_of(message: Any) -> dict[str, Any]:
-    """The message's `usage` as a plain dict (cache fields included when present)."""
+
+def usage_of(message: Any) -> Usage:
+    """The message's `usage` (cache fields included when present)."""
     usage = message.usage
     data: dict[str, Any] = (
         usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage)
     )
-    return data
+    return Usage.from_json(data)
 
 
 def text_of(message: Any) -> str:

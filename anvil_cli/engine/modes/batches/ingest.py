@@ -11,15 +11,16 @@ from typing import Any
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import BATCH_ENDED, PENDING, RUNNING, BatchRow, Journal
 from anvil_cli.engine.modes.batches.ids import seq_of
-from anvil_cli.engine.modes.batches.requests import job_model
 from anvil_cli.engine.modes.batches.results import error_of, succeeded_result
-from anvil_cli.engine.outcomes import JobResult
-from anvil_cli.engine.result_cache import CachedResult, ResultCache, request_key
+from anvil_cli.engine.outcomes import JobError, JobResult
+from anvil_cli.engine.requests import prepare_request
+from anvil_cli.engine.result_cache import CachedResult, ResultCache
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.routing import model_for
 from anvil_cli.snapshot.metrics import RunMetrics
 
-MISSING = {"type": "missing", "message": "no result", "status_code": None}
+MISSING = JobError("missing", "no result")
 
 
 class Ingest:
@@ -64,21 +65,20 @@ class Ingest:
         if result.type != "succeeded":
             self._retry_or_fail(job_row, error_of(result))
             return 0.0
-        job = Job.from_record(job_row["job"])
-        model = job_model(job, self.settings)
-        done = succeeded_result(job_row, model, result.message, self.pricer)
+        request = prepare_request(Job.from_record(job_row["job"]), self.settings)
+        done = succeeded_result(job_row, request.model, result.message, self.pricer)
         self.record(done)
         if self.cache is not None:
-            entry = CachedResult(model, done.output, done.stop_reason, done.usage, done.cost_usd)
-            self.cache.put(request_key(job.request(model)), entry)
+            entry = CachedResult(request.model, done.output, done.stop_reason, done.usage, done.cost_usd)
+            self.cache.put(request.key, entry)
         return done.cost_usd
 
-    def _retry_or_fail(self, job_row: dict[str, Any], error: dict[str, Any]) -> None:
+    def _retry_or_fail(self, job_row: dict[str, Any], error: JobError) -> None:
         seq = job_row["seq"]
         if job_row["dispatches"] < self.settings.batches.max_attempts:
             self.journal.return_to_pending(self.run_id, [seq], attempts=1)
             return
-        model = job_model(Job.from_record(job_row["job"]), self.settings)
+        model = model_for(Job.from_record(job_row["job"]), self.settings.routing)
         self.record(
             JobResult(seq=seq, succeeded=False, model=model, attempts=1, error=error, finished_at=time.time())
         )

@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.policy.pricing.pricer import Pricer
 
 
-def error_of(result: Any) -> dict[str, Any]:
+def error_of(result: Any) -> JobError:
     """The error of an `errored`, `expired` or `canceled` batch result."""
     err = getattr(getattr(result, "error", None), "error", None)
     if err is None:
-        return {"type": result.type, "message": f"batch request {result.type}", "status_code": None}
-    return {"type": err.type, "message": err.message, "status_code": None}
+        return JobError(result.type, f"batch request {result.type}")
+    return JobError(err.type, err.message)
 
 
 def succeeded_result(job_row: dict[str, Any], model: str, message: Any, pricer: Pricer) -> JobResult:
@@ -30,8 +31,8 @@ def succeeded_result(job_row: dict[str, Any], model: str, message: Any, pricer: 
         output=text_of(message),
         stop_reason=message.stop_reason,
         usage=usage,
-        cost_usd=pricer.cost_usd(model, usage, batch=True),
-        attempt_log=[{"n": job_row["dispatches"], "model": model, "status_code": 200, "batch": True}],
+        cost_usd=pricer.cost_usd(model, usage.to_json(), batch=True),
+        attempt_log=(Attempt(job_row["dispatches"], model, 200, batch=True),),
         latency_s=now - (job_row["started_at"] or now),
         finished_at=now,
     )

@@ -20,7 +20,7 @@ keeps the job, so the command still runs in the job's own directory and a resume
 directory runs the same command.
 
 Every tool call is listed in the job's attempt log, under the entry of the answer that asked
-for it (`note_tool_calls`); a failed one (could not start, non-zero exit, killed, timed out,
+for it (`engine.attempts.ToolCall`); a failed one (could not start, non-zero exit, killed, timed out,
 output cut) is a tool error: counted in the result (`tool_errors`, `tool_error`), the run's
 summary, the snapshot and `anvil status` (all derived from the attempt log).
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.config.settings import RunSettings
-from anvil_cli.engine.worker.tools.runner import ToolLimits, ToolOutcome, ToolProcesses
+from anvil_cli.engine.worker.tools.runner import ToolLimits, ToolProcesses
 from anvil_cli.engine.worker.tools.sandbox import Sandboxing, SandboxPolicy, WorkRoot, work_prefix
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import (
@@ -49,9 +49,7 @@ from anvil_cli.jobs.toolspec import (
 __all__ = [
     "COMMAND_KEY",
     "ToolContext",
-    "add_usage",
     "command_argv",
-    "note_tool_calls",
     "resolve_command",
     "resolve_job_commands",
     "scrubbed_env",
@@ -172,31 +170,3 @@ def resolve_job_commands(jobs: Iterable[Job], launch_dir: Path) -> Iterator[Job]
                 tool = {**tool, COMMAND_KEY: resolved[key]}
             out.append(tool)
         yield replace(job, params={**job.params, "tools": out})
-
-
-TOOL_OUTPUT_NOTE_CHARS = 200  # of a tool's result kept in the attempt log
-TOOL_ERROR_NOTE_CHARS = 500  # of a failed tool call's message kept in the attempt log
-
-
-def note_tool_calls(entry: dict[str, Any], names: Sequence[str], outcomes: Sequence[ToolOutcome]) -> None:
-    """List the tool calls an answer asked for under its attempt log `entry` (`tools`): each
-    one's name and the head of its result, or why it failed (`error`: a kind of
-    `outcome.TOOL_ERROR_KINDS`, `message`; `outcomes.failed_tool_calls` reads them back)."""
-    notes = entry.setdefault("tools", [])
-    for name, outcome in zip(names, outcomes, strict=True):
-        if outcome.error_kind is None:
-            notes.append({"tool": name, "output": str(outcome.block["content"])[:TOOL_OUTPUT_NOTE_CHARS]})
-        else:
-            message = (outcome.error_message or "")[:TOOL_ERROR_NOTE_CHARS]
-            notes.append({"tool": name, "error": outcome.error_kind, "message": message})
-
-
-def add_usage(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
-    """Token counts of several calls (one job's turns) added up."""
-    out = dict(total)
-    for key, value in more.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = out.get(key, 0) + value
-        elif key not in out:
-            out[key] = value
-    return out
