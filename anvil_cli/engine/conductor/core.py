@@ -299,7 +299,7 @@ class Conductor:
         row = self.held.release(wid, seq)
         if row is None:
             return
-        self.journal.mark_pending(self.run_id, [seq], attempts=attempts)
+        self.journal.return_to_pending(self.run_id, [seq], attempts=attempts)
         self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         if again and not self._stopping():
             self.ready.push_back(row._replace(dispatches=row.dispatches + 1))
@@ -339,7 +339,7 @@ class Conductor:
         for seq in seqs:
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         with self.journal.transaction():
-            self.journal.mark_pending(self.run_id, seqs, attempts=1)
+            self.journal.return_to_pending(self.run_id, seqs, attempts=1)
             died = {"worker": lost.worker, "exitcode": lost.exitcode, "jobs": len(seqs)}
             self.journal.add_event(self.run_id, "worker_died", died)
         wid = self.backend.spawn()
@@ -486,7 +486,7 @@ class Conductor:
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         if left:
             with self.journal.transaction():
-                self.journal.mark_pending(self.run_id, left)
+                self.journal.return_to_pending(self.run_id, left)
         self._record_governor_events()
         self.gov.refresh()
         self.ended = True
