@@ -160,7 +160,7 @@ def test_priority_order_with_one_agent(tmp_path: Path, sim: SimServer) -> None:
     with Journal.open(tmp_path / ".anvil") as journal:
         run = journal.latest_run()
         assert run is not None
-        order = [row["id"] for row in journal.iter_finished(run.id)]
+        order = [row["id"] for row in sorted(journal.iter_results(run.id), key=lambda r: r["finished_at"])]
     assert order == ["j2", "j5", "j3", "j7", "j1", "j4", "j0", "j6"]
 
 

@@ -84,7 +84,7 @@ def test_the_dashboard_s_history_lines_use_it(zone: object) -> None:
 
 
 VIEWS_EXEMPT = {
-    "engine/journal/store.py",  # the run id (20261205-031500-abc123): an id, not a view
+    "engine/journal/runs.py",  # the run id (20261205-031500-abc123): an id, not a view
     "engine/result_cache.py",  # a damaged cache set aside: cache.sqlite.corrupt-20261205T031500-…
     "sim/rate_limits.py",  # the simulated API's rate-limit headers: RFC 3339 UTC, as Anthropic's
     "sim/batches/store.py",  # the simulated Message Batches API's timestamps, as Anthropic's

@@ -43,7 +43,7 @@ class WorkerLosses(EventRecording):
         for seq in seqs:
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         with self.journal.transaction():
-            self.journal.mark_pending(self.run_id, seqs, attempts=1)
+            self.journal.return_to_pending(self.run_id, seqs, attempts=1)
             died = {"worker": lost.worker, "exitcode": lost.exitcode, "jobs": len(seqs)}
             self.journal.add_event(self.run_id, "worker_died", died)
         wid = self.backend.spawn()

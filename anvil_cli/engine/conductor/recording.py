@@ -93,7 +93,7 @@ class EventRecording(ConductorState):
         row = self.held.release(wid, seq)
         if row is None:
             return
-        self.journal.mark_pending(self.run_id, [seq], attempts=attempts)
+        self.journal.return_to_pending(self.run_id, [seq], attempts=attempts)
         self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         if again and not self._stopping():
             self.ready.push_back(row._replace(dispatches=row.dispatches + 1))

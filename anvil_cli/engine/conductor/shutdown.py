@@ -57,7 +57,7 @@ class Shutdown(EventRecording, GovernorWatching):
             self.metrics.cost_usd += self._spent.pop(seq, 0.0)
         if left:
             with self.journal.transaction():
-                self.journal.mark_pending(self.run_id, left)
+                self.journal.return_to_pending(self.run_id, left)
         self._record_governor_events()
         self.gov.refresh()
         self.ended = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -11,17 +12,39 @@ from anvil_cli.engine.outcomes import tool_errors_of
 
 JOURNAL_NAME = "journal.sqlite"
 
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-JOB_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED)
 
-# run states
-RUN_RUNNING = "running"
-RUN_FINISHED = "finished"
-RUN_STOPPED = "stopped"  # budget, auth, spend cap: resumable
-RUN_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / crash: resumable
+class JobState(enum.StrEnum):
+    """A job's state in the journal: pending -> running (dispatched) -> succeeded or failed. An
+    unfinished job goes back to pending (its run stopped, its worker died, a resume found it
+    running); a failed one too when a run is resumed with --retry-failed. The values are the
+    strings stored."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RunState(enum.StrEnum):
+    """A run's state in the journal (the values are the strings stored)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"  # budget, auth, spend cap: resumable
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / crash: resumable
+
+
+# the names the rest of Anvil uses
+PENDING = JobState.PENDING
+RUNNING = JobState.RUNNING
+SUCCEEDED = JobState.SUCCEEDED
+FAILED = JobState.FAILED
+JOB_STATES = tuple(JobState)
+
+RUN_RUNNING = RunState.RUNNING
+RUN_FINISHED = RunState.FINISHED
+RUN_STOPPED = RunState.STOPPED
+RUN_INTERRUPTED = RunState.INTERRUPTED
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
