@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import ray
 
@@ -42,11 +41,10 @@ def ray_workers(run: RunContext) -> Iterator[Workers]:
     backend: RayBackend | None = None
     try:
         host = RayGovernorHost(run.settings, run.run_id, run.journal.totals(run.run_id)["cost_usd"])
-        shared = {"name": host.current_name, "shared": host.shared}
-        run.journal.add_event(run.run_id, "governor_started", shared)
+        started = {"name": host.current_name, "shared": host.shared}
+        run.journal.add_event(run.run_id, "governor_started", started)
         backend = RayBackend(run.settings, worker_configs(run), host.client)
-        governor: Any = host.client
-        yield Workers(backend, governor, host)
+        yield Workers(backend, host.client, host)
     finally:
         if backend is not None:
             backend.kill()
