@@ -30,7 +30,7 @@ from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.errors import ConfigError, Problem, UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.input_limits import int_problem, plain
-from anvil_cli.session.preflight import check_output_path
+from anvil_cli.session.preflight import agents_capped, check_output_path
 from anvil_cli.session.runner import RunOptions, RunReport, execute_run
 from anvil_cli.snapshot.resume_advice import ResumeAdvice, resume_advice
 from anvil_cli.snapshot.status import find_run
@@ -151,7 +151,7 @@ def run_command(
             serve=_serve_at(serve),
             command=["anvil", *sys.argv[1:]],
         )
-        settings = _agents_capped(settings_from(config, overrides), agents)
+        settings = _with_agents(settings_from(config, overrides), agents)
         report = _run(settings, opts, shown)
         advice = _resume_advice(settings, report)
     _print_report(report, shown, advice)
@@ -177,19 +177,15 @@ def _serve_at(serve: str | None) -> tuple[str, int] | None:
     return parse_serve(serve)
 
 
-def _agents_capped(settings: Settings, agents: int | None) -> Settings:
-    """`--agents N` caps agents (scaling.max_agents and max_concurrent_jobs); the floor
-    (scaling.min_agents) follows it down if needed. A flag, it wins over every other source."""
+def _with_agents(settings: Settings, agents: int | None) -> Settings:
+    """`--agents N` caps agents (scaling.max_agents and max_concurrent_jobs; the floor follows it
+    down if needed): applied to the loaded settings, as a flag wins over every other source."""
     if agents is None:
         return settings
     problem = int_problem(agents)  # as the loader refuses any flag's integer beyond 64 bits
     if problem is not None:
         raise ConfigError([Problem(FLAGS, problem, field="scaling.max_agents")])
-    floor = min(agents, settings.scaling.min_agents)
-    scaling = settings.scaling.model_copy(
-        update={"max_agents": agents, "max_concurrent_jobs": agents, "min_agents": floor}
-    )
-    return settings.model_copy(update={"scaling": scaling})
+    return agents_capped(settings, agents)
 
 
 def _run(settings: Settings, opts: RunOptions, shown: Shown) -> RunReport:

@@ -1,6 +1,6 @@
 """Checks made before a run writes anything or spends anything: where results go, where the
 journal lives, Ray for `--backend ray`. Each failure is a `UsageError` (exit 2) naming what is
-wrong. And the one adjustment made before: agents fitted to the open-file limit."""
+wrong. And the one adjustment made before: agents fitted to the open-file limit (or --agents)."""
 
 from __future__ import annotations
 
@@ -67,12 +67,18 @@ def fit_agents_to_fd_limit(settings: Settings) -> tuple[Settings, str | None]:
     fits = agents_within_fd_limit(asked, soft)
     if fits >= asked:
         return settings, None
-    floor = min(fits, settings.scaling.min_agents)
-    scaling = settings.scaling.model_copy(
-        update={"max_agents": fits, "max_concurrent_jobs": fits, "min_agents": floor}
-    )
     note = (
         f"the open-file limit ({soft:,}) carries at most {fits:,} agents per process: agents capped at"
         f" {fits:,} instead of {asked:,} (raise it with `ulimit -n` to run more)"
     )
-    return settings.model_copy(update={"scaling": scaling}), note
+    return agents_capped(settings, fits), note
+
+
+def agents_capped(settings: Settings, agents: int) -> Settings:
+    """At most `agents` agents (scaling.max_agents and max_concurrent_jobs); the floor
+    (scaling.min_agents) follows them down if need be."""
+    floor = min(agents, settings.scaling.min_agents)
+    scaling = settings.scaling.model_copy(
+        update={"max_agents": agents, "max_concurrent_jobs": agents, "min_agents": floor}
+    )
+    return settings.model_copy(update={"scaling": scaling})
