@@ -18,7 +18,7 @@ from anvil_cli.config.load import load_settings
 from anvil_cli.engine.journal.rows import SCHEMA
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.session.runner import SIM_POLL_INTERVAL_S, simulated_poll
+from anvil_cli.session.simulated import SIM_POLL_INTERVAL_S, simulated_poll
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import journal_query, run_cli, run_inprocess, write_config, write_jsonl_batch
 

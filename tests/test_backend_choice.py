@@ -12,7 +12,7 @@ import pytest
 
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.session.runner import require_ray
+from anvil_cli.session.preflight import require_ray
 from tests.engine_support import anvil_cmd, cli_env, run_cli, write_jsonl_batch
 
 

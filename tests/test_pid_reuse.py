@@ -19,7 +19,7 @@ from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.lifeline import BOOT_ID, owner_alive, process_start
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.jobs.loader import load_batch
-from anvil_cli.session.runner import file_sha256
+from anvil_cli.session.resume import file_sha256
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import journal_query, run_cli, write_config, write_jsonl_batch
 

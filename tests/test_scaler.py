@@ -88,12 +88,12 @@ def test_the_in_flight_window_is_what_the_request_limits_can_feed() -> None:
 def test_agents_are_capped_to_what_the_open_file_limit_carries(monkeypatch: pytest.MonkeyPatch) -> None:
     from anvil_cli.config.settings import Settings
     from anvil_cli.engine.process.fdlimit import RESERVED_FDS
-    from anvil_cli.session import runner
+    from anvil_cli.session import preflight
 
     asked = Settings.model_validate({"scaling": {"max_agents": 3000, "max_concurrent_jobs": 3000}})
-    monkeypatch.setattr(runner, "raise_nofile_limit", lambda: 1024)
-    capped, note = runner._fit_agents_to_fd_limit(asked)
+    monkeypatch.setattr(preflight, "raise_nofile_limit", lambda: 1024)
+    capped, note = preflight.fit_agents_to_fd_limit(asked)
     assert capped.scaling.agent_limit() == 1024 - RESERVED_FDS
     assert note is not None and "capped at 768 instead of 3,000" in note and "ulimit -n" in note
-    monkeypatch.setattr(runner, "raise_nofile_limit", lambda: 1 << 20)
-    assert runner._fit_agents_to_fd_limit(asked) == (asked, None)
+    monkeypatch.setattr(preflight, "raise_nofile_limit", lambda: 1 << 20)
+    assert preflight.fit_agents_to_fd_limit(asked) == (asked, None)

@@ -116,13 +116,13 @@ def test_a_long_series_is_thinned(server: ApiServer, run: tuple[Journal, str]) -
 
 
 def test_the_printed_address_carries_a_token_only_where_it_is_safe(tmp_path: Path) -> None:
-    from anvil_cli.session.runner import _api_lines, _Listening
+    from anvil_cli.session.serve import Listening, _api_lines
 
     url, file = "http://127.0.0.1:8080", tmp_path / "api_token"
-    generated = _api_lines(url, _Listening("127.0.0.1", None, "gen-tok", True), file, False)  # type: ignore[arg-type]
+    generated = _api_lines(url, Listening("127.0.0.1", None, "gen-tok", True), file, False)  # type: ignore[arg-type]
     assert generated[0].startswith(f"dashboard at {url}/#token=gen-tok ") and str(file) in generated[0]
     assert generated[1] == f"control API at {url} (Authorization: Bearer <token>)"
-    own = _Listening("127.0.0.1", None, "my-secret-token", False)  # type: ignore[arg-type]
+    own = Listening("127.0.0.1", None, "my-secret-token", False)  # type: ignore[arg-type]
     assert _api_lines(url, own, file, True)[0] == f"dashboard at {url}/#token=my-secret-token"
     off_tty = _api_lines(url, own, file, False)  # CI logs, files: the user's own secret is not echoed
     assert "my-secret-token" not in "".join(off_tty) and off_tty[0].startswith(f"dashboard at {url}/ ")

@@ -6,6 +6,7 @@ import inspect
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,13 +23,14 @@ from anvil_cli.commands.common import (
     settings_from,
 )
 from anvil_cli.config.settings import Settings
+from anvil_cli.config.sources import FLAGS
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.output import iter_result_lines, write_results
 from anvil_cli.engine.process.signals import SignalState
-from anvil_cli.errors import UsageError
+from anvil_cli.errors import ConfigError, Problem, UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
-from anvil_cli.input_limits import plain
-from anvil_cli.session.preflight import check_output_path
+from anvil_cli.input_limits import int_problem, plain
+from anvil_cli.session.preflight import agents_capped, check_output_path
 from anvil_cli.session.runner import RunOptions, RunReport, execute_run
 from anvil_cli.snapshot.resume_advice import ResumeAdvice, resume_advice
 from anvil_cli.snapshot.status import find_run
@@ -137,18 +139,8 @@ def run_command(
     set_in(overrides, "run.backend", backend)
     set_in(overrides, "ray.address", ray_address)
     set_in(overrides, "ray.governor", governor)
+    shown = Shown(json_out=json_out, quiet=quiet, verbose=verbose, no_dashboard=no_dashboard)
     with domain_errors():
-        serve_at = None
-        if serve is not None:
-            from anvil_cli.views.api.auth import parse_serve
-
-            serve_at = parse_serve(serve)
-        settings = settings_from(config, overrides)
-        if agents is not None:  # --agents N caps agents; the floor follows it down if needed
-            set_in(overrides, "scaling.max_agents", agents)
-            set_in(overrides, "scaling.max_concurrent_jobs", agents)
-            set_in(overrides, "scaling.min_agents", min(agents, settings.scaling.min_agents))
-            settings = settings_from(config, overrides)
         opts = RunOptions(
             batch=batch,
             output=output,
@@ -156,23 +148,63 @@ def run_command(
             retry_failed=retry_failed,
             simulate=simulate,
             mode=mode,
-            serve=serve_at,
+            serve=_serve_at(serve),
             command=["anvil", *sys.argv[1:]],
         )
-        console = err_console()
-        reporter = make_reporter(
-            settings, tty=is_tty(), quiet=quiet, verbose=verbose, no_dashboard=no_dashboard, console=console
-        )
-        monitor = RunMonitor(settings, reporter, batch_path=str(batch.resolve()))
-        # installed for the rest of the command: a late Ctrl-C is counted, never a traceback
-        signals = SignalState().install()
-        try:
-            report = execute_run(settings, opts, signals=signals, monitor=monitor)
-        finally:
-            reporter.stop()
+        settings = _with_agents(settings_from(config, overrides), agents)
+        report = _run(settings, opts, shown)
         advice = _resume_advice(settings, report)
-    _print_report(report, json_out, quiet, advice)
+    _print_report(report, shown, advice)
     raise typer.Exit(int(report.exit_code))
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How `anvil run` shows itself: the views while it runs, the summary after."""
+
+    json_out: bool  # --json: the summary on stdout, machine-readable
+    quiet: bool
+    verbose: bool
+    no_dashboard: bool
+
+
+def _serve_at(serve: str | None) -> tuple[str, int] | None:
+    """`--serve [HOST:]PORT` as (host, port)."""
+    if serve is None:
+        return None
+    from anvil_cli.views.api.auth import parse_serve
+
+    return parse_serve(serve)
+
+
+def _with_agents(settings: Settings, agents: int | None) -> Settings:
+    """`--agents N` caps agents (scaling.max_agents and max_concurrent_jobs; the floor follows it
+    down if needed): applied to the loaded settings, as a flag wins over every other source."""
+    if agents is None:
+        return settings
+    problem = int_problem(agents)  # as the loader refuses any flag's integer beyond 64 bits
+    if problem is not None:
+        raise ConfigError([Problem(FLAGS, problem, field="scaling.max_agents")])
+    return agents_capped(settings, agents)
+
+
+def _run(settings: Settings, opts: RunOptions, shown: Shown) -> RunReport:
+    """The run, with its views on stderr and Ctrl-C handled for the rest of the command."""
+    reporter = make_reporter(
+        settings,
+        tty=is_tty(),
+        quiet=shown.quiet,
+        verbose=shown.verbose,
+        no_dashboard=shown.no_dashboard,
+        console=err_console(),
+    )
+    monitor = RunMonitor(settings, reporter, batch_path=str(opts.batch.resolve()))
+    # installed for the rest of the command: a late Ctrl-C is counted, never a traceback
+    signals = SignalState().install()
+    try:
+        return execute_run(settings, opts, signals=signals, monitor=monitor)
+    finally:
+        reporter.stop()
 
 
 def _resume_advice(settings: Settings, report: RunReport) -> ResumeAdvice | None:
@@ -187,15 +219,15 @@ def _resume_advice(settings: Settings, report: RunReport) -> ResumeAdvice | None
         return resume_advice(journal, row, report.state) if row is not None else None
 
 
-def _print_report(report: RunReport, json_out: bool, quiet: bool, advice: ResumeAdvice | None) -> None:
+def _print_report(report: RunReport, shown: Shown, advice: ResumeAdvice | None) -> None:
     console = err_console()
     for note in report.notes:
-        if not quiet:
+        if not shown.quiet:
             console.print(f"note: {plain(note)}", markup=False)
     if report.message:
         # a server's or a tool's words may be in it: escaped; commands stay whole (no wrapping)
         console.print(f"stopped: {plain(report.message)}", markup=False, soft_wrap=True)
-    if json_out:
+    if shown.json_out:
         summary = {**report.summary, "resume_command": advice.command if advice else None}
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -1,27 +1,20 @@
 """A run's workers on a Ray cluster (`--backend ray`): connect, start (or join) the governor
-actor, conduct with the `RayBackend`, and leave the cluster as found (a shared governor stays).
-The conductor, the journal and the results are the same as with local workers."""
+actor, hand `conduct` the `RayBackend`, and leave the cluster as found (a shared governor stays).
+The conductor, the journal and the results are the same as with local workers (`workers.py`)."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
-from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.backends.ray_backend import RayBackend
-from anvil_cli.engine.conductor.core import Conductor
 from anvil_cli.engine.governor_host.ray_actor import RayGovernorHost
-from anvil_cli.engine.journal.store import Journal
-from anvil_cli.engine.process.signals import SignalState
-from anvil_cli.engine.run_end import RunEnd
-from anvil_cli.engine.ticker import Ticker
-from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.errors import UsageError
-from anvil_cli.session.control import RunControl
-from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.session.context import RunContext
+from anvil_cli.session.workers import Workers, worker_configs
 
 
 def connect(settings: Settings) -> None:
@@ -39,44 +32,19 @@ def connect(settings: Settings) -> None:
         raise UsageError(f"cannot reach the Ray cluster at {where}: {exc}") from None
 
 
-def conduct_on_ray(
-    settings: Settings,
-    journal: Journal,
-    run_id: str,
-    endpoint: Endpoint,
-    metrics: RunMetrics,
-    signals: SignalState,
-    ticker: Ticker,
-    control: RunControl | None,
-) -> RunEnd:
-    connect(settings)
+@contextmanager
+def ray_workers(run: RunContext) -> Iterator[Workers]:
+    """Worker actors and the governor actor; afterwards the workers are killed, the run's own
+    governor too (a shared one stays), and Ray is left."""
+    connect(run.settings)
     host: RayGovernorHost | None = None
     backend: RayBackend | None = None
     try:
-        host = RayGovernorHost(settings, run_id, journal.totals(run_id)["cost_usd"])
-        journal.add_event(run_id, "governor_started", {"name": host.current_name, "shared": host.shared})
-        settings_json = settings.model_dump_json()
-        agents = settings.scaling.agent_limit()
-
-        def make_config(wid: int) -> WorkerConfig:
-            return WorkerConfig(wid, settings_json, endpoint, agents, os.getpid(), run_id)
-
-        backend = RayBackend(settings, make_config, host.client)
-        gov: Any = host.client
-        conductor = Conductor(
-            settings,
-            journal,
-            run_id,
-            backend,
-            gov,
-            signals,
-            metrics,
-            ticker,
-            control,
-            host,
-            endpoint=endpoint,
-        )
-        return conductor.run()
+        host = RayGovernorHost(run.settings, run.run_id, run.journal.totals(run.run_id)["cost_usd"])
+        started = {"name": host.current_name, "shared": host.shared}
+        run.journal.add_event(run.run_id, "governor_started", started)
+        backend = RayBackend(run.settings, worker_configs(run), host.client)
+        yield Workers(backend, host.client, host)
     finally:
         if backend is not None:
             backend.kill()

@@ -51,6 +51,20 @@ class Screen(Protocol):
     def note(self, line: str) -> None: ...
 
 
+class NoScreen:
+    """Nothing shows the run (a run driven from code, or one whose views read the journal):
+    the snapshot is still built, stored and served, and the alerts still judged and delivered."""
+
+    def update(self, snapshot: Snapshot) -> None:
+        pass
+
+    def alert(self, change: AlertChange) -> None:
+        pass
+
+    def note(self, line: str) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Observed:
     """One tick's snapshot and the alerts it raised or cleared (for the driver to journal)."""

@@ -77,7 +77,7 @@ def _times(summary: dict[str, Any], key: str) -> str:
 
 
 def human_summary(console: Console, summary: dict[str, Any]) -> None:
-    """`anvil run`'s closing lines, from its summary (`engine.runner.run_summary`)."""
+    """`anvil run`'s closing lines, from its summary (`session.finish.run_summary`)."""
     summary = plain_tree(summary)
     c = summary["counts"]
     console.print(
