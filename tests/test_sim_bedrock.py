@@ -22,14 +22,14 @@ from botocore.eventstream import EventStreamBuffer
 from anvil_cli.sim import SimServer
 from anvil_cli.sim.providers.models import bedrock_model
 from tests.sim_fixtures import (  # noqa: F401
-    HAIKU,
     ClientFor,
-    SimClock,
     SimFactory,
+    SimSleeps,
     create,
     fixture_client_for,
     fixture_sim_clock,
     fixture_sim_factory,
+    fixture_sim_sleeps,
     user,
 )
 
@@ -58,7 +58,9 @@ def run(server: SimServer, scenario: Callable[[AsyncAnthropicBedrock], Awaitable
 
 def invoke(model: str = SONNET_ID, text: str = "hello") -> Callable[[AsyncAnthropicBedrock], Awaitable[Any]]:
     async def scenario(client: AsyncAnthropicBedrock) -> Any:
-        return await client.messages.with_raw_response.create(model=model, max_tokens=100, messages=user(text))
+        return await client.messages.with_raw_response.create(
+            model=model, max_tokens=100, messages=user(text)
+        )
 
     return scenario
 
@@ -85,7 +87,10 @@ def raw_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[i
         ("anthropic.claude-sonnet-4-6-v1:0", "claude-sonnet-4-6"),
         ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
         ("global.anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
-        ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-v1:0", "claude-sonnet-4-5"),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-v1:0",
+            "claude-sonnet-4-5",
+        ),
         ("anthropic.claude-unknown-9-v1:0", None),
         ("claude-sonnet-4-6", None),  # the Anthropic API's id is not a Bedrock id
         ("meta.llama3-70b-instruct-v1:0", None),
@@ -139,6 +144,12 @@ def test_one_bucket_for_both_routes(sim_factory: SimFactory, client_for: ClientF
     create(client_for(server), model="claude-sonnet-4-6")  # the Anthropic route takes the one slot
     with pytest.raises(anthropic.RateLimitError):
         run(server, invoke())
+
+
+def test_latency_is_the_simulators(sim_factory: SimFactory, sim_sleeps: SimSleeps) -> None:
+    server = sim_factory()
+    run(server, invoke(text="@sim{latency_ms=250}"))
+    assert sim_sleeps.delays == [0.25]  # through the simulator's one sleep, which the test stands in for
 
 
 def test_unknown_model_is_a_validation_error(sim_factory: SimFactory) -> None:
@@ -197,7 +208,9 @@ def test_body_in_bedrocks_shape(sim_factory: SimFactory, change: dict[str, Any],
     server = sim_factory()
     body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": user("hi"), **change}
     body = {k: v for k, v in body.items() if v is not None}
-    status, headers, answer = raw_post(f"{server.base_url}/model/{SONNET_ID}/invoke", body, {"authorization": "x"})
+    status, headers, answer = raw_post(
+        f"{server.base_url}/model/{SONNET_ID}/invoke", body, {"authorization": "x"}
+    )
     assert status == 400 and headers["x-amzn-errortype"].startswith("ValidationException")
     assert problem in json.loads(answer)["message"]
 

@@ -108,7 +108,10 @@ class BedrockWire(Wire):
         for event in events:
             data = _event_data(event)
             if event.startswith(b"event: message_stop"):  # Bedrock adds its metrics to the last event
-                stop = {**json.loads(data), "amazon-bedrock-invocationMetrics": _invocation_metrics(msg["usage"])}
+                stop = {
+                    **json.loads(data),
+                    "amazon-bedrock-invocationMetrics": _invocation_metrics(msg["usage"]),
+                }
                 data = json.dumps(stop, separators=(",", ":")).encode()
             framed.append(eventstream.chunk(data))
         return framed

@@ -118,9 +118,10 @@ async def _answer(
     if isinstance(parsed, str):
         return _failed(host, wire.error(400, parsed), model)
     body, raw = parsed
-    problem = wire.check(body) if isinstance(body, Mapping) else "Request body must be a JSON object"
-    plain = core_body(body, model, stream) if problem is None else {}
-    problem = problem or check_message(plain)
+    if not isinstance(body, Mapping):
+        return _failed(host, wire.error(400, "Request body must be a JSON object"), model)
+    plain = core_body(body, model, stream)
+    problem = wire.check(body) or check_message(plain)
     if problem:
         return _failed(host, wire.error(400, problem), model)
     outcome = host.core.answer(plain, host.clock(), b"@sim{" in raw, b"cache_control" in raw)

@@ -12,7 +12,9 @@ import re
 
 from anvil_cli.policy.pricing.table import builtin_prices
 
-_BEDROCK = re.compile(r"^(?:[a-z-]+\.)?anthropic\.(?P<name>claude-[a-z0-9-]+?)(?:-\d{8})?(?:-v\d+(?::\d+)?)?$")
+_BEDROCK = re.compile(
+    r"^(?:[a-z-]+\.)?anthropic\.(?P<name>claude-[a-z0-9-]+?)(?:-\d{8})?(?:-v\d+(?::\d+)?)?$"
+)
 _VERTEX = re.compile(r"^(?P<name>claude-[a-z0-9-]+?)(?:-\d{8})?(?:@[0-9a-z-]+)?$")
 
 
