@@ -14,6 +14,7 @@ from aiohttp import web
 
 from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.tokens import estimate_input_tokens
+from anvil_cli.sim import providers
 from anvil_cli.sim.answers.directives import DirectiveError, request_directives
 from anvil_cli.sim.answers.responses import stream_body, stream_error_event, stream_head
 from anvil_cli.sim.batches import api as batch_api
@@ -50,6 +51,7 @@ class SimApp:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         batch_api.add_routes(app, self)
+        providers.add_routes(app, self)  # Bedrock's and Vertex AI's wire formats, same answers
         app.router.add_get("/_sim/stats", self.stats)
         app.router.add_post("/_sim/reset", self.reset)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
@@ -130,8 +132,7 @@ class SimApp:
         self, request: web.Request, request_id: str, model: str | None, outcome: Outcome
     ) -> web.StreamResponse:
         msg: Mapping[str, Any] = outcome.body or {}
-        if outcome.delay_s > 0:
-            await asyncio.sleep(outcome.delay_s)
+        await self.pause(outcome.delay_s)
         headers = {"request-id": request_id, **SSE_HEADERS, **self.limit_headers(model)}
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
@@ -142,14 +143,19 @@ class SimApp:
             self.core.stats.stream_errors += 1
             tail = [*tail[: len(tail) // 2], stream_error_event()]
         try:
-            await self._write_events(response, events, tail, outcome.token_delay_s)
+            await self.write_events(response, events, tail, outcome.token_delay_s)
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away mid-stream; nothing left to do
         return response
 
+    async def pause(self, seconds: float) -> None:
+        """Wait `seconds` (a latency) before answering; nothing when 0."""
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
     @staticmethod
-    async def _write_events(
+    async def write_events(
         response: web.StreamResponse, head: list[bytes], tail: list[bytes], token_delay_s: float
     ) -> None:
         if token_delay_s <= 0:
