@@ -206,6 +206,7 @@ def test_status_and_metrics_while_running_then_drain_exits_130(serve: Callable[[
     assert any(r["status"] == "pending" for r in results.values())  # drained early: resumable
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_jobs_posted_over_http_run_and_are_exported(serve: Callable[[], Served]) -> None:
     run = serve()
     anvil_job = {"id": "api-extra", "prompt": "added over HTTP", "model": MODEL, "max_tokens": 32}

@@ -136,6 +136,7 @@ def _schedule_s(settings: Settings, jobs: int, latency_s: float, output_tokens: 
     return last - first
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_plan_is_within_15_percent_of_the_run(tmp_path: Path) -> None:
     limits = {"requests_per_minute": 1200, "burst_size": 5}
     # The server has no limits of its own here: Anvil's configured limits bind. (With the same

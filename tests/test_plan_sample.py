@@ -71,6 +71,7 @@ def test_a_sampled_plan_forecasts_short_answers_and_the_run_pays_for_the_sample_
     assert {a.model for a in answers} == {plan["models"][0]["model"]}
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_max_usd_fails_the_gate_before_the_batch_spends(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=9, latency_ms=20, output_tokens=110)).start_thread() as sim:
         batch, config = _setup(tmp_path, sim)

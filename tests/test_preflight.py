@@ -7,6 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import run_cli, write_config, write_jsonl_batch
@@ -76,6 +78,7 @@ def test_a_corrupt_or_foreign_journal_is_a_clear_error(tmp_path: Path) -> None:
         assert _paid(sim) == 0
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_serve_refusals_write_no_run(tmp_path: Path) -> None:
     import socket
 

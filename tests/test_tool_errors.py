@@ -183,6 +183,7 @@ def _echo_tool_tree(root: Path) -> None:
     )
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_a_relative_command_runs_from_where_anvil_started_even_when_resumed_elsewhere(tmp_path: Path) -> None:
     """The first run starts in `first/` (where tools/echo.py is) and stops at once (the first
     job's call is refused: 401); the resume is started in `second/`, where there is no tools/."""

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import anvil_cmd, cli_env, run_cli, write_config, write_jobs
@@ -86,6 +88,7 @@ def test_each_job_runs_its_tools_in_its_own_directory_with_no_secret_in_reach(tm
     assert not (tmp_path / "seen.json").exists()  # nothing written where anvil was started
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_a_tool_dies_with_the_worker_killed_under_it(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     hang = _tool("hang", [sys.executable, "-c", HANG, str(pids)])

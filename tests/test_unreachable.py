@@ -83,6 +83,7 @@ def _attempt_messages(tmp_path: Path) -> list[str]:
     return [json.loads(str(r[0]))["message"] for r in rows]
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_a_closed_port_stops_the_run_resumably_naming_the_host(tmp_path: Path, sim: SimServer) -> None:
     """ANTHROPIC_BASE_URL at a closed port, no config file: exit 3 within run.unreachable_after_s
     (from ANVIL_RUN__UNREACHABLE_AFTER_S), the host named, no job failed; once the address is
@@ -112,6 +113,7 @@ def test_a_closed_port_stops_the_run_resumably_naming_the_host(tmp_path: Path, s
     assert sim.stats()["requests"] == 10
 
 
+@pytest.mark.slow  # a whole run or several: the slow tier (CI runs it after the default suite)
 def test_batches_mode_stops_too_and_resumes(tmp_path: Path, sim: SimServer) -> None:
     """The Message Batches driver follows the same rule: every create or list call refused for
     run.unreachable_after_s stops the run (exit 3, nothing failed), and the same command against
