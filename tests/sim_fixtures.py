@@ -6,7 +6,10 @@ Import the `fixture_*` functions into a test module to use the fixtures by their
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -151,3 +154,22 @@ def fixture_sim_clock(monkeypatch: pytest.MonkeyPatch) -> SimClock:
     real_app = sim_app.SimApp
     monkeypatch.setattr(sim_server, "SimApp", lambda core: real_app(core, clock=clock, wall=clock))
     return clock
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+def raw_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """POST JSON without any SDK (to send what the SDK never would); (status, headers, body),
+    the header names in lower case."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **headers})
+    try:
+        with _NO_PROXY.open(request, timeout=10) as response:
+            return response.status, _lower(response.headers.items()), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, _lower(exc.headers.items()), exc.read()

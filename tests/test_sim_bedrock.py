@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anthropic
@@ -30,6 +28,7 @@ from tests.sim_fixtures import (  # noqa: F401
     fixture_sim_clock,
     fixture_sim_factory,
     fixture_sim_sleeps,
+    raw_post,
     user,
 )
 
@@ -37,7 +36,6 @@ SONNET_ID = "us.anthropic.claude-sonnet-4-6-v1:0"
 ACCESS_KEY = "AKIASIMULATEDKEYID01"
 SECRET_KEY = "simulated/secret/key"
 T = TypeVar("T")
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def run(server: SimServer, scenario: Callable[[AsyncAnthropicBedrock], Awaitable[T]]) -> T:
@@ -63,22 +61,6 @@ def invoke(model: str = SONNET_ID, text: str = "hello") -> Callable[[AsyncAnthro
         )
 
     return scenario
-
-
-def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers}
-
-
-def raw_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    """POST JSON without any SDK (to send what the SDK never would); (status, headers, body),
-    the header names in lower case."""
-    data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **headers})
-    try:
-        with _NO_PROXY.open(request, timeout=10) as response:
-            return response.status, _lower(response.headers.items()), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, _lower(exc.headers.items()), exc.read()
 
 
 @pytest.mark.parametrize(

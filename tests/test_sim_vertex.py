@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anthropic
@@ -27,6 +25,7 @@ from tests.sim_fixtures import (  # noqa: F401
     fixture_client_for,
     fixture_sim_clock,
     fixture_sim_factory,
+    raw_post,
     user,
 )
 
@@ -34,7 +33,6 @@ SONNET_ID = "claude-sonnet-4-6@20250929"
 TOKEN = "ya29.simulated-access-token"
 PATH = "/projects/p/locations/us-east5/publishers/anthropic/models"
 T = TypeVar("T")
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def run(
@@ -62,22 +60,6 @@ def predict(model: str = SONNET_ID, text: str = "hello") -> Callable[[AsyncAnthr
         )
 
     return scenario
-
-
-def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers}
-
-
-def raw_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    """POST JSON without any SDK (to send what the SDK never would); (status, headers, body),
-    the header names in lower case."""
-    data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **headers})
-    try:
-        with _NO_PROXY.open(request, timeout=10) as response:
-            return response.status, _lower(response.headers.items()), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, _lower(exc.headers.items()), exc.read()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anvil_cli.engine.attempts import Attempt
-from anvil_cli.engine.attempts import tool_errors_of as tool_errors_of  # the journal reads it here
 
 # The API's token counts, by the name each has in `Usage`
 _COUNTS: dict[str, str] = {

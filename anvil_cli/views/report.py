@@ -70,7 +70,7 @@ def _failures(journal: Journal, run_id: str) -> list[dict[str, Any]]:
 
 def _tool_error_jobs(journal: Journal, run_id: str) -> tuple[list[dict[str, Any]], int]:
     """(the first `MAX_FAILURES` jobs with failed tool calls, with each one's last, how many jobs
-    had any): from the jobs' attempt logs (`records.tool_errors_of`)."""
+    had any): from the jobs' attempt logs (`attempts.tool_errors_of`)."""
     out: list[dict[str, Any]] = []
     count = 0
     for row in journal.iter_results(run_id):  # batch order, as the failures

@@ -55,7 +55,7 @@ class JobQueries(Connection):
 
     def tool_errors(self, run_id: str) -> int:
         """Failed tool calls of the run's finished jobs, as their attempt logs list them (the
-        count `records.tool_errors_of` gives job by job)."""
+        count `attempts.tool_errors_of` gives job by job)."""
         row = self.db.execute(
             "SELECT COUNT(*) FROM jobs, json_each(jobs.attempts_json) AS a,"
             " json_each(a.value, '$.tools') AS t"

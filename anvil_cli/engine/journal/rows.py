@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from anvil_cli.engine.attempts import tool_errors_of
 from anvil_cli.engine.outcomes import JobResult as JobResult  # the journal's vocabulary, defined neutrally
-from anvil_cli.engine.outcomes import tool_errors_of
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -174,7 +174,7 @@ def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "cost_usd": row[9],
         "error": json.loads(row[10]) if row[10] else None,
         "attempt_log": attempt_log,
-        "tool_errors": tool_errors,  # derived from the attempt log (records.tool_errors_of)
+        "tool_errors": tool_errors,  # derived from the attempt log (attempts.tool_errors_of)
         "tool_error": tool_error,
         "latency_s": row[12],
         "started_at": row[13],
