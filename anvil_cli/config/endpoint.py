@@ -35,12 +35,21 @@ class Endpoint:
     api_key: str | None = None
     auth_token: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # From `endpoints:` (the defaults are the one endpoint of ANTHROPIC_* variables):
+    name: str = ""  # "" : the run's only endpoint
+    provider: str = "anthropic"  # anthropic | bedrock | vertex | foundry
+    region: str | None = None  # bedrock, vertex
+    project_id: str | None = None  # vertex
+    models: tuple[tuple[str, str], ...] = ()  # Anvil model id -> the provider's id, where it differs
+    # bedrock without a Bedrock API key: (access key id, secret access key, session token or None),
+    # resolved in the driver; None with no api_key: the worker's own AWS credential chain
+    aws_credentials: tuple[str, str, str | None] | None = None
 
     def __repr__(self) -> str:  # the credential and header values stay out of any log or traceback
         names = [name for name, _ in self.headers]
         return (
-            f"Endpoint(base_url={self.base_url!r}, from={self.base_url_from!r}, "
-            f"credential={self.credential_name}, headers={names})"
+            f"Endpoint(name={self.name!r}, provider={self.provider!r}, base_url={self.base_url!r}, "
+            f"from={self.base_url_from!r}, credential={self.credential_name}, headers={names})"
         )
 
     @property
@@ -57,7 +66,12 @@ class Endpoint:
 
     def secrets(self) -> list[str]:
         """Values that must never appear in an error, a log or the journal."""
-        return [s for s in (self.api_key, self.auth_token) if s]
+        aws = self.aws_credentials or (None, None, None)
+        return [s for s in (self.api_key, self.auth_token, aws[1], aws[2]) if s]
+
+    def model_id(self, model: str) -> str:
+        """The id this endpoint knows `model` by (its `models:` mapping, else the same)."""
+        return dict(self.models).get(model, model)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Everything the SDK client needs, explicitly, so none of its environment fallbacks

@@ -112,6 +112,8 @@ class Routing(_Section):
     complex: str = "claude-opus-4-8"
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     fallback_after_529: int = Field(3, ge=1, description="consecutive 529s on one job before its fallback")
+    # among `endpoints:` with capacity now: the first listed, or the cheapest for the call's model
+    endpoint_order: Literal["listed", "cheapest"] = "listed"
 
 
 class Cache(_Section):
@@ -184,6 +186,43 @@ class RaySettings(_Section):
     worker_resources: dict[str, float] = Field(default_factory=dict)  # custom resources per worker
 
 
+PROVIDERS = ("anthropic", "bedrock", "vertex", "foundry")
+ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    return {"default": RateLimit()}
+
+
+class EndpointSettings(_Section):
+    """One account or deployment calls can go to (`endpoints:`): its provider, where its
+    credential is (the name of an environment variable, never the credential), its limits."""
+
+    name: str = Field(pattern=ENDPOINT_NAME, description="unique; shown in status, metrics, results")
+    provider: Literal["anthropic", "bedrock", "vertex", "foundry"] = "anthropic"
+    api_key_env: str | None = Field(None, pattern=ENV_VAR_NAME, description="variable holding its key")
+    auth_token_env: str | None = Field(None, pattern=ENV_VAR_NAME, description="variable holding a token")
+    base_url: str | None = None
+    region: str | None = Field(None, min_length=1, description="bedrock, vertex: e.g. us-east-1")
+    project_id: str | None = Field(None, min_length=1, description="vertex: the Google Cloud project")
+    resource: str | None = Field(None, min_length=1, description="foundry: the Azure resource name")
+    models: dict[str, str] = Field(default_factory=dict, description="Anvil model id -> provider's id")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+
+    @model_validator(mode="after")
+    def _ensure_default_rate_limit(self) -> EndpointSettings:
+        self.rate_limits.setdefault("default", RateLimit())
+        return self
+
+
+class SharedLimit(_Section):
+    """A ceiling over several endpoints (keys of one organisation share its limits)."""
+
+    endpoints: list[str] = Field(min_length=1)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+
+
 class ModelPriceOverride(_Section):
     """USD per million tokens; cache prices default to the table's multipliers of `input`."""
 
@@ -209,6 +248,9 @@ class Settings(_Section):
     run: RunSettings = Field(default_factory=RunSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     prices: dict[str, ModelPriceOverride] = Field(default_factory=dict)
+    # several accounts or providers as one pool; empty: the one endpoint of ANTHROPIC_* variables
+    endpoints: list[EndpointSettings] = Field(default_factory=list)
+    shared_limits: dict[str, SharedLimit] = Field(default_factory=dict)
     state_dir: Path = Path(".anvil")
 
     def rate_limit_for(self, model: str) -> tuple[str, RateLimit]:
@@ -225,6 +267,25 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _ensure_default_rate_limit(self) -> Settings:
         self.rate_limits.setdefault("default", RateLimit())
+        return self
+
+    @model_validator(mode="after")
+    def _check_endpoint_names(self) -> Settings:
+        seen: set[str] = set()
+        for i, endpoint in enumerate(self.endpoints):
+            if endpoint.name in seen:
+                raise _cross_field(f"endpoints.{i}.name", f"endpoint name {endpoint.name!r} is used twice")
+            seen.add(endpoint.name)
+        for name, shared in self.shared_limits.items():
+            if name in seen:
+                raise _cross_field(f"shared_limits.{name}", f"{name!r} names an endpoint already")
+            for member in shared.endpoints:
+                if member not in seen:
+                    known = ", ".join(sorted(seen)) or "none: there is no endpoints section"
+                    raise _cross_field(
+                        f"shared_limits.{name}.endpoints",
+                        f"unknown endpoint {member!r} (endpoints: {known})",
+                    )
         return self
 
     def model_ids(self) -> list[str]:

@@ -59,6 +59,7 @@ class Attempt:
     tools: tuple[ToolCall, ...] | None = None
     cache_hit: bool = False  # answered from the result cache: no call
     batch: bool = False  # answered in a Message Batch
+    endpoint: str | None = None  # the named endpoint (`endpoints:`) the call went to; None: the only one
 
     @property
     def ok(self) -> bool:
@@ -87,6 +88,8 @@ class Attempt:
             out["wait_s"] = self.wait_s
         if self.tools is not None:
             out["tools"] = [call.to_json() for call in self.tools]
+        if self.endpoint is not None:
+            out["endpoint"] = self.endpoint
         return out
 
     @classmethod
@@ -108,6 +111,7 @@ class Attempt:
             unreachable=bool(data.get("unreachable")),
             wait_s=data.get("wait_s"),
             tools=tools,
+            endpoint=data.get("endpoint") if isinstance(data.get("endpoint"), str) else None,
             cache_hit=bool(data.get("cache_hit")),
             batch=bool(data.get("batch")),
         )

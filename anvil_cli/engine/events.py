@@ -92,6 +92,7 @@ class CallSettled:
     worker: int
     seq: int
     cost_usd: float
+    endpoint: str = ""  # the named endpoint that was paid ("" : the run's only endpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ class JobResult:
     started_at: float | None = None
     finished_at: float | None = None
     cache_key: str | None = None  # set on a fresh success the result cache should keep
+    endpoint: str | None = None  # the named endpoint that made the last call; None: the only one
 
     @classmethod
     def failed_now(cls, seq: int, model: str, error_type: str, message: str) -> JobResult:

@@ -21,6 +21,7 @@ class Grant:
     output_tokens: int
     cost_usd: float
     probe: bool
+    endpoint: str = ""  # where to send it: a name from `endpoints:` ("": the run's only endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class CallAsk:
     est_input_tokens: int
     max_tokens: int
     worst_cost_usd: float
+    # a digest of the request's cached prompt prefix: calls sharing one prefer the endpoint that
+    # served it before (its prompt cache holds the prefix); None: no cached prefix
+    affinity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

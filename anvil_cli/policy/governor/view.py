@@ -90,3 +90,21 @@ class GovernorView:
         if self.in_flight is not None:
             out["in_flight"] = self.in_flight
         return out
+
+
+def endpoint_key(endpoint: str, key: str) -> str:
+    """A pool's or a breaker's key on a named endpoint: "org-a/default:sonnet", "org-a/claude-…";
+    on the run's only endpoint ("") the key alone, as before there were endpoints."""
+    return f"{endpoint}/{key}" if endpoint else key
+
+
+def split_endpoint_key(key: str) -> tuple[str, str]:
+    """(endpoint, rest) of a key made by `endpoint_key` (model ids and pool keys have no "/")."""
+    endpoint, slash, rest = key.partition("/")
+    return (endpoint, rest) if slash else ("", key)
+
+
+def model_open(breakers: Mapping[str, BreakerView], model: str) -> bool:
+    """Is `model` refused everywhere: its breaker open on every endpoint that has one for it?"""
+    states = [b.state for k, b in breakers.items() if split_endpoint_key(k)[1] == model]
+    return bool(states) and all(state == "open" for state in states)
