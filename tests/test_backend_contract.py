@@ -36,7 +36,7 @@ def local_case(tmp_path: Path, sim_factory: SimFactory) -> Iterator[Case]:
     settings_json = settings.model_dump_json()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, endpoint, 4, os.getpid(), run_id)
+        return WorkerConfig(wid, settings_json, (endpoint,), 4, os.getpid(), run_id)
 
     backend = LocalBackend(ctx, make_config, governor)
     try:

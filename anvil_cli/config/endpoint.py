@@ -132,6 +132,14 @@ def _check_url(url: str, origin: str) -> None:
         raise UsageError(f"{origin} has an invalid port: {url!r}") from None
 
 
+def resolve_endpoints(
+    settings: Settings, env: Mapping[str, str], api_key: str | None = None, hint: str = ""
+) -> tuple[Endpoint, ...]:
+    """Every endpoint a run's calls may go to, in the order `endpoints:` lists them; without
+    that section, the one endpoint of the ANTHROPIC_* variables (`resolve_endpoint`)."""
+    return (resolve_endpoint(settings, env, api_key, hint),)
+
+
 def resolve_endpoint(
     settings: Settings, env: Mapping[str, str], api_key: str | None = None, hint: str = ""
 ) -> Endpoint:

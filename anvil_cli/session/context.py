@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-from anvil_cli.config.endpoint import Endpoint, resolve_endpoint
+from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.kind import RUN_KIND
@@ -43,17 +43,24 @@ class RunContext:
     opts: RunOptions
     journal: Journal
     run_id: str
-    endpoint: Endpoint  # where every worker's calls go, local or remote (the simulator's once started)
+    # where every worker's calls may go, local or remote (the simulator's once started), in the
+    # order `endpoints:` lists them; one without that section
+    endpoints: tuple[Endpoint, ...]
     processes: BaseContext  # the fork server's context, for local workers and the governor
     signals: SignalState
     metrics: RunMetrics  # this session's figures (the journal holds the whole run's)
     ticker: Ticker  # the snapshot, for the views, `anvil status` and the API
     control: RunControl | None  # the HTTP control API's commands (--serve), else None
 
+    @property
+    def endpoint(self) -> Endpoint:
+        """The first endpoint: the one a run without `endpoints:` has."""
+        return self.endpoints[0]
 
-def run_endpoint(settings: Settings, opts: RunOptions) -> Endpoint:
+
+def run_endpoints(settings: Settings, opts: RunOptions) -> tuple[Endpoint, ...]:
     """Where calls go and with what credential (anvil_cli/config/endpoint.py); --simulate needs no key."""
     if opts.simulate:
-        return Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY)
+        return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
     hint = " (or run with --simulate to rehearse offline)"
-    return resolve_endpoint(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
+    return resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)

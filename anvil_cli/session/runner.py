@@ -17,7 +17,7 @@ from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.ticker import Monitor, Ticker
 from anvil_cli.engine.worker.tools.sandbox import UNSANDBOXED_NOTE
 from anvil_cli.session.conduct import conduct
-from anvil_cli.session.context import RunContext, RunOptions, run_endpoint
+from anvil_cli.session.context import RunContext, RunOptions, run_endpoints
 from anvil_cli.session.finish import RunReport, finish
 from anvil_cli.session.preflight import (
     check_output_path,
@@ -27,7 +27,7 @@ from anvil_cli.session.preflight import (
 )
 from anvil_cli.session.resume import batch_sha, count_unjournaled, file_sha256, open_run, validated_jobs
 from anvil_cli.session.serve import listen_for_api, start_api
-from anvil_cli.session.simulated import simulated_poll, start_simulator
+from anvil_cli.session.simulated import simulated_endpoints, simulated_poll, start_simulator
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.monitor import NoScreen, RunMonitor
 
@@ -46,7 +46,7 @@ def execute_run(
     teardown is counted, not a traceback); without it they are installed for the run only.
     `monitor`: the views (`dashboard.RunMonitor`); without one, a silent one still builds the
     snapshot that `anvil status` and the API read."""
-    endpoint = run_endpoint(settings, opts)  # once, here: every worker, local or remote, is handed it
+    endpoints = run_endpoints(settings, opts)  # once, here: every worker, local or remote, is handed them
     settings, fd_note = fit_agents_to_fd_limit(settings)
     check_state_dir(settings.state_dir)  # before anything is written or spent
     if settings.run.backend == "ray":
@@ -79,7 +79,7 @@ def execute_run(
         control = start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
         run = RunContext(
-            settings, opts, journal, run_id, endpoint, processes, signals, metrics, ticker, control
+            settings, opts, journal, run_id, endpoints, processes, signals, metrics, ticker, control
         )
         if settings.run.tool_sandbox == "none":  # said on the dashboard now and in the summary's notes
             ticker.monitor.note(UNSANDBOXED_NOTE)
@@ -87,9 +87,7 @@ def execute_run(
         end = RunEnd()
         if counts[PENDING] or control is not None:
             if opts.simulate:
-                run = replace(
-                    run, endpoint=endpoint.at(start_simulator(settings, stack), "the embedded simulator")
-                )
+                run = replace(run, endpoints=simulated_endpoints(endpoints, start_simulator(settings, stack)))
             end = conduct(run)
         if fd_note:
             notes.append(fd_note)

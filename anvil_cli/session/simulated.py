@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
+from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 
 SIM_API_KEY = "sk-ant-simulated-local-key"
@@ -18,6 +19,11 @@ def simulated_poll(settings: Settings, simulate: bool) -> Settings:
         return settings
     batches = settings.batches.model_copy(update={"poll_interval_s": SIM_POLL_INTERVAL_S})
     return settings.model_copy(update={"batches": batches})
+
+
+def simulated_endpoints(endpoints: tuple[Endpoint, ...], base_url: str) -> tuple[Endpoint, ...]:
+    """The run's endpoints, each calling the embedded simulator at `base_url` instead."""
+    return tuple(endpoint.at(base_url, "the embedded simulator") for endpoint in endpoints)
 
 
 def start_simulator(settings: Settings, stack: ExitStack) -> str:

@@ -36,7 +36,7 @@ def worker_configs(run: RunContext) -> ConfigMaker:
     agents = run.settings.scaling.agent_limit()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, run.endpoint, agents, os.getpid(), run.run_id)
+        return WorkerConfig(wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id)
 
     return make_config
 

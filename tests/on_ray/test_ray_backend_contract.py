@@ -37,7 +37,7 @@ def contract_case(tmp_path: Path, ray_cluster: LocalCluster, sim_factory: SimFac
     settings_json = settings.model_dump_json()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, endpoint, 4, os.getpid(), run_id)
+        return WorkerConfig(wid, settings_json, (endpoint,), 4, os.getpid(), run_id)
 
     connect(settings)
     host = RayGovernorHost(settings, run_id, 0.0)

@@ -15,10 +15,10 @@ class WorkerConfig:
     settings_json: str
     # the API's address and credential, resolved in the driver: a worker never reads them from
     # its own environment (passed over the process pipe or to the actor, never on a command line)
-    endpoint: Endpoint
+    endpoints: tuple[Endpoint, ...]  # in the order `endpoints:` lists them; one without it
     max_agents: int  # agents this worker may run at once (each may hold every slot if others die)
     conductor_pid: int
     run_id: str = ""  # names the run's tool working directories
 
     def __repr__(self) -> str:  # keep the credential out of any traceback or log
-        return f"WorkerConfig(worker_id={self.worker_id}, endpoint={self.endpoint!r})"
+        return f"WorkerConfig(worker_id={self.worker_id}, endpoints={list(self.endpoints)!r})"

@@ -182,7 +182,7 @@ async def run_worker_loop(
     `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
     settings = Settings.model_validate_json(cfg.settings_json)
-    client = make_client(cfg.endpoint, settings.provider.timeout_s, cfg.max_agents + 4)
+    client = make_client(cfg.endpoints[0], settings.provider.timeout_s, cfg.max_agents + 4)
     broker = GovernorBroker(governor, cfg.worker_id, loop).start()
     wid = cfg.worker_id
 
@@ -213,7 +213,7 @@ async def run_worker_loop(
     )
     worker = _Worker(cfg, agent, broker, sink)
     attach(worker)
-    worker.put(WorkerReady(wid, os.getpid(), cfg.endpoint.host))
+    worker.put(WorkerReady(wid, os.getpid(), cfg.endpoints[0].host))
     beating = asyncio.create_task(_beat(worker))
     try:
         await worker.stopped.wait()
