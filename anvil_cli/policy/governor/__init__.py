@@ -1,5 +1,6 @@
 """The governor: rate limits, circuit breakers, budget and backoff as pure policy (time passed in),
-and the view it shows of itself (`GovernorView`)."""
+where a call goes among the run's endpoints (`RouteTable`), and the view it shows of itself
+(`GovernorView`)."""
 
 from anvil_cli.policy.governor.backoff import WaitBackoff, backoff_s, retry_after_s
 from anvil_cli.policy.governor.breaker import Admission, BreakerPolicy, CircuitBreaker
@@ -9,8 +10,9 @@ from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outco
 from anvil_cli.policy.governor.core import Governor, GovernorEvent
 from anvil_cli.policy.governor.estimate import OutputEstimator
 from anvil_cli.policy.governor.limiter import DIMENSIONS, Limits, PoolLimiter, read_ratelimit_headers
+from anvil_cli.policy.governor.routes import Ceiling, Route, RouteTable
 from anvil_cli.policy.governor.seed import GovernorSeed, seed_from
-from anvil_cli.policy.governor.view import BreakerView, DimensionView, GovernorView, PoolView
+from anvil_cli.policy.governor.view import BreakerView, DimensionView, EndpointView, GovernorView, PoolView
 
 __all__ = [
     "DIMENSIONS",
@@ -20,9 +22,11 @@ __all__ = [
     "BudgetGuard",
     "BudgetView",
     "CallAsk",
+    "Ceiling",
     "CircuitBreaker",
     "Deny",
     "DimensionView",
+    "EndpointView",
     "Governor",
     "GovernorEvent",
     "GovernorSeed",
@@ -34,6 +38,8 @@ __all__ = [
     "OutputEstimator",
     "PoolLimiter",
     "PoolView",
+    "Route",
+    "RouteTable",
     "TokenBucket",
     "Wait",
     "WaitBackoff",

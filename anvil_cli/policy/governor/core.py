@@ -3,28 +3,35 @@
 It decides and never acts: it takes `now` (monotonic seconds) as an argument, never reads a clock
 and never sleeps. The engine wraps it in a multiprocessing Manager and calls it with
 `time.monotonic()`; tests call it with a fake clock.
+
+With several endpoints (`RouteTable`) it also decides where a call goes: among the endpoints
+that serve the model, in the preferred order, the first whose breaker admits the call and whose
+pool (and shared ceilings) fit it now; a breaker due for its probe comes first, then the
+endpoint that served the call's prompt prefix last. The run's rate is the sum of its endpoints'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from anvil_cli.policy.governor.breaker import HALF_OPEN, BreakerPolicy, CircuitBreaker
+from anvil_cli.policy.governor.breaker import STATES, Admission, BreakerPolicy
 from anvil_cli.policy.governor.budget import BudgetGuard, exhausted_message
 from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
 from anvil_cli.policy.governor.estimate import OutputEstimator
+from anvil_cli.policy.governor.learn import Learned, RateLearner
 from anvil_cli.policy.governor.limiter import (
     INPUT_TOKENS,
     OUTPUT_TOKENS,
     REQUESTS,
-    Limits,
     PoolLimiter,
     sum_by_dimension,
 )
+from anvil_cli.policy.governor.pools import Draw, EndpointPools
+from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, RouteTable
 from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
-from anvil_cli.policy.governor.view import GovernorView
+from anvil_cli.policy.governor.view import EndpointView, GovernorView, split_endpoint_key
 
 __all__ = ["Governor", "GovernorEvent"]
 
@@ -34,7 +41,7 @@ BUDGET_POLL_S: Final = 1.0
 # A 429 without `retry-after` pauses its pool this long.
 DEFAULT_429_PAUSE_S: Final = 1.0
 # Priority across workers: an asker told to wait keeps its place until its wait is over and this
-# long after (time to ask again); meanwhile askers with a less urgent priority for the same pool
+# long after (time to ask again); meanwhile askers with a less urgent priority for the same pools
 # wait too (re-asking after PRIORITY_RECHECK_S).
 PRIORITY_HOLD_S: Final = 0.5
 PRIORITY_RECHECK_S: Final = 0.02
@@ -53,15 +60,17 @@ class GovernorEvent:
 class _InFlight:
     grant: Grant
     need: dict[str, float]  # what was reserved per dimension
-    charged: dict[str, float]  # what was actually taken from buckets that existed at grant time
+    charged: dict[str, dict[str, float]]  # pool -> what was taken from buckets existing at grant time
 
 
 class Governor:
-    """Rate limits per pool, a circuit breaker per model and the budget, behind acquire/settle."""
+    """Rate limits per pool, a circuit breaker per (endpoint, model) and the budget, behind
+    acquire/settle. `limits_for`: the pools of the run's only endpoint (model -> (pool key,
+    Limits)), or a `RouteTable` of the run's endpoints."""
 
     def __init__(
         self,
-        limits_for: Callable[[str], tuple[str, Limits]],
+        limits_for: LimitsFor | RouteTable,
         breaker: BreakerPolicy,
         *,
         max_usd: float | None,
@@ -71,31 +80,37 @@ class Governor:
         seed: GovernorSeed | None = None,
         spent_before_usd: float = 0.0,
     ) -> None:
-        self._limits_for = limits_for
-        self._breaker_policy = breaker
+        self._table = limits_for if isinstance(limits_for, RouteTable) else RouteTable.single(limits_for)
+        self._endpoints = EndpointPools(self._table, breaker, replacement=seed is not None)
+        self._pools = self._endpoints.pools
+        self._learner = RateLearner()
+        self._affinity = AffinityMemory()
+        self._granted: dict[str, int] = {}  # endpoint -> calls granted there
         self._budget = BudgetGuard(max_usd, warn_usd, spent_before_usd)
         self._estimator = estimator or OutputEstimator()
-        self._pool_of: dict[str, str] = {}
-        self._pools: dict[str, PoolLimiter] = {}
-        self._breakers: dict[str, CircuitBreaker] = {}
         self._in_flight: dict[int, _InFlight] = {}
         self._first_ticket = 1 + (seed.generation if seed else 0) * TICKETS_PER_GENERATION
         self._next_ticket = self._first_ticket
         self._events: list[GovernorEvent] = []
-        self._waiting: dict[str, dict[int, tuple[int, float]]] = {}  # pool -> asker -> (priority, until)
-        self._replacement = seed is not None
+        # the pools a model draws from -> asker -> (priority, until)
+        self._waiting: dict[tuple[str, ...], dict[int, tuple[int, float]]] = {}
         if seed is not None:
             self._restore(seed, now)
 
     def _restore(self, seed: GovernorSeed, now: float) -> None:
         """Begin where a lost governor left off, conservatively (see `GovernorSeed`)."""
-        for model in seed.models:
-            key, pool = self.pool_for(model, now)
-            for dim, rate in seed.rates_per_min.get(key, {}).items():
-                pool.lower_rate(dim, rate, now)
-            pool.empty(now)
-            self.breaker_for(model, now)
-            self._collect_breaker(model)
+        for key in seed.models:
+            endpoint, model = split_endpoint_key(key)
+            route = self._table.route(endpoint)
+            if route is None or not self._endpoints.serves(route, model):
+                continue
+            for pool_key in self._endpoints.draw(route, model, now).keys:
+                pool = self._pools[pool_key]
+                for dim, rate in seed.rates_per_min.get(pool_key, {}).items():
+                    pool.lower_rate(dim, rate, now)
+                pool.empty(now)
+            self._endpoints.breaker(endpoint, model, now)
+            self._collect_breaker(endpoint, model)
 
     @property
     def spent_usd(self) -> float:
@@ -107,56 +122,81 @@ class Governor:
         """Worst-case cost held for the calls in flight."""
         return self._budget.reserved_usd
 
-    # --- the pieces, created on first use -------------------------------------------------
-
-    def pool_for(self, model: str, now: float) -> tuple[str, PoolLimiter]:
-        """The pool key and limiter `model` draws from."""
-        key = self._pool_of.get(model)
-        if key is None:
-            key, limits = self._limits_for(model)
-            self._pool_of[model] = key
-            if key not in self._pools:
-                self._pools[key] = PoolLimiter(limits, now)
-        return key, self._pools[key]
-
-    def breaker_for(self, model: str, now: float = 0.0) -> CircuitBreaker:
-        """The circuit breaker of `model` (half-open at first in a governor that replaced a lost
-        one: it knows nothing of the model's health)."""
-        if model not in self._breakers:
-            breaker = self._breakers[model] = CircuitBreaker(self._breaker_policy)
-            if self._replacement:
-                breaker.force(HALF_OPEN, now)
-        return self._breakers[model]
-
     # --- acquire / settle / release ---------------------------------------------------------
 
     def acquire(
-        self, model: str, est_input_tokens: int, max_tokens: int, worst_cost_usd: float, now: float
+        self,
+        model: str,
+        est_input_tokens: int,
+        max_tokens: int,
+        worst_cost_usd: float,
+        now: float,
+        *,
+        affinity: str | None = None,
     ) -> Grant | Wait | Deny:
-        """Budget, then breaker, then pause, then all buckets; takes nothing unless it grants."""
+        """Budget, then breakers, then pauses, then all buckets, endpoint by endpoint; takes
+        nothing unless it grants. Waits for "breaker" only when every endpoint serving the
+        model refuses it (the caller may switch model); else for the soonest endpoint."""
         refusal = self._check_budget(worst_cost_usd, now)
         if refusal is not None:
             return refusal
-        breaker = self.breaker_for(model, now)
-        admission = breaker.allow(now)
-        self._collect_breaker(model)
-        if not admission.allowed:
-            return Wait(admission.retry_in_s, "breaker")
-        key, pool = self.pool_for(model, now)
+        routes = self._endpoints.serving(model)
+        if not routes:
+            return Deny("no_endpoint", f"no endpoint of the run serves {model}")
+        admitted: list[tuple[str, Admission]] = []
+        breaker_wait = math.inf
+        for route in routes:
+            admission = self._endpoints.breaker(route.name, model, now).allow(now)
+            self._collect_breaker(route.name, model)
+            if admission.allowed:
+                admitted.append((route.name, admission))
+            else:
+                breaker_wait = min(breaker_wait, admission.retry_in_s)
+        if not admitted:
+            return Wait(breaker_wait, "breaker")
         output_tokens = min(max_tokens, self._estimator.estimate(model, max_tokens))
         need = {REQUESTS: 1.0, INPUT_TOKENS: float(est_input_tokens), OUTPUT_TOKENS: float(output_tokens)}
-        seconds, reason = pool.wait(need, now)
-        if seconds > 0:
-            return Wait(seconds, reason)
-        charged = pool.take(need, now)
-        self._budget.reserve(worst_cost_usd)
-        if admission.probe:
-            breaker.begin_probe()
-        grant = Grant(
-            self._next_ticket, model, key, est_input_tokens, output_tokens, worst_cost_usd, admission.probe
-        )
+        soonest, reason = math.inf, ""
+        for endpoint, admission in self._preferred(admitted, affinity):
+            route = self._table.route(endpoint)
+            assert route is not None
+            draw = self._endpoints.draw(route, model, now)
+            seconds, why = self._endpoints.wait(draw, need, now)
+            if seconds <= 0:
+                grant = Grant(
+                    self._next_ticket,
+                    model,
+                    draw.pool,
+                    est_input_tokens,
+                    output_tokens,
+                    worst_cost_usd,
+                    admission.probe,
+                    endpoint,
+                )
+                return self._take(grant, draw, need, affinity, now)
+            if seconds < soonest:
+                soonest, reason = seconds, why
+        return Wait(min(soonest, breaker_wait), reason)
+
+    def _preferred(
+        self, admitted: list[tuple[str, Admission]], affinity: str | None
+    ) -> list[tuple[str, Admission]]:
+        """A breaker due for its probe first (so its endpoint can recover), then the endpoint
+        that served this prompt prefix last (its cache holds it), then the preferred order."""
+        remembered = self._affinity.get(affinity)
+        return sorted(admitted, key=lambda a: (not a[1].probe, a[0] != remembered))
+
+    def _take(
+        self, grant: Grant, draw: Draw, need: dict[str, float], affinity: str | None, now: float
+    ) -> Grant:
+        charged = self._endpoints.take(draw, need, now)
+        self._budget.reserve(grant.cost_usd)
+        if grant.probe:
+            self._endpoints.breaker(grant.endpoint, grant.model, now).begin_probe()
         self._next_ticket += 1
         self._in_flight[grant.ticket] = _InFlight(grant, need, charged)
+        self._affinity.remember(affinity, grant.endpoint)
+        self._granted[grant.endpoint] = self._granted.get(grant.endpoint, 0) + 1
         return grant
 
     def acquire_many(
@@ -164,20 +204,24 @@ class Governor:
     ) -> Granted:
         """Grants for as many of `asks`, in order, as fit now: one round trip for a worker's
         waiting calls. Across askers, priority holds: while an asker with a more urgent
-        `priority` (lower value) was told to wait for this pool, a less urgent one waits too."""
-        key, _ = self.pool_for(model, now)
-        waiting = self._waiting.setdefault(key, {})
+        `priority` (lower value) was told to wait for the model's pools, a less urgent one
+        waits too."""
+        routes = self._endpoints.serving(model)
+        pools = tuple(self._endpoints.draw(r, model, now).pool for r in routes)
+        waiting = self._waiting.setdefault(pools, {})
         if any(who != asker and p < priority and now <= until for who, (p, until) in waiting.items()):
             return Granted([], Wait(PRIORITY_RECHECK_S, "priority"))
         grants: list[Grant] = []
         then: Wait | Deny | None = None
         for ask in asks:
-            decision = self.acquire(model, ask.est_input_tokens, ask.max_tokens, ask.worst_cost_usd, now)
+            decision = self.acquire(
+                model, ask.est_input_tokens, ask.max_tokens, ask.worst_cost_usd, now, affinity=ask.affinity
+            )
             if not isinstance(decision, Grant):
                 then = decision
                 break
             grants.append(decision)
-            if decision.probe:  # a half-open breaker lets one call through: nothing after it
+            if decision.probe and len(routes) == 1:  # the one half-open breaker lets one call through
                 then = Wait(PRIORITY_RECHECK_S, "breaker") if len(asks) > 1 else None
                 break
         if isinstance(then, Wait) and then.reason not in ("breaker", "budget"):
@@ -204,26 +248,38 @@ class Governor:
                 self.charge(outcome.cost_usd, now)
             return
         grant = flight.grant
-        _, pool = self.pool_for(grant.model, now)
         actual = {INPUT_TOKENS: float(outcome.input_tokens), OUTPUT_TOKENS: float(outcome.output_tokens)}
-        for dim, used in actual.items():
-            pool.adjust(dim, used - flight.charged.get(dim, 0.0), now)
+        self._endpoints.adjust(flight.charged, actual, now)
         if outcome.ok:
             self._estimator.observe(grant.model, outcome.output_tokens)
         self._budget.settle(grant.cost_usd, outcome.cost_usd)
         self._collect_budget(now)
         self._settle_breaker(grant, outcome, now)
+        pool = self._pools[grant.pool]
+        rate_limited = outcome.status_code == 429 or (
+            outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok
+        )
         self._observe_headers(grant.pool, pool, outcome, now)
+        route = self._table.route(grant.endpoint)
+        if route is not None and route.learns_rate:
+            if rate_limited:
+                self._report_learned(grant.pool, self._learner.rate_limited(grant.pool, pool, now), now)
+            elif outcome.ok:
+                self._report_learned(grant.pool, self._learner.succeeded(grant.pool, pool, now), now)
+        if rate_limited:
+            pause_s = outcome.retry_after_s if outcome.retry_after_s is not None else DEFAULT_429_PAUSE_S
+            if pool.pause(pause_s, now):
+                self._emit("paused", now, pool=grant.pool, until=pool.paused_until, retry_after_s=pause_s)
 
     def _settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> None:
-        breaker = self.breaker_for(grant.model)
+        breaker = self._endpoints.breaker(grant.endpoint, grant.model, now)
         if outcome.ok:
             breaker.record_success(now, grant.probe)
         elif outcome.breaker_failure:
             breaker.record_failure(now, grant.probe)
         elif grant.probe:
             breaker.end_probe()
-        self._collect_breaker(grant.model)
+        self._collect_breaker(grant.endpoint, grant.model)
 
     def _observe_headers(self, key: str, pool: PoolLimiter, outcome: Outcome, now: float) -> None:
         for change in pool.observe(outcome.headers, now, outcome.headers_at):
@@ -236,26 +292,32 @@ class Governor:
                 server_per_min=change.server_per_min,
                 effective_per_min=change.effective_per_min,
             )
-        rate_limited = outcome.status_code == 429 or (
-            outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok
-        )
-        if not rate_limited:
+
+    def _report_learned(self, key: str, learned: Learned | None, now: float) -> None:
+        if learned is None:
             return
-        pause_s = outcome.retry_after_s if outcome.retry_after_s is not None else DEFAULT_429_PAUSE_S
-        if pool.pause(pause_s, now):
-            self._emit("paused", now, pool=key, until=pool.paused_until, retry_after_s=pause_s)
+        self._emit(
+            "limit_adapted",
+            now,
+            pool=key,
+            dimension=learned.dimension,
+            configured_per_min=learned.configured_per_min,
+            server_per_min=None,
+            effective_per_min=learned.effective_per_min,
+            learned=True,
+            reason=learned.reason,
+        )
 
     def release(self, ticket: int, now: float) -> None:
         """Give back everything of a grant that was never used (the request was not sent)."""
         flight = self._in_flight.pop(ticket, None)
         if flight is None:
             return
-        _, pool = self.pool_for(flight.grant.model, now)
-        for dim, amount in flight.charged.items():
-            pool.adjust(dim, -amount, now)
-        self._budget.release(flight.grant.cost_usd)
-        if flight.grant.probe:
-            self.breaker_for(flight.grant.model).end_probe()
+        grant = flight.grant
+        self._endpoints.refund(flight.charged, now)
+        self._budget.release(grant.cost_usd)
+        if grant.probe:
+            self._endpoints.breaker(grant.endpoint, grant.model, now).end_probe()
 
     def charge(self, cost_usd: float, now: float) -> None:
         """Count money spent elsewhere against the budget (a run joining a shared governor, or
@@ -267,19 +329,32 @@ class Governor:
         """Pools held by a 429 pause right now."""
         return [k for k, p in self._pools.items() if p.paused_until is not None and p.paused_until > now]
 
-    def set_breaker(self, model: str, state: str, now: float) -> None:
-        """Open, half-open or close `model`'s breaker by hand."""
-        self.breaker_for(model).force(state, now)
-        self._collect_breaker(model)
+    def set_breaker(self, key: str, state: str, now: float) -> None:
+        """Open, half-open or close a breaker by hand: "endpoint/model" one endpoint's, a bare
+        model id the model's on every endpoint that serves it."""
+        if state not in STATES:
+            raise ValueError(f"unknown breaker state {state!r}; expected one of {', '.join(STATES)}")
+        endpoint, model = split_endpoint_key(key)
+        if endpoint and self._table.route(endpoint) is None:
+            names = ", ".join(r.name for r in self._table.routes)
+            raise ValueError(f"unknown endpoint {endpoint!r} (endpoints: {names})")
+        if endpoint or self._table.implicit:
+            endpoints = [endpoint]
+        else:
+            endpoints = [r.name for r in self._table.routes if self._endpoints.serves(r, model)]
+        for name in endpoints:
+            self._endpoints.breaker(name, model, now).force(state, now)
+            self._collect_breaker(name, model)
 
     # --- events and view ----------------------------------------------------------------
 
     def _emit(self, kind: str, at: float, **data: Any) -> None:
         self._events.append(GovernorEvent(kind, at, data))
 
-    def _collect_breaker(self, model: str) -> None:
-        for t in self.breaker_for(model).drain():
-            self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures)
+    def _collect_breaker(self, endpoint: str, model: str) -> None:
+        for t in self._endpoints.breaker(endpoint, model).drain():
+            where = {"endpoint": endpoint} if endpoint else {}
+            self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures, **where)
 
     def _collect_budget(self, now: float) -> None:
         for kind, data in self._budget.drain_events():
@@ -292,9 +367,18 @@ class Governor:
 
     def view(self, now: float) -> GovernorView:
         """The governor as of `now`, for the conductor, the scaler and every view."""
-        pools = {}
-        for key, pool in self._pools.items():
-            reserved = sum_by_dimension(f.need for f in self._in_flight.values() if f.grant.pool == key)
-            pools[key] = pool.view(now, reserved)
-        breakers = {model: b.view(now) for model, b in self._breakers.items()}
-        return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight))
+        needs: dict[str, list[dict[str, float]]] = {key: [] for key in self._pools}
+        in_flight: dict[str, int] = {}
+        for flight in self._in_flight.values():
+            for key in flight.charged:
+                needs[key].append(flight.need)
+            in_flight[flight.grant.endpoint] = in_flight.get(flight.grant.endpoint, 0) + 1
+        pools = {key: pool.view(now, sum_by_dimension(needs[key])) for key, pool in self._pools.items()}
+        breakers = {key: b.view(now) for key, b in self._endpoints.breakers.items()}
+        endpoints = {}
+        if not self._table.implicit:
+            endpoints = {
+                r.name: EndpointView(in_flight.get(r.name, 0), self._granted.get(r.name, 0))
+                for r in self._table.routes
+            }
+        return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight), endpoints)

@@ -194,6 +194,15 @@ class PoolLimiter:
             return
         self._set_rate(dim, per_min, now)
 
+    def learn_rate(self, dim: str, per_min: float, now: float) -> None:
+        """Set the effective rate to one learned without headers (from 429s: `learn.py`),
+        never above the configured rate."""
+        configured = self.limits.per_min(dim)
+        if configured is not None:
+            per_min = min(per_min, configured)
+        if per_min > 0 and per_min != self.effective_per_min[dim]:
+            self._set_rate(dim, per_min, now)
+
     def _set_rate(self, dim: str, per_min: float, now: float) -> None:
         self.effective_per_min[dim] = per_min
         capacity = self._capacity(dim, per_min)

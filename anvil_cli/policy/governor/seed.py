@@ -16,19 +16,20 @@ TICKETS_PER_GENERATION: Final = 1 << 40
 class GovernorSeed:
     """What a governor started in place of a lost one begins from (the budget comes separately,
     from the journal). Conservative: every model's breaker half-open (a probe must succeed
-    before traffic flows again), each known pool at the lower of its configured rate and the rate last
+    before traffic flows again; per endpoint where there are several), each known pool (an
+    endpoint's, a shared ceiling's) at the lower of its configured rate and the rate last
     learned from the server, its buckets empty (no burst: calls of the lost governor are still
     in flight), and tickets numbered apart from the lost governor's (`generation`), so its calls
     still settling are charged to the budget rather than ignored."""
 
     generation: int
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # breaker keys: a model id, or "endpoint/model" on a named endpoint
     rates_per_min: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # pool -> dim -> rate
 
 
 def seed_from(view: GovernorView, generation: int) -> GovernorSeed:
-    """What a new governor takes over from the last view of a lost one: the models it knew and
-    the rates it had learned per pool (see `GovernorSeed`)."""
+    """What a new governor takes over from the last view of a lost one: the breakers it knew (per
+    endpoint and model) and the rates it had learned per pool (see `GovernorSeed`)."""
     rates: dict[str, dict[str, float]] = {}
     for key, pool in view.pools.items():
         for dim, figures in pool.dimensions.items():

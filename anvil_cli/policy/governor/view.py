@@ -69,6 +69,17 @@ class BreakerView:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointView:
+    """One named endpoint's traffic (its pools and breakers are among the view's, keyed by it)."""
+
+    in_flight: int  # calls granted there and not yet settled or released
+    granted_total: int  # calls granted there since the governor started
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "granted_total": self.granted_total}
+
+
+@dataclass(frozen=True, slots=True)
 class GovernorView:
     """The governor as of one moment. `in_flight` is None where no governor grants calls (Message
     Batches mode: the budget alone; or none heard from yet: nothing at all)."""
@@ -77,14 +88,18 @@ class GovernorView:
     breakers: Mapping[str, BreakerView] = field(default_factory=dict)
     budget: BudgetView | None = None
     in_flight: int | None = None  # calls granted and not yet settled or released
+    # per named endpoint (`endpoints:`); empty for the run's only, unnamed endpoint
+    endpoints: Mapping[str, EndpointView] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """As JSON: a governor's pools, breakers, budget and calls in flight; a budget alone's
-        budget; nothing's nothing."""
+        """As JSON: a governor's pools, breakers, endpoints (if named), budget and calls in
+        flight; a budget alone's budget; nothing's nothing."""
         out: dict[str, Any] = {}
         if self.in_flight is not None:
             out["pools"] = {k: p.to_dict() for k, p in self.pools.items()}
             out["breakers"] = {m: b.to_dict() for m, b in self.breakers.items()}
+            if self.endpoints:
+                out["endpoints"] = {n: e.to_dict() for n, e in self.endpoints.items()}
         if self.budget is not None:
             out["budget"] = self.budget.to_dict()
         if self.in_flight is not None:

@@ -1,0 +1,119 @@
+"""The governor's rate-limit pools and circuit breakers, per endpoint (`EndpointPools`).
+
+A call of `model` on endpoint E draws from E's pool for the model (keyed
+`endpoint_key(E, "default:sonnet")`) and from the pool of every shared ceiling E is in (keyed
+"ceiling/default:sonnet"): it fits only when it fits them all (`Draw`). Its breaker is E's for
+the model (`endpoint_key(E, model)`). Everything is created on first use; on the run's only,
+unnamed endpoint the keys are those of before there were endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from anvil_cli.policy.governor.breaker import HALF_OPEN, BreakerPolicy, CircuitBreaker
+from anvil_cli.policy.governor.limiter import Limits, PoolLimiter
+from anvil_cli.policy.governor.routes import Route, RouteTable
+from anvil_cli.policy.governor.view import endpoint_key
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """What a grant of one model on one endpoint draws from."""
+
+    endpoint: str
+    pool: str  # the endpoint's own pool
+    ceilings: tuple[str, ...] = ()  # the pools of the shared ceilings it is in
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.pool, *self.ceilings)
+
+
+class EndpointPools:
+    """Pools and breakers of every route of a `RouteTable`."""
+
+    def __init__(self, table: RouteTable, policy: BreakerPolicy, *, replacement: bool) -> None:
+        self.table = table
+        self.policy = policy
+        self.replacement = replacement  # a replacement governor's breakers start half-open
+        self.pools: dict[str, PoolLimiter] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._limits: dict[tuple[str, str], tuple[str, Limits] | None] = {}  # (route, model) ->
+        self._draws: dict[tuple[str, str], Draw] = {}
+
+    def serves(self, route: Route, model: str) -> bool:
+        """Can `route` serve `model`? (Asked once per pair.)"""
+        pair = (route.name, model)
+        if pair not in self._limits:
+            self._limits[pair] = route.limits_for(model)
+        return self._limits[pair] is not None
+
+    def serving(self, model: str) -> list[Route]:
+        """The routes that serve `model`, in the preferred order for it."""
+        return [route for route in self.table.ordered(model) if self.serves(route, model)]
+
+    def draw(self, route: Route, model: str, now: float) -> Draw:
+        """The pools a call of `model` on `route` (which serves it) draws from, created on first use."""
+        pair = (route.name, model)
+        draw = self._draws.get(pair)
+        if draw is not None:
+            return draw
+        self.serves(route, model)
+        found = self._limits[pair]
+        if found is None:
+            raise ValueError(f"endpoint {route.name!r} does not serve {model}")
+        key, limits = found
+        pool = endpoint_key(route.name, key)
+        if pool not in self.pools:
+            self.pools[pool] = PoolLimiter(limits, now)
+        ceilings = []
+        for name in route.ceilings:
+            ceiling_key, ceiling_limits = self.table.ceiling(name).limits_for(model)
+            shared = f"{name}/{ceiling_key}"
+            if shared not in self.pools:
+                self.pools[shared] = PoolLimiter(ceiling_limits, now)
+            ceilings.append(shared)
+        draw = self._draws[pair] = Draw(route.name, pool, tuple(ceilings))
+        return draw
+
+    def breaker(self, endpoint: str, model: str, now: float = 0.0) -> CircuitBreaker:
+        """The breaker of `model` on `endpoint` (half-open at first in a governor that replaced a
+        lost one: it knows nothing of the endpoint's health)."""
+        key = endpoint_key(endpoint, model)
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            breaker = self.breakers[key] = CircuitBreaker(self.policy)
+            if self.replacement:
+                breaker.force(HALF_OPEN, now)
+        return breaker
+
+    def wait(self, draw: Draw, need: Mapping[str, float], now: float) -> tuple[float, str]:
+        """(seconds, binding reason) until `need` fits the endpoint's pool and every ceiling;
+        (0.0, "") if it fits now."""
+        worst, reason = 0.0, ""
+        for key in draw.keys:
+            seconds, why = self.pools[key].wait(need, now)
+            if seconds > worst:
+                worst, reason = seconds, why
+        return worst, reason
+
+    def take(self, draw: Draw, need: Mapping[str, float], now: float) -> dict[str, dict[str, float]]:
+        """Take `need` from each pool of `draw`; what was charged, per pool and dimension."""
+        return {key: self.pools[key].take(need, now) for key in draw.keys}
+
+    def adjust(
+        self, charged: Mapping[str, Mapping[str, float]], actual: Mapping[str, float], now: float
+    ) -> None:
+        """Correct each pool charged for a call from what it charged to what the call used."""
+        for key, amounts in charged.items():
+            pool = self.pools[key]
+            for dim, used in actual.items():
+                pool.adjust(dim, used - amounts.get(dim, 0.0), now)
+
+    def refund(self, charged: Mapping[str, Mapping[str, float]], now: float) -> None:
+        """Give back everything charged for a call never made."""
+        for key, amounts in charged.items():
+            for dim, amount in amounts.items():
+                self.pools[key].adjust(dim, -amount, now)
