@@ -1,21 +1,25 @@
 """The governor shared by every worker: a `Governor` held in a multiprocessing Manager.
 
 The policy (`anvil_cli.policy.governor`) is pure and takes `now`; this module is the thin driver
-that reads the clock, holds the lock and serves the calls of all worker processes.
+that reads the clock, holds the lock and serves the calls of all worker processes. It builds
+the governor from settings: the pools of the run's one endpoint (`limits_resolver`), or with
+`endpoints:` a route per endpoint, the shared ceilings and their order (`route_table`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import cast
 
-from anvil_cli.config.settings import Settings
+from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.process.forkserver import ensure_forkserver
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
@@ -23,6 +27,7 @@ from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.policy.governor import (
     BreakerPolicy,
     CallAsk,
+    Ceiling,
     Deny,
     Governor,
     GovernorEvent,
@@ -32,9 +37,12 @@ from anvil_cli.policy.governor import (
     Granted,
     Limits,
     Outcome,
+    Route,
+    RouteTable,
     Wait,
     seed_from,
 )
+from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.pricing.table import model_class
 
 # Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
@@ -42,22 +50,106 @@ RATE_MARGIN = 0.98
 BURST_RESERVE = 0.10
 
 
+def _limits(rl: RateLimit) -> Limits:
+    return Limits(
+        requests_per_minute=rl.requests_per_minute,
+        burst_size=rl.burst_size,
+        input_tokens_per_minute=rl.input_tokens_per_minute,
+        output_tokens_per_minute=rl.output_tokens_per_minute,
+        rate_margin=RATE_MARGIN,
+        burst_reserve=BURST_RESERVE,
+    )
+
+
 def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
     """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
 
     def limits_for(model: str) -> tuple[str, Limits]:
         key, rl = settings.rate_limit_for(model)
-        limits = Limits(
-            requests_per_minute=rl.requests_per_minute,
-            burst_size=rl.burst_size,
-            input_tokens_per_minute=rl.input_tokens_per_minute,
-            output_tokens_per_minute=rl.output_tokens_per_minute,
-            rate_margin=RATE_MARGIN,
-            burst_reserve=BURST_RESERVE,
-        )
-        return f"{key}:{model_class(model)}", limits
+        return f"{key}:{model_class(model)}", _limits(rl)
 
     return limits_for
+
+
+def rate_limit_entry(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[str, RateLimit]:
+    """The entry of a `rate_limits:` mapping (an endpoint's, a shared ceiling's) that applies to
+    `model`: exact id, then glob, then default (as `Settings.rate_limit_for` for the top level)."""
+    if model in rate_limits:
+        return model, rate_limits[model]
+    for key, rl in rate_limits.items():
+        if key != "default" and fnmatch.fnmatch(model, key):
+            return key, rl
+    return "default", rate_limits.get("default", RateLimit())
+
+
+def _entry_limits(rate_limits: Mapping[str, RateLimit]) -> Callable[[str], tuple[str, Limits]]:
+    def limits_for(model: str) -> tuple[str, Limits]:
+        key, rl = rate_limit_entry(rate_limits, model)
+        return f"{key}:{model_class(model)}", _limits(rl)
+
+    return limits_for
+
+
+def serves(endpoint: EndpointSettings, model: str) -> bool:
+    """Can `endpoint` serve `model`? REFINE HERE (the one place): every endpoint serves every
+    model for now. `models:` renames a model for the provider and is no whitelist; a provider's
+    own catalog (which Claude models Bedrock, Vertex, Foundry offer) belongs here."""
+    del endpoint, model
+    return True
+
+
+def _route(endpoint: EndpointSettings, settings: Settings) -> Route:
+    entry_limits = _entry_limits(endpoint.rate_limits)
+
+    def limits_for(model: str) -> tuple[str, Limits] | None:
+        return entry_limits(model) if serves(endpoint, model) else None
+
+    ceilings = tuple(
+        name for name, shared in settings.shared_limits.items() if endpoint.name in shared.endpoints
+    )
+    # only Anthropic's API sends anthropic-ratelimit-* headers: elsewhere the rate is learned from 429s
+    return Route(endpoint.name, limits_for, learns_rate=endpoint.provider != "anthropic", ceilings=ceilings)
+
+
+def endpoint_price(pricer: Pricer, endpoint: EndpointSettings, model: str) -> float:
+    """USD per million tokens in and out of `model` on `endpoint` (inf: not priced), to rank
+    endpoints by. HOOK: per-provider and per-region prices come from `Pricer.at(provider,
+    region)` once the pricing helper has added it; until then every endpoint has the model's
+    one price, and "cheapest" keeps the listed order."""
+    at = getattr(pricer, "at", None)
+    priced = at(endpoint.provider, endpoint.region) if callable(at) else pricer
+    price = priced.price(model)
+    return math.inf if price is None else float(price.input + price.output)
+
+
+def endpoint_order(settings: Settings, pricer: Pricer | None = None) -> Callable[[str], list[str]] | None:
+    """`routing.endpoint_order`: None for "listed"; for "cheapest", the endpoints by their
+    price of the model, ties in listed order."""
+    if settings.routing.endpoint_order != "cheapest":
+        return None
+    pricer = pricer or Pricer.from_settings(settings)
+    endpoints = settings.endpoints
+
+    def order_for(model: str) -> list[str]:
+        ranked = sorted(endpoints, key=lambda e: endpoint_price(pricer, e, model))  # stable: ties listed
+        return [e.name for e in ranked]
+
+    return order_for
+
+
+def route_table(settings: Settings, pricer: Pricer | None = None) -> RouteTable | None:
+    """The governor's routes from `endpoints:`, `shared_limits:` and `routing.endpoint_order`;
+    None without an `endpoints:` section (the run's one endpoint: `limits_resolver`)."""
+    if not settings.endpoints:
+        return None
+    return RouteTable(
+        tuple(_route(e, settings) for e in settings.endpoints),
+        tuple(
+            Ceiling(name, _entry_limits(shared.rate_limits))
+            for name, shared in settings.shared_limits.items()
+        ),
+        endpoint_order(settings, pricer),
+    )
 
 
 class GovernorService:
@@ -76,7 +168,7 @@ class GovernorService:
         # a replacement of a lost governor does not warn again of what the lost one warned of
         warned = seed is not None and warn is not None and spent_before_usd >= warn
         self._gov = Governor(
-            limits_resolver(settings),
+            route_table(settings) or limits_resolver(settings),
             BreakerPolicy(
                 failure_threshold=cb.failure_threshold,
                 recovery_timeout_s=cb.recovery_timeout_s,
@@ -164,6 +256,7 @@ class GovernorService:
             return self._gov.view(time.monotonic())
 
     def set_breaker(self, model: str, state: str) -> None:
+        """`model`: a model id (its breaker on every endpoint) or "endpoint/model" (one)."""
         with self._lock:
             self._gov.set_breaker(model, state, time.monotonic())
 

@@ -29,7 +29,7 @@ from anvil_cli.policy.governor.limiter import (
     sum_by_dimension,
 )
 from anvil_cli.policy.governor.pools import Draw, EndpointPools
-from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, RouteTable
+from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, Route, RouteTable
 from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
 from anvil_cli.policy.governor.view import EndpointView, GovernorView, split_endpoint_key
 
@@ -143,13 +143,13 @@ class Governor:
         routes = self._endpoints.serving(model)
         if not routes:
             return Deny("no_endpoint", f"no endpoint of the run serves {model}")
-        admitted: list[tuple[str, Admission]] = []
+        admitted: list[tuple[Route, Admission]] = []
         breaker_wait = math.inf
         for route in routes:
             admission = self._endpoints.breaker(route.name, model, now).allow(now)
             self._collect_breaker(route.name, model)
             if admission.allowed:
-                admitted.append((route.name, admission))
+                admitted.append((route, admission))
             else:
                 breaker_wait = min(breaker_wait, admission.retry_in_s)
         if not admitted:
@@ -157,9 +157,7 @@ class Governor:
         output_tokens = min(max_tokens, self._estimator.estimate(model, max_tokens))
         need = {REQUESTS: 1.0, INPUT_TOKENS: float(est_input_tokens), OUTPUT_TOKENS: float(output_tokens)}
         soonest, reason = math.inf, ""
-        for endpoint, admission in self._preferred(admitted, affinity):
-            route = self._table.route(endpoint)
-            assert route is not None
+        for route, admission in self._preferred(admitted, affinity):
             draw = self._endpoints.draw(route, model, now)
             seconds, why = self._endpoints.wait(draw, need, now)
             if seconds <= 0:
@@ -171,7 +169,7 @@ class Governor:
                     output_tokens,
                     worst_cost_usd,
                     admission.probe,
-                    endpoint,
+                    route.name,
                 )
                 return self._take(grant, draw, need, affinity, now)
             if seconds < soonest:
@@ -179,12 +177,12 @@ class Governor:
         return Wait(min(soonest, breaker_wait), reason)
 
     def _preferred(
-        self, admitted: list[tuple[str, Admission]], affinity: str | None
-    ) -> list[tuple[str, Admission]]:
+        self, admitted: list[tuple[Route, Admission]], affinity: str | None
+    ) -> list[tuple[Route, Admission]]:
         """A breaker due for its probe first (so its endpoint can recover), then the endpoint
         that served this prompt prefix last (its cache holds it), then the preferred order."""
         remembered = self._affinity.get(affinity)
-        return sorted(admitted, key=lambda a: (not a[1].probe, a[0] != remembered))
+        return sorted(admitted, key=lambda a: (not a[1].probe, a[0].name != remembered))
 
     def _take(
         self, grant: Grant, draw: Draw, need: dict[str, float], affinity: str | None, now: float
