@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.governor_host.manager import GovernorService
+from anvil_cli.engine.governor_host.manager import GovernorService, endpoint_order, route_table
 from anvil_cli.policy.governor import Grant, Wait
+from anvil_cli.policy.pricing.pricer import Pricer
 
 
 def service(**settings: object) -> GovernorService:
@@ -42,3 +45,78 @@ def test_a_dead_workers_half_open_probe_is_freed() -> None:
     gov.release_owner(7)
     again = gov.acquire("claude-haiku-4-5", 10, 10, 0.0, owner=8)
     assert isinstance(again, Grant) and again.probe
+
+
+# --- endpoints: the service builds its routes from settings -----------------------------------
+
+TWO_ENDPOINTS = {
+    "endpoints": [
+        {
+            "name": "org-a",
+            "api_key_env": "ANTHROPIC_API_KEY_A",
+            "rate_limits": {"default": {"requests_per_minute": 1, "burst_size": 5}},
+        },
+        {
+            "name": "bedrock-east",
+            "provider": "bedrock",
+            "region": "us-east-1",
+            "rate_limits": {"default": {"requests_per_minute": 1, "burst_size": 5}},
+        },
+    ]
+}
+
+
+def test_a_service_with_endpoints_grants_endpoint_names_in_listed_order() -> None:
+    gov = service(**TWO_ENDPOINTS)
+    grants = [gov.acquire("claude-haiku-4-5", 10, 10, 0.0, owner=1) for _ in range(9)]
+    assert all(isinstance(g, Grant) for g in grants[:8]) and isinstance(grants[8], Wait)
+    # a burst of 5 less the 10% reserve on each; refilling at one a minute
+    assert [(g.endpoint, g.pool) for g in grants[:8] if isinstance(g, Grant)] == [
+        ("org-a", "org-a/default:haiku")
+    ] * 4 + [("bedrock-east", "bedrock-east/default:haiku")] * 4
+    endpoints = gov.view().to_dict()["endpoints"]
+    assert endpoints == {
+        "org-a": {"in_flight": 4, "granted_total": 4},
+        "bedrock-east": {"in_flight": 4, "granted_total": 4},
+    }
+
+
+def test_set_breaker_takes_a_model_everywhere_or_one_endpoints() -> None:
+    gov = service(**TWO_ENDPOINTS)
+    gov.set_breaker("org-a/claude-haiku-4-5", "open")
+    elsewhere = gov.acquire("claude-haiku-4-5", 10, 10, 0.0)
+    assert isinstance(elsewhere, Grant) and elsewhere.endpoint == "bedrock-east"
+    gov.set_breaker("claude-haiku-4-5", "open")
+    decision = gov.acquire("claude-haiku-4-5", 10, 10, 0.0)
+    assert isinstance(decision, Wait) and decision.reason == "breaker"
+    states = {k: b.state for k, b in gov.view().breakers.items()}
+    assert states == {"org-a/claude-haiku-4-5": "open", "bedrock-east/claude-haiku-4-5": "open"}
+
+
+def test_routes_from_settings_ceilings_learning_and_the_cheapest_order() -> None:
+    settings = Settings.model_validate(
+        {
+            **TWO_ENDPOINTS,
+            "shared_limits": {
+                "org": {"endpoints": ["org-a"], "rate_limits": {"default": {"requests_per_minute": 9}}}
+            },
+            "routing": {"endpoint_order": "cheapest"},
+        }
+    )
+    table = route_table(settings)
+    assert table is not None and route_table(Settings()) is None
+    assert [(r.name, r.learns_rate, r.ceilings) for r in table.routes] == [
+        ("org-a", False, ("org",)),
+        ("bedrock-east", True, ()),
+    ]
+    assert table.ceiling("org").limits_for("claude-haiku-4-5")[0] == "default:haiku"
+    # one price for every endpoint until `Pricer.at` gives them their own: the listed order
+    assert [r.name for r in table.ordered("claude-haiku-4-5")] == ["org-a", "bedrock-east"]
+
+    class Regional:  # what `Pricer.at(provider, region)` will answer: the prices there
+        def at(self, provider: str, region: str | None) -> Pricer:
+            dearer = {"claude-haiku-4-5": {"input": 1.1, "output": 5.5}}
+            return Pricer.from_overrides(dearer if provider == "anthropic" else None)
+
+    order = endpoint_order(settings, cast(Pricer, Regional()))
+    assert order is not None and order("claude-haiku-4-5") == ["bedrock-east", "org-a"]
