@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import cast
 
+import pytest
+
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.governor_host.manager import GovernorService, endpoint_order, route_table
 from anvil_cli.policy.governor import Grant, Wait
@@ -120,3 +122,21 @@ def test_routes_from_settings_ceilings_learning_and_the_cheapest_order() -> None
 
     order = endpoint_order(settings, cast(Pricer, Regional()))
     assert order is not None and order("claude-haiku-4-5") == ["bedrock-east", "org-a"]
+
+
+def test_the_ray_actor_and_the_manager_serve_the_clients_methods_alike() -> None:
+    import inspect
+
+    pytest.importorskip("ray")
+    from anvil_cli.engine.governor_host.client import GovernorClient
+    from anvil_cli.engine.governor_host.ray_actor import RayGovernorClient
+
+    def methods(cls: type) -> dict[str, list[str]]:
+        return {
+            name: list(inspect.signature(getattr(cls, name)).parameters)
+            for name in dir(GovernorClient)
+            if not name.startswith("_") and callable(getattr(GovernorClient, name))
+        }
+
+    assert methods(RayGovernorClient) == methods(GovernorClient)
+    assert methods(GovernorService) == methods(GovernorClient)

@@ -42,6 +42,7 @@ class EndpointPools:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._limits: dict[tuple[str, str], tuple[str, Limits] | None] = {}  # (route, model) ->
         self._draws: dict[tuple[str, str], Draw] = {}
+        self._serving: dict[str, list[Route]] = {}  # model -> routes serving it, preferred first
 
     def serves(self, route: Route, model: str) -> bool:
         """Can `route` serve `model`? (Asked once per pair.)"""
@@ -51,8 +52,11 @@ class EndpointPools:
         return self._limits[pair] is not None
 
     def serving(self, model: str) -> list[Route]:
-        """The routes that serve `model`, in the preferred order for it."""
-        return [route for route in self.table.ordered(model) if self.serves(route, model)]
+        """The routes that serve `model`, in the preferred order for it (worked out once)."""
+        routes = self._serving.get(model)
+        if routes is None:
+            routes = self._serving[model] = [r for r in self.table.ordered(model) if self.serves(r, model)]
+        return routes
 
     def draw(self, route: Route, model: str, now: float) -> Draw:
         """The pools a call of `model` on `route` (which serves it) draws from, created on first use."""
