@@ -58,16 +58,22 @@ def test_a_429_cuts_the_rate_once_per_overload() -> None:
     for grant, now in zip(calls[1:4], (0.1, 0.5, 0.9), strict=True):  # the same overload's 429s
         gov.settle(grant.ticket, RATE_LIMITED, now=now)
     assert _rate(gov, 0.9) == pytest.approx(420.0) and _learned(gov) == []
-    gov.settle(calls[4].ticket, RATE_LIMITED, now=1.5)
-    assert _rate(gov, 1.5) == pytest.approx(294.0)
-    assert gov.view(1.5).pools["bedrock/default:sonnet"].dimensions["requests"].configured_per_min == 600
+    gov.settle(calls[4].ticket, RATE_LIMITED, now=3.0)  # a slow answer to a call sent before the cut
+    assert _rate(gov, 3.0) == pytest.approx(420.0)
+    later = gov.acquire(SONNET, 0, 0, 0.0, now=3.5)
+    assert isinstance(later, Grant)
+    gov.settle(later.ticket, RATE_LIMITED, now=3.7)  # sent at the lowered rate, refused all the same
+    assert _rate(gov, 3.7) == pytest.approx(294.0)
+    assert gov.view(3.7).pools["bedrock/default:sonnet"].dimensions["requests"].configured_per_min == 600
 
 
 def test_the_rate_never_falls_below_the_floor() -> None:
     gov = _gov(rpm=10)
-    for i, grant in enumerate(_sent(gov, 20)):
-        gov.settle(grant.ticket, RATE_LIMITED, now=2.0 * i)
-    assert _rate(gov, 40.0) == MIN_PER_MIN
+    for minute in range(20):
+        grant = gov.acquire(SONNET, 0, 0, 0.0, now=minute * 100.0)
+        assert isinstance(grant, Grant), grant
+        gov.settle(grant.ticket, RATE_LIMITED, now=minute * 100.0 + 0.5)
+    assert _rate(gov, 2000.0) == MIN_PER_MIN
 
 
 def test_successes_raise_the_rate_back_to_the_configured_and_report_in_steps() -> None:

@@ -61,6 +61,7 @@ class _InFlight:
     grant: Grant
     need: dict[str, float]  # what was reserved per dimension
     charged: dict[str, dict[str, float]]  # pool -> what was taken from buckets existing at grant time
+    at: float  # when it was granted
 
 
 class Governor:
@@ -192,7 +193,7 @@ class Governor:
         if grant.probe:
             self._endpoints.breaker(grant.endpoint, grant.model, now).begin_probe()
         self._next_ticket += 1
-        self._in_flight[grant.ticket] = _InFlight(grant, need, charged)
+        self._in_flight[grant.ticket] = _InFlight(grant, need, charged, now)
         self._affinity.remember(affinity, grant.endpoint)
         self._granted[grant.endpoint] = self._granted.get(grant.endpoint, 0) + 1
         return grant
@@ -261,7 +262,9 @@ class Governor:
         route = self._table.route(grant.endpoint)
         if route is not None and route.learns_rate:
             if rate_limited:
-                self._report_learned(grant.pool, self._learner.rate_limited(grant.pool, pool, now), now)
+                self._report_learned(
+                    grant.pool, self._learner.rate_limited(grant.pool, pool, now, flight.at), now
+                )
             elif outcome.ok:
                 self._report_learned(grant.pool, self._learner.succeeded(grant.pool, pool, now), now)
         if rate_limited:

@@ -2,11 +2,12 @@
 headers (Bedrock, Vertex): additive increase, multiplicative decrease (AIMD).
 
 A 429 multiplies the pool's effective requests rate by `DECREASE_FACTOR` (not below
-`MIN_PER_MIN`), at most once per `DECREASE_EVERY_S`: the 429s of one overload arrive together
-and count once. Each success adds `INCREASE_SHARE` of the configured rate, never above it. The
-rate is the pool's own (`PoolLimiter.learn_rate`), so the view shows it and a replacement
-governor's seed starts from it; a change is reported when the rate falls, and on the way back
-every `REPORT_STEP_SHARE` of the configured rate and on reaching it (not on every success).
+`MIN_PER_MIN`), at most once per `DECREASE_EVERY_S`, and only for a call granted after the last
+cut: the 429s of one overload arrive together and count once. Each success adds
+`INCREASE_SHARE` of the configured rate, never above it. The rate is the pool's own
+(`PoolLimiter.learn_rate`), so the view shows it and a replacement governor's seed starts from
+it; a change is reported when the rate falls, and on the way back every `REPORT_STEP_SHARE` of
+the configured rate and on reaching it (not on every success).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class RateLearner:
         self._decreased_at: dict[str, float] = {}  # pool -> when a 429 last lowered its rate
         self._reported: dict[str, float] = {}  # pool -> the rate last reported
 
-    def rate_limited(self, key: str, pool: PoolLimiter, now: float) -> Learned | None:
-        """A 429 from the pool's endpoint: lower the rate, once per overload."""
+    def rate_limited(self, key: str, pool: PoolLimiter, now: float, granted_at: float) -> Learned | None:
+        """A 429 from the pool's endpoint for a call granted at `granted_at`: lower the rate,
+        once per overload (a call granted before the last cut was sent at the old rate)."""
         last = self._decreased_at.get(key)
-        if last is not None and now - last < DECREASE_EVERY_S:
+        if last is not None and (now - last < DECREASE_EVERY_S or granted_at <= last):
             return None
         self._decreased_at[key] = now
         current = _rate(pool)
