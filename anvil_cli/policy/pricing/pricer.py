@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anvil_cli.policy.pricing.table import ModelPrice, PriceTable, builtin_prices, model_price
@@ -17,6 +17,10 @@ class Pricer:
 
     table: PriceTable
     fallback: ModelPrice | None = None  # used for models missing from the table
+    # `at(...)`'s pricers, made once each: the governor asks per call, and it must stay cheap
+    _derived: dict[tuple[Any, ...], Pricer] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> Pricer:
@@ -37,6 +41,45 @@ class Pricer:
     def from_settings(cls, settings: Any) -> Pricer:
         """The pricer of a `Settings` (its `prices:` overrides)."""
         return cls.from_overrides({k: v.model_dump() for k, v in settings.prices.items()})
+
+    def at(
+        self,
+        provider: str,
+        region: str | None = None,
+        models: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> Pricer:
+        """The pricer for calls through `provider` in `region` (`anthropic`: this one): every
+        price times the provider's factors in the data file (`providers:` in data/prices.yaml),
+        on top of the list price or its `prices:` override. `models`: the endpoint's Anvil id ->
+        provider id mapping (a Bedrock `global.` inference profile is priced as global).
+        Made once per (provider, region, models) and kept: cheap to call per call.
+
+        Raises ValueError for a provider the data file does not know."""
+        pairs = tuple(sorted(dict(models or {}).items()))
+        key = (provider, region, pairs)
+        made = self._derived.get(key)
+        if made is not None:
+            return made
+        terms = self.table.providers.get(provider)
+        if terms is None:
+            known = ", ".join(sorted(self.table.providers))
+            raise ValueError(f"no prices for provider {provider!r} (known: {known})")
+        ids = dict(pairs)
+        scaled = {
+            name: _scaled(price, terms.factor(name, region, ids.get(name)))
+            for name, price in self.table.models.items()
+        }
+        fallback = self.fallback and _scaled(self.fallback, terms.factor("", region))
+        if scaled == self.table.models and fallback == self.fallback:
+            made = self  # list prices (the Claude API, a global endpoint): this very pricer
+        else:
+            made = Pricer(replace(self.table, models=scaled), fallback)
+        self._derived[key] = made
+        return made
+
+    def for_endpoint(self, endpoint: Any) -> Pricer:
+        """`at(...)` for an `Endpoint` or `EndpointSettings` (its provider, region, models)."""
+        return self.at(endpoint.provider, endpoint.region, endpoint.models)
 
     def price(self, model: str) -> ModelPrice | None:
         return self.table.models.get(model, self.fallback)
@@ -85,6 +128,24 @@ class Pricer:
             return 0.0
         cost = (input_tokens * price.input + output_tokens * price.output) / PER_MILLION
         return cost * self.table.batch_discount if batch else cost
+
+
+def _scaled(price: ModelPrice, factor: float) -> ModelPrice:
+    """`price` with every per-token price times `factor` (flags and the context window kept)."""
+    if factor == 1.0:
+        return price
+
+    def times(value: float | None) -> float | None:
+        return None if value is None else value * factor
+
+    return replace(
+        price,
+        input=price.input * factor,
+        output=price.output * factor,
+        cache_write_5m=times(price.cache_write_5m),
+        cache_write_1h=times(price.cache_write_1h),
+        cache_read=times(price.cache_read),
+    )
 
 
 def _cache_writes(usage: Mapping[str, Any]) -> tuple[int, int]:
