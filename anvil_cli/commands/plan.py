@@ -28,7 +28,8 @@ from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.jobs.loader import load_batch
-from anvil_cli.plan.estimate import TokenCounter, api_counter, make_plan, output_model, render
+from anvil_cli.plan.estimate import TokenCounter, api_counter, make_plan, output_model
+from anvil_cli.plan.render import render
 from anvil_cli.plan.sample import SampleOutcome, choose, run_sample
 from anvil_cli.policy.forecast import ModelFit, fit_models
 from anvil_cli.policy.routing import model_for

@@ -65,17 +65,19 @@ class Pricer:
             known = ", ".join(sorted(self.table.providers))
             raise ValueError(f"no prices for provider {provider!r} (known: {known})")
         ids = dict(pairs)
-        scaled = {
-            name: _scaled(price, terms.factor(name, region, ids.get(name)))
-            for name, price in self.table.models.items()
-        }
-        fallback = self.fallback and _scaled(self.fallback, terms.factor("", region))
-        if scaled == self.table.models and fallback == self.fallback:
-            made = self  # list prices (the Claude API, a global endpoint): this very pricer
-        else:
-            made = Pricer(replace(self.table, models=scaled), fallback)
+        factors = {name: terms.factor(name, region, ids.get(name)) for name in self.table.models}
+        made = self.scaled(factors, terms.factor("", region))
         self._derived[key] = made
         return made
+
+    def scaled(self, factors: Mapping[str, float], other: float = 1.0) -> Pricer:
+        """Every price of a model times its factor (`other` for models not named, and for the
+        fallback); this very pricer when every factor is 1."""
+        models = {name: _scaled(price, factors.get(name, other)) for name, price in self.table.models.items()}
+        fallback = self.fallback and _scaled(self.fallback, other)
+        if models == self.table.models and fallback == self.fallback:
+            return self  # list prices (the Claude API, a global endpoint)
+        return Pricer(replace(self.table, models=models), fallback)
 
     def for_endpoint(self, endpoint: Any) -> Pricer:
         """`at(...)` for an `Endpoint` or `EndpointSettings` (its provider, region, models)."""
