@@ -5,11 +5,13 @@ endpoint; without `endpoints:` the plan is what it was."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
 from anvil_cli.jobs.job import Job
 from anvil_cli.plan.estimate import OutputModel, make_plan
@@ -171,3 +173,53 @@ def test_anvil_plan_names_endpoints_in_text_and_json(tmp_path: Path) -> None:
     (pool,) = data["endpoints"]
     assert [e["endpoint"] for e in pool["endpoints"]] == ["org-a", "vertex-eu"]
     assert data["duration_s"] == pytest.approx((500 - 40) / 900 * 60 + data["assumed_latency_s"], rel=1e-6)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def _docs_section() -> str:
+    text = DOCS.read_text("utf-8")
+    match = re.search(r"^## Several accounts and providers$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, "docs/configuration.md has no '## Several accounts and providers' section"
+    return match.group(1)
+
+
+def _docs_blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", _docs_section(), re.M | re.S)
+
+
+def test_the_configuration_page_examples_are_valid_settings(tmp_path: Path) -> None:
+    blocks = _docs_blocks("yaml")
+    assert len(blocks) == 2  # two organisations; Anthropic + Bedrock
+    loaded = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(block)
+        loaded.append(load_settings(path, env={}))
+    orgs, mixed = loaded
+    assert [e.name for e in orgs.endpoints] == ["org-a-1", "org-a-2", "org-b"] and orgs.shared_limits
+    assert {e.provider for e in mixed.endpoints} == {"anthropic", "bedrock"} and mixed.shared_limits
+
+
+def test_the_configuration_page_shows_what_anvil_plan_prints(tmp_path: Path) -> None:
+    path = tmp_path / "anvil.yaml"
+    path.write_text(_docs_blocks("yaml")[0])
+    settings = load_settings(
+        path, overrides={"scaling": {"max_agents": 1000, "max_concurrent_jobs": 1000}}, env={}
+    )
+    (shown,) = _docs_blocks("text")
+    lines = render(make_plan(_jobs(20_000), settings, None, OUT))
+    start = next(i for i, line in enumerate(lines) if line.startswith("endpoints:"))
+    assert lines[start : start + len(shown.splitlines())] == shown.splitlines()
+
+
+def test_the_anthropic_and_bedrock_example_prices_each_bedrock_endpoint(tmp_path: Path) -> None:
+    path = tmp_path / "anvil.yaml"
+    path.write_text(_docs_blocks("yaml")[1])
+    plan = make_plan(_jobs(5000), load_settings(path, env={}), None, OUT)
+    (pool,) = plan.endpoints or []
+    factors = {e["endpoint"]: e["price_factor"] for e in pool["endpoints"]}
+    assert factors == pytest.approx({"anthropic": 1.0, "bedrock-east": 1.0, "bedrock-west": 1.1})
+    assert pool["pooled_per_minute"]["requests"] == 4800  # 4,000 + the AWS account's 800
+    assert pool["bound_by"] == "shared limit bedrock-account"
