@@ -3,6 +3,7 @@ run says so once), and without one the run is refused before anything is written
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from anvil_cli.session import runner
 from anvil_cli.session.runner import RunOptions, execute_run
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.snapshot.monitor import NoScreen, RunMonitor
-from tests.engine_support import read_results, run_cli, write_config, write_jobs
+from tests.engine_support import journal_query, read_results, run_cli, write_config, write_jobs
 
 FAST_BATCHES = {"max_requests": 8, "poll_interval_s": 0.05, "max_attempts": 3}
 BEDROCK_ONLY = [
@@ -115,6 +116,10 @@ def test_batches_run_on_the_anthropic_endpoint_and_say_so_once(
         assert report.exit_code == ExitCode.OK, report.summary
         assert sim.stats()["batches_created"] == 2
     assert {r["status"] for r in read_results(out)} == {"succeeded"}
+    # each job's call is journaled as made through org-a
+    logs = journal_query(tmp_path / ".anvil", "SELECT attempts_json FROM jobs")
+    assert len(logs) == 10
+    assert {a["endpoint"] for (log,) in logs for a in json.loads(str(log))} == {"org-a"}
     said = [line for line in screen.lines if line.startswith("Message Batches run on endpoint")]
     assert said == [
         "Message Batches run on endpoint org-a; Bedrock endpoints are not used in batches mode"

@@ -67,5 +67,6 @@ def _batches(run: RunContext) -> RunEnd:
             run.ticker,
             run.control,
             say,
+            endpoint=endpoint.name,
         )
         return run_batches(context)
