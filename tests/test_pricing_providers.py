@@ -117,3 +117,24 @@ def test_for_endpoint_reads_provider_region_and_model_ids_of_an_endpoint() -> No
 def test_an_unknown_provider_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"no prices for provider 'openai'.*bedrock"):
         Pricer.from_overrides().at("openai")
+
+
+def test_relative_price_ranks_endpoints_as_at_prices_them() -> None:
+    pricer = Pricer.from_overrides()
+    east = Endpoint("https://x", "e", name="east", provider="bedrock", region="us-east-1")
+    glob = Endpoint(
+        "https://x",
+        "e",
+        name="glob",
+        provider="bedrock",
+        region="us-east-1",
+        models=(("claude-sonnet-4-6", "global.anthropic.claude-sonnet-4-6"),),
+    )
+    org = Endpoint("https://x", "e", name="org")
+    model = "claude-sonnet-4-6"
+    factors = {e.name: pricer.relative_price(e, model) for e in (east, glob, org)}
+    assert factors == pytest.approx({"east": 1.1, "glob": 1.0, "org": 1.0})
+    for e in (east, glob, org):
+        expected = pricer.for_endpoint(e).cost_usd(model, USAGE) / pricer.cost_usd(model, USAGE)
+        assert factors[e.name] == pytest.approx(expected)
+    assert sorted((east, glob, org), key=lambda e: pricer.relative_price(e, model))[-1] is east

@@ -55,10 +55,16 @@ class Pricer:
         Made once per (provider, region, models) and kept: cheap to call per call.
 
         Raises ValueError for a provider the data file does not know."""
+        quick = (provider, region, models) if models is None or isinstance(models, tuple) else None
+        made = self._derived.get(quick) if quick is not None else None  # an Endpoint's: no sorting
+        if made is not None:
+            return made
         pairs = tuple(sorted(dict(models or {}).items()))
         key = (provider, region, pairs)
         made = self._derived.get(key)
         if made is not None:
+            if quick is not None:
+                self._derived[quick] = made
             return made
         terms = self.table.providers.get(provider)
         if terms is None:
@@ -68,7 +74,17 @@ class Pricer:
         factors = {name: terms.factor(name, region, ids.get(name)) for name in self.table.models}
         made = self.scaled(factors, terms.factor("", region))
         self._derived[key] = made
+        if quick is not None:
+            self._derived[quick] = made
         return made
+
+    def relative_price(self, endpoint: Any, model: str) -> float:
+        """What a call to `model` through `endpoint` (its provider, region, models) costs as a
+        multiple of the list price: enough to rank endpoints cheapest first, without a table."""
+        terms = self.table.providers.get(endpoint.provider)
+        if terms is None:
+            raise ValueError(f"no prices for provider {endpoint.provider!r}")
+        return terms.factor(model, endpoint.region, dict(endpoint.models or ()).get(model))
 
     def scaled(self, factors: Mapping[str, float], other: float = 1.0) -> Pricer:
         """Every price of a model times its factor (`other` for models not named, and for the
