@@ -102,7 +102,7 @@ def pooled_rate(settings: Settings, model: str, pricer: Pricer) -> tuple[str, Po
     rates = []
     for e in settings.endpoints:
         key, rl = limit_for(e.rate_limits, model)
-        factor = _price_factor(pricer, e, model)
+        factor = pricer.relative_price(e, model)
         rates.append(
             EndpointRate(
                 e.name,
@@ -175,15 +175,6 @@ def _capped(own: dict[str, float | None], caps: list[tuple[CeilingRate, Any]], k
         if not changed:
             break
     return flows
-
-
-def _price_factor(pricer: Pricer, endpoint: Any, model: str) -> float:
-    """What a call to `model` through `endpoint` costs relative to the list price."""
-    base = pricer.price(model)
-    through = pricer.for_endpoint(endpoint).price(model)
-    if base is None or through is None or base.input == 0:
-        return 1.0
-    return through.input / base.input
 
 
 def endpoint_pricers(settings: Settings, pricer: Pricer, model: str) -> tuple[Pricer, Pricer]:

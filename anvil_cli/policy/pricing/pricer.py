@@ -80,11 +80,12 @@ class Pricer:
 
     def relative_price(self, endpoint: Any, model: str) -> float:
         """What a call to `model` through `endpoint` (its provider, region, models) costs as a
-        multiple of the list price: enough to rank endpoints cheapest first, without a table."""
-        terms = self.table.providers.get(endpoint.provider)
-        if terms is None:
-            raise ValueError(f"no prices for provider {endpoint.provider!r}")
-        return terms.factor(model, endpoint.region, dict(endpoint.models or ()).get(model))
+        multiple of the list price (1 for a model without a price): enough to rank endpoints
+        cheapest first. From `for_endpoint`'s kept pricer: cheap per call."""
+        base, through = self.price(model), self.for_endpoint(endpoint).price(model)
+        if base is None or through is None or base.input == 0:
+            return 1.0
+        return through.input / base.input
 
     def scaled(self, factors: Mapping[str, float], other: float = 1.0) -> Pricer:
         """Every price of a model times its factor (`other` for models not named, and for the
