@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from anvil_cli.cli import app
+from anvil_cli.commands import plan as plan_cmd
+from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
 from anvil_cli.jobs.job import Job
@@ -223,3 +227,19 @@ def test_the_anthropic_and_bedrock_example_prices_each_bedrock_endpoint(tmp_path
     assert factors == pytest.approx({"anthropic": 1.0, "bedrock-east": 1.0, "bedrock-west": 1.1})
     assert pool["pooled_per_minute"]["requests"] == 4800  # 4,000 + the AWS account's 800
     assert pool["bound_by"] == "shared limit bedrock-account"
+
+
+def test_plan_counts_tokens_only_on_an_anthropic_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bedrock = Endpoint("http://127.0.0.1:9", "endpoints: b", name="b", provider="bedrock", region="us-east-1")
+    monkeypatch.setattr(plan_cmd, "resolve_endpoints", lambda settings, env: (bedrock,))
+    cfg = tmp_path / "anvil.yaml"
+    cfg.write_text(
+        f"endpoints: [{{name: b, provider: bedrock, region: us-east-1}}]\nstate_dir: {tmp_path / 's'}\n"
+    )
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["q"])
+    result = CliRunner().invoke(app, ["plan", str(batch), "--config", str(cfg), "--json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert "input tokens estimated locally: no provider: anthropic endpoint to count them" in notes

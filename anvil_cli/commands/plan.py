@@ -20,7 +20,7 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.config.endpoint import Endpoint, resolve_endpoint
+from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.history import history_answers
@@ -169,9 +169,13 @@ def _counter(
         endpoint = Endpoint(server.base_url, "the embedded simulator", api_key=SIM_KEY)
     else:
         try:  # the same resolution as `anvil run` (anvil_cli/config/endpoint.py)
-            endpoint = resolve_endpoint(settings, environ_with_secrets())
+            endpoints = resolve_endpoints(settings, environ_with_secrets())
         except UsageError as exc:
             return None, f"input tokens estimated locally: {exc}"
+        found = next((e for e in endpoints if e.provider == "anthropic"), None)
+        if found is None:  # count_tokens is the Anthropic API's (Bedrock's client raises)
+            return None, "input tokens estimated locally: no provider: anthropic endpoint to count them"
+        endpoint = found
     client = anthropic.Anthropic(**endpoint.client_kwargs(), max_retries=1, timeout=PROBE_TIMEOUT_S)
     stack.callback(client.close)
     counter = api_counter(client)
