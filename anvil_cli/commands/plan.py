@@ -20,7 +20,7 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
-from anvil_cli.config.endpoint import Endpoint, resolve_endpoint
+from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.history import history_answers
@@ -28,7 +28,8 @@ from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.jobs.loader import load_batch
-from anvil_cli.plan.estimate import TokenCounter, api_counter, make_plan, output_model, render
+from anvil_cli.plan.estimate import TokenCounter, api_counter, make_plan, output_model
+from anvil_cli.plan.render import render
 from anvil_cli.plan.sample import SampleOutcome, choose, run_sample
 from anvil_cli.policy.forecast import ModelFit, fit_models
 from anvil_cli.policy.routing import model_for
@@ -168,9 +169,13 @@ def _counter(
         endpoint = Endpoint(server.base_url, "the embedded simulator", api_key=SIM_KEY)
     else:
         try:  # the same resolution as `anvil run` (anvil_cli/config/endpoint.py)
-            endpoint = resolve_endpoint(settings, environ_with_secrets())
+            endpoints = resolve_endpoints(settings, environ_with_secrets())
         except UsageError as exc:
             return None, f"input tokens estimated locally: {exc}"
+        found = next((e for e in endpoints if e.provider == "anthropic"), None)
+        if found is None:  # count_tokens is the Anthropic API's (Bedrock's client raises)
+            return None, "input tokens estimated locally: no provider: anthropic endpoint to count them"
+        endpoint = found
     client = anthropic.Anthropic(**endpoint.client_kwargs(), max_retries=1, timeout=PROBE_TIMEOUT_S)
     stack.callback(client.close)
     counter = api_counter(client)

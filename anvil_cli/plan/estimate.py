@@ -21,17 +21,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from anvil_cli.config.settings import Settings
+from anvil_cli.config.settings import RateLimit, Settings
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
+from anvil_cli.plan import endpoints as pooled
 from anvil_cli.policy.forecast import ModelFit, Range, Total
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.pricing.table import builtin_prices, model_class
+from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.routing import model_for
 from anvil_cli.policy.tokens import estimate_input_tokens
 
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
 TokenCounter = Callable[[dict[str, Any]], int]
+LimitFor = Callable[[str], tuple[str, RateLimit]]  # a model's rate_limits key and its limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +141,15 @@ class Plan:
     duration_range_s: dict[str, float] = field(default_factory=dict)
     sample: dict[str, Any] | None = None  # `--sample N`: what the sample run did
     notes: list[str] = field(default_factory=list)
+    # with `endpoints:`: per pool, each endpoint's rate, the shared ceilings, the pooled rate and
+    # what binds it (plan/endpoints.py); None, and left out of the JSON, without that section
+    endpoints: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["endpoints"] is None:
+            del out["endpoints"]
+        return out
 
 
 def count_request(request: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +170,7 @@ def make_plan(
     before the rule of `out`."""
     fits = fits or {}
     pricer = Pricer.from_settings(settings)
+    pricers = _Pricers(settings, pricer)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
     total = 0
@@ -173,6 +182,7 @@ def make_plan(
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
         expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
+        pricer, dearest = pricers.of(model)
         in_usd = pricer.expected_usd(model, tokens, 0)
         out_usd = _out_usd(pricer, model, expected_out)
         cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
@@ -191,12 +201,13 @@ def make_plan(
         mp.expected_output_tokens += expected_out
         mp.max_output_tokens += job.max_tokens
         mp.expected_usd += in_usd + out_usd
-        mp.worst_usd += pricer.worst_case_usd(model, tokens, job.max_tokens)
+        mp.worst_usd += dearest.worst_case_usd(model, tokens, job.max_tokens)
     latency = _describe_fits(models, fits, out)
     agents = settings.scaling.agent_limit()
     out_range = output.range()
+    limit_for = pricers.limit_for
     runs = [
-        _schedule(list(models.values()), settings, latency, agents, share) for share in _shares(out_range)
+        _schedule(list(models.values()), limit_for, latency, agents, share) for share in _shares(out_range)
     ]
     expected = runs[1]
     sources = sorted({m.output_source for m in models.values()})
@@ -218,7 +229,41 @@ def make_plan(
         cost_range_usd=cost.range().as_dict(),
         duration_range_s=Range(runs[0].duration_s, expected.duration_s, runs[2].duration_s).as_dict(3),
         notes=expected.notes,
+        endpoints=pricers.section(expected.pools),
     )
+
+
+class _Pricers:
+    """Prices and limits per model: the run's one endpoint, or with `endpoints:` the pooled
+    rate and prices spread over them (plan/endpoints.py)."""
+
+    def __init__(self, settings: Settings, pricer: Pricer) -> None:
+        self.settings, self.pricer = settings, pricer
+        self._of: dict[str, tuple[Pricer, Pricer]] = {}
+
+    def of(self, model: str) -> tuple[Pricer, Pricer]:
+        """(expected, worst-case) pricer for `model`."""
+        if not self.settings.endpoints:
+            return self.pricer, self.pricer
+        if model not in self._of:
+            self._of[model] = pooled.endpoint_pricers(self.settings, self.pricer, model)
+        return self._of[model]
+
+    def limit_for(self, model: str) -> tuple[str, RateLimit]:
+        if not self.settings.endpoints:
+            return self.settings.rate_limit_for(model)
+        key, pool = pooled.pooled_rate(self.settings, model, self.pricer)
+        return key, pool.rate_limit()
+
+    def section(self, pools: list[PoolPlan]) -> list[dict[str, Any]] | None:
+        if not self.settings.endpoints:
+            return None
+        out = []
+        for p in pools:
+            pool = pooled.pooled_rate(self.settings, p.models[0], self.pricer)[1]
+            pooled.bind(pool, p.binding_limit)
+            out.append(asdict(pool))
+        return out
 
 
 KNOWN_DISTRIBUTION = 10**9  # "answers" behind a distribution that is given, not fitted
@@ -259,11 +304,11 @@ class _Schedule:
 
 
 def _schedule(
-    models: list[ModelPlan], settings: Settings, latency_s: float, agents: int, output_share: float
+    models: list[ModelPlan], limit_for: LimitFor, latency_s: float, agents: int, output_share: float
 ) -> _Schedule:
     """How long the batch takes at the configured limits with `output_share` x the expected
     output: the slowest pool, or the agents (Little's law), plus one call."""
-    pools = _pools(models, settings, latency_s, output_share)
+    pools = _pools(models, limit_for, latency_s, output_share)
     rate_s = max((p.duration_s - latency_s for p in pools), default=0.0)
     requests = sum(p.requests for p in pools)
     conc_s = (math.ceil(requests / agents) - 1) * latency_s if requests else 0.0
@@ -289,19 +334,19 @@ def _out_usd(pricer: Pricer, model: str, tokens: float) -> float:
 
 
 def _pools(
-    models: list[ModelPlan], settings: Settings, latency_s: float, output_share: float
+    models: list[ModelPlan], limit_for: LimitFor, latency_s: float, output_share: float
 ) -> list[PoolPlan]:
     grouped: dict[str, list[ModelPlan]] = {}
     for mp in models:
-        key, _ = settings.rate_limit_for(mp.model)
+        key, _ = limit_for(mp.model)
         grouped.setdefault(f"{key}:{model_class(mp.model)}", []).append(mp)
-    return [_pool(name, group, settings, latency_s, output_share) for name, group in sorted(grouped.items())]
+    return [_pool(name, group, limit_for, latency_s, output_share) for name, group in sorted(grouped.items())]
 
 
 def _pool(
-    name: str, group: list[ModelPlan], settings: Settings, latency_s: float, output_share: float
+    name: str, group: list[ModelPlan], limit_for: LimitFor, latency_s: float, output_share: float
 ) -> PoolPlan:
-    _, rl = settings.rate_limit_for(group[0].model)
+    _, rl = limit_for(group[0].model)
     requests = sum(m.jobs for m in group)
     inp = sum(m.input_tokens for m in group)
     outp = sum(m.expected_output_tokens for m in group) * output_share
@@ -341,52 +386,3 @@ def api_counter(client: Any) -> TokenCounter:
         return int(client.messages.count_tokens(**count_request(request)).input_tokens)
 
     return count
-
-
-OUTPUT_SOURCES = {
-    "sample": "fitted to the sample's answers",
-    "history": "fitted to answers of earlier runs in this state dir",
-    "simulator": "as the embedded simulator draws it",
-    "rule": "assumed",
-}
-
-
-def render(plan: Plan) -> list[str]:
-    """The plan as plain lines."""
-    source = "exact, from count_tokens" if plan.token_source == "count_tokens" else "local estimate"
-    lines = [f"{plan.jobs:,} job(s); input tokens: {source}"]
-    for m in plan.models:
-        how = m.output_fit if m.output_fit else plan.output_assumption
-        lines.append(
-            f"  {m.model}: {m.jobs:,} job(s), {m.input_tokens:,} input tokens,"
-            f" ~{m.expected_output_tokens:,.0f} output tokens (at most {m.max_output_tokens:,});"
-            f" expected ${m.expected_usd:.4f}, worst case ${m.worst_usd:.4f}"
-        )
-        lines.append(f"    output {OUTPUT_SOURCES.get(m.output_source, m.output_source)}: {how}")
-    c = plan.cost_range_usd
-    lines.append(
-        f"cost: expected ${plan.expected_usd:.4f} (p10 ${c['p10']:.4f} - p90 ${c['p90']:.4f}),"
-        f" worst case ${plan.worst_usd:.4f} (prices as read on {builtin_prices().read_on};"
-        " `prices:` in anvil.yaml overrides them)"
-    )
-    if "rule" in plan.method.split("+"):
-        lines.append(
-            "  the range is wide: no answers observed yet (`anvil plan --sample 20` runs a few"
-            " jobs to fit it, or an earlier run of these models in this state dir)"
-        )
-    for p in plan.pools:
-        limits = ", ".join(f"{k} {v:.1f}s" for k, v in p.seconds_by_limit.items())
-        lines.append(
-            f"  pool {p.pool}: {p.requests:,} request(s); needs {limits}; binding: {p.binding_limit};"
-            f" concurrency needed ~{p.concurrency_needed:g}"
-        )
-    d = plan.duration_range_s
-    lines.append(
-        f"duration: ~{plan.duration_s:.1f}s (p10 {d['p10']:.1f}s - p90 {d['p90']:.1f}s)"
-        f" with {plan.agents} agent(s) at ~{plan.assumed_latency_s:g}s"
-        f" per call; binding limit: {plan.binding_limit}"
-        + (f" ({plan.binding_pool})" if plan.binding_pool else "")
-        + f"; concurrency needed ~{plan.concurrency_needed:g}"
-    )
-    lines.extend(f"note: {n}" for n in plan.notes)
-    return lines

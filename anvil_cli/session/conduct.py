@@ -48,10 +48,14 @@ def _batches(run: RunContext) -> RunEnd:
     through the same ticker (views, `anvil status`, GET /status) and control as the conductor."""
     import anthropic
 
+    from anvil_cli.engine.modes.batches.endpoint import batches_endpoint
     from anvil_cli.engine.modes.batches.mode import BatchesContext, run_batches
 
-    client = anthropic.Anthropic(**run.endpoint.client_kwargs(), timeout=run.settings.provider.timeout_s)
+    endpoint, left_out = batches_endpoint(run.endpoints)  # the first Anthropic API endpoint
+    client = anthropic.Anthropic(**endpoint.client_kwargs(), timeout=run.settings.provider.timeout_s)
     say = run.ticker.monitor.note
+    if left_out:
+        say(left_out)
     with client:
         context = BatchesContext(
             run.settings,
@@ -63,5 +67,6 @@ def _batches(run: RunContext) -> RunEnd:
             run.ticker,
             run.control,
             say,
+            endpoint=endpoint.name,
         )
         return run_batches(context)

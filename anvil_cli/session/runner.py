@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import FAILED, PENDING, SUCCEEDED, Journal
+from anvil_cli.engine.modes.batches.endpoint import require_batches_endpoint
 from anvil_cli.engine.process.forkserver import worker_context
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.run_end import RunEnd
@@ -46,6 +47,8 @@ def execute_run(
     teardown is counted, not a traceback); without it they are installed for the run only.
     `monitor`: the views (`dashboard.RunMonitor`); without one, a silent one still builds the
     snapshot that `anvil status` and the API read."""
+    if opts.mode == "batches":  # the Message Batches API is Anthropic's only: refused before anything
+        require_batches_endpoint(settings)
     endpoints = run_endpoints(settings, opts)  # once, here: every worker, local or remote, is handed them
     settings, fd_note = fit_agents_to_fd_limit(settings)
     check_state_dir(settings.state_dir)  # before anything is written or spent

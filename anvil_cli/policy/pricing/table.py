@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from anvil_cli.policy.pricing.providers import ProviderPrices, provider_prices
 
 AUTO = "auto"
 
@@ -40,6 +42,8 @@ class PriceTable:
     cache_read: float
     models: dict[str, ModelPrice]
     default_context_window: int = 1_000_000
+    # what each provider charges relative to the list prices (`providers:` in the data file)
+    providers: Mapping[str, ProviderPrices] = field(default_factory=lambda: provider_prices(None))
 
     def context_window(self, model: str) -> int:
         """The most input tokens `model` accepts (the default for a model the table lacks)."""
@@ -90,6 +94,7 @@ def _parse_table(raw: dict[str, Any]) -> PriceTable:
         cache_read=float(mult.get("read", 0.1)),
         models=models,
         default_context_window=int(raw.get("default_context_window", 1_000_000)),
+        providers=provider_prices(raw.get("providers")),
     )
 
 

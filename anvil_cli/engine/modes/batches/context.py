@@ -40,6 +40,7 @@ class BatchesContext:
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[], float] = random.random  # jitter of the backoff after an API error
     clock: Callable[[], float] = time.monotonic  # the metrics' clock, for the ticks
+    endpoint: str = ""  # the `endpoints:` name the batches go to (endpoint.py); "": the only one
     pricer: Pricer = field(init=False)
     cache: ResultCache | None = field(init=False)
 

@@ -34,6 +34,7 @@ class Ingest:
         metrics: RunMetrics,
         pricer: Pricer,
         cache: ResultCache | None,
+        endpoint: str | None = None,  # the named endpoint the batches go to; None: the only one
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -41,6 +42,7 @@ class Ingest:
         self.metrics = metrics
         self.pricer = pricer
         self.cache = cache
+        self.endpoint = endpoint
 
     def batch(self, row: BatchRow, entries: list[Any], tag: str) -> float:
         """Record an ended batch's result `entries` and mark it ended; what its results cost."""
@@ -66,7 +68,7 @@ class Ingest:
             self._retry_or_fail(job_row, error_of(result))
             return 0.0
         request = prepare_request(Job.from_record(job_row["job"]), self.settings)
-        done = succeeded_result(job_row, request.model, result.message, self.pricer)
+        done = succeeded_result(job_row, request.model, result.message, self.pricer, self.endpoint)
         self.record(done)
         if self.cache is not None:
             entry = CachedResult(request.model, done.output, done.stop_reason, done.usage, done.cost_usd)
@@ -80,7 +82,15 @@ class Ingest:
             return
         model = model_for(Job.from_record(job_row["job"]), self.settings.routing)
         self.record(
-            JobResult(seq=seq, succeeded=False, model=model, attempts=1, error=error, finished_at=time.time())
+            JobResult(
+                seq=seq,
+                succeeded=False,
+                model=model,
+                attempts=1,
+                error=error,
+                finished_at=time.time(),
+                endpoint=self.endpoint,
+            )
         )
 
     def record(self, result: JobResult) -> None:

@@ -52,7 +52,9 @@ class BatchesRun:
         self.cfg = ctx.settings.batches
         self.api = ctx.client.with_options(max_retries=0)  # retries are ours (see trouble.py)
         self.tag = run_tag(ctx.run_id)
-        self.ingest = Ingest(ctx.journal, ctx.run_id, ctx.settings, ctx.metrics, ctx.pricer, ctx.cache)
+        self.ingest = Ingest(
+            ctx.journal, ctx.run_id, ctx.settings, ctx.metrics, ctx.pricer, ctx.cache, ctx.endpoint or None
+        )
         self.steer = Steering(ctx.journal, ctx.run_id, ctx.signals, ctx.metrics, ctx.control, ctx.say)
         cap = ctx.settings.budget
         self.budget = BatchesBudget(

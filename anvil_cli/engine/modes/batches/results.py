@@ -19,8 +19,11 @@ def error_of(result: Any) -> JobError:
     return JobError(err.type, err.message)
 
 
-def succeeded_result(job_row: dict[str, Any], model: str, message: Any, pricer: Pricer) -> JobResult:
-    """The job's result from a `succeeded` batch result's message."""
+def succeeded_result(
+    job_row: dict[str, Any], model: str, message: Any, pricer: Pricer, endpoint: str | None = None
+) -> JobResult:
+    """The job's result from a `succeeded` batch result's message; `endpoint`: the named
+    endpoint the batch went to (None: the run's only one)."""
     usage = usage_of(message)
     now = time.time()
     return JobResult(
@@ -32,7 +35,8 @@ def succeeded_result(job_row: dict[str, Any], model: str, message: Any, pricer: 
         stop_reason=message.stop_reason,
         usage=usage,
         cost_usd=pricer.cost_usd(model, usage.to_json(), batch=True),
-        attempt_log=(Attempt(job_row["dispatches"], model, 200, batch=True),),
+        attempt_log=(Attempt(job_row["dispatches"], model, 200, batch=True, endpoint=endpoint),),
         latency_s=now - (job_row["started_at"] or now),
         finished_at=now,
+        endpoint=endpoint,
     )
