@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any
 
 import pytest
 
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.governor_host.manager import GovernorService, endpoint_order, route_table
+from anvil_cli.engine.governor_host.manager import GovernorService, route_table
 from anvil_cli.policy.governor import Grant, Wait
-from anvil_cli.policy.pricing.pricer import Pricer
 
 
 def service(**settings: object) -> GovernorService:
@@ -95,6 +94,12 @@ def test_set_breaker_takes_a_model_everywhere_or_one_endpoints() -> None:
     assert states == {"org-a/claude-haiku-4-5": "open", "bedrock-east/claude-haiku-4-5": "open"}
 
 
+def _order(settings: dict[str, Any]) -> list[str]:
+    table = route_table(Settings.model_validate(settings))
+    assert table is not None
+    return [r.name for r in table.ordered("claude-haiku-4-5")]
+
+
 def test_routes_from_settings_ceilings_learning_and_the_cheapest_order() -> None:
     settings = Settings.model_validate(
         {
@@ -112,16 +117,21 @@ def test_routes_from_settings_ceilings_learning_and_the_cheapest_order() -> None
         ("bedrock-east", True, ()),
     ]
     assert table.ceiling("org").limits_for("claude-haiku-4-5")[0] == "default:haiku"
-    # one price for every endpoint until `Pricer.at` gives them their own: the listed order
+    # Bedrock in a region charges the regional premium (data/prices.yaml): Anthropic's list price first
     assert [r.name for r in table.ordered("claude-haiku-4-5")] == ["org-a", "bedrock-east"]
-
-    class Regional:  # what `Pricer.at(provider, region)` will answer: the prices there
-        def at(self, provider: str, region: str | None) -> Pricer:
-            dearer = {"claude-haiku-4-5": {"input": 1.1, "output": 5.5}}
-            return Pricer.from_overrides(dearer if provider == "anthropic" else None)
-
-    order = endpoint_order(settings, cast(Pricer, Regional()))
-    assert order is not None and order("claude-haiku-4-5") == ["bedrock-east", "org-a"]
+    # listed the other way round, "cheapest" still puts the list price first; "listed" does not
+    swapped = {**settings.model_dump(), "endpoints": [e.model_dump() for e in reversed(settings.endpoints)]}
+    table = route_table(Settings.model_validate(swapped))
+    assert table is not None and [r.name for r in table.ordered("claude-haiku-4-5")] == [
+        "org-a",
+        "bedrock-east",
+    ]
+    swapped["routing"] = {"endpoint_order": "listed"}
+    table = route_table(Settings.model_validate(swapped))
+    assert table is not None and [r.name for r in table.ordered("claude-haiku-4-5")] == [
+        "bedrock-east",
+        "org-a",
+    ]
 
 
 def test_the_ray_actor_and_the_manager_serve_the_clients_methods_alike() -> None:

@@ -112,13 +112,9 @@ def _route(endpoint: EndpointSettings, settings: Settings) -> Route:
 
 
 def endpoint_price(pricer: Pricer, endpoint: EndpointSettings, model: str) -> float:
-    """USD per million tokens in and out of `model` on `endpoint` (inf: not priced), to rank
-    endpoints by. HOOK: per-provider and per-region prices come from `Pricer.at(provider,
-    region)` once the pricing helper has added it; until then every endpoint has the model's
-    one price, and "cheapest" keeps the listed order."""
-    at = getattr(pricer, "at", None)
-    priced = at(endpoint.provider, endpoint.region) if callable(at) else pricer
-    price = priced.price(model)
+    """USD per million tokens in and out of `model` on `endpoint`, at its provider's and
+    region's prices (inf: not priced), to rank endpoints by."""
+    price = pricer.for_endpoint(endpoint).price(model)
     return math.inf if price is None else float(price.input + price.output)
 
 
