@@ -115,3 +115,47 @@ def with_tier(config: SimConfig, name: str) -> SimConfig:
     """`config` with the limits of tier `name` (KeyError when unknown)."""
     tier = TIERS[name.lower()]
     return replace(config, rpm=tier.rpm, itpm=tier.itpm, otpm=tier.otpm)
+
+
+_SPEC_FLOATS = {"rpm": "rpm", "itpm": "itpm", "otpm": "otpm", "off_after": "off_after_s", "off_for": "off_for_s"}
+
+
+def parse_endpoint(spec: str) -> tuple[str, EndpointSim]:
+    """`NAME[:key=value,...]` (the CLI's `--endpoint`) as (name, settings); keys: rpm, itpm,
+    otpm, burst, tier (its rpm/itpm/otpm under explicit ones), provider, off_after and off_for
+    (seconds). ValueError says what is wrong."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    values: dict[str, object] = {}
+    tier: Tier | None = None
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not value:
+            raise ValueError(f"endpoint {name!r}: {item!r} is not key=value")
+        if key in _SPEC_FLOATS:
+            values[_SPEC_FLOATS[key]] = _positive(name, key, value)
+        elif key == "burst":
+            values["burst"] = max(1, int(_positive(name, key, value)))
+        elif key == "tier":
+            if value.lower() not in TIERS:
+                raise ValueError(f"endpoint {name!r}: unknown tier {value!r}; known: {', '.join(TIERS)}")
+            tier = TIERS[value.lower()]
+        elif key == "provider":
+            values["provider"] = value
+        else:
+            raise ValueError(f"endpoint {name!r}: unknown key {key!r}")
+    if tier is not None:
+        values = {"rpm": tier.rpm, "itpm": tier.itpm, "otpm": tier.otpm, **values}
+    endpoint = EndpointSim(**values)  # type: ignore[arg-type]
+    check_endpoints(SimConfig(endpoints={name: endpoint}))
+    return name, endpoint
+
+
+def _positive(name: str, key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"endpoint {name!r}: {key} needs a number, got {value!r}") from None
+    if number < 0 or (number == 0 and key not in ("off_after",)):
+        raise ValueError(f"endpoint {name!r}: {key} must be above 0, got {value!r}")
+    return number
