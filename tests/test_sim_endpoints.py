@@ -68,7 +68,9 @@ def two_endpoints(sim_factory: SimFactory, **overrides: Any) -> SimServer:
     return sim_factory(endpoints={**endpoints, **overrides})
 
 
-def test_each_endpoint_429s_at_its_own_limit(sim_factory: SimFactory, sim_clock: SimClock, clients: Any) -> None:
+def test_each_endpoint_429s_at_its_own_limit(
+    sim_factory: SimFactory, sim_clock: SimClock, clients: Any
+) -> None:
     sim = two_endpoints(sim_factory)
     a, b = clients(sim.endpoint_url("a")), clients(sim.endpoint_url("b"))
     assert answered(a, 3, "a") == [200, 200, 429]
@@ -90,7 +92,9 @@ def test_an_endpoint_sends_its_own_rate_limit_headers(sim_factory: SimFactory, s
     assert headers["anthropic-ratelimit-input-tokens-limit"] == "50000"
 
 
-def test_stats_count_per_endpoint_and_in_total(sim_factory: SimFactory, sim_clock: SimClock, clients: Any) -> None:
+def test_stats_count_per_endpoint_and_in_total(
+    sim_factory: SimFactory, sim_clock: SimClock, clients: Any
+) -> None:
     sim = two_endpoints(sim_factory)
     answered(clients(sim.endpoint_url("a")), 3, "a")
     answered(clients(sim.endpoint_url("b")), 1, "b")
@@ -186,7 +190,9 @@ def test_directive_naming_no_endpoint_is_refused(sim_factory: SimFactory, client
         create(clients(sim.base_url), "@sim{endpoint_off=c}")
 
 
-def test_timed_outage_uses_the_injected_clock(sim_factory: SimFactory, sim_clock: SimClock, clients: Any) -> None:
+def test_timed_outage_uses_the_injected_clock(
+    sim_factory: SimFactory, sim_clock: SimClock, clients: Any
+) -> None:
     sim = sim_factory(endpoints={"a": EndpointSim(off_after_s=30, off_for_s=10), "b": EndpointSim()})
     a = clients(sim.endpoint_url("a"))
     sim_clock.advance(29.9)
@@ -231,7 +237,9 @@ def test_control_api_switches_an_endpoint(sim_factory: SimFactory, clients: Any)
     assert missing.value.code == 404
 
 
-def test_calls_in_flight_when_an_endpoint_goes_off_are_cut(sim_factory: SimFactory, sim_sleeps: SimSleeps) -> None:
+def test_calls_in_flight_when_an_endpoint_goes_off_are_cut(
+    sim_factory: SimFactory, sim_sleeps: SimSleeps
+) -> None:
     """One call to `a` is answering (its latency) when another turns `a` off: it is cut, and
     was paid (counted as a success), as a real outage would leave it."""
     sim = two_endpoints(sim_factory)
@@ -257,7 +265,9 @@ def test_calls_in_flight_when_an_endpoint_goes_off_are_cut(sim_factory: SimFacto
 # -- other wire formats under an endpoint -----------------------------------------------------
 
 
-def test_bedrock_and_vertex_endpoints_limit_on_their_own(sim_factory: SimFactory, sim_clock: SimClock) -> None:
+def test_bedrock_and_vertex_endpoints_limit_on_their_own(
+    sim_factory: SimFactory, sim_clock: SimClock
+) -> None:
     sim = sim_factory(
         endpoints={
             "aws": EndpointSim(rpm=60, burst=1, provider="bedrock"),
@@ -268,7 +278,10 @@ def test_bedrock_and_vertex_endpoints_limit_on_their_own(sim_factory: SimFactory
     async def main() -> tuple[list[int], list[int]]:
         async with (
             AsyncAnthropicBedrock(
-                api_key="bedrock-api-key", aws_region="us-east-1", base_url=sim.endpoint_url("aws"), max_retries=0
+                api_key="bedrock-api-key",
+                aws_region="us-east-1",
+                base_url=sim.endpoint_url("aws"),
+                max_retries=0,
             ) as aws,
             AsyncAnthropicVertex(
                 region="us-east5",
@@ -318,7 +331,9 @@ def test_message_batches_under_an_endpoint(sim_factory: SimFactory, clients: Any
     params = {"model": HAIKU, "max_tokens": 20, "messages": user("in a batch")}
     batch = client.messages.batches.create(requests=[{"custom_id": "one", "params": params}])  # type: ignore[list-item]
     ended = client.messages.batches.retrieve(batch.id)
-    assert ended.processing_status == "ended" and f"/e/a/v1/messages/batches/{batch.id}" in str(ended.results_url)
+    assert ended.processing_status == "ended" and f"/e/a/v1/messages/batches/{batch.id}" in str(
+        ended.results_url
+    )
     results = list(client.messages.batches.results(batch.id))
     assert [r.result.type for r in results] == ["succeeded"]
     stats = sim.stats()
@@ -336,7 +351,13 @@ def test_endpoint_spec_of_the_cli() -> None:
         EndpointSim(rpm=600, burst=20, off_after_s=30),
     )
     name, tiered = parse_endpoint("b:tier=2,rpm=10,provider=vertex,off_for=5")
-    assert (name, tiered.rpm, tiered.itpm, tiered.provider, tiered.off_for_s) == ("b", 10, 450_000, "vertex", 5)
+    assert (name, tiered.rpm, tiered.itpm, tiered.provider, tiered.off_for_s) == (
+        "b",
+        10,
+        450_000,
+        "vertex",
+        5,
+    )
     assert parse_endpoint("plain") == ("plain", EndpointSim())
 
 

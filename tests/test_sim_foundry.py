@@ -30,9 +30,7 @@ KEY = "simulated-foundry-key"
 T = TypeVar("T")
 
 
-def run(
-    base_url: str, scenario: Callable[[AsyncAnthropicFoundry], Awaitable[T]], **credential: Any
-) -> T:
+def run(base_url: str, scenario: Callable[[AsyncAnthropicFoundry], Awaitable[T]], **credential: Any) -> T:
     """`scenario(client)` with a Foundry client whose resource address is `base_url`."""
 
     async def main() -> T:

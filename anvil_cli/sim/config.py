@@ -117,7 +117,13 @@ def with_tier(config: SimConfig, name: str) -> SimConfig:
     return replace(config, rpm=tier.rpm, itpm=tier.itpm, otpm=tier.otpm)
 
 
-_SPEC_FLOATS = {"rpm": "rpm", "itpm": "itpm", "otpm": "otpm", "off_after": "off_after_s", "off_for": "off_for_s"}
+_SPEC_FLOATS = {
+    "rpm": "rpm",
+    "itpm": "itpm",
+    "otpm": "otpm",
+    "off_after": "off_after_s",
+    "off_for": "off_for_s",
+}
 
 
 def parse_endpoint(spec: str) -> tuple[str, EndpointSim]:
