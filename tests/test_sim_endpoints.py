@@ -18,8 +18,9 @@ import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicVertex
 
 from anvil_cli.sim import SimServer
-from anvil_cli.sim.config import EndpointSim, SimConfig, parse_endpoint
+from anvil_cli.sim.config import EndpointSim, SharedSim, SimConfig
 from anvil_cli.sim.core import SimCore
+from anvil_cli.sim.specs import parse_endpoint, parse_shared
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     SimClock,
@@ -63,9 +64,10 @@ def answered(client: anthropic.Anthropic, n: int, text: str = "hello") -> list[i
     return statuses
 
 
-def two_endpoints(sim_factory: SimFactory, **overrides: Any) -> SimServer:
+def two_endpoints(sim_factory: SimFactory, shared: Any = None, **more: EndpointSim) -> SimServer:
+    """Endpoint a (60 rpm, burst 2) and b (120 rpm, burst 4), and `more`."""
     endpoints = {"a": EndpointSim(rpm=60, burst=2), "b": EndpointSim(rpm=120, burst=4)}
-    return sim_factory(endpoints={**endpoints, **overrides})
+    return sim_factory(endpoints={**endpoints, **more}, shared=shared or {})
 
 
 def test_each_endpoint_429s_at_its_own_limit(
@@ -164,6 +166,24 @@ def test_each_endpoint_has_its_own_prompt_cache(sim_factory: SimFactory, clients
     assert create(a, "two", system=system).usage.cache_read_input_tokens > 0
     cold = create(b, "three", system=system).usage
     assert cold.cache_read_input_tokens == 0 and cold.cache_creation_input_tokens > 0
+
+
+def test_a_shared_ceiling_limits_its_endpoints_together(
+    sim_factory: SimFactory, sim_clock: SimClock, clients: Any
+) -> None:
+    shared = {"org": SharedSim(endpoints=("a", "b"), rpm=60, burst=3)}
+    sim = two_endpoints(sim_factory, c=EndpointSim(rpm=60, burst=2), shared=shared)
+    assert answered(clients(sim.endpoint_url("a")), 2, "a") == [200, 200]
+    assert answered(clients(sim.endpoint_url("b")), 2, "b") == [200, 429]  # the ceiling's third, then none
+    assert answered(clients(sim.endpoint_url("c")), 2, "c") == [200, 200]  # not in the ceiling
+    sim_clock.advance(1.0)  # the ceiling refills one a second
+    assert answered(clients(sim.endpoint_url("b")), 2, "b again") == [200, 429]
+    assert sim.stats()["endpoints"]["b"]["rate_limited"] == 2
+
+
+def test_a_shared_ceiling_must_name_endpoints() -> None:
+    with pytest.raises(ValueError, match="names no simulated endpoint 'z'"):
+        SimCore(SimConfig(endpoints={"a": EndpointSim()}, shared={"org": SharedSim(endpoints=("a", "z"))}))
 
 
 # -- turning an endpoint off ------------------------------------------------------------------
@@ -377,6 +397,17 @@ def test_endpoint_spec_of_the_cli() -> None:
 def test_bad_endpoint_specs_say_why(spec: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_endpoint(spec)
+
+
+def test_shared_spec_of_the_cli() -> None:
+    assert parse_shared("org:endpoints=a+b,rpm=900,burst=30") == (
+        "org",
+        SharedSim(endpoints=("a", "b"), rpm=900, burst=30),
+    )
+    with pytest.raises(ValueError, match="expected NAME:endpoints"):
+        parse_shared("org:rpm=900")
+    with pytest.raises(ValueError, match="unknown key 'provider'"):
+        parse_shared("org:endpoints=a,provider=bedrock")
 
 
 def test_a_bad_endpoint_name_is_refused_at_start() -> None:

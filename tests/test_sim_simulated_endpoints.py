@@ -17,7 +17,7 @@ from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 from anvil_cli.session.simulated import SIM_API_KEY, simulated_endpoints
 from anvil_cli.sim import SimServer
-from anvil_cli.sim.config import EndpointSim
+from anvil_cli.sim.config import EndpointSim, SharedSim
 from anvil_cli.sim.embedded import embedded_config, limit_for
 from tests.sim_fixtures import HAIKU, user
 
@@ -81,6 +81,14 @@ def test_embedded_config_has_one_endpoint_per_entry_with_its_limits(tmp_path: Pa
         "azure": EndpointSim(rpm=300, burst=50, provider="foundry"),
     }
     assert (config.rpm, config.burst) == (300, 50)  # the unprefixed routes: the top-level limits
+
+
+def test_embedded_config_simulates_shared_limits(tmp_path: Path) -> None:
+    shared = {
+        "org": {"endpoints": ["org-a", "azure"], "rate_limits": {"default": {"requests_per_minute": 900}}}
+    }
+    config = embedded_config(settings_with(tmp_path, endpoints=ENDPOINTS, shared_limits=shared))
+    assert config.shared == {"org": SharedSim(endpoints=("org-a", "azure"), rpm=900, burst=50)}
 
 
 def test_embedded_config_without_endpoints_is_unchanged(tmp_path: Path) -> None:

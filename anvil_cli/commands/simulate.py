@@ -8,8 +8,17 @@ from pathlib import Path
 import typer
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.sim.config import DEFAULT_PORT, TIERS, EndpointSim, SimConfig, parse_endpoint, with_tier
+from anvil_cli.sim.config import (
+    DEFAULT_PORT,
+    TIERS,
+    EndpointSim,
+    SharedSim,
+    SimConfig,
+    check_endpoints,
+    with_tier,
+)
 from anvil_cli.sim.embedded import BATCH_DIR
+from anvil_cli.sim.specs import parse_endpoint, parse_shared
 
 EPILOG = (
     "Per-request directives, written anywhere in the system or message text: "
@@ -43,18 +52,29 @@ def _with_limits(
     )
 
 
-def _endpoints(specs: list[str]) -> dict[str, EndpointSim]:
-    """`--endpoint NAME:key=value,...` options as the simulator's endpoints (each name once)."""
+def _endpoints(base: SimConfig, specs: list[str], shared_specs: list[str]) -> SimConfig:
+    """`base` with the `--endpoint` and `--shared` options' endpoints and ceilings (each name once)."""
     endpoints: dict[str, EndpointSim] = {}
-    for spec in specs:
-        try:
+    shared: dict[str, SharedSim] = {}
+    try:
+        for spec in specs:
             name, endpoint = parse_endpoint(spec)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--endpoint") from None
-        if name in endpoints:
-            raise typer.BadParameter(f"endpoint {name!r} is given twice", param_hint="--endpoint")
-        endpoints[name] = endpoint
-    return endpoints
+            if name in endpoints:
+                raise ValueError(f"endpoint {name!r} is given twice")
+            endpoints[name] = endpoint
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--endpoint") from None
+    try:
+        for spec in shared_specs:
+            name, ceiling = parse_shared(spec)
+            if name in shared:
+                raise ValueError(f"shared limit {name!r} is given twice")
+            shared[name] = ceiling
+        config = replace(base, endpoints=endpoints, shared=shared)
+        check_endpoints(config)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shared") from None
+    return config
 
 
 def simulate(
@@ -107,6 +127,13 @@ def simulate(
         "routes), off_after=S (then its connections are dropped), off_for=S (then back on). "
         "E.g. --endpoint org-a:rpm=600,burst=20 --endpoint aws:provider=bedrock,rpm=300,off_after=30",
     ),
+    shared: list[str] = typer.Option(
+        [],
+        "--shared",
+        metavar="NAME:endpoints=A+B[,KEY=VALUE,...]",
+        help="A ceiling those endpoints draw from as well as from their own limits (repeatable; "
+        "keys rpm, itpm, otpm, burst, tier), as keys of one organisation share its limits.",
+    ),
     state_dir: Path | None = typer.Option(
         None,
         "--state-dir",
@@ -134,7 +161,7 @@ def simulate(
         require_auth=auth,
         batch_dir=str(state_dir / BATCH_DIR) if state_dir is not None else None,
     )
-    config = replace(_with_limits(base, tier, rpm, itpm, otpm), endpoints=_endpoints(endpoint))
+    config = _endpoints(_with_limits(base, tier, rpm, itpm, otpm), endpoint, shared)
 
     def ready(url: str) -> None:
         typer.echo(f"Simulated Anthropic API at {url}  (export ANTHROPIC_BASE_URL={url})  Ctrl-C stops.")

@@ -48,6 +48,18 @@ class EndpointSim:
     off_for_s: float | None = None  # ... and back on after this long (None: stays off)
 
 
+@dataclass(frozen=True, slots=True)
+class SharedSim:
+    """A ceiling several simulated endpoints draw from as well as from their own limits (the
+    keys of one organisation share its limits); buckets per model class, as everywhere."""
+
+    endpoints: tuple[str, ...]
+    rpm: float | None = None
+    itpm: float | None = None
+    otpm: float | None = None
+    burst: int | None = None
+
+
 @dataclass(slots=True)
 class SimConfig:
     """Everything that shapes the simulator's behaviour. Rates are probabilities in [0, 1]."""
@@ -75,6 +87,7 @@ class SimConfig:
     require_auth: bool = True
     cache_ttl_s: float = 300.0  # TTL of a "5m" cache entry ("1h" entries live 3600 s)
     endpoints: dict[str, EndpointSim] = field(default_factory=dict)  # served under /e/{name}/
+    shared: dict[str, SharedSim] = field(default_factory=dict)  # ceilings over several endpoints
 
     @property
     def request_capacity(self) -> float | None:
@@ -94,6 +107,7 @@ def endpoint_config(config: SimConfig, name: str) -> SimConfig:
     return replace(
         config,
         endpoints={},
+        shared={},
         rpm=endpoint.rpm,
         itpm=endpoint.itpm,
         otpm=endpoint.otpm,
@@ -109,59 +123,18 @@ def check_endpoints(config: SimConfig) -> None:
             raise ValueError(f"simulated endpoint name {name!r}: letters, digits, '_', '.', '-' only")
         if endpoint.provider is not None and endpoint.provider not in PROVIDERS:
             raise ValueError(f"simulated endpoint {name!r}: unknown provider {endpoint.provider!r}")
+    for name, ceiling in config.shared.items():
+        unknown = [e for e in ceiling.endpoints if e not in config.endpoints]
+        if unknown:
+            raise ValueError(f"shared limit {name!r} names no simulated endpoint {unknown[0]!r}")
+
+
+def limits_config(limits: EndpointSim | SharedSim) -> SimConfig:
+    """A config holding only `limits` (what a `RateLimiter` reads)."""
+    return SimConfig(rpm=limits.rpm, itpm=limits.itpm, otpm=limits.otpm, burst=limits.burst)
 
 
 def with_tier(config: SimConfig, name: str) -> SimConfig:
     """`config` with the limits of tier `name` (KeyError when unknown)."""
     tier = TIERS[name.lower()]
     return replace(config, rpm=tier.rpm, itpm=tier.itpm, otpm=tier.otpm)
-
-
-_SPEC_FLOATS = {
-    "rpm": "rpm",
-    "itpm": "itpm",
-    "otpm": "otpm",
-    "off_after": "off_after_s",
-    "off_for": "off_for_s",
-}
-
-
-def parse_endpoint(spec: str) -> tuple[str, EndpointSim]:
-    """`NAME[:key=value,...]` (the CLI's `--endpoint`) as (name, settings); keys: rpm, itpm,
-    otpm, burst, tier (its rpm/itpm/otpm under explicit ones), provider, off_after and off_for
-    (seconds). ValueError says what is wrong."""
-    name, _, rest = spec.partition(":")
-    name = name.strip()
-    values: dict[str, object] = {}
-    tier: Tier | None = None
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = (x.strip() for x in item.partition("="))
-        if not sep or not value:
-            raise ValueError(f"endpoint {name!r}: {item!r} is not key=value")
-        if key in _SPEC_FLOATS:
-            values[_SPEC_FLOATS[key]] = _positive(name, key, value)
-        elif key == "burst":
-            values["burst"] = max(1, int(_positive(name, key, value)))
-        elif key == "tier":
-            if value.lower() not in TIERS:
-                raise ValueError(f"endpoint {name!r}: unknown tier {value!r}; known: {', '.join(TIERS)}")
-            tier = TIERS[value.lower()]
-        elif key == "provider":
-            values["provider"] = value
-        else:
-            raise ValueError(f"endpoint {name!r}: unknown key {key!r}")
-    if tier is not None:
-        values = {"rpm": tier.rpm, "itpm": tier.itpm, "otpm": tier.otpm, **values}
-    endpoint = EndpointSim(**values)  # type: ignore[arg-type]
-    check_endpoints(SimConfig(endpoints={name: endpoint}))
-    return name, endpoint
-
-
-def _positive(name: str, key: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"endpoint {name!r}: {key} needs a number, got {value!r}") from None
-    if number < 0 or (number == 0 and key not in ("off_after",)):
-        raise ValueError(f"endpoint {name!r}: {key} must be above 0, got {value!r}")
-    return number

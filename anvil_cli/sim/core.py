@@ -13,7 +13,7 @@ from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.sim.answers.caching import CachePlan, PromptCache
 from anvil_cli.sim.answers.directives import DirectiveError, Directives, request_directives
 from anvil_cli.sim.answers.responses import compose, message
-from anvil_cli.sim.config import SimConfig, check_endpoints, endpoint_config
+from anvil_cli.sim.config import SimConfig, check_endpoints, endpoint_config, limits_config
 from anvil_cli.sim.digest import request_digest
 from anvil_cli.sim.errors import SPEND_CAP_CODE
 from anvil_cli.sim.rate_limits import RateLimiter
@@ -118,6 +118,8 @@ class SimCore:
     name: str = ""  # the simulated endpoint this core answers for; "" = the unprefixed routes
     switches: Switches | None = None  # shared by the simulator's cores when it has endpoints
     endpoints: dict[str, SimCore] = field(default_factory=dict)
+    ceilings: dict[str, RateLimiter] = field(default_factory=dict)  # the simulator's shared limits
+    shared: tuple[RateLimiter, ...] = ()  # the ceilings this endpoint draws from too
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.config)
@@ -125,15 +127,18 @@ class SimCore:
         if self.config.endpoints:
             check_endpoints(self.config)
             self.switches = Switches(self.config.endpoints)
+            self.ceilings = {n: RateLimiter(limits_config(c)) for n, c in self.config.shared.items()}
             self.endpoints = {name: self._endpoint_core(name) for name in self.config.endpoints}
 
     def _endpoint_core(self, name: str) -> SimCore:
+        shared = tuple(self.ceilings[n] for n, c in self.config.shared.items() if name in c.endpoints)
         return SimCore(
             endpoint_config(self.config, name),
             attempts=self.attempts,
             stats=Stats(parent=self.stats),
             name=name,
             switches=self.switches,
+            shared=shared,
         )
 
     def reset(self) -> None:
@@ -142,6 +147,8 @@ class SimCore:
         self.attempts.clear()
         self.cache.clear()
         self.limiter.pools.clear()
+        for ceiling in self.ceilings.values():
+            ceiling.pools.clear()
         for core in self.endpoints.values():
             core.reset()
 
@@ -225,9 +232,13 @@ class SimCore:
         plan = self._input(body, directives, may_cache, now_s)
         if limited:
             cost = plan.input_tokens + plan.write_tokens
-            wait_s = self.limiter.admit(model_class(body["model"]), cost, now_s)
+            klass = model_class(body["model"])
+            limiters = (self.limiter, *self.shared)  # its own limits and any shared ceiling's
+            wait_s = max(limiter.wait_s(klass, cost, now_s) for limiter in limiters)
             if wait_s > 0:
                 return _error(429, retry_after_s=wait_s)
+            for limiter in limiters:
+                limiter.take(klass, cost, now_s)
         return plan
 
     def _succeed(
@@ -246,7 +257,8 @@ class SimCore:
         if fault is not None:
             return fault
         reply = compose(body, directives, cfg.output_tokens, cfg.output_tokens_spread, rng)
-        self.limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
+        for limiter in (self.limiter, *self.shared):
+            limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
         self.cache.commit(plan, now_s)
         msg = message(f"msg_sim{rng.getrandbits(96):024x}", body["model"], reply, plan)
         delay_s, token_delay_s = _latency(cfg, directives, rng, slow, reply.output_tokens)

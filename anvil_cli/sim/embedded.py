@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.sim.config import EndpointSim, SimConfig
+from anvil_cli.sim.config import EndpointSim, SharedSim, SimConfig
 
 LATENCY_MS = 400.0
 LATENCY_SPREAD = 0.3
@@ -29,15 +29,22 @@ def limit_for(rate_limits: Mapping[str, Any], model: str) -> Any:
     return rate_limits["default"]
 
 
+def _limits(rate_limits: Mapping[str, Any]) -> dict[str, Any]:
+    rl = limit_for(rate_limits, LIMITS_OF)
+    return {
+        "rpm": rl.requests_per_minute,
+        "burst": rl.burst_size,
+        "itpm": rl.input_tokens_per_minute,
+        "otpm": rl.output_tokens_per_minute,
+    }
+
+
 def _endpoint(entry: Any) -> EndpointSim:
-    rl = limit_for(entry.rate_limits, LIMITS_OF)
-    return EndpointSim(
-        rpm=rl.requests_per_minute,
-        burst=rl.burst_size,
-        itpm=rl.input_tokens_per_minute,
-        otpm=rl.output_tokens_per_minute,
-        provider=entry.provider,
-    )
+    return EndpointSim(provider=entry.provider, **_limits(entry.rate_limits))
+
+
+def _shared(ceiling: Any) -> SharedSim:
+    return SharedSim(endpoints=tuple(ceiling.endpoints), **_limits(ceiling.rate_limits))
 
 
 def embedded_config(settings: Any) -> SimConfig:
@@ -45,7 +52,8 @@ def embedded_config(settings: Any) -> SimConfig:
     default latency and output-token distributions, and its Message Batches kept in
     `<state_dir>/sim-batches/` (so `anvil run --simulate --mode batches` resumes). With
     `endpoints:`, one simulated endpoint per entry (`/e/{name}/`, its provider's wire format)
-    with that entry's limits; the unprefixed routes keep the top-level ones."""
+    with that entry's limits, and each of `shared_limits:` as a ceiling they also draw from;
+    the unprefixed routes keep the top-level limits."""
     _, rl = settings.rate_limit_for(LIMITS_OF)
     return SimConfig(
         rpm=rl.requests_per_minute,
@@ -59,4 +67,5 @@ def embedded_config(settings: Any) -> SimConfig:
         seed=SEED,
         batch_dir=str(Path(settings.state_dir) / BATCH_DIR),
         endpoints={entry.name: _endpoint(entry) for entry in getattr(settings, "endpoints", ())},
+        shared={name: _shared(c) for name, c in getattr(settings, "shared_limits", {}).items()},
     )
