@@ -16,7 +16,10 @@ from typing import Any
 import anthropic
 import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicVertex
+from typer.testing import CliRunner
 
+import anvil_cli.sim.server as sim_server
+from anvil_cli.cli import app
 from anvil_cli.sim import SimServer
 from anvil_cli.sim.config import EndpointSim, SharedSim, SimConfig
 from anvil_cli.sim.core import SimCore
@@ -413,3 +416,27 @@ def test_shared_spec_of_the_cli() -> None:
 def test_a_bad_endpoint_name_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="letters, digits"):
         SimCore(SimConfig(endpoints={"a b": EndpointSim()}))
+
+
+def test_the_cli_serves_the_endpoints_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[SimConfig] = []
+    monkeypatch.setattr(sim_server, "serve_forever", lambda config, on_ready: served.append(config))
+    args = ["simulate", "--port", "0", "--endpoint", "a:rpm=600,burst=20", "--endpoint", "b:provider=bedrock"]
+    result = CliRunner().invoke(app, [*args, "--shared", "org:endpoints=a+b,rpm=900"], prog_name="anvil")
+    assert result.exit_code == 0, result.output
+    (config,) = served
+    assert config.endpoints == {"a": EndpointSim(rpm=600, burst=20), "b": EndpointSim(provider="bedrock")}
+    assert config.shared == {"org": SharedSim(endpoints=("a", "b"), rpm=900)}
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--endpoint", "a:rpm=0"], "must be above 0"),
+        (["--endpoint", "a", "--endpoint", "a"], "given twice"),
+        (["--endpoint", "a", "--shared", "org:endpoints=a+z"], "names no simulated endpoint"),
+    ],
+)
+def test_the_cli_refuses_bad_endpoints(args: list[str], problem: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", *args], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert result.exit_code == 2 and problem in result.output
