@@ -8,8 +8,17 @@ from pathlib import Path
 import typer
 
 from anvil_cli.exitcodes import ExitCode
-from anvil_cli.sim.config import DEFAULT_PORT, TIERS, SimConfig, with_tier
+from anvil_cli.sim.config import (
+    DEFAULT_PORT,
+    TIERS,
+    EndpointSim,
+    SharedSim,
+    SimConfig,
+    check_endpoints,
+    with_tier,
+)
 from anvil_cli.sim.embedded import BATCH_DIR
+from anvil_cli.sim.specs import parse_endpoint, parse_shared
 
 EPILOG = (
     "Per-request directives, written anywhere in the system or message text: "
@@ -18,7 +27,8 @@ EPILOG = (
     "spend-cap 429 has no retry-after), retry_after=S (for 429s from fail/status, default 1), "
     "drop=N (close the connection on the first N attempts), latency_ms=X, output_tokens=N, "
     "input_tokens=N, tool=NAME (call that offered tool first), stream_error=N (first N streamed "
-    "attempts end in an overloaded_error event after the 200). "
+    "attempts end in an overloaded_error event after the 200), endpoint_off=NAME / endpoint_on=NAME "
+    "(turn a simulated endpoint off or back on). "
     "Tiers (RPM/ITPM/OTPM per model class): "
     + ", ".join(f"{name}={t.rpm:,.0f}/{t.itpm:,.0f}/{t.otpm:,.0f}" for name, t in TIERS.items())
     + ". Rate-limit headers and other details: docs/simulator.md."
@@ -40,6 +50,31 @@ def _with_limits(
         itpm=itpm if itpm is not None else config.itpm,
         otpm=otpm if otpm is not None else config.otpm,
     )
+
+
+def _endpoints(base: SimConfig, specs: list[str], shared_specs: list[str]) -> SimConfig:
+    """`base` with the `--endpoint` and `--shared` options' endpoints and ceilings (each name once)."""
+    endpoints: dict[str, EndpointSim] = {}
+    shared: dict[str, SharedSim] = {}
+    try:
+        for spec in specs:
+            name, endpoint = parse_endpoint(spec)
+            if name in endpoints:
+                raise ValueError(f"endpoint {name!r} is given twice")
+            endpoints[name] = endpoint
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--endpoint") from None
+    try:
+        for spec in shared_specs:
+            name, ceiling = parse_shared(spec)
+            if name in shared:
+                raise ValueError(f"shared limit {name!r} is given twice")
+            shared[name] = ceiling
+        config = replace(base, endpoints=endpoints, shared=shared)
+        check_endpoints(config)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shared") from None
+    return config
 
 
 def simulate(
@@ -83,6 +118,22 @@ def simulate(
         0.01, metavar="SECONDS", min=0, help="Compressed clock of Message Batches."
     ),
     auth: bool = typer.Option(True, help="Require an x-api-key or Authorization: Bearer header."),
+    endpoint: list[str] = typer.Option(
+        [],
+        "--endpoint",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="A simulated endpoint served under /e/NAME/ with its own limits (repeatable); keys: "
+        "rpm, itpm, otpm, burst, tier, provider (anthropic|bedrock|vertex|foundry: only its "
+        "routes), off_after=S (then its connections are dropped), off_for=S (then back on). "
+        "E.g. --endpoint org-a:rpm=600,burst=20 --endpoint aws:provider=bedrock,rpm=300,off_after=30",
+    ),
+    shared: list[str] = typer.Option(
+        [],
+        "--shared",
+        metavar="NAME:endpoints=A+B[,KEY=VALUE,...]",
+        help="A ceiling those endpoints draw from as well as from their own limits (repeatable; "
+        "keys rpm, itpm, otpm, burst, tier), as keys of one organisation share its limits.",
+    ),
     state_dir: Path | None = typer.Option(
         None,
         "--state-dir",
@@ -110,10 +161,12 @@ def simulate(
         require_auth=auth,
         batch_dir=str(state_dir / BATCH_DIR) if state_dir is not None else None,
     )
-    config = _with_limits(base, tier, rpm, itpm, otpm)
+    config = _endpoints(_with_limits(base, tier, rpm, itpm, otpm), endpoint, shared)
 
     def ready(url: str) -> None:
         typer.echo(f"Simulated Anthropic API at {url}  (export ANTHROPIC_BASE_URL={url})  Ctrl-C stops.")
+        for name in config.endpoints:
+            typer.echo(f"  endpoint {name}: {url}/e/{name}")
 
     try:
         from anvil_cli.sim.server import serve_forever  # aiohttp: imported only when serving

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 DEFAULT_PORT = 8765  # the CLI's default; embedded servers use port 0 (a free port)
 
@@ -25,6 +27,37 @@ TIERS: dict[str, Tier] = {
     "build": Tier(rpm=5_000, itpm=5_000_000, otpm=1_000_000),
     "scale": Tier(rpm=10_000, itpm=10_000_000, otpm=2_000_000),
 }
+
+
+PROVIDERS = ("anthropic", "bedrock", "vertex", "foundry")
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as `endpoints:` names are
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSim:
+    """One simulated endpoint (an account, a region, a deployment) served under `/e/{name}/`:
+    its own limits, prompt cache, stats and off switch; answers, faults and latency are the
+    simulator's. `provider` None serves every wire format there, else only that one's routes."""
+
+    rpm: float | None = None  # requests per minute per model class; None = unlimited
+    itpm: float | None = None
+    otpm: float | None = None
+    burst: int | None = None  # request bucket capacity; None -> one second's worth (min 1)
+    provider: str | None = None  # anthropic | bedrock | vertex | foundry | None (all)
+    off_after_s: float | None = None  # goes off this long after the simulator starts
+    off_for_s: float | None = None  # ... and back on after this long (None: stays off)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSim:
+    """A ceiling several simulated endpoints draw from as well as from their own limits (the
+    keys of one organisation share its limits); buckets per model class, as everywhere."""
+
+    endpoints: tuple[str, ...]
+    rpm: float | None = None
+    itpm: float | None = None
+    otpm: float | None = None
+    burst: int | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +86,8 @@ class SimConfig:
     batch_dir: str | None = None  # keep Message Batches here (and reload them at start); None = memory
     require_auth: bool = True
     cache_ttl_s: float = 300.0  # TTL of a "5m" cache entry ("1h" entries live 3600 s)
+    endpoints: dict[str, EndpointSim] = field(default_factory=dict)  # served under /e/{name}/
+    shared: dict[str, SharedSim] = field(default_factory=dict)  # ceilings over several endpoints
 
     @property
     def request_capacity(self) -> float | None:
@@ -62,6 +97,41 @@ class SimConfig:
         if self.burst is not None:
             return float(max(1, self.burst))
         return max(1.0, self.rpm / 60.0)
+
+
+def endpoint_config(config: SimConfig, name: str) -> SimConfig:
+    """The simulator's settings as its endpoint `name` sees them: that endpoint's limits, and
+    its Message Batches in a directory of their own (`<batch_dir>/endpoints/<name>/`)."""
+    endpoint = config.endpoints[name]
+    batch_dir = str(Path(config.batch_dir) / "endpoints" / name) if config.batch_dir else None
+    return replace(
+        config,
+        endpoints={},
+        shared={},
+        rpm=endpoint.rpm,
+        itpm=endpoint.itpm,
+        otpm=endpoint.otpm,
+        burst=endpoint.burst,
+        batch_dir=batch_dir,
+    )
+
+
+def check_endpoints(config: SimConfig) -> None:
+    """ValueError when an endpoint's name cannot be a path segment or its provider is unknown."""
+    for name, endpoint in config.endpoints.items():
+        if not ENDPOINT_NAME.match(name):
+            raise ValueError(f"simulated endpoint name {name!r}: letters, digits, '_', '.', '-' only")
+        if endpoint.provider is not None and endpoint.provider not in PROVIDERS:
+            raise ValueError(f"simulated endpoint {name!r}: unknown provider {endpoint.provider!r}")
+    for name, ceiling in config.shared.items():
+        unknown = [e for e in ceiling.endpoints if e not in config.endpoints]
+        if unknown:
+            raise ValueError(f"shared limit {name!r} names no simulated endpoint {unknown[0]!r}")
+
+
+def limits_config(limits: EndpointSim | SharedSim) -> SimConfig:
+    """A config holding only `limits` (what a `RateLimiter` reads)."""
+    return SimConfig(rpm=limits.rpm, itpm=limits.itpm, otpm=limits.otpm, burst=limits.burst)
 
 
 def with_tier(config: SimConfig, name: str) -> SimConfig:

@@ -13,11 +13,12 @@ from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.sim.answers.caching import CachePlan, PromptCache
 from anvil_cli.sim.answers.directives import DirectiveError, Directives, request_directives
 from anvil_cli.sim.answers.responses import compose, message
-from anvil_cli.sim.config import SimConfig
+from anvil_cli.sim.config import SimConfig, check_endpoints, endpoint_config, limits_config
 from anvil_cli.sim.digest import request_digest
 from anvil_cli.sim.errors import SPEND_CAP_CODE
 from anvil_cli.sim.rate_limits import RateLimiter
 from anvil_cli.sim.stats import Stats
+from anvil_cli.sim.switches import Switches
 
 SPEND_CAP_MESSAGE = "You have reached your specified API usage limits (simulated)."
 
@@ -101,24 +102,83 @@ def _offers_tool(body: Mapping[str, Any], name: str) -> bool:
 
 @dataclass(slots=True)
 class SimCore:
-    """The simulator's state (buckets, cache, attempt counters, stats) and its decisions."""
+    """The simulator's state (buckets, cache, attempt counters, stats) and its decisions.
+
+    With `config.endpoints`, it also holds one core per simulated endpoint (`endpoints`): each
+    with its own buckets, prompt cache and stats (counted in this one's too), sharing the
+    attempt counters (a request retried on another endpoint is its next attempt) and the
+    endpoints' on/off `switches`.
+    """
 
     config: SimConfig
     limiter: RateLimiter = field(init=False)
     cache: PromptCache = field(init=False)
     attempts: dict[str, int] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
+    name: str = ""  # the simulated endpoint this core answers for; "" = the unprefixed routes
+    switches: Switches | None = None  # shared by the simulator's cores when it has endpoints
+    endpoints: dict[str, SimCore] = field(default_factory=dict)
+    ceilings: dict[str, RateLimiter] = field(default_factory=dict)  # the simulator's shared limits
+    shared: tuple[RateLimiter, ...] = ()  # the ceilings this endpoint draws from too
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.config)
         self.cache = PromptCache(default_ttl_s=self.config.cache_ttl_s)
+        if self.config.endpoints:
+            check_endpoints(self.config)
+            self.switches = Switches(self.config.endpoints)
+            self.ceilings = {n: RateLimiter(limits_config(c)) for n, c in self.config.shared.items()}
+            self.endpoints = {name: self._endpoint_core(name) for name in self.config.endpoints}
+
+    def _endpoint_core(self, name: str) -> SimCore:
+        shared = tuple(self.ceilings[n] for n, c in self.config.shared.items() if name in c.endpoints)
+        return SimCore(
+            endpoint_config(self.config, name),
+            attempts=self.attempts,
+            stats=Stats(parent=self.stats),
+            name=name,
+            switches=self.switches,
+            shared=shared,
+        )
 
     def reset(self) -> None:
-        """Forget stats, attempt counters, cached prefixes and bucket levels."""
+        """Forget stats, attempt counters, cached prefixes and bucket levels (every endpoint's)."""
         self.stats.reset()
         self.attempts.clear()
         self.cache.clear()
         self.limiter.pools.clear()
+        for ceiling in self.ceilings.values():
+            ceiling.pools.clear()
+        for core in self.endpoints.values():
+            core.reset()
+
+    def is_off(self, now_s: float) -> bool:
+        """This core's simulated endpoint is off at `now_s` (never for the unprefixed routes)."""
+        return bool(self.name) and self.switches is not None and self.switches.is_off(self.name, now_s)
+
+    def snapshot(self, now_s: float) -> dict[str, Any]:
+        """The stats; with endpoints, each one's under `endpoints` (with `off` and `provider`)."""
+        data = self.stats.snapshot()
+        if self.endpoints:
+            data["endpoints"] = {
+                name: {
+                    **core.stats.snapshot(),
+                    "off": core.is_off(now_s),
+                    "provider": self.config.endpoints[name].provider,
+                }
+                for name, core in self.endpoints.items()
+            }
+        return data
+
+    def _throw_switches(self, directives: Directives) -> str | None:
+        """Apply `endpoint_off=` / `endpoint_on=`; a problem when one names no endpoint."""
+        for name, off in ((directives.endpoint_off, True), (directives.endpoint_on, False)):
+            if name is None:
+                continue
+            if self.switches is None or not self.switches.known(name):
+                return f"@sim{{endpoint_{'off' if off else 'on'}={name}}} names no simulated endpoint"
+            self.switches.throw(name, off)
+        return None
 
     def _next_attempt(self, digest: str) -> int:
         attempt = self.attempts.get(digest, 0) + 1
@@ -150,6 +210,9 @@ class SimCore:
             directives = request_directives(body, may_have_directives)
         except DirectiveError as exc:
             return _error(400, str(exc))
+        problem = self._throw_switches(directives)
+        if problem is not None:
+            return _error(400, problem)
         if directives.tool is not None and not _offers_tool(body, directives.tool):
             return _error(400, f"@sim{{tool={directives.tool}}} names a tool the request does not offer")
         digest = request_digest(body)
@@ -169,9 +232,13 @@ class SimCore:
         plan = self._input(body, directives, may_cache, now_s)
         if limited:
             cost = plan.input_tokens + plan.write_tokens
-            wait_s = self.limiter.admit(model_class(body["model"]), cost, now_s)
+            klass = model_class(body["model"])
+            limiters = (self.limiter, *self.shared)  # its own limits and any shared ceiling's
+            wait_s = max(limiter.wait_s(klass, cost, now_s) for limiter in limiters)
             if wait_s > 0:
                 return _error(429, retry_after_s=wait_s)
+            for limiter in limiters:
+                limiter.take(klass, cost, now_s)
         return plan
 
     def _succeed(
@@ -190,7 +257,8 @@ class SimCore:
         if fault is not None:
             return fault
         reply = compose(body, directives, cfg.output_tokens, cfg.output_tokens_spread, rng)
-        self.limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
+        for limiter in (self.limiter, *self.shared):
+            limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
         self.cache.commit(plan, now_s)
         msg = message(f"msg_sim{rng.getrandbits(96):024x}", body["model"], reply, plan)
         delay_s, token_delay_s = _latency(cfg, directives, rng, slow, reply.output_tokens)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from anvil_cli.sim.config import SimConfig
+from anvil_cli.sim.config import EndpointSim, SharedSim, SimConfig
 
 LATENCY_MS = 400.0
 LATENCY_SPREAD = 0.3
@@ -13,13 +15,46 @@ OUTPUT_TOKENS = 120
 OUTPUT_TOKENS_SPREAD = 0.5
 SEED = 7
 BATCH_DIR = "sim-batches"  # under the state dir: a resumed run finds the batches it submitted
+LIMITS_OF = "claude-sonnet-4-6"  # whose configured rate limits the simulator enforces
+
+
+def limit_for(rate_limits: Mapping[str, Any], model: str) -> Any:
+    """The `rate_limits` entry that applies to `model`: exact id, then glob, then `default`
+    (the lookup `Settings.rate_limit_for` does, for an endpoint's own `rate_limits`)."""
+    if model in rate_limits:
+        return rate_limits[model]
+    for key, limit in rate_limits.items():
+        if key != "default" and fnmatch.fnmatch(model, key):
+            return limit
+    return rate_limits["default"]
+
+
+def _limits(rate_limits: Mapping[str, Any]) -> dict[str, Any]:
+    rl = limit_for(rate_limits, LIMITS_OF)
+    return {
+        "rpm": rl.requests_per_minute,
+        "burst": rl.burst_size,
+        "itpm": rl.input_tokens_per_minute,
+        "otpm": rl.output_tokens_per_minute,
+    }
+
+
+def _endpoint(entry: Any) -> EndpointSim:
+    return EndpointSim(provider=entry.provider, **_limits(entry.rate_limits))
+
+
+def _shared(ceiling: Any) -> SharedSim:
+    return SharedSim(endpoints=tuple(ceiling.endpoints), **_limits(ceiling.rate_limits))
 
 
 def embedded_config(settings: Any) -> SimConfig:
     """A simulator with the run's configured limits (those of the Sonnet pool), Anvil's
     default latency and output-token distributions, and its Message Batches kept in
-    `<state_dir>/sim-batches/` (so `anvil run --simulate --mode batches` resumes)."""
-    _, rl = settings.rate_limit_for("claude-sonnet-4-6")
+    `<state_dir>/sim-batches/` (so `anvil run --simulate --mode batches` resumes). With
+    `endpoints:`, one simulated endpoint per entry (`/e/{name}/`, its provider's wire format)
+    with that entry's limits, and each of `shared_limits:` as a ceiling they also draw from;
+    the unprefixed routes keep the top-level limits."""
+    _, rl = settings.rate_limit_for(LIMITS_OF)
     return SimConfig(
         rpm=rl.requests_per_minute,
         burst=rl.burst_size,
@@ -31,4 +66,6 @@ def embedded_config(settings: Any) -> SimConfig:
         output_tokens_spread=OUTPUT_TOKENS_SPREAD,
         seed=SEED,
         batch_dir=str(Path(settings.state_dir) / BATCH_DIR),
+        endpoints={entry.name: _endpoint(entry) for entry in getattr(settings, "endpoints", ())},
+        shared={name: _shared(c) for name, c in getattr(settings, "shared_limits", {}).items()},
     )

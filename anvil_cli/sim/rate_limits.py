@@ -104,16 +104,25 @@ class RateLimiter:
 
     def admit(self, model_class: str, input_cost: int, now_s: float) -> float:
         """0.0 and charge the request + input tokens when admitted; else the seconds to wait."""
-        pool = self.pool(model_class, now_s)
-        needs = ((pool.requests, 1.0), (pool.input_tokens, float(input_cost)), (pool.output_tokens, 1.0))
-        wait = max((b.wait_s(need, now_s) for b, need in needs if b is not None), default=0.0)
+        wait = self.wait_s(model_class, input_cost, now_s)
         if wait > 0:
             return wait
+        self.take(model_class, input_cost, now_s)
+        return 0.0
+
+    def wait_s(self, model_class: str, input_cost: int, now_s: float) -> float:
+        """Seconds until a request of `input_cost` input tokens would be admitted (0: now)."""
+        pool = self.pool(model_class, now_s)
+        needs = ((pool.requests, 1.0), (pool.input_tokens, float(input_cost)), (pool.output_tokens, 1.0))
+        return max((b.wait_s(need, now_s) for b, need in needs if b is not None), default=0.0)
+
+    def take(self, model_class: str, input_cost: int, now_s: float) -> None:
+        """Charge one request and its input tokens."""
+        pool = self.pool(model_class, now_s)
         if pool.requests is not None:
             pool.requests.take(1.0, now_s)
         if pool.input_tokens is not None:
             pool.input_tokens.take(float(input_cost), now_s)
-        return 0.0
 
     def charge_output(self, model_class: str, output_tokens: int, now_s: float) -> None:
         bucket = self.pool(model_class, now_s).output_tokens

@@ -196,8 +196,21 @@ class SimServer:
         return result
 
     def reset(self) -> None:
-        """Clear stats, attempt counters, cached prefixes and bucket levels."""
+        """Clear stats, attempt counters, cached prefixes and bucket levels; timed endpoint
+        outages count from now, switches thrown by hand are forgotten."""
         self._call("POST", "/_sim/reset")
+
+    def endpoint_url(self, name: str) -> str:
+        """The base URL of simulated endpoint `name` (Foundry's clients add `/anthropic`)."""
+        return f"{self.base_url}/e/{name}"
+
+    def endpoint_off(self, name: str) -> None:
+        """Turn simulated endpoint `name` off: its connections are dropped until `endpoint_on`."""
+        self._call("POST", f"/_sim/endpoints/{name}/off")
+
+    def endpoint_on(self, name: str) -> None:
+        """Turn simulated endpoint `name` back on."""
+        self._call("POST", f"/_sim/endpoints/{name}/on")
 
     def stop(self) -> None:
         """Stop serving and free the port. Idempotent; returns within a few seconds."""

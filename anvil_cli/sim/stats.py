@@ -1,4 +1,8 @@
-"""Counters of what the simulator answered, served at `GET /_sim/stats`."""
+"""Counters of what the simulator answered, served at `GET /_sim/stats`.
+
+A simulated endpoint's counters have the simulator's as their `parent`: whatever one endpoint
+counts, the total counts too (a paid duplicate in the total may be two endpoints' first answers).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class ModelStats:
 class Stats:
     """Counters since start or the last reset."""
 
+    parent: Stats | None = None  # the simulator's total, when these are one endpoint's
     requests: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     successes: int = 0
@@ -31,6 +36,7 @@ class Stats:
     paid_duplicates: int = 0
     stream_errors: int = 0
     slowed: int = 0
+    refused: int = 0  # requests to an endpoint that was off (connection dropped at once)
     batches_created: int = 0
     batch_requests: int = 0
     by_model: dict[str, ModelStats] = field(default_factory=dict)
@@ -39,9 +45,32 @@ class Stats:
     def begin(self) -> None:
         self.in_flight += 1
         self.peak_concurrent = max(self.peak_concurrent, self.in_flight)
+        if self.parent is not None:
+            self.parent.begin()
 
     def end(self) -> None:
         self.in_flight -= 1
+        if self.parent is not None:
+            self.parent.end()
+
+    def stream_error(self) -> None:
+        """A streamed answer that ends in an `error` event."""
+        self.stream_errors += 1
+        if self.parent is not None:
+            self.parent.stream_error()
+
+    def refuse(self) -> None:
+        """A request to an endpoint that was off."""
+        self.refused += 1
+        if self.parent is not None:
+            self.parent.refuse()
+
+    def batch_created(self, requests: int) -> None:
+        """A Message Batch of `requests` items was created."""
+        self.batches_created += 1
+        self.batch_requests += requests
+        if self.parent is not None:
+            self.parent.batch_created(requests)
 
     def record(self, status: int | str, model: str | None = None, slowed: bool = False) -> None:
         """One answer (or `"dropped"`) of a Messages API call; `slowed`: the slow fault delayed it."""
@@ -51,6 +80,8 @@ class Stats:
             self.slowed += 1
         if model is not None:
             self._model(model).requests += 1
+        if self.parent is not None:
+            self.parent.record(status, model, slowed)
 
     def _model(self, model: str) -> ModelStats:
         found = self.by_model.get(model)
@@ -72,6 +103,8 @@ class Stats:
         per_model.successes += 1
         per_model.input_tokens += usage["input_tokens"]
         per_model.output_tokens += usage["output_tokens"]
+        if self.parent is not None:
+            self.parent.success(model, digest, usage)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -89,6 +122,7 @@ class Stats:
             "stream_errors": self.stream_errors,
             "slowed": self.slowed,
             "dropped": self.by_status.get("dropped", 0),
+            "refused": self.refused,
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
             "by_model": {
@@ -103,10 +137,10 @@ class Stats:
         }
 
     def reset(self) -> None:
-        """Clear every counter; requests in flight stay counted as in flight."""
-        in_flight = self.in_flight
+        """Clear every counter; requests in flight stay counted as in flight (the parent stays)."""
+        in_flight, parent = self.in_flight, self.parent
         fresh = Stats()
         for name in self.__slots__:
             setattr(self, name, getattr(fresh, name))
-        self.in_flight = in_flight
+        self.in_flight, self.parent = in_flight, parent
         self.peak_concurrent = in_flight

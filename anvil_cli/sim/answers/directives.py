@@ -33,6 +33,8 @@ class Directives:
     tool: str | None = None
     stream_error: int = 0
     for_model: str | None = None  # status/fail/drop apply only to requests for this model
+    endpoint_off: str | None = None  # turn this simulated endpoint off (its calls are dropped)
+    endpoint_on: str | None = None  # turn this simulated endpoint back on
 
     def fail_status(self, attempt: int) -> int | None:
         """The status `fail=` asks for on `attempt` (1-based), or None once its steps are used up."""
@@ -88,7 +90,7 @@ def _apply(found: Directives, key: str, value: str) -> None:
             found.latency_ms = float(value)
         except ValueError:
             raise DirectiveError(f"@sim{{latency_ms=...}} needs a number, got {value!r}") from None
-    elif key in ("tool", "for_model"):
+    elif key in ("tool", "for_model", "endpoint_off", "endpoint_on"):
         setattr(found, key, value)
     else:
         raise DirectiveError(f"unknown @sim directive key {key!r}")

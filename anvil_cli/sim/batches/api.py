@@ -22,6 +22,7 @@ class BatchHost(Protocol):
 
     core: SimCore
     batches: BatchStore
+    prefix: str  # "" or a simulated endpoint's "/e/{name}"
     clock: Callable[[], float]
     wall: Callable[[], float]
 
@@ -37,8 +38,9 @@ def add_routes(app: web.Application, sim: BatchHost) -> None:
     app.router.add_get("/v1/messages/batches/{batch_id}/results", handlers.results)
 
 
-def _base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+def _base_url(request: web.Request, prefix: str) -> str:
+    """This simulator's address as the client reached it (with a simulated endpoint's `/e/{name}`)."""
+    return f"{request.scheme}://{request.host}{prefix}"
 
 
 class BatchHandlers:
@@ -89,7 +91,7 @@ class BatchHandlers:
     def _json(self, request: web.Request, batch: Batch) -> web.Response:
         now_s = self.sim.wall()
         self.store.settle(batch, now_s, self.run_item)  # never "ended" with requests processing
-        data = batch_json(batch, now_s, _base_url(request))
+        data = batch_json(batch, now_s, _base_url(request, self.sim.prefix))
         return json_response(data, headers={"request-id": new_request_id()})
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -101,9 +103,7 @@ class BatchHandlers:
         if problem or isinstance(parsed, str):
             return error_response(400, request_id, problem)
         batch = self.store.create(parsed[0]["requests"], self.sim.wall())
-        stats = self.sim.core.stats
-        stats.batches_created += 1
-        stats.batch_requests += len(batch.items)
+        self.sim.core.stats.batch_created(len(batch.items))
         self.store.settle(batch, self.sim.wall(), self.run_item)
         return self._json(request, batch)
 
@@ -133,7 +133,7 @@ class BatchHandlers:
         now_s = self.sim.wall()
         for batch in page:
             self.store.settle(batch, now_s, self.run_item)
-        data = [batch_json(b, now_s, _base_url(request)) for b in page]
+        data = [batch_json(b, now_s, _base_url(request, self.sim.prefix)) for b in page]
         return json_response(
             {
                 "data": data,

@@ -31,6 +31,8 @@ class Host(Protocol):
 
     def drop(self, request: web.Request, model: str | None) -> web.StreamResponse: ...
 
+    def is_off(self) -> bool: ...
+
     async def pause(self, seconds: float) -> None: ...
 
     @staticmethod
@@ -132,6 +134,8 @@ async def _answer(
     if stream:
         return await _stream(host, wire, request, model, outcome)
     await host.pause(outcome.delay_s + outcome.token_delay_s)
+    if host.is_off():  # its endpoint went off while this call was in flight: cut (already paid)
+        return host.drop(request, model)
     host.core.stats.record(200, model, outcome.slowed)
     msg = outcome.body or {}
     return json_response(msg, headers=wire.headers(msg))
@@ -142,13 +146,15 @@ async def _stream(
 ) -> web.StreamResponse:
     msg: Mapping[str, Any] = outcome.body or {}
     await host.pause(outcome.delay_s)
+    if host.is_off():
+        return host.drop(request, model)
     response = web.StreamResponse(status=200, headers=wire.stream_headers())
     await response.prepare(request)
     host.core.stats.record(200, model, outcome.slowed)
     head = wire.frame(stream_head(msg), msg)
     tail = stream_body(msg)
     if outcome.stream_error:
-        host.core.stats.stream_errors += 1
+        host.core.stats.stream_error()
         tail = [*wire.frame(tail[: len(tail) // 2], msg), wire.stream_failure()]
     else:
         tail = wire.frame(tail, msg)
