@@ -63,7 +63,7 @@ def _refused(port: int, *, aio: bool) -> anthropic.APIConnectionError:
     import asyncio
 
     from anvil_cli.config.endpoint import Endpoint
-    from anvil_cli.engine.worker.loop import make_client
+    from anvil_cli.engine.worker.clients import make_client
 
     messages = [{"role": "user", "content": "x"}]
     params: dict[str, Any] = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": messages}
