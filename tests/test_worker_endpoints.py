@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,16 @@ from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.backends.local import LocalBackend
+from anvil_cli.engine.events import CallSettled, RunJob, WorkerReady
+from anvil_cli.engine.governor_host.manager import start_governor
 from anvil_cli.engine.outcomes import JobResult
+from anvil_cli.engine.process.forkserver import worker_context
 from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.worker.agent import Agent, AgentContext, _JobState
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.clients import make_clients
+from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.loader import load_batch
 from anvil_cli.policy.governor import (
@@ -41,6 +47,7 @@ from anvil_cli.policy.governor import (
 from anvil_cli.policy.governor.view import endpoint_key
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.sim import SimServer
+from tests.backend_contract import Gathered, contract_settings, journal_rows
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 
 HAIKU = "claude-haiku-4-5"
@@ -148,12 +155,12 @@ def anthropic_at(sim: SimServer, name: str = "a") -> Endpoint:
     return Endpoint(sim.base_url, "endpoints", name=name, provider="anthropic", api_key=KEY)
 
 
-def bedrock_at(sim: SimServer, **more: Any) -> Endpoint:
+def bedrock_at(sim: SimServer, name: str = "b", **more: Any) -> Endpoint:
     credentials = (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN)
     return Endpoint(
         sim.base_url,
         "endpoints",
-        name="b",
+        name=name,
         provider="bedrock",
         region="us-east-1",
         aws_credentials=credentials,
@@ -376,3 +383,37 @@ def test_a_fallback_is_taken_while_some_endpoint_serves_it(
     assert (took, model) == ((True, HAIKU) if switched else (False, SONNET))
     before = prepare_request(job, settings).affinity
     assert (affinity != before) is switched  # another model's cache is another prefix
+
+
+def test_a_worker_process_reports_the_endpoint_it_called(sim_factory: SimFactory, tmp_path: Path) -> None:
+    """A local worker process given two endpoints (over its pipe, credentials included): its
+    events name the endpoint paid and the result names it too; it reports the first's host."""
+    sim_a, sim_b = sim_factory(), sim_factory()
+    settings = contract_settings(tmp_path, sim_a.base_url)
+    run_id, rows = journal_rows(settings, tmp_path)
+    endpoints = (bedrock_at(sim_a, name="a"), vertex_at(sim_b))
+    ctx = worker_context()
+    manager, governor = start_governor(settings, ctx)
+    settings_json = settings.model_dump_json()
+    backend = LocalBackend(
+        ctx, lambda wid: WorkerConfig(wid, settings_json, endpoints, 4, os.getpid(), run_id), governor
+    )
+    try:
+        (wid,) = backend.start(1)
+        seen = Gathered(backend)
+        seen.until(lambda: wid in seen.ready())
+        row = rows[0]
+        assert backend.send(wid, RunJob(row))
+        seen.until(lambda: bool(seen.done()))
+    finally:
+        backend.kill()
+        manager.shutdown()
+    (ready,) = [e for e in seen.events if isinstance(e, WorkerReady)]
+    assert ready.api_host == endpoints[0].host
+    (done,) = seen.done()
+    assert done.result.succeeded and done.result.endpoint == "a"  # the governor's grant named none: the first
+    paid = [e for e in seen.events if isinstance(e, CallSettled)]
+    assert [(e.seq, e.endpoint) for e in paid] == [(row.seq, "a")] and paid[
+        0
+    ].cost_usd == done.result.cost_usd
+    assert sim_a.stats()["successes"] == 1 and sim_b.stats()["requests"] == 0
