@@ -204,7 +204,7 @@ def test_a_missing_extra_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch, provider: str, module: str, extra: str
 ) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-    endpoint = Endpoint("http://h:1", "t", name="e", provider=provider, region="us-east-1", auth_token="t")
+    endpoint = Endpoint("http://h:1", "t", name="e", provider=provider, region="us-east-1")
     with pytest.raises(MissingExtra, match=rf"needs {module}: pip install 'anvil-cli\[{extra}\]'"):
         make_client(endpoint, 10.0, 1)
 
@@ -273,3 +273,9 @@ def test_default_addresses_are_the_sdk_s() -> None:
     assert default_base_url("vertex", "eu") == "https://aiplatform.eu.rep.googleapis.com/v1"
     assert default_base_url("foundry", resource="r") == "https://r.services.ai.azure.com/anthropic/"
     assert default_base_url("bedrock") is None and default_base_url("vertex") is None
+
+
+def test_vertex_given_a_token_needs_no_google_auth(monkeypatch: pytest.MonkeyPatch, sim: SimServer) -> None:
+    monkeypatch.setitem(sys.modules, "google.auth", None)  # as if not installed
+    _, message = call(endpoints(sim.base_url)["vertex"])
+    assert message.content[0].text.startswith("sim:")

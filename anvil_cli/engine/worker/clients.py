@@ -28,8 +28,6 @@ from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.provider_models import default_base_url, provider_model_id
 
 CONNECT_TIMEOUT_S = 5.0
-# provider -> (a module its client needs, the extra that installs it)
-_EXTRAS = {"bedrock": ("botocore", "anvil-cli[bedrock]"), "vertex": ("google.auth", "anvil-cli[vertex]")}
 
 
 # Foundry's client is an AsyncAnthropic; each has `messages` and `close()`.
@@ -68,7 +66,7 @@ def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> P
     maker = _MAKERS.get(endpoint.provider)
     if maker is None:
         raise UsageError(f"endpoint {endpoint.name!r}: unknown provider {endpoint.provider!r}")
-    needed = _EXTRAS.get(endpoint.provider)
+    needed = _extra(endpoint)
     if needed is not None and not _installed(needed[0]):
         raise MissingExtra(
             f"endpoint {endpoint.name!r} ({endpoint.provider}) needs {needed[0]}: pip install '{needed[1]}'"
@@ -101,6 +99,17 @@ def priced_at(pricer: Pricer, endpoint: Endpoint) -> Pricer:
     per-provider table)."""
     at = getattr(pricer, "at", None)
     return at(endpoint.provider, endpoint.region) if callable(at) else pricer
+
+
+def _extra(endpoint: Endpoint) -> tuple[str, str] | None:
+    """(a module the endpoint's client needs, the extra that installs it), if any: Bedrock's
+    botocore signs requests and decodes streams; Vertex AI's google-auth finds credentials
+    when the endpoint has no access token."""
+    if endpoint.provider == "bedrock":
+        return "botocore", "anvil-cli[bedrock]"
+    if endpoint.provider == "vertex" and not (endpoint.auth_token or endpoint.api_key):
+        return "google.auth", "anvil-cli[vertex]"
+    return None
 
 
 def _installed(module: str) -> bool:
