@@ -261,15 +261,11 @@ class Agent:
         if self.ctx.stopping.is_set():
             raise Abandoned("run is stopping")
         grant = await self._acquire(st)
-        try:
-            endpoint = self._endpoint(grant)
-        except BaseException:
-            self.ctx.governor.release(grant.ticket)
-            raise
         st.attempts += 1
-        st.endpoint = endpoint.name
         t0 = time.monotonic()
         try:
+            endpoint = self._endpoint(grant)
+            st.endpoint = endpoint.name
             message, status_code, headers = await self._call(st, endpoint)
         except anthropic.APIError as exc:
             self._settle_failure(st, grant, exc, time.monotonic() - t0)
