@@ -188,7 +188,14 @@ def test_every_endpoint_gets_its_own_client(sim: SimServer) -> None:
     [
         (Endpoint("http://h:1", "t", name="x", provider="openai"), "unknown provider 'openai'"),
         (Endpoint("http://h:1", "t", name="b", provider="bedrock"), "has no region"),
-        (Endpoint("http://h:1", "t", name="v", provider="vertex", auth_token="t"), "has no region"),
+        (
+            Endpoint("http://h:1", "t", name="v", provider="vertex", auth_token="t", project_id="p"),
+            "has no region",
+        ),
+        (
+            Endpoint("http://h:1", "t", name="v", provider="vertex", auth_token="t", region="r"),
+            "no project_id",
+        ),
         (Endpoint("http://h:1", "t", name="f", provider="foundry"), "has no API key"),
     ],
 )
@@ -219,7 +226,7 @@ def test_a_provider_given_no_address_calls_its_own_not_the_anthropic_api() -> No
 
     unset = {"base_url": "https://api.anthropic.com", "base_url_from": "default"}
     bedrock = Endpoint(**unset, name="b", provider="bedrock", region="eu-west-1", api_key="k")
-    vertex = Endpoint(**unset, name="v", provider="vertex", region="us-east5", auth_token="t")
+    vertex = Endpoint(**unset, name="v", provider="vertex", region="us-east5", project_id="p", auth_token="t")
     assert asyncio.run(main(bedrock)).rstrip("/") == "https://bedrock-runtime.eu-west-1.amazonaws.com"
     assert asyncio.run(main(vertex)).rstrip("/") == "https://us-east5-aiplatform.googleapis.com/v1"
 

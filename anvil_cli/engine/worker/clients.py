@@ -146,6 +146,9 @@ def _foundry(endpoint: Endpoint, common: dict[str, Any]) -> ProviderClient:
 
 
 def _vertex(endpoint: Endpoint, common: dict[str, Any]) -> ProviderClient:
+    if (endpoint.auth_token or endpoint.api_key) and not endpoint.project_id:
+        # only Google credentials found by google-auth name their project
+        raise UsageError(f"endpoint {endpoint.name!r} (vertex) has an access token but no project_id")
     client = anthropic.AsyncAnthropicVertex(
         region=_require(endpoint, endpoint.region, "region"),
         access_token=endpoint.auth_token or endpoint.api_key,  # None: the worker's Google credentials
