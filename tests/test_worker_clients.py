@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from anvil_cli.config.endpoint import Endpoint
-from anvil_cli.engine.worker.clients import EndpointClient, MissingExtra, make_client, make_clients
+from anvil_cli.engine.worker.clients import (
+    EndpointClient,
+    MissingExtra,
+    check_endpoint,
+    make_client,
+    make_clients,
+)
 from anvil_cli.errors import UsageError
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.provider_models import (
@@ -200,6 +206,8 @@ def test_every_endpoint_gets_its_own_client(sim: SimServer) -> None:
     ],
 )
 def test_an_endpoint_a_client_cannot_be_made_for_says_why(endpoint: Endpoint, says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        check_endpoint(endpoint)  # in the driver, before any worker starts
     with pytest.raises(UsageError, match=says):
         make_client(endpoint, 10.0, 1)
 

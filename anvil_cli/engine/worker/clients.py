@@ -61,16 +61,34 @@ class MissingExtra(UsageError):
     """A provider's client needs a package that is not installed."""
 
 
-def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> ProviderClient:
-    """The SDK's async client for `endpoint`'s provider (see the module docstring)."""
-    maker = _MAKERS.get(endpoint.provider)
-    if maker is None:
+def check_endpoint(endpoint: Endpoint) -> None:
+    """Raise UsageError when no client can be made for `endpoint` (an unknown provider, a
+    package its client needs, a region, a project, a key): what the driver can check before any
+    worker starts, as `make_client` checks it in each worker."""
+    if endpoint.provider not in _MAKERS:
         raise UsageError(f"endpoint {endpoint.name!r}: unknown provider {endpoint.provider!r}")
     needed = _extra(endpoint)
     if needed is not None and not _installed(needed[0]):
         raise MissingExtra(
             f"endpoint {endpoint.name!r} ({endpoint.provider}) needs {needed[0]}: pip install '{needed[1]}'"
         )
+    if endpoint.provider in ("bedrock", "vertex"):
+        _require(endpoint, endpoint.region, "region")
+    if (
+        endpoint.provider == "vertex"
+        and (endpoint.auth_token or endpoint.api_key)
+        and not endpoint.project_id
+    ):
+        # only Google credentials found by google-auth name their project
+        raise UsageError(f"endpoint {endpoint.name!r} (vertex) has an access token but no project_id")
+    if endpoint.provider == "foundry":
+        _require(endpoint, endpoint.api_key, "API key")
+
+
+def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> ProviderClient:
+    """The SDK's async client for `endpoint`'s provider (see the module docstring)."""
+    check_endpoint(endpoint)
+    maker = _MAKERS[endpoint.provider]
     http_client = anthropic.DefaultAioHttpClient(
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=httpx2.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
@@ -146,9 +164,6 @@ def _foundry(endpoint: Endpoint, common: dict[str, Any]) -> ProviderClient:
 
 
 def _vertex(endpoint: Endpoint, common: dict[str, Any]) -> ProviderClient:
-    if (endpoint.auth_token or endpoint.api_key) and not endpoint.project_id:
-        # only Google credentials found by google-auth name their project
-        raise UsageError(f"endpoint {endpoint.name!r} (vertex) has an access token but no project_id")
     client = anthropic.AsyncAnthropicVertex(
         region=_require(endpoint, endpoint.region, "region"),
         access_token=endpoint.auth_token or endpoint.api_key,  # None: the worker's Google credentials
