@@ -417,3 +417,18 @@ def test_a_worker_process_reports_the_endpoint_it_called(sim_factory: SimFactory
         0
     ].cost_usd == done.result.cost_usd
     assert sim_a.stats()["successes"] == 1 and sim_b.stats()["requests"] == 0
+
+
+def test_bedrock_s_overload_counts_toward_the_fallback(sim_factory: SimFactory, tmp_path: Path) -> None:
+    """Bedrock answers an overloaded model with 503 ServiceUnavailableException, not 529: it
+    counts as an overload all the same, and the job moves to its fallback model."""
+    sim = sim_factory()
+    settings = settings_in(tmp_path, routing={"fallbacks": {SONNET: [HAIKU]}, "fallback_after_529": 1})
+    prompt = f"@sim{{for_model={SONNET},status=529}} hello"
+    (job,) = jobs_in(tmp_path, {"id": "j", "prompt": prompt, "model": SONNET})
+    ran = run_job(job, [bedrock_at(sim)], RoutingGovernor("b"), settings)
+
+    assert ran.result.succeeded and ran.result.model == HAIKU
+    first, second = ran.result.attempt_log
+    assert (first.model, first.status_code, first.error_type) == (SONNET, 503, "ServiceUnavailableException")
+    assert (second.model, second.status_code, second.endpoint) == (HAIKU, 200, "b")

@@ -91,7 +91,7 @@ class _JobState:
     endpoint: str | None = None  # the named endpoint of the last call (None: the run's only one)
     attempts: int = 0
     cost_usd: float = 0.0
-    overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
+    overloaded: int = 0  # consecutive overloads (529s): after routing.fallback_after_529, a fallback
     log: list[Attempt] = field(default_factory=list)
     tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
     usage: Usage | None = None  # of every turn so far
@@ -334,7 +334,7 @@ class Agent:
         )
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
-        st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
+        st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
         if info.verdict is Verdict.STOP_RUN:

@@ -43,6 +43,14 @@ class ErrorInfo:
     unreachable: bool = False
     host: str | None = None
 
+    @property
+    def overloaded(self) -> bool:
+        """The model is overloaded: the API's (and Vertex AI's) 529, Bedrock's 503
+        `ServiceUnavailableException` (what `routing.fallback_after_529` counts)."""
+        return self.status_code == 529 or (
+            self.status_code == 503 and self.type == "ServiceUnavailableException"
+        )
+
 
 _FAIL_JOB_STATUSES = {400, 404, 413, 422}
 _STOP_RUN_STATUSES = {401, 402, 403}
