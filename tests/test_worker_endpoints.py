@@ -432,3 +432,45 @@ def test_bedrock_s_overload_counts_toward_the_fallback(sim_factory: SimFactory, 
     first, second = ran.result.attempt_log
     assert (first.model, first.status_code, first.error_type) == (SONNET, 503, "ServiceUnavailableException")
     assert (second.model, second.status_code, second.endpoint) == (HAIKU, 200, "b")
+
+
+@dataclass(frozen=True)
+class _RegionalPricer(Pricer):
+    """A Pricer with per-provider prices (`at`, as the pricing table is getting): Bedrock's
+    Haiku at ten times the price."""
+
+    def at(self, provider: str, region: str | None) -> Pricer:
+        if provider != "bedrock":
+            return self
+        return Pricer.from_overrides({HAIKU: {"input": 10.0, "output": 50.0}})
+
+
+def test_a_call_is_paid_at_its_endpoint_s_prices(sim_factory: SimFactory, tmp_path: Path) -> None:
+    sim_a, sim_b = sim_factory(), sim_factory()
+    settings = settings_in(tmp_path)
+    (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
+    base = _RegionalPricer(table=Pricer.from_settings(settings).table)
+    costs = {}
+    for name in ("a", "b"):
+
+        async def main(name: str = name) -> JobResult:
+            broker = GovernorBroker(RoutingGovernor(name), 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
+            clients = make_clients([anthropic_at(sim_a), bedrock_at(sim_b)], 10.0, 2, base)
+            ctx = AgentContext(
+                clients=clients, governor=broker, settings=settings, pricer=base, stopping=asyncio.Event()
+            )
+            try:
+                return await Agent(ctx).run(job)
+            finally:
+                broker.close()
+                for each in clients.values():
+                    await each.client.close()
+
+        result = asyncio.run(asyncio.wait_for(main(), timeout=60))
+        assert result.usage is not None and result.endpoint == name
+        costs[name] = (
+            result.cost_usd,
+            base.at("bedrock" if name == "b" else "anthropic", None).cost_usd(HAIKU, result.usage.to_json()),
+        )
+    assert costs["a"][0] == costs["a"][1] and costs["b"][0] == costs["b"][1]
+    assert costs["b"][0] > costs["a"][0] * 5  # the same answer, at Bedrock's (made-up) prices
