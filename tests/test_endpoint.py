@@ -17,7 +17,7 @@ import pytest
 from anvil_cli.config.endpoint import DEFAULT_BASE_URL, Endpoint, host_of, resolve_endpoint
 from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.worker.loop import make_client
+from anvil_cli.engine.worker.clients import make_client
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.runner import RunOptions, execute_run

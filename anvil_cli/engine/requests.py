@@ -1,6 +1,7 @@
 """A job as a Messages API request, the same in every mode (a worker's agent, a Message Batch):
 the model routing picks, the result cache's key, the params as the API must see them (no
-Anvil-only tool keys, prompt caching marked) and the tools Anvil runs itself."""
+Anvil-only tool keys, prompt caching marked), the digest of their cached prefix and the tools
+Anvil runs itself."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.engine.result_cache import request_key
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import COMMAND_KEY, split_tools
-from anvil_cli.policy.prompt_caching import mark_prompt_cache
+from anvil_cli.policy.prompt_caching import mark_prompt_cache, prefix_digest
 from anvil_cli.policy.routing import model_for
 from anvil_cli.policy.tokens import estimate_input_tokens
 
@@ -26,6 +27,9 @@ class Request:
     tools: dict[str, list[str]]  # the tools Anvil runs itself: name -> argv
     commands: bool  # a tool names a command (`anvil_command`), runnable or not
     est_input: int  # input tokens, estimated
+    # a digest of the model and the prompt prefix the API caches (None: nothing cached): the
+    # governor sends calls sharing one to the endpoint whose cache holds it
+    affinity: str | None = None
 
 
 def prepare_request(job: Job, settings: Settings) -> Request:
@@ -42,6 +46,7 @@ def prepare_request(job: Job, settings: Settings) -> Request:
         tools=tools,
         commands=_uses_commands(asked),
         est_input=estimate_input_tokens(params),
+        affinity=prefix_digest(params),
     )
 
 

@@ -2,7 +2,10 @@
 (via the worker's `GovernorBroker`) and tenacity.
 
 Every API call asks the governor first and settles with it afterwards. The SDK's own retries
-are off; tenacity is the one owner of retries, so the governor sees every attempt.
+are off; tenacity is the one owner of retries, so the governor sees every attempt. The grant
+names the endpoint to call: the agent sends the request through that endpoint's client, with
+the id that provider knows the model by; everything it records keeps Anvil's model id and
+names the endpoint.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.result_cache import ResultCache, result_from_cache
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
+from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.tools.runner import ToolOutcome, run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.policy.prompt_caching import prefix_digest
 from anvil_cli.policy.routing import fallbacks
 from anvil_cli.policy.tokens import estimate_input_tokens
 
@@ -63,15 +69,16 @@ def _is_transient(exc: BaseException) -> bool:
 class AgentContext:
     """What an agent needs, shared by all agents of one worker process."""
 
-    client: anthropic.AsyncAnthropic
+    clients: Mapping[str, EndpointClient]  # endpoint name ("" : the run's only one) -> its client
     governor: GovernorBroker
     settings: Settings
-    pricer: Pricer
+    pricer: Pricer  # the run's prices (each endpoint's own are on its EndpointClient)
     stopping: asyncio.Event  # set when the run drains: stop waiting and retrying
     tools: ToolContext = field(default_factory=ToolContext)
     owner: int = -1  # this worker's id: the governor releases its grants if it dies
     on_attempt: Callable[[int, Attempt], None] = lambda _seq, _attempt: None  # every attempt
-    on_spend: Callable[[int, float], None] = lambda _seq, _usd: None  # every paid call, as settled
+    # every paid call, as settled: (seq, USD, endpoint name)
+    on_spend: Callable[[int, float, str], None] = lambda _seq, _usd, _endpoint: None
 
 
 @dataclass
@@ -80,9 +87,11 @@ class _JobState:
     model: str
     request: dict[str, Any]
     est_input: int
+    affinity: str | None = None  # the digest of the cached prompt prefix (CallAsk.affinity)
+    endpoint: str | None = None  # the named endpoint of the last call (None: the run's only one)
     attempts: int = 0
     cost_usd: float = 0.0
-    overloaded: int = 0  # consecutive 529s: after routing.fallback_after_529, try a fallback
+    overloaded: int = 0  # consecutive overloads (529s): after routing.fallback_after_529, a fallback
     log: list[Attempt] = field(default_factory=list)
     tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
     usage: Usage | None = None  # of every turn so far
@@ -107,14 +116,26 @@ class Agent:
         self.timeout_s = s.provider.timeout_s
         self.retries = s.retries
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
+        self._first = next(iter(ctx.clients.values()))
+        secrets = {secret for each in ctx.clients.values() for secret in each.endpoint.secrets()}
+        self._secrets = sorted(secrets, key=len, reverse=True)  # a key containing another goes first
+        self._pricers = list({id(each.pricer): each.pricer for each in ctx.clients.values()}.values())
 
     def redact(self, text: str) -> str:
-        """Error text never carries the API key or token, whatever an exception put in it."""
-        client = self.ctx.client
-        for secret in (getattr(client, "api_key", None), getattr(client, "auth_token", None)):
-            if secret:
-                text = text.replace(secret, "[redacted]")
+        """Error text never carries any endpoint's key, token or AWS secret, whatever an
+        exception put in it."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
         return text
+
+    def _endpoint(self, grant: Grant) -> EndpointClient:
+        """Where the grant says to send the call ("": the run's only endpoint, or its first)."""
+        if not grant.endpoint:
+            return self._first
+        try:
+            return self.ctx.clients[grant.endpoint]
+        except KeyError:
+            raise RuntimeError(f"granted a call on an unknown endpoint {grant.endpoint!r}") from None
 
     async def run(self, job: Job) -> JobResult:
         started = time.time()
@@ -127,6 +148,7 @@ class Agent:
             model=request.model,
             request=request.params,
             est_input=request.est_input,
+            affinity=request.affinity,
             tools=request.tools,
         )
         if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
@@ -156,6 +178,7 @@ class Agent:
             started_at=started,
             finished_at=finished,
             cache_key=request.key if self.cache is not None else None,  # the conductor stores it
+            endpoint=st.endpoint,
         )
 
     def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:
@@ -171,6 +194,7 @@ class Agent:
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
+            endpoint=st.endpoint,
         )
 
     # -- tools --------------------------------------------------------------------------------
@@ -240,7 +264,9 @@ class Agent:
         st.attempts += 1
         t0 = time.monotonic()
         try:
-            message, status_code, headers = await self._call(st)
+            endpoint = self._endpoint(grant)
+            st.endpoint = endpoint.name
+            message, status_code, headers = await self._call(st, endpoint)
         except anthropic.APIError as exc:
             self._settle_failure(st, grant, exc, time.monotonic() - t0)
             raise
@@ -248,9 +274,9 @@ class Agent:
             self.ctx.governor.release(grant.ticket)
             raise
         usage = usage_of(message)
-        cost = self.ctx.pricer.cost_usd(st.model, usage.to_json())
+        cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
         st.cost_usd += cost
-        self.ctx.on_spend(st.job.seq, cost)  # journaled before anything else happens to the job
+        self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
         self.ctx.governor.settle(
             grant.ticket,
             Outcome(
@@ -262,19 +288,23 @@ class Agent:
                 headers=_headers(headers),
             ),
         )
-        entry = Attempt(st.attempts, st.model, 200, latency_s=round(time.monotonic() - t0, 4))
+        latency_s = round(time.monotonic() - t0, 4)
+        entry = Attempt(st.attempts, st.model, 200, latency_s=latency_s, endpoint=st.endpoint)
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
         return message
 
-    async def _call(self, st: _JobState) -> tuple[Any, int, Mapping[str, str]]:
-        """One request: (message, HTTP status, response headers). Long requests are streamed,
-        as the API asks for anything that may take over ten minutes (the SDK's own rule)."""
+    async def _call(self, st: _JobState, endpoint: EndpointClient) -> tuple[Any, int, Mapping[str, str]]:
+        """One request to `endpoint`, with the model id its provider knows: (message, HTTP
+        status, response headers). Long requests are streamed, as the API asks for anything that
+        may take over ten minutes (the SDK's own rule)."""
+        request = {**st.request, "model": endpoint.model_id(st.model)}
+        messages = endpoint.client.messages
         if st.job.max_tokens > STREAM_ABOVE_MAX_TOKENS:
-            async with self.ctx.client.messages.stream(**st.request, timeout=self.timeout_s) as stream:
+            async with messages.stream(**request, timeout=self.timeout_s) as stream:
                 message = await stream.get_final_message()
                 return message, stream.response.status_code, stream.response.headers
-        raw = await self.ctx.client.messages.with_raw_response.create(**st.request, timeout=self.timeout_s)
+        raw = await messages.with_raw_response.create(**request, timeout=self.timeout_s)
         return await raw.parse(), raw.http_response.status_code, raw.headers
 
     def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
@@ -300,10 +330,11 @@ class Agent:
             message=self.redact(info.message)[:500],
             host=info.host,
             unreachable=info.unreachable,  # no connection was made (policy/unreachable.py counts these)
+            endpoint=st.endpoint,
         )
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
-        st.overloaded = st.overloaded + 1 if info.status_code == 529 else 0
+        st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
         if info.verdict is Verdict.STOP_RUN:
@@ -314,8 +345,9 @@ class Agent:
     async def _acquire(self, st: _JobState) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
         while True:
-            worst = self.ctx.pricer.worst_case_usd(st.model, st.est_input, st.job.max_tokens)
-            ask = CallAsk(st.est_input, st.job.max_tokens, worst)
+            # the dearest endpoint's: which one the call goes to is the governor's to say
+            worst = max(p.worst_case_usd(st.model, st.est_input, st.job.max_tokens) for p in self._pricers)
+            ask = CallAsk(st.est_input, st.job.max_tokens, worst, affinity=st.affinity)
             waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
             stop = asyncio.ensure_future(self.ctx.stopping.wait())
             done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -340,10 +372,10 @@ class Agent:
             return False
         breakers = self.ctx.governor.breakers()
         for candidate in chain:
-            breaker = breakers.get(candidate)
-            if breaker is None or breaker.state != "open":
+            if not model_open(breakers, candidate):  # some endpoint still serves it
                 st.model = candidate
                 st.request = {**st.request, "model": candidate}
+                st.affinity = prefix_digest(st.request)  # another model caches apart
                 return True
         return False
 

@@ -1,4 +1,12 @@
-"""What an API error means for the job and the run: retry, fail the job, or stop the run."""
+"""What an API error means for the job and the run: retry, fail the job, or stop the run.
+
+Every provider's errors reach here as the SDK raises them. Bedrock's throttling (429
+`ThrottlingException`) and Vertex AI's quota (429 `RESOURCE_EXHAUSTED`) are the SDK's
+`RateLimitError`, retried like the Anthropic API's 429s; their error type is read from
+Bedrock's `x-amzn-errortype` header and Vertex's `error.status`. An exception frame in a
+Bedrock stream arrives as an `APIStatusError` of status 200 (the stream had begun): its type
+says what it is (`_BEDROCK_STREAM_ERRORS`).
+"""
 
 from __future__ import annotations
 
@@ -35,18 +43,39 @@ class ErrorInfo:
     unreachable: bool = False
     host: str | None = None
 
+    @property
+    def overloaded(self) -> bool:
+        """The model is overloaded: the API's (and Vertex AI's) 529, Bedrock's 503
+        `ServiceUnavailableException` (what `routing.fallback_after_529` counts)."""
+        return self.status_code == 529 or (
+            self.status_code == 503 and self.type == "ServiceUnavailableException"
+        )
+
 
 _FAIL_JOB_STATUSES = {400, 404, 413, 422}
 _STOP_RUN_STATUSES = {401, 402, 403}
 _SPEND_CAP_CODE = "enforced_spend_limit_reached"
+# An exception frame in a Bedrock stream (lower-cased type) -> the status Bedrock gives that
+# error outside a stream, and the verdict. Its other frames (modelStreamErrorException,
+# internalServerException, serviceUnavailableException, modelTimeoutException) are transient.
+_BEDROCK_STREAM_ERRORS = {
+    "throttlingexception": (429, Verdict.RETRY),  # a rate limit: the governor pauses and learns
+    "validationexception": (400, Verdict.FAIL_JOB),  # this request can never succeed
+}
 
 
 def _api_error_type(exc: anthropic.APIStatusError) -> str:
+    """The error's type: the API's `error.type`, Vertex AI's `error.status`, Bedrock's
+    `x-amzn-errortype` header (`ThrottlingException:http://...`), else the SDK's class name."""
     body = exc.body
     if isinstance(body, dict):
         err = body.get("error", body)
-        if isinstance(err, dict) and isinstance(err.get("type"), str):
-            return str(err["type"])
+        for key in ("type", "status"):
+            if isinstance(err, dict) and isinstance(err.get(key), str):
+                return str(err[key])
+    amazon = exc.response.headers.get("x-amzn-errortype")
+    if amazon:
+        return str(amazon).partition(":")[0]
     return getattr(exc, "type", None) or type(exc).__name__
 
 
@@ -151,8 +180,11 @@ def _classify_status(exc: anthropic.APIStatusError) -> ErrorInfo:
         return ErrorInfo(Verdict.STOP_RUN, etype, message, status, False)
     if status in _FAIL_JOB_STATUSES:
         return ErrorInfo(Verdict.FAIL_JOB, etype, message, status, False)
-    if status == 200:  # an `error` event inside a 200 stream: transient
-        return ErrorInfo(Verdict.RETRY, etype, message, status, True)
+    if status == 200:  # an `error` event inside a 200 stream
+        bedrock = _BEDROCK_STREAM_ERRORS.get(etype.lower())
+        if bedrock is not None:
+            return ErrorInfo(bedrock[1], etype, message, bedrock[0], False)
+        return ErrorInfo(Verdict.RETRY, etype, message, status, True)  # transient
     if status in (408, 409) or status >= 500:
         return ErrorInfo(Verdict.RETRY, etype, message, status, status >= 500)
     return ErrorInfo(Verdict.FAIL_JOB, etype, message, status, False)

@@ -3,7 +3,7 @@
 It speaks only the typed protocol of `engine.events`: commands in on its inbox (`RunJob`,
 `Drain`, `Stop`), events out on its own pipe (`WorkerReady`, `CallFailed`, `CallSettled`,
 `JobDone`, `JobAbandoned`, `RunFatal`). API calls go through the SDK's async client on its
-aiohttp transport (one connection pool, sized to the agents); the governor is reached only
+aiohttp transport, one per endpoint (`clients.py`); the governor is reached only
 through the worker's `GovernorBroker`, so no call blocks the loop on IPC.
 """
 
@@ -20,10 +20,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-import anthropic
-import httpx2
-
-from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.events import (
@@ -50,31 +46,12 @@ from anvil_cli.engine.process.lifeline import die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.engine.worker.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.worker.broker import GovernorBroker, GovernorLost
+from anvil_cli.engine.worker.clients import make_clients
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.tools.runner import ToolProcesses
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.pricing.pricer import Pricer
-
-CONNECT_TIMEOUT_S = 5.0
-
-
-def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> anthropic.AsyncAnthropic:
-    """The SDK's async client on its aiohttp transport, with its own retries off: tenacity owns
-    retries. Built from `endpoint` alone: address, credential and headers are all passed, so none
-    of the SDK's fallbacks to this process's environment applies (a Ray node's ANTHROPIC_BASE_URL
-    is not the driver's)."""
-    http_client = anthropic.DefaultAioHttpClient(
-        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        timeout=httpx2.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
-    )
-    client = anthropic.AsyncAnthropic(
-        **endpoint.client_kwargs(), max_retries=0, timeout=timeout_s, http_client=http_client
-    )
-    # The SDK merges this process's ANTHROPIC_CUSTOM_HEADERS into any headers given: the
-    # driver's (in the endpoint) are the only ones that apply.
-    client._custom_headers = dict(endpoint.headers)
-    return client
 
 
 def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, events: Connection) -> None:
@@ -182,7 +159,9 @@ async def run_worker_loop(
     `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
     settings = Settings.model_validate_json(cfg.settings_json)
-    client = make_client(cfg.endpoints[0], settings.provider.timeout_s, cfg.max_agents + 4)
+    pricer = Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()})
+    # one client per endpoint, each pool sized to the agents (any of them may send every call)
+    clients = make_clients(cfg.endpoints, settings.provider.timeout_s, cfg.max_agents + 4, pricer)
     broker = GovernorBroker(governor, cfg.worker_id, loop).start()
     wid = cfg.worker_id
 
@@ -190,8 +169,8 @@ async def run_worker_loop(
         if not attempt.ok:
             sink.put(CallFailed(wid, seq, attempt))
 
-    def on_spend(seq: int, cost_usd: float) -> None:
-        sink.put(CallSettled(wid, seq, cost_usd))
+    def on_spend(seq: int, cost_usd: float, endpoint: str) -> None:
+        sink.put(CallSettled(wid, seq, cost_usd, endpoint))
 
     def on_tool_group(pgid: int, running: bool) -> None:
         sink.put(ToolGroup(wid, pgid, running))
@@ -200,10 +179,10 @@ async def run_worker_loop(
 
     agent = Agent(
         AgentContext(
-            client=client,
+            clients=clients,
             governor=broker,
             settings=settings,
-            pricer=Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()}),
+            pricer=pricer,
             stopping=asyncio.Event(),
             tools=ToolContext.for_run(settings.run, settings.state_dir, cfg.run_id, processes),
             owner=wid,
@@ -224,7 +203,8 @@ async def run_worker_loop(
         processes.kill_all()  # no tool call outlives its worker
         agent.ctx.tools.close()  # and its tools' working directories go with it
         broker.close()
-        await client.close()
+        for each in clients.values():
+            await each.client.close()
 
 
 async def _serve_pipes(
