@@ -190,7 +190,9 @@ def run_baseline(jobs: int, off_after_s: float | None) -> dict[str, Any]:
                     )
                 )
             else:
-                clients.append(anthropic.Anthropic(api_key=f"bench-key-{name}", base_url=sim.endpoint_url(name)))
+                clients.append(
+                    anthropic.Anthropic(api_key=f"bench-key-{name}", base_url=sim.endpoint_url(name))
+                )
         ok = [0]
         lock = threading.Lock()
 
@@ -239,7 +241,8 @@ def _shares(successes: dict[str, int]) -> str:
     total = sum(successes.values()) or 1
     capacity = _pooled_rpm()
     return ", ".join(
-        f"{n} {100 * successes[n] / total:.1f}% (capacity {100 * rpm / capacity:.0f}%)" for n, _, rpm in ENDPOINTS
+        f"{n} {100 * successes[n] / total:.1f}% (capacity {100 * rpm / capacity:.0f}%)"
+        for n, _, rpm in ENDPOINTS
     )
 
 
@@ -254,7 +257,9 @@ def report(label: str, jobs: int, r: dict[str, Any], bound: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="500 jobs instead of 2,000")
     parser.add_argument("--ray", action="store_true", help="also on Ray (the `ray` extra)")
     parser.add_argument("--off-after", type=float, default=30.0, help="seconds until org-b goes off")
@@ -277,7 +282,9 @@ def main() -> None:
         off_at, stopped = r.get("off_at"), r.get("stopped_at")
         off_s = off_at - r["first"] if off_at else None
         report(f"anvil ({backend})", jobs, r, bound_s(jobs, r.get("done_at_off"), off_s))
-        moved = f"{stopped - off_at:.1f}s" if off_at and stopped else "at once (no refused call after the switch)"
+        moved = (
+            f"{stopped - off_at:.1f}s" if off_at and stopped else "at once (no refused call after the switch)"
+        )
         print(
             f"  {'':16s} calls to {OFF} stopped {moved} after it went off (apart from probes); "
             f"refused {r['refused'][OFF]}; cut in flight {r['cut_in_flight']}; "
