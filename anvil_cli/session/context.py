@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
+from anvil_cli.config.endpoint import Endpoint, named_endpoint, resolve_endpoints
+from anvil_cli.config.endpoint_checks import check_endpoints
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.kind import RUN_KIND
@@ -59,8 +60,19 @@ class RunContext:
 
 
 def run_endpoints(settings: Settings, opts: RunOptions) -> tuple[Endpoint, ...]:
-    """Where calls go and with what credential (anvil_cli/config/endpoint.py); --simulate needs no key."""
+    """Where calls go and with what credential (anvil_cli/config/endpoint.py); --simulate needs no
+    key (each of `endpoints:` keeps its name, provider, region and models, with the simulator's
+    key). Raises UsageError (exit 2) for what `anvil validate` also refuses: a credential variable
+    not set, a provider's extra not installed, a routing model no endpoint serves."""
     if opts.simulate:
-        return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
-    hint = " (or run with --simulate to rehearse offline)"
-    return resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
+        if not settings.endpoints:
+            return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
+        endpoints = tuple(
+            named_endpoint(i, entry, {}, simulated_key=SIM_API_KEY)
+            for i, entry in enumerate(settings.endpoints)
+        )
+    else:
+        hint = " (or run with --simulate to rehearse offline)"
+        endpoints = resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
+    check_endpoints(settings, endpoints)
+    return endpoints
