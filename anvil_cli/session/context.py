@@ -68,7 +68,9 @@ def run_endpoints(settings: Settings, opts: RunOptions) -> tuple[Endpoint, ...]:
         if not settings.endpoints:
             return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
         endpoints = tuple(
-            named_endpoint(i, entry, {}, simulated_key=SIM_API_KEY)
+            named_endpoint(i, entry, {}, simulated_key=SIM_API_KEY).at(
+                "http://127.0.0.1", "the embedded simulator"
+            )
             for i, entry in enumerate(settings.endpoints)
         )
     else:
