@@ -250,8 +250,8 @@ def test_schema_errors_point_at_the_line(tmp_path: Path) -> None:
     """
     (shared,) = _problems(tmp_path, text)
     assert (
-        "anvil.yaml:8: field 'shared_limits.org.endpoints[1]': unknown endpoint 'org-c' (endpoints: org-a, org-b"
-        in shared
+        "anvil.yaml:8: field 'shared_limits.org.endpoints[1]': "
+        "unknown endpoint 'org-c' (endpoints: org-a, org-b)" in shared
     )
 
 
@@ -377,8 +377,8 @@ def test_validate_reports_endpoint_problems_at_their_line(
     assert result.exit_code == 2
     err = result.stderr
     assert (
-        f"{config}:4: field 'endpoints[0].api_key_env': endpoints[0] (org-a): api_key_env: the variable KEY_A is"
-        in err
+        f"{config}:4: field 'endpoints[0].api_key_env': "
+        "endpoints[0] (org-a): api_key_env: the variable KEY_A is not set" in err
     )
     assert (
         f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): bedrock does not serve claude-opus"
