@@ -345,6 +345,19 @@ def test_run_refuses_what_validate_refuses(tmp_path: Path, monkeypatch: pytest.M
         run_endpoints(settings, RunOptions(batch=tmp_path / "b.jsonl", simulate=True))
 
 
+def test_run_refuses_a_batch_model_an_endpoint_cannot_serve(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, TWO)
+    options = RunOptions(batch=_batch(tmp_path, "claude-opus-4-8"), simulate=True)
+    with pytest.raises(
+        UsageError, match=r"endpoints\[1\] \(bedrock-east\): bedrock does not serve claude-opus-4-8"
+    ):
+        run_endpoints(settings, options)
+    assert (
+        len(run_endpoints(settings, RunOptions(batch=_batch(tmp_path, "claude-haiku-4-5"), simulate=True)))
+        == 2
+    )
+
+
 def test_simulate_keeps_every_endpoint_without_credentials(tmp_path: Path) -> None:
     text = TWO + "  - {name: v, provider: vertex, region: global}\n"
     settings = _settings(tmp_path, text)

@@ -3,18 +3,22 @@ open in the journal, the `RunContext` every later step is handed (conduct, finis
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
 from anvil_cli.config.endpoint import Endpoint, named_endpoint, resolve_endpoints
-from anvil_cli.config.endpoint_checks import check_endpoints
+from anvil_cli.config.endpoint_checks import batch_models, check_endpoints
+from anvil_cli.config.provider_models import serves_all
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.kind import RUN_KIND
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.errors import Problem
+from anvil_cli.jobs.stream import iter_batch
 from anvil_cli.session.control import RunControl
 from anvil_cli.session.simulated import SIM_API_KEY
 from anvil_cli.snapshot.metrics import RunMetrics
@@ -76,5 +80,17 @@ def run_endpoints(settings: Settings, opts: RunOptions) -> tuple[Endpoint, ...]:
     else:
         hint = " (or run with --simulate to rehearse offline)"
         endpoints = resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
-    check_endpoints(settings, endpoints)
+    check_endpoints(settings, endpoints, _models_asked(settings, opts, endpoints))
     return endpoints
+
+
+def _models_asked(settings: Settings, opts: RunOptions, endpoints: tuple[Endpoint, ...]) -> set[str]:
+    """The batch's models, when an endpoint serves only some (Bedrock, Vertex): one pass over
+    the file (its problems are reported when its jobs are loaded, not here)."""
+    if all(serves_all(e.provider) for e in endpoints) or not opts.batch.is_file():
+        return set()
+    models: Counter[str] = Counter()
+    for item in iter_batch(opts.batch, extra_models=list(settings.prices)):
+        if not isinstance(item, Problem):
+            models[item.model] += 1
+    return batch_models(models, settings)
