@@ -59,8 +59,10 @@ TWO_AS_JSON = {
 
 
 @pytest.mark.parametrize("env", [TWO_BY_NUMBER, TWO_AS_JSON], ids=["numbered", "json"])
-def test_two_endpoints_from_variables_only(tmp_path: Path, env: dict[str, str]) -> None:
-    os.chdir(tmp_path)  # no ./anvil.yaml
+def test_two_endpoints_from_variables_only(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./anvil.yaml
     settings = load_settings(None, env=env)
     org, bedrock = settings.endpoints
     assert (org.name, org.api_key_env, org.rate_limits["default"].requests_per_minute) == (
@@ -116,22 +118,24 @@ def test_a_numbered_variable_sets_a_field_of_the_files_entry(tmp_path: Path) -> 
         ),
     ],
 )
-def test_errors_name_the_variable(tmp_path: Path, env: dict[str, str], expected: str) -> None:
-    os.chdir(tmp_path)
+def test_errors_name_the_variable(
+    tmp_path: Path, env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_settings(None, env=env)
     assert any(expected in str(p) for p in caught.value.problems), caught.value.problems
 
 
-def test_a_command_is_still_text(tmp_path: Path) -> None:
+def test_a_command_is_still_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only a value written as `{...}` is a mapping: `echo a: b` stays the command it is."""
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     settings = load_settings(None, env={"ANVIL_ALERTS__COMMAND": "echo a: b"})
     assert settings.alerts.command == "echo a: b"
 
 
 def test_validate_with_variables_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     for name, value in TWO_BY_NUMBER.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("KEY_A", raising=False)
@@ -183,7 +187,9 @@ def test_the_config_file_of_the_command_line(argv: list[str], path: str | None) 
     assert _config_arg(argv) == path
 
 
-def test_the_secret_names_come_from_the_file_and_the_variables(tmp_path: Path) -> None:
+def test_the_secret_names_come_from_the_file_and_the_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         "endpoints:\n  - {name: a, api_key_env: KEY_A}\n  - {name: b, provider: bedrock, region: us-east-1}\n"
@@ -201,7 +207,7 @@ def test_the_secret_names_come_from_the_file_and_the_variables(tmp_path: Path) -
         "ANTHROPIC_FOUNDRY_API_KEY",
         "GTOK",
     )
-    os.chdir(tmp_path)  # no ./anvil.yaml, no endpoint variables: nothing beyond the fixed names
+    monkeypatch.chdir(tmp_path)  # no ./anvil.yaml, no endpoint variables: nothing beyond the fixed names
     assert configured_secret_names(["run", "x"], {"SERPAPI_API_KEY": "k"}) == ()
     assert configured_secret_names(["run", "x", "-c", "missing.yaml"], {}) == ()
 

@@ -109,11 +109,10 @@ def configured_secret_names(argv: list[str], env: Mapping[str, str]) -> tuple[st
     if b"endpoints" not in text and not from_env:  # the common case: nothing to parse
         return ()
     from anvil_cli.config.providers import credential_variables
-    from anvil_cli.config.settings import Settings
     from anvil_cli.config.sources import merge_layers, read_env_layer, read_file_layer
 
-    layers = [read_file_layer(Path(path))] if path is not None else []
-    merged = merge_layers([*layers, read_env_layer(env, set(Settings.model_fields))])
+    layers = [read_file_layer(Path(path))] if path is not None else []  # as load_settings reads them
+    merged = merge_layers([*layers, read_env_layer(env, {"endpoints"})])  # not the schema: not loaded yet
     entries = merged.values.get("endpoints")
     names: list[str] = []
     for entry in entries if isinstance(entries, list) else []:
