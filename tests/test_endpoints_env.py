@@ -301,3 +301,9 @@ def test_no_process_of_a_run_has_an_endpoints_credential(tmp_path: Path, slow_si
             proc.communicate()
     assert proc.returncode == 0, err  # the key still reached the API
     assert key_a not in out + err and key_b not in out + err
+
+
+def test_a_mistaken_variable_name_never_takes_path_away(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("endpoints:\n  - {name: a, api_key_env: PATH}\n  - {name: b, api_key_env: KEY_B}\n")
+    assert configured_secret_names(["-c", str(config)], {}) == ("KEY_B",)

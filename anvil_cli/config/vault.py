@@ -41,6 +41,8 @@ _PIPE_SAFE_BYTES = 60_000  # written before exec: must fit the pipe's buffer (64
 _PR_SET_DUMPABLE = 4
 
 _held: dict[str, str] = {}
+# what every process needs, never a credential: a mistaken `api_key_env: PATH` must not take it away
+_NEVER_HELD = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TMPDIR", "PWD", "TERM"})
 
 
 def hand_over(environ: Mapping[str, str] | None = None) -> None:
@@ -120,7 +122,9 @@ def configured_secret_names(argv: list[str], env: Mapping[str, str]) -> tuple[st
             fields = [entry.get(k) for k in ("provider", "api_key_env", "auth_token_env")]
             provider, key_env, token_env = (f if isinstance(f, str) else None for f in fields)
             names.extend(credential_variables(provider or "anthropic", key_env, token_env))
-    return tuple(dict.fromkeys(n for n in names if n and "=" not in n and "\x00" not in n))
+    return tuple(
+        dict.fromkeys(n for n in names if n and "=" not in n and "\x00" not in n and n not in _NEVER_HELD)
+    )
 
 
 def _config_arg(argv: list[str]) -> str | None:
