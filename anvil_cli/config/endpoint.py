@@ -9,7 +9,7 @@ Precedence, highest first:
 2. credential: the key given to `anvil run` (tests), then `ANTHROPIC_API_KEY`, then
    `ANTHROPIC_AUTH_TOKEN` (a bearer token, as the SDK reads it; the key wins when both are set);
 3. extra headers: `ANTHROPIC_CUSTOM_HEADERS` ("Name: value" lines, as the SDK reads them).
-The `ANTHROPIC_*` variables and `--api-key` make this one implicit endpoint only.
+`provider.base_url` and the `ANTHROPIC_*` variables make this one implicit endpoint only.
 
 With an `endpoints:` section, each entry is one `Endpoint`, in order (`resolve_endpoints`):
 * base URL: the entry's `base_url`, else its provider's address (`config/providers.py`: the
