@@ -423,3 +423,13 @@ def test_validate_json_is_unchanged_without_endpoints(tmp_path: Path) -> None:
         app, ["validate", str(_batch(tmp_path, "claude-haiku-4-5")), "-c", str(config), "--json"]
     )
     assert result.exit_code == 0 and "warnings" not in json.loads(result.stdout)
+
+
+def test_validate_warns_that_provider_base_url_applies_to_no_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _write(tmp_path, "provider: {base_url: 'http://proxy:1'}\n" + TWO)
+    monkeypatch.setenv("KEY_A", SECRET)
+    result = runner.invoke(app, ["validate", str(_batch(tmp_path, "claude-haiku-4-5")), "-c", str(config)])
+    assert result.exit_code == 0
+    assert f"warning: {config}:1: field 'provider.base_url': applies to no endpoint" in result.stderr

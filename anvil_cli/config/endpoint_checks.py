@@ -64,14 +64,17 @@ def batch_models(per_model: Mapping[str, int], settings: Settings) -> set[str]:
 def endpoint_warnings(
     settings: Settings, endpoints: tuple[Endpoint, ...], environ: Mapping[str, str] | None = None
 ) -> list[Finding]:
-    """What a run survives but the user should know: a fallback model an endpoint cannot serve
-    (its calls go to the others), and a credential variable still in this process's environment
-    (`environ`, default os.environ): the vault did not take it, so every process Anvil starts
-    (tools included) inherits it."""
+    """What a run survives but the user should know: `provider.base_url` (it applies to none), a
+    fallback model an endpoint cannot serve, and a credential variable still in this process's
+    environment (`environ`, default os.environ): the vault did not take it, so every process
+    Anvil starts (tools included) inherits it."""
     if not settings.endpoints:
         return []
     environ = os.environ if environ is None else environ
     found = []
+    if settings.provider.base_url:
+        message = "applies to no endpoint of the endpoints: section (give each its own base_url)"
+        found.append(Finding("provider.base_url", message))
     fallbacks = {m for chain in settings.routing.fallbacks.values() for m in chain}
     for i, endpoint in enumerate(endpoints):
         for model in sorted(fallbacks):
