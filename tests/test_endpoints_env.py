@@ -307,3 +307,48 @@ def test_a_mistaken_variable_name_never_takes_path_away(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("endpoints:\n  - {name: a, api_key_env: PATH}\n  - {name: b, api_key_env: KEY_B}\n")
     assert configured_secret_names(["-c", str(config)], {}) == ("KEY_B",)
+
+
+# Records whether the endpoints' credentials are in the tool's environment or its parent's (the
+# worker's) /proc environ, and whether a variable no endpoint names is still there for it.
+LOOK = """
+import json, os, sys
+parent = open(f"/proc/{os.getppid()}/environ", "rb").read()
+seen = {"own": [n for n in ("KEY_A", "KEY_B") if n in os.environ],
+        "parent": [n for n in ("KEY_A", "KEY_B") if n.encode() + b"=" in parent],
+        "tool_key": os.environ.get("TOOL_API_KEY")}
+open(os.path.join(sys.argv[1], os.path.basename(os.getcwd()) + ".json"), "w").write(json.dumps(seen))
+print("looked")
+"""
+
+
+def test_a_tool_sees_no_endpoint_credential(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    report.mkdir()
+    look = {
+        "name": "look",
+        "description": "d",
+        "input_schema": {"type": "object"},
+        "anvil_command": [sys.executable, "-c", LOOK, str(report)],
+    }
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(
+        json.dumps({"id": "agent", "prompt": "look around", "model": "claude-haiku-4-5", "tools": [look]})
+    )
+    with SimServer(SimConfig(seed=4)).start_thread() as sim:
+        endpoints = [
+            {"name": "org-a", "api_key_env": "KEY_A", "base_url": sim.base_url},
+            {"name": "org-b", "api_key_env": "KEY_B", "base_url": sim.base_url},
+        ]
+        run = {"tool_write_paths": [str(report)]}
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, run=run, endpoints=endpoints)
+        env = cli_env()
+        del env["ANTHROPIC_API_KEY"]
+        env.update(KEY_A="sk-ant-a-tool", KEY_B="sk-ant-b-tool", TOOL_API_KEY="for-the-tool")
+        argv = anvil_cmd("run", str(batch), "--config", str(config), "--json")
+        done = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    (seen,) = [json.loads(p.read_text()) for p in report.iterdir()]
+    assert seen == {"own": [], "parent": [], "tool_key": "for-the-tool"}
