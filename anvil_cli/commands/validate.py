@@ -10,9 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from anvil_cli.commands.common import out_console, problem_lines
-from anvil_cli.config.load import load_settings
-from anvil_cli.config.settings import Settings
-from anvil_cli.errors import ConfigError, ProblemLog
+from anvil_cli.config.endpoint import Endpoint, EndpointError, named_endpoint
+from anvil_cli.config.endpoint_checks import Finding, batch_models, endpoint_errors, endpoint_warnings
+from anvil_cli.config.load import load_located_settings
+from anvil_cli.config.settings import EndpointSettings, Settings
+from anvil_cli.config.sources import Origin, origin_of
+from anvil_cli.config.vault import environ_with_secrets
+from anvil_cli.errors import ConfigError, Problem, ProblemLog
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.input_limits import plain
 from anvil_cli.jobs.summary import BatchSummary, problem_dict, summarize_batch
@@ -22,6 +26,8 @@ HELP = (
     "Prints the number of jobs per model and priority and an estimate of the input tokens; "
     "or the problems found, one per line as file:line[:col]: job 'id': field 'f': message "
     "(the first 50, then how many more).\n\n"
+    "With an `endpoints:` section, each endpoint is resolved as `anvil run` would: its credential "
+    "variable set, its provider's extra installed, every model of the batch served by it.\n\n"
     "Nothing is written: the state directory is not created.\n\n" + EXIT_CODES_HELP
 )
 
@@ -44,15 +50,22 @@ def validate(
     """Check the settings and the batch; exit 0 when both are valid, 2 otherwise."""
     problems = ProblemLog()
     settings: Settings | None = None
+    origins: dict[str, Origin] = {}
     try:
-        settings = load_settings(config)
+        settings, origins = load_located_settings(config)
     except ConfigError as exc:
         problems.extend(exc.problems, exc.total)
     extra_models = list(settings.prices) if settings is not None else []
     summary = summarize_batch(batch, extra_models=extra_models)
     problems.extend(summary.problems, summary.problem_count)
+    warnings: list[Problem] | None = None
+    if settings is not None and settings.endpoints:
+        found, warnings = _endpoint_problems(settings, origins, batch_models(summary.per_model, settings))
+        problems.extend(found)
     if as_json:
-        _print_json(summary, problems)
+        _print_json(summary, problems, warnings)
+    for warning in warnings or []:
+        typer.echo(f"warning: {plain(str(warning))}", err=True)
     if problems:
         lines, closing = problem_lines(problems.kept, problems.total)
         for line in [*lines, *closing]:
@@ -62,12 +75,46 @@ def validate(
         _print_summary(summary)
 
 
-def _print_json(summary: BatchSummary, problems: ProblemLog) -> None:
-    """The summary; `problems` lists at most MAX_KEPT_PROBLEMS, `problem_count` counts them all."""
+def _endpoint_problems(
+    settings: Settings, origins: dict[str, Origin], models: set[str]
+) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) of the `endpoints:` section, each at the file and line of its field:
+    every entry resolved as `anvil run` resolves it, then `config/endpoint_checks.py`."""
+    env = environ_with_secrets()
+    errors: list[Problem] = []
+    endpoints: list[Endpoint] = []
+    for i, entry in enumerate(settings.endpoints):
+        try:
+            endpoints.append(named_endpoint(i, entry, env))
+        except EndpointError as exc:
+            where = (
+                f"endpoints[{i}].{exc.field}"
+                if exc.field in EndpointSettings.model_fields
+                else f"endpoints[{i}]"
+            )
+            errors.append(_located(origins, Finding(where, str(exc))))
+            endpoints.append(
+                named_endpoint(i, entry, {}, simulated_key="-")
+            )  # its shape, for the checks below
+    resolved = tuple(endpoints)
+    errors += [_located(origins, f) for f in endpoint_errors(settings, resolved, models)]
+    return errors, [_located(origins, f) for f in endpoint_warnings(settings, resolved)]
+
+
+def _located(origins: dict[str, Origin], finding: Finding) -> Problem:
+    origin = origin_of(origins, finding.path)
+    return Problem(origin.file, finding.message, line=origin.line, field=finding.path)
+
+
+def _print_json(summary: BatchSummary, problems: ProblemLog, warnings: list[Problem] | None) -> None:
+    """The summary; `problems` lists at most MAX_KEPT_PROBLEMS, `problem_count` counts them all;
+    `warnings` (the endpoints', only with an `endpoints:` section)."""
     data = summary.to_dict()
     data["ok"] = not problems
     data["problems"] = [problem_dict(p) for p in problems.kept]
     data["problem_count"] = problems.total
+    if warnings is not None:
+        data["warnings"] = [problem_dict(p) for p in warnings]
     typer.echo(json.dumps(data, indent=2))
 
 

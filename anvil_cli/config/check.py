@@ -93,8 +93,8 @@ def _loc_path(loc: tuple[int | str, ...]) -> str:
 def _schema_problem(err: ErrorDetails, origins: dict[str, Origin]) -> Problem:
     loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
-    if err["type"] == "cross_field" and "field" in ctx:
-        loc = (*loc, str(ctx["field"]))
+    if err["type"] == "cross_field" and "field" in ctx:  # `endpoints.1.name`: a list index is an int
+        loc = (*loc, *(int(p) if p.isdigit() else p for p in str(ctx["field"]).split(".")))
     path = _loc_path(loc)
     if err["type"] == "extra_forbidden":
         message = _unknown_key_message(loc)

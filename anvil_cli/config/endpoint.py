@@ -9,6 +9,24 @@ Precedence, highest first:
 2. credential: the key given to `anvil run` (tests), then `ANTHROPIC_API_KEY`, then
    `ANTHROPIC_AUTH_TOKEN` (a bearer token, as the SDK reads it; the key wins when both are set);
 3. extra headers: `ANTHROPIC_CUSTOM_HEADERS` ("Name: value" lines, as the SDK reads them).
+`provider.base_url` and the `ANTHROPIC_*` variables make this one implicit endpoint only.
+
+With an `endpoints:` section, each entry is one `Endpoint`, in order (`resolve_endpoints`):
+* base URL: the entry's `base_url`, else its provider's address (`config/providers.py`: the
+  Anthropic API; Bedrock's and Vertex's from the region; Foundry's from the resource);
+  `ANTHROPIC_BASE_URL` (and the SDK's `ANTHROPIC_BEDROCK_BASE_URL`...) do not apply;
+* credential, from the environment (the vault's secrets included), never from the file:
+  anthropic: `api_key_env` or `auth_token_env`, else ANTHROPIC_API_KEY, else ANTHROPIC_AUTH_TOKEN;
+  foundry: `api_key_env` (default ANTHROPIC_FOUNDRY_API_KEY) or `auth_token_env` (an Entra ID token);
+  bedrock: `api_key_env`/`auth_token_env` (a Bedrock API key), else AWS_BEARER_TOKEN_BEDROCK,
+  else AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), else none: the worker
+  signs with the AWS credential chain of its own machine (profile files, an instance role);
+  vertex: `auth_token_env`/`api_key_env` (an access token), else none: the worker's Application
+  Default Credentials; its project: `project_id`, else ANTHROPIC_VERTEX_PROJECT_ID, else
+  GOOGLE_CLOUD_PROJECT;
+* models: the provider's ids of the models Anvil knows it serves (`config/provider_models.py`),
+  with the entry's `models:` over them.
+Errors name the entry and the field (`endpoints[1] (bedrock-east): ...`), never a secret.
 """
 
 from __future__ import annotations
@@ -18,12 +36,28 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from anvil_cli.config.settings import Settings
+from anvil_cli.config.provider_models import default_models, serves_all
+from anvil_cli.config.providers import (
+    AWS_KEY_ENV,
+    BEDROCK_KEY_ENV,
+    FOUNDRY_KEY_ENV,
+    VERTEX_PROJECT_ENV,
+    default_base_url,
+)
+from anvil_cli.config.settings import EndpointSettings, Settings
 from anvil_cli.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # What the SDK would read from a process's environment; the driver reads them, workers never.
 API_ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS")
+
+
+class EndpointError(UsageError):
+    """An `endpoints:` entry that cannot be resolved: which one (`index`) and which field."""
+
+    def __init__(self, index: int, name: str, field: str, message: str) -> None:
+        self.index, self.field = index, field
+        super().__init__(f"endpoints[{index}] ({name}): {field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +88,19 @@ class Endpoint:
 
     @property
     def credential_name(self) -> str:
-        return "api_key" if self.api_key else "auth_token" if self.auth_token else "none"
+        if self.api_key:
+            return "api_key"
+        return "auth_token" if self.auth_token else "aws" if self.aws_credentials else "none"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `org-a (bedrock)`; the implicit endpoint: its address."""
+        return f"{self.name} ({self.provider})" if self.name else self.base_url
+
+    def serves(self, model: str) -> bool:
+        """Whether calls for `model` can go here: the Anthropic API and Foundry serve every
+        model by its id; Bedrock and Vertex the ones Anvil knows or `models:` maps."""
+        return serves_all(self.provider) or model in dict(self.models)
 
     @property
     def host(self) -> str:
@@ -136,8 +182,131 @@ def resolve_endpoints(
     settings: Settings, env: Mapping[str, str], api_key: str | None = None, hint: str = ""
 ) -> tuple[Endpoint, ...]:
     """Every endpoint a run's calls may go to, in the order `endpoints:` lists them; without
-    that section, the one endpoint of the ANTHROPIC_* variables (`resolve_endpoint`)."""
-    return (resolve_endpoint(settings, env, api_key, hint),)
+    that section, the one endpoint of the ANTHROPIC_* variables (`resolve_endpoint`). Raises
+    UsageError naming the entry and the field (a variable not set, a bad URL, no project).
+    `api_key` (`anvil run`'s, for tests) and `hint` apply to the implicit endpoint only."""
+    if not settings.endpoints:
+        return (resolve_endpoint(settings, env, api_key, hint),)
+    return tuple(named_endpoint(i, entry, env) for i, entry in enumerate(settings.endpoints))
+
+
+def named_endpoint(
+    index: int, entry: EndpointSettings, env: Mapping[str, str], simulated_key: str | None = None
+) -> Endpoint:
+    """Entry `index` of `endpoints:` as an Endpoint (EndpointError when it cannot be). With
+    `simulated_key` (`--simulate`) it takes that key instead of its own: no variable need be set."""
+    at = _Entry(index, entry)
+    base_url, origin = _named_base_url(at)
+    try:
+        _check_url(base_url, origin)
+    except UsageError as exc:
+        raise at.error("base_url", str(exc)) from None
+    shape = Endpoint(
+        base_url,
+        origin,
+        name=entry.name,
+        provider=entry.provider,
+        region=entry.region,
+        project_id=entry.project_id,
+        models=tuple({**default_models(entry.provider, entry.region), **entry.models}.items()),
+    )
+    if simulated_key is not None:
+        if entry.provider == "vertex":  # a bearer token, as an access token goes
+            return replace(shape, project_id=entry.project_id or "anvil-simulated", auth_token=simulated_key)
+        return replace(shape, api_key=simulated_key)
+    if entry.provider == "vertex":
+        return replace(shape, project_id=_vertex_project(at, env), auth_token=_vertex_token(at, env))
+    if entry.provider == "bedrock":
+        return _bedrock_credential(shape, at, env)
+    return _key_or_token(shape, at, env)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    index: int
+    entry: EndpointSettings
+
+    def error(self, field: str, message: str) -> EndpointError:
+        return EndpointError(self.index, self.entry.name, field, message)
+
+    def variable(self, env: Mapping[str, str], name: str, field: str) -> str:
+        """The value of the variable `name` (named by `field`): set, and printable."""
+        value = env.get(name)
+        if not value:
+            raise self.error(field, f"the variable {name} is not set")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise self.error(field, f"{name} contains whitespace or control characters (not shown here)")
+        return value
+
+
+def _named_base_url(at: _Entry) -> tuple[str, str]:
+    entry = at.entry
+    if entry.base_url:
+        return entry.base_url, f"endpoints[{at.index}].base_url"
+    url = default_base_url(entry.provider, entry.region, entry.resource)
+    if url is None:  # foundry without its resource (the schema requires bedrock's and vertex's region)
+        raise at.error("resource", "a foundry endpoint needs its resource (or a base_url)")
+    return url, "default" if entry.provider == "anthropic" else f"the {entry.provider} default"
+
+
+def _key_or_token(shape: Endpoint, at: _Entry, env: Mapping[str, str]) -> Endpoint:
+    """anthropic and foundry: a key, or a bearer token, from the variable named or the usual one."""
+    entry = at.entry
+    if entry.api_key_env:
+        return replace(shape, api_key=at.variable(env, entry.api_key_env, "api_key_env"))
+    if entry.auth_token_env:
+        return replace(shape, auth_token=at.variable(env, entry.auth_token_env, "auth_token_env"))
+    usual = (
+        ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN") if entry.provider == "anthropic" else (FOUNDRY_KEY_ENV,)
+    )
+    for name in usual:
+        if env.get(name):
+            value = at.variable(env, name, "api_key_env")
+            if name.endswith("_TOKEN"):
+                return replace(shape, auth_token=value)
+            return replace(shape, api_key=value)
+    unset = " nor ".join(usual)
+    raise at.error("api_key_env", f"no credential: name the variable holding its key ({unset} is not set)")
+
+
+def _bedrock_credential(shape: Endpoint, at: _Entry, env: Mapping[str, str]) -> Endpoint:
+    """A Bedrock API key, else AWS keys from the environment, else none (the worker's AWS chain)."""
+    entry = at.entry
+    if entry.api_key_env or entry.auth_token_env:
+        field = "api_key_env" if entry.api_key_env else "auth_token_env"
+        return replace(
+            shape, api_key=at.variable(env, entry.api_key_env or entry.auth_token_env or "", field)
+        )
+    if env.get(BEDROCK_KEY_ENV):
+        return replace(shape, api_key=at.variable(env, BEDROCK_KEY_ENV, "api_key_env"))
+    key_id, secret, session = AWS_KEY_ENV
+    if not env.get(key_id) and not env.get(secret):
+        return shape  # the AWS credential chain of the worker's machine: profiles, an instance role
+    aws = (
+        at.variable(env, key_id, "AWS credentials"),
+        at.variable(env, secret, "AWS credentials"),
+        at.variable(env, session, "AWS credentials") if env.get(session) else None,
+    )
+    return replace(shape, aws_credentials=aws)
+
+
+def _vertex_project(at: _Entry, env: Mapping[str, str]) -> str:
+    if at.entry.project_id:
+        return at.entry.project_id
+    for name in VERTEX_PROJECT_ENV:
+        if env.get(name):
+            return env[name]
+    raise at.error(
+        "project_id", f"no Google Cloud project: set project_id (or {' or '.join(VERTEX_PROJECT_ENV)})"
+    )
+
+
+def _vertex_token(at: _Entry, env: Mapping[str, str]) -> str | None:
+    """An access token from the variable named; none: the worker's Application Default Credentials."""
+    named = at.entry.auth_token_env or at.entry.api_key_env
+    if not named:
+        return None
+    return at.variable(env, named, "auth_token_env" if at.entry.auth_token_env else "api_key_env")
 
 
 def resolve_endpoint(

@@ -10,7 +10,7 @@ from typing import Any
 
 from anvil_cli.config.check import check_settings
 from anvil_cli.config.settings import Settings
-from anvil_cli.config.sources import flags_layer, merge_layers, read_env_layer, read_file_layer
+from anvil_cli.config.sources import Origin, flags_layer, merge_layers, read_env_layer, read_file_layer
 
 CONFIG_FILE_NAME = "anvil.yaml"
 
@@ -29,13 +29,24 @@ def load_settings(
     Every problem from every source is collected before raising. A relative `state_dir` is
     resolved against the current directory. Nothing is created or written.
     """
+    return load_located_settings(config_path, env, overrides)[0]
+
+
+def load_located_settings(
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Settings, dict[str, Origin]]:
+    """`load_settings`, and where each value came from (by dotted path: `endpoints[1].region`),
+    for checks made after loading (`anvil validate`'s of the endpoints) to point at a line."""
     layers = []
     path = config_path if config_path is not None else _default_config_path()
     if path is not None:
         layers.append(read_file_layer(path))
     layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
     layers.append(flags_layer(overrides or {}))
-    return check_settings(merge_layers(layers))
+    merged = merge_layers(layers)
+    return check_settings(merged), merged.origins
 
 
 def _default_config_path() -> Path | None:

@@ -215,6 +215,24 @@ class EndpointSettings(_Section):
         self.rate_limits.setdefault("default", RateLimit())
         return self
 
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> EndpointSettings:
+        """What each provider needs and what it has no use for (config/endpoint.py reads them)."""
+        if self.provider in ("bedrock", "vertex") and not self.region:
+            example = "us-east-1" if self.provider == "bedrock" else "us-east5 (or global)"
+            raise _cross_field("region", f"a {self.provider} endpoint needs its region, e.g. {example}")
+        if self.region and self.provider not in ("bedrock", "vertex"):
+            raise _cross_field("region", f"region applies to bedrock and vertex, not {self.provider}")
+        if self.project_id and self.provider != "vertex":
+            raise _cross_field("project_id", f"project_id applies to vertex, not {self.provider}")
+        if self.resource and self.provider != "foundry":
+            raise _cross_field("resource", f"resource applies to foundry, not {self.provider}")
+        if self.provider == "foundry" and self.resource and self.base_url:
+            raise _cross_field("base_url", "give a foundry endpoint its resource or its base_url, not both")
+        if self.api_key_env and self.auth_token_env:
+            raise _cross_field("auth_token_env", "give api_key_env or auth_token_env, not both")
+        return self
+
 
 class SharedLimit(_Section):
     """A ceiling over several endpoints (keys of one organisation share its limits)."""
@@ -271,19 +289,23 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _check_endpoint_names(self) -> Settings:
-        seen: set[str] = set()
+        # a dotted `field` with list indices (`endpoints.1.name`): check.py shows it as endpoints[1].name
+        seen: dict[str, int] = {}
         for i, endpoint in enumerate(self.endpoints):
             if endpoint.name in seen:
-                raise _cross_field(f"endpoints.{i}.name", f"endpoint name {endpoint.name!r} is used twice")
-            seen.add(endpoint.name)
+                raise _cross_field(
+                    f"endpoints.{i}.name",
+                    f"endpoint name {endpoint.name!r} is used twice (first endpoints[{seen[endpoint.name]}])",
+                )
+            seen[endpoint.name] = i
         for name, shared in self.shared_limits.items():
             if name in seen:
                 raise _cross_field(f"shared_limits.{name}", f"{name!r} names an endpoint already")
-            for member in shared.endpoints:
+            for j, member in enumerate(shared.endpoints):
                 if member not in seen:
-                    known = ", ".join(sorted(seen)) or "none: there is no endpoints section"
+                    known = ", ".join(seen) or "none: there is no endpoints section"
                     raise _cross_field(
-                        f"shared_limits.{name}.endpoints",
+                        f"shared_limits.{name}.endpoints.{j}",
                         f"unknown endpoint {member!r} (endpoints: {known})",
                     )
         return self

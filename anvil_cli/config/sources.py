@@ -18,6 +18,8 @@ from anvil_cli.yamlpos import NodeLoader, error_position, line_of, parse_scalar,
 
 ENV_PREFIX = "ANVIL_"
 FLAGS = "command line"
+# settings that are lists of sections: `ANVIL_ENDPOINTS__0__NAME` numbers their entries
+LIST_SECTIONS = ("endpoints",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,12 @@ def _parse_file_text(name: str, text: str) -> Layer:
 def read_env_layer(env: Mapping[str, str], top_level: set[str]) -> Layer:
     """`ANVIL_SCALING__WORKERS=4` → {"scaling": {"workers": 4}}; values are parsed as YAML scalars.
 
+    A value written as YAML or JSON flow text is a list or a mapping: `ANVIL_ENDPOINTS='[{name:
+    a, api_key_env: KEY_A}]'`, `ANVIL_SHARED_LIMITS='{org: {endpoints: [a, b]}}'` (a mapping
+    only when the text starts with `{`: `echo a: b` stays text). The entries of a list of
+    sections (`endpoints`) are numbered from 0: `ANVIL_ENDPOINTS__0__NAME=a`; a number sets that
+    field of the file's entry, or adds one right after the last (`merge_layers`).
+
     Variables whose first part is not a settings section (e.g. `ANVIL_DEBUG`) belong to
     something else and are ignored, unless the name is a likely misspelling of a section.
     """
@@ -132,9 +140,13 @@ def _maybe_misspelt(var: str, head: str, top_level: set[str], layer: Layer) -> N
 
 def _set_env_value(layer: Layer, var: str, parts: list[str], raw: str) -> None:
     value = parse_scalar(raw) if raw.strip() else None  # not YAML: the text, for the schema to judge
-    if isinstance(value, dict):
-        value = raw
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        value = raw  # `echo a: b` is a command, not a mapping
     parts = _env_model_keys(parts)
+    if parts[0] in LIST_SECTIONS and len(parts) > 1 and not parts[1].isdigit():
+        msg = f"{parts[0]} is a list: number its entries from 0 ({ENV_PREFIX}{parts[0].upper()}__0__...)"
+        layer.problems.append(Problem(_env_name(var), msg))
+        return
     target = layer.values
     for part in parts[:-1]:
         child = target.setdefault(part, {})
@@ -144,18 +156,33 @@ def _set_env_value(layer: Layer, var: str, parts: list[str], raw: str) -> None:
             return
         target = child
     target[parts[-1]] = value
-    layer.origins[".".join(parts)] = Origin(_env_name(var), env_var=var)
+    origin = Origin(_env_name(var), env_var=var)
+    layer.origins[_path_of(parts)] = origin
+    if parts[0] in LIST_SECTIONS and len(parts) > 2:  # a field missing from the entry: its first variable
+        layer.origins.setdefault(_path_of(parts[:2]), origin)
+
+
+def _path_of(parts: list[str]) -> str:
+    """The dotted path of `parts` as schema errors name it: `endpoints[0].name`."""
+    if parts[0] in LIST_SECTIONS and len(parts) > 1:
+        return ".".join([f"{parts[0]}[{parts[1]}]", *parts[2:]])
+    return ".".join(parts)
+
+
+# keys naming a model (a model id cannot hold `-` in a variable name: CLAUDE_HAIKU_4_5)
+_MODEL_KEYED = ("rate_limits", "prices", "models")
 
 
 def _env_model_keys(parts: list[str]) -> list[str]:
-    """`RATE_LIMITS__CLAUDE_HAIKU_4_5__...`: a model id cannot hold `-` in a variable name."""
-    if parts[0] in ("rate_limits", "prices") and len(parts) > 1 and parts[1] != "default":
-        from anvil_cli.policy.pricing.table import known_models
+    """`RATE_LIMITS__CLAUDE_HAIKU_4_5__...`, `ENDPOINTS__0__MODELS__CLAUDE_SONNET_4_6`: the model id."""
+    from anvil_cli.policy.pricing.table import known_models
 
-        dashed = parts[1].replace("_", "-")
-        if dashed in known_models():
-            return [parts[0], dashed, *parts[2:]]
-    return parts
+    out = list(parts)
+    for i, part in enumerate(parts[:-1]):
+        key = parts[i + 1]
+        if part in _MODEL_KEYED and key != "default" and key.replace("_", "-") in known_models():
+            out[i + 1] = key.replace("_", "-")
+    return out
 
 
 # -- flags -------------------------------------------------------------------------------------
@@ -190,7 +217,13 @@ def merge_layers(layers: list[Layer]) -> Layer:
     """Later layers win, key by key (nested mappings are merged, other values replaced)."""
     merged = empty_layer()
     for layer in layers:
-        merged.values = _deep_merge(merged.values, layer.values)
+        values = dict(layer.values)
+        for name in LIST_SECTIONS:  # entries numbered by variables: over the list below, by number
+            if _is_numbered(values.get(name)):
+                below = merged.values.get(name)
+                below = below if isinstance(below, list) else []
+                merged.values[name] = _numbered_list(name, values.pop(name), below, merged)
+        merged.values = _deep_merge(merged.values, values)
         merged.problems.extend(layer.problems)
         for path, origin in layer.origins.items():
             merged.origins[path] = origin
@@ -207,13 +240,33 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_numbered(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(str(k).isdigit() for k in value)
+
+
+def _numbered_list(name: str, numbered: dict[str, Any], below: list[Any], merged: Layer) -> list[Any]:
+    """`{"0": {...}, "1": {...}}` over the list `below`: entry i's fields set over its entry there,
+    entries right after its last added. A gap (ANVIL_ENDPOINTS__3__ with 2 entries) is a problem."""
+    out = list(below)
+    for index in sorted(numbered, key=int):
+        i, entry = int(index), numbered[index]
+        if i < len(out) and isinstance(out[i], dict) and isinstance(entry, Mapping):
+            out[i] = _deep_merge(out[i], entry)
+        elif i <= len(out):
+            out[i : i + 1] = [entry]
+        else:
+            msg = f"{name}[{i}]: there is no {name}[{len(out)}]; number the entries from 0 without gaps"
+            merged.problems.append(Problem(_env_name(f"{ENV_PREFIX}{name.upper()}__{i}__..."), msg))
+    return out
+
+
 def origin_of(origins: dict[str, Origin], path: str) -> Origin:
     """The origin of `path` (or of its nearest ancestor that has one)."""
     probe = path
     while probe:
         if probe in origins:
             return origins[probe]
-        cut = probe.rfind(".")
+        cut = max(probe.rfind("."), probe.rfind("["))  # `endpoints[1].region` → `endpoints[1]` → `endpoints`
         probe = probe[:cut] if cut > 0 else ""
     file_origin = origins.get("")
     return file_origin or Origin("settings")

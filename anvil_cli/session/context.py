@@ -3,17 +3,22 @@ open in the journal, the `RunContext` every later step is handed (conduct, finis
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
+from anvil_cli.config.endpoint import Endpoint, named_endpoint, resolve_endpoints
+from anvil_cli.config.endpoint_checks import batch_models, check_endpoints
+from anvil_cli.config.provider_models import serves_all
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.engine.journal.kind import RUN_KIND
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.ticker import Ticker
+from anvil_cli.errors import Problem
+from anvil_cli.jobs.stream import iter_batch
 from anvil_cli.session.control import RunControl
 from anvil_cli.session.simulated import SIM_API_KEY
 from anvil_cli.snapshot.metrics import RunMetrics
@@ -59,8 +64,33 @@ class RunContext:
 
 
 def run_endpoints(settings: Settings, opts: RunOptions) -> tuple[Endpoint, ...]:
-    """Where calls go and with what credential (anvil_cli/config/endpoint.py); --simulate needs no key."""
+    """Where calls go and with what credential (anvil_cli/config/endpoint.py); --simulate needs no
+    key (each of `endpoints:` keeps its name, provider, region and models, with the simulator's
+    key). Raises UsageError (exit 2) for what `anvil validate` also refuses: a credential variable
+    not set, a provider's extra not installed, a routing model no endpoint serves."""
     if opts.simulate:
-        return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
-    hint = " (or run with --simulate to rehearse offline)"
-    return resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
+        if not settings.endpoints:
+            return (Endpoint("http://127.0.0.1", "the embedded simulator", api_key=SIM_API_KEY),)
+        endpoints = tuple(
+            named_endpoint(i, entry, {}, simulated_key=SIM_API_KEY).at(
+                "http://127.0.0.1", "the embedded simulator"
+            )
+            for i, entry in enumerate(settings.endpoints)
+        )
+    else:
+        hint = " (or run with --simulate to rehearse offline)"
+        endpoints = resolve_endpoints(settings, environ_with_secrets(), api_key=opts.api_key, hint=hint)
+    check_endpoints(settings, endpoints, _models_asked(settings, opts, endpoints))
+    return endpoints
+
+
+def _models_asked(settings: Settings, opts: RunOptions, endpoints: tuple[Endpoint, ...]) -> set[str]:
+    """The batch's models, when an endpoint serves only some (Bedrock, Vertex): one pass over
+    the file (its problems are reported when its jobs are loaded, not here)."""
+    if all(serves_all(e.provider) for e in endpoints) or not opts.batch.is_file():
+        return set()
+    models: Counter[str] = Counter()
+    for item in iter_batch(opts.batch, extra_models=list(settings.prices)):
+        if not isinstance(item, Problem):
+            models[item.model] += 1
+    return batch_models(models, settings)
