@@ -85,7 +85,7 @@ def test_each_entry_in_order_with_its_provider_fields(tmp_path: Path) -> None:
     # the user's mapping wins; the models Anvil knows Bedrock serves get their inference profile
     assert bedrock.model_id("claude-sonnet-4-6") == "us.anthropic.claude-sonnet-4-6-custom"
     assert bedrock.model_id("claude-haiku-4-5") == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
-    assert bedrock.serves("claude-haiku-4-5") and not bedrock.serves("claude-opus-4-8")
+    assert bedrock.serves("claude-haiku-4-5") and not bedrock.serves("claude-sonnet-5")
     assert org.serves("claude-opus-4-8") and org.model_id("claude-opus-4-8") == "claude-opus-4-8"
     for endpoint in (org, bedrock):
         assert SECRET not in repr(endpoint) and "aws-secret" not in repr(endpoint)
@@ -305,15 +305,15 @@ def test_a_batch_model_an_endpoint_cannot_serve(tmp_path: Path) -> None:
     endpoints = resolve_endpoints(settings, {"KEY_A": SECRET})
     found = [
         f
-        for f in endpoint_errors(settings, endpoints, {"claude-opus-4-8", "claude-haiku-4-5"})
+        for f in endpoint_errors(settings, endpoints, {"claude-sonnet-5", "claude-haiku-4-5"})
         if "serve" in f.message
     ]
     assert [(f.path, f.message.split(":")[0]) for f in found] == [
         ("endpoints[1]", "endpoints[1] (bedrock-east)")
     ]
-    assert "does not serve claude-opus-4-8" in found[0].message and "map it under models:" in found[0].message
-    with pytest.raises(UsageError, match="claude-opus-4-8"):
-        check_endpoints(settings, endpoints, {"claude-opus-4-8"})
+    assert "does not serve claude-sonnet-5" in found[0].message and "map it under models:" in found[0].message
+    with pytest.raises(UsageError, match="claude-sonnet-5"):
+        check_endpoints(settings, endpoints, {"claude-sonnet-5"})
     check_endpoints(settings, endpoints, {"claude-haiku-4-5"})  # served by both
 
 
@@ -347,9 +347,9 @@ def test_run_refuses_what_validate_refuses(tmp_path: Path, monkeypatch: pytest.M
 
 def test_run_refuses_a_batch_model_an_endpoint_cannot_serve(tmp_path: Path) -> None:
     settings = _settings(tmp_path, TWO)
-    options = RunOptions(batch=_batch(tmp_path, "claude-opus-4-8"), simulate=True)
+    options = RunOptions(batch=_batch(tmp_path, "claude-sonnet-5"), simulate=True)
     with pytest.raises(
-        UsageError, match=r"endpoints\[1\] \(bedrock-east\): bedrock does not serve claude-opus-4-8"
+        UsageError, match=r"endpoints\[1\] \(bedrock-east\): bedrock does not serve claude-sonnet-5"
     ):
         run_endpoints(settings, options)
     assert (
@@ -386,7 +386,7 @@ def test_validate_reports_endpoint_problems_at_their_line(
 ) -> None:
     config = _write(tmp_path, TWO)
     monkeypatch.delenv("KEY_A", raising=False)
-    result = runner.invoke(app, ["validate", str(_batch(tmp_path, "claude-opus-4-8")), "-c", str(config)])
+    result = runner.invoke(app, ["validate", str(_batch(tmp_path, "claude-sonnet-5")), "-c", str(config)])
     assert result.exit_code == 2
     err = result.stderr
     assert (
@@ -394,7 +394,7 @@ def test_validate_reports_endpoint_problems_at_their_line(
         "endpoints[0] (org-a): api_key_env: the variable KEY_A is not set" in err
     )
     assert (
-        f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): bedrock does not serve claude-opus"
+        f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): bedrock does not serve claude-sonnet-5"
         in err
     )
 

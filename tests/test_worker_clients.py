@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from anvil_cli.config.endpoint import Endpoint
+from anvil_cli.config.provider_models import default_models, provider_model_id
+from anvil_cli.config.providers import default_base_url
 from anvil_cli.engine.worker.clients import (
     EndpointClient,
     MissingExtra,
@@ -21,12 +23,6 @@ from anvil_cli.engine.worker.clients import (
 )
 from anvil_cli.errors import UsageError
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.provider_models import (
-    BEDROCK_MODELS,
-    VERTEX_MODELS,
-    default_base_url,
-    provider_model_id,
-)
 from anvil_cli.sim import SimServer
 from anvil_cli.sim.providers.models import bedrock_model, vertex_model
 from tests.sim_fixtures import fixture_sim, fixture_sim_factory  # noqa: F401
@@ -246,7 +242,7 @@ def test_a_provider_given_no_address_calls_its_own_not_the_anthropic_api() -> No
         ("foundry", None, (), HAIKU),
         ("bedrock", "us-east-1", (), "us.anthropic.claude-haiku-4-5-20251001-v1:0"),
         ("bedrock", "eu-central-1", (), "eu.anthropic.claude-haiku-4-5-20251001-v1:0"),
-        ("bedrock", "ap-northeast-1", (), "apac.anthropic.claude-haiku-4-5-20251001-v1:0"),
+        ("bedrock", "ap-northeast-1", (), "global.anthropic.claude-haiku-4-5-20251001-v1:0"),
         ("bedrock", "sa-east-1", (), "global.anthropic.claude-haiku-4-5-20251001-v1:0"),
         (
             "bedrock",
@@ -276,18 +272,18 @@ def test_a_model_a_provider_does_not_serve_keeps_anvil_s_id() -> None:
 
 @pytest.mark.parametrize("region", [None, "us-east-1", "eu-west-1", "ap-south-1", "me-central-1"])
 def test_the_catalog_s_ids_name_their_models_as_the_providers_parse_them(region: str | None) -> None:
-    for model in BEDROCK_MODELS:
+    for model in default_models("bedrock", region):
         assert bedrock_model(provider_model_id("bedrock", model, region) or "") == model
-    for model in VERTEX_MODELS:
+    for model in default_models("vertex", region):
         assert vertex_model(provider_model_id("vertex", model, region) or "") == model
 
 
 def test_default_addresses_are_the_sdk_s() -> None:
-    assert default_base_url("bedrock", "us-east-1") == "https://bedrock-runtime.us-east-1.amazonaws.com"
-    assert default_base_url("vertex", "global") == "https://aiplatform.googleapis.com/v1"
-    assert default_base_url("vertex", "eu") == "https://aiplatform.eu.rep.googleapis.com/v1"
-    assert default_base_url("foundry", resource="r") == "https://r.services.ai.azure.com/anthropic/"
-    assert default_base_url("bedrock") is None and default_base_url("vertex") is None
+    assert default_base_url("bedrock", "us-east-1", None) == "https://bedrock-runtime.us-east-1.amazonaws.com"
+    assert default_base_url("vertex", "global", None) == "https://aiplatform.googleapis.com/v1"
+    assert default_base_url("vertex", "eu", None) == "https://aiplatform.eu.rep.googleapis.com/v1"
+    assert default_base_url("foundry", None, "r") == "https://r.services.ai.azure.com/anthropic/"
+    assert default_base_url("bedrock", None, None) is None and default_base_url("vertex", None, None) is None
 
 
 def test_vertex_given_a_token_needs_no_google_auth(monkeypatch: pytest.MonkeyPatch, sim: SimServer) -> None:

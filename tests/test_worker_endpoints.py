@@ -184,7 +184,8 @@ def test_a_call_goes_to_the_endpoint_its_grant_names(sim_factory: SimFactory, tm
     sim_a, sim_b = sim_factory(), sim_factory()
     settings = settings_in(tmp_path)
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
-    ran = run_job(job, [anthropic_at(sim_a), bedrock_at(sim_b)], RoutingGovernor("b"), settings)
+    bedrock = bedrock_at(sim_b)
+    ran = run_job(job, [anthropic_at(sim_a), bedrock], RoutingGovernor("b"), settings)
 
     assert ran.result.succeeded and ran.result.endpoint == "b" and ran.result.model == HAIKU
     assert sim_a.stats()["requests"] == 0
@@ -196,7 +197,10 @@ def test_a_call_goes_to_the_endpoint_its_grant_names(sim_factory: SimFactory, tm
     usage = ran.result.usage
     assert usage is not None
     assert ran.spent == [(job.seq, ran.result.cost_usd, "b")]
-    assert ran.result.cost_usd == Pricer.from_settings(settings).cost_usd(HAIKU, usage.to_json()) > 0
+    # paid at Bedrock's price in its region (data/prices.yaml: the regional premium)
+    list_price = Pricer.from_settings(settings).cost_usd(HAIKU, usage.to_json())
+    paid = Pricer.from_settings(settings).for_endpoint(bedrock).cost_usd(HAIKU, usage.to_json())
+    assert ran.result.cost_usd == paid > list_price > 0
 
 
 def test_the_endpoint_s_own_mapping_names_the_model_sent(sim_factory: SimFactory, tmp_path: Path) -> None:

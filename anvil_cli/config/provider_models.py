@@ -22,6 +22,9 @@ _BEDROCK: dict[str, tuple[str, tuple[str, ...]]] = {
     "claude-opus-4-5": ("anthropic.claude-opus-4-5-20251101-v1:0", ("global", "us", "eu")),
     "claude-haiku-4-5": ("anthropic.claude-haiku-4-5-20251001-v1:0", ("global", "us", "eu")),
     "claude-opus-4-1": ("anthropic.claude-opus-4-1-20250805-v1:0", ("us",)),
+    # unverified: following Opus 4.6's naming (a `models:` mapping overrides them)
+    "claude-opus-4-7": ("anthropic.claude-opus-4-7-v1", ("global", "us", "eu")),
+    "claude-opus-4-8": ("anthropic.claude-opus-4-8-v1", ("global", "us", "eu")),
 }
 
 # Anvil id -> Vertex AI publisher model id
@@ -32,6 +35,8 @@ _VERTEX: dict[str, str] = {
     "claude-opus-4-5": "claude-opus-4-5@20251101",
     "claude-haiku-4-5": "claude-haiku-4-5@20251001",
     "claude-opus-4-1": "claude-opus-4-1@20250805",
+    "claude-opus-4-7": "claude-opus-4-7",  # unverified, as above
+    "claude-opus-4-8": "claude-opus-4-8",
 }
 
 # providers that take Anvil's ids as they are and serve every model
@@ -69,3 +74,11 @@ def default_models(provider: str, region: str | None) -> dict[str, str]:
 def serves_all(provider: str) -> bool:
     """Whether the provider serves any model by Anvil's id (no table to consult)."""
     return provider in SAME_IDS
+
+
+def provider_model_id(provider: str, model: str, region: str | None = None) -> str | None:
+    """The id `provider` knows `model` by (Bedrock: the inference profile of `region`), or None
+    when Anvil does not know the provider to serve it."""
+    if serves_all(provider):
+        return model
+    return default_models(provider, region).get(model)

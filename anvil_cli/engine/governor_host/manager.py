@@ -19,6 +19,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import cast
 
+from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.process.forkserver import ensure_forkserver
@@ -91,11 +92,12 @@ def _entry_limits(rate_limits: Mapping[str, RateLimit]) -> Callable[[str], tuple
 
 
 def serves(endpoint: EndpointSettings, model: str) -> bool:
-    """Can `endpoint` serve `model`? REFINE HERE (the one place): every endpoint serves every
-    model for now. `models:` renames a model for the provider and is no whitelist; a provider's
-    own catalog (which Claude models Bedrock, Vertex, Foundry offer) belongs here."""
-    del endpoint, model
-    return True
+    """Can `endpoint` serve `model`? The Anthropic API and Foundry serve every model; Bedrock
+    and Vertex the ones Anvil knows they offer (config/provider_models.py) or `models:` maps
+    (as `Endpoint.serves` answers for the resolved endpoint)."""
+    if serves_all(endpoint.provider) or model in endpoint.models:
+        return True
+    return model in default_models(endpoint.provider, endpoint.region)
 
 
 def _route(endpoint: EndpointSettings, settings: Settings) -> Route:

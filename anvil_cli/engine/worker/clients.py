@@ -23,9 +23,10 @@ import anthropic
 import httpx2
 
 from anvil_cli.config.endpoint import DEFAULT_BASE_URL, Endpoint
+from anvil_cli.config.provider_models import provider_model_id
+from anvil_cli.config.providers import default_base_url
 from anvil_cli.errors import UsageError
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.provider_models import default_base_url, provider_model_id
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -143,7 +144,7 @@ def _base_url(endpoint: Endpoint) -> str:
     given = endpoint.base_url_from != "default" or endpoint.base_url.rstrip("/") != DEFAULT_BASE_URL
     if endpoint.provider == "anthropic" or given:
         return endpoint.base_url
-    return default_base_url(endpoint.provider, endpoint.region) or endpoint.base_url
+    return default_base_url(endpoint.provider, endpoint.region, None) or endpoint.base_url
 
 
 def _require(endpoint: Endpoint, value: str | None, what: str) -> str:
