@@ -394,7 +394,8 @@ def test_validate_reports_endpoint_problems_at_their_line(
         "endpoints[0] (org-a): api_key_env: the variable KEY_A is not set" in err
     )
     assert (
-        f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): bedrock does not serve claude-sonnet-5"
+        f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): "
+        "bedrock does not serve claude-sonnet-5"
         in err
     )
 
