@@ -19,11 +19,14 @@ run that stored none yet gets the builder's empty one) with what the journal kno
     alert_events                 the last alert changes recorded in the journal
     summary                      the summary stored when the run ended (null while running)
     api_hosts                    the API hosts (host:port) its workers called
+    endpoints                    only on a run with named endpoints (`endpoints:`): each one's
+                                 cost, calls, errors, share, pools and breakers
+                                 (`anvil_cli.snapshot.endpoints`)
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from anvil_cli.engine.journal.store import (
     FAILED,
@@ -40,6 +43,7 @@ from anvil_cli.engine.journal.store import (
 from anvil_cli.engine.process.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.snapshot.build import build_snapshot, snapshot_of
+from anvil_cli.snapshot.endpoints import EndpointStatus, endpoints_of
 from anvil_cli.snapshot.history import HISTORY_KINDS, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.resume_advice import resume_advice
@@ -57,7 +61,13 @@ ENDED_PHASES: Final[dict[str, Phase]] = {
 }
 
 
-class RunStatus(Snapshot):
+class _NamedEndpoints(TypedDict, total=False):
+    """The keys of a status present only on a run with named endpoints."""
+
+    endpoints: dict[str, EndpointStatus]  # by name
+
+
+class RunStatus(Snapshot, _NamedEndpoints):
     """A run's status: its last snapshot with the journal's counts, history and run record."""
 
     stored_state: str
@@ -163,7 +173,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     stored = snapshot_of(row.snapshot)
     snap = stored or empty_snapshot(row)
     totals = journal.totals(row.id)
-    return {
+    status: RunStatus = {
         **snap,
         "state": _live_state(stored) if live else state,
         "counts": _counts(journal, row.id),
@@ -186,6 +196,10 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         "summary": row.summary,
         "api_hosts": sorted({str(e["api"]) for e in journal.events(row.id, "worker_started") if "api" in e}),
     }
+    endpoints = endpoints_of(journal.spend_by_endpoint(row.id), snap)
+    if endpoints:  # a run without named endpoints keeps the JSON it always had
+        status["endpoints"] = endpoints
+    return status
 
 
 def run_list_row(journal: Journal, row: RunRow) -> dict[str, Any]:

@@ -53,8 +53,8 @@ class EventRecording(ConductorState):
     def _handle(self, event: WorkerEvent) -> None:
         now = self.clock()
         match event:
-            case CallSettled(seq=seq, cost_usd=cost):  # journaled now: the budget survives a crash
-                self.journal.add_cost(self.run_id, seq, cost)
+            case CallSettled(seq=seq, cost_usd=cost, endpoint=endpoint):  # journaled now: survives a crash
+                self.journal.add_cost(self.run_id, seq, cost, endpoint)  # and where it was paid
                 self._spent[seq] = self._spent.get(seq, 0.0) + cost
                 self.reach.answered()
             case JobDone(worker=wid, result=result) if self._never_connected(result):
