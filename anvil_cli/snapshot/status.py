@@ -26,7 +26,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict
+from typing import Any, Final, TypedDict, cast
 
 from anvil_cli.engine.journal.store import (
     FAILED,
@@ -173,7 +173,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     stored = snapshot_of(row.snapshot)
     snap = stored or empty_snapshot(row)
     totals = journal.totals(row.id)
-    status: RunStatus = {
+    status = {  # typed as RunStatus below (mypy refuses `**snap` into one with optional keys)
         **snap,
         "state": _live_state(stored) if live else state,
         "counts": _counts(journal, row.id),
@@ -199,7 +199,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     endpoints = endpoints_of(journal.spend_by_endpoint(row.id), snap)
     if endpoints:  # a run without named endpoints keeps the JSON it always had
         status["endpoints"] = endpoints
-    return status
+    return cast(RunStatus, status)
 
 
 def run_list_row(journal: Journal, row: RunRow) -> dict[str, Any]:

@@ -75,7 +75,8 @@ class EndpointSpendTable(Connection):
             " FROM jobs, json_each(jobs.attempts_json) AS a"
             " WHERE jobs.run_id = ? AND jobs.attempts_json LIKE '%\"endpoint\"%'"
             " AND json_type(a.value, '$.endpoint') = 'text' AND json_extract(a.value, '$.endpoint') != ''"
-            " AND json_extract(a.value, '$.status_code') IS NOT 200 AND json_extract(a.value, '$.cache_hit') IS NULL"
+            " AND json_extract(a.value, '$.status_code') IS NOT 200"
+            " AND json_extract(a.value, '$.cache_hit') IS NULL"
             " GROUP BY e",
             (run_id,),
         ).fetchall()
