@@ -43,7 +43,8 @@ def render_endpoints(endpoints: Mapping[str, Mapping[str, Any]] | None, indent: 
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
 
     def line(row: tuple[str, ...]) -> str:
-        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))]
+        figures = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
+        cells = [row[0].ljust(widths[0]), *figures]
         return (indent + "  ".join(cells)).rstrip()
 
     return ["by endpoint (calls and cost over the whole run; open: breakers open now):", *map(line, rows)]
