@@ -227,7 +227,7 @@ def test_the_journal_keeps_each_paid_call_on_its_endpoint(ran: Ran) -> None:
     by_seq: dict[int, float] = {}
     for seq, cost in db.execute("SELECT seq, cost_usd FROM endpoint_spend WHERE run_id = ?", (run_id,)):
         by_seq[seq] = by_seq.get(seq, 0.0) + cost
-    assert {s: pytest.approx(c) for s, c in by_seq.items()} == {s: c for s, c in per_job.items() if c}
+    assert {s: pytest.approx(c) for s, c in by_seq.items() if c} == {s: c for s, c in per_job.items() if c}
     spend = ran.journal.spend_by_endpoint(run_id)
     expected = _from_rows(ran.journal, run_id)
     assert list(spend) == ["bedrock-east", "org-a", "org-b"]
@@ -420,3 +420,28 @@ def test_each_endpoint_gets_its_pools_and_breakers(ran: Ran) -> None:
         now=1.0,
     )
     assert endpoints_of({}, snap2) == {}
+
+
+def test_a_results_failed_calls_count_once_on_their_endpoints(tmp_path: Path) -> None:
+    """Failed calls are journaled with the result, once: a result recorded again (a job already
+    finished is left alone) adds nothing."""
+    batch = write_jobs(tmp_path / "b.jsonl", [{"id": "a", "prompt": "q"}])
+    with Journal.open(tmp_path / ".anvil") as journal:
+        run_id = journal.create_run(str(batch), "sha", load_batch(batch))
+        row = ReadyRow(0, 0, json.dumps({"model": "claude-sonnet-4-6"}), 0)
+        events = by_endpoint(0, row._replace(seq=1))  # the failover script: 429 on org-b, then org-a
+        [settled] = [e for e in events if isinstance(e, CallSettled)]
+        [done] = [e for e in events if isinstance(e, JobDone)]
+        result = replace(done.result, seq=0)
+        journal.add_cost(run_id, 0, settled.cost_usd, settled.endpoint)
+        journal.record_result(run_id, result, cost_journaled=True)
+        journal.record_result(run_id, result, cost_journaled=True)
+        assert journal.spend_by_endpoint(run_id) == {
+            "org-a": {
+                "cost_usd": pytest.approx(settled.cost_usd),
+                "calls": 1,
+                "errors": 0,
+                "rate_limited": 0,
+            },
+            "org-b": {"cost_usd": 0.0, "calls": 0, "errors": 1, "rate_limited": 1},
+        }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-HEADER: Final = ("endpoint", "calls", "share", "cost", "share", "errors", "429s", "open")
+HEADER: Final = ("endpoint", "calls", "calls %", "cost", "cost %", "errors", "429s", "open")
 
 
 def _usd(value: float) -> str:

@@ -115,6 +115,8 @@ CREATE TABLE IF NOT EXISTS endpoint_spend (
     endpoint TEXT NOT NULL,
     cost_usd REAL NOT NULL DEFAULT 0,
     calls INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, endpoint, seq)
 );
 """
