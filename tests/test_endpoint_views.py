@@ -42,7 +42,7 @@ from anvil_cli.views.api.prom import render
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
 from anvil_cli.views.endpoints import render_endpoints
 from anvil_cli.views.report import render_html, report_data
-from tests.engine_support import write_config, write_jobs
+from tests.engine_support import read_results, run_cli, write_config, write_jobs
 
 N_JOBS = 12
 T0 = 1000.0
@@ -141,6 +141,7 @@ class Ran:
     run_id: str
     state_dir: Path
     end: RunEnd
+    config: Path
 
 
 def _run(tmp_path: Path, script: Any) -> Iterator[Ran]:
@@ -183,7 +184,7 @@ def _run(tmp_path: Path, script: Any) -> Iterator[Ran]:
                 clock.now += 0.5
             assert conductor.over(), "the run did not end"
             end = conductor.finish()
-            yield Ran(journal, run_id, settings.state_dir, end)
+            yield Ran(journal, run_id, settings.state_dir, end, config)
         finally:
             control.close()
 
@@ -445,3 +446,32 @@ def test_a_results_failed_calls_count_once_on_their_endpoints(tmp_path: Path) ->
             },
             "org-b": {"cost_usd": 0.0, "calls": 0, "errors": 1, "rate_limited": 1},
         }
+
+
+def test_the_commands_show_it(ran: Ran, tmp_path: Path) -> None:
+    """`anvil status`, `anvil status --json` and `anvil export`, as a user runs them, over the
+    journal the run wrote."""
+    expected = _from_rows(ran.journal, ran.run_id)
+    config = str(ran.config)
+    shown = run_cli("status", ran.run_id, "--config", config, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "by endpoint" in shown.stdout
+    for name, want in expected.items():
+        [line] = [line for line in shown.stdout.splitlines() if line.split()[:1] == [name]]
+        assert line.split()[1] == f"{want['calls']:,}" and line.split()[3] == f"${want['cost_usd']:,.4f}"
+    as_json = run_cli("status", ran.run_id, "--json", "--config", config, cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    endpoints = json.loads(as_json.stdout)["endpoints"]
+    assert {k: (v["calls"], v["errors"], v["rate_limited"]) for k, v in endpoints.items()} == {
+        k: (v["calls"], v["errors"], v["rate_limited"]) for k, v in expected.items()
+    }
+    assert {k: v["cost_usd"] for k, v in endpoints.items()} == {
+        k: pytest.approx(v["cost_usd"], abs=1e-6) for k, v in expected.items()
+    }
+    out = tmp_path / "results.jsonl"
+    exported = run_cli("export", ran.run_id, "-o", str(out), "--config", config, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert {r["id"]: r["endpoint"] for r in read_results(out)} == {
+        json.loads(line)["id"]: json.loads(line)["endpoint"]
+        for line in iter_result_lines(ran.journal, ran.run_id)
+    }
