@@ -40,6 +40,7 @@ from anvil_cli.snapshot.state import EngineState
 from anvil_cli.snapshot.status import status_json
 from anvil_cli.views.api.prom import render
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
+from anvil_cli.views.dashboard.render import render as render_frame
 from anvil_cli.views.endpoints import render_endpoints
 from anvil_cli.views.report import render_html, report_data
 from tests.engine_support import read_results, run_cli, write_config, write_jobs
@@ -309,14 +310,27 @@ def test_status_text_has_a_by_endpoint_block(ran: Ran) -> None:
         assert (int(cells[5]), int(cells[6])) == (expected[name]["errors"], expected[name]["rate_limited"])
 
 
-def test_the_status_command_prints_the_block(ran: Ran) -> None:
+def _status_text(st: Any) -> str:
     console = Console(width=120, record=True, color_system=None)
-    console.print(render_status(status_json(ran.journal, ran.run_id), 120))
-    text = console.export_text()
+    console.print(render_status(st, 120))
+    return console.export_text()
+
+
+def test_the_status_command_prints_the_block(ran: Ran) -> None:
+    """An ended run: the "by endpoint" block; a live one: the rows of its dashboard frame."""
+    ran.journal.set_run_state(ran.run_id, "finished", ended=True)  # as the session ends it
+    st = status_json(ran.journal, ran.run_id)
+    assert not st["live"]
+    text = _status_text(st)
     assert "by endpoint" in text
-    org_a = _from_rows(ran.journal, ran.run_id)["org-a"]
-    [line] = [line for line in text.splitlines() if line.strip().startswith("org-a")]
-    assert f"${org_a['cost_usd']:,.4f}" in line
+    for name, want in _from_rows(ran.journal, ran.run_id).items():
+        [line] = [line for line in text.splitlines() if line.split()[:1] == [name]]
+        assert line.split()[1] == f"{want['calls']:,}" and line.split()[3] == f"${want['cost_usd']:,.4f}"
+    frame = _status_text({**st, "live": True})
+    assert "by endpoint" not in frame
+    for name, want in _from_rows(ran.journal, ran.run_id).items():
+        [line] = [line for line in frame.splitlines() if f" {name} " in line]
+        assert f"{want['calls']:,} calls" in line and f"${want['cost_usd']:,.4f}" in line
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
@@ -405,7 +419,7 @@ def test_each_endpoint_gets_its_pools_and_breakers(ran: Ran) -> None:
     snap = build_snapshot(
         state, RunMetrics(total=1, started_at=0.0), batch_path="b", started_wall=T0, now=1.0
     )
-    endpoints = endpoints_of(ran.journal.spend_by_endpoint(ran.run_id), snap)
+    endpoints = endpoints_of(ran.journal.spend_by_endpoint(ran.run_id), snap["limits"], snap["breakers"])
     assert list(endpoints["org-a"]["pools"]) == ["default:sonnet"]
     assert endpoints["org-a"]["pools"]["default:sonnet"] == snap["limits"]["org-a/default:sonnet"]
     assert endpoints["org-b"]["breakers"]["claude-sonnet-4-6"]["state"] == "open"
@@ -420,7 +434,8 @@ def test_each_endpoint_gets_its_pools_and_breakers(ran: Ran) -> None:
         started_wall=T0,
         now=1.0,
     )
-    assert endpoints_of({}, snap2) == {}
+    assert endpoints_of({}, snap2["limits"], snap2["breakers"]) == {}
+    assert "endpoints" not in snap2
 
 
 def test_a_results_failed_calls_count_once_on_their_endpoints(tmp_path: Path) -> None:
@@ -452,6 +467,7 @@ def test_the_commands_show_it(ran: Ran, tmp_path: Path) -> None:
     """`anvil status`, `anvil status --json` and `anvil export`, as a user runs them, over the
     journal the run wrote."""
     expected = _from_rows(ran.journal, ran.run_id)
+    ran.journal.set_run_state(ran.run_id, "finished", ended=True)  # as the session ends it
     config = str(ran.config)
     shown = run_cli("status", ran.run_id, "--config", config, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -475,3 +491,32 @@ def test_the_commands_show_it(ran: Ran, tmp_path: Path) -> None:
         json.loads(line)["id"]: json.loads(line)["endpoint"]
         for line in iter_result_lines(ran.journal, ran.run_id)
     }
+
+
+def test_the_runs_own_snapshot_carries_the_endpoints(ran: Ran) -> None:
+    """The snapshot the conductor stored at its last tick (what the live dashboard showed) has
+    the journal's figures: loaded when the session began, then kept call by call."""
+    (stored,) = ran.journal.db.execute(
+        "SELECT snapshot_json FROM runs WHERE id = ?", (ran.run_id,)
+    ).fetchone()
+    snap = json.loads(stored)
+    expected = _from_rows(ran.journal, ran.run_id)
+    assert {k: (v["calls"], v["errors"], v["rate_limited"]) for k, v in snap["endpoints"].items()} == {
+        k: (v["calls"], v["errors"], v["rate_limited"]) for k, v in expected.items()
+    }
+    assert {k: v["cost_usd"] for k, v in snap["endpoints"].items()} == {
+        k: pytest.approx(v["cost_usd"], abs=1e-6) for k, v in expected.items()
+    }
+    text = Console(width=100, record=True, color_system=None)
+    text.print(render_frame(snap, 100))
+    frame = text.export_text()
+    for name, want in expected.items():
+        [line] = [line for line in frame.splitlines() if f" {name} " in line]
+        assert f"{want['calls']:,} calls" in line and f"${want['cost_usd']:,.4f}" in line
+
+
+def test_a_plain_runs_snapshot_is_as_it_was(plain: Ran) -> None:
+    (stored,) = plain.journal.db.execute(
+        "SELECT snapshot_json FROM runs WHERE id = ?", (plain.run_id,)
+    ).fetchone()
+    assert "endpoints" not in json.loads(stored)

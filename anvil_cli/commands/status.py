@@ -172,7 +172,8 @@ def render_status(st: RunStatus, width: int) -> RenderableType:
         parts.append(render(st, width))
     else:
         parts += _ended_figures(st)
-    parts += [Text(line) for line in render_endpoints(st.get("endpoints"))]  # named endpoints only
+        # named endpoints only; a live run's frame shows them itself
+        parts += [Text(line) for line in render_endpoints(st.get("endpoints"))]
     parts += _history_lines(st)
     parts += _alert_lines(st)
     return Group(*parts)

@@ -10,26 +10,11 @@ A run without named endpoints has none: `endpoints_of` returns {} and `anvil sta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypedDict, TypeVar
+from typing import TypeVar
 
 from anvil_cli.engine.journal.store import EndpointSpend
 from anvil_cli.policy.governor.view import split_endpoint_key
-from anvil_cli.snapshot.types import Breaker, Pool, Snapshot
-
-
-class EndpointStatus(TypedDict):
-    """One named endpoint of the run: what it was paid and how it answered (the whole run, from
-    the journal), and the governor's pools and breakers on it (as of the last snapshot)."""
-
-    cost_usd: float  # its settled calls' cost
-    cost_share_pct: float  # of the cost of every named endpoint
-    calls: int  # paid (answered) calls
-    calls_share_pct: float  # of the paid calls of every named endpoint
-    errors: int  # failed calls of the finished jobs, from their attempt logs
-    rate_limited: int  # of those, answered 429
-    pools: dict[str, Pool]  # by the pool's own key ("default:sonnet")
-    breakers: dict[str, Breaker]  # by model
-    open_breakers: int  # breakers open now: the models it refuses until a probe succeeds
+from anvil_cli.snapshot.types import Breaker, EndpointStatus, Pool
 
 
 def _pct(part: float, whole: float) -> float:
@@ -48,10 +33,13 @@ def _by_endpoint(items: Mapping[str, V]) -> dict[str, dict[str, V]]:
     return out
 
 
-def endpoints_of(spend: Mapping[str, EndpointSpend], snap: Snapshot) -> dict[str, EndpointStatus]:
-    """Every named endpoint the journal or the governor knows of, by name; {} when none."""
-    pools = _by_endpoint(snap["limits"])
-    breakers = _by_endpoint(snap["breakers"])
+def endpoints_of(
+    spend: Mapping[str, EndpointSpend], limits: Mapping[str, Pool], breakers_now: Mapping[str, Breaker]
+) -> dict[str, EndpointStatus]:
+    """Every named endpoint the journal or the governor knows of, by name; {} when none.
+    `limits`, `breakers_now`: a snapshot's, keyed by `view.endpoint_key`."""
+    pools = _by_endpoint(limits)
+    breakers = _by_endpoint(breakers_now)
     names = sorted({*spend, *pools, *breakers})
     total_cost = sum(s["cost_usd"] for s in spend.values())
     total_calls = sum(s["calls"] for s in spend.values())

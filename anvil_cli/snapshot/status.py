@@ -26,7 +26,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict, cast
+from typing import Any, Final, cast
 
 from anvil_cli.engine.journal.store import (
     FAILED,
@@ -43,7 +43,7 @@ from anvil_cli.engine.journal.store import (
 from anvil_cli.engine.process.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.snapshot.build import build_snapshot, snapshot_of
-from anvil_cli.snapshot.endpoints import EndpointStatus, endpoints_of
+from anvil_cli.snapshot.endpoints import endpoints_of
 from anvil_cli.snapshot.history import HISTORY_KINDS, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.resume_advice import resume_advice
@@ -61,13 +61,7 @@ ENDED_PHASES: Final[dict[str, Phase]] = {
 }
 
 
-class _NamedEndpoints(TypedDict, total=False):
-    """The keys of a status present only on a run with named endpoints."""
-
-    endpoints: dict[str, EndpointStatus]  # by name
-
-
-class RunStatus(Snapshot, _NamedEndpoints):
+class RunStatus(Snapshot):
     """A run's status: its last snapshot with the journal's counts, history and run record."""
 
     stored_state: str
@@ -196,9 +190,12 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         "summary": row.summary,
         "api_hosts": sorted({str(e["api"]) for e in journal.events(row.id, "worker_started") if "api" in e}),
     }
-    endpoints = endpoints_of(journal.spend_by_endpoint(row.id), snap)
-    if endpoints:  # a run without named endpoints keeps the JSON it always had
+    # the journal's figures, exact, over the whole run (a snapshot's are as of its tick)
+    endpoints = endpoints_of(journal.spend_by_endpoint(row.id), snap["limits"], snap["breakers"])
+    if endpoints:
         status["endpoints"] = endpoints
+    else:  # a run without named endpoints keeps the JSON it always had
+        status.pop("endpoints", None)
     return cast(RunStatus, status)
 
 
