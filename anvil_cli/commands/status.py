@@ -31,6 +31,7 @@ from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.status import RunStatus, runs_json, status_json
 from anvil_cli.timefmt import local_iso
 from anvil_cli.views.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
+from anvil_cli.views.endpoints import render_endpoints
 from anvil_cli.views.spend import check_by, render_spend, spend_of
 
 WATCH_EVERY_S = 1.0
@@ -171,6 +172,8 @@ def render_status(st: RunStatus, width: int) -> RenderableType:
         parts.append(render(st, width))
     else:
         parts += _ended_figures(st)
+        # named endpoints only; a live run's frame shows them itself
+        parts += [Text(line) for line in render_endpoints(st.get("endpoints"))]
     parts += _history_lines(st)
     parts += _alert_lines(st)
     return Group(*parts)

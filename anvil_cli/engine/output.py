@@ -15,11 +15,12 @@ from anvil_cli.engine.journal.store import PENDING, RUNNING, Journal
 
 
 def result_line(row: dict[str, Any]) -> dict[str, Any]:
-    """The public shape of one job's result."""
+    """The public shape of one job's result; `endpoint` (after `model`) only on a run with named
+    endpoints (`endpoints:`), so a run without them writes the lines it always wrote."""
     state = row["state"]
     status = "pending" if state in (PENDING, RUNNING) else state
     job = row["job"]
-    return {
+    line = {
         "id": row["id"],
         "status": status,
         "model": row["model"] or job.get("model"),
@@ -34,6 +35,12 @@ def result_line(row: dict[str, Any]) -> dict[str, Any]:
         "tool_error": row["tool_error"],  # the last: {tool, kind, message}
         "metadata": job.get("metadata") or {},
     }
+    endpoint = row.get("endpoint")
+    if not endpoint:
+        return line
+    at = list(line).index("model") + 1
+    items = list(line.items())
+    return dict([*items[:at], ("endpoint", endpoint), *items[at:]])
 
 
 def secure_write_lines(path: Path, lines: Iterable[str]) -> int:

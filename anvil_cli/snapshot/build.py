@@ -15,6 +15,7 @@ from typing import Any, Final, cast
 from anvil_cli.policy.governor.limiter import DIMENSIONS
 from anvil_cli.policy.governor.view import DimensionView, GovernorView
 from anvil_cli.policy.pricing.table import model_class
+from anvil_cli.snapshot.endpoints import endpoints_of
 from anvil_cli.snapshot.histograms import LogHistogram, summaries
 from anvil_cli.snapshot.history import history_of
 from anvil_cli.snapshot.metrics import PROM_BOUNDS_S, RunMetrics
@@ -326,7 +327,8 @@ def build_snapshot(
     }
     governor = state.governor
     limits = limiter_headroom(governor, rates["per_model"], ended=state.ended)
-    return {
+    breakers = _breakers(governor)
+    snap: Snapshot = {
         "version": SNAPSHOT_VERSION,
         "run_id": state.run_id,
         "batch_path": batch_path,
@@ -358,7 +360,7 @@ def build_snapshot(
         "queue": {"ready": state.queue_depth, "pending": counts["pending"], "growing": growing},
         "queue_depth": state.queue_depth,
         "limits": limits,
-        "breakers": _breakers(governor),
+        "breakers": breakers,
         "budget": _budget(governor),
         "cost": _cost(metrics, rates, remaining),
         "tokens": {
@@ -373,6 +375,10 @@ def build_snapshot(
         "metrics": metrics.summary(now),
         "governor": governor.to_dict(),
     }
+    endpoints = endpoints_of(metrics.endpoints, limits, breakers)
+    if endpoints:  # only on a run with named endpoints: without them the JSON is as it was
+        snap["endpoints"] = endpoints
+    return snap
 
 
 def snapshot_of(data: Mapping[str, Any] | None) -> Snapshot | None:

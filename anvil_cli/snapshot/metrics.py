@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.engine.attempts import Attempt, failed_tool_calls
+from anvil_cli.engine.journal.endpoints import EndpointSpend
 from anvil_cli.engine.outcomes import JobResult, Usage
 from anvil_cli.policy.forecast import RunningCost
 from anvil_cli.snapshot.histograms import LogHistogram, WindowedHistogram, summaries
@@ -121,6 +122,32 @@ class RunMetrics:
     tool_errors: int = 0  # failed tool calls of the jobs finished (attempts.tool_errors_of)
     tool_errors_by_kind: Counter[str] = field(default_factory=Counter)
     last_tool_error: dict[str, Any] | None = None  # {seq, tool, kind, message}
+    # named endpoints, over the whole run: the journal's figures when the run (re)started
+    # (`load_endpoints`), then what this session journals, call by call and result by result
+    endpoints: dict[str, EndpointSpend] = field(default_factory=dict)
+    endpoints_loaded: bool = False
+
+    def load_endpoints(self, spend: dict[str, EndpointSpend]) -> None:
+        """The journal's spend by endpoint before this session's first event."""
+        self.endpoints = {name: EndpointSpend(**figures) for name, figures in spend.items()}
+        self.endpoints_loaded = True
+
+    def _endpoint(self, name: str) -> EndpointSpend:
+        return self.endpoints.setdefault(name, {"cost_usd": 0.0, "calls": 0, "errors": 0, "rate_limited": 0})
+
+    def on_settled(self, endpoint: str, cost_usd: float) -> None:
+        """A paid call on a named endpoint (the run's only endpoint, "", is not counted here)."""
+        if endpoint:
+            figures = self._endpoint(endpoint)
+            figures["cost_usd"] += cost_usd
+            figures["calls"] += 1
+
+    def _endpoint_errors(self, log: tuple[Attempt, ...]) -> None:
+        for a in log:
+            if a.endpoint and not a.ok and not a.cache_hit:
+                figures = self._endpoint(a.endpoint)
+                figures["errors"] += 1
+                figures["rate_limited"] += a.status_code == 429
 
     def on_attempt(self, attempt: Attempt, now: float) -> None:
         """A failed API attempt reported while its job is still running (successes are ignored:
@@ -176,6 +203,7 @@ class RunMetrics:
             self.job_time_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
         self._on_usage(r, now, ok_calls, call_s)
         self._on_tools(r)
+        self._endpoint_errors(log)
 
     def _on_tools(self, r: JobResult) -> None:
         """The job's failed tool calls, as its attempt log lists them."""

@@ -19,11 +19,14 @@ run that stored none yet gets the builder's empty one) with what the journal kno
     alert_events                 the last alert changes recorded in the journal
     summary                      the summary stored when the run ended (null while running)
     api_hosts                    the API hosts (host:port) its workers called
+    endpoints                    only on a run with named endpoints (`endpoints:`): each one's
+                                 cost, calls, errors, share, pools and breakers
+                                 (`anvil_cli.snapshot.endpoints`)
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from anvil_cli.engine.journal.store import (
     FAILED,
@@ -40,6 +43,7 @@ from anvil_cli.engine.journal.store import (
 from anvil_cli.engine.process.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.snapshot.build import build_snapshot, snapshot_of
+from anvil_cli.snapshot.endpoints import endpoints_of
 from anvil_cli.snapshot.history import HISTORY_KINDS, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.resume_advice import resume_advice
@@ -163,7 +167,7 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
     stored = snapshot_of(row.snapshot)
     snap = stored or empty_snapshot(row)
     totals = journal.totals(row.id)
-    return {
+    status = {  # typed as RunStatus below (mypy refuses `**snap` into one with optional keys)
         **snap,
         "state": _live_state(stored) if live else state,
         "counts": _counts(journal, row.id),
@@ -186,6 +190,13 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         "summary": row.summary,
         "api_hosts": sorted({str(e["api"]) for e in journal.events(row.id, "worker_started") if "api" in e}),
     }
+    # the journal's figures, exact, over the whole run (a snapshot's are as of its tick)
+    endpoints = endpoints_of(journal.spend_by_endpoint(row.id), snap["limits"], snap["breakers"])
+    if endpoints:
+        status["endpoints"] = endpoints
+    else:  # a run without named endpoints keeps the JSON it always had
+        status.pop("endpoints", None)
+    return cast(RunStatus, status)
 
 
 def run_list_row(journal: Journal, row: RunRow) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The run snapshot's shape, as TypedDicts: what every view reads (dashboard, progress line,
 `anvil status`, `GET /status`, `/metrics`, alert rules) and what the journal stores as JSON.
 
-Every key is always present; a figure that cannot be known yet is null. Times are seconds
-(`_s`), wall-clock times are Unix seconds (`started_at`, `updated_at`, `at`, `since`), money is
-USD (`_usd`), shares are percent (`_pct`). Two times are kept apart everywhere:
-`call_latency_s` is the API's answer time per call, `job_time_s` a job's whole time, including
-its waits for the rate limiter and retry back-off (see `anvil_cli.snapshot.metrics`).
+Every key is always present (but `endpoints`, only on a run with named endpoints); a figure
+that cannot be known yet is null. Times are seconds (`_s`), wall-clock times are Unix seconds
+(`started_at`, `updated_at`, `at`, `since`), money is USD (`_usd`), shares are percent (`_pct`).
+Two times are kept apart everywhere: `call_latency_s` is the API's answer time per call,
+`job_time_s` a job's whole time, including its waits for the rate limiter and retry back-off
+(see `anvil_cli.snapshot.metrics`).
 """
 
 from __future__ import annotations
@@ -236,7 +237,30 @@ class BatchesState(TypedDict):
     ended: int
 
 
-class Snapshot(TypedDict):
+class EndpointStatus(TypedDict):
+    """One named endpoint of the run (`endpoints:` in anvil.yaml): what it was paid and how it
+    answered, over the whole run (the journal's figures: `Journal.spend_by_endpoint`), and the
+    governor's pools and breakers on it (`anvil_cli.snapshot.endpoints`)."""
+
+    cost_usd: float  # its settled calls' cost
+    cost_share_pct: float  # of the cost of every named endpoint
+    calls: int  # paid (answered) calls
+    calls_share_pct: float  # of the paid calls of every named endpoint
+    errors: int  # failed calls of the finished jobs, from their attempt logs
+    rate_limited: int  # of those, answered 429
+    pools: dict[str, Pool]  # by the pool's own key ("default:sonnet")
+    breakers: dict[str, Breaker]  # by model
+    open_breakers: int  # breakers open now: the models it refuses until a probe succeeds
+
+
+class NamedEndpoints(TypedDict, total=False):
+    """The one key a snapshot has only on a run with named endpoints: without them its JSON is
+    what it always was."""
+
+    endpoints: dict[str, EndpointStatus]  # by name
+
+
+class Snapshot(NamedEndpoints):
     """The run at one tick."""
 
     version: int

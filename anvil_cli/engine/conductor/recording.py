@@ -35,6 +35,8 @@ class EventRecording(ConductorState):
             return
         now = self.clock()
         with self.journal.transaction():
+            if not self.metrics.endpoints_loaded:  # before this session journals any
+                self.metrics.load_endpoints(self.journal.spend_by_endpoint(self.run_id))
             for event in events:
                 self.watch.heard(event, now)
                 self._handle(event)
@@ -53,8 +55,9 @@ class EventRecording(ConductorState):
     def _handle(self, event: WorkerEvent) -> None:
         now = self.clock()
         match event:
-            case CallSettled(seq=seq, cost_usd=cost):  # journaled now: the budget survives a crash
-                self.journal.add_cost(self.run_id, seq, cost)
+            case CallSettled(seq=seq, cost_usd=cost, endpoint=endpoint):  # journaled now: survives a crash
+                self.journal.add_cost(self.run_id, seq, cost, endpoint)  # and where it was paid
+                self.metrics.on_settled(endpoint, cost)
                 self._spent[seq] = self._spent.get(seq, 0.0) + cost
                 self.reach.answered()
             case JobDone(worker=wid, result=result) if self._never_connected(result):

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from anvil_cli.engine.journal.connection import Connection
+from anvil_cli.engine.journal.endpoints import add_endpoint_cost, add_endpoint_errors
 from anvil_cli.engine.journal.rows import FAILED, PENDING, RUNNING, SUCCEEDED, JobResult
 from anvil_cli.jobs.job import Job
 
@@ -69,7 +70,7 @@ class JobsTable(Connection):
     def record_result(self, run_id: str, r: JobResult, *, cost_journaled: bool = False) -> None:
         """A job's outcome, once (a job already finished is left alone). `cost_journaled`: its
         calls' costs were added one by one as they were settled (`add_cost`), so not again."""
-        self.db.execute(
+        done = self.db.execute(
             "UPDATE jobs SET state = ?, model = ?, attempts = attempts + ?, output = ?, stop_reason = ?,"
             " usage_json = ?, cost_usd = cost_usd + ?, error_json = ?, attempts_json = ?, latency_s = ?,"
             " finished_at = ? WHERE run_id = ? AND seq = ? AND state IN (?, ?)",  # never twice
@@ -91,12 +92,21 @@ class JobsTable(Connection):
                 RUNNING,
             ),
         )
+        if done.rowcount != 1:
+            return
+        if not cost_journaled and r.endpoint:  # paid on a named endpoint, not call by call
+            add_endpoint_cost(self.db, run_id, r.seq, r.endpoint, r.cost_usd)
+        if r.attempt_log:  # its failed calls, by the named endpoint they went to
+            add_endpoint_errors(self.db, run_id, r.seq, r.attempt_log)
 
-    def add_cost(self, run_id: str, seq: int, cost_usd: float) -> None:
-        """Money spent on one of a job's calls, committed as the call is settled."""
+    def add_cost(self, run_id: str, seq: int, cost_usd: float, endpoint: str = "") -> None:
+        """Money spent on one of a job's calls, committed as the call is settled; on a named
+        `endpoint` also counted as its spend (journal/endpoints.py)."""
         self.db.execute(
             "UPDATE jobs SET cost_usd = cost_usd + ? WHERE run_id = ? AND seq = ?", (cost_usd, run_id, seq)
         )
+        if endpoint:
+            add_endpoint_cost(self.db, run_id, seq, endpoint, cost_usd)
 
     def requeue_running(self, run_id: str) -> int:
         """On resume: jobs left `running` by a process that died go back to pending (their

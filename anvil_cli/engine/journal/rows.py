@@ -109,6 +109,16 @@ CREATE TABLE IF NOT EXISTS samples (
     data_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, at);
+CREATE TABLE IF NOT EXISTS endpoint_spend (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, endpoint, seq)
+);
 """
 
 # Message Batches rows (`anvil run --mode batches`): an "intent" is written before the create
@@ -158,6 +168,18 @@ JOB_COLS = (
 )
 
 
+def endpoint_of(attempt_log: Any) -> str | None:
+    """The named endpoint of a job's last call (`JobResult.endpoint`: the one that answered it,
+    or refused it last), from its attempt log; None on the run's only endpoint."""
+    if not isinstance(attempt_log, list):
+        return None
+    for attempt in reversed(attempt_log):
+        if isinstance(attempt, dict) and not attempt.get("cache_hit"):
+            endpoint = attempt.get("endpoint")
+            return endpoint if isinstance(endpoint, str) and endpoint else None
+    return None
+
+
 def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
     attempt_log = json.loads(row[11]) if row[11] else None
     tool_errors, tool_error = tool_errors_of(attempt_log)
@@ -176,6 +198,7 @@ def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "attempt_log": attempt_log,
         "tool_errors": tool_errors,  # derived from the attempt log (attempts.tool_errors_of)
         "tool_error": tool_error,
+        "endpoint": endpoint_of(attempt_log),  # derived from the attempt log too
         "latency_s": row[12],
         "started_at": row[13],
         "finished_at": row[14],

@@ -5,13 +5,15 @@ Everything else (ready queue, dashboard, output file) is derived from it.
 
 `Journal` is the one entry point; its methods live beside this module, one table or concern
 each: connection.py (opening, schema, transactions), runs.py, jobs.py (state transitions),
-queries.py (reads of jobs), events.py, batches.py, samples.py, owner.py.
+queries.py (reads of jobs), events.py, batches.py, samples.py, owner.py, endpoints.py (spend by
+named endpoint).
 """
 
 from __future__ import annotations
 
 from anvil_cli.engine.journal.batches import BatchesTable
 from anvil_cli.engine.journal.connection import journal_path
+from anvil_cli.engine.journal.endpoints import EndpointSpend, EndpointSpendTable
 from anvil_cli.engine.journal.events import EventsTable
 from anvil_cli.engine.journal.jobs import JobsTable
 from anvil_cli.engine.journal.queries import JobQueries
@@ -53,6 +55,7 @@ __all__ = [  # the journal's vocabulary, defined in rows.py, used through this m
     "RUN_STOPPED",
     "SUCCEEDED",
     "BatchRow",
+    "EndpointSpend",
     "JobResult",
     "JobState",
     "Journal",
@@ -62,5 +65,5 @@ __all__ = [  # the journal's vocabulary, defined in rows.py, used through this m
 ]
 
 
-class Journal(RunsTable, JobsTable, JobQueries, EventsTable, BatchesTable, SamplesTable):
+class Journal(RunsTable, JobsTable, JobQueries, EventsTable, BatchesTable, SamplesTable, EndpointSpendTable):
     """One connection to the journal; use from a single thread."""

@@ -144,7 +144,7 @@ def _job_schemas() -> dict[str, JsonSchema]:
 def _job_state() -> JsonSchema:
     """`GET /jobs/{id}`: the job's result line (as `anvil export` writes it), its state, priority."""
     number, string, obj = {"type": "number"}, {"type": "string"}, {"type": "object"}
-    return closed(
+    schema = closed(
         {
             "id": string,
             "status": {"enum": ["pending", "succeeded", "failed"]},
@@ -166,3 +166,8 @@ def _job_state() -> JsonSchema:
         },
         "One job: `status` as in the results file, `state` as in the journal (pending, running, ...).",
     )
+    schema["properties"]["endpoint"] = {  # not required: only on a run with named endpoints
+        "type": "string",
+        "description": "The named endpoint (`endpoints:`) of the job's last call.",
+    }
+    return schema

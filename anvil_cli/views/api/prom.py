@@ -91,6 +91,7 @@ class SnapshotCollector:
         yield from _limiter(s)
         yield from _breakers(s)
         yield from _alerts(s)
+        yield from _endpoints(self.status.get("endpoints") or {})
 
 
 def _jobs(s: Snapshot) -> Iterator[Metric]:
@@ -290,3 +291,27 @@ def _alerts(s: Snapshot) -> Iterator[Metric]:
     family = GaugeMetricFamily("anvil_alerts_active", "Alerts active now, by severity.", labels=["severity"])
     yield _by_label(family, counts)
     yield active
+
+
+# (the status key, the metric, its type, its help) of each named endpoint's figures
+ENDPOINT_FIGURES: Final[tuple[tuple[str, str, type[CounterMetricFamily | GaugeMetricFamily], str], ...]] = (
+    ("cost_usd", "anvil_endpoint_cost_usd", CounterMetricFamily, "Cost of its calls, whole run (USD)."),
+    ("calls", "anvil_endpoint_api_calls", CounterMetricFamily, "Paid API calls to it, whole run."),
+    ("errors", "anvil_endpoint_api_call_errors", CounterMetricFamily, "Failed calls of finished jobs."),
+    ("rate_limited", "anvil_endpoint_rate_limited", CounterMetricFamily, "429s of finished jobs."),
+    ("cost_share_pct", "anvil_endpoint_cost_share_percent", GaugeMetricFamily, "Share of the cost (%)."),
+    ("calls_share_pct", "anvil_endpoint_calls_share_percent", GaugeMetricFamily, "Share of the paid calls."),
+    ("open_breakers", "anvil_endpoint_breakers_open", GaugeMetricFamily, "Circuit breakers open on it now."),
+)
+
+
+def _endpoints(endpoints: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    """A run with named endpoints (`endpoints:`): each one's figures over the whole run, from the
+    journal (so they go on across a resume, unlike this session's counters); none without."""
+    if not endpoints:
+        return
+    for key, name, kind, doc in ENDPOINT_FIGURES:
+        family = kind(name, f"Each named endpoint: {doc[0].lower()}{doc[1:]}", labels=["endpoint"])
+        for endpoint, figures in sorted(endpoints.items()):
+            family.add_metric([endpoint], float(figures[key]))
+        yield family

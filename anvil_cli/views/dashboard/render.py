@@ -24,6 +24,7 @@ from anvil_cli.timefmt import local_iso
 
 MAX_MODELS: Final = 4
 MAX_POOLS: Final = 4
+MAX_ENDPOINTS: Final = 4
 MAX_FAILURES: Final = 3
 MAX_ALERTS: Final = 4
 MAX_EVENTS: Final = 2
@@ -245,6 +246,28 @@ def _breakers(s: Snapshot) -> Text:
     return text
 
 
+def _endpoints(s: Snapshot) -> list[Text]:
+    """Named endpoints only (`endpoints:`): each one's paid calls and cost over the whole run,
+    their shares, its failed calls and 429s, its breakers open now."""
+    endpoints = s.get("endpoints") or {}
+    lines = []
+    for name, e in list(endpoints.items())[:MAX_ENDPOINTS]:
+        trouble = f"  {e['errors']:,} failed ({e['rate_limited']:,} 429s)" if e["errors"] else ""
+        opened = f"  {e['open_breakers']} breaker(s) open" if e["open_breakers"] else ""
+        lines.append(
+            _line(
+                (f"{name} ", "bold"),
+                f"{e['calls']:,} calls ({e['calls_share_pct']:.1f}%)  {fmt_usd(e['cost_usd'])}"
+                f" ({e['cost_share_pct']:.1f}%)",
+                (trouble, "yellow"),
+                (opened, "red"),
+            )
+        )
+    if len(endpoints) > MAX_ENDPOINTS:
+        lines.append(_line((f"… {len(endpoints) - MAX_ENDPOINTS} more (anvil status)", "dim")))
+    return lines
+
+
 def _cost(s: Snapshot) -> Text:
     c, b = s["cost"], s["budget"]
     budget = ""
@@ -306,6 +329,7 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows += [("breakers", _breakers(s))]
     rows += _labelled("events", _events(s))
     rows += [("cost", _cost(s))]
+    rows += _labelled("endpoint", _endpoints(s))
     rows += _labelled("alerts", _alerts(s))
     rows += _labelled("failures", _failures(s))
     return rows

@@ -161,6 +161,25 @@
     });
   }
 
+  /* Named endpoints (`endpoints:`): calls and cost over the whole run, from the journal
+     (anvil_cli/snapshot/endpoints.py); the panel stays hidden on a run without them. */
+  function renderEndpoints(st) {
+    const endpoints = st.endpoints || {};
+    const names = Object.keys(endpoints).sort();
+    $("endpoints-panel").hidden = !names.length;
+    fillTable("endpoints-table", names, "no named endpoints", (tr, name) => {
+      const e = endpoints[name];
+      cell(tr, name, "mono");
+      cell(tr, fmtInt(e.calls), "num");
+      cell(tr, fmtPct(e.calls_share_pct), "num");
+      cell(tr, C.fmtUsd(e.cost_usd), "num");
+      cell(tr, fmtPct(e.cost_share_pct), "num");
+      cell(tr, fmtInt(e.errors), "num");
+      cell(tr, fmtInt(e.rate_limited), "num");
+      cell(tr, fmtInt(e.open_breakers), e.open_breakers ? "num sev-high" : "num");
+    });
+  }
+
   function renderWorkers(st) {
     const w = st.workers || { list: [] };
     const ended = ENDED.indexOf(st.state) >= 0; // its workers have gone with it: no alarm
@@ -253,6 +272,7 @@
     renderHeader(st);
     renderModels(st, last, live);
     renderPools(st);
+    renderEndpoints(st);
     renderWorkers(st);
     renderHistory(st);
   }
