@@ -37,6 +37,7 @@ from typing import Any
 import anthropic
 import yaml
 
+from anvil_cli.config.provider_models import provider_model_id
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.config import EndpointSim
 
@@ -181,8 +182,9 @@ def run_anvil(run: Run, jobs: int, workdir: Path) -> dict[str, Any]:
 
 def run_baseline(jobs: int, off_after_s: float | None) -> dict[str, Any]:
     with SimServer(_sim_config(off_after_s)).start_process() as sim:
-        clients = []
+        clients, models = [], []
         for name, provider, _ in ENDPOINTS:
+            models.append(provider_model_id(provider, MODEL, "us-east-1") or MODEL)
             if provider == "bedrock":
                 clients.append(
                     anthropic.AnthropicBedrock(
@@ -197,10 +199,10 @@ def run_baseline(jobs: int, off_after_s: float | None) -> dict[str, Any]:
         lock = threading.Lock()
 
         def one(i: int) -> None:
-            client = clients[i % len(clients)]  # round-robin over the keys
+            client, model = clients[i % len(clients)], models[i % len(clients)]  # round-robin over the keys
             try:
                 client.messages.create(
-                    model=MODEL, max_tokens=64, messages=[{"role": "user", "content": f"bench {i}"}]
+                    model=model, max_tokens=64, messages=[{"role": "user", "content": f"bench {i}"}]
                 )
             except anthropic.APIError:
                 return
