@@ -102,12 +102,27 @@ def _anvil_config(sim: SimServer, workdir: Path, backend: str) -> tuple[Path, di
     return config, env
 
 
+def _ray_actors() -> set[int]:
+    """Pids of the processes Ray runs actors in (their command line starts `ray::`)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if fh.read(5) == b"ray::":
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 class Sampler:
     """The simulator's per-endpoint counters over time, from its stats endpoint."""
 
     def __init__(self, sim: SimServer) -> None:
         self.sim = sim
         self.samples: list[tuple[float, dict[str, Any]]] = []
+        self.ray_actors: set[int] = set()  # pids of Ray actor processes seen (the workers, on Ray)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -122,6 +137,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
             self.samples.append((time.time(), self.sim.stats()))
+            self.ray_actors |= _ray_actors()
 
     def went_off_at(self, name: str) -> float | None:
         """When the simulator first reported `name` off."""
@@ -168,6 +184,7 @@ def run_anvil(run: Run, jobs: int, workdir: Path) -> dict[str, Any]:
         "paid_duplicates": stats.get("paid_duplicates", 0),
         "successes": {n: stats["endpoints"][n]["successes"] for n, _, _ in ENDPOINTS},
         "refused": {n: stats["endpoints"][n]["refused"] for n, _, _ in ENDPOINTS},
+        "ray_actors": len(sampler.ray_actors),
     }
     if run.off_after_s is not None:
         off_at = sampler.went_off_at(OFF)
@@ -274,7 +291,10 @@ def main() -> None:
     bound = bound_s(jobs)
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp:
-            report(f"anvil ({backend})", jobs, run_anvil(Run(backend, None), jobs, Path(tmp)), bound)
+            r = run_anvil(Run(backend, None), jobs, Path(tmp))
+        report(f"anvil ({backend})", jobs, r, bound)
+        if backend == "ray":
+            print(f"  {'':16s} Ray actor processes seen during the run: {r['ray_actors']}")
     report("round-robin", jobs, run_baseline(jobs, None), bound)
 
     print(f"\n[10b] {OFF} turned off about {off_after:.0f}s after the simulator starts")
@@ -284,6 +304,8 @@ def main() -> None:
         off_at, stopped = r.get("off_at"), r.get("stopped_at")
         off_s = off_at - r["first"] if off_at else None
         report(f"anvil ({backend})", jobs, r, bound_s(jobs, r.get("done_at_off"), off_s))
+        if backend == "ray":
+            print(f"  {'':16s} Ray actor processes seen during the run: {r['ray_actors']}")
         moved = (
             f"{stopped - off_at:.1f}s" if off_at and stopped else "at once (no refused call after the switch)"
         )
