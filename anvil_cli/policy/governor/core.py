@@ -31,7 +31,7 @@ from anvil_cli.policy.governor.limiter import (
 from anvil_cli.policy.governor.pools import Draw, EndpointPools
 from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, Route, RouteTable
 from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
-from anvil_cli.policy.governor.view import EndpointView, GovernorView, split_endpoint_key
+from anvil_cli.policy.governor.view import EndpointView, GovernorView, Refusal, split_endpoint_key
 
 __all__ = ["Governor", "GovernorEvent"]
 
@@ -144,6 +144,9 @@ class Governor:
         routes = self._endpoints.serving(model)
         if not routes:
             return Deny("no_endpoint", f"no endpoint of the run serves {model}")
+        denial = self._endpoints.denial(model)  # every endpoint serving it refused the run's calls
+        if denial is not None:
+            return denial
         admitted: list[tuple[Route, Admission]] = []
         breaker_wait = math.inf
         for route in routes:
@@ -255,8 +258,9 @@ class Governor:
         self._collect_budget(now)
         self._settle_breaker(grant, outcome, now)
         pool = self._pools[grant.pool]
-        rate_limited = outcome.status_code == 429 or (
-            outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok
+        rate_limited = not outcome.refused and (  # a spend cap's 429 is no rate limit
+            outcome.status_code == 429
+            or (outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok)
         )
         self._observe_headers(grant.pool, pool, outcome, now)
         route = self._table.route(grant.endpoint)
@@ -273,9 +277,20 @@ class Governor:
                 self._emit("paused", now, pool=grant.pool, until=pool.paused_until, retry_after_s=pause_s)
 
     def _settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> None:
+        """Count the call for or against its breaker. A named endpoint that refused it is out
+        (every breaker it has opens) until a probe there succeeds (all of them close); on the
+        run's only endpoint a refusal stops the run, as the worker decides."""
         breaker = self._endpoints.breaker(grant.endpoint, grant.model, now)
+        if outcome.refused and grant.endpoint:
+            refusal = Refusal(outcome.error or "refused", outcome.status_code, outcome.message)
+            for model in self._endpoints.refuse(grant.endpoint, refusal, now):
+                self._collect_breaker(grant.endpoint, model)
+            return
         if outcome.ok:
             breaker.record_success(now, grant.probe)
+            if grant.probe:
+                for model in self._endpoints.restore(grant.endpoint, now):
+                    self._collect_breaker(grant.endpoint, model)
         elif outcome.breaker_failure:
             breaker.record_failure(now, grant.probe)
         elif grant.probe:
@@ -354,7 +369,9 @@ class Governor:
 
     def _collect_breaker(self, endpoint: str, model: str) -> None:
         for t in self._endpoints.breaker(endpoint, model).drain():
-            where = {"endpoint": endpoint} if endpoint else {}
+            where: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
+            if t.reason is not None:  # opened by the endpoint's refusal: why
+                where["reason"] = t.reason
             self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures, **where)
 
     def _collect_budget(self, now: float) -> None:
@@ -379,7 +396,9 @@ class Governor:
         endpoints = {}
         if not self._table.implicit:
             endpoints = {
-                r.name: EndpointView(in_flight.get(r.name, 0), self._granted.get(r.name, 0))
+                r.name: EndpointView(
+                    in_flight.get(r.name, 0), self._granted.get(r.name, 0), self._endpoints.refusal(r.name)
+                )
                 for r in self._table.routes
             }
         return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight), endpoints)
