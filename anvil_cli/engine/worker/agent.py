@@ -34,10 +34,11 @@ from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.settling import answered, failed, refusal_message
 from anvil_cli.engine.worker.tools.runner import ToolOutcome, run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
 from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.prompt_caching import prefix_digest
@@ -108,12 +109,6 @@ class _JobState:
     def add_usage(self, usage: Usage) -> Usage:
         self.usage = usage if self.usage is None else self.usage + usage
         return self.usage
-
-
-def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
-    if raw_headers is None:
-        return {}
-    return {k.lower(): v for k, v in raw_headers.items() if k.lower().startswith("anthropic-ratelimit-")}
 
 
 class Agent:
@@ -305,17 +300,7 @@ class Agent:
         cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
         st.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
-        self.ctx.governor.settle(
-            grant.ticket,
-            Outcome(
-                ok=True,
-                input_tokens=usage.counted_input,
-                output_tokens=usage.output_tokens,
-                cost_usd=cost,
-                status_code=status_code,
-                headers=_headers(headers),
-            ),
-        )
+        self.ctx.governor.settle(grant.ticket, answered(usage, cost, status_code, headers))
         latency_s = round(time.monotonic() - t0, 4)
         entry = Attempt(st.attempts, st.model, 200, latency_s=latency_s, endpoint=st.endpoint)
         st.log.append(entry)
@@ -342,29 +327,15 @@ class Agent:
         the call for a reason no retry there can fix (on a named endpoint the governor takes
         the endpoint out, and the caller may ask again)."""
         info = classify(exc)
-        response = getattr(exc, "response", None)
-        refused = info.verdict is Verdict.STOP_RUN
-        stop_message = f"{info.type} ({info.status_code}): {self.redact(info.message)}"
-        self.ctx.governor.settle(
-            grant.ticket,
-            Outcome(
-                ok=False,
-                status_code=info.status_code,
-                breaker_failure=info.breaker_failure,
-                retry_after_s=retry_after_s(exc) if info.status_code == 429 else None,
-                headers=_headers(response.headers if response is not None else None),
-                refused=refused and bool(grant.endpoint),  # the run's only endpoint: the run stops
-                error=info.type,
-                message=stop_message if refused else "",
-            ),
-        )
+        message = self.redact(info.message)
+        self.ctx.governor.settle(grant.ticket, failed(exc, info, grant.endpoint, message))
         entry = Attempt(
             st.attempts,
             st.model,
             info.status_code,
             latency_s=round(elapsed_s, 4),
             error_type=info.type,
-            message=self.redact(info.message)[:500],
+            message=message[:500],
             host=info.host,
             unreachable=info.unreachable,  # no connection was made (policy/unreachable.py counts these)
             endpoint=st.endpoint,
@@ -374,7 +345,8 @@ class Agent:
         st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
-        return StopRun(info.type, stop_message) if refused else None
+        refused = info.verdict is Verdict.STOP_RUN
+        return StopRun(info.type, refusal_message(info, message)) if refused else None
 
     async def _acquire(self, st: _JobState) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""

@@ -8,6 +8,9 @@ With several endpoints (`RouteTable`) it also decides where a call goes: among t
 that serve the model, in the preferred order, the first whose breaker admits the call and whose
 pool (and shared ceilings) fit it now; a breaker due for its probe comes first, then the
 endpoint that served the call's prompt prefix last. The run's rate is the sum of its endpoints'.
+A named endpoint that refuses a call (`Outcome.refused`: credential, permission, spend cap) is
+out, every breaker of it open, until a probe there succeeds; once every endpoint serving a model
+is out, its calls are denied (the run stops, as on one endpoint).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from anvil_cli.policy.governor.limiter import (
 from anvil_cli.policy.governor.pools import Draw, EndpointPools
 from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, Route, RouteTable
 from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
-from anvil_cli.policy.governor.view import EndpointView, GovernorView, Refusal, split_endpoint_key
+from anvil_cli.policy.governor.view import EndpointView, GovernorView, split_endpoint_key
 
 __all__ = ["Governor", "GovernorEvent"]
 
@@ -277,25 +280,9 @@ class Governor:
                 self._emit("paused", now, pool=grant.pool, until=pool.paused_until, retry_after_s=pause_s)
 
     def _settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> None:
-        """Count the call for or against its breaker. A named endpoint that refused it is out
-        (every breaker it has opens) until a probe there succeeds (all of them close); on the
-        run's only endpoint a refusal stops the run, as the worker decides."""
-        breaker = self._endpoints.breaker(grant.endpoint, grant.model, now)
-        if outcome.refused and grant.endpoint:
-            refusal = Refusal(outcome.error or "refused", outcome.status_code, outcome.message)
-            for model in self._endpoints.refuse(grant.endpoint, refusal, now):
-                self._collect_breaker(grant.endpoint, model)
-            return
-        if outcome.ok:
-            breaker.record_success(now, grant.probe)
-            if grant.probe:
-                for model in self._endpoints.restore(grant.endpoint, now):
-                    self._collect_breaker(grant.endpoint, model)
-        elif outcome.breaker_failure:
-            breaker.record_failure(now, grant.probe)
-        elif grant.probe:
-            breaker.end_probe()
-        self._collect_breaker(grant.endpoint, grant.model)
+        moved = self._endpoints.settle_breaker(grant, outcome, now)  # a refusal moves them all
+        for model in dict.fromkeys([grant.model, *moved]):
+            self._collect_breaker(grant.endpoint, model)
 
     def _observe_headers(self, key: str, pool: PoolLimiter, outcome: Outcome, now: float) -> None:
         for change in pool.observe(outcome.headers, now, outcome.headers_at):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from anvil_cli.policy.governor.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker
-from anvil_cli.policy.governor.calls import Deny
+from anvil_cli.policy.governor.calls import Deny, Grant, Outcome
 from anvil_cli.policy.governor.limiter import Limits, PoolLimiter
 from anvil_cli.policy.governor.routes import Route, RouteTable
 from anvil_cli.policy.governor.view import Refusal, endpoint_key, split_endpoint_key
@@ -102,6 +102,24 @@ class EndpointPools:
             elif self.replacement:
                 breaker.force(HALF_OPEN, now)
         return breaker
+
+    def settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> list[str]:
+        """Count a settled call for or against its breaker. A named endpoint that refused it is
+        out (`refuse`); a probe that succeeds brings its endpoint back (`restore`); on the run's
+        only endpoint a refusal counts for nothing here: the worker stops the run. The models of
+        the endpoint whose breakers moved besides the call's own."""
+        breaker = self.breaker(grant.endpoint, grant.model, now)
+        if outcome.refused and grant.endpoint:
+            refusal = Refusal(outcome.error or "refused", outcome.status_code, outcome.message)
+            return self.refuse(grant.endpoint, refusal, now)
+        if outcome.ok:
+            breaker.record_success(now, grant.probe)
+            return self.restore(grant.endpoint, now) if grant.probe else []
+        if outcome.breaker_failure:
+            breaker.record_failure(now, grant.probe)
+        elif grant.probe:
+            breaker.end_probe()
+        return []
 
     def _models_of(self, endpoint: str) -> list[str]:
         """The models `endpoint` has a breaker for."""
