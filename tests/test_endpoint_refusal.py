@@ -41,6 +41,10 @@ from anvil_cli.policy.governor import (
 )
 from anvil_cli.sim import SimServer
 from anvil_cli.sim.config import EndpointSim
+from anvil_cli.snapshot.build import build_snapshot
+from anvil_cli.snapshot.endpoints import endpoints_of
+from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.state import EngineState
 from tests.engine_support import journal_query, read_results, run_inprocess, write_config, write_jobs
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 from tests.test_worker_endpoints import HAIKU, KEY, jobs_in, run_job, settings_in
@@ -241,6 +245,30 @@ def test_on_the_run_s_only_endpoint_a_refusal_changes_nothing() -> None:
     assert view.breakers[SONNET].state == "closed" and view.endpoints == {}
     assert "reason" not in view.to_dict()["breakers"][SONNET]
     assert isinstance(_ask(gov, 0.0), Grant)
+
+
+def test_the_snapshot_says_which_endpoint_is_out_and_why() -> None:
+    gov = _gov(_route("a"), _route("b"))
+    gov.settle(_grant(gov, 0.0).ticket, AUTH, now=0.0)
+    _grant(gov, 1.0)
+    state = EngineState(
+        run_id="r", mode="messages", phase="running", paused=False, in_flight=0,
+        agent_limit=1, agent_min=1, agent_max=4, queue_depth=0, governor=gov.view(1.0),
+    )  # fmt: skip
+    snap = build_snapshot(
+        state, RunMetrics(total=1, started_at=0.0), batch_path="b", started_wall=0.0, now=1.0
+    )
+    assert snap["breakers"][f"a/{SONNET}"]["reason"] == "authentication_error"
+    assert "reason" not in snap["breakers"][f"b/{SONNET}"]
+    assert snap["governor"]["endpoints"]["a"]["refused"]["reason"] == "authentication_error"
+    endpoints = endpoints_of({}, snap["limits"], snap["breakers"])
+    assert endpoints["a"]["open_breakers"] == 1
+    assert endpoints["a"]["breakers"][SONNET] == {
+        "state": "open",
+        "failures": 0,
+        "retry_in_s": 9.0,
+        "reason": "authentication_error",
+    }
 
 
 # --- the worker's agent against the simulator -------------------------------------------------
