@@ -43,6 +43,7 @@ from anvil_cli.sim import SimServer
 from anvil_cli.sim.config import EndpointSim
 from anvil_cli.snapshot.build import build_snapshot
 from anvil_cli.snapshot.endpoints import endpoints_of
+from anvil_cli.snapshot.history import describe_event, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.state import EngineState
 from tests.engine_support import journal_query, read_results, run_inprocess, write_config, write_jobs
@@ -269,6 +270,18 @@ def test_the_snapshot_says_which_endpoint_is_out_and_why() -> None:
         "retry_in_s": 9.0,
         "reason": "authentication_error",
     }
+
+
+def test_the_breaker_history_names_the_endpoint_and_the_refusal() -> None:
+    """As the journal keeps the governor's events and `anvil status`, the dashboard and alerts
+    say them."""
+    gov = _gov(_route("a"), _route("b"))
+    gov.settle(_grant(gov, 0.0).ticket, AUTH, now=0.0)
+    raws = [{"at": 1.0, "kind": e.kind, **e.data} for e in gov.drain_events()]
+    (event,) = history_of(raws)
+    assert describe_event(event) == f"breaker a/{SONNET} open (authentication_error)"
+    plain = history_of([{"at": 1.0, "kind": "breaker", "model": SONNET, "state": "open", "failures": 5}])
+    assert describe_event(plain[0]) == f"breaker {SONNET} open (5 failures)"  # as it always was
 
 
 # --- the worker's agent against the simulator -------------------------------------------------

@@ -218,6 +218,8 @@ class BreakerEvent(TypedDict):
     model: str
     state: str  # the state it moved to
     failures: int
+    endpoint: NotRequired[str]  # on a named endpoint only
+    reason: NotRequired[str]  # opened because its endpoint refused the run's calls: why
 
 
 class ScalingEvent(TypedDict):
