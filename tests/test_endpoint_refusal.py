@@ -228,6 +228,16 @@ def test_an_endpoint_that_failed_without_refusing_is_waited_for_not_denied() -> 
     assert isinstance(decision, Wait) and decision.reason == "breaker"  # b will probe
 
 
+def test_an_operator_closing_a_refused_endpoint_s_breaker_lets_it_in_again() -> None:
+    gov = _gov(_route("a"), _route("b"))
+    gov.settle(_grant(gov, 0.0).ticket, AUTH, now=0.0)
+    gov.settle(_grant(gov, 0.0).ticket, AUTH, now=0.0)
+    assert isinstance(_ask(gov, 1.0), Deny)
+    gov.set_breaker(f"a/{SONNET}", "closed", now=1.0)  # `anvil breaker` / POST /breaker
+    assert gov.view(1.0).endpoints["a"].refused is None
+    assert _grant(gov, 1.0).endpoint == "a"
+
+
 def test_a_spend_cap_s_429_is_not_a_rate_limit() -> None:
     gov = _gov(_route("a"), _route("b"))
     gov.settle(_grant(gov, 0.0).ticket, SPEND_CAP, now=0.0)

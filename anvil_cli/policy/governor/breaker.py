@@ -63,7 +63,6 @@ class CircuitBreaker:
             self.opened_at = now
         if state != HALF_OPEN:  # half-open keeps why it opened: its probe is still to answer it
             self.reason = reason if state == OPEN else None
-        if state != HALF_OPEN:
             self.probes_in_flight = 0
         if state == CLOSED:
             self.failures = 0

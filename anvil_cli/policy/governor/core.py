@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from anvil_cli.policy.governor.breaker import STATES, Admission, BreakerPolicy
+from anvil_cli.policy.governor.breaker import OPEN, STATES, Admission, BreakerPolicy
 from anvil_cli.policy.governor.budget import BudgetGuard, exhausted_message
 from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
 from anvil_cli.policy.governor.estimate import OutputEstimator
@@ -348,6 +348,8 @@ class Governor:
         for name in endpoints:
             self._endpoints.breaker(name, model, now).force(state, now)
             self._collect_breaker(name, model)
+            if state != OPEN:  # closed or half-open by hand: a refused endpoint is let in again
+                self._endpoints.refused.pop(name, None)
 
     # --- events and view ----------------------------------------------------------------
 
