@@ -144,14 +144,13 @@ def limiter_headroom(
 
 
 def _breakers(governor: GovernorView) -> dict[str, Breaker]:
-    return {
-        model: {
-            "state": b.state,
-            "failures": b.failures,
-            "retry_in_s": round(b.retry_in_s, 1) if b.retry_in_s else None,
-        }
-        for model, b in sorted(governor.breakers.items())
-    }
+    out: dict[str, Breaker] = {}
+    for model, b in sorted(governor.breakers.items()):
+        retry_in_s = round(b.retry_in_s, 1) if b.retry_in_s else None
+        out[model] = {"state": b.state, "failures": b.failures, "retry_in_s": retry_in_s}
+        if b.reason is not None:  # its endpoint refused the run's calls
+            out[model]["reason"] = b.reason
+    return out
 
 
 def _budget(governor: GovernorView) -> Budget:

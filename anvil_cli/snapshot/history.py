@@ -30,6 +30,9 @@ def history_event(raw: Mapping[str, Any]) -> HistoryEvent | None:
             "state": str(raw.get("state") or ""),
             "failures": int(raw.get("failures") or 0),
         }
+        for key in ("endpoint", "reason"):  # a named endpoint's; a refusal's
+            if raw.get(key):
+                breaker[key] = str(raw[key])
         return breaker
     if raw.get("kind") == "scaled":
         busy, limiter = _num(raw.get("busy")), _num(raw.get("limiter_pct"))
@@ -52,12 +55,16 @@ def history_of(raws: Iterable[Mapping[str, Any]]) -> list[HistoryEvent]:
 
 
 def describe_event(event: HistoryEvent) -> str:
-    """One line: `breaker claude-sonnet-4-6 open (5 failures)`, `agents 20 → 14 (...)`."""
+    """One line: `breaker claude-sonnet-4-6 open (5 failures)`, `breaker org-a/claude-sonnet-4-6
+    open (authentication_error)`, `agents 20 → 14 (...)`."""
     if event["kind"] == "breaker":
         failures = (
             f" ({event['failures']} failures)" if event["state"] == "open" and event["failures"] else ""
         )
-        return f"breaker {event['model']} {event['state']}{failures}"
+        if "reason" in event and event["state"] == "open":
+            failures = f" ({event['reason']})"
+        where = f"{event['endpoint']}/" if "endpoint" in event else ""
+        return f"breaker {where}{event['model']} {event['state']}{failures}"
     why = []
     if event["busy"] is not None:
         why.append(f"{event['busy']} busy")

@@ -11,7 +11,7 @@ Two times are kept apart everywhere: `call_latency_s` is the API's answer time p
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 SNAPSHOT_VERSION: Final = 2
 
@@ -167,6 +167,7 @@ class Breaker(TypedDict):
     state: str  # closed | open | half_open
     failures: int
     retry_in_s: float | None
+    reason: NotRequired[str]  # only while its endpoint is out for refusing calls: "authentication_error"...
 
 
 class Budget(TypedDict):
@@ -217,6 +218,8 @@ class BreakerEvent(TypedDict):
     model: str
     state: str  # the state it moved to
     failures: int
+    endpoint: NotRequired[str]  # on a named endpoint only
+    reason: NotRequired[str]  # opened because its endpoint refused the run's calls: why
 
 
 class ScalingEvent(TypedDict):

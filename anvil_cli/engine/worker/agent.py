@@ -6,6 +6,12 @@ are off; tenacity is the one owner of retries, so the governor sees every attemp
 names the endpoint to call: the agent sends the request through that endpoint's client, with
 the id that provider knows the model by; everything it records keeps Anvil's model id and
 names the endpoint.
+
+A refusal no retry can fix (auth, permission, spend cap: `Verdict.STOP_RUN`) stops the run on
+the run's only endpoint. On a named one it takes that endpoint out (the governor opens its
+breakers, `Outcome.refused`) and the call is asked again at once, without spending one of the
+job's retries: the governor grants it another endpoint, or denies it when every endpoint that
+serves the model has refused, and the run stops as with one endpoint.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.settling import answered, failed, refusal_message
 from anvil_cli.engine.worker.tools.runner import ToolOutcome, run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Outcome, Wait, WaitBackoff, retry_after_s
+from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
 from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.prompt_caching import prefix_digest
@@ -43,6 +50,9 @@ MAX_WAIT_SLICE_S = 1.0  # re-ask the governor at least this often while waiting
 # 600 s / 3600 s x 128,000. Anvil streams those (and passes its own timeout to the rest).
 STREAM_ABOVE_MAX_TOKENS = 21_333
 MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
+
+
+_Answer = tuple[Any, int, Mapping[str, str]]  # a call's message, HTTP status and response headers
 
 
 class Abandoned(Exception):
@@ -101,12 +111,6 @@ class _JobState:
         return self.usage
 
 
-def _headers(raw_headers: Mapping[str, str] | None) -> dict[str, str]:
-    if raw_headers is None:
-        return {}
-    return {k.lower(): v for k, v in raw_headers.items() if k.lower().startswith("anthropic-ratelimit-")}
-
-
 class Agent:
     """Runs jobs to completion; each `run` is one asyncio task, many at once per worker."""
 
@@ -120,6 +124,9 @@ class Agent:
         secrets = {secret for each in ctx.clients.values() for secret in each.endpoint.secrets()}
         self._secrets = sorted(secrets, key=len, reverse=True)  # a key containing another goes first
         self._pricers = list({id(each.pricer): each.pricer for each in ctx.clients.values()}.values())
+        # refusals one try may meet before giving up (each takes its endpoint out: normally
+        # the governor grants another endpoint or denies the call long before)
+        self._max_refusals = 2 * len(ctx.clients)
 
     def redact(self, text: str) -> str:
         """Error text never carries any endpoint's key, token or AWS secret, whatever an
@@ -258,43 +265,49 @@ class Agent:
     # -- one attempt --------------------------------------------------------------------------
 
     async def _attempt(self, st: _JobState) -> Any:
-        if self.ctx.stopping.is_set():
-            raise Abandoned("run is stopping")
-        grant = await self._acquire(st)
-        st.attempts += 1
-        t0 = time.monotonic()
-        try:
-            endpoint = self._endpoint(grant)
-            st.endpoint = endpoint.name
-            message, status_code, headers = await self._call(st, endpoint)
-        except anthropic.APIError as exc:
-            self._settle_failure(st, grant, exc, time.monotonic() - t0)
-            raise
-        except BaseException:
-            self.ctx.governor.release(grant.ticket)
-            raise
+        """One try of tenacity's: a call, asked again at once (not a retry) while named
+        endpoints refuse it, up to `_max_refusals` times."""
+        refusals = 0
+        while True:
+            if self.ctx.stopping.is_set():
+                raise Abandoned("run is stopping")
+            grant = await self._acquire(st)
+            st.attempts += 1
+            t0 = time.monotonic()
+            try:
+                endpoint = self._endpoint(grant)
+                st.endpoint = endpoint.name
+                answer = await self._call(st, endpoint)
+            except anthropic.APIError as exc:
+                stop = self._settle_failure(st, grant, exc, time.monotonic() - t0)
+                if stop is None:
+                    raise
+                if grant.endpoint and refusals < self._max_refusals:
+                    refusals += 1  # that endpoint is out now: the governor picks another, or denies
+                    continue
+                raise stop from exc
+            except BaseException:
+                self.ctx.governor.release(grant.ticket)
+                raise
+            return self._succeeded(st, grant, endpoint, answer, t0)
+
+    def _succeeded(
+        self, st: _JobState, grant: Grant, endpoint: EndpointClient, answer: _Answer, t0: float
+    ) -> Any:
+        """Pay for, settle and log a call that was answered."""
+        message, status_code, headers = answer
         usage = usage_of(message)
         cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
         st.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
-        self.ctx.governor.settle(
-            grant.ticket,
-            Outcome(
-                ok=True,
-                input_tokens=usage.counted_input,
-                output_tokens=usage.output_tokens,
-                cost_usd=cost,
-                status_code=status_code,
-                headers=_headers(headers),
-            ),
-        )
+        self.ctx.governor.settle(grant.ticket, answered(usage, cost, status_code, headers))
         latency_s = round(time.monotonic() - t0, 4)
         entry = Attempt(st.attempts, st.model, 200, latency_s=latency_s, endpoint=st.endpoint)
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
         return message
 
-    async def _call(self, st: _JobState, endpoint: EndpointClient) -> tuple[Any, int, Mapping[str, str]]:
+    async def _call(self, st: _JobState, endpoint: EndpointClient) -> _Answer:
         """One request to `endpoint`, with the model id its provider knows: (message, HTTP
         status, response headers). Long requests are streamed, as the API asks for anything that
         may take over ten minutes (the SDK's own rule)."""
@@ -307,27 +320,22 @@ class Agent:
         raw = await messages.with_raw_response.create(**request, timeout=self.timeout_s)
         return await raw.parse(), raw.http_response.status_code, raw.headers
 
-    def _settle_failure(self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float) -> None:
-        """Tell the governor, log the attempt; raise StopRun when no request can succeed."""
+    def _settle_failure(
+        self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float
+    ) -> StopRun | None:
+        """Tell the governor, log the attempt; the StopRun to raise when the endpoint refused
+        the call for a reason no retry there can fix (on a named endpoint the governor takes
+        the endpoint out, and the caller may ask again)."""
         info = classify(exc)
-        response = getattr(exc, "response", None)
-        self.ctx.governor.settle(
-            grant.ticket,
-            Outcome(
-                ok=False,
-                status_code=info.status_code,
-                breaker_failure=info.breaker_failure,
-                retry_after_s=retry_after_s(exc) if info.status_code == 429 else None,
-                headers=_headers(response.headers if response is not None else None),
-            ),
-        )
+        message = self.redact(info.message)
+        self.ctx.governor.settle(grant.ticket, failed(exc, info, grant.endpoint, message))
         entry = Attempt(
             st.attempts,
             st.model,
             info.status_code,
             latency_s=round(elapsed_s, 4),
             error_type=info.type,
-            message=self.redact(info.message)[:500],
+            message=message[:500],
             host=info.host,
             unreachable=info.unreachable,  # no connection was made (policy/unreachable.py counts these)
             endpoint=st.endpoint,
@@ -337,10 +345,8 @@ class Agent:
         st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
-        if info.verdict is Verdict.STOP_RUN:
-            raise StopRun(
-                info.type, f"{info.type} ({info.status_code}): {self.redact(info.message)}"
-            ) from exc
+        refused = info.verdict is Verdict.STOP_RUN
+        return StopRun(info.type, refusal_message(info, message)) if refused else None
 
     async def _acquire(self, st: _JobState) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""

@@ -141,8 +141,11 @@ class GovernorBroker:
                 settled, self._settled = self._settled, []
                 released, self._released = self._released, []
                 closed = self._closed
+                # asks queued after these outcomes wait for the next round: an agent that
+                # settled a call and asks again is answered by a governor that knows the outcome
+                cutoff = next(self._order)
             try:
-                self._round(gov, settled, released, ask=not closed)
+                self._round(gov, settled, released, ask=not closed, cutoff=cutoff)
             except (OSError, EOFError, ConnectionError) as exc:  # the governor's process is gone
                 self._governor_lost(gov, exc, settled)
                 continue
@@ -178,7 +181,13 @@ class GovernorBroker:
         return max(0.001, min(due) - time.monotonic()) if due else IDLE_WAKE_S
 
     def _round(
-        self, gov: GovernorClient, settled: list[tuple[int, Outcome]], released: list[int], *, ask: bool
+        self,
+        gov: GovernorClient,
+        settled: list[tuple[int, Outcome]],
+        released: list[int],
+        *,
+        ask: bool,
+        cutoff: int,
     ) -> None:
         if settled or released:
             gov.settle_many(settled, released)
@@ -186,7 +195,7 @@ class GovernorBroker:
         if not ask:  # closing: settle what is done, take nothing more
             return
         for model in self._due_models():
-            self._ask(gov, model)
+            self._ask(gov, model, cutoff)
         if time.monotonic() - self._breakers_at >= BREAKERS_EVERY_S:
             self._breakers = dict(gov.view().breakers)
             self._breakers_at = time.monotonic()
@@ -196,12 +205,14 @@ class GovernorBroker:
         with self._cond:
             return [m for m, heap in self._waiting.items() if heap and self._retry_at.get(m, 0.0) <= now]
 
-    def _ask(self, gov: GovernorClient, model: str) -> None:
+    def _ask(self, gov: GovernorClient, model: str, cutoff: int) -> None:
         with self._cond:
             heap = self._waiting[model]
-            live = [w for w in heapq.nsmallest(MAX_ASKS_PER_ROUND, heap) if not w.future.done()]
+            asked = (w for w in heap if w.order < cutoff and not w.future.done())
+            live = heapq.nsmallest(MAX_ASKS_PER_ROUND, asked)
             if not live:
                 self._waiting[model] = [w for w in heap if not w.future.done()]
+                heapq.heapify(self._waiting[model])
                 return
         granted = gov.acquire_many(model, [w.ask for w in live], live[0].priority, self._owner)
         answered: list[_Waiter] = []

@@ -42,6 +42,7 @@ class Transition:
     state: str
     at: float
     failures: int
+    reason: str | None = None  # why it was forced open (a refusal's error type); None: failures
 
 
 class CircuitBreaker:
@@ -53,19 +54,22 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probes_in_flight = 0
+        # why it is open (or half-open) when a refusal forced it: the error's type; None otherwise
+        self.reason: str | None = None
         self._transitions: list[Transition] = []
 
-    def _move(self, state: str, now: float) -> None:
+    def _move(self, state: str, now: float, reason: str | None = None) -> None:
         if state == OPEN:
             self.opened_at = now
-        if state != HALF_OPEN:
+        if state != HALF_OPEN:  # half-open keeps why it opened: its probe is still to answer it
+            self.reason = reason if state == OPEN else None
             self.probes_in_flight = 0
         if state == CLOSED:
             self.failures = 0
         changed = state != self.state
         self.state = state
         if changed or state == OPEN:  # a failed probe reopens: report the new timer too
-            self._transitions.append(Transition(state, now, self.failures))
+            self._transitions.append(Transition(state, now, self.failures, self.reason))
 
     def retry_in_s(self, now: float) -> float | None:
         """Seconds until an open breaker lets a probe through; None unless open."""
@@ -75,7 +79,9 @@ class CircuitBreaker:
 
     def view(self, now: float) -> BreakerView:
         """The breaker as of `now`."""
-        return BreakerView(self.state, self.failures, self.retry_in_s(now), self.probes_in_flight)
+        return BreakerView(
+            self.state, self.failures, self.retry_in_s(now), self.probes_in_flight, self.reason
+        )
 
     def allow(self, now: float) -> Admission:
         """May a call start at `now`? Moves open → half-open once the timeout has passed. Takes nothing."""
@@ -116,11 +122,12 @@ class CircuitBreaker:
             self.failures += 1
             self._move(OPEN, now)
 
-    def force(self, state: str, now: float) -> None:
-        """Set the state by hand (an operator's open/close); an open breaker recovers by its timer."""
+    def force(self, state: str, now: float, reason: str | None = None) -> None:
+        """Set the state by hand (an operator's open/close, or a refusal's open, with its
+        `reason`); an open breaker recovers by its timer."""
         if state not in STATES:
             raise ValueError(f"unknown breaker state {state!r}; expected one of {', '.join(STATES)}")
-        self._move(state, now)
+        self._move(state, now, reason)
 
     def drain(self) -> list[Transition]:
         """State changes since the last drain, oldest first."""

@@ -35,7 +35,9 @@ class Wait:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """Never, as things stand: the budget cannot cover this call ("budget")."""
+    """Never, as things stand: the budget cannot cover this call ("budget"), or every endpoint
+    that serves the model refused the run's calls (the last refusal's error type, e.g.
+    "authentication_error")."""
 
     reason: str
     message: str
@@ -75,3 +77,8 @@ class Outcome:
     retry_after_s: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     headers_at: float | None = None  # monotonic time the headers arrived (a stream's start), if known
+    # the endpoint refused the call for a reason no retry there can fix (its credential, its
+    # permission, its spend cap): a named endpoint is taken out until its probe succeeds
+    refused: bool = False
+    error: str | None = None  # the error's type ("authentication_error"...), when not ok
+    message: str = ""  # a refusal's message as the worker records it (redacted)

@@ -8,6 +8,9 @@ With several endpoints (`RouteTable`) it also decides where a call goes: among t
 that serve the model, in the preferred order, the first whose breaker admits the call and whose
 pool (and shared ceilings) fit it now; a breaker due for its probe comes first, then the
 endpoint that served the call's prompt prefix last. The run's rate is the sum of its endpoints'.
+A named endpoint that refuses a call (`Outcome.refused`: credential, permission, spend cap) is
+out, every breaker of it open, until a probe there succeeds; once every endpoint serving a model
+is out, its calls are denied (the run stops, as on one endpoint).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from anvil_cli.policy.governor.breaker import STATES, Admission, BreakerPolicy
+from anvil_cli.policy.governor.breaker import OPEN, STATES, Admission, BreakerPolicy
 from anvil_cli.policy.governor.budget import BudgetGuard, exhausted_message
 from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
 from anvil_cli.policy.governor.estimate import OutputEstimator
@@ -144,6 +147,9 @@ class Governor:
         routes = self._endpoints.serving(model)
         if not routes:
             return Deny("no_endpoint", f"no endpoint of the run serves {model}")
+        denial = self._endpoints.denial(model)  # every endpoint serving it refused the run's calls
+        if denial is not None:
+            return denial
         admitted: list[tuple[Route, Admission]] = []
         breaker_wait = math.inf
         for route in routes:
@@ -255,8 +261,9 @@ class Governor:
         self._collect_budget(now)
         self._settle_breaker(grant, outcome, now)
         pool = self._pools[grant.pool]
-        rate_limited = outcome.status_code == 429 or (
-            outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok
+        rate_limited = not outcome.refused and (  # a spend cap's 429 is no rate limit
+            outcome.status_code == 429
+            or (outcome.status_code is None and outcome.retry_after_s is not None and not outcome.ok)
         )
         self._observe_headers(grant.pool, pool, outcome, now)
         route = self._table.route(grant.endpoint)
@@ -273,14 +280,9 @@ class Governor:
                 self._emit("paused", now, pool=grant.pool, until=pool.paused_until, retry_after_s=pause_s)
 
     def _settle_breaker(self, grant: Grant, outcome: Outcome, now: float) -> None:
-        breaker = self._endpoints.breaker(grant.endpoint, grant.model, now)
-        if outcome.ok:
-            breaker.record_success(now, grant.probe)
-        elif outcome.breaker_failure:
-            breaker.record_failure(now, grant.probe)
-        elif grant.probe:
-            breaker.end_probe()
-        self._collect_breaker(grant.endpoint, grant.model)
+        moved = self._endpoints.settle_breaker(grant, outcome, now)  # a refusal moves them all
+        for model in dict.fromkeys([grant.model, *moved]):
+            self._collect_breaker(grant.endpoint, model)
 
     def _observe_headers(self, key: str, pool: PoolLimiter, outcome: Outcome, now: float) -> None:
         for change in pool.observe(outcome.headers, now, outcome.headers_at):
@@ -346,6 +348,8 @@ class Governor:
         for name in endpoints:
             self._endpoints.breaker(name, model, now).force(state, now)
             self._collect_breaker(name, model)
+            if state != OPEN:  # closed or half-open by hand: a refused endpoint is let in again
+                self._endpoints.refused.pop(name, None)
 
     # --- events and view ----------------------------------------------------------------
 
@@ -354,7 +358,9 @@ class Governor:
 
     def _collect_breaker(self, endpoint: str, model: str) -> None:
         for t in self._endpoints.breaker(endpoint, model).drain():
-            where = {"endpoint": endpoint} if endpoint else {}
+            where: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
+            if t.reason is not None:  # opened by the endpoint's refusal: why
+                where["reason"] = t.reason
             self._emit("breaker", t.at, model=model, state=t.state, failures=t.failures, **where)
 
     def _collect_budget(self, now: float) -> None:
@@ -379,7 +385,9 @@ class Governor:
         endpoints = {}
         if not self._table.implicit:
             endpoints = {
-                r.name: EndpointView(in_flight.get(r.name, 0), self._granted.get(r.name, 0))
+                r.name: EndpointView(
+                    in_flight.get(r.name, 0), self._granted.get(r.name, 0), self._endpoints.refusal(r.name)
+                )
                 for r in self._table.routes
             }
         return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight), endpoints)

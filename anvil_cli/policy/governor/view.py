@@ -58,14 +58,34 @@ class BreakerView:
     failures: int
     retry_in_s: float | None  # until an open breaker lets a probe through; None unless open
     probes_in_flight: int
+    # why it is open or half-open when its endpoint refused the run's calls: the error's type
+    # ("authentication_error", "permission_error", "spend_limit"...); None otherwise
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "state": self.state,
             "failures": self.failures,
             "retry_in_s": self.retry_in_s,
             "probes_in_flight": self.probes_in_flight,
         }
+        if self.reason is not None:  # only a refused endpoint's: other breakers' JSON is as it was
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a named endpoint is out of the run: it refused a call for a reason no retry there can
+    fix (its credential, its permission, its spend cap or billing). `reason`: the error's type;
+    `message`: as the worker recorded it (redacted), "authentication_error (401): invalid x-api-key"."""
+
+    reason: str
+    status_code: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "status_code": self.status_code, "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +94,13 @@ class EndpointView:
 
     in_flight: int  # calls granted there and not yet settled or released
     granted_total: int  # calls granted there since the governor started
+    refused: Refusal | None = None  # out of the run until its probe succeeds; None: not refused
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in_flight": self.in_flight, "granted_total": self.granted_total}
+        out: dict[str, Any] = {"in_flight": self.in_flight, "granted_total": self.granted_total}
+        if self.refused is not None:
+            out["refused"] = self.refused.to_dict()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
