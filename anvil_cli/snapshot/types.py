@@ -11,7 +11,7 @@ Two times are kept apart everywhere: `call_latency_s` is the API's answer time p
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, NotRequired, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 SNAPSHOT_VERSION: Final = 2
 
@@ -163,11 +163,16 @@ class Pool(TypedDict):
     dimensions: dict[str, Dimension]
 
 
-class Breaker(TypedDict):
+class _RefusedBy(TypedDict, total=False):
+    # only while its endpoint is out for refusing calls: "authentication_error"... (a base class
+    # with total=False: NotRequired is not seen under `from __future__ import annotations` on 3.11)
+    reason: str
+
+
+class Breaker(_RefusedBy):
     state: str  # closed | open | half_open
     failures: int
     retry_in_s: float | None
-    reason: NotRequired[str]  # only while its endpoint is out for refusing calls: "authentication_error"...
 
 
 class Budget(TypedDict):
@@ -212,14 +217,16 @@ class Alert(TypedDict):
     since: float  # wall-clock time it was raised
 
 
-class BreakerEvent(TypedDict):
+class _OnNamedEndpoint(_RefusedBy, total=False):
+    endpoint: str  # on a named endpoint only
+
+
+class BreakerEvent(_OnNamedEndpoint):
     at: float  # wall-clock
     kind: Literal["breaker"]
     model: str
     state: str  # the state it moved to
     failures: int
-    endpoint: NotRequired[str]  # on a named endpoint only
-    reason: NotRequired[str]  # opened because its endpoint refused the run's calls: why
 
 
 class ScalingEvent(TypedDict):

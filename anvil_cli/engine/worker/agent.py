@@ -26,7 +26,7 @@ import anthropic
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from anvil_cli.config.settings import Settings
-from anvil_cli.engine.attempts import Attempt, ToolCall
+from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.outcomes import JobError, JobResult, Usage
 from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.result_cache import ResultCache, result_from_cache
@@ -35,7 +35,7 @@ from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
-from anvil_cli.engine.worker.tools.runner import ToolOutcome, run_tool_async
+from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
@@ -229,7 +229,7 @@ class Agent:
                     for c in calls
                 )
             )
-            asked = tuple(_tool_call(c.name, o) for c, o in zip(calls, outcomes, strict=True))
+            asked = tuple(o.as_call(c.name) for c, o in zip(calls, outcomes, strict=True))
             st.log[-1] = replace(st.log[-1], tools=asked)  # listed under the answer that asked
             results = [o.block for o in outcomes]
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
@@ -384,13 +384,6 @@ class Agent:
                 st.affinity = prefix_digest(st.request)  # another model caches apart
                 return True
         return False
-
-
-def _tool_call(name: str, outcome: ToolOutcome) -> ToolCall:
-    """A tool call as the attempt log lists it under the answer that asked for it."""
-    if outcome.error_kind is None:
-        return ToolCall.ran(name, str(outcome.block["content"]))
-    return ToolCall.failed(name, outcome.error_kind, outcome.error_message)
 
 
 async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:

@@ -13,6 +13,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from anvil_cli.engine.attempts import ToolCall
+
 DETAIL_CHARS = 2000  # of stderr (or stdout) quoted in an error result
 
 # Why a tool call failed (`ToolOutcome.error_kind`): it could not be started (not found, not
@@ -63,6 +65,12 @@ class ToolOutcome:
     block: dict[str, Any]
     error_kind: str | None = None  # one of TOOL_ERROR_KINDS
     error_message: str | None = None  # what went wrong, as the model was told it
+
+    def as_call(self, name: str) -> ToolCall:
+        """The call as the attempt log lists it under the answer that asked for it."""
+        if self.error_kind is None:
+            return ToolCall.ran(name, str(self.block["content"]))
+        return ToolCall.failed(name, self.error_kind, self.error_message)
 
 
 def tool_result(tool_use_id: str, content: str, *, error: bool = False) -> dict[str, Any]:
