@@ -15,7 +15,7 @@ The baseline, measured in the same run, is what users write today: a pool of 32 
 dealing the jobs round-robin over three SDK clients (one per key), the SDK's default retries.
 Each scenario runs on the local backend, and with `--ray` on Ray too (a Ray started locally).
 
-    python benchmarks/bench_endpoints.py            # --quick: 500 jobs; --ray: Ray runs too
+    python benchmarks/bench_endpoints.py    # --quick: 500 jobs; --ray: on Ray too; --only a|b; --help
 """
 
 from __future__ import annotations
@@ -282,11 +282,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="500 jobs instead of 2,000")
     parser.add_argument("--ray", action="store_true", help="also on Ray (the `ray` extra)")
     parser.add_argument("--off-after", type=float, default=30.0, help="seconds until org-b goes off")
+    parser.add_argument("--only", choices=["a", "b"], help="10a (pooled) or 10b (one endpoint off) alone")
+    parser.add_argument("--no-baseline", action="store_true", help="Anvil's runs only")
+    parser.add_argument(
+        "--ray-only", action="store_true", help="Anvil on Ray alone (not on the local backend)"
+    )
     args = parser.parse_args()
     jobs = 500 if args.quick else 2000
     off_after = args.off_after / 4 if args.quick else args.off_after
-    backends = ["local", "ray"] if args.ray else ["local"]
+    backends = ["ray"] if args.ray_only else ["local", "ray"] if args.ray else ["local"]
+    if args.only != "b":
+        pooled(jobs, backends, not args.no_baseline)
+    if args.only != "a":
+        one_off(jobs, backends, off_after, not args.no_baseline)
 
+
+def pooled(jobs: int, backends: list[str], baseline: bool) -> None:
     print(f"\n[10a] pooled: {jobs} jobs over 600 + 600 + 300 requests/min, burst {BURST} each")
     bound = bound_s(jobs)
     for backend in backends:
@@ -295,8 +306,11 @@ def main() -> None:
         report(f"anvil ({backend})", jobs, r, bound)
         if backend == "ray":
             print(f"  {'':16s} Ray actor processes seen during the run: {r['ray_actors']}")
-    report("round-robin", jobs, run_baseline(jobs, None), bound)
+    if baseline:
+        report("round-robin", jobs, run_baseline(jobs, None), bound)
 
+
+def one_off(jobs: int, backends: list[str], off_after: float, baseline: bool) -> None:
     print(f"\n[10b] {OFF} turned off about {off_after:.0f}s after the simulator starts")
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp:
@@ -314,8 +328,8 @@ def main() -> None:
             f"refused {r['refused'][OFF]}; cut in flight {r['cut_in_flight']}; "
             f"paid twice {r['paid_duplicates']} (target: <= the calls cut in flight)"
         )
-    base = run_baseline(jobs, off_after)
-    report("round-robin", jobs, base, bound_s(jobs))
+    if baseline:
+        report("round-robin", jobs, run_baseline(jobs, off_after), bound_s(jobs))
 
 
 if __name__ == "__main__":
