@@ -1,0 +1,201 @@
+"""Several endpoints end to end, the way users run them: the real `anvil` command in its own
+process, configured (mostly) by environment variables alone, against the simulator serving one
+simulated endpoint per account under `/e/{name}` with the SDK's real Anthropic, Bedrock and
+Vertex clients over HTTP on 127.0.0.1. Every figure is checked against the journal (attempt logs,
+`endpoint_spend`, events) and the simulator's per-endpoint stats, by counts, never by time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.sim.config import EndpointSim, SharedSim
+from tests.engine_support import anvil_cmd, cli_env, journal_query, read_results, write_jsonl_batch
+
+TIMEOUT_S = 120
+
+# Fast retries and test-sized scaling for every run (the variables users would set too).
+FAST = {
+    "ANVIL_RETRIES__MAX_ATTEMPTS": "8",
+    "ANVIL_RETRIES__BACKOFF_BASE_S": "0.01",
+    "ANVIL_RETRIES__BACKOFF_MAX_S": "0.2",
+    "ANVIL_SCALING__WORKERS": "2",
+    "ANVIL_RUN__GRACE_PERIOD_S": "5",
+    "ANVIL_PROVIDER__TIMEOUT_S": "30",
+}
+CREDENTIALS = {"KEY_ANTH": "sk-ant-e2e", "KEY_BED": "bedrock-api-key-e2e", "TOK_VTX": "ya29.e2e-token"}
+
+
+def endpoint_vars(i: int, **fields: Any) -> dict[str, str]:
+    """`ANVIL_ENDPOINTS__{i}__FIELD=value` for each field (rate limits as `rpm`/`burst`)."""
+    out: dict[str, str] = {}
+    rpm, burst = fields.pop("rpm", None), fields.pop("burst", None)
+    for key, value in fields.items():
+        out[f"ANVIL_ENDPOINTS__{i}__{key.upper()}"] = str(value)
+    limits = f"ANVIL_ENDPOINTS__{i}__RATE_LIMITS__DEFAULT__"
+    if rpm is not None:
+        out[limits + "REQUESTS_PER_MINUTE"] = str(rpm)
+    if burst is not None:
+        out[limits + "BURST_SIZE"] = str(burst)
+    return out
+
+
+def anthropic_vars(i: int, sim: SimServer, name: str, **limits: Any) -> dict[str, str]:
+    base = sim.endpoint_url(name)
+    return endpoint_vars(i, name=name, provider="anthropic", api_key_env="KEY_ANTH", base_url=base, **limits)
+
+
+def bedrock_vars(i: int, sim: SimServer, name: str, region: str = "us-east-1", **limits: Any) -> dict[str, str]:
+    base = sim.endpoint_url(name)
+    return endpoint_vars(
+        i, name=name, provider="bedrock", region=region, api_key_env="KEY_BED", base_url=base, **limits
+    )
+
+
+def vertex_vars(i: int, sim: SimServer, name: str, **limits: Any) -> dict[str, str]:
+    base = sim.endpoint_url(name)
+    return endpoint_vars(
+        i,
+        name=name,
+        provider="vertex",
+        region="us-east5",
+        project_id="anvil-e2e",
+        auth_token_env="TOK_VTX",
+        base_url=base,
+        **limits,
+    )
+
+
+@dataclass
+class Run:
+    """One finished `anvil run`: its exit, summary, results and journal (read from outside)."""
+
+    code: int
+    stdout: str
+    stderr: str
+    cwd: Path
+    env: dict[str, str]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.cwd / ".anvil"
+
+    def results(self) -> list[dict[str, Any]]:
+        return read_results(self.cwd / "results.jsonl")
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return journal_query(self.state_dir, sql)
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """Every call of every job, from the jobs' stored attempt logs."""
+        out: list[dict[str, Any]] = []
+        for (log,) in self.query("SELECT attempts_json FROM jobs"):
+            out.extend(json.loads(log or "[]"))
+        return out
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        rows = self.query(f"SELECT data_json FROM events WHERE kind = '{kind}'")  # noqa: S608 - a test's constant
+        return [json.loads(str(r[0])) for r in rows]
+
+    def spend(self) -> dict[str, dict[str, float]]:
+        rows = self.query(
+            "SELECT endpoint, SUM(cost_usd), SUM(calls), SUM(errors), SUM(rate_limited)"
+            " FROM endpoint_spend GROUP BY endpoint"
+        )
+        return {
+            str(n): {"cost_usd": c, "calls": k, "errors": e, "rate_limited": r} for n, c, k, e, r in rows
+        }
+
+    def succeeded(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")[0][0])
+
+    def anvil(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Another `anvil` command in the same directory and environment (status, plan...)."""
+        return subprocess.run(
+            anvil_cmd(*args), cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+
+
+def run_env(tmp_path: Path, *parts: dict[str, str]) -> dict[str, str]:
+    env = cli_env()
+    del env["ANTHROPIC_API_KEY"]  # each endpoint names its own credential
+    env.update(CREDENTIALS)
+    env.update(FAST)
+    env["ANVIL_STATE_DIR"] = str(tmp_path / ".anvil")
+    for part in parts:
+        env.update(part)
+    return env
+
+
+def anvil_run(tmp_path: Path, env: dict[str, str], *args: str, batch: str = "batch.jsonl") -> Run:
+    argv = anvil_cmd("run", batch, "-o", "results.jsonl", "-q", "--json", *args)
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    return Run(done.returncode, done.stdout, done.stderr, tmp_path, env)
+
+
+def calls_by_endpoint(attempts: list[dict[str, Any]]) -> Counter[str]:
+    """Answered calls by endpoint, from the attempt logs (cache hits never reached an endpoint)."""
+    return Counter(a["endpoint"] for a in attempts if a["status_code"] == 200 and not a.get("cache_hit"))
+
+
+def sim_successes(sim: SimServer) -> dict[str, int]:
+    return {name: int(s["successes"]) for name, s in sim.stats()["endpoints"].items() if s["successes"]}
+
+
+# -- 1. three providers from environment variables only ----------------------------------------
+
+
+@pytest.fixture(name="three")
+def fixture_three() -> Iterator[SimServer]:
+    config = SimConfig(
+        seed=21,
+        latency_ms=20,
+        endpoints={
+            "anth": EndpointSim(provider="anthropic"),
+            "bed": EndpointSim(provider="bedrock"),
+            "vtx": EndpointSim(provider="vertex"),
+        },
+    )
+    with SimServer(config).start_thread() as sim:
+        yield sim
+
+
+def test_three_providers_configured_by_variables_only(tmp_path: Path, three: SimServer) -> None:
+    """Anthropic, Bedrock and Vertex endpoints from `ANVIL_ENDPOINTS__i__…` alone (no anvil.yaml),
+    each a burst of 3 so that 9 jobs at once need all three: every job succeeds, each result
+    names its endpoint, the simulator's endpoints answered exactly the calls the journal puts on
+    them, and `anvil status --json` shows the journal's sums."""
+    n = 9
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    env = run_env(
+        tmp_path,
+        anthropic_vars(0, three, "anth", rpm=60, burst=3),
+        bedrock_vars(1, three, "bed", rpm=60, burst=3),
+        vertex_vars(2, three, "vtx", rpm=60, burst=3),
+    )
+    run = anvil_run(tmp_path, env, "--agents", str(n))
+    assert run.code == 0, run.stderr
+    assert run.succeeded() == n
+    results = run.results()
+    assert len(results) == n and all(r["endpoint"] in {"anth", "bed", "vtx"} for r in results)
+    journal_calls = calls_by_endpoint(run.attempts())
+    assert dict(journal_calls) == sim_successes(three)
+    assert set(journal_calls) == {"anth", "bed", "vtx"}  # a burst of 3 each: all three were needed
+    assert Counter(r["endpoint"] for r in results) == journal_calls  # one call a job
+    spend = run.spend()
+    assert {name: s["calls"] for name, s in spend.items()} == dict(journal_calls)
+    status = run.anvil("status", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)["endpoints"]
+    for name, s in spend.items():  # status shows dollars to the micro-dollar
+        assert (shown[name]["calls"], shown[name]["errors"]) == (s["calls"], s["errors"])
+        assert shown[name]["cost_usd"] == round(s["cost_usd"], 6)
