@@ -199,3 +199,50 @@ def test_three_providers_configured_by_variables_only(tmp_path: Path, three: Sim
     for name, s in spend.items():  # status shows dollars to the micro-dollar
         assert (shown[name]["calls"], shown[name]["errors"]) == (s["calls"], s["errors"])
         assert shown[name]["cost_usd"] == round(s["cost_usd"], 6)
+
+
+# -- 2. failover: an endpoint goes off mid-run -------------------------------------------------
+
+
+def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path) -> None:
+    """Two Anthropic accounts, `a` first: the 9th job's prompt turns `a` off (its connections
+    dropped, its calls in flight cut). Every job still succeeds, answered once; `a`'s breaker
+    opened; the jobs after went to `b`; the simulator's paid duplicates are no more than the calls
+    `a` had cut in flight."""
+    n, off_at = 30, 8
+    prompts = [f"question {i}" for i in range(n)]
+    prompts[off_at] = "question @sim{endpoint_off=a}"
+    write_jsonl_batch(tmp_path / "batch.jsonl", prompts)
+    config = SimConfig(seed=22, latency_ms=40, endpoints={"a": EndpointSim(), "b": EndpointSim()})
+    with SimServer(config).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=60000, burst=100),
+            anthropic_vars(1, sim, "b", rpm=60000, burst=100),
+            {"ANVIL_CIRCUIT_BREAKER__RECOVERY_TIMEOUT_S": "3600"},
+        )
+        run = anvil_run(tmp_path, env, "--agents", "4")
+        stats = sim.stats()
+    assert run.code == 0, run.stderr
+    assert run.succeeded() == n
+    results = run.results()
+    assert sorted(r["id"] for r in results) == [f"job-{i:04d}" for i in range(n)]
+    for (log,) in run.query("SELECT attempts_json FROM jobs"):
+        assert sum(a["status_code"] == 200 for a in json.loads(log)) == 1  # answered once each
+    a_stats = stats["endpoints"]["a"]
+    assert a_stats["off"] and a_stats["refused"] >= 1
+    opened = [e for e in run.events("breaker") if e.get("endpoint") == "a" and e["state"] == "open"]
+    assert opened, run.events("breaker")
+    # The breaker kept the run off `a`: no probe within the hour, so `a` saw only the failures
+    # that opened it and the calls already granted to it then (at most one an agent).
+    assert a_stats["refused"] <= 5 + 4
+    # Each job that failed on `a` was answered on `b`; `a` answered exactly what the journal says.
+    for (log,) in run.query("SELECT attempts_json FROM jobs"):
+        calls = json.loads(log)
+        if any(c["endpoint"] == "a" and c["status_code"] != 200 for c in calls):
+            assert calls[-1]["endpoint"] == "b" and calls[-1]["status_code"] == 200
+    answered = calls_by_endpoint(run.attempts())
+    assert answered["b"] == stats["endpoints"]["b"]["successes"]
+    assert answered["a"] + a_stats["dropped"] == a_stats["successes"]  # cut calls were paid, not answered
+    assert answered["b"] > 0
+    assert stats["paid_duplicates"] <= a_stats["dropped"]
