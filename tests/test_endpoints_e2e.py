@@ -246,3 +246,40 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path) -> None:
     assert answered["a"] + a_stats["dropped"] == a_stats["successes"]  # cut calls were paid, not answered
     assert answered["b"] > 0
     assert stats["paid_duplicates"] <= a_stats["dropped"]
+
+
+# -- 3. a shared ceiling -----------------------------------------------------------------------
+
+SHARED = "{org: {endpoints: [a, b], rate_limits: {default: {requests_per_minute: 600, burst_size: 10}}}}"
+
+
+@pytest.mark.parametrize("shared", [SHARED, None], ids=["ceiling", "unknown-to-anvil"])
+def test_a_shared_ceiling_below_the_endpoints_sum(tmp_path: Path, shared: str | None) -> None:
+    """Two keys of one organisation, 600 requests a minute each, under the organisation's ceiling
+    of 600 (the simulator's too: past it, 429s). Told of the ceiling, Anvil keeps under it: every
+    job done with next to no 429; not told, the same run meets the ceiling's 429s."""
+    n = 24
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    config = SimConfig(
+        seed=23,
+        latency_ms=20,
+        endpoints={"a": EndpointSim(rpm=600, burst=10), "b": EndpointSim(rpm=600, burst=10)},
+        shared={"org": SharedSim(endpoints=("a", "b"), rpm=600, burst=10)},
+    )
+    with SimServer(config).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=600, burst=10),
+            anthropic_vars(1, sim, "b", rpm=600, burst=10),
+            {"ANVIL_SHARED_LIMITS": shared} if shared else {},
+        )
+        run = anvil_run(tmp_path, env, "--agents", "20")
+        stats = sim.stats()
+    assert run.code == 0, run.stderr
+    assert run.succeeded() == n
+    limited = sum(a["status_code"] == 429 for a in run.attempts())
+    assert limited == stats["rate_limited"]  # every 429 the simulator sent is in an attempt log
+    if shared:
+        assert limited <= 2
+    else:
+        assert limited > 2
