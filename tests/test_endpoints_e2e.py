@@ -309,3 +309,32 @@ def test_a_bedrock_rate_set_too_high_is_learned(tmp_path: Path) -> None:
     assert any(e["effective_per_min"] < e["configured_per_min"] for e in learned)
     limited = sum(a["status_code"] == 429 for a in run.attempts())
     assert 0 < limited == stats["rate_limited"] <= n
+
+
+# -- 5. the user's order or the cheapest, with capacity to spare -------------------------------
+
+
+@pytest.mark.parametrize(("order", "expected"), [("listed", "bed"), ("cheapest", "anth")])
+def test_listed_or_cheapest_order(tmp_path: Path, order: str, expected: str) -> None:
+    """A regional Bedrock endpoint (10% over list price) listed before an Anthropic one, both
+    with capacity to spare, one job at a time: `listed` sends every call to the first,
+    `cheapest` to the Anthropic one."""
+    n = 4
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    config = SimConfig(
+        seed=25,
+        latency_ms=10,
+        endpoints={"bed": EndpointSim(provider="bedrock"), "anth": EndpointSim(provider="anthropic")},
+    )
+    with SimServer(config).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            bedrock_vars(0, sim, "bed", rpm=6000, burst=50),
+            anthropic_vars(1, sim, "anth", rpm=6000, burst=50),
+            {"ANVIL_ROUTING__ENDPOINT_ORDER": order},
+        )
+        run = anvil_run(tmp_path, env, "--agents", "1")
+        answered = sim_successes(sim)
+    assert run.code == 0, run.stderr
+    assert [r["endpoint"] for r in run.results()] == [expected] * n
+    assert answered == {expected: n}
