@@ -253,7 +253,9 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path) -> None:
 SHARED = "{org: {endpoints: [a, b], rate_limits: {default: {requests_per_minute: 600, burst_size: 10}}}}"
 
 
-@pytest.mark.parametrize("shared", [SHARED, None], ids=["ceiling", "unknown-to-anvil"])
+@pytest.mark.parametrize(
+    "shared", [SHARED, pytest.param(None, marks=pytest.mark.slow)], ids=["ceiling", "unknown-to-anvil"]
+)
 def test_a_shared_ceiling_below_the_endpoints_sum(tmp_path: Path, shared: str | None) -> None:
     """Two keys of one organisation, 600 requests a minute each, under the organisation's ceiling
     of 600 (the simulator's too: past it, 429s). Told of the ceiling, Anvil keeps under it: every
@@ -288,6 +290,7 @@ def test_a_shared_ceiling_below_the_endpoints_sum(tmp_path: Path, shared: str | 
 # -- 4. a rate learned from a provider's 429s --------------------------------------------------
 
 
+@pytest.mark.slow  # its 429s pause the pool a second each: ~8 s
 def test_a_bedrock_rate_set_too_high_is_learned(tmp_path: Path) -> None:
     """Bedrock sends no rate-limit headers: an endpoint configured at three times its real rate
     (3,000 requests a minute against the simulator's 1,200) learns it from its throttling answers.
@@ -304,7 +307,6 @@ def test_a_bedrock_rate_set_too_high_is_learned(tmp_path: Path) -> None:
     assert run.code == 0, run.stderr
     assert run.succeeded() == n
     learned = [e for e in run.events("limit_adapted") if e.get("learned")]
-    print(learned, stats["rate_limited"])
     assert learned and all(e["pool"].startswith("bed/") for e in learned)
     assert any(e["effective_per_min"] < e["configured_per_min"] for e in learned)
     limited = sum(a["status_code"] == 429 for a in run.attempts())
@@ -338,3 +340,40 @@ def test_listed_or_cheapest_order(tmp_path: Path, order: str, expected: str) -> 
     assert run.code == 0, run.stderr
     assert [r["endpoint"] for r in run.results()] == [expected] * n
     assert answered == {expected: n}
+
+
+# -- 6. prompt-cache affinity ------------------------------------------------------------------
+
+SYSTEM = "You are a careful assistant for the Anvil end-to-end tests. " * 120  # ~7,000 characters
+
+
+def test_jobs_sharing_a_cached_prefix_stay_where_it_is_cached(tmp_path: Path) -> None:
+    """Ten jobs, one at a time, sharing a long system prompt (cached: prompt caching is on by
+    default). `a` is listed first with a burst of 2 and refills 2 calls a second; `b` has room to
+    spare. Once a job's prefix went to `b` (when `a` had run dry), every later job stays on `b`,
+    where its prefix is cached, even when `a` has refilled: the results' endpoints never go back,
+    and every job after the first on an endpoint reads the prefix from that endpoint's cache."""
+    n = 10
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)], system=SYSTEM)
+    config = SimConfig(seed=26, latency_ms=30, endpoints={"a": EndpointSim(), "b": EndpointSim()})
+    with SimServer(config).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=600, burst=2),
+            anthropic_vars(1, sim, "b", rpm=60000, burst=100),
+        )
+        run = anvil_run(tmp_path, env, "--agents", "1")
+        stats = sim.stats()["endpoints"]
+    assert run.code == 0, run.stderr
+    results = run.results()
+    order = [r["endpoint"] for r in results]
+    switched = order.index("b") if "b" in order else n
+    assert order == ["a"] * switched + ["b"] * (n - switched)  # never back to `a`
+    for endpoint, first in (("a", 0), ("b", switched)):
+        used = [r for r in results if r["endpoint"] == endpoint]
+        if not used:
+            continue
+        assert used[0]["id"] == results[first]["id"]
+        assert used[0]["usage"]["cache_creation_input_tokens"] > 0  # the prefix written once
+        assert all(r["usage"]["cache_read_input_tokens"] > 0 for r in used[1:])  # then read
+        assert stats[endpoint]["cache_creation_input_tokens"] == used[0]["usage"]["cache_creation_input_tokens"]
