@@ -377,3 +377,33 @@ def test_jobs_sharing_a_cached_prefix_stay_where_it_is_cached(tmp_path: Path) ->
         assert used[0]["usage"]["cache_creation_input_tokens"] > 0  # the prefix written once
         assert all(r["usage"]["cache_read_input_tokens"] > 0 for r in used[1:])  # then read
         assert stats[endpoint]["cache_creation_input_tokens"] == used[0]["usage"]["cache_creation_input_tokens"]
+
+
+# -- 7. `anvil plan` with the same variables ---------------------------------------------------
+
+
+def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: SimServer) -> None:
+    """The three providers' endpoints of test 1, from variables only, at 600, 600 and 300
+    requests a minute: the plan names each with its rate and share, and pools their 1,500."""
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(5)])
+    env = run_env(
+        tmp_path,
+        anthropic_vars(0, three, "anth", rpm=600, burst=20),
+        bedrock_vars(1, three, "bed", rpm=600, burst=20),
+        vertex_vars(2, three, "vtx", rpm=300, burst=10),
+    )
+    done = subprocess.run(
+        anvil_cmd("plan", "batch.jsonl"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert lines[0] == "5 job(s); input tokens: exact, from count_tokens"
+    assert "endpoints: 3; each pool's rate is their sum, capped by shared limits" in lines
+    assert (
+        "pool default:haiku: pooled 1,500 requests/min, burst 50; binding: requests, set by the endpoints' sum"
+        in lines
+    )
+    assert "anth (anthropic): 600 requests/min, burst 20; list prices; 40% of the pooled requests" in lines
+    assert "bed (bedrock us-east-1): 600 requests/min, burst 20; prices x1.1; 40% of the pooled requests" in lines
+    assert "vtx (vertex us-east5): 300 requests/min, burst 10; prices x1.1; 20% of the pooled requests" in lines
+    assert "count_tokens failed" not in done.stdout  # counted by the first Anthropic endpoint: the simulator's
