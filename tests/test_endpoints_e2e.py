@@ -407,3 +407,31 @@ def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: Sim
     assert "bed (bedrock us-east-1): 600 requests/min, burst 20; prices x1.1; 40% of the pooled requests" in lines
     assert "vtx (vertex us-east5): 300 requests/min, burst 10; prices x1.1; 20% of the pooled requests" in lines
     assert "count_tokens failed" not in done.stdout  # counted by the first Anthropic endpoint: the simulator's
+
+
+# -- 8. Message Batches mode with an Anthropic and a Bedrock endpoint --------------------------
+
+
+def test_batches_mode_runs_on_the_anthropic_endpoint_and_says_so(tmp_path: Path) -> None:
+    """`--mode batches --simulate` with a Bedrock endpoint listed first and an Anthropic one:
+    every job's request goes in a batch on the Anthropic endpoint (results, journal, status), and
+    the run says Bedrock's sits it out."""
+    n = 5
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    env = run_env(
+        tmp_path,
+        endpoint_vars(0, name="bed", provider="bedrock", region="us-east-1"),
+        endpoint_vars(1, name="anth", provider="anthropic"),
+        {"ANVIL_BATCHES__POLL_INTERVAL_S": "0.05"},
+    )
+    argv = anvil_cmd("run", "batch.jsonl", "-o", "results.jsonl", "--simulate", "--mode", "batches", "--no-dashboard")
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    note = "Message Batches run on endpoint anth; Bedrock endpoints are not used in batches mode (bed)"
+    assert done.stderr.splitlines().count(note) == 1, done.stderr
+    run = Run(done.returncode, done.stdout, done.stderr, tmp_path, env)
+    assert [r["endpoint"] for r in run.results()] == ["anth"] * n
+    assert {a["endpoint"] for a in run.attempts()} == {"anth"}
+    assert run.query("SELECT COUNT(*) FROM batches WHERE state = 'ended'")[0][0] >= 1
+    status = json.loads(run.anvil("status", "--json").stdout)
+    assert set(status["endpoints"]) == {"anth"} and status["endpoints"]["anth"]["calls"] == n
