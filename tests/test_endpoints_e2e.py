@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +53,9 @@ def anthropic_vars(i: int, sim: SimServer, name: str, **limits: Any) -> dict[str
     return endpoint_vars(i, name=name, provider="anthropic", api_key_env="KEY_ANTH", base_url=base, **limits)
 
 
-def bedrock_vars(i: int, sim: SimServer, name: str, region: str = "us-east-1", **limits: Any) -> dict[str, str]:
+def bedrock_vars(
+    i: int, sim: SimServer, name: str, region: str = "us-east-1", **limits: Any
+) -> dict[str, str]:
     base = sim.endpoint_url(name)
     return endpoint_vars(
         i, name=name, provider="bedrock", region=region, api_key_env="KEY_BED", base_url=base, **limits
@@ -103,7 +104,7 @@ class Run:
         return out
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        rows = self.query(f"SELECT data_json FROM events WHERE kind = '{kind}'")  # noqa: S608 - a test's constant
+        rows = self.query(f"SELECT data_json FROM events WHERE kind = '{kind}'")
         return [json.loads(str(r[0])) for r in rows]
 
     def spend(self) -> dict[str, dict[str, float]]:
@@ -111,9 +112,7 @@ class Run:
             "SELECT endpoint, SUM(cost_usd), SUM(calls), SUM(errors), SUM(rate_limited)"
             " FROM endpoint_spend GROUP BY endpoint"
         )
-        return {
-            str(n): {"cost_usd": c, "calls": k, "errors": e, "rate_limited": r} for n, c, k, e, r in rows
-        }
+        return {str(n): {"cost_usd": c, "calls": k, "errors": e, "rate_limited": r} for n, c, k, e, r in rows}
 
     def succeeded(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")[0][0])
@@ -376,7 +375,9 @@ def test_jobs_sharing_a_cached_prefix_stay_where_it_is_cached(tmp_path: Path) ->
         assert used[0]["id"] == results[first]["id"]
         assert used[0]["usage"]["cache_creation_input_tokens"] > 0  # the prefix written once
         assert all(r["usage"]["cache_read_input_tokens"] > 0 for r in used[1:])  # then read
-        assert stats[endpoint]["cache_creation_input_tokens"] == used[0]["usage"]["cache_creation_input_tokens"]
+        assert (
+            stats[endpoint]["cache_creation_input_tokens"] == used[0]["usage"]["cache_creation_input_tokens"]
+        )
 
 
 # -- 7. `anvil plan` with the same variables ---------------------------------------------------
@@ -393,20 +394,30 @@ def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: Sim
         vertex_vars(2, three, "vtx", rpm=300, burst=10),
     )
     done = subprocess.run(
-        anvil_cmd("plan", "batch.jsonl"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        anvil_cmd("plan", "batch.jsonl"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     lines = [line.strip() for line in done.stdout.splitlines()]
     assert lines[0] == "5 job(s); input tokens: exact, from count_tokens"
     assert "endpoints: 3; each pool's rate is their sum, capped by shared limits" in lines
+    pooled = "pool default:haiku: pooled 1,500 requests/min, burst 50; binding: requests,"
+    assert f"{pooled} set by the endpoints' sum" in lines
+    assert "anth (anthropic): 600 requests/min, burst 20; list prices; 40% of the pooled requests" in lines
     assert (
-        "pool default:haiku: pooled 1,500 requests/min, burst 50; binding: requests, set by the endpoints' sum"
+        "bed (bedrock us-east-1): 600 requests/min, burst 20; prices x1.1; 40% of the pooled requests"
         in lines
     )
-    assert "anth (anthropic): 600 requests/min, burst 20; list prices; 40% of the pooled requests" in lines
-    assert "bed (bedrock us-east-1): 600 requests/min, burst 20; prices x1.1; 40% of the pooled requests" in lines
-    assert "vtx (vertex us-east5): 300 requests/min, burst 10; prices x1.1; 20% of the pooled requests" in lines
-    assert "count_tokens failed" not in done.stdout  # counted by the first Anthropic endpoint: the simulator's
+    assert (
+        "vtx (vertex us-east5): 300 requests/min, burst 10; prices x1.1; 20% of the pooled requests" in lines
+    )
+    assert (
+        "count_tokens failed" not in done.stdout
+    )  # counted by the first Anthropic endpoint: the simulator's
 
 
 # -- 8. Message Batches mode with an Anthropic and a Bedrock endpoint --------------------------
@@ -424,7 +435,9 @@ def test_batches_mode_runs_on_the_anthropic_endpoint_and_says_so(tmp_path: Path)
         endpoint_vars(1, name="anth", provider="anthropic"),
         {"ANVIL_BATCHES__POLL_INTERVAL_S": "0.05"},
     )
-    argv = anvil_cmd("run", "batch.jsonl", "-o", "results.jsonl", "--simulate", "--mode", "batches", "--no-dashboard")
+    argv = anvil_cmd(
+        "run", "batch.jsonl", "-o", "results.jsonl", "--simulate", "--mode", "batches", "--no-dashboard"
+    )
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     note = "Message Batches run on endpoint anth; Bedrock endpoints are not used in batches mode (bed)"
