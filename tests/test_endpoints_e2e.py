@@ -203,21 +203,27 @@ def test_three_providers_configured_by_variables_only(tmp_path: Path, three: Sim
 # -- 2. failover: an endpoint goes off mid-run -------------------------------------------------
 
 
-def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path) -> None:
-    """Two Anthropic accounts, `a` first: the 9th job's prompt turns `a` off (its connections
-    dropped, its calls in flight cut). Every job still succeeds, answered once; `a`'s breaker
+ENDPOINT_VARS = {"anthropic": anthropic_vars, "bedrock": bedrock_vars, "vertex": vertex_vars}
+
+
+@pytest.mark.parametrize("providers", [("anthropic", "anthropic"), ("bedrock", "vertex")], ids="-".join)
+def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tuple[str, str]) -> None:
+    """Two endpoints (two Anthropic accounts; a Bedrock region and a Vertex one), `a` first: the
+    9th job's prompt turns `a` off (its connections dropped, its calls in flight cut). Every job still succeeds, answered once; `a`'s breaker
     opened; the jobs after went to `b`; the simulator's paid duplicates are no more than the calls
     `a` had cut in flight."""
     n, off_at = 30, 8
     prompts = [f"question {i}" for i in range(n)]
     prompts[off_at] = "question @sim{endpoint_off=a}"
     write_jsonl_batch(tmp_path / "batch.jsonl", prompts)
-    config = SimConfig(seed=22, latency_ms=40, endpoints={"a": EndpointSim(), "b": EndpointSim()})
+    first, second = providers
+    endpoints = {"a": EndpointSim(provider=first), "b": EndpointSim(provider=second)}
+    config = SimConfig(seed=22, latency_ms=40, endpoints=endpoints)
     with SimServer(config).start_thread() as sim:
         env = run_env(
             tmp_path,
-            anthropic_vars(0, sim, "a", rpm=60000, burst=100),
-            anthropic_vars(1, sim, "b", rpm=60000, burst=100),
+            ENDPOINT_VARS[first](0, sim, "a", rpm=60000, burst=100),
+            ENDPOINT_VARS[second](1, sim, "b", rpm=60000, burst=100),
             {"ANVIL_CIRCUIT_BREAKER__RECOVERY_TIMEOUT_S": "3600"},
         )
         run = anvil_run(tmp_path, env, "--agents", "4")
