@@ -48,6 +48,18 @@ def endpoint_vars(i: int, **fields: Any) -> dict[str, str]:
     return out
 
 
+def as_flow_text(numbered: dict[str, str]) -> dict[str, str]:
+    """The same endpoints as one `ANVIL_ENDPOINTS` variable of JSON flow text (the list whole)."""
+    entries: dict[int, dict[str, Any]] = {}
+    for name, value in numbered.items():
+        _, i, *path = name.lower().split("__")
+        node = entries.setdefault(int(i), {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = int(value) if value.isdigit() else value
+    return {"ANVIL_ENDPOINTS": json.dumps([entries[i] for i in sorted(entries)])}
+
+
 def anthropic_vars(i: int, sim: SimServer, name: str, **limits: Any) -> dict[str, str]:
     base = sim.endpoint_url(name)
     return endpoint_vars(i, name=name, provider="anthropic", api_key_env="KEY_ANTH", base_url=base, **limits)
@@ -209,9 +221,9 @@ ENDPOINT_VARS = {"anthropic": anthropic_vars, "bedrock": bedrock_vars, "vertex":
 @pytest.mark.parametrize("providers", [("anthropic", "anthropic"), ("bedrock", "vertex")], ids="-".join)
 def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tuple[str, str]) -> None:
     """Two endpoints (two Anthropic accounts; a Bedrock region and a Vertex one), `a` first: the
-    9th job's prompt turns `a` off (its connections dropped, its calls in flight cut). Every job still succeeds, answered once; `a`'s breaker
-    opened; the jobs after went to `b`; the simulator's paid duplicates are no more than the calls
-    `a` had cut in flight."""
+    9th job's prompt turns `a` off (its connections dropped, its calls in flight cut). Every job
+    still succeeds, answered once; `a`'s breaker opened; the jobs it failed went to `b`; the
+    simulator's paid duplicates are no more than the calls `a` had cut in flight."""
     n, off_at = 30, 8
     prompts = [f"question {i}" for i in range(n)]
     prompts[off_at] = "question @sim{endpoint_off=a}"
@@ -389,16 +401,21 @@ def test_jobs_sharing_a_cached_prefix_stay_where_it_is_cached(tmp_path: Path) ->
 # -- 7. `anvil plan` with the same variables ---------------------------------------------------
 
 
-def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: SimServer) -> None:
-    """The three providers' endpoints of test 1, from variables only, at 600, 600 and 300
-    requests a minute: the plan names each with its rate and share, and pools their 1,500."""
+@pytest.mark.parametrize("form", ["numbered", "flow-text"])
+def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: SimServer, form: str) -> None:
+    """The three providers' endpoints of test 1, from variables only (entry by entry, or the
+    list whole in `ANVIL_ENDPOINTS`), at 600, 600 and 300 requests a minute: `anvil validate`
+    accepts them; the plan names each with its rate and share, and pools their 1,500."""
     write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(5)])
-    env = run_env(
-        tmp_path,
-        anthropic_vars(0, three, "anth", rpm=600, burst=20),
-        bedrock_vars(1, three, "bed", rpm=600, burst=20),
-        vertex_vars(2, three, "vtx", rpm=300, burst=10),
-    )
+    numbered = {
+        **anthropic_vars(0, three, "anth", rpm=600, burst=20),
+        **bedrock_vars(1, three, "bed", rpm=600, burst=20),
+        **vertex_vars(2, three, "vtx", rpm=300, burst=10),
+    }
+    env = run_env(tmp_path, numbered if form == "numbered" else as_flow_text(numbered))
+    run = Run(0, "", "", tmp_path, env)
+    validated = run.anvil("validate", "batch.jsonl")
+    assert validated.returncode == 0, validated.stderr
     done = subprocess.run(
         anvil_cmd("plan", "batch.jsonl"),
         cwd=tmp_path,
