@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.config import EndpointSim, SharedSim
-from tests.engine_support import anvil_cmd, cli_env, journal_query, read_results, write_jsonl_batch
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    journal_query,
+    read_results,
+    succeeded_jobs,
+    write_jsonl_batch,
+)
+from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
 
 TIMEOUT_S = 120
 
@@ -127,7 +136,8 @@ class Run:
         return {str(n): {"cost_usd": c, "calls": k, "errors": e, "rate_limited": r} for n, c, k, e, r in rows}
 
     def succeeded(self) -> int:
-        return int(self.query("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")[0][0])
+        """Succeeded jobs (of a live run too: 0 while its journal is not there yet)."""
+        return succeeded_jobs(self.state_dir)
 
     def anvil(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Another `anvil` command in the same directory and environment (status, plan...)."""
@@ -210,6 +220,56 @@ def test_three_providers_configured_by_variables_only(tmp_path: Path, three: Sim
     for name, s in spend.items():  # status shows dollars to the micro-dollar
         assert (shown[name]["calls"], shown[name]["errors"]) == (s["calls"], s["errors"])
         assert shown[name]["cost_usd"] == round(s["cost_usd"], 6)
+
+
+def test_a_live_runs_metrics_by_endpoint(tmp_path: Path, three: SimServer) -> None:
+    """`anvil run --serve` with the Anthropic and Bedrock endpoints, each refilling one call a
+    second (so the run outlasts its first results), paused once some results are in and nothing
+    is in flight: `/metrics` (`anvil_endpoint_*{endpoint=...}`) and `/status` show, for each
+    endpoint, the paid calls and cost the journal holds at that moment."""
+    n = 12
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    env = run_env(
+        tmp_path,
+        anthropic_vars(0, three, "anth", rpm=60, burst=3),
+        bedrock_vars(1, three, "bed", rpm=60, burst=3),
+        {"ANVIL_API_TOKEN": TOKEN},
+    )
+    port = free_port()
+    argv = anvil_cmd("run", "batch.jsonl", "-q", "--agents", "4", "--serve", f"127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    api = Api(f"http://127.0.0.1:{port}")
+    run = Run(0, "", "", tmp_path, env)
+    try:
+        wait_for(
+            lambda: run.query("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'") >= [(6,)],
+            60,
+            "6 results",
+        )
+        wait_for(api.up, 30, "the API")
+        assert api.post("/pause")[0] == 200
+        wait_for(lambda: api.status()["counts"]["running"] == 0, 60, "nothing in flight")
+        spend = run.spend()
+        code, text = api.get("/metrics")
+        assert code == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        calls = {s.labels["endpoint"]: s.value for s in families["anvil_endpoint_api_calls"].samples}
+        cost = {s.labels["endpoint"]: s.value for s in families["anvil_endpoint_cost_usd"].samples}
+        shown = api.status()["endpoints"]
+        assert api.post("/resume")[0] == 200
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert set(spend) == {"anth", "bed"}  # both were needed for the first results
+    assert calls == {name: s["calls"] for name, s in spend.items()}
+    assert cost == pytest.approx({name: s["cost_usd"] for name, s in spend.items()}, abs=1e-6)
+    assert {name: e["calls"] for name, e in shown.items()} == calls
+    assert run.succeeded() == n
 
 
 # -- 2. failover: an endpoint goes off mid-run -------------------------------------------------
