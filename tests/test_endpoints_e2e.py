@@ -323,6 +323,12 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tu
     assert answered["a"] + a_stats["dropped"] == a_stats["successes"]  # cut calls were paid, not answered
     assert answered["b"] > 0
     assert stats["paid_duplicates"] <= a_stats["dropped"]
+    # The views: `a`'s failed calls (refused and cut) are on it, its breaker shows open.
+    failed_on_a = sum(c["endpoint"] == "a" and c["status_code"] != 200 for c in run.attempts())
+    assert failed_on_a == a_stats["refused"] + a_stats["dropped"]
+    shown = json.loads(run.anvil("status", "--json").stdout)["endpoints"]
+    assert shown["a"]["errors"] == run.spend()["a"]["errors"] == failed_on_a
+    assert shown["a"]["open_breakers"] == 1 and shown["b"]["open_breakers"] == 0
 
 
 # -- 3. a shared ceiling -----------------------------------------------------------------------
