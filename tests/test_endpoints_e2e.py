@@ -7,6 +7,7 @@ Vertex clients over HTTP on 127.0.0.1. Every figure is checked against the journ
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -329,6 +330,49 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tu
     shown = json.loads(run.anvil("status", "--json").stdout)["endpoints"]
     assert shown["a"]["errors"] == run.spend()["a"]["errors"] == failed_on_a
     assert shown["a"]["open_breakers"] == 1 and shown["b"]["open_breakers"] == 0
+
+
+@pytest.mark.slow  # three `anvil` commands: ~8 s
+def test_an_interrupted_run_resumes_with_its_endpoints_spend(tmp_path: Path) -> None:
+    """Ctrl-C once four results are in, then the same command again: the resumed run finishes,
+    every paid call on each endpoint (both sessions) is in the journal exactly as the simulator
+    answered it, and every result names its endpoint."""
+    n = 12
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    endpoints = {"a": EndpointSim(provider="anthropic"), "b": EndpointSim(provider="bedrock")}
+    with SimServer(SimConfig(seed=27, latency_ms=100, endpoints=endpoints)).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=60, burst=3),
+            bedrock_vars(1, sim, "b", rpm=60000, burst=100),
+        )
+        argv = anvil_cmd("run", "batch.jsonl", "-o", "results.jsonl", "-q", "--agents", "3")
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        run = Run(0, "", "", tmp_path, env)
+        try:
+            wait_for(lambda: run.succeeded() >= 4, 60, "4 results")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130, err
+        assert run.succeeded() < n
+        resumed = anvil_run(tmp_path, env)
+        stats, answered = sim.stats(), sim_successes(sim)
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.succeeded() == n
+    results = resumed.results()
+    assert len(results) == n and all(r["endpoint"] in {"a", "b"} for r in results)
+    spend = resumed.spend()
+    assert {name: s["calls"] for name, s in spend.items()} == answered
+    assert dict(calls_by_endpoint(resumed.attempts())) == answered
+    assert stats["paid_duplicates"] == 0
+    shown = json.loads(resumed.anvil("status", "--json").stdout)["endpoints"]
+    assert {name: e["calls"] for name, e in shown.items()} == {name: s["calls"] for name, s in spend.items()}
 
 
 # -- 3. a shared ceiling -----------------------------------------------------------------------
