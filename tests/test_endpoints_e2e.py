@@ -418,23 +418,25 @@ def test_a_shared_ceiling_below_the_endpoints_sum(tmp_path: Path, shared: str | 
 
 
 @pytest.mark.slow  # its 429s pause the pool a second each: ~8 s
-def test_a_bedrock_rate_set_too_high_is_learned(tmp_path: Path) -> None:
-    """Bedrock sends no rate-limit headers: an endpoint configured at three times its real rate
-    (3,000 requests a minute against the simulator's 1,200) learns it from its throttling answers.
-    Every job is done, a `limit_adapted` event says the rate was learned, and the 429s stay
-    bounded (every one of them in an attempt log)."""
+@pytest.mark.parametrize("provider", ["bedrock", "vertex"])
+def test_a_rate_set_too_high_is_learned(tmp_path: Path, provider: str) -> None:
+    """Bedrock and Vertex send no rate-limit headers: an endpoint configured at 2.5 times its
+    real rate (3,000 requests a minute against the simulator's 1,200) learns it from its
+    throttling answers (`ThrottlingException`, `RESOURCE_EXHAUSTED`). Every job is done, a
+    `limit_adapted` event says the rate was learned, and the 429s stay bounded (every one of
+    them in an attempt log)."""
     n = 24
     write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
-    bedrock = EndpointSim(rpm=1200, burst=5, provider="bedrock")
-    config = SimConfig(seed=24, latency_ms=20, endpoints={"bed": bedrock})
+    real = EndpointSim(rpm=1200, burst=5, provider=provider)
+    config = SimConfig(seed=24, latency_ms=20, endpoints={"cloud": real})
     with SimServer(config).start_thread() as sim:
-        env = run_env(tmp_path, bedrock_vars(0, sim, "bed", rpm=3000, burst=10))
+        env = run_env(tmp_path, ENDPOINT_VARS[provider](0, sim, "cloud", rpm=3000, burst=10))
         run = anvil_run(tmp_path, env, "--agents", "10")
         stats = sim.stats()
     assert run.code == 0, run.stderr
     assert run.succeeded() == n
     learned = [e for e in run.events("limit_adapted") if e.get("learned")]
-    assert learned and all(e["pool"].startswith("bed/") for e in learned)
+    assert learned and all(e["pool"].startswith("cloud/") for e in learned)
     assert any(e["effective_per_min"] < e["configured_per_min"] for e in learned)
     limited = sum(a["status_code"] == 429 for a in run.attempts())
     assert 0 < limited == stats["rate_limited"] <= n
