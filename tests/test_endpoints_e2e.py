@@ -332,6 +332,44 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tu
     assert shown["a"]["open_breakers"] == 1 and shown["b"]["open_breakers"] == 0
 
 
+def test_an_endpoint_back_on_gets_its_share_back_after_its_probe(tmp_path: Path) -> None:
+    """`a` goes off mid-run (a job's directive); once its breaker has opened (journal), the test
+    turns it back on: its breaker's probe succeeds (recovery after 0.2 s), the breaker closes, and
+    `a` answers again, while `b`, slow to refill, would have needed many seconds for the rest."""
+    n, off_at = 30, 4
+    prompts = [f"question {i}" for i in range(n)]
+    prompts[off_at] = "question @sim{endpoint_off=a}"
+    write_jsonl_batch(tmp_path / "batch.jsonl", prompts)
+    config = SimConfig(seed=28, latency_ms=20, endpoints={"a": EndpointSim(), "b": EndpointSim()})
+    with SimServer(config).start_thread() as sim:
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=60000, burst=100),
+            anthropic_vars(1, sim, "b", rpm=120, burst=3),
+            {"ANVIL_CIRCUIT_BREAKER__RECOVERY_TIMEOUT_S": "0.2"},
+        )
+        argv = anvil_cmd("run", "batch.jsonl", "-o", "results.jsonl", "-q", "--agents", "4")
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        run = Run(0, "", "", tmp_path, env)
+        try:
+            wait_for(lambda: any(e.get("endpoint") == "a" for e in run.events("breaker")), 60, "a's breaker")
+            answered_while_off = sim.stats()["endpoints"]["a"]["successes"]
+            sim.endpoint_on("a")
+            _, err = proc.communicate(timeout=TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        stats = sim.stats()["endpoints"]
+    assert proc.returncode == 0, err
+    assert run.succeeded() == n
+    states = [e["state"] for e in run.events("breaker") if e.get("endpoint") == "a"]
+    assert states[0] == "open" and states[-1] == "closed", states
+    assert stats["a"]["successes"] > answered_while_off  # its share back
+
+
 @pytest.mark.slow  # three `anvil` commands: ~8 s
 def test_an_interrupted_run_resumes_with_its_endpoints_spend(tmp_path: Path) -> None:
     """Ctrl-C once four results are in, then the same command again: the resumed run finishes,
