@@ -333,13 +333,12 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tu
 
 
 def test_an_endpoint_back_on_gets_its_share_back_after_its_probe(tmp_path: Path) -> None:
-    """`a` goes off mid-run (a job's directive); once its breaker has opened (journal), the test
-    turns it back on: its breaker's probe succeeds (recovery after 0.2 s), the breaker closes, and
-    `a` answers again, while `b`, slow to refill, would have needed many seconds for the rest."""
-    n, off_at = 30, 4
-    prompts = [f"question {i}" for i in range(n)]
-    prompts[off_at] = "question @sim{endpoint_off=a}"
-    write_jsonl_batch(tmp_path / "batch.jsonl", prompts)
+    """The test turns `a` off once four results are in and, once its breaker has opened
+    (journal), back on (by the control API: a directive would be sent again by its job's retry):
+    its breaker's probe succeeds (recovery after 0.2 s), the breaker closes, and `a` answers
+    again, while `b`, slow to refill, would have needed many seconds for the rest."""
+    n = 30
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
     config = SimConfig(seed=28, latency_ms=20, endpoints={"a": EndpointSim(), "b": EndpointSim()})
     with SimServer(config).start_thread() as sim:
         env = run_env(
@@ -354,6 +353,8 @@ def test_an_endpoint_back_on_gets_its_share_back_after_its_probe(tmp_path: Path)
         )
         run = Run(0, "", "", tmp_path, env)
         try:
+            wait_for(lambda: run.succeeded() >= 4, 60, "4 results")
+            sim.endpoint_off("a")
             wait_for(lambda: any(e.get("endpoint") == "a" for e in run.events("breaker")), 60, "a's breaker")
             answered_while_off = sim.stats()["endpoints"]["a"]["successes"]
             sim.endpoint_on("a")
@@ -368,6 +369,28 @@ def test_an_endpoint_back_on_gets_its_share_back_after_its_probe(tmp_path: Path)
     states = [e["state"] for e in run.events("breaker") if e.get("endpoint") == "a"]
     assert states[0] == "open" and states[-1] == "closed", states
     assert stats["a"]["successes"] > answered_while_off  # its share back
+
+
+def test_a_retry_leaves_an_endpoint_that_is_down(tmp_path: Path) -> None:
+    """`a` (listed first) is off from the start, `retries.max_attempts` is 3 (under the breaker's
+    5 failures), one job at a time: each job's retry goes to `b` instead of spending every
+    attempt on `a` before its breaker opens. Every job succeeds, none has two failures on `a`."""
+    n = 4
+    write_jsonl_batch(tmp_path / "batch.jsonl", [f"question {i}" for i in range(n)])
+    config = SimConfig(seed=31, latency_ms=10, endpoints={"a": EndpointSim(), "b": EndpointSim()})
+    with SimServer(config).start_thread() as sim:
+        sim.endpoint_off("a")
+        env = run_env(
+            tmp_path,
+            anthropic_vars(0, sim, "a", rpm=60000, burst=100),
+            anthropic_vars(1, sim, "b", rpm=60000, burst=100),
+            {"ANVIL_RETRIES__MAX_ATTEMPTS": "3"},
+        )
+        run = anvil_run(tmp_path, env, "--agents", "1")
+    assert run.code == 0, run.stderr
+    for (log,) in run.query("SELECT attempts_json FROM jobs"):
+        calls = [(c["endpoint"], c["status_code"]) for c in json.loads(log)]
+        assert calls in ([("b", 200)], [("a", None), ("b", 200)]), calls
 
 
 @pytest.mark.slow  # three `anvil` commands: ~8 s
