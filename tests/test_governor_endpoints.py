@@ -165,6 +165,26 @@ def test_acquire_many_goes_on_to_other_endpoints_after_a_probe() -> None:
     assert got.then is None
 
 
+def test_a_retry_goes_to_another_endpoint() -> None:
+    """A call that failed on `a` (its breaker still closed, or due for its probe) is retried on
+    `b`, waiting for room there rather than going back to `a`, and is no probe of `a`; when `b`
+    refuses the model (its breaker open) it may go back to `a`."""
+    gov = _gov(_route("a", 600), _route("b", 60, burst=1))
+    first = _grant(gov, 0.0)
+    assert first.endpoint == "a"
+    gov.settle(first.ticket, FAIL, now=0.0)
+    retry = gov.acquire(SONNET, 0, 0, 0.0, now=0.0, avoid="a")
+    assert isinstance(retry, Grant) and retry.endpoint == "b"
+    assert gov.acquire(SONNET, 0, 0, 0.0, now=0.0, avoid="a") == Wait(1.0, "requests")  # b's refill
+    assert _grant(gov, 0.0).endpoint == "a"  # a first try still goes to a
+    gov.set_breaker("a/" + SONNET, "half_open", now=1.0)
+    got = gov.acquire_many(SONNET, [CallAsk(0, 0, 0.0, avoid="a")], now=61.0)
+    assert [(g.endpoint, g.probe) for g in got.grants] == [("b", False)]
+    gov.set_breaker("b/" + SONNET, "open", now=61.0)
+    back = gov.acquire(SONNET, 0, 0, 0.0, now=61.0, avoid="a")
+    assert isinstance(back, Grant) and back.endpoint == "a"
+
+
 def test_wait_breaker_only_when_every_endpoint_refuses() -> None:
     gov = _gov(_route("a", 60, burst=1), _route("b", 60, burst=1))
     gov.set_breaker("a/" + SONNET, "open", now=0.0)

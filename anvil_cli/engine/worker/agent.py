@@ -99,6 +99,7 @@ class _JobState:
     est_input: int
     affinity: str | None = None  # the digest of the cached prompt prefix (CallAsk.affinity)
     endpoint: str | None = None  # the named endpoint of the last call (None: the run's only one)
+    avoid: str | None = None  # the endpoint the last call failed on, if it may be down (CallAsk.avoid)
     attempts: int = 0
     cost_usd: float = 0.0
     overloaded: int = 0  # consecutive overloads (529s): after routing.fallback_after_529, a fallback
@@ -302,6 +303,7 @@ class Agent:
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
         self.ctx.governor.settle(grant.ticket, answered(usage, cost, status_code, headers))
         latency_s = round(time.monotonic() - t0, 4)
+        st.avoid = None
         entry = Attempt(st.attempts, st.model, 200, latency_s=latency_s, endpoint=st.endpoint)
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
@@ -342,6 +344,7 @@ class Agent:
         )
         st.log.append(entry)
         self.ctx.on_attempt(st.job.seq, entry)
+        st.avoid = st.endpoint if info.breaker_failure else None
         st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
             st.overloaded = 0
@@ -353,7 +356,7 @@ class Agent:
         while True:
             # the dearest endpoint's: which one the call goes to is the governor's to say
             worst = max(p.worst_case_usd(st.model, st.est_input, st.job.max_tokens) for p in self._pricers)
-            ask = CallAsk(st.est_input, st.job.max_tokens, worst, affinity=st.affinity)
+            ask = CallAsk(st.est_input, st.job.max_tokens, worst, affinity=st.affinity, avoid=st.avoid)
             waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
             stop = asyncio.ensure_future(self.ctx.stopping.wait())
             done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -53,6 +53,10 @@ class CallAsk:
     # a digest of the request's cached prompt prefix: calls sharing one prefer the endpoint that
     # served it before (its prompt cache holds the prefix); None: no cached prefix
     affinity: str | None = None
+    # the endpoint this call's last attempt failed on (a connection error, an overload): while
+    # another endpoint serving the model is admitted, its retry goes there, not again to one
+    # that may be down
+    avoid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

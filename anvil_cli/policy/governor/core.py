@@ -137,6 +137,7 @@ class Governor:
         now: float,
         *,
         affinity: str | None = None,
+        avoid: str | None = None,
     ) -> Grant | Wait | Deny:
         """Budget, then breakers, then pauses, then all buckets, endpoint by endpoint; takes
         nothing unless it grants. Waits for "breaker" only when every endpoint serving the
@@ -164,6 +165,10 @@ class Governor:
         output_tokens = min(max_tokens, self._estimator.estimate(model, max_tokens))
         need = {REQUESTS: 1.0, INPUT_TOKENS: float(est_input_tokens), OUTPUT_TOKENS: float(output_tokens)}
         soonest, reason = math.inf, ""
+        if avoid is not None and any(route.name != avoid for route, _ in admitted):
+            # a retry of a call that failed on `avoid` waits for another endpoint rather than go
+            # back to one that may be down (its breaker may not have opened yet)
+            admitted = [(route, admission) for route, admission in admitted if route.name != avoid]
         for route, admission in self._preferred(admitted, affinity):
             draw = self._endpoints.draw(route, model, now)
             seconds, why = self._endpoints.wait(draw, need, now)
@@ -220,7 +225,13 @@ class Governor:
         then: Wait | Deny | None = None
         for ask in asks:
             decision = self.acquire(
-                model, ask.est_input_tokens, ask.max_tokens, ask.worst_cost_usd, now, affinity=ask.affinity
+                model,
+                ask.est_input_tokens,
+                ask.max_tokens,
+                ask.worst_cost_usd,
+                now,
+                affinity=ask.affinity,
+                avoid=ask.avoid,
             )
             if not isinstance(decision, Grant):
                 then = decision
