@@ -348,14 +348,7 @@ class Governor:
         model id the model's on every endpoint that serves it."""
         if state not in STATES:
             raise ValueError(f"unknown breaker state {state!r}; expected one of {', '.join(STATES)}")
-        endpoint, model = split_endpoint_key(key)
-        if endpoint and self._table.route(endpoint) is None:
-            names = ", ".join(r.name for r in self._table.routes)
-            raise ValueError(f"unknown endpoint {endpoint!r} (endpoints: {names})")
-        if endpoint or self._table.implicit:
-            endpoints = [endpoint]
-        else:
-            endpoints = [r.name for r in self._table.routes if self._endpoints.serves(r, model)]
+        endpoints, model = self._endpoints.breakers_named(key)
         for name in endpoints:
             self._endpoints.breaker(name, model, now).force(state, now)
             self._collect_breaker(name, model)

@@ -58,6 +58,17 @@ class EndpointPools:
             self._limits[pair] = route.limits_for(model)
         return self._limits[pair] is not None
 
+    def breakers_named(self, key: str) -> tuple[list[str], str]:
+        """(endpoints, model) a breaker key names: "endpoint/model" one endpoint's breaker, a
+        bare model id the model's on every endpoint serving it. ValueError: unknown endpoint."""
+        endpoint, model = split_endpoint_key(key)
+        if endpoint and self.table.route(endpoint) is None:
+            names = ", ".join(r.name for r in self.table.routes)
+            raise ValueError(f"unknown endpoint {endpoint!r} (endpoints: {names})")
+        if endpoint or self.table.implicit:
+            return [endpoint], model
+        return [r.name for r in self.table.routes if self.serves(r, model)], model
+
     def serving(self, model: str) -> list[Route]:
         """The routes that serve `model`, in the preferred order for it (worked out once)."""
         routes = self._serving.get(model)
