@@ -144,6 +144,7 @@ def test_drain_exits_130_and_a_rerun_reattaches_and_finishes(
     assert len(results) == 16 and all(r["status"] == "succeeded" for r in results)
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=22, batch_seconds_per_request=0.001)).start_thread() as sim:
         batch = write_jobs(tmp_path / "b.jsonl", _jobs(12))

@@ -69,6 +69,7 @@ def test_settings_without_an_anthropic_endpoint_are_refused(tmp_path: Path) -> N
     )
 
 
+@pytest.mark.slow
 def test_anvil_run_refuses_batches_without_anthropic_endpoint_before_writing(tmp_path: Path) -> None:
     config = write_config(tmp_path / "anvil.yaml", "http://127.0.0.1:9", endpoints=BEDROCK_ONLY)
     batch = write_jobs(tmp_path / "b.jsonl", [{"id": "a", "prompt": "hi"}])

@@ -191,6 +191,7 @@ def fixture_three() -> Iterator[SimServer]:
         yield sim
 
 
+@pytest.mark.slow
 def test_three_providers_configured_by_variables_only(tmp_path: Path, three: SimServer) -> None:
     """Anthropic, Bedrock and Vertex endpoints from `ANVIL_ENDPOINTS__i__…` alone (no anvil.yaml),
     each a burst of 3 so that 9 jobs at once need all three: every job succeeds, each result
@@ -223,6 +224,7 @@ def test_three_providers_configured_by_variables_only(tmp_path: Path, three: Sim
         assert shown[name]["cost_usd"] == round(s["cost_usd"], 6)
 
 
+@pytest.mark.slow
 def test_a_live_runs_metrics_by_endpoint(tmp_path: Path, three: SimServer) -> None:
     """`anvil run --serve` with the Anthropic and Bedrock endpoints, each refilling one call a
     second (so the run outlasts its first results), paused once some results are in and nothing
@@ -279,6 +281,7 @@ def test_a_live_runs_metrics_by_endpoint(tmp_path: Path, three: SimServer) -> No
 ENDPOINT_VARS = {"anthropic": anthropic_vars, "bedrock": bedrock_vars, "vertex": vertex_vars}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("providers", [("anthropic", "anthropic"), ("bedrock", "vertex")], ids="-".join)
 def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tuple[str, str]) -> None:
     """Two endpoints (two Anthropic accounts; a Bedrock region and a Vertex one), `a` first: the
@@ -332,6 +335,7 @@ def test_an_endpoint_turned_off_mid_run_fails_over(tmp_path: Path, providers: tu
     assert shown["a"]["open_breakers"] == 1 and shown["b"]["open_breakers"] == 0
 
 
+@pytest.mark.slow
 def test_an_endpoint_back_on_gets_its_share_back_after_its_probe(tmp_path: Path) -> None:
     """The test turns `a` off once four results are in and, once its breaker has opened
     (journal), back on (by the control API: a directive would be sent again by its job's retry):
@@ -444,6 +448,7 @@ SHARED = "{org: {endpoints: [a, b], rate_limits: {default: {requests_per_minute:
 @pytest.mark.parametrize(
     "shared", [SHARED, pytest.param(None, marks=pytest.mark.slow)], ids=["ceiling", "unknown-to-anvil"]
 )
+@pytest.mark.slow
 def test_a_shared_ceiling_below_the_endpoints_sum(tmp_path: Path, shared: str | None) -> None:
     """Two keys of one organisation, 600 requests a minute each, under the organisation's ceiling
     of 600 (the simulator's too: past it, 429s). Told of the ceiling, Anvil keeps under it: every
@@ -619,6 +624,7 @@ def test_plan_names_the_endpoints_and_the_pooled_rate(tmp_path: Path, three: Sim
 # -- 8. Message Batches mode with an Anthropic and a Bedrock endpoint --------------------------
 
 
+@pytest.mark.slow
 def test_batches_mode_runs_on_the_anthropic_endpoint_and_says_so(tmp_path: Path) -> None:
     """`--mode batches --simulate` with a Bedrock endpoint listed first and an Anthropic one:
     every job's request goes in a batch on the Anthropic endpoint (results, journal, status), and

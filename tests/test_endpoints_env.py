@@ -150,6 +150,7 @@ def test_validate_with_variables_only(tmp_path: Path, monkeypatch: pytest.Monkey
     assert runner.invoke(app, ["validate", str(batch)]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_simulated_run_configured_by_variables_only(tmp_path: Path) -> None:
     """`anvil run --simulate` with two endpoints from the environment alone: both resolved (no
     credential needed), the run completes."""
@@ -251,6 +252,7 @@ def fixture_slow_sim() -> Iterator[SimServer]:
     server.stop()
 
 
+@pytest.mark.slow
 def test_no_process_of_a_run_has_an_endpoints_credential(tmp_path: Path, slow_sim: SimServer) -> None:
     """Two endpoints (one from the file, one from a variable) with keys in KEY_A and KEY_B: no
     process of the run (conductor, fork server, workers, the Manager, tools) has them."""

@@ -113,6 +113,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"
@@ -243,6 +244,7 @@ def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_s
     assert states[:2] == ["half_open", "closed"]  # the new governor probed before letting traffic through
 
 
+@pytest.mark.slow
 def test_losing_the_fork_server_harms_no_worker(tmp_path: Path, slow_sim: SimServer) -> None:
     proc, _batch, config = _start(tmp_path, slow_sim)
     state = tmp_path / ".anvil"

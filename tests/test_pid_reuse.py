@@ -95,6 +95,7 @@ def test_a_live_pid_that_is_another_process_does_not_hold_the_run(
     assert start and start.startswith(boot + ":")  # the process that ran it was recorded
 
 
+@pytest.mark.slow
 def test_the_process_that_really_holds_the_run_still_does(
     tmp_path: Path, sim: SimServer, stranger: subprocess.Popen[bytes]
 ) -> None:

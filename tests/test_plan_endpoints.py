@@ -155,6 +155,7 @@ def test_per_model_limits_of_an_endpoint_make_their_own_pool() -> None:
     assert pooled == {"claude-haiku-*:haiku": 2400, "default:sonnet": 1200}
 
 
+@pytest.mark.slow
 def test_anvil_plan_names_endpoints_in_text_and_json(tmp_path: Path) -> None:
     cfg = tmp_path / "anvil.yaml"
     cfg.write_text(

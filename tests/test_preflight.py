@@ -23,6 +23,7 @@ def _paid(sim: SimServer) -> int:
     return int(sim.stats()["requests"])
 
 
+@pytest.mark.slow
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_call(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=1)).start_thread() as sim:
         batch, config = _setup(tmp_path, sim)
@@ -58,6 +59,7 @@ def test_a_dangling_state_dir_link_is_a_clear_error(tmp_path: Path) -> None:
         assert done.returncode == ExitCode.BAD_INPUT and "symbolic link to nothing" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_or_foreign_journal_is_a_clear_error(tmp_path: Path) -> None:
     with SimServer(SimConfig(seed=1)).start_thread() as sim:
         batch, config = _setup(tmp_path, sim)
