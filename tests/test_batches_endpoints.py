@@ -42,8 +42,8 @@ def test_the_first_anthropic_endpoint_is_chosen_and_the_others_are_named() -> No
     chosen, note = batches_endpoint(endpoints)
     assert chosen.name == "org-a"
     assert note == (
-        "Message Batches run on endpoint org-a; Bedrock/Vertex endpoints are not used in batches mode"
-        " (bedrock-east, vertex-eu, org-b)"
+        "Message Batches run on endpoint org-a; not used in batches mode:"
+        " bedrock-east (bedrock), vertex-eu (vertex), org-b (anthropic)"
     )
 
 
@@ -123,8 +123,8 @@ def test_batches_run_on_the_anthropic_endpoint_and_say_so_once(
     assert {a["endpoint"] for (log,) in logs for a in json.loads(str(log))} == {"org-a"}
     said = [line for line in screen.lines if line.startswith("Message Batches run on endpoint")]
     assert said == [
-        "Message Batches run on endpoint org-a; Bedrock endpoints are not used in batches mode"
-        " (bedrock-east, org-b)"
+        "Message Batches run on endpoint org-a; not used in batches mode:"
+        " bedrock-east (bedrock), org-b (anthropic)"
     ]
 
 

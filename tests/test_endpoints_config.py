@@ -395,8 +395,7 @@ def test_validate_reports_endpoint_problems_at_their_line(
     )
     assert (
         f"{config}:6: field 'endpoints[1]': endpoints[1] (bedrock-east): "
-        "bedrock does not serve claude-sonnet-5"
-        in err
+        "bedrock does not serve claude-sonnet-5" in err
     )
 
 

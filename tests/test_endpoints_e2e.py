@@ -642,7 +642,7 @@ def test_batches_mode_runs_on_the_anthropic_endpoint_and_says_so(tmp_path: Path)
     )
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr
-    note = "Message Batches run on endpoint anth; Bedrock endpoints are not used in batches mode (bed)"
+    note = "Message Batches run on endpoint anth; not used in batches mode: bed (bedrock)"
     assert done.stderr.splitlines().count(note) == 1, done.stderr
     run = Run(done.returncode, done.stdout, done.stderr, tmp_path, env)
     assert [r["endpoint"] for r in run.results()] == ["anth"] * n

@@ -38,13 +38,5 @@ def batches_endpoint(endpoints: Sequence[Endpoint]) -> tuple[Endpoint, str | Non
     unused = [e for e in endpoints if e is not chosen]
     if not unused:
         return chosen, None
-    providers = sorted({e.provider for e in unused if e.provider != BATCHES_PROVIDER})
-    what = "/".join(_PROVIDER_NAMES.get(p, p) for p in providers)
-    kinds = f"{what} endpoints are" if what else "other endpoints are"
-    names = ", ".join(e.name for e in unused)
-    return chosen, (
-        f"Message Batches run on endpoint {chosen.name}; {kinds} not used in batches mode ({names})"
-    )
-
-
-_PROVIDER_NAMES = {"bedrock": "Bedrock", "vertex": "Vertex", "foundry": "Foundry"}
+    names = ", ".join(f"{e.name} ({e.provider})" for e in unused)
+    return chosen, f"Message Batches run on endpoint {chosen.name}; not used in batches mode: {names}"
