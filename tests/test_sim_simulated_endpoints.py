@@ -14,11 +14,11 @@ import anthropic
 import pytest
 
 from anvil_cli.config.endpoint import Endpoint
-from anvil_cli.config.settings import Settings
+from anvil_cli.config.settings import Settings, rate_limit_entry
 from anvil_cli.session.simulated import SIM_API_KEY, simulated_endpoints
 from anvil_cli.sim import SimServer
 from anvil_cli.sim.config import EndpointSim, SharedSim
-from anvil_cli.sim.embedded import embedded_config, limit_for
+from anvil_cli.sim.embedded import embedded_config
 from tests.sim_fixtures import HAIKU, user
 
 ENDPOINTS: list[dict[str, Any]] = [
@@ -102,8 +102,8 @@ def test_embedded_config_without_endpoints_is_unchanged(tmp_path: Path) -> None:
 
 def test_limit_lookup_is_exact_then_glob_then_default(tmp_path: Path) -> None:
     entry = settings_with(tmp_path, endpoints=ENDPOINTS).endpoints[1]
-    assert limit_for(entry.rate_limits, "claude-sonnet-4-6").requests_per_minute == 300
-    assert limit_for(entry.rate_limits, "claude-haiku-4-5").requests_per_minute == 100
+    assert rate_limit_entry(entry.rate_limits, "claude-sonnet-4-6")[1].requests_per_minute == 300
+    assert rate_limit_entry(entry.rate_limits, "claude-haiku-4-5")[1].requests_per_minute == 100
 
 
 def test_simulated_endpoints_point_each_at_its_own(tmp_path: Path) -> None:

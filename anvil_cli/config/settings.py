@@ -11,7 +11,9 @@ The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -186,6 +188,17 @@ class RaySettings(_Section):
     worker_resources: dict[str, float] = Field(default_factory=dict)  # custom resources per worker
 
 
+def rate_limit_entry(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[str, RateLimit]:
+    """The entry of a `rate_limits:` mapping (the top level's, an endpoint's, a shared
+    ceiling's) that applies to `model`, and its key: exact id, then glob, then default."""
+    if model in rate_limits:
+        return model, rate_limits[model]
+    for key, rl in rate_limits.items():
+        if key != "default" and fnmatch.fnmatch(model, key):
+            return key, rl
+    return "default", rate_limits.get("default", RateLimit())
+
+
 PROVIDERS = ("anthropic", "bedrock", "vertex", "foundry")
 ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -272,15 +285,8 @@ class Settings(_Section):
     state_dir: Path = Path(".anvil")
 
     def rate_limit_for(self, model: str) -> tuple[str, RateLimit]:
-        """The rate_limits entry that applies to `model`: exact id, then glob, then default."""
-        import fnmatch
-
-        if model in self.rate_limits:
-            return model, self.rate_limits[model]
-        for key, rl in self.rate_limits.items():
-            if key != "default" and fnmatch.fnmatch(model, key):
-                return key, rl
-        return "default", self.rate_limits.get("default", RateLimit())
+        """The top-level rate_limits entry that applies to `model` (`rate_limit_entry`)."""
+        return rate_limit_entry(self.rate_limits, model)
 
     @model_validator(mode="after")
     def _ensure_default_rate_limit(self) -> Settings:

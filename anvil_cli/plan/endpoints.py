@@ -13,13 +13,12 @@ them); the worst case prices every call at the dearest endpoint.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anvil_cli.config.settings import RateLimit, Settings
+from anvil_cli.config.settings import RateLimit, Settings, rate_limit_entry
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.pricing.table import model_class
 
@@ -30,17 +29,6 @@ KINDS = {
     "output tokens": "output_tokens_per_minute",
 }
 SUM = "the endpoints' sum"
-
-
-def limit_for(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[str, RateLimit]:
-    """The entry of `rate_limits` for `model`: exact id, then glob, then default (as
-    `Settings.rate_limit_for` reads the top level)."""
-    if model in rate_limits:
-        return model, rate_limits[model]
-    for key, rl in rate_limits.items():
-        if key != "default" and fnmatch.fnmatch(model, key):
-            return key, rl
-    return "default", rate_limits.get("default", RateLimit())
 
 
 @dataclass
@@ -101,7 +89,7 @@ def pooled_rate(settings: Settings, model: str, pricer: Pricer) -> tuple[str, Po
     pool's rate over every endpoint."""
     rates = []
     for e in settings.endpoints:
-        key, rl = limit_for(e.rate_limits, model)
+        key, rl = rate_limit_entry(e.rate_limits, model)
         factor = pricer.relative_price(e, model)
         rates.append(
             EndpointRate(
@@ -118,7 +106,7 @@ def pooled_rate(settings: Settings, model: str, pricer: Pricer) -> tuple[str, Po
         )
     ceilings = []
     for name, shared in settings.shared_limits.items():
-        _, rl = limit_for(shared.rate_limits, model)
+        _, rl = rate_limit_entry(shared.rate_limits, model)
         ceilings.append(
             CeilingRate(
                 name,

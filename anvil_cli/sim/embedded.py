@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from anvil_cli.config.settings import rate_limit_entry
 from anvil_cli.sim.config import EndpointSim, SharedSim, SimConfig
 
 LATENCY_MS = 400.0
@@ -18,19 +18,8 @@ BATCH_DIR = "sim-batches"  # under the state dir: a resumed run finds the batche
 LIMITS_OF = "claude-sonnet-4-6"  # whose configured rate limits the simulator enforces
 
 
-def limit_for(rate_limits: Mapping[str, Any], model: str) -> Any:
-    """The `rate_limits` entry that applies to `model`: exact id, then glob, then `default`
-    (the lookup `Settings.rate_limit_for` does, for an endpoint's own `rate_limits`)."""
-    if model in rate_limits:
-        return rate_limits[model]
-    for key, limit in rate_limits.items():
-        if key != "default" and fnmatch.fnmatch(model, key):
-            return limit
-    return rate_limits["default"]
-
-
 def _limits(rate_limits: Mapping[str, Any]) -> dict[str, Any]:
-    rl = limit_for(rate_limits, LIMITS_OF)
+    _, rl = rate_limit_entry(rate_limits, LIMITS_OF)
     return {
         "rpm": rl.requests_per_minute,
         "burst": rl.burst_size,

@@ -9,7 +9,6 @@ the governor from settings: the pools of the run's one endpoint (`limits_resolve
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import math
 import os
 import threading
@@ -20,7 +19,7 @@ from multiprocessing.managers import BaseManager
 from typing import cast
 
 from anvil_cli.config.provider_models import default_models, serves_all
-from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings
+from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.process.forkserver import ensure_forkserver
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
@@ -64,23 +63,7 @@ def _limits(rl: RateLimit) -> Limits:
 
 def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
     """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
-
-    def limits_for(model: str) -> tuple[str, Limits]:
-        key, rl = settings.rate_limit_for(model)
-        return f"{key}:{model_class(model)}", _limits(rl)
-
-    return limits_for
-
-
-def rate_limit_entry(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[str, RateLimit]:
-    """The entry of a `rate_limits:` mapping (an endpoint's, a shared ceiling's) that applies to
-    `model`: exact id, then glob, then default (as `Settings.rate_limit_for` for the top level)."""
-    if model in rate_limits:
-        return model, rate_limits[model]
-    for key, rl in rate_limits.items():
-        if key != "default" and fnmatch.fnmatch(model, key):
-            return key, rl
-    return "default", rate_limits.get("default", RateLimit())
+    return _entry_limits(settings.rate_limits)
 
 
 def _entry_limits(rate_limits: Mapping[str, RateLimit]) -> Callable[[str], tuple[str, Limits]]:
