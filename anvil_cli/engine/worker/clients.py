@@ -14,7 +14,6 @@ owns retries.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import httpx2
 
 from anvil_cli.config.endpoint import DEFAULT_BASE_URL, Endpoint
 from anvil_cli.config.provider_models import provider_model_id
-from anvil_cli.config.providers import default_base_url
+from anvil_cli.config.providers import default_base_url, missing_extra
 from anvil_cli.errors import UsageError
 from anvil_cli.policy.pricing.pricer import Pricer
 
@@ -68,11 +67,10 @@ def check_endpoint(endpoint: Endpoint) -> None:
     worker starts, as `make_client` checks it in each worker."""
     if endpoint.provider not in _MAKERS:
         raise UsageError(f"endpoint {endpoint.name!r}: unknown provider {endpoint.provider!r}")
-    needed = _extra(endpoint)
-    if needed is not None and not _installed(needed[0]):
-        raise MissingExtra(
-            f"endpoint {endpoint.name!r} ({endpoint.provider}) needs {needed[0]}: pip install '{needed[1]}'"
-        )
+    # checked again here, not only in the driver: a Ray node may lack what the driver has
+    extra = missing_extra(endpoint.provider, bool(endpoint.auth_token or endpoint.api_key))
+    if extra is not None:
+        raise MissingExtra(f"endpoint {endpoint.name!r} ({endpoint.provider}): {extra}")
     if endpoint.provider in ("bedrock", "vertex"):
         _require(endpoint, endpoint.region, "region")
     if (
@@ -118,24 +116,6 @@ def priced_at(pricer: Pricer, endpoint: Endpoint) -> Pricer:
     per-provider table)."""
     at = getattr(pricer, "at", None)
     return at(endpoint.provider, endpoint.region) if callable(at) else pricer
-
-
-def _extra(endpoint: Endpoint) -> tuple[str, str] | None:
-    """(a module the endpoint's client needs, the extra that installs it), if any: Bedrock's
-    botocore signs requests and decodes streams; Vertex AI's google-auth finds credentials
-    when the endpoint has no access token."""
-    if endpoint.provider == "bedrock":
-        return "botocore", "anvil-cli[bedrock]"
-    if endpoint.provider == "vertex" and not (endpoint.auth_token or endpoint.api_key):
-        return "google.auth", "anvil-cli[vertex]"
-    return None
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
 
 
 def _base_url(endpoint: Endpoint) -> str:
