@@ -139,6 +139,16 @@ class BatchesSettings(_Section):
     max_attempts: int = Field(3, ge=1, le=20, description="submissions per job (errored/expired retried)")
 
 
+class ChecksSettings(_Section):
+    """How answers are checked (a job's `output_schema:` and `checks:`)."""
+
+    max_reasks: int = Field(2, ge=0, le=10, description="re-asks of an answer that fails its output schema")
+    judge_model: str = Field("claude-haiku-4-5", min_length=1, description="model of a judge naming none")
+    native_format: bool = Field(True, description="send the schema as the API's structured-output format")
+    by: list[str] = Field(default_factory=list, description="metadata keys to show pass rates by")
+    fail_under: float | None = Field(None, ge=0, le=1, description="exit 1 when the pass rate is lower")
+
+
 class Alerts(_Section):
     error_rate_pct: float = Field(2.0, ge=0)
     queue_depth: int = Field(500, ge=0)
@@ -275,6 +285,7 @@ class Settings(_Section):
     plan: PlanSettings = Field(default_factory=PlanSettings)
     batches: BatchesSettings = Field(default_factory=BatchesSettings)
     alerts: Alerts = Field(default_factory=Alerts)
+    checks: ChecksSettings = Field(default_factory=ChecksSettings)
     provider: Provider = Field(default_factory=Provider)
     run: RunSettings = Field(default_factory=RunSettings)
     ray: RaySettings = Field(default_factory=RaySettings)

@@ -60,6 +60,9 @@ class Attempt:
     cache_hit: bool = False  # answered from the result cache: no call
     batch: bool = False  # answered in a Message Batch
     endpoint: str | None = None  # the named endpoint (`endpoints:`) the call went to; None: the only one
+    # why the call was made: None the answer itself, "reask" the answer asked again for not
+    # matching the output schema, "judge" a judge grading the answer (policy/checks)
+    purpose: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,6 +93,8 @@ class Attempt:
             out["tools"] = [call.to_json() for call in self.tools]
         if self.endpoint is not None:
             out["endpoint"] = self.endpoint
+        if self.purpose is not None:
+            out["purpose"] = self.purpose
         return out
 
     @classmethod
@@ -114,6 +119,7 @@ class Attempt:
             endpoint=data.get("endpoint") if isinstance(data.get("endpoint"), str) else None,
             cache_hit=bool(data.get("cache_hit")),
             batch=bool(data.get("batch")),
+            purpose=data.get("purpose") if isinstance(data.get("purpose"), str) else None,
         )
 
 

@@ -2,7 +2,8 @@
 it (a worker, Message Batches, the result cache) and whoever reads it (journal, metrics, cache).
 Frozen values that pickle (they cross process pipes and Ray); the journal, the results files and
 the result cache keep them as JSON (`to_json`/`from_json`, the same keys and order as ever).
-The attempt log's entries are `engine.attempts`. This module imports nothing of Anvil's but that."""
+The attempt log's entries are `engine.attempts`, the checks' `policy.checks.record`; this module
+imports nothing else of Anvil's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anvil_cli.engine.attempts import Attempt
+from anvil_cli.policy.checks.record import CheckRecord
 
 # The API's token counts, by the name each has in `Usage`
 _COUNTS: dict[str, str] = {
@@ -113,6 +115,7 @@ class JobResult:
     finished_at: float | None = None
     cache_key: str | None = None  # set on a fresh success the result cache should keep
     endpoint: str | None = None  # the named endpoint that made the last call; None: the only one
+    checks: CheckRecord | None = None  # its output schema and checks, when the job has any
 
     @classmethod
     def failed_now(cls, seq: int, model: str, error_type: str, message: str) -> JobResult:

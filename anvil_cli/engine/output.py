@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anvil_cli.engine.journal.store import PENDING, RUNNING, Journal
+from anvil_cli.policy.checks.schema import parse_answer
 
 
 def result_line(row: dict[str, Any]) -> dict[str, Any]:
@@ -35,12 +36,25 @@ def result_line(row: dict[str, Any]) -> dict[str, Any]:
         "tool_error": row["tool_error"],  # the last: {tool, kind, message}
         "metadata": job.get("metadata") or {},
     }
+    _add_checks(line, row, job)
     endpoint = row.get("endpoint")
     if not endpoint:
         return line
     at = list(line).index("model") + 1
     items = list(line.items())
     return dict([*items[:at], ("endpoint", endpoint), *items[at:]])
+
+
+def _add_checks(line: dict[str, Any], row: dict[str, Any], job: dict[str, Any]) -> None:
+    """`variant`, `output_json` (the answer parsed, on a job with an output schema) and `checks`
+    (`CheckRecord.to_json()`), each only on a job that has it, so other lines read as ever."""
+    if job.get("variant") is not None:
+        line["variant"] = job["variant"]
+    if job.get("output_schema") is not None:
+        value, error = parse_answer(row["output"]) if row["output"] is not None else (None, "")
+        line["output_json"] = value if error is None else None
+    if row.get("checks") is not None:
+        line["checks"] = row["checks"]
 
 
 def secure_write_lines(path: Path, lines: Iterable[str]) -> int:

@@ -43,6 +43,17 @@ class Job:
     metadata: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     line: int | None = None  # source line in the batch file, for error messages
+    # what the answer must be (policy/checks): a JSON Schema, and checks in their normalised form
+    output_schema: dict[str, Any] | None = None
+    checks: tuple[dict[str, Any], ...] = ()
+    variant: str | None = None  # the `variants:` entry this job runs under (its id ends "@<variant>")
+
+    @property
+    def base_id(self) -> str:
+        """The id the batch gave the job, before its variant was added (`anvil compare` matches
+        jobs by it)."""
+        suffix = f"@{self.variant}"
+        return self.id[: -len(suffix)] if self.variant and self.id.endswith(suffix) else self.id
 
     def request(self, model: str | None = None) -> dict[str, Any]:
         """Keyword arguments for `client.messages.create`."""
@@ -58,7 +69,7 @@ class Job:
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict that `from_record` turns back into the same job."""
-        return {
+        rec: dict[str, Any] = {
             "id": self.id,
             "seq": self.seq,
             "messages": self.messages,
@@ -71,6 +82,13 @@ class Job:
             "params": self.params,
             "line": self.line,
         }
+        if self.output_schema is not None:  # absent unless asked, so older journals read alike
+            rec["output_schema"] = self.output_schema
+        if self.checks:
+            rec["checks"] = list(self.checks)
+        if self.variant is not None:
+            rec["variant"] = self.variant
+        return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Job:
@@ -86,4 +104,7 @@ class Job:
             metadata=rec.get("metadata") or {},
             params=rec.get("params") or {},
             line=rec.get("line"),
+            output_schema=rec.get("output_schema"),
+            checks=tuple(rec.get("checks") or ()),
+            variant=rec.get("variant"),
         )

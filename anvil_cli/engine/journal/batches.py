@@ -7,13 +7,14 @@ import sqlite3
 import time
 from typing import Any
 
-from anvil_cli.engine.journal.rows import BATCH_INTENT, JOB_COLS, BatchRow, job_row
+from anvil_cli.engine.journal.rows import BATCH_INTENT, BatchRow, job_row
 
 
 class BatchesTable:
     """Methods of `Journal` for the batches it submitted (`self.db` is the journal's connection)."""
 
     db: sqlite3.Connection
+    job_cols: str
 
     def add_batch_intent(self, run_id: str, seqs: list[int], worst_usd: float) -> int:
         """Record that a batch of these jobs is about to be created; returns its number."""
@@ -58,7 +59,7 @@ class BatchesTable:
             part = seqs[i : i + 500]
             marks = ", ".join("?" for _ in part)
             rows = self.db.execute(
-                f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? AND seq IN ({marks}) ORDER BY seq",
+                f"SELECT {self.job_cols} FROM jobs WHERE run_id = ? AND seq IN ({marks}) ORDER BY seq",
                 (run_id, *part),
             ).fetchall()
             out.extend(job_row(r) for r in rows)

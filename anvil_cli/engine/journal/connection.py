@@ -12,7 +12,13 @@ from typing import Self
 from anvil_cli.engine.journal.damage import damage_message, is_damage
 from anvil_cli.engine.journal.kind import add_run_kind
 from anvil_cli.engine.journal.owner import OwnerColumn
-from anvil_cli.engine.journal.rows import JOURNAL_NAME, SCHEMA
+from anvil_cli.engine.journal.rows import (
+    JOB_COLS,
+    JOB_COLS_WITHOUT_CHECKS,
+    JOURNAL_NAME,
+    SCHEMA,
+    add_checks_column,
+)
 from anvil_cli.errors import UsageError
 from anvil_cli.securefile import private_sqlite, refuse_links
 
@@ -50,6 +56,8 @@ class Connection(OwnerColumn):
             self.db.executescript(SCHEMA)
             self._add_owner_start()
         self._runs_have_kind = (create or "runs" in tables) and add_run_kind(self.db)
+        has_checks = (create or "jobs" in tables) and add_checks_column(self.db)
+        self.job_cols = JOB_COLS if has_checks else JOB_COLS_WITHOUT_CHECKS
 
     @classmethod
     def open(cls, state_dir: Path) -> Self:

@@ -73,7 +73,7 @@ class JobsTable(Connection):
         done = self.db.execute(
             "UPDATE jobs SET state = ?, model = ?, attempts = attempts + ?, output = ?, stop_reason = ?,"
             " usage_json = ?, cost_usd = cost_usd + ?, error_json = ?, attempts_json = ?, latency_s = ?,"
-            " finished_at = ? WHERE run_id = ? AND seq = ? AND state IN (?, ?)",  # never twice
+            " finished_at = ?, checks_json = ? WHERE run_id = ? AND seq = ? AND state IN (?, ?)",  # once
             (
                 SUCCEEDED if r.succeeded else FAILED,
                 r.model,
@@ -86,6 +86,7 @@ class JobsTable(Connection):
                 json.dumps([a.to_json() for a in r.attempt_log]) if r.attempt_log is not None else None,
                 r.latency_s,
                 r.finished_at,
+                json.dumps(r.checks.to_json()) if r.checks is not None else None,
                 run_id,
                 r.seq,
                 PENDING,

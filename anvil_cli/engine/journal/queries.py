@@ -8,7 +8,7 @@ from typing import Any
 
 from anvil_cli.engine.events import ReadyRow
 from anvil_cli.engine.journal.connection import Connection
-from anvil_cli.engine.journal.rows import FAILED, JOB_COLS, PENDING, SUCCEEDED, JobState, job_row
+from anvil_cli.engine.journal.rows import FAILED, PENDING, SUCCEEDED, JobState, job_row
 
 
 class JobQueries(Connection):
@@ -67,13 +67,13 @@ class JobQueries(Connection):
 
     def job_by_id(self, run_id: str, job_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
-            f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)
+            f"SELECT {self.job_cols} FROM jobs WHERE run_id = ? AND id = ?", (run_id, job_id)
         ).fetchone()
         return job_row(row) if row else None
 
     def iter_results(self, run_id: str) -> Iterator[dict[str, Any]]:
         """Every job of a run in batch order, as stored."""
-        cur = self.db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE run_id = ? ORDER BY seq", (run_id,))
+        cur = self.db.execute(f"SELECT {self.job_cols} FROM jobs WHERE run_id = ? ORDER BY seq", (run_id,))
         for row in cur:
             yield job_row(row)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.engine.attempts import tool_errors_of
+from anvil_cli.engine.journal.kind import has_column
 from anvil_cli.engine.outcomes import JobResult as JobResult  # the journal's vocabulary, defined neutrally
 
 JOURNAL_NAME = "journal.sqlite"
@@ -81,6 +83,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     latency_s REAL,
     started_at REAL,
     finished_at REAL,
+    checks_json TEXT,
     PRIMARY KEY (run_id, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_id ON jobs (run_id, id);
@@ -164,8 +167,29 @@ class RunRow:
 
 JOB_COLS = (
     "seq, id, state, model, attempts, dispatches, output, stop_reason, usage_json, cost_usd, error_json,"
-    " attempts_json, latency_s, started_at, finished_at, job_json"
+    " attempts_json, latency_s, started_at, finished_at, job_json, checks_json"
 )
+# what a journal too old to have `jobs.checks_json`, and not writable to add it, is read with
+JOB_COLS_WITHOUT_CHECKS = JOB_COLS.replace("checks_json", "NULL")
+
+
+def add_checks_column(db: sqlite3.Connection) -> bool:
+    """Give the jobs table its `checks_json` column (journals written before answers were
+    checked lack it); False when it cannot be added (a read-only journal)."""
+    if has_column(db, "jobs", "checks_json"):
+        return True
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not has_column(db, "jobs", "checks_json"):  # another process may have added it meanwhile
+                db.execute("ALTER TABLE jobs ADD COLUMN checks_json TEXT")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def endpoint_of(attempt_log: Any) -> str | None:
@@ -203,4 +227,5 @@ def job_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "started_at": row[13],
         "finished_at": row[14],
         "job": json.loads(row[15]),
+        "checks": json.loads(row[16]) if row[16] else None,  # CheckRecord.to_json(), when checked
     }
