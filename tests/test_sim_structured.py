@@ -7,15 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicFoundry, AsyncAnthropicVertex
+from typer.testing import CliRunner
 
+import anvil_cli.sim.server as sim_server
+from anvil_cli.cli import app
+from anvil_cli.config.settings import Settings
+from anvil_cli.errors import ConfigError
 from anvil_cli.policy.checks.judge import grade_schema, judge_request, question_of, read_judgement
 from anvil_cli.policy.checks.schema import check_answer, reask_message, schema_instruction
 from anvil_cli.policy.checks.spec import CheckSpec
+from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.sim.embedded import INVALID_RATE_ENV, embedded_config
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,
@@ -372,3 +380,31 @@ def test_provider_wire_formats_carry_the_format(sim_factory: SimFactory) -> None
     for client, model in clients:
         verdict = check_answer(schema, _provider_text(client, model))
         assert verdict.valid and verdict.value.get("score", 3) == 3, model
+
+
+def test_the_cli_sets_the_invalid_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[SimConfig] = []
+    monkeypatch.setattr(sim_server, "serve_forever", lambda config, on_ready: served.append(config))
+    result = CliRunner().invoke(app, ["simulate", "--port", "0", "--invalid-rate", "0.2"], prog_name="anvil")
+    assert result.exit_code == 0, result.output
+    assert served[0].invalid_rate == 0.2
+    refused = CliRunner().invoke(
+        app, ["simulate", "--invalid-rate", "1.5"], env={"NO_COLOR": "1", "COLUMNS": "200"}
+    )
+    assert refused.exit_code == 2 and "--invalid-rate" in refused.output
+
+
+def test_the_embedded_simulator_takes_its_invalid_rate_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"state_dir": str(tmp_path)})
+    assert embedded_config(settings, {}).invalid_rate == 0.0
+    assert embedded_config(settings, {INVALID_RATE_ENV: "0.2"}).invalid_rate == 0.2
+    with pytest.raises(ConfigError, match=f"{INVALID_RATE_ENV}: must be a share from 0 to 1, got 'lots'"):
+        embedded_config(settings, {INVALID_RATE_ENV: "lots"})
+
+
+def test_stats_count_structured_and_invalid_answers(client: anthropic.Anthropic, sim: SimServer) -> None:
+    ask(client, user("a"), PERSON)
+    ask(client, user("b @sim{invalid=1}"), PERSON)
+    ask(client, user("c"), None)
+    stats = sim.stats()
+    assert (stats["structured"], stats["invalid_answers"], stats["successes"]) == (2, 1, 3)

@@ -268,6 +268,8 @@ class SimCore:
         stream_error = attempt <= directives.stream_error and bool(body.get("stream"))
         if not stream_error:
             self.stats.success(body["model"], digest, msg["usage"])
+            if reply.structured or reply.invalid:
+                self.stats.shaped(reply.structured, reply.invalid)
         slowed = slow and directives.latency_ms is None  # a `latency_ms` directive overrides it
         return Outcome(
             body=msg, delay_s=delay_s, token_delay_s=token_delay_s, stream_error=stream_error, slowed=slowed

@@ -77,6 +77,8 @@ class Reply:
     content: list[dict[str, Any]]
     stop_reason: str
     output_tokens: int
+    structured: bool = False  # the request asked for a JSON schema
+    invalid: bool = False  # made invalid on purpose (`invalid=`, the invalid rate)
 
 
 def sample_output_tokens(mean: int, spread: float, rng: random.Random) -> int:
@@ -171,7 +173,9 @@ def compose(
     if schema is not None:
         digest = messages_digest(body["messages"])
         text = invalid_text(schema, rng, digest) if invalid else valid_text(schema, rng, directives.score)
-        return _said_reply(text, directives, max_tokens)
+        reply = _said_reply(text, directives, max_tokens)
+        reply.structured, reply.invalid = True, invalid
+        return reply
     if directives.say is not None and not invalid and not is_judge(body):
         return _said_reply(directives.say, directives, max_tokens)
     wanted = directives.output_tokens or sample_output_tokens(mean_tokens, spread, rng)
@@ -179,7 +183,8 @@ def compose(
     if wanted > max_tokens:
         wanted, stop = max_tokens, "max_tokens"
     text = answer_text(messages_digest(body["messages"]), wanted, rng)
-    return Reply(content=[{"type": "text", "text": text}], stop_reason=stop, output_tokens=wanted)
+    content = [{"type": "text", "text": text}]
+    return Reply(content=content, stop_reason=stop, output_tokens=wanted, invalid=invalid)
 
 
 def usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
