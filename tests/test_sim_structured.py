@@ -237,11 +237,12 @@ def test_a_judge_quoting_the_prompt_grades_validly(client: anthropic.Anthropic) 
     """The judge's request quotes the job's prompt, `invalid=` and `tool=` included: they are the
     job's, so the judge still answers a valid grade, with the `score=` the prompt sets."""
     spec = CheckSpec("quality", "judge", {"rubric": "is it good", "scale": [1, 5]})
-    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello}")
+    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello, output_tokens=5000}")
     answer = text_of(ask(client, user("write a poem"), None))
     request = judge_request(spec, HAIKU, question_of(job), answer)
     reply = client.messages.create(**request, output_config=fmt(grade_schema(spec)))
     result = read_judgement(spec, HAIKU, text_of(reply))
+    assert reply.stop_reason == "end_turn" and reply.usage.output_tokens < 50
     assert result.value == 2 and result.passed is False and result.detail
     high = judge_request(spec, HAIKU, question_of(user("@sim{score=5}")), answer)
     assert read_judgement(
