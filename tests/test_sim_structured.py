@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import pydantic
 import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicFoundry, AsyncAnthropicVertex
 from typer.testing import CliRunner
@@ -409,3 +410,23 @@ def test_stats_count_structured_and_invalid_answers(client: anthropic.Anthropic,
     ask(client, user("c"), None)
     stats = sim.stats()
     assert (stats["structured"], stats["invalid_answers"], stats["successes"]) == (2, 1, 3)
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+    tags: list[str]
+    address: Address | None
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip_code: str
+
+
+def test_the_sdks_parse_helper_reads_the_answer(client: anthropic.Anthropic) -> None:
+    """`messages.parse(output_format=Model)`: the SDK's own schema ($defs, anyOf with null) and
+    its own reading of the answer into the model."""
+    Person.model_rebuild()
+    parsed = client.messages.parse(model=HAIKU, max_tokens=400, messages=user("who"), output_format=Person)
+    assert isinstance(parsed.parsed_output, Person)
