@@ -184,7 +184,8 @@ class ChecksTally:
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """One job row (`job_row`): counted in its groups; its checks when it is finished with some."""
-        job = row.get("job") if isinstance(row.get("job"), Mapping) else {}
+        raw_job = row.get("job")
+        job: Mapping[str, Any] = raw_job if isinstance(raw_job, Mapping) else {}
         record = row.get("checks")
         finished = row.get("state") in FINISHED_STATES
         checked = finished and isinstance(record, Mapping)
