@@ -182,6 +182,13 @@ class ChecksTally:
         self.by_variant: dict[str, _Counts] = {}
         self.by_key: dict[str, dict[str, _Counts]] = {key: {} for key in self.by}
 
+    def add_result(self, succeeded: bool, model: str, cost_usd: float, checks: Any) -> None:
+        """A job finished in this session (`JobResult`: its model, cost and `CheckRecord`), its
+        variant and metadata not known (the journal's figures have them)."""
+        record = checks.to_json() if checks is not None else None
+        state = "succeeded" if succeeded else "failed"
+        self.add_row({"state": state, "model": model, "cost_usd": cost_usd, "checks": record})
+
     def add_row(self, row: Mapping[str, Any]) -> None:
         """One job row (`job_row`): counted in its groups; its checks when it is finished with some."""
         raw_job = row.get("job")

@@ -270,7 +270,16 @@ class NamedEndpoints(TypedDict, total=False):
     endpoints: dict[str, EndpointStatus]  # by name
 
 
-class Snapshot(NamedEndpoints):
+class CheckedAnswers(TypedDict, total=False):
+    """The key a snapshot has only once a job was checked (an output schema, checks): how the
+    answers fared (`anvil_cli.snapshot.checks.ChecksSummary.to_json()`). A live run's counts the
+    results of its sessions by model; `anvil status` and `GET /status` give the journal's, by
+    variant and metadata key too. Without checks the JSON is what it always was."""
+
+    checks: dict[str, Any]
+
+
+class Snapshot(NamedEndpoints, CheckedAnswers):
     """The run at one tick."""
 
     version: int
