@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anvil_cli.snapshot import types
+
 FINISHED_STATES = ("succeeded", "failed")  # engine.journal.rows.JobState values, finished
 
 
@@ -46,7 +48,7 @@ class ChecksGroup:
     def pass_rate(self) -> float | None:
         return _rate(self.passed, self.checked)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.ChecksGroup:
         return {
             "checked": self.checked,
             "passed": self.passed,
@@ -65,7 +67,7 @@ class CheckStats:
     total: int
     mean_score: float | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.CheckStats:
         return {"passed": self.passed, "total": self.total, "mean_score": self.mean_score}
 
 
@@ -88,7 +90,7 @@ class ChecksSummary:
     def pass_rate(self) -> float | None:
         return _rate(self.passed, self.checked)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.Checks:
         return {
             "checked": self.checked,
             "passed": self.passed,

@@ -170,7 +170,8 @@ def _checks_by(snap: Snapshot, by: Sequence[str] | None) -> list[str]:
     of the settings it ran with, as its snapshot keeps them)."""
     if by is not None:
         return list(by)
-    return list((snap.get("checks") or {}).get("by") or {})
+    checks = snap.get("checks")
+    return list(checks["by"]) if checks is not None else []
 
 
 def status_json(
