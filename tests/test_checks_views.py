@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -33,6 +35,7 @@ from anvil_cli.snapshot.checks import summarize_checks
 from anvil_cli.snapshot.checks_journal import tally_of_run
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.status import status_json
+from anvil_cli.views.api.openapi import document
 from anvil_cli.views.api.server import ApiServer
 from anvil_cli.views.checks import checks_line, render_checks
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
@@ -223,8 +226,6 @@ def test_status_json_and_anvil_status_json_show_exactly_those_numbers(ran: Ran, 
 
 
 def _http_get(url: str) -> tuple[str, bytes]:
-    import urllib.request
-
     req = urllib.request.Request(url)
     req.add_header("Authorization", f"Bearer {TOKEN}")
     with NO_PROXY.open(req, timeout=10) as resp:
@@ -314,3 +315,17 @@ def test_a_run_without_checks_shows_none_of_it(tmp_path: Path) -> None:
         server.stop()
         control.close()
     assert b"anvil_checks" not in metrics and b"anvil_reasks" not in metrics and b"anvil_judge" not in metrics
+
+
+def test_the_openapi_document_describes_the_checks_status(ran: Ran, journal: Journal) -> None:
+    doc = document()
+    status_schema = doc["components"]["schemas"]["RunStatus"]
+    assert "checks" in status_schema["properties"] and "checks" not in status_schema["required"]
+    validator = Draft202012Validator(
+        {"$ref": "#/components/schemas/RunStatus", "components": doc["components"]}
+    )
+    validator.validate(json.loads(json.dumps(status_json(journal, ran.run_id))))
+    with pytest.raises(Exception, match="unexpected"):  # the schema is closed: it names every key
+        bad = json.loads(json.dumps(status_json(journal, ran.run_id)))
+        bad["checks"]["by_model"][HAIKU]["extra"] = 1
+        validator.validate(bad)
