@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 from typer.testing import CliRunner
 
 from anvil_cli.cli import app
@@ -39,6 +40,7 @@ from anvil_cli.views.api.openapi import document
 from anvil_cli.views.api.server import ApiServer
 from anvil_cli.views.checks import checks_line, render_checks
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
+from anvil_cli.views.dashboard.render import render
 from anvil_cli.views.progress import snapshot_line
 from anvil_cli.views.report import render_html, report_data
 from tests.snapshot_support import T0, WALL0, engine_state, feed
@@ -287,13 +289,29 @@ def test_the_live_snapshot_counts_this_sessions_results(ran: Ran) -> None:
     assert live["by_variant"] == {} and live["by"] == {"team": {}}
     assert "checks 25.0% passed (1/4)" in snapshot_line(ran.snapshot)  # type: ignore[arg-type]
     assert checks_line(live) == checks_line(EXPECTED)
+    screen = Console(width=160, record=True, color_system=None)
+    screen.print(render(ran.snapshot, 160))  # type: ignore[arg-type]
+    assert "checks   " + LINE.removeprefix("checks: ") in screen.export_text()  # the dashboard's row
 
 
 def test_a_resumed_run_goes_on_from_the_journals_checks(ran: Ran, journal: Journal) -> None:
     tally = tally_of_run(journal, ran.run_id)
     summary = tally.summary()
     assert summary is not None and summary.checked == 4 and summary.passed == 1
-    assert summary.to_json()["by_model"] == EXPECTED["by_model"]
+    # its finished jobs, as a live run counts them: q3@long is counted when it ends
+    sonnet = {**EXPECTED["by_model"][SONNET], "jobs": 2}
+    assert summary.to_json()["by_model"] == {HAIKU: EXPECTED["by_model"][HAIKU], SONNET: sonnet}
+    with Journal.open(ran.state_dir) as again:  # the resumed session's result of q3@long
+        checks = _record(JOBS[5], '{"answer": "no"}', '{"score": 4, "reason": "ok"}', 0, 0.0005)
+        tally.add_result(True, SONNET, 0.01, checks)
+        again.record_result(
+            ran.run_id, JobResult(5, True, SONNET, 1, output="x", cost_usd=0.01, checks=checks)
+        )
+        whole = status_json(again, ran.run_id)["checks"]
+    live = tally.summary()
+    assert live is not None
+    for key in ("checked", "passed", "mean_score", "reasks", "judge_cost_usd", "per_check", "by_model"):
+        assert live.to_json()[key] == whole[key], key
 
 
 def test_a_run_without_checks_shows_none_of_it(tmp_path: Path) -> None:

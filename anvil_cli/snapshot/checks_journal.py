@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from anvil_cli.engine.journal.store import Journal
-from anvil_cli.snapshot.checks import ChecksSummary, ChecksTally, summarize_checks
+from anvil_cli.snapshot.checks import FINISHED_STATES, ChecksSummary, ChecksTally, summarize_checks
 
 
 def has_checks(journal: Journal, run_id: str) -> bool:
@@ -57,9 +57,11 @@ def checks_of_run(journal: Journal, run_id: str, by: Sequence[str] = ()) -> Chec
 
 
 def tally_of_run(journal: Journal, run_id: str) -> ChecksTally:
-    """What a resumed run's earlier sessions checked, for its live figures to go on from."""
+    """What a resumed run's earlier sessions checked, for its live figures to go on from: its
+    finished jobs only, as the live figures count (a job still to run is counted when it ends)."""
     tally = ChecksTally()
     if has_checks(journal, run_id):
         for row in check_rows(journal, run_id):
-            tally.add_row(row)
+            if row["state"] in FINISHED_STATES:
+                tally.add_row(row)
     return tally
