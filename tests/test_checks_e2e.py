@@ -7,6 +7,10 @@ and the record tells the re-asks' and judges' costs apart."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,18 @@ import yaml
 from anvil_cli.config.load import load_settings
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.sim import SimServer
+from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.config import EndpointSim
-from tests.engine_support import journal_query, read_results, run_inprocess, write_config
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    journal_query,
+    read_results,
+    run_cli,
+    run_inprocess,
+    succeeded_jobs,
+    write_config,
+)
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 
 HAIKU = "claude-haiku-4-5"
@@ -173,3 +186,80 @@ def test_re_asks_and_judges_are_spent_on_their_named_endpoint(
         assert calls == len(paid) and cost == pytest.approx(row["cost_usd"]), name
         assert all(a.get("endpoint") == "a" for a in row["log"]), name
     assert results["reasked"]["endpoint"] == "a" and results["reasked"]["checks"]["reasks"] == 1
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Poll a condition on real progress (bounded), never a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
+
+
+@pytest.mark.slow
+def test_ctrl_c_amid_re_asks_and_judges_then_resume_checks_each_job_once(tmp_path: Path) -> None:
+    """Stopped while jobs are being re-asked and judged, then resumed: each job has one result
+    with its checks, and every call paid in either run is in the journal once (a job given up
+    mid-check runs again from its start: its earlier calls stay paid and journaled)."""
+    n_jobs = 24
+    jobs = [
+        {"id": f"j{i:02d}", "prompt": f"@sim{{invalid={i % 2}, score=5}} Which city? {i}"}
+        for i in range(n_jobs)
+    ]
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {
+                    "model": HAIKU,
+                    "max_tokens": 100,
+                    "output_schema": SCHEMA,
+                    "checks": [{"name": "right", "judge": {"rubric": "Is the city right?"}}],
+                },
+                "jobs": jobs,
+            },
+            sort_keys=False,
+        )
+    )
+    with SimServer(SimConfig(latency_ms=120, seed=9)).start_thread() as sim:
+        cfg = write_config(
+            tmp_path / "anvil.yaml",
+            sim.base_url,
+            scaling={"workers": 2, "max_agents": 8, "max_concurrent_jobs": 8},
+        )
+        state = tmp_path / ".anvil"
+        proc = subprocess.Popen(
+            anvil_cmd("run", str(batch), "--config", str(cfg)),
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(lambda: succeeded_jobs(state) >= 8)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == ExitCode.INTERRUPTED, err
+        assert succeeded_jobs(state) < n_jobs
+        out = tmp_path / "out.jsonl"
+        resumed = run_cli("run", str(batch), "--config", str(cfg), "-o", str(out), cwd=tmp_path, timeout=120)
+        assert resumed.returncode == ExitCode.OK, resumed.stderr
+        stats = sim.stats()
+    results = read_results(out)
+    assert sorted(r["id"] for r in results) == [j["id"] for j in jobs]
+    assert all(r["status"] == "succeeded" and r["checks"]["passed"] for r in results)
+    assert all(r["checks"]["reasks"] == int(r["id"][1:]) % 2 for r in results)
+    # every call the simulator answered, in either run, was journaled once: the same money
+    pricer = Pricer.from_settings(load_settings(cfg, env={}))
+    billed = sum(
+        pricer.cost_usd(model, {"input_tokens": m["input_tokens"], "output_tokens": m["output_tokens"]})
+        for model, m in stats["by_model"].items()
+    )
+    journaled = journal_query(state, "SELECT SUM(cost_usd) FROM jobs")[0][0]
+    assert journaled == pytest.approx(billed, rel=1e-6)
+    assert sum(r["cost_usd"] for r in results) == pytest.approx(billed, rel=1e-6)
