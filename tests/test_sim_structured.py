@@ -7,15 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import pydantic
 import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicFoundry, AsyncAnthropicVertex
+from typer.testing import CliRunner
 
+import anvil_cli.sim.server as sim_server
+from anvil_cli.cli import app
+from anvil_cli.config.settings import Settings
+from anvil_cli.errors import ConfigError
 from anvil_cli.policy.checks.judge import grade_schema, judge_request, question_of, read_judgement
 from anvil_cli.policy.checks.schema import check_answer, reask_message, schema_instruction
 from anvil_cli.policy.checks.spec import CheckSpec
+from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.sim.embedded import INVALID_RATE_ENV, embedded_config
 from tests.sim_fixtures import (  # noqa: F401
     HAIKU,
     ClientFor,
@@ -229,11 +238,12 @@ def test_a_judge_quoting_the_prompt_grades_validly(client: anthropic.Anthropic) 
     """The judge's request quotes the job's prompt, `invalid=` and `tool=` included: they are the
     job's, so the judge still answers a valid grade, with the `score=` the prompt sets."""
     spec = CheckSpec("quality", "judge", {"rubric": "is it good", "scale": [1, 5]})
-    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello}")
+    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello, output_tokens=5000}")
     answer = text_of(ask(client, user("write a poem"), None))
     request = judge_request(spec, HAIKU, question_of(job), answer)
     reply = client.messages.create(**request, output_config=fmt(grade_schema(spec)))
     result = read_judgement(spec, HAIKU, text_of(reply))
+    assert reply.stop_reason == "end_turn" and reply.usage.output_tokens < 50
     assert result.value == 2 and result.passed is False and result.detail
     high = judge_request(spec, HAIKU, question_of(user("@sim{score=5}")), answer)
     assert read_judgement(
@@ -372,3 +382,51 @@ def test_provider_wire_formats_carry_the_format(sim_factory: SimFactory) -> None
     for client, model in clients:
         verdict = check_answer(schema, _provider_text(client, model))
         assert verdict.valid and verdict.value.get("score", 3) == 3, model
+
+
+def test_the_cli_sets_the_invalid_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[SimConfig] = []
+    monkeypatch.setattr(sim_server, "serve_forever", lambda config, on_ready: served.append(config))
+    result = CliRunner().invoke(app, ["simulate", "--port", "0", "--invalid-rate", "0.2"], prog_name="anvil")
+    assert result.exit_code == 0, result.output
+    assert served[0].invalid_rate == 0.2
+    refused = CliRunner().invoke(
+        app, ["simulate", "--invalid-rate", "1.5"], env={"NO_COLOR": "1", "COLUMNS": "200"}
+    )
+    assert refused.exit_code == 2 and "--invalid-rate" in refused.output
+
+
+def test_the_embedded_simulator_takes_its_invalid_rate_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"state_dir": str(tmp_path)})
+    assert embedded_config(settings, {}).invalid_rate == 0.0
+    assert embedded_config(settings, {INVALID_RATE_ENV: "0.2"}).invalid_rate == 0.2
+    with pytest.raises(ConfigError, match=f"{INVALID_RATE_ENV}: must be a share from 0 to 1, got 'lots'"):
+        embedded_config(settings, {INVALID_RATE_ENV: "lots"})
+
+
+def test_stats_count_structured_and_invalid_answers(client: anthropic.Anthropic, sim: SimServer) -> None:
+    ask(client, user("a"), PERSON)
+    ask(client, user("b @sim{invalid=1}"), PERSON)
+    ask(client, user("c"), None)
+    stats = sim.stats()
+    assert (stats["structured"], stats["invalid_answers"], stats["successes"]) == (2, 1, 3)
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+    tags: list[str]
+    address: Address | None
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip_code: str
+
+
+def test_the_sdks_parse_helper_reads_the_answer(client: anthropic.Anthropic) -> None:
+    """`messages.parse(output_format=Model)`: the SDK's own schema ($defs, anyOf with null) and
+    its own reading of the answer into the model."""
+    Person.model_rebuild()
+    parsed = client.messages.parse(model=HAIKU, max_tokens=400, messages=user("who"), output_format=Person)
+    assert isinstance(parsed.parsed_output, Person)

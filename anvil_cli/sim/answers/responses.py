@@ -15,7 +15,6 @@ from anvil_cli.sim.answers.directives import Directives
 from anvil_cli.sim.answers.schema_fill import fill
 from anvil_cli.sim.answers.structured import (
     invalid_text,
-    is_judge,
     requested_schema,
     valid_text,
     wants_invalid,
@@ -77,6 +76,8 @@ class Reply:
     content: list[dict[str, Any]]
     stop_reason: str
     output_tokens: int
+    structured: bool = False  # the request asked for a JSON schema
+    invalid: bool = False  # made invalid on purpose (`invalid=`, the invalid rate)
 
 
 def sample_output_tokens(mean: int, spread: float, rng: random.Random) -> int:
@@ -109,17 +110,11 @@ def tool_to_call(body: Mapping[str, Any], directives: Directives) -> Mapping[str
     choice = body.get("tool_choice") or {}
     if not tools or choice.get("type") == "none" or _has_tool_result(body["messages"]):
         return None
-    wanted = answer_tool(body, directives) or (choice.get("name") if choice.get("type") == "tool" else None)
+    wanted = directives.tool or (choice.get("name") if choice.get("type") == "tool" else None)
     for tool in tools:
         if wanted is None or tool.get("name") == wanted:
             return tool  # type: ignore[no-any-return]
     return None
-
-
-def answer_tool(body: Mapping[str, Any], directives: Directives) -> str | None:
-    """The tool `@sim{tool=...}` names, unless the request is a judge's (which quotes the job's
-    prompt, directives and all, and offers no tools)."""
-    return None if directives.tool is None or is_judge(body) else directives.tool
 
 
 def _tool_reply(
@@ -171,15 +166,18 @@ def compose(
     if schema is not None:
         digest = messages_digest(body["messages"])
         text = invalid_text(schema, rng, digest) if invalid else valid_text(schema, rng, directives.score)
-        return _said_reply(text, directives, max_tokens)
-    if directives.say is not None and not invalid and not is_judge(body):
+        reply = _said_reply(text, directives, max_tokens)
+        reply.structured, reply.invalid = True, invalid
+        return reply
+    if directives.say is not None and not invalid:
         return _said_reply(directives.say, directives, max_tokens)
     wanted = directives.output_tokens or sample_output_tokens(mean_tokens, spread, rng)
     stop = "end_turn"
     if wanted > max_tokens:
         wanted, stop = max_tokens, "max_tokens"
     text = answer_text(messages_digest(body["messages"]), wanted, rng)
-    return Reply(content=[{"type": "text", "text": text}], stop_reason=stop, output_tokens=wanted)
+    content = [{"type": "text", "text": text}]
+    return Reply(content=content, stop_reason=stop, output_tokens=wanted, invalid=invalid)
 
 
 def usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
