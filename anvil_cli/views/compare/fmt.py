@@ -40,7 +40,7 @@ def fmt_difference(unit: str, diff: float | None, ratio: float | None) -> str:
     elif unit == "usd":
         text = sign + fmt_usd(abs(diff))
     elif unit == "s":
-        text = sign + fmt_s(abs(diff))
+        text = sign + fmt_s(round(abs(diff), 9))  # 0.5 - 0.4 reads 0.100s, not 99.9ms
     else:
         text = f"{diff:+,}"
     return text if ratio is None else f"{text} (×{ratio:.2f})"

@@ -19,6 +19,10 @@ from anvil_cli.views.compare.model import FIGURES, Comparison, Flip, Pair
 from anvil_cli.views.report import _inline, _sha256, embedded_json, write_report
 
 MAX_ROWS: Final = 1_000  # of each list on the page (`--json` has all of them)
+# what this page adds to the run page's stylesheet: room between its panels and sections
+_MORE_CSS: Final = (
+    "\n.compare { margin-top: 12px; }\n.compare table + h2, .compare p + h2 { margin-top: 16px; }\n"
+)
 
 
 def _e(text: object) -> str:
@@ -92,7 +96,7 @@ def _pair(c: Comparison, pair: Pair) -> str:
 
 def render_html(c: Comparison, *, now: float) -> str:
     """The comparison as a whole page."""
-    css = _inline("app.css")
+    css = _inline("app.css") + _MORE_CSS
     csp = f"default-src 'none'; style-src {_sha256(css)}; img-src data:; base-uri 'none'; form-action 'none'"
     names = " · ".join(s.name for s in c.sides)
     run = f" of run {c.sides[0].run_id}" if c.matched_by == "base_id" else ""
@@ -105,7 +109,7 @@ def render_html(c: Comparison, *, now: float) -> str:
         '<body class="report">\n<header class="top"><div class="title">'
         f'<h1>Anvil compare</h1><span class="mono">{_e(names)}{_e(run)}</span></div>'
         f"<p><strong>{_e(c.verdict())}</strong></p></header>\n"
-        '<section class="tables">\n<div class="panel wide"><h2>Side by side</h2>'
+        '<section class="tables compare">\n<div class="panel wide"><h2>Side by side</h2>'
         + _figures(c)
         + "</div>\n"
         + "\n".join(_pair(c, p) for p in c.pairs)
