@@ -152,7 +152,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, s
     b_jobs = [*({**j, "model": SONNET} for j in shared), {"id": "flip", "prompt": "@sim{status=400} no"},
               {"id": "back", "prompt": "fine"}, {"id": "only-b", "prompt": "b"}]  # fmt: skip
     with SimServer(SimConfig(seed=1)).start_thread() as sim:
-        config = write_config(tmp / "anvil.yaml", sim.base_url, retries={"max_attempts": 1})
+        config = write_config(
+            tmp / "anvil.yaml", sim.base_url, retries={"max_attempts": 1}, scaling={"workers": 1}
+        )
         run_inprocess(config, write_jobs(tmp / "a.jsonl", a_jobs))
         run_inprocess(config, write_jobs(tmp / "b.jsonl", b_jobs))
     state_dir = tmp / ".anvil"
