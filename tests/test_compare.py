@@ -79,7 +79,10 @@ def _nearest_rank(values: list[float], pct: float) -> float | None:
 
 def expected_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     finished = [r for r in rows if r["state"] in ("succeeded", "failed")]
-    checked = [r["checks"] for r in rows if r["checks"] is not None]
+    checked = [r["checks"] for r in finished if r["checks"] is not None]
+    passed = [
+        r for r in finished if r["checks"] is not None and r["state"] == "succeeded" and r["checks"]["passed"]
+    ]
     scores = [c["score"] for c in checked if c["score"] is not None]
     cost = math.fsum(r["cost"] for r in rows)
     latencies = [r["latency"] for r in finished if r["latency"] is not None]
@@ -88,8 +91,10 @@ def expected_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "succeeded": sum(r["state"] == "succeeded" for r in rows),
         "failed": sum(r["state"] == "failed" for r in rows),
         "checked": len(checked),
-        "pass_rate": sum(bool(c["passed"]) for c in checked) / len(checked) if checked else None,
-        "mean_score": math.fsum(scores) / len(scores) if scores else None,
+        "pass_rate": round(len(passed) / len(checked), 6)
+        if checked
+        else None,  # as summarize_checks gives it
+        "mean_score": round(math.fsum(scores) / len(scores), 6) if scores else None,
         "cost_usd": cost,
         "cost_per_job_usd": cost / len(finished) if finished else None,
         "judge_cost_usd": math.fsum(c["judge_cost_usd"] for c in checked),

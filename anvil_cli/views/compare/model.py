@@ -6,8 +6,8 @@ whose pass rate meets a target. Built from `sides.SideRows` (the journal's rows)
 
 A job *passes* when it succeeded and every check of its answer passed (one without checks passes
 when it succeeded); it *fails* when it failed or a check failed; an unfinished job does neither
-and never flips. The pass rate counts checked jobs only (`summarize_checks`); cost per job is the
-side's cost over its finished jobs."""
+and never flips. The pass rate, mean score, re-asks and judges' cost are `summarize_checks`'s
+(finished jobs with checks); cost per job is the side's cost over its finished jobs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any, Final
 from anvil_cli.engine.journal.store import FAILED, SUCCEEDED, Journal
 from anvil_cli.errors import UsageError
 from anvil_cli.policy.checks.record import CheckRecord
+from anvil_cli.snapshot.checks import ChecksSummary
 from anvil_cli.snapshot.histograms import percentile
 from anvil_cli.views.compare.fmt import Number, fmt_value
 from anvil_cli.views.compare.sides import MAX_DETAIL_CHARS, JobFacts, SideRows, runs_side, variant_sides
@@ -162,22 +163,27 @@ def _record(job: JobFacts) -> CheckRecord | None:
     return CheckRecord.from_json(job.checks) if job.checks is not None else None
 
 
-def _check_figures(records: Sequence[CheckRecord]) -> dict[str, Number | None]:
-    """Checked jobs, how many passed, the pass rate and the mean score of a side's records."""
-    passed = sum(1 for r in records if r.passed)
-    scores = [s for s in (r.score for r in records) if s is not None]
+def _check_figures(summary: ChecksSummary | None) -> dict[str, Number | None]:
+    """What `summarize_checks` found on a side: checked jobs, pass rate, mean score, re-asks, and
+    what re-asks and judges cost."""
+    if summary is None:
+        return {"checked": 0, "pass_rate": None, "mean_score": None, "judge_cost_usd": 0.0,
+                "reasks": 0, "reask_cost_usd": 0.0}  # fmt: skip
     return {
-        "checked": len(records),
-        "pass_rate": passed / len(records) if records else None,
-        "mean_score": math.fsum(scores) / len(scores) if scores else None,
+        "checked": summary.checked,
+        "pass_rate": summary.pass_rate,
+        "mean_score": summary.mean_score,
+        "judge_cost_usd": summary.judge_cost_usd,
+        "reasks": summary.reasks,
+        "reask_cost_usd": summary.reask_cost_usd,
     }
 
 
-def side_figures(jobs: Sequence[JobFacts]) -> dict[str, Number | None]:
+def side_figures(side: SideRows) -> dict[str, Number | None]:
     """A side's figures, in `FIGURES` order."""
+    jobs = side.jobs
     succeeded = sum(1 for j in jobs if j.state == SUCCEEDED)
     failed = sum(1 for j in jobs if j.state == FAILED)
-    records = [r for r in (_record(j) for j in jobs) if r is not None]
     cost = math.fsum(j.cost_usd for j in jobs)
     finished = [j for j in jobs if j.state in (SUCCEEDED, FAILED)]
     latencies = sorted(j.latency_s for j in finished if j.latency_s is not None)
@@ -185,12 +191,9 @@ def side_figures(jobs: Sequence[JobFacts]) -> dict[str, Number | None]:
         "jobs": len(jobs),
         "succeeded": succeeded,
         "failed": failed,
-        **_check_figures(records),
+        **_check_figures(side.checks),
         "cost_usd": cost,
         "cost_per_job_usd": cost / (succeeded + failed) if succeeded + failed else None,
-        "judge_cost_usd": math.fsum(r.judge_cost_usd for r in records),
-        "reasks": sum(r.reasks for r in records),
-        "reask_cost_usd": math.fsum(r.reask_cost_usd for r in records),
         "latency_p50_s": percentile(latencies, 50.0),
         "latency_p95_s": percentile(latencies, 95.0),
         "input_tokens": sum(j.input_tokens for j in jobs),
@@ -269,7 +272,7 @@ def _best(sides: Sequence[Side]) -> str | None:
 
 def compare(rows: Sequence[SideRows], *, matched_by: str, pass_rate: float = DEFAULT_PASS_RATE) -> Comparison:
     """The comparison of two or more sides: the first is the one the others are set against."""
-    figures = [side_figures(r.jobs) for r in rows]
+    figures = [side_figures(r) for r in rows]
     sides = tuple(Side(r.name, r.run_id, r.variant, f) for r, f in zip(rows, figures, strict=True))
     pairs = tuple(_pair(rows[0], figures[0], r, f) for r, f in zip(rows[1:], figures[1:], strict=True))
     return Comparison(matched_by, sides, pairs, pass_rate, _cheapest(sides, pass_rate), _best(sides))

@@ -12,6 +12,7 @@ from typing import Any, Final
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.errors import UsageError
 from anvil_cli.jobs.job import Job
+from anvil_cli.snapshot.checks import ChecksSummary, ChecksTally
 from anvil_cli.snapshot.status import find_run
 
 MAX_DETAIL_CHARS: Final = 300  # of a failed check's detail or a job's error, as carried here
@@ -33,12 +34,14 @@ class JobFacts:
 
 @dataclass(frozen=True, slots=True)
 class SideRows:
-    """One side: a run, or one variant of a run, and its jobs in batch order."""
+    """One side: a run, or one variant of a run, its jobs in batch order, and how their answers
+    fared against their checks (`summarize_checks` over its rows; None when none was checked)."""
 
     name: str
     run_id: str
     variant: str | None
     jobs: tuple[JobFacts, ...]
+    checks: ChecksSummary | None
 
 
 def _count(usage: Any, key: str) -> int:
@@ -72,8 +75,11 @@ def _base_id(row: Mapping[str, Any]) -> str:
 def runs_side(journal: Journal, run: str) -> SideRows:
     """A whole run (id or unique prefix), its jobs matched by their ids."""
     run_id = find_run(journal, run).id
-    jobs = tuple(_facts(row, str(row["id"])) for row in journal.iter_results(run_id))
-    return SideRows(run_id, run_id, None, jobs)
+    tally, jobs = ChecksTally(), []
+    for row in journal.iter_results(run_id):
+        tally.add_row(row)
+        jobs.append(_facts(row, str(row["id"])))
+    return SideRows(run_id, run_id, None, tuple(jobs), tally.summary())
 
 
 def variants_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -87,10 +93,12 @@ def variant_sides(journal: Journal, run: str, wanted: Sequence[str] | None) -> l
     variants to compare, or if one wanted is not among them."""
     run_id = find_run(journal, run).id
     by_variant: dict[str, list[JobFacts]] = {}
+    tallies: dict[str, ChecksTally] = {}
     for row in journal.iter_results(run_id):
         variant = _variant_of(row)
         if variant is not None:
             by_variant.setdefault(variant, []).append(_facts(row, _base_id(row)))
+            tallies.setdefault(variant, ChecksTally()).add_row(row)
     known = list(by_variant)
     if not known:
         raise UsageError(
@@ -104,4 +112,7 @@ def variant_sides(journal: Journal, run: str, wanted: Sequence[str] | None) -> l
         if wanted is not None:
             raise UsageError(f"--variants names {names[0]!r} twice: name two different variants")
         raise UsageError(f"run {run_id} has one variant ({known[0]}): there is nothing to compare it with")
-    return [SideRows(name, run_id, name, tuple(by_variant[name])) for name in dict.fromkeys(names)]
+    return [
+        SideRows(name, run_id, name, tuple(by_variant[name]), tallies[name].summary())
+        for name in dict.fromkeys(names)
+    ]
