@@ -361,3 +361,61 @@ def test_the_html_page_cannot_be_written_exit_2(variant_run: tuple[Path, str], t
     state_dir, run_id = variant_run
     code, out, err = anvil("compare", run_id, "--html", str(tmp_path / "no" / "x.html"), state_dir=state_dir)
     assert (code, out) == (2, "") and "cannot write the page" in err
+
+
+# --- end to end: answers checked by the worker, two runs ----------------------------------------
+
+NUMBER = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+def _checked_jobs(paris: str, invalid: str, grade: int) -> list[dict[str, Any]]:
+    judge = [{"judge": "is it a good explanation?"}]
+    return [
+        {"id": "paris", "prompt": f"capital? @sim{{say={paris}}}", "checks": [{"equals": "Paris"}]},
+        {"id": "num", "prompt": f"a number @sim{{invalid={invalid}}}", "output_schema": NUMBER},
+        {"id": "judged", "prompt": f"why? @sim{{say=because, score={grade}}}", "checks": judge},
+        {"id": "same", "prompt": "hello", "checks": [{"length": {"min": 1}}]},
+    ]
+
+
+def _failed_checks(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": r["name"], "detail": r.get("detail")} for r in row["checks"]["results"] if not r["passed"]
+    ]
+
+
+@pytest.mark.slow
+def test_end_to_end_runs_checked_by_the_worker(tmp_path: Path) -> None:
+    """Run A (Haiku) answers well, run B (Sonnet) fails an equals check, never matches its schema
+    and gets a low grade from its judge: three flips, re-asks and judges' cost from the worker."""
+    with SimServer(SimConfig(seed=1)).start_thread() as sim:
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url, scaling={"workers": 1})
+        run_inprocess(config, write_jobs(tmp_path / "a.jsonl", _checked_jobs("Paris", "1", 5)))
+        b_jobs = [{**job, "model": SONNET} for job in _checked_jobs("London", "always", 2)]
+        run_inprocess(config, write_jobs(tmp_path / "b.jsonl", b_jobs))
+    state_dir = tmp_path / ".anvil"
+    with Journal.open(state_dir) as journal:
+        run_b, run_a = (r.id for r in journal.list_runs(2))
+    code, out, _ = anvil("compare", run_a, run_b, "--json", "--pass-rate", "0.9", state_dir=state_dir)
+    assert code == 0
+    data = json.loads(out)
+    rows = {run_a: _rows(state_dir, run_a), run_b: _rows(state_dir, run_b)}
+    exp_a, exp_b = expected_figures(rows[run_a]), expected_figures(rows[run_b])
+    assert_figures(data["sides"][0], exp_a)
+    assert_figures(data["sides"][1], exp_b)
+    assert exp_a["pass_rate"] == 1.0 and exp_b["pass_rate"] == 0.25 and exp_b["failed"] == 1
+    assert exp_a["reasks"] == 1 and exp_b["reasks"] == 2 and exp_a["judge_cost_usd"] > 0
+    (pair,) = data["pairs"]
+    by_id = {r["id"]: r for r in rows[run_b]}
+    assert pair["pass_to_fail"] == [
+        {"id": job, "a_failures": [], "b_failures": _failed_checks(by_id[job])}
+        for job in ("paris", "num", "judged")
+    ]
+    assert [f["name"] for f in pair["pass_to_fail"][0]["b_failures"]] == ["equals"]
+    assert pair["fail_to_pass"] == [] and pair["only_a"] == pair["only_b"] == []
+    assert data["cheapest"] == run_a == data["best_pass_rate"]
+
+    code, text, _ = anvil("compare", run_a, run_b, "--pass-rate", "0.9", state_dir=state_dir)
+    assert code == 0
+    assert_table(text, data["sides"], [pair["differences"]])
+    assert data["verdict"] in text and f"{run_b}: equals: " in text
