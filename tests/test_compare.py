@@ -363,19 +363,31 @@ def test_the_html_page_cannot_be_written_exit_2(variant_run: tuple[Path, str], t
     assert (code, out) == (2, "") and "cannot write the page" in err
 
 
-# --- end to end: answers checked by the worker, two runs ----------------------------------------
+# --- end to end: a run with variants, answers checked by the worker -----------------------------
 
-NUMBER = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-
-
-def _checked_jobs(paris: str, invalid: str, grade: int) -> list[dict[str, Any]]:
-    judge = [{"judge": "is it a good explanation?"}]
-    return [
-        {"id": "paris", "prompt": f"capital? @sim{{say={paris}}}", "checks": [{"equals": "Paris"}]},
-        {"id": "num", "prompt": f"a number @sim{{invalid={invalid}}}", "output_schema": NUMBER},
-        {"id": "judged", "prompt": f"why? @sim{{say=because, score={grade}}}", "checks": judge},
-        {"id": "same", "prompt": "hello", "checks": [{"length": {"min": 1}}]},
-    ]
+VARIANTS_BATCH = """\
+defaults:
+  model: claude-haiku-4-5
+  max_tokens: 64
+variants:
+  - name: good
+  - name: bad
+    model: claude-sonnet-4-5
+    prompt: "{prompt} @sim{{say=London, invalid=always, score=2}}"
+jobs:
+  - id: paris
+    prompt: "capital? @sim{say=Paris}"
+    checks: [{equals: Paris}]
+  - id: num
+    prompt: "a number @sim{invalid=1}"
+    output_schema: {type: object, properties: {n: {type: integer}}, required: [n]}
+  - id: judged
+    prompt: "why? @sim{say=because, score=5}"
+    checks: [{judge: is it a good explanation?}]
+  - id: same
+    prompt: hello
+    checks: [{length: {min: 1}}]
+"""
 
 
 def _failed_checks(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -385,37 +397,41 @@ def _failed_checks(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_end_to_end_runs_checked_by_the_worker(tmp_path: Path) -> None:
-    """Run A (Haiku) answers well, run B (Sonnet) fails an equals check, never matches its schema
-    and gets a low grade from its judge: three flips, re-asks and judges' cost from the worker."""
+def test_end_to_end_variants_checked_by_the_worker(tmp_path: Path) -> None:
+    """Variant `good` (Haiku) answers well; `bad` (Sonnet) fails an equals check, never matches
+    its schema and fails its judge: three flips, re-asks and judges' cost as the worker journaled
+    them, and `good` the cheapest at 90%."""
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(VARIANTS_BATCH)
     with SimServer(SimConfig(seed=1)).start_thread() as sim:
         config = write_config(tmp_path / "anvil.yaml", sim.base_url, scaling={"workers": 1})
-        run_inprocess(config, write_jobs(tmp_path / "a.jsonl", _checked_jobs("Paris", "1", 5)))
-        b_jobs = [{**job, "model": SONNET} for job in _checked_jobs("London", "always", 2)]
-        run_inprocess(config, write_jobs(tmp_path / "b.jsonl", b_jobs))
+        run_inprocess(config, batch)
     state_dir = tmp_path / ".anvil"
     with Journal.open(state_dir) as journal:
-        run_b, run_a = (r.id for r in journal.list_runs(2))
-    code, out, _ = anvil("compare", run_a, run_b, "--json", "--pass-rate", "0.9", state_dir=state_dir)
+        run_id = journal.list_runs(1)[0].id
+    code, out, _ = anvil("compare", run_id, "--json", "--pass-rate", "0.9", state_dir=state_dir)
     assert code == 0
     data = json.loads(out)
-    rows = {run_a: _rows(state_dir, run_a), run_b: _rows(state_dir, run_b)}
-    exp_a, exp_b = expected_figures(rows[run_a]), expected_figures(rows[run_b])
-    assert_figures(data["sides"][0], exp_a)
-    assert_figures(data["sides"][1], exp_b)
-    assert exp_a["pass_rate"] == 1.0 and exp_b["pass_rate"] == 0.25 and exp_b["failed"] == 1
-    assert exp_a["reasks"] == 1 and exp_b["reasks"] == 2 and exp_a["judge_cost_usd"] > 0
+    assert data["matched_by"] == "base_id" and [s["name"] for s in data["sides"]] == ["good", "bad"]
+    good, bad = _rows(state_dir, run_id, "good"), _rows(state_dir, run_id, "bad")
+    exp_good, exp_bad = expected_figures(good), expected_figures(bad)
+    assert_figures(data["sides"][0], exp_good)
+    assert_figures(data["sides"][1], exp_bad)
+    assert exp_good["pass_rate"] == 1.0 and exp_bad["pass_rate"] == 0.25 and exp_bad["failed"] == 1
+    assert exp_good["reasks"] == 1 and exp_bad["reasks"] == 2 and exp_good["judge_cost_usd"] > 0
     (pair,) = data["pairs"]
-    by_id = {r["id"]: r for r in rows[run_b]}
+    by_id = {Job.from_record(r["job"]).base_id: r for r in bad}
     assert pair["pass_to_fail"] == [
         {"id": job, "a_failures": [], "b_failures": _failed_checks(by_id[job])}
         for job in ("paris", "num", "judged")
     ]
     assert [f["name"] for f in pair["pass_to_fail"][0]["b_failures"]] == ["equals"]
-    assert pair["fail_to_pass"] == [] and pair["only_a"] == pair["only_b"] == []
-    assert data["cheapest"] == run_a == data["best_pass_rate"]
+    assert pair["matched"] == 4 and pair["fail_to_pass"] == [] and pair["only_a"] == pair["only_b"] == []
+    assert data["cheapest"] == "good" == data["best_pass_rate"]
 
-    code, text, _ = anvil("compare", run_a, run_b, "--pass-rate", "0.9", state_dir=state_dir)
+    code, text, _ = anvil(
+        "compare", run_id, "--variants", "good", "bad", "--pass-rate", "0.9", state_dir=state_dir
+    )
     assert code == 0
     assert_table(text, data["sides"], [pair["differences"]])
-    assert data["verdict"] in text and f"{run_b}: equals: " in text
+    assert data["verdict"] in text and "bad: equals: " in text
