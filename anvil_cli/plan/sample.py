@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from anvil_cli.engine.journal.kind import SAMPLE_KIND, SAMPLES_DIR
 from anvil_cli.engine.output import secure_write_lines
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
+from anvil_cli.plan.checks import sampled_reasks
 from anvil_cli.policy.forecast import MIN_ANSWERS, Answer
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.routing import model_for
@@ -47,9 +48,10 @@ class SampleOutcome:
     cap_usd: float
     stop_reason: str | None
     notes: list[str]
+    reasks: list[int] = field(default_factory=list)  # re-asks per finished job with an output schema
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "run_id": self.run_id,
             "jobs": self.jobs,
             "answers": len(self.answers),
@@ -57,6 +59,10 @@ class SampleOutcome:
             "cap_usd": self.cap_usd,
             "stop_reason": self.stop_reason,
         }
+        if self.reasks:  # only with output schemas: other plans' JSON is as it was
+            out["schema_jobs"] = len(self.reasks)
+            out["reasks"] = sum(self.reasks)
+        return out
 
 
 def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
@@ -127,6 +133,10 @@ def _line(job: Job) -> str:
         record["system"] = job.system
     if job.complexity is not None:
         record["complexity"] = job.complexity
+    if job.output_schema is not None:  # checked as the batch's run will check it
+        record["output_schema"] = job.output_schema
+    if job.checks:
+        record["checks"] = list(job.checks)
     return json.dumps(record, ensure_ascii=False)
 
 
@@ -172,9 +182,9 @@ def run_sample(
     with Journal.open(settings.state_dir) as journal:
         answers = history_answers(journal, only_run=report.run_id)
         spent = journal.totals(report.run_id)["cost_usd"]
-    return SampleOutcome(
-        report.run_id, len(jobs), answers, spent, max_usd, report.summary.get("stop_reason"), notes
-    )
+        reasks = sampled_reasks(list(journal.iter_results(report.run_id)))
+    stop = report.summary.get("stop_reason")
+    return SampleOutcome(report.run_id, len(jobs), answers, spent, max_usd, stop, notes, reasks)
 
 
 def first_turn_only(job: Job) -> Job:
