@@ -4,7 +4,8 @@ their models' rate-limit pools (plan/schedule.py: the same limits as every call)
 
 Judges: one call per `judge:` check per job, on the judge's model (`judge.judge_model`: the
 check's own, else `checks.judge_model`). Its input is the request a worker sends
-(`judge.judge_request` over the job's question, `judge.question_of`), estimated locally
+(`judge.judge_request` over the job's question, `judge.question_of`, asking for its grade as
+`engine/requests.with_output_schema` does), estimated locally
 (`policy/tokens`) with an empty answer, plus the answer's expected output tokens (what the job's
 own call is expected to produce; the quoted answer is cut at `judge.MAX_QUOTED_CHARS`). Its
 output is a grade, `{"score": N, "reason": "<one sentence>"}`: `JUDGE_OUTPUT_TOKENS` per call
@@ -30,11 +31,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.jobs.job import Job
 from anvil_cli.plan.schedule import Load
 from anvil_cli.policy.checks.judge import (
     JUDGE_MAX_TOKENS,
     MAX_QUOTED_CHARS,
+    grade_schema,
     judge_model,
     judge_request,
     question_of,
@@ -130,6 +133,7 @@ class ChecksPlanner:
         self, settings: Settings, pricers_of: PricersOf, sampled_reasks: Sequence[int] | None
     ) -> None:
         self.default_judge = settings.checks.judge_model
+        self.native = settings.checks.native_format
         self.max_reasks = settings.checks.max_reasks
         self.pricers_of = pricers_of
         if sampled_reasks:  # measured on the sample's schema jobs
@@ -158,7 +162,8 @@ class ChecksPlanner:
         worst_answer = min(job.max_tokens, MAX_QUOTED_CHARS)  # an answer of non-ASCII characters
         for spec in judges:
             jm = judge_model(spec, self.default_judge)
-            base = estimate_input_tokens(judge_request(spec, jm, question, ""))
+            asked = judge_request(spec, jm, question, "")
+            base = estimate_input_tokens(with_output_schema(asked, grade_schema(spec), native=self.native))
             tokens = round(base + answer_tokens)
             out = min(JUDGE_OUTPUT_TOKENS, JUDGE_MAX_TOKENS)
             pricer, dearest = self.pricers_of(jm)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anvil_cli.config.settings import RateLimit, Settings
+from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan import endpoints as pooled
@@ -163,7 +164,10 @@ def make_plan(
     for job in jobs:
         total += 1
         model = model_for(job, settings.routing)
-        request = split_tools(job.request(model))[0]  # as sent: no Anvil-only keys
+        asked = job.request(model)
+        if job.output_schema is not None:  # asked for as a worker asks for it
+            asked = with_output_schema(asked, job.output_schema, native=settings.checks.native_format)
+        request = split_tools(asked)[0]  # as sent: no Anvil-only keys
         tokens = counter(request) if counter is not None else estimate_input_tokens(request)
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
