@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from anvil_cli.commands import plan, report, run, simulate, status, validate
+from anvil_cli.commands import check, plan, report, run, simulate, status, validate
 from anvil_cli.exitcodes import EXIT_CODES_HELP
 
 DISTRIBUTION = "anvil-cli"
@@ -58,6 +58,7 @@ run.register(app)
 status.register(app)
 plan.register(app)
 report.register(app)
+check.register(app)
 
 
 def main() -> None:

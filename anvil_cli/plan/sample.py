@@ -136,8 +136,33 @@ def _line(job: Job) -> str:
     if job.output_schema is not None:  # checked as the batch's run will check it
         record["output_schema"] = job.output_schema
     if job.checks:
-        record["checks"] = list(job.checks)
+        record["checks"] = [user_form(c) for c in job.checks]
     return json.dumps(record, ensure_ascii=False)
+
+
+def user_form(check: dict[str, Any]) -> dict[str, Any]:
+    """A normalised check (`policy/checks/spec.py`) as a batch file writes it (what
+    `jobs/checkspec.py` reads back into the same normalised check)."""
+    kind = check.get("kind", "")
+    out: dict[str, Any] = {"name": check.get("name")}
+    if kind in ("equals", "contains", "regex"):
+        key = {"equals": "value", "contains": "values", "regex": "pattern"}[kind]
+        out.update({kind: check.get(key), "ignore_case": bool(check.get("ignore_case"))})
+    elif kind == "json_path":
+        op = check.get("op", "equals")
+        value = {"equals": check.get("value"), "in": check.get("values")}.get(op)
+        out.update(
+            {
+                "json_path": check.get("path"),
+                op: value if op != "range" else [check.get("min"), check.get("max")],
+            }
+        )
+    elif kind == "length":
+        out["length"] = {k: check.get(k) for k in ("min", "max", "unit") if check.get(k) is not None}
+    elif kind == "judge":
+        keys = ("rubric", "model", "scale", "pass_at")
+        out["judge"] = {k: check[k] for k in keys if check.get(k) is not None}
+    return out
 
 
 def run_sample(

@@ -24,7 +24,7 @@ from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.context import RunContext
-from anvil_cli.snapshot.checks import summarize_checks
+from anvil_cli.snapshot.checks import ChecksSummary, summarize_checks
 from anvil_cli.snapshot.metrics import RunMetrics
 
 
@@ -83,10 +83,14 @@ def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
 
 
 def pass_rate_gate(journal: Journal, run_id: str, rate: float) -> dict[str, Any]:
-    """`--fail-under RATE`: the run's pass rate (snapshot/checks.py: finished jobs with checks,
-    passed when they succeeded and every check passed) against RATE. A run with no checked
-    answer has no pass rate: the gate is not applied (and says so)."""
-    checks = summarize_checks(journal.iter_results(run_id))
+    """`--fail-under RATE` on the run's pass rate (snapshot/checks.py: finished jobs with checks,
+    passed when they succeeded and every check passed)."""
+    return fail_under_gate(summarize_checks(journal.iter_results(run_id)), rate)
+
+
+def fail_under_gate(checks: ChecksSummary | None, rate: float) -> dict[str, Any]:
+    """The pass rate of `checks` against RATE: below it, exit 1. A run with no checked answer
+    has no pass rate: the gate is not applied (and says so)."""
     pass_rate = checks.pass_rate if checks is not None else None
     below = pass_rate is not None and pass_rate < rate
     if pass_rate is None:
