@@ -35,7 +35,8 @@ def report_command(
     ),
 ) -> None:
     """Write a run's report: one self-contained HTML file with the dashboard's charts over the
-    whole run, the summary, per-model latency, limits and breakers, the alerts raised and cleared,
+    whole run, the summary, per-model latency, limits and breakers, how the answers fared against
+    their checks (by model, variant and the metadata keys of checks.by), the alerts raised and cleared,
     and the failed jobs with their errors (no prompts, no outputs). It opens offline and loads
     nothing from anywhere: attach it to a pull request or keep it as a CI artifact. Works for any
     run in the journal: running, finished, stopped or interrupted.
@@ -51,7 +52,7 @@ def report_command(
             except UsageError as exc:
                 raise UsageError(f"cannot write the report: {exc}") from None
         with journal_for_reading(settings) as journal:
-            run_id, path = build_report(journal, run, output)
+            run_id, path = build_report(journal, run, output, settings.checks.by or None)
     err_console().print(f"wrote the report of run {run_id} to {path}", markup=False, soft_wrap=True)
 
 

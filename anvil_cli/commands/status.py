@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.status import RunStatus, runs_json, status_json
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.checks import render_checks
 from anvil_cli.views.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.views.endpoints import render_endpoints
 from anvil_cli.views.spend import check_by, render_spend, spend_of
@@ -174,6 +176,8 @@ def render_status(st: RunStatus, width: int) -> RenderableType:
         parts += _ended_figures(st)
         # named endpoints only; a live run's frame shows them itself
         parts += [Text(line) for line in render_endpoints(st.get("endpoints"))]
+    # the journal's, over the whole run, by model, variant and metadata key (a live frame has the line)
+    parts += [Text(line) for line in render_checks(st.get("checks"))]
     parts += _history_lines(st)
     parts += _alert_lines(st)
     return Group(*parts)
@@ -186,10 +190,14 @@ class SpendOptions:
 
 
 def _view(
-    journal: Journal, run: str | None, width: int, spend: SpendOptions | None = None
+    journal: Journal,
+    run: str | None,
+    width: int,
+    spend: SpendOptions | None = None,
+    checks_by: Sequence[str] | None = None,
 ) -> tuple[RenderableType, str]:
     """(the human renderable, the JSON text) of one look at the journal."""
-    st = status_json(journal, run)
+    st = status_json(journal, run, checks_by=checks_by)
     payload: dict[str, Any] = dict(st)
     parts: list[RenderableType] = []
     # the terminal gets every string escaped (a batch path, a tool's or a server's message may
@@ -205,16 +213,18 @@ def _view(
     return Group(*parts), json.dumps(payload, indent=2)
 
 
-def _watch(journal: Journal, run: str | None, json_out: bool, console: Console) -> None:
+def _watch(
+    journal: Journal, run: str | None, json_out: bool, console: Console, checks_by: Sequence[str] | None
+) -> None:
     """Re-render every second until Ctrl-C."""
     if json_out:
         while True:
-            sys.stdout.write(json.dumps(status_json(journal, run)) + "\n")
+            sys.stdout.write(json.dumps(status_json(journal, run, checks_by=checks_by)) + "\n")
             sys.stdout.flush()
             time.sleep(WATCH_EVERY_S)
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
-            human, _ = _view(journal, run, console.width)
+            human, _ = _view(journal, run, console.width, checks_by=checks_by)
             live.update(human, refresh=True)
             time.sleep(WATCH_EVERY_S)
 
@@ -249,11 +259,12 @@ def status_command(
         spend = SpendOptions(Pricer.from_settings(settings), check_by(by) if by else None)
         journal = journal_for_reading(settings)
         console = out_console()
+        checks_by = settings.checks.by or None  # none set here: the keys the run was started with
         with journal:
             try:
                 if watch:
-                    _watch(journal, run, json_out, console)
-                human, text = _view(journal, run, console.width, spend)
+                    _watch(journal, run, json_out, console, checks_by)
+                human, text = _view(journal, run, console.width, spend, checks_by)
             except KeyboardInterrupt:
                 raise typer.Exit(0) from None
     if json_out:

@@ -29,6 +29,7 @@ from anvil_cli.session.preflight import (
 from anvil_cli.session.resume import batch_sha, count_unjournaled, file_sha256, open_run, validated_jobs
 from anvil_cli.session.serve import listen_for_api, start_api
 from anvil_cli.session.simulated import simulated_endpoints, simulated_poll, start_simulator
+from anvil_cli.snapshot.checks_journal import tally_of_run
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.monitor import NoScreen, RunMonitor
 
@@ -79,6 +80,8 @@ def execute_run(
             already_failed=counts[FAILED],
             cost_before_usd=journal.totals(run_id)["cost_usd"],
         )
+        if metrics.already_done:  # the checks its earlier sessions found, for the live figures
+            metrics.checks = tally_of_run(journal, run_id)
         control = start_api(settings, run_id, listening, stack) if listening else None
         ticker = Ticker(journal, run_id, monitor or _silent_monitor(settings, opts))
         run = RunContext(

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anvil_cli.snapshot import types
+
 FINISHED_STATES = ("succeeded", "failed")  # engine.journal.rows.JobState values, finished
 
 
@@ -46,7 +48,7 @@ class ChecksGroup:
     def pass_rate(self) -> float | None:
         return _rate(self.passed, self.checked)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.ChecksGroup:
         return {
             "checked": self.checked,
             "passed": self.passed,
@@ -65,7 +67,7 @@ class CheckStats:
     total: int
     mean_score: float | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.CheckStats:
         return {"passed": self.passed, "total": self.total, "mean_score": self.mean_score}
 
 
@@ -88,7 +90,7 @@ class ChecksSummary:
     def pass_rate(self) -> float | None:
         return _rate(self.passed, self.checked)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> types.Checks:
         return {
             "checked": self.checked,
             "passed": self.passed,
@@ -181,6 +183,13 @@ class ChecksTally:
         self.by_model: dict[str, _Counts] = {}
         self.by_variant: dict[str, _Counts] = {}
         self.by_key: dict[str, dict[str, _Counts]] = {key: {} for key in self.by}
+
+    def add_result(self, succeeded: bool, model: str, cost_usd: float, checks: Any) -> None:
+        """A job finished in this session (`JobResult`: its model, cost and `CheckRecord`), its
+        variant and metadata not known (the journal's figures have them)."""
+        record = checks.to_json() if checks is not None else None
+        state = "succeeded" if succeeded else "failed"
+        self.add_row({"state": state, "model": model, "cost_usd": cost_usd, "checks": record})
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """One job row (`job_row`): counted in its groups; its checks when it is finished with some."""

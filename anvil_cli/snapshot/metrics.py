@@ -27,6 +27,7 @@ from anvil_cli.engine.attempts import Attempt, failed_tool_calls
 from anvil_cli.engine.journal.endpoints import EndpointSpend
 from anvil_cli.engine.outcomes import JobResult, Usage
 from anvil_cli.policy.forecast import RunningCost
+from anvil_cli.snapshot.checks import ChecksTally
 from anvil_cli.snapshot.histograms import LogHistogram, WindowedHistogram, summaries
 from anvil_cli.snapshot.histograms import (
     percentile as percentile,  # where it was first: older imports still work
@@ -126,6 +127,9 @@ class RunMetrics:
     # (`load_endpoints`), then what this session journals, call by call and result by result
     endpoints: dict[str, EndpointSpend] = field(default_factory=dict)
     endpoints_loaded: bool = False
+    # how the answers fared against their checks: this session's results (`on_result`), after
+    # what a resumed run's earlier sessions found (`snapshot.checks_journal.tally_of_run`)
+    checks: ChecksTally = field(default_factory=ChecksTally)
 
     def load_endpoints(self, spend: dict[str, EndpointSpend]) -> None:
         """The journal's spend by endpoint before this session's first event."""
@@ -204,6 +208,7 @@ class RunMetrics:
         self._on_usage(r, now, ok_calls, call_s)
         self._on_tools(r)
         self._endpoint_errors(log)
+        self.checks.add_result(r.succeeded, r.model, r.cost_usd, r.checks)
 
     def _on_tools(self, r: JobResult) -> None:
         """The job's failed tool calls, as its attempt log lists them."""

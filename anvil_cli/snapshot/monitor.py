@@ -111,6 +111,9 @@ class RunMonitor:
             alerts=self.alerts.active(),
             growing=self._backlog.note(now, pending_of(state, metrics)),
         )
+        checks = metrics.checks.summary()
+        if checks is not None:  # only once a job was checked: without checks the JSON is as it was
+            snap["checks"] = {**checks.to_json(), "by": {key: {} for key in self.settings.checks.by}}
         changes = self.alerts.evaluate(snap, snap["updated_at"])
         snap["alerts"] = self.alerts.active()
         for change in changes:

@@ -19,6 +19,10 @@ run that stored none yet gets the builder's empty one) with what the journal kno
     alert_events                 the last alert changes recorded in the journal
     summary                      the summary stored when the run ended (null while running)
     api_hosts                    the API hosts (host:port) its workers called
+    checks                       only on a run with a checked job (output schemas, checks): how
+                                 its answers fared, over the whole run, from the journal
+                                 (`anvil_cli.snapshot.checks.ChecksSummary.to_json()`), grouped
+                                 by model, variant and each metadata key of `checks.by`
     endpoints                    only on a run with named endpoints (`endpoints:`): each one's
                                  cost, calls, errors, share, pools and breakers
                                  (`anvil_cli.snapshot.endpoints`)
@@ -26,6 +30,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from anvil_cli.engine.journal.store import (
@@ -43,6 +48,7 @@ from anvil_cli.engine.journal.store import (
 from anvil_cli.engine.process.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.snapshot.build import build_snapshot, snapshot_of
+from anvil_cli.snapshot.checks_journal import checks_of_run
 from anvil_cli.snapshot.endpoints import endpoints_of
 from anvil_cli.snapshot.history import HISTORY_KINDS, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
@@ -159,8 +165,20 @@ def history(journal: Journal, run_id: str, limit: int = RECENT_HISTORY_EVENTS) -
     return history_of(raws)[-limit:]
 
 
-def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
-    """A run's status (id, unique prefix, or None for the latest) from the journal."""
+def _checks_by(snap: Snapshot, by: Sequence[str] | None) -> list[str]:
+    """The metadata keys checks are grouped by: `by` when given, else the run's own (`checks.by`
+    of the settings it ran with, as its snapshot keeps them)."""
+    if by is not None:
+        return list(by)
+    checks = snap.get("checks")
+    return list(checks["by"]) if checks is not None else []
+
+
+def status_json(
+    journal: Journal, run_id: str | None = None, *, checks_by: Sequence[str] | None = None
+) -> RunStatus:
+    """A run's status (id, unique prefix, or None for the latest) from the journal; its checks
+    grouped by the metadata keys `checks_by` (None: those the run was started with)."""
     row = find_run(journal, run_id)
     state = effective_state(row, journal)
     live = state == RUN_RUNNING
@@ -196,6 +214,11 @@ def status_json(journal: Journal, run_id: str | None = None) -> RunStatus:
         status["endpoints"] = endpoints
     else:  # a run without named endpoints keeps the JSON it always had
         status.pop("endpoints", None)
+    checks = checks_of_run(journal, row.id, _checks_by(snap, checks_by))
+    if checks is not None:
+        status["checks"] = checks.to_json()
+    else:  # a run without checks keeps the JSON it always had
+        status.pop("checks", None)
     return cast(RunStatus, status)
 
 

@@ -270,7 +270,51 @@ class NamedEndpoints(TypedDict, total=False):
     endpoints: dict[str, EndpointStatus]  # by name
 
 
-class Snapshot(NamedEndpoints):
+class ChecksGroup(TypedDict):
+    """The checked answers of one model, variant or metadata value; `jobs` and `cost_usd` count
+    every job of the group, checked or not (judges and re-asks included in the cost)."""
+
+    checked: int  # finished with a checks record
+    passed: int  # succeeded with every check passed
+    pass_rate: float | None  # passed / checked (0-1)
+    mean_score: float | None  # of the jobs' scores (each the mean of its checks' 0-1 scores)
+    cost_usd: float
+    jobs: int
+
+
+class CheckStats(TypedDict):
+    passed: int
+    total: int
+    mean_score: float | None
+
+
+class Checks(TypedDict):
+    """How a run's answers fared against their output schemas and checks
+    (`anvil_cli.snapshot.checks.ChecksSummary`)."""
+
+    checked: int
+    passed: int
+    pass_rate: float | None
+    mean_score: float | None
+    reasks: int  # answers asked again for not matching their schema
+    reask_cost_usd: float
+    judge_cost_usd: float  # in the run's cost too; shown apart
+    per_check: dict[str, CheckStats]  # by check name ("schema": the output schema)
+    by_model: dict[str, ChecksGroup]
+    by_variant: dict[str, ChecksGroup]
+    by: dict[str, dict[str, ChecksGroup]]  # metadata key (`checks.by`) -> its value -> group
+
+
+class CheckedAnswers(TypedDict, total=False):
+    """The key a snapshot has only once a job was checked (an output schema, checks). A live
+    run's counts its sessions' results by model (`by_variant` and `by` empty: `by` names the
+    keys); `anvil status` and `GET /status` give the journal's, by variant and metadata key too.
+    Without checks the JSON is what it always was."""
+
+    checks: Checks
+
+
+class Snapshot(NamedEndpoints, CheckedAnswers):
     """The run at one tick."""
 
     version: int

@@ -9,6 +9,7 @@ from rich.console import Console
 from anvil_cli.input_limits import plain_tree
 from anvil_cli.snapshot.types import Snapshot
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.checks import checks_line, pct
 from anvil_cli.views.dashboard.render import describe_error
 from anvil_cli.views.dashboard.render import (
     fmt_s as _fmt_s,  # latencies to three figures, as on the dashboard
@@ -41,6 +42,9 @@ def snapshot_line(s: Snapshot) -> str:
     tool_errors = e.get("tool_errors", 0)  # absent from a snapshot stored by an older Anvil
     if tool_errors:
         line += f" | tool errors {tool_errors}"
+    checks = s.get("checks")  # only once a job was checked
+    if checks:
+        line += f" | checks {pct(checks['pass_rate'])} passed ({checks['passed']}/{checks['checked']})"
     opened = [m for m, b in s["breakers"].items() if b["state"] != "closed"]
     if opened:
         line += " | breaker open: " + ", ".join(opened)
@@ -109,5 +113,8 @@ def human_summary(console: Console, summary: dict[str, Any]) -> None:
     if summary.get("tool_errors"):
         kinds = ", ".join(f"{k} x{v}" for k, v in sorted((summary.get("tool_errors_by_kind") or {}).items()))
         console.print(f"  failed tool calls {summary['tool_errors']} (this session: {kinds})", markup=False)
+    checks = checks_line(summary.get("checks"))  # a summary with checks, when it has them
+    if checks is not None:
+        console.print(f"  checks: {checks}", markup=False)
     if summary.get("output"):
         console.print(f"  results: {summary['output']}", markup=False)

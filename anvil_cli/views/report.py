@@ -4,7 +4,8 @@ uPlot, inlined, with the run's data embedded as JSON. It opens offline (a CI art
 attached to a pull request) and loads nothing: its Content-Security-Policy allows only its own
 inline scripts and styles, by hash, and no connection at all.
 
-The data: the run's status (`status_view.status_json`, less the governor's raw state), its
+The data: the run's status (`status_view.status_json`, less the governor's raw state; its
+`checks`, how the answers fared, shown in the page's Checks table when the run has any), its
 samples (thinned to `series.MAX_POINTS`), every alert raised and cleared, and its failed jobs
 (the first `MAX_FAILURES`, their errors only: no prompt, no output), and its jobs whose tool calls
 failed (the first `MAX_FAILURES`, each with its last tool error). The token is never in it.
@@ -19,6 +20,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -84,9 +86,12 @@ def _tool_error_jobs(journal: Journal, run_id: str) -> tuple[list[dict[str, Any]
     return out, count
 
 
-def report_data(journal: Journal, run: str | None, *, now: float) -> dict[str, Any]:
-    """What the report shows of a run (id, unique prefix, or None for the latest)."""
-    st = status_json(journal, run)
+def report_data(
+    journal: Journal, run: str | None, *, now: float, checks_by: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """What the report shows of a run (id, unique prefix, or None for the latest); its checks, when
+    it has any, grouped by the metadata keys `checks_by` (None: those the run was started with)."""
+    st = status_json(journal, run, checks_by=checks_by)
     status: dict[str, Any] = {k: v for k, v in st.items() if k != "governor"}  # raw, large, not shown
     run_id = st["run_id"]
     samples, count = journal.thinned_samples(run_id, MAX_POINTS)
@@ -184,9 +189,11 @@ def write_report(path: Path, html: str) -> None:
         raise UsageError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
 
 
-def build_report(journal: Journal, run: str | None, output: Path | None) -> tuple[str, Path]:
+def build_report(
+    journal: Journal, run: str | None, output: Path | None, checks_by: Sequence[str] | None = None
+) -> tuple[str, Path]:
     """Write the report of a run; returns (its run id, the path written)."""
-    data = report_data(journal, run, now=time.time())
+    data = report_data(journal, run, now=time.time(), checks_by=checks_by)
     run_id = str(data["status"]["run_id"])
     path = output if output is not None else Path(default_name(run_id))
     write_report(path, render_html(data))

@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from anvil_cli.snapshot.build import snapshot_of
 from anvil_cli.snapshot.types import Dimension, HistogramData, Snapshot
+from anvil_cli.views.api.prom_checks import checks_metrics
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text/plain; version=0.0.4; charset=utf-8
 JOB_STATES: Final = ("succeeded", "failed", "pending", "running")
@@ -92,6 +93,7 @@ class SnapshotCollector:
         yield from _breakers(s)
         yield from _alerts(s)
         yield from _endpoints(self.status.get("endpoints") or {})
+        yield from checks_metrics(self.status.get("checks"))
 
 
 def _jobs(s: Snapshot) -> Iterator[Metric]:

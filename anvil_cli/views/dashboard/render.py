@@ -21,6 +21,7 @@ from anvil_cli.input_limits import plain_tree
 from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.types import Alert, LastError, LastToolError, Pool, Snapshot, TimeSummary, WorkerRow
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.checks import checks_line
 
 MAX_MODELS: Final = 4
 MAX_POOLS: Final = 4
@@ -330,6 +331,9 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows += _labelled("events", _events(s))
     rows += [("cost", _cost(s))]
     rows += _labelled("endpoint", _endpoints(s))
+    checks = checks_line(s.get("checks"))  # only once a job was checked
+    if checks is not None:
+        rows += [("checks", _line(checks))]
     rows += _labelled("alerts", _alerts(s))
     rows += _labelled("failures", _failures(s))
     return rows

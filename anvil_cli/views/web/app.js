@@ -180,6 +180,36 @@
     });
   }
 
+  /* How the answers fared against their output schemas and checks (anvil_cli/snapshot/checks.py),
+     by model, by variant and by each metadata key of `checks.by`; judges' cost shown apart. The
+     panel stays hidden on a run without checks. */
+  function renderChecks(st) {
+    const k = st.checks;
+    $("checks-panel").hidden = !k;
+    if (!k) return;
+    const share = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
+    const score = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+    const line = [fmtInt(k.passed) + "/" + fmtInt(k.checked) + " passed (" + share(k.pass_rate) + ")",
+      "mean score " + score(k.mean_score), fmtInt(k.reasks) + " re-asks (" + C.fmtUsd(k.reask_cost_usd) + ")",
+      "judges " + C.fmtUsd(k.judge_cost_usd)];
+    text($("checks-line"), "· " + line.join(" · "));
+    const rows = [];
+    const add = (by, groups) => Object.keys(groups || {}).sort().forEach((name) => rows.push([by, name, groups[name]]));
+    add("model", k.by_model);
+    add("variant", k.by_variant);
+    Object.keys(k.by || {}).sort().forEach((key) => add("metadata." + key, k.by[key]));
+    fillTable("checks-table", rows, "no groups", (tr, [by, name, g]) => {
+      cell(tr, by, "muted");
+      cell(tr, name, "mono");
+      cell(tr, fmtInt(g.checked), "num");
+      cell(tr, fmtInt(g.passed), "num");
+      cell(tr, share(g.pass_rate), g.checked > g.passed ? "num sev-medium" : "num");
+      cell(tr, score(g.mean_score), "num");
+      cell(tr, fmtInt(g.jobs), "num");
+      cell(tr, C.fmtUsd(g.cost_usd), "num");
+    });
+  }
+
   function renderWorkers(st) {
     const w = st.workers || { list: [] };
     const ended = ENDED.indexOf(st.state) >= 0; // its workers have gone with it: no alarm
@@ -273,6 +303,7 @@
     renderModels(st, last, live);
     renderPools(st);
     renderEndpoints(st);
+    renderChecks(st);
     renderWorkers(st);
     renderHistory(st);
   }
