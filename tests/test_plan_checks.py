@@ -158,10 +158,13 @@ def test_lines_and_json_of_a_plan_with_checks_and_without() -> None:
     assert not any("judge" in line or "re-ask" in line for line in render(plain))
     plan = _plan(_jobs(3, schema=True))
     data = plan.as_dict()
-    assert data["checks"]["judge_output_tokens"] == JUDGE_OUTPUT_TOKENS
+    assert data["checks"]["judge_output"] == "assumed"
     assert "loads" not in data["checks"]
     lines = render(plan)
-    assert any(line.startswith("  judges on claude-haiku-4-5: 3 call(s)") for line in lines)
+    assert any(
+        line.startswith("  judges on claude-haiku-4-5: 3 call(s)") and "(60 per grade, assumed)" in line
+        for line in lines
+    )
     assert any(
         line.startswith("  re-asks: 3 job(s) with an output schema; ~0.2 re-ask(s) expected (5% of answers")
         for line in lines

@@ -5,12 +5,13 @@ their models' rate-limit pools (plan/schedule.py: the same limits as every call)
 Judges: one call per `judge:` check per job, on the judge's model (`judge.judge_model`: the
 check's own, else `checks.judge_model`). Its input is the request a worker sends
 (`judge.judge_request` over the job's question, `judge.question_of`, asking for its grade as
-`engine/requests.with_output_schema` does), estimated locally
-(`policy/tokens`) with an empty answer, plus the answer's expected output tokens (what the job's
-own call is expected to produce; the quoted answer is cut at `judge.MAX_QUOTED_CHARS`). Its
-output is a grade, `{"score": N, "reason": "<one sentence>"}`: `JUDGE_OUTPUT_TOKENS` per call
-(see below). Worst case: the answer quoted at the job's `max_tokens`, the reply at
-`judge.JUDGE_MAX_TOKENS`, the input priced as 1-hour cache writes (as every worst case).
+`engine/requests.with_output_schema` does), estimated locally (`policy/tokens`) with an empty
+answer, plus the answer's expected output tokens (what the job's own call is expected to
+produce; the quoted answer is cut at `judge.MAX_QUOTED_CHARS`). Its output is a grade,
+`{"score": N, "reason": "<one sentence>"}`: `JUDGE_OUTPUT_TOKENS` per call (see below).
+Against `--simulate` both are measured on the simulator's own answers (plan/simulated.py): its
+filler quoted, its grades' length. Worst case: the answer quoted at the job's `max_tokens`, the
+reply at `judge.JUDGE_MAX_TOKENS`, the input priced as 1-hour cache writes (as every worst case).
 
 Re-asks: a job with an output schema whose answer fails it is asked again, up to
 `checks.max_reasks` times. Re-ask i sends the job's input plus i x (the invalid answer + the
@@ -34,6 +35,7 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.jobs.job import Job
 from anvil_cli.plan.schedule import Load
+from anvil_cli.plan.simulated import grade_tokens, quoted_tokens
 from anvil_cli.policy.checks.judge import (
     JUDGE_MAX_TOKENS,
     MAX_QUOTED_CHARS,
@@ -65,7 +67,7 @@ class JudgePlan:
     model: str
     calls: int = 0
     input_tokens: int = 0
-    expected_output_tokens: int = 0
+    expected_output_tokens: float = 0.0
     expected_usd: float = 0.0
     worst_usd: float = 0.0
 
@@ -94,7 +96,7 @@ class ChecksPlan:
 
     judges: list[JudgePlan]
     reasks: ReaskPlan | None
-    judge_output_tokens: int = JUDGE_OUTPUT_TOKENS
+    judge_output: str = "assumed"  # "assumed" (JUDGE_OUTPUT_TOKENS) or "simulator" (plan/simulated.py)
     expected_usd: float = 0.0
     worst_usd: float = 0.0
     loads: list[Load] = field(default_factory=list)  # the calls they add, per model (not in the JSON)
@@ -106,6 +108,7 @@ class ChecksPlan:
         out["worst_usd"] = round(self.worst_usd, 6)
         for j in out["judges"]:
             j["expected_usd"], j["worst_usd"] = round(j["expected_usd"], 6), round(j["worst_usd"], 6)
+            j["expected_output_tokens"] = round(j["expected_output_tokens"], 1)
         if out["reasks"] is not None:
             r = out["reasks"]
             for key in ("expected_calls", "input_tokens", "expected_output_tokens"):
@@ -130,8 +133,15 @@ class ChecksPlanner:
     """Adds up the checks' calls job by job (beside make_plan's loop over the batch)."""
 
     def __init__(
-        self, settings: Settings, pricers_of: PricersOf, sampled_reasks: Sequence[int] | None
+        self,
+        settings: Settings,
+        pricers_of: PricersOf,
+        sampled_reasks: Sequence[int] | None,
+        simulated: bool = False,
     ) -> None:
+        """`simulated`: for the embedded simulator, whose answers and grades are measured
+        (plan/simulated.py) rather than assumed."""
+        self.simulated = simulated
         self.default_judge = settings.checks.judge_model
         self.native = settings.checks.native_format
         self.max_reasks = settings.checks.max_reasks
@@ -158,14 +168,16 @@ class ChecksPlanner:
             return
         self.any = True
         question = question_of(job.messages, job.system)
-        answer_tokens = min(expected_out, QUOTED_TOKENS_AT_MOST)
+        quoted = quoted_tokens(expected_out) if self.simulated and job.output_schema is None else expected_out
+        answer_tokens = min(quoted, QUOTED_TOKENS_AT_MOST)
         worst_answer = min(job.max_tokens, MAX_QUOTED_CHARS)  # an answer of non-ASCII characters
         for spec in judges:
             jm = judge_model(spec, self.default_judge)
             asked = judge_request(spec, jm, question, "")
             base = estimate_input_tokens(with_output_schema(asked, grade_schema(spec), native=self.native))
             tokens = round(base + answer_tokens)
-            out = min(JUDGE_OUTPUT_TOKENS, JUDGE_MAX_TOKENS)
+            grade = grade_tokens(spec, self.native) if self.simulated else JUDGE_OUTPUT_TOKENS
+            out = min(grade, JUDGE_MAX_TOKENS)
             pricer, dearest = self.pricers_of(jm)
             jp = self.judges.setdefault(jm, JudgePlan(jm))
             jp.calls += 1
@@ -205,7 +217,8 @@ class ChecksPlanner:
         reasks = self.reasks if self.reasks.jobs else None
         expected = sum(j.expected_usd for j in judges) + (reasks.expected_usd if reasks else 0.0)
         worst = sum(j.worst_usd for j in judges) + (reasks.worst_usd if reasks else 0.0)
-        return ChecksPlan(judges, reasks, JUDGE_OUTPUT_TOKENS, expected, worst, self.loads)
+        source = "simulator" if self.simulated else "assumed"
+        return ChecksPlan(judges, reasks, source, expected, worst, self.loads)
 
 
 def _usd(pricer: Pricer, model: str, input_tokens: float, output_tokens: float) -> float:
@@ -223,7 +236,7 @@ def render(checks: Mapping[str, Any] | None) -> list[str]:
     for j in checks["judges"]:
         lines.append(
             f"  judges on {j['model']}: {j['calls']:,} call(s), {j['input_tokens']:,} input tokens,"
-            f" ~{j['expected_output_tokens']:,} output tokens ({checks['judge_output_tokens']} per grade);"
+            f" ~{j['expected_output_tokens']:,.0f} output tokens ({_grade(checks, j)});"
             f" expected ${j['expected_usd']:.4f}, worst case ${j['worst_usd']:.4f}"
         )
     r = checks["reasks"]
@@ -238,6 +251,13 @@ def render(checks: Mapping[str, Any] | None) -> list[str]:
             f" expected ${r['expected_usd']:.4f}, worst case ${r['worst_usd']:.4f}"
         )
     return lines
+
+
+def _grade(checks: Mapping[str, Any], judge: Mapping[str, Any]) -> str:
+    per = judge["expected_output_tokens"] / max(1, judge["calls"])
+    if checks["judge_output"] == "simulator":
+        return f"{per:.1f} per grade, as the embedded simulator fills it"
+    return f"{per:.0f} per grade, assumed"
 
 
 def sampled_reasks(rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -26,6 +26,7 @@ from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan import endpoints as pooled
 from anvil_cli.plan.checks import ChecksPlanner
 from anvil_cli.plan.schedule import Load, PoolPlan, merged, schedule
+from anvil_cli.plan.simulated import structured_tokens
 from anvil_cli.policy.forecast import ModelFit, Range, Total
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.routing import model_for
@@ -43,6 +44,7 @@ class OutputModel:
     mean_tokens: int | None = None  # a fixed mean, capped by max_tokens
     ratio: float = 0.5  # else this share of max_tokens
     lognormal_sigma: float = 0.0  # with mean_tokens: the spread of a lognormal around it
+    simulated: bool = False  # the embedded simulator's: JSON answers as long as it fills them
 
     def expected(self, max_tokens: int) -> float:
         if self.mean_tokens is None:
@@ -79,6 +81,7 @@ def output_model(settings: Settings, simulate: bool) -> OutputModel:
             latency_s=median_s * math.exp(embedded.LATENCY_SPREAD**2 / 2),
             mean_tokens=embedded.OUTPUT_TOKENS,
             lognormal_sigma=embedded.OUTPUT_TOKENS_SPREAD,
+            simulated=True,
         )
     p = settings.plan
     return OutputModel(p.assumed_latency_s, p.expected_output_tokens, p.expected_output_ratio)
@@ -157,7 +160,7 @@ def make_plan(
     fits = fits or {}
     pricer = Pricer.from_settings(settings)
     pricers = _Pricers(settings, pricer)
-    checking = ChecksPlanner(settings, pricers.of, sampled_reasks)
+    checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
     total = 0
@@ -172,11 +175,17 @@ def make_plan(
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
         expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
+        filled = fit is None and out.simulated and job.output_schema is not None
+        if filled:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
+            expected_out = min(structured_tokens(job.output_schema or {}), job.max_tokens)
         pricer, dearest = pricers.of(model)
         in_usd = pricer.expected_usd(model, tokens, 0)
         out_usd = _out_usd(pricer, model, expected_out)
         cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
-        if fit is not None:
+        if filled:
+            cost.add_bounded(out_usd, out_usd, out_usd)
+            output.add_bounded(expected_out, expected_out, expected_out)
+        elif fit is not None:
             cost.add_fitted(out_usd, fit.output.cv, fit.answers)
             output.add_fitted(expected_out, fit.output.cv, fit.answers)
         elif out.lognormal_sigma > 0:  # a known distribution (the embedded simulator's)
