@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.journal.kind import SAMPLES_DIR
 from anvil_cli.jobs.job import Job
 from anvil_cli.plan.checks import JUDGE_OUTPUT_TOKENS, TYPICAL_SCHEMA_ERROR, assumed_shares, measured_shares
 from anvil_cli.plan.estimate import OutputModel, make_plan
@@ -17,6 +23,7 @@ from anvil_cli.policy.checks.judge import JUDGE_MAX_TOKENS, judge_request, quest
 from anvil_cli.policy.checks.schema import reask_message
 from anvil_cli.policy.checks.spec import CheckSpec
 from anvil_cli.policy.tokens import estimate_input_tokens, text_tokens
+from tests.engine_support import anvil_cmd, cli_env, run_cli
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
 HAIKU_IN, HAIKU_OUT = 1.0, 5.0  # $/M tokens (anvil_cli/data/prices.yaml)
@@ -171,3 +178,107 @@ def test_lines_and_json_of_a_plan_with_checks_and_without() -> None:
     )
     cost = next(line for line in lines if line.startswith("cost:"))
     assert f"incl. checks ${data['checks']['expected_usd']:.4f}" in cost
+
+
+def _batch_file(path: Path, n: int, *, schema: bool, invalid_every: int = 0) -> Path:
+    """A YAML batch of `n` jobs with a judge (and an output schema); every `invalid_every`-th
+    job's first answer is invalid for its schema (the simulator's `@sim{invalid=1}`)."""
+    lines = [
+        "defaults:",
+        f"  model: {HAIKU}",
+        "  max_tokens: 300",
+        "  checks:",
+        "    - judge: Is the answer a correct and complete answer to the question?",
+    ]
+    if schema:
+        lines.append(f"  output_schema: {json.dumps(SCHEMA)}")
+    lines.append("jobs:")
+    for i in range(n):
+        bad = " @sim{invalid=1}" if invalid_every and i % invalid_every == 0 else ""
+        lines.append(f'  - {{id: q{i}, prompt: "Question {i}: explain item {i} in two sentences.{bad}"}}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(path: Path, **checks: Any) -> Path:
+    cfg = {
+        "rate_limits": {"default": {"requests_per_minute": 60000, "burst_size": 1000}},
+        "scaling": {"workers": 2, "max_agents": 40, "max_concurrent_jobs": 40, "min_agents": 1},
+        "checks": checks,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _journal_records(state_dir: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(state_dir / "journal.sqlite") as db:
+        return [
+            json.loads(r[0]) for r in db.execute("SELECT checks_json FROM jobs WHERE checks_json IS NOT NULL")
+        ]
+
+
+JUDGE_TOLERANCE = 0.05  # the plan's judge cost against the run's (benchmark 11 allows 10%)
+
+
+@pytest.mark.slow
+def test_the_judges_cost_what_the_plan_said(tmp_path: Path) -> None:
+    batch = _batch_file(tmp_path / "judged.yaml", 60, schema=False)
+    config = _config(tmp_path / "anvil.yaml")
+    planned = run_cli("plan", str(batch), "-c", str(config), "--simulate", "--json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    (judges,) = plan["checks"]["judges"]
+    assert judges["calls"] == 60 and plan["checks"]["judge_output"] == "simulator"
+    ran = run_cli("run", str(batch), "-c", str(config), "--simulate", "--json", "-q", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    records = _journal_records(tmp_path / ".anvil")
+    assert len(records) == 60
+    actual = sum(r["judge_cost_usd"] for r in records)
+    assert actual > 0
+    assert judges["expected_usd"] == pytest.approx(actual, rel=JUDGE_TOLERANCE)
+    assert judges["worst_usd"] >= actual
+
+
+REASK_TOLERANCE = 0.10
+
+
+@pytest.mark.slow
+def test_reasks_cost_what_the_plan_said(tmp_path: Path) -> None:
+    batch = _batch_file(tmp_path / "schema.yaml", 40, schema=True, invalid_every=5)  # 8 of 40 invalid first
+    config = _config(tmp_path / "anvil.yaml", max_reasks=1)
+    env = {**cli_env(), "ANVIL_PLAN__EXPECTED_REASK_RATE": "0.2"}
+    planned = _cli(tmp_path, env, "plan", str(batch), "-c", str(config), "--simulate", "--json")
+    r = json.loads(planned)["checks"]["reasks"]
+    assert (r["jobs"], r["expected_calls"], r["max_calls"]) == (40, 8.0, 40)
+    _cli(tmp_path, env, "run", str(batch), "-c", str(config), "--simulate", "--json", "-q")
+    records = _journal_records(tmp_path / ".anvil")
+    assert sum(x["reasks"] for x in records) == 8 and all(x["results"][0]["passed"] for x in records)
+    actual = sum(x["reask_cost_usd"] for x in records)
+    assert r["expected_usd"] == pytest.approx(actual, rel=REASK_TOLERANCE)
+    assert r["worst_usd"] >= actual
+
+
+@pytest.mark.slow
+def test_a_sample_measures_the_share_of_answers_reasked(tmp_path: Path) -> None:
+    batch = _batch_file(tmp_path / "schema.yaml", 40, schema=True, invalid_every=5)
+    config = _config(tmp_path / "anvil.yaml", max_reasks=1)
+    out = _cli(
+        tmp_path, cli_env(), "plan", str(batch), "-c", str(config), "--simulate", "--json", "--sample", "10"
+    )
+    plan = json.loads(out)
+    (sample_file,) = (tmp_path / ".anvil" / SAMPLES_DIR).glob("*.jsonl")
+    sampled = [json.loads(line) for line in sample_file.read_text().splitlines()]
+    invalid = sum("@sim{invalid=1}" in json.dumps(s["messages"]) for s in sampled)
+    r = plan["checks"]["reasks"]
+    assert r["source"] == "sample" and r["sampled_jobs"] == plan["sample"]["schema_jobs"] == 10
+    assert plan["sample"]["reasks"] == invalid and r["reasked_at_least"] == [invalid / 10]
+    assert r["expected_calls"] == pytest.approx(40 * invalid / 10)
+    # the sample's jobs kept their schema and checks: each was judged too
+    records = _journal_records(tmp_path / ".anvil")
+    assert len(records) == 10 and all(len(x["results"]) == 2 for x in records)
+
+
+def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(anvil_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
