@@ -4,8 +4,12 @@ has finished, exit 1 when the pass rate of its answers' checks is lower (a CI ga
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
+
+import pytest
+import yaml
 
 from anvil_cli.engine.journal.store import JobResult, Journal
 from anvil_cli.exitcodes import ExitCode
@@ -78,3 +82,47 @@ def test_a_rate_out_of_range_is_bad_input(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "checks.fail_under" in done.stderr, done.stderr
+
+
+def _checked_batch(path: Path, n: int = 20) -> Path:
+    data = {
+        "defaults": {
+            "model": MODEL,
+            "max_tokens": 64,
+            "checks": [{"contains": "sim:"}, {"regex": "^sim:[0-7]"}],
+        },
+        "jobs": [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(n)],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_a_run_under_its_gate_exits_1_and_says_so(tmp_path: Path) -> None:
+    batch = _checked_batch(tmp_path / "b.yaml")
+    done = run_cli("run", str(batch), "--simulate", "--fail-under", "0.99", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    with sqlite3.connect(tmp_path / ".anvil" / "journal.sqlite") as db:
+        records = [json.loads(c) for (c,) in db.execute("SELECT checks_json FROM jobs")]
+        (summary,) = db.execute("SELECT summary_json FROM runs").fetchone()
+    passed = sum(r["passed"] for r in records)
+    assert 0 < passed < 20
+    assert f"pass rate {passed / 20:.1%} < 99.0%: exit 1" in done.stdout
+    gate = json.loads(summary)["fail_under"]
+    assert (gate["checked"], gate["passed"], gate["below"]) == (20, passed, True)
+    assert json.loads(summary)["exit_code"] == 1
+    # the same run resumed with a gate it meets (from the environment): exit 0
+    env = {**cli_env(), "ANVIL_CHECKS__FAIL_UNDER": str(passed / 20)}
+    again = subprocess.run(
+        anvil_cmd("run", str(batch), "--simulate", "--json"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (
+        json.loads(again.stdout)["fail_under"]["message"]
+        == f"pass rate {passed / 20:.1%} >= {passed / 20:.1%}"
+    )
