@@ -16,9 +16,11 @@ from anvil_cli.config.load import load_settings
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.kind import SAMPLES_DIR
 from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.loader import load_batch
 from anvil_cli.plan.checks import JUDGE_OUTPUT_TOKENS, TYPICAL_SCHEMA_ERROR, assumed_shares, measured_shares
 from anvil_cli.plan.estimate import OutputModel, make_plan
 from anvil_cli.plan.render import render
+from anvil_cli.plan.sample import batch_line
 from anvil_cli.policy.checks.judge import JUDGE_MAX_TOKENS, judge_request, question_of
 from anvil_cli.policy.checks.schema import reask_message
 from anvil_cli.policy.checks.spec import CheckSpec
@@ -282,3 +284,36 @@ def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:
     done = subprocess.run(anvil_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_sampled_job_keeps_its_schema_and_every_form_of_check(tmp_path: Path) -> None:
+    src = tmp_path / "b.yaml"
+    src.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {
+                    "model": HAIKU,
+                    "max_tokens": 100,
+                    "output_schema": SCHEMA,
+                    "checks": [
+                        {"contains": "Paris"},
+                        {"equals": "x", "ignore_case": True, "name": "eq"},
+                        {"regex": "^P"},
+                        {"json_path": "$.answer", "in": ["a", "b"]},
+                        {"json_path": "$.n", "range": [1, None]},
+                        {"json_path": "$.n", "equals": 3},
+                        {"length": {"max": 50, "unit": "words"}},
+                        {"judge": "Is it right?"},
+                        {"judge": {"rubric": "good?", "model": SONNET, "scale": [0, 10], "pass_at": 7}},
+                    ],
+                },
+                "jobs": [{"id": "a", "prompt": "capital of France?"}],
+            }
+        )
+    )
+    (job,) = load_batch(src)
+    line = tmp_path / "sample.jsonl"
+    line.write_text(batch_line(job) + "\n")
+    (back,) = load_batch(line)
+    assert back.checks == job.checks and len(back.checks) == 9
+    assert back.output_schema == job.output_schema

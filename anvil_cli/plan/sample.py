@@ -114,11 +114,11 @@ def _shares(counts: dict[str, int], weights: dict[str, float], n: int) -> dict[s
 def sample_path(settings: Settings, batch: Path, jobs: Sequence[Job]) -> Path:
     """Where the sample's jobs are written: named by the batch and the jobs chosen, so the same
     sample is the same file (and its run is resumed, not paid again)."""
-    digest = hashlib.sha256("\n".join(_line(j) for j in jobs).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join(batch_line(j) for j in jobs).encode()).hexdigest()[:12]
     return settings.state_dir / SAMPLES_DIR / f"{batch.stem}-{digest}.jsonl"
 
 
-def _line(job: Job) -> str:
+def batch_line(job: Job) -> str:
     """The job as a JSONL batch line that loads back into the same request."""
     record: dict[str, Any] = {
         "id": job.id,
@@ -186,7 +186,7 @@ def run_sample(
     path = sample_path(settings, batch, jobs)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
-        secure_write_lines(path, (_line(j) for j in jobs))
+        secure_write_lines(path, (batch_line(j) for j in jobs))
     budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
     capped = settings.model_copy(update={"budget": budget})
     report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND))
