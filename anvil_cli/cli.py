@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from anvil_cli.commands import compare, plan, report, run, simulate, status, validate
+from anvil_cli.commands import check, compare, plan, report, run, simulate, status, validate
 from anvil_cli.exitcodes import EXIT_CODES_HELP
 
 DISTRIBUTION = "anvil-cli"
@@ -59,6 +59,7 @@ status.register(app)
 plan.register(app)
 report.register(app)
 compare.register(app)
+check.register(app)
 
 
 def main() -> None:

@@ -112,7 +112,8 @@ def plan_command(
             first = next(jobs, None)
             counter, note = _counter(settings, simulate, stack, first)
             all_jobs = itertools.chain([first] if first is not None else [], jobs)
-            plan = make_plan(all_jobs, settings, counter, output_model(settings, simulate), fits)
+            reasks = outcome.reasks if outcome else None
+            plan = make_plan(all_jobs, settings, counter, output_model(settings, simulate), fits, reasks)
             plan.notes += [note, *([fit_note] if fit_note else []), *(outcome.notes if outcome else [])]
             plan.sample = outcome.as_dict() if outcome else None
     if json_out:

@@ -114,6 +114,13 @@ def run_command(
         help="With --backend ray: share the governor NAME (rate limits and budget) with every run"
         " that names it (ray.governor).",
     ),
+    fail_under: float | None = typer.Option(
+        None,
+        "--fail-under",
+        metavar="RATE",
+        help="A CI gate: exit 1 when the pass rate of the answers' checks (0..1, e.g. 0.95) is"
+        " lower once the run has finished (checks.fail_under).",
+    ),
     serve: str | None = typer.Option(
         None,
         "--serve",
@@ -139,6 +146,7 @@ def run_command(
     set_in(overrides, "run.backend", backend)
     set_in(overrides, "ray.address", ray_address)
     set_in(overrides, "ray.governor", governor)
+    set_in(overrides, "checks.fail_under", fail_under)
     shown = Shown(json_out=json_out, quiet=quiet, verbose=verbose, no_dashboard=no_dashboard)
     with domain_errors():
         opts = RunOptions(
@@ -232,6 +240,9 @@ def _print_report(report: RunReport, shown: Shown, advice: ResumeAdvice | None) 
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         human_summary(out_console(), report.summary)
+        gate = report.summary.get("fail_under")
+        if gate:  # the CI gate's verdict (session/finish.py:pass_rate_gate)
+            out_console().print(f"  {gate['message']}", markup=False, highlight=False)
     if advice is not None:
         console.print(f"resume with: {advice.command}", markup=False, soft_wrap=True)
         if advice.why:

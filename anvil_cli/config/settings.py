@@ -130,6 +130,9 @@ class PlanSettings(_Section):
     assumed_latency_s: float = Field(
         5.0, gt=0, le=MAX_SECONDS, description="mean seconds per call, for Little's law"
     )
+    expected_reask_rate: float = Field(
+        0.05, ge=0, le=1, description="assumed share of answers that fail their output schema (re-asked)"
+    )
 
 
 class BatchesSettings(_Section):

@@ -7,33 +7,33 @@ estimate (the plan says which). Expected output tokens per call are an assumptio
 distribution is used. Worst case: every call produces `max_tokens` and writes its whole input
 to a 1-hour cache.
 
-Duration, per rate-limit pool: each limit needs `max(0, amount - bucket capacity) / rate`
-(requests start with `burst_size` in the bucket, token buckets with a minute's worth); the
-agents can carry at most `agents / latency` calls a second (Little's law). The slowest of these
-is the binding limit; the run takes that long plus one call's latency. The concurrency needed
-to reach a pool's rate-limited throughput is `throughput x latency`.
+Checking answers adds calls: judges and re-asks (plan/checks.py), priced alike, in the total
+and in the duration. Duration: per rate-limit pool at the configured limits, or the agents
+(Little's law), whichever binds (plan/schedule.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anvil_cli.config.settings import RateLimit, Settings
+from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan import endpoints as pooled
+from anvil_cli.plan.checks import ChecksPlanner
+from anvil_cli.plan.schedule import Load, PoolPlan, merged, schedule
+from anvil_cli.plan.simulated import structured_tokens
 from anvil_cli.policy.forecast import ModelFit, Range, Total
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.routing import model_for
 from anvil_cli.policy.tokens import estimate_input_tokens
 
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
 TokenCounter = Callable[[dict[str, Any]], int]
-LimitFor = Callable[[str], tuple[str, RateLimit]]  # a model's rate_limits key and its limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class OutputModel:
     mean_tokens: int | None = None  # a fixed mean, capped by max_tokens
     ratio: float = 0.5  # else this share of max_tokens
     lognormal_sigma: float = 0.0  # with mean_tokens: the spread of a lognormal around it
+    simulated: bool = False  # the embedded simulator's: JSON answers as long as it fills them
 
     def expected(self, max_tokens: int) -> float:
         if self.mean_tokens is None:
@@ -80,6 +81,7 @@ def output_model(settings: Settings, simulate: bool) -> OutputModel:
             latency_s=median_s * math.exp(embedded.LATENCY_SPREAD**2 / 2),
             mean_tokens=embedded.OUTPUT_TOKENS,
             lognormal_sigma=embedded.OUTPUT_TOKENS_SPREAD,
+            simulated=True,
         )
     p = settings.plan
     return OutputModel(p.assumed_latency_s, p.expected_output_tokens, p.expected_output_ratio)
@@ -99,24 +101,6 @@ class ModelPlan:
     output_source: str = "rule"  # "sample", "history" or "rule" (the max_tokens rule or plan settings)
     output_fit: str | None = None  # the fitted shape, when not by rule
     expected_latency_s: float | None = None  # from observed answers, when there are some
-
-
-@dataclass
-class PoolPlan:
-    """One rate-limit pool: what it must carry, its limits, how long that takes."""
-
-    pool: str
-    models: list[str]
-    requests: int
-    input_tokens: int
-    expected_output_tokens: float
-    requests_per_minute: float
-    input_tokens_per_minute: float | None
-    output_tokens_per_minute: float | None
-    seconds_by_limit: dict[str, float]
-    binding_limit: str
-    duration_s: float
-    concurrency_needed: float
 
 
 @dataclass
@@ -144,11 +128,15 @@ class Plan:
     # with `endpoints:`: per pool, each endpoint's rate, the shared ceilings, the pooled rate and
     # what binds it (plan/endpoints.py); None, and left out of the JSON, without that section
     endpoints: list[dict[str, Any]] | None = None
+    # with output schemas or judges: what checking costs (plan/checks.py), in the totals above;
+    # None, and left out of the JSON, without them
+    checks: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if out["endpoints"] is None:
-            del out["endpoints"]
+        for key in ("endpoints", "checks"):
+            if out[key] is None:
+                del out[key]
         return out
 
 
@@ -164,29 +152,40 @@ def make_plan(
     counter: TokenCounter | None,
     out: OutputModel,
     fits: Mapping[str, ModelFit] | None = None,
+    sampled_reasks: Sequence[int] | None = None,
 ) -> Plan:
     """Plan a batch; `counter` counts a request's input tokens (None: the local estimate);
     `fits`: output lengths and latency observed per model (a sample, or earlier runs), used
-    before the rule of `out`."""
+    before the rule of `out`; `sampled_reasks`: re-asks per schema job of a sample run."""
     fits = fits or {}
     pricer = Pricer.from_settings(settings)
     pricers = _Pricers(settings, pricer)
+    checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
     total = 0
     for job in jobs:
         total += 1
         model = model_for(job, settings.routing)
-        request = split_tools(job.request(model))[0]  # as sent: no Anvil-only keys
+        asked = job.request(model)
+        if job.output_schema is not None:  # asked for as a worker asks for it
+            asked = with_output_schema(asked, job.output_schema, native=settings.checks.native_format)
+        request = split_tools(asked)[0]  # as sent: no Anvil-only keys
         tokens = counter(request) if counter is not None else estimate_input_tokens(request)
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
         expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
+        filled = fit is None and out.simulated and job.output_schema is not None
+        if filled:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
+            expected_out = min(structured_tokens(job.output_schema or {}), job.max_tokens)
         pricer, dearest = pricers.of(model)
         in_usd = pricer.expected_usd(model, tokens, 0)
         out_usd = _out_usd(pricer, model, expected_out)
         cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
-        if fit is not None:
+        if filled:
+            cost.add_bounded(out_usd, out_usd, out_usd)
+            output.add_bounded(expected_out, expected_out, expected_out)
+        elif fit is not None:
             cost.add_fitted(out_usd, fit.output.cv, fit.answers)
             output.add_fitted(expected_out, fit.output.cv, fit.answers)
         elif out.lognormal_sigma > 0:  # a known distribution (the embedded simulator's)
@@ -202,13 +201,19 @@ def make_plan(
         mp.max_output_tokens += job.max_tokens
         mp.expected_usd += in_usd + out_usd
         mp.worst_usd += dearest.worst_case_usd(model, tokens, job.max_tokens)
+        checking.add(job, model, tokens, expected_out)
+    checks = checking.result()
+    if checks is not None:  # at their expected cost (plan/checks.py)
+        cost.add_bounded(checks.expected_usd, checks.expected_usd, checks.expected_usd)
     latency = _describe_fits(models, fits, out)
     agents = settings.scaling.agent_limit()
     out_range = output.range()
     limit_for = pricers.limit_for
-    runs = [
-        _schedule(list(models.values()), limit_for, latency, agents, share) for share in _shares(out_range)
-    ]
+    loads = merged(
+        [Load(m.model, m.jobs, m.input_tokens, m.expected_output_tokens) for m in models.values()]
+        + (checks.loads if checks is not None else [])
+    )
+    runs = [schedule(loads, limit_for, latency, agents, share) for share in _shares(out_range)]
     expected = runs[1]
     sources = sorted({m.output_source for m in models.values()})
     return Plan(
@@ -219,8 +224,8 @@ def make_plan(
         agents=agents,
         models=sorted(models.values(), key=lambda m: m.model),
         pools=expected.pools,
-        expected_usd=sum(m.expected_usd for m in models.values()),
-        worst_usd=sum(m.worst_usd for m in models.values()),
+        expected_usd=sum(m.expected_usd for m in models.values()) + (checks.expected_usd if checks else 0.0),
+        worst_usd=sum(m.worst_usd for m in models.values()) + (checks.worst_usd if checks else 0.0),
         duration_s=expected.duration_s,
         binding_limit=expected.binding,
         binding_pool=expected.binding_pool,
@@ -230,6 +235,7 @@ def make_plan(
         duration_range_s=Range(runs[0].duration_s, expected.duration_s, runs[2].duration_s).as_dict(3),
         notes=expected.notes,
         endpoints=pricers.section(expected.pools),
+        checks=checks.as_dict() if checks is not None else None,
     )
 
 
@@ -294,89 +300,9 @@ def _shares(out_range: Range) -> tuple[float, float, float]:
     return (out_range.p10 / out_range.expected, 1.0, out_range.p90 / out_range.expected)
 
 
-@dataclass
-class _Schedule:
-    pools: list[PoolPlan]
-    duration_s: float
-    binding: str
-    binding_pool: str | None
-    notes: list[str]
-
-
-def _schedule(
-    models: list[ModelPlan], limit_for: LimitFor, latency_s: float, agents: int, output_share: float
-) -> _Schedule:
-    """How long the batch takes at the configured limits with `output_share` x the expected
-    output: the slowest pool, or the agents (Little's law), plus one call."""
-    pools = _pools(models, limit_for, latency_s, output_share)
-    rate_s = max((p.duration_s - latency_s for p in pools), default=0.0)
-    requests = sum(p.requests for p in pools)
-    conc_s = (math.ceil(requests / agents) - 1) * latency_s if requests else 0.0
-    slowest = max(pools, key=lambda p: p.duration_s, default=None)
-    if rate_s <= 0:
-        slowest = None
-    binding = slowest.binding_limit if slowest is not None else "none (one call's latency)"
-    notes: list[str] = []
-    if conc_s > rate_s:
-        binding, slowest = "concurrency (agents)", None
-        needed = math.ceil(sum(p.concurrency_needed for p in pools))
-        notes.append(
-            f"max_agents ({agents}) caps this run below what the limits can feed: set"
-            f" scaling.max_agents (or --agents) to ~{needed:,} to reach them"
-        )
-    duration = (max(rate_s, conc_s) + latency_s) if requests else 0.0
-    return _Schedule(pools, duration, binding, slowest.pool if slowest is not None else None, notes)
-
-
 def _out_usd(pricer: Pricer, model: str, tokens: float) -> float:
     price = pricer.price(model)
     return 0.0 if price is None else tokens * price.output / 1_000_000
-
-
-def _pools(
-    models: list[ModelPlan], limit_for: LimitFor, latency_s: float, output_share: float
-) -> list[PoolPlan]:
-    grouped: dict[str, list[ModelPlan]] = {}
-    for mp in models:
-        key, _ = limit_for(mp.model)
-        grouped.setdefault(f"{key}:{model_class(mp.model)}", []).append(mp)
-    return [_pool(name, group, limit_for, latency_s, output_share) for name, group in sorted(grouped.items())]
-
-
-def _pool(
-    name: str, group: list[ModelPlan], limit_for: LimitFor, latency_s: float, output_share: float
-) -> PoolPlan:
-    _, rl = limit_for(group[0].model)
-    requests = sum(m.jobs for m in group)
-    inp = sum(m.input_tokens for m in group)
-    outp = sum(m.expected_output_tokens for m in group) * output_share
-    seconds = {"requests": _need_s(requests, rl.requests_per_minute, rl.burst_size)}
-    if rl.input_tokens_per_minute:
-        seconds["input tokens"] = _need_s(inp, rl.input_tokens_per_minute, rl.input_tokens_per_minute)
-    if rl.output_tokens_per_minute:
-        seconds["output tokens"] = _need_s(outp, rl.output_tokens_per_minute, rl.output_tokens_per_minute)
-    binding = max(seconds, key=lambda k: seconds[k])
-    rate_s = seconds[binding]
-    throughput = requests / rate_s if rate_s > 0 else float(requests) / max(latency_s, 1e-9)
-    return PoolPlan(
-        pool=name,
-        models=[m.model for m in group],
-        requests=requests,
-        input_tokens=inp,
-        expected_output_tokens=round(outp, 1),
-        requests_per_minute=rl.requests_per_minute,
-        input_tokens_per_minute=rl.input_tokens_per_minute,
-        output_tokens_per_minute=rl.output_tokens_per_minute,
-        seconds_by_limit={k: round(v, 3) for k, v in seconds.items()},
-        binding_limit=binding,
-        duration_s=rate_s + latency_s,
-        concurrency_needed=round(min(float(requests), throughput * latency_s), 1),
-    )
-
-
-def _need_s(amount: float, per_min: float, capacity: float) -> float:
-    """Seconds a bucket refilled at `per_min` and starting full at `capacity` needs for `amount`."""
-    return max(0.0, amount - capacity) / per_min * 60.0
 
 
 def api_counter(client: Any) -> TokenCounter:

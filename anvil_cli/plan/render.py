@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anvil_cli.plan.checks import render as render_checks
 from anvil_cli.plan.endpoints import render as render_endpoints
 from anvil_cli.plan.estimate import Plan
 from anvil_cli.policy.pricing.table import builtin_prices
@@ -26,9 +27,15 @@ def render(plan: Plan) -> list[str]:
             f" expected ${m.expected_usd:.4f}, worst case ${m.worst_usd:.4f}"
         )
         lines.append(f"    output {OUTPUT_SOURCES.get(m.output_source, m.output_source)}: {how}")
+    lines.extend(render_checks(plan.checks))
     c = plan.cost_range_usd
+    checked = (
+        f" (incl. checks ${plan.checks['expected_usd']:.4f}; worst case ${plan.checks['worst_usd']:.4f})"
+        if plan.checks
+        else ""
+    )
     lines.append(
-        f"cost: expected ${plan.expected_usd:.4f} (p10 ${c['p10']:.4f} - p90 ${c['p90']:.4f}),"
+        f"cost: expected ${plan.expected_usd:.4f}{checked} (p10 ${c['p10']:.4f} - p90 ${c['p90']:.4f}),"
         f" worst case ${plan.worst_usd:.4f} (prices as read on {builtin_prices().read_on};"
         " `prices:` in anvil.yaml overrides them)"
     )

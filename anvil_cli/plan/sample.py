@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from anvil_cli.engine.journal.kind import SAMPLE_KIND, SAMPLES_DIR
 from anvil_cli.engine.output import secure_write_lines
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
+from anvil_cli.plan.checks import sampled_reasks
 from anvil_cli.policy.forecast import MIN_ANSWERS, Answer
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.routing import model_for
@@ -47,9 +48,10 @@ class SampleOutcome:
     cap_usd: float
     stop_reason: str | None
     notes: list[str]
+    reasks: list[int] = field(default_factory=list)  # re-asks per finished job with an output schema
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "run_id": self.run_id,
             "jobs": self.jobs,
             "answers": len(self.answers),
@@ -57,6 +59,10 @@ class SampleOutcome:
             "cap_usd": self.cap_usd,
             "stop_reason": self.stop_reason,
         }
+        if self.reasks:  # only with output schemas: other plans' JSON is as it was
+            out["schema_jobs"] = len(self.reasks)
+            out["reasks"] = sum(self.reasks)
+        return out
 
 
 def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
@@ -108,11 +114,11 @@ def _shares(counts: dict[str, int], weights: dict[str, float], n: int) -> dict[s
 def sample_path(settings: Settings, batch: Path, jobs: Sequence[Job]) -> Path:
     """Where the sample's jobs are written: named by the batch and the jobs chosen, so the same
     sample is the same file (and its run is resumed, not paid again)."""
-    digest = hashlib.sha256("\n".join(_line(j) for j in jobs).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join(batch_line(j) for j in jobs).encode()).hexdigest()[:12]
     return settings.state_dir / SAMPLES_DIR / f"{batch.stem}-{digest}.jsonl"
 
 
-def _line(job: Job) -> str:
+def batch_line(job: Job) -> str:
     """The job as a JSONL batch line that loads back into the same request."""
     record: dict[str, Any] = {
         "id": job.id,
@@ -127,7 +133,36 @@ def _line(job: Job) -> str:
         record["system"] = job.system
     if job.complexity is not None:
         record["complexity"] = job.complexity
+    if job.output_schema is not None:  # checked as the batch's run will check it
+        record["output_schema"] = job.output_schema
+    if job.checks:
+        record["checks"] = [user_form(c) for c in job.checks]
     return json.dumps(record, ensure_ascii=False)
+
+
+def user_form(check: dict[str, Any]) -> dict[str, Any]:
+    """A normalised check (`policy/checks/spec.py`) as a batch file writes it (what
+    `jobs/checkspec.py` reads back into the same normalised check)."""
+    kind = check.get("kind", "")
+    out: dict[str, Any] = {"name": check.get("name")}
+    if kind in ("equals", "contains", "regex"):
+        key = {"equals": "value", "contains": "values", "regex": "pattern"}[kind]
+        out.update({kind: check.get(key), "ignore_case": bool(check.get("ignore_case"))})
+    elif kind == "json_path":
+        op = check.get("op", "equals")
+        value = {"equals": check.get("value"), "in": check.get("values")}.get(op)
+        out.update(
+            {
+                "json_path": check.get("path"),
+                op: value if op != "range" else [check.get("min"), check.get("max")],
+            }
+        )
+    elif kind == "length":
+        out["length"] = {k: check.get(k) for k in ("min", "max", "unit") if check.get(k) is not None}
+    elif kind == "judge":
+        keys = ("rubric", "model", "scale", "pass_at")
+        out["judge"] = {k: check[k] for k in keys if check.get(k) is not None}
+    return out
 
 
 def run_sample(
@@ -151,7 +186,7 @@ def run_sample(
     path = sample_path(settings, batch, jobs)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
-        secure_write_lines(path, (_line(j) for j in jobs))
+        secure_write_lines(path, (batch_line(j) for j in jobs))
     budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
     capped = settings.model_copy(update={"budget": budget})
     report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND))
@@ -172,9 +207,9 @@ def run_sample(
     with Journal.open(settings.state_dir) as journal:
         answers = history_answers(journal, only_run=report.run_id)
         spent = journal.totals(report.run_id)["cost_usd"]
-    return SampleOutcome(
-        report.run_id, len(jobs), answers, spent, max_usd, report.summary.get("stop_reason"), notes
-    )
+        reasks = sampled_reasks(list(journal.iter_results(report.run_id)))
+    stop = report.summary.get("stop_reason")
+    return SampleOutcome(report.run_id, len(jobs), answers, spent, max_usd, stop, notes, reasks)
 
 
 def first_turn_only(job: Job) -> Job:

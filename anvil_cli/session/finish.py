@@ -24,6 +24,7 @@ from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.context import RunContext
+from anvil_cli.snapshot.checks import ChecksSummary, summarize_checks
 from anvil_cli.snapshot.metrics import RunMetrics
 
 
@@ -51,6 +52,11 @@ def finish(run: RunContext, end: RunEnd, resumed: bool, notes: list[str]) -> Run
     summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})
     message = end.stop_message
     summary["tool_sandbox"] = settings.run.tool_sandbox  # bwrap, or none: tools ran UNSANDBOXED
+    if settings.checks.fail_under is not None and state == RUN_FINISHED:
+        gate = pass_rate_gate(journal, run_id, settings.checks.fail_under)
+        summary["fail_under"] = gate
+        if gate["below"] and code == ExitCode.OK:
+            code = ExitCode.CHECKS_BELOW
     if opts.output is not None:
         try:
             write_results(journal, run_id, opts.output)
@@ -74,6 +80,33 @@ def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
     if counts[FAILED]:
         return ExitCode.JOBS_FAILED, RUN_FINISHED
     return ExitCode.OK, RUN_FINISHED
+
+
+def pass_rate_gate(journal: Journal, run_id: str, rate: float) -> dict[str, Any]:
+    """`--fail-under RATE` on the run's pass rate (snapshot/checks.py: finished jobs with checks,
+    passed when they succeeded and every check passed)."""
+    return fail_under_gate(summarize_checks(journal.iter_results(run_id)), rate)
+
+
+def fail_under_gate(checks: ChecksSummary | None, rate: float) -> dict[str, Any]:
+    """The pass rate of `checks` against RATE: below it, exit 1. A run with no checked answer
+    has no pass rate: the gate is not applied (and says so)."""
+    pass_rate = checks.pass_rate if checks is not None else None
+    below = pass_rate is not None and pass_rate < rate
+    if pass_rate is None:
+        message = f"no answer was checked: --fail-under {rate:.1%} not applied"
+    elif below:
+        message = f"pass rate {pass_rate:.1%} < {rate:.1%}: exit {int(ExitCode.CHECKS_BELOW)}"
+    else:
+        message = f"pass rate {pass_rate:.1%} >= {rate:.1%}"
+    return {
+        "rate": rate,
+        "pass_rate": pass_rate,
+        "checked": checks.checked if checks is not None else 0,
+        "passed": checks.passed if checks is not None else 0,
+        "below": below,
+        "message": message,
+    }
 
 
 def run_summary(journal: Journal, run_id: str, metrics: RunMetrics, counts: dict[str, int]) -> dict[str, Any]:

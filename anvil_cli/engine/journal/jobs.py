@@ -13,6 +13,7 @@ from anvil_cli.engine.journal.connection import Connection
 from anvil_cli.engine.journal.endpoints import add_endpoint_cost, add_endpoint_errors
 from anvil_cli.engine.journal.rows import FAILED, PENDING, RUNNING, SUCCEEDED, JobResult
 from anvil_cli.jobs.job import Job
+from anvil_cli.policy.checks.record import CheckRecord
 
 _INSERT_CHUNK = 2000
 
@@ -99,6 +100,22 @@ class JobsTable(Connection):
             add_endpoint_cost(self.db, run_id, r.seq, r.endpoint, r.cost_usd)
         if r.attempt_log:  # its failed calls, by the named endpoint they went to
             add_endpoint_errors(self.db, run_id, r.seq, r.attempt_log)
+
+    def update_checks(self, run_id: str, seq: int, record: CheckRecord | None) -> bool:
+        """A finished job's checks evaluated again (`anvil check`): its CheckRecord replaced (None:
+        it has no checks any more). Its state, output and cost are left as they are. False when
+        the job is not finished (nothing written)."""
+        done = self.db.execute(
+            "UPDATE jobs SET checks_json = ? WHERE run_id = ? AND seq = ? AND state IN (?, ?)",
+            (
+                json.dumps(record.to_json()) if record is not None else None,
+                run_id,
+                seq,
+                SUCCEEDED,
+                FAILED,
+            ),
+        )
+        return done.rowcount == 1
 
     def add_cost(self, run_id: str, seq: int, cost_usd: float, endpoint: str = "") -> None:
         """Money spent on one of a job's calls, committed as the call is settled; on a named
