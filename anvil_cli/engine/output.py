@@ -50,8 +50,8 @@ def _add_checks(line: dict[str, Any], row: dict[str, Any], job: dict[str, Any]) 
     (`CheckRecord.to_json()`), each only on a job that has it, so other lines read as ever."""
     if job.get("variant") is not None:
         line["variant"] = job["variant"]
-    if job.get("output_schema") is not None:
-        value, error = parse_answer(row["output"]) if row["output"] is not None else (None, "")
+    if job.get("output_schema") is not None:  # the parsed answer; null unless it matched the schema
+        value, error = parse_answer(row["output"]) if line["status"] == "succeeded" else (None, "")
         line["output_json"] = value if error is None else None
     if row.get("checks") is not None:
         line["checks"] = row["checks"]

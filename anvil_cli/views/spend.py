@@ -87,17 +87,18 @@ def _savings(journal: Journal, run_id: str, pricer: Pricer) -> dict[str, Any]:
     batch_mode = run is not None and run.mode == "batches"
     cache_hits = cache_usd = prompt_usd = batches_usd = paid = 0.0
     rows = journal.db.execute(
-        "SELECT model, usage_json, attempts, cost_usd FROM jobs"
+        "SELECT model, usage_json, attempts, cost_usd, attempts_json FROM jobs"
         " WHERE run_id = ? AND state = ? AND usage_json IS NOT NULL AND model IS NOT NULL",
         (run_id, SUCCEEDED),
     )
-    for model, usage_json, attempts, cost in rows:
+    for model, usage_json, attempts, cost, attempts_json in rows:
         usage = json.loads(usage_json)
         if not isinstance(usage, dict) or pricer.price(model) is None:
             continue
-        if attempts == 0:  # answered from the result cache: nothing paid
+        if attempts == 0 or '"cache_hit": true' in (attempts_json or ""):  # answered from the result cache
             cache_hits += 1
             cache_usd += pricer.cost_usd(model, usage)
+            paid += cost or 0.0  # only its judges' calls (its answer was not paid again)
             continue
         paid += cost or 0.0
         uncached = {

@@ -87,7 +87,8 @@ class EventRecording(ConductorState):
     def _cache_answer(self, result: JobResult) -> None:
         if result.succeeded and result.cache_key is not None:
             r = result
-            entry = CachedResult(r.model, r.output, r.stop_reason, r.usage, r.cost_usd)
+            judged = r.checks.judge_cost_usd if r.checks is not None else 0.0  # not the answer's cost
+            entry = CachedResult(r.model, r.output, r.stop_reason, r.usage, r.cost_usd - judged)
             self._to_cache.append((result.cache_key, entry))
 
     def _back_to_pending(self, wid: int, seq: int, attempts: int, again: bool = False) -> None:

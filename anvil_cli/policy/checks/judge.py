@@ -40,7 +40,11 @@ def grade_schema(spec: CheckSpec) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "score": {"type": "integer" if integral else "number", "minimum": low, "maximum": high},
+            "score": {
+                "type": "integer" if integral else "number",
+                "minimum": int(low) if integral else low,
+                "maximum": int(high) if integral else high,
+            },
             "reason": {"type": "string"},
         },
         "required": ["score", "reason"],

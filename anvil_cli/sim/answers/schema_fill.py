@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -35,6 +36,25 @@ FORMATS = {
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What the SDK's `transform_schema` writes into a description for the keywords the API's native
+# format does not enforce ("{minimum: 1, maximum: 5}"): a model reads them there, and so does this
+_DESCRIBED = re.compile(
+    r"\b(minimum|maximum|exclusiveMinimum|exclusiveMaximum|minLength|maxLength|minItems|maxItems"
+    r"|multipleOf): (-?\d+(?:\.\d+)?)"
+)
+
+
+def described(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`schema` with the constraints its description states (as the SDK's `transform_schema`
+    moves them there) taken as keywords, where it has none of its own."""
+    text = schema.get("description")
+    if not isinstance(text, str) or "{" not in text:
+        return schema
+    found = {key: float(num) if "." in num else int(num) for key, num in _DESCRIBED.findall(text)}
+    extra = {key: value for key, value in found.items() if key not in schema}
+    return {**schema, **extra} if extra else schema
 
 
 def bounds(schema: Mapping[str, Any], integer: bool) -> tuple[float | None, float | None]:
@@ -111,7 +131,7 @@ class Filler:
 
     def value(self, schema: Mapping[str, Any], name: str = "", depth: int = 0) -> Any:
         """A value that satisfies `schema`."""
-        schema = self.resolve(schema)
+        schema = described(self.resolve(schema))
         if "const" in schema:
             return schema["const"]
         if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -213,7 +233,7 @@ class Filler:
 
     def _property(self, key: str, sub: Mapping[str, Any], depth: int) -> Any:
         if key == "score" and self.score is not None:
-            target = self.resolve(sub)
+            target = described(self.resolve(sub))
             kind = _pick_type(target) if "type" in target else "number"
             if kind in ("integer", "number") and "enum" not in target and "const" not in target:
                 return clamp_number(self.score, target, integer=kind == "integer")
