@@ -25,9 +25,10 @@ import anthropic
 from anvil_cli.engine.journal.store import BATCH_ABANDONED, BATCH_INTENT, BATCH_SUBMITTED, JobResult
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
 from anvil_cli.engine.modes.batches.context import BatchesContext
+from anvil_cli.engine.modes.batches.followup import FollowUp
 from anvil_cli.engine.modes.batches.ids import INTENT_SKEW_S, custom_id, match_intent, server_batches
 from anvil_cli.engine.modes.batches.ingest import Ingest
-from anvil_cli.engine.modes.batches.requests import BatchItem, chunk_bytes, prepare
+from anvil_cli.engine.modes.batches.requests import BatchItem, Spent, chunk_bytes, prepare
 from anvil_cli.engine.modes.batches.state import OPEN
 from anvil_cli.engine.modes.batches.steer import Steering
 from anvil_cli.engine.modes.batches.trouble import ApiTrouble
@@ -80,11 +81,13 @@ class Submitter:
         chunk: list[BatchItem] = []
         after: tuple[int, int] | None = None
         while rows := ctx.journal.pending_after(ctx.run_id, after, 1000):
+            followups = ctx.journal.followups(ctx.run_id, [r[1] for r in rows])  # checked jobs' next requests
             for priority, seq, record, dispatches in rows:
                 after = (priority, seq)
                 if seq in busy:
                     continue
-                item = self._prepare(Job.from_record(json.loads(record)), dispatches)
+                followup = FollowUp.from_json(followups[seq]) if seq in followups else None
+                item = self._prepare(Job.from_record(json.loads(record)), dispatches, followup)
                 if item is None:
                     continue
                 if chunk and (
@@ -97,12 +100,16 @@ class Submitter:
                 chunk.append(item)
         return self._submit(chunk) if chunk else None
 
-    def _prepare(self, job: Job, dispatches: int) -> BatchItem | None:
-        """The batch item of a pending job; None when it was settled here (cache hit, gave up)."""
+    def _prepare(self, job: Job, dispatches: int, followup: FollowUp | None) -> BatchItem | None:
+        """The batch item of a pending job (or of its follow-up); None when it was settled here
+        (cache hit, gave up)."""
         ctx = self.ctx
-        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag)
+        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag, followup)
         if isinstance(item, JobResult):
             self.ingest.record(item)
+            return None
+        if isinstance(item, Spent):
+            self.ingest.spent(item)
             return None
         return item
 
