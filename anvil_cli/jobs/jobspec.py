@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from anvil_cli.errors import Problem
 from anvil_cli.input_limits import MAX_REQUEST_BYTES, scan_value, short_repr
+from anvil_cli.jobs.checkspec import check_checks
 from anvil_cli.jobs.fields import (
     DEFAULT_MAX_TOKENS,
     PASS_THROUGH,
@@ -31,12 +33,13 @@ from anvil_cli.jobs.fields import (
     unknown_key,
 )
 from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.schemaspec import SchemaReader
 from anvil_cli.policy.pricing.table import AUTO
 from anvil_cli.policy.tokens import estimate_input_tokens
 
 JOB_KEYS = (
     "id", "prompt", "messages", "system", "model", "max_tokens", "priority", "complexity",
-    "metadata", *PASS_THROUGH,
+    "metadata", "output_schema", "checks", *PASS_THROUGH,
 )  # fmt: skip
 DEFAULT_CHECKS = {
     "model": check_model,
@@ -45,13 +48,16 @@ DEFAULT_CHECKS = {
     "priority": check_priority,
     "complexity": check_complexity,
     "metadata": check_metadata,
+    "checks": check_checks,
+    "output_schema": None,  # checked by the factory's SchemaReader (it reads `$file`s)
     **PASS_THROUGH,
 }
+ANSWER_KEYS = ("output_schema", "checks")  # checked once in `defaults:`/`template:`, then trusted
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MB_CORE = ("model", "max_tokens", "messages", "system")
 MB_EXTRA = (
     "tools", "tool_choice", "stop_sequences", "metadata", "thinking", "service_tier",
-    "container", "mcp_servers", "context_management",
+    "container", "mcp_servers", "context_management", "output_config",
 )  # fmt: skip
 MB_REJECTED = {
     "stream": "remove 'stream': Anvil decides how each request is sent",
@@ -70,10 +76,14 @@ def is_message_batch_request(raw: Any) -> bool:
 
 
 class JobFactory:
-    """Builds jobs in file order: numbers them, applies defaults, catches duplicate ids."""
+    """Builds jobs in file order: numbers them, applies defaults, catches duplicate ids.
+    `base_dir`: where an output schema's `$file` is found (the batch file's directory); None
+    refuses `$file`."""
 
-    def __init__(self, models: ModelSet) -> None:
+    def __init__(self, models: ModelSet, base_dir: Path | None = None) -> None:
         self.models = models
+        self.schemas = SchemaReader(base_dir)
+        self._trusted: list[Any] = []  # answer keys' values already checked in a section
         self.seq = 0  # jobs seen so far, good or bad
         self._first_line: dict[str, int | None] = {}
         self._defaults: dict[str, Any] | None = None
@@ -92,7 +102,30 @@ class JobFactory:
             self._defaults, self._defaults_bytes = defaults, scan_value(defaults)[1]
         return self._defaults_bytes
 
-    def _register(self, job_id: str, ck: Checker, field: str) -> None:
+    def trusted(self, value: Any) -> bool:
+        """True for a value a section's check produced (a template's rows carry it again)."""
+        return any(value is t for t in self._trusted)
+
+    def answer_keys(self, raw: dict[str, Any], defaults: dict[str, Any], ck: Checker) -> dict[str, Any]:
+        """`output_schema` and `checks` of a job: its own (checked here) or the defaults'."""
+        out: dict[str, Any] = {
+            "output_schema": defaults.get("output_schema"),
+            "checks": defaults.get("checks", ()),
+        }
+        for key in ANSWER_KEYS:
+            if key in raw:
+                value = raw[key]
+                trusted = self.trusted(value)
+                out[key] = (
+                    value
+                    if trusted
+                    else self.schemas(value, ck)
+                    if key == "output_schema"
+                    else check_checks(value, ck)
+                )
+        return out
+
+    def register(self, job_id: str, ck: Checker, field: str) -> None:
         if job_id in self._first_line:
             first = self._first_line[job_id]
             where = f"first at line {first}" if first is not None else "seen before"
@@ -117,14 +150,14 @@ class JobFactory:
             ck.fail(None, f"a job must be a mapping, got {type_name(raw)}")
             return ck.problems
         ck.job_id = check_id(raw.get("id"), ck, f"job-{seq + 1:05d}")
-        self._register(ck.job_id, ck, "id")
+        self.register(ck.job_id, ck, "id")
         if not within_limits(raw, ck, self._defaults_size(defaults)):
             return ck.problems
         for key in raw:
             if key not in JOB_KEYS:
                 ck.fail(str(key), unknown_key(str(key), JOB_KEYS))
         messages = _content(raw, ck)
-        job = _assemble(raw, defaults or {}, ck, seq, messages)
+        job = _assemble(raw, defaults or {}, ck, seq, messages, self.answer_keys(raw, defaults or {}, ck))
         if not ck.problems:
             _check_context(job, ck, "prompt" if "prompt" in raw else "messages")
         if ck.problems:
@@ -152,11 +185,12 @@ class JobFactory:
                 ck.fail(field, unknown_key(str(key), allowed))
                 continue
             before = len(ck.problems)
-            check = allowed[key]
-            if check is not None:
-                check(value, ck, field)
+            check = self.schemas if key == "output_schema" else allowed[key]
+            checked = check(value, ck, field) if check is not None else value
             if len(ck.problems) == before:
-                clean[str(key)] = value
+                clean[str(key)] = checked if key in ANSWER_KEYS else value
+                if key in ANSWER_KEYS:
+                    self._trusted.append(checked)
         return clean, ck.problems
 
     # -- the Message Batches request shape -----------------------------------------------------
@@ -165,7 +199,7 @@ class JobFactory:
         """A job from `{"custom_id": ..., "params": {...}}`, as sent to the Message Batches API."""
         seq, ck = self._start(file, line, None)
         ck.job_id = _custom_id(raw.get("custom_id"), ck, f"job-{seq + 1:05d}")
-        self._register(ck.job_id, ck, "custom_id")
+        self.register(ck.job_id, ck, "custom_id")
         if not within_limits(raw, ck):
             return ck.problems
         for key in raw:
@@ -241,7 +275,12 @@ def _pick(raw: dict[str, Any], defaults: dict[str, Any], key: str, fallback: Any
 
 
 def _assemble(
-    raw: dict[str, Any], defaults: dict[str, Any], ck: Checker, seq: int, messages: list[dict[str, Any]]
+    raw: dict[str, Any],
+    defaults: dict[str, Any],
+    ck: Checker,
+    seq: int,
+    messages: list[dict[str, Any]],
+    answer: dict[str, Any],
 ) -> Job:
     metadata = dict(defaults.get("metadata") or {})
     if "metadata" in raw:
@@ -264,6 +303,8 @@ def _assemble(
         metadata=metadata,
         params=params,
         line=ck.line,
+        output_schema=answer["output_schema"],
+        checks=tuple(answer["checks"] or ()),
     )
 
 

@@ -57,7 +57,7 @@ def iter_batch(path: Path, *, extra_models: Collection[str] = ()) -> Iterator[Jo
     if problem is not None:
         yield problem
         return
-    factory = JobFactory(ModelSet.build(extra_models))
+    factory = JobFactory(ModelSet.build(extra_models), base_dir=path.parent)
     source = iter_jsonl if detect_shape(path) == "jsonl" else iter_yaml
     clean = True
     for item in source(path, label, factory):

@@ -124,7 +124,7 @@ class _Document:
             msg = f"'defaults:' must come before 'jobs:' (line {self.seen['jobs']}); move it up"
             yield Problem(self.label, msg, line=line, field="defaults")
             return
-        lines = {p: ln for p, ln, _ in walk_lines(node, 2, prefix="defaults")}
+        lines = {p: ln for p, ln, _ in walk_lines(node, 6, prefix="defaults")}
         raw = to_python(self.loader, node)
         self.defaults, problems = self.factory.check_section(
             raw, file=self.label, line=line, lines=lines, section="defaults"
@@ -179,7 +179,7 @@ class _Document:
         lines = (
             {}
             if template_node is None
-            else dict((p, ln) for p, ln, _ in walk_lines(template_node, 2, prefix="template"))
+            else dict((p, ln) for p, ln, _ in walk_lines(template_node, 6, prefix="template"))
         )
         return TemplateSpec(
             batch_path=self.path,
