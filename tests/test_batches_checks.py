@@ -1,0 +1,189 @@
+"""`anvil run --mode batches` checks answers as messages mode does: invalid answers re-asked in a
+follow-up batch, judges graded in one, a stop between batches resumed from the journal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+from anthropic.resources.messages.batches import Batches
+
+from anvil_cli.engine.journal.store import Journal
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.sim import SimConfig, SimServer
+from tests.engine_support import read_results, run_inprocess, write_config, write_jobs
+
+FAST_BATCHES = {"max_requests": 50, "poll_interval_s": 0.05, "max_attempts": 3}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+}
+
+
+def _sim(seed: int) -> SimServer:
+    return SimServer(SimConfig(seed=seed, output_tokens=30, batch_seconds_per_request=0.001))
+
+
+def _config(tmp_path: Path, base_url: str, **sections: Any) -> Path:
+    return write_config(
+        tmp_path / "anvil.yaml", base_url, batches=FAST_BATCHES, cache={"enabled": False}, **sections
+    )
+
+
+def _schema_jobs(n: int, invalid: set[int], times: int = 1) -> list[dict[str, Any]]:
+    def prompt(i: int) -> str:
+        return f"@sim{{invalid={times}}} city {i}" if i in invalid else f"city {i}"
+
+    return [{"id": f"c{i}", "prompt": prompt(i), "output_schema": SCHEMA} for i in range(n)]
+
+
+def _rows(state_dir: Path, run_id: str) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    with Journal.open(state_dir) as journal:
+        batches = journal.batches(run_id)
+        total = journal.counts(run_id)
+        jobs = {r["id"]: r for r in journal.job_rows(run_id, list(range(sum(total.values()))))}
+    return batches, jobs
+
+
+def test_invalid_rows_go_into_a_follow_up_batch_and_end_valid(tmp_path: Path) -> None:
+    invalid = {0, 5}  # 20% of the rows answer invalid JSON first
+    with _sim(21).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _schema_jobs(10, invalid))
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+        stats = sim.stats()
+    assert stats["requests"] == 0 and stats["paid_duplicates"] == 0
+    batches, jobs = _rows(tmp_path / ".anvil", report.run_id)
+    assert [sorted(b.seqs) for b in batches] == [list(range(10)), sorted(invalid)]  # exactly those
+    results = {r["id"]: r for r in read_results(out)}
+    assert all(r["status"] == "succeeded" for r in results.values())
+    assert all(isinstance(r["output_json"], dict) for r in results.values())
+    for i in range(10):
+        row, line = jobs[f"c{i}"], results[f"c{i}"]
+        purposes = [a.get("purpose") for a in row["attempt_log"]]
+        assert all(a["batch"] for a in row["attempt_log"])
+        assert line["checks"]["passed"] and line["checks"]["results"][0]["name"] == "schema"
+        if i in invalid:
+            assert purposes == [None, "reask"] and line["checks"]["reasks"] == 1
+            assert 0 < line["checks"]["reask_cost_usd"] < row["cost_usd"]
+        else:
+            assert purposes == [None] and line["checks"]["reasks"] == 0
+    with Journal.open(tmp_path / ".anvil") as journal:
+        spent = journal.totals(report.run_id)["cost_usd"]
+    assert spent == pytest.approx(sum(r["cost_usd"] for r in jobs.values()))
+    assert report.summary["run_cost_usd"] == pytest.approx(spent)
+
+
+def test_never_valid_fails_invalid_output_with_its_last_answer(tmp_path: Path) -> None:
+    with _sim(22).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _schema_jobs(3, {1}, times=9))
+        out = tmp_path / "out.jsonl"
+        config = _config(tmp_path, sim.base_url, checks={"max_reasks": 2})
+        report = run_inprocess(config, batch, out, mode="batches")
+        assert sim.stats()["batches_created"] == 3  # the answer, then two re-asks
+    assert report.exit_code != ExitCode.OK
+    results = {r["id"]: r for r in read_results(out)}
+    bad = results["c1"]
+    assert bad["status"] == "failed" and bad["error"]["type"] == "invalid_output"
+    assert bad["output"] and bad["output_json"] is None
+    assert bad["checks"]["reasks"] == 2 and not bad["checks"]["passed"]
+    schema = bad["checks"]["results"][0]
+    assert schema["name"] == "schema" and not schema["passed"] and schema["detail"] in bad["error"]["message"]
+    assert results["c0"]["status"] == results["c2"]["status"] == "succeeded"
+    _, jobs = _rows(tmp_path / ".anvil", report.run_id)
+    assert [a.get("purpose") for a in jobs["c1"]["attempt_log"]] == [None, "reask", "reask"]
+
+
+def test_judges_grade_in_a_follow_up_batch_at_the_batch_price(tmp_path: Path) -> None:
+    checks = [{"contains": "city"}, {"judge": {"rubric": "Names a real city.", "scale": [1, 5]}}]
+    jobs = [
+        {"id": "good", "prompt": "@sim{score=5} name a city", "checks": checks},
+        {"id": "poor", "prompt": "@sim{score=2} name a city", "checks": checks},
+    ]
+    with _sim(23).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+        stats = sim.stats()
+    assert stats["batches_created"] == 2 and stats["requests"] == 0
+    batches, rows = _rows(tmp_path / ".anvil", report.run_id)
+    assert [len(b.seqs) for b in batches] == [2, 2]
+    results = {r["id"]: r for r in read_results(out)}
+    for name, grade, passed in (("good", 5, True), ("poor", 2, False)):
+        line, row = results[name], rows[name]
+        assert line["status"] == "succeeded"
+        contains, judge = line["checks"]["results"]
+        assert contains["kind"] == "contains" and judge["kind"] == "judge"
+        assert judge["value"] == grade and judge["passed"] is passed
+        assert judge["model"] == "claude-haiku-4-5"
+        judge_attempt = row["attempt_log"][-1]
+        assert judge_attempt["purpose"] == "judge" and judge_attempt["batch"]
+        assert judge_attempt["model"] == "claude-haiku-4-5"
+        assert 0 < line["checks"]["judge_cost_usd"] < row["cost_usd"]
+
+
+def test_a_stop_between_the_answer_and_its_re_ask_resumes_from_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch ends and is ingested, then the follow-up's create is refused (the run
+    stops, resumable): the journal holds the invalid answers and what they cost; the resumed
+    run sends only the re-asks, and the run costs what an uninterrupted one does."""
+    original = Batches.create
+    calls: list[int] = []
+
+    def refuse_the_second(self: Batches, **kwargs: Any) -> Any:
+        calls.append(len(kwargs["requests"]))
+        if len(calls) == 2:
+            request = httpx2.Request("POST", "http://sim/v1/messages/batches")
+            raise anthropic.PermissionDeniedError(
+                "forbidden",
+                response=httpx2.Response(403, request=request),
+                body={"type": "error", "error": {"type": "permission_error", "message": "key revoked"}},
+            )
+        return original(self, **kwargs)
+
+    jobs = _schema_jobs(5, {2})
+    with _sim(24).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        config = _config(tmp_path, sim.base_url)
+        out = tmp_path / "out.jsonl"
+        with monkeypatch.context() as patch:
+            patch.setattr(Batches, "create", refuse_the_second)
+            stopped = run_inprocess(config, batch, out, mode="batches")
+        assert stopped.exit_code == ExitCode.STOPPED, stopped.summary
+        with Journal.open(tmp_path / ".anvil") as journal:
+            waiting = journal.followups(stopped.run_id, [2])[2]
+            spent_before = journal.totals(stopped.run_id)["cost_usd"]
+            pending = journal.job_rows(stopped.run_id, [2])[0]
+        assert pending["state"] == "pending" and waiting["stage"] == "reask" and waiting["reasks"] == 1
+        assert [t["role"] for t in waiting["turns"]] == ["assistant", "user"]
+        assert waiting["cost_usd"] > 0 and spent_before > 0
+        resumed = run_inprocess(config, batch, out)
+        assert resumed.exit_code == ExitCode.OK, resumed.summary
+        stats = sim.stats()
+        assert stats["batches_created"] == 2 and stats["batch_requests"] == 6  # 5 answers, 1 re-ask
+        assert stats["paid_duplicates"] == 0
+
+        again = write_config(
+            tmp_path / "again.yaml",
+            sim.base_url,
+            batches=FAST_BATCHES,
+            cache={"enabled": False},
+            state_dir=str(tmp_path / "again"),
+        )
+        straight = run_inprocess(again, write_jobs(tmp_path / "b2.jsonl", jobs), tmp_path / "o2.jsonl", mode="batches")
+    assert calls == [5, 1]
+    with Journal.open(tmp_path / ".anvil") as journal:
+        total = journal.totals(resumed.run_id)["cost_usd"]
+        assert journal.followups(resumed.run_id, list(range(5))) == {}
+    assert total == pytest.approx(straight.summary["run_cost_usd"], rel=1e-9)
+    results = read_results(out)
+    assert {r["id"]: r["status"] for r in results} == {f"c{i}": "succeeded" for i in range(5)}
+    assert json.dumps([r["checks"]["reasks"] for r in results]) == "[0, 0, 1, 0, 0]"
