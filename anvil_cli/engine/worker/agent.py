@@ -12,6 +12,9 @@ the run's only endpoint. On a named one it takes that endpoint out (the governor
 breakers, `Outcome.refused`) and the call is asked again at once, without spending one of the
 job's retries: the governor grants it another endpoint, or denies it when every endpoint that
 serves the model has refused, and the run stops as with one endpoint.
+
+The answer is then checked (`answers.py`: re-asked until it matches its output schema, graded
+by its checks); those calls go the same way as the answer's own, logged with their purpose.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -27,14 +30,17 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
-from anvil_cli.engine.outcomes import JobError, JobResult, Usage
+from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.result_cache import ResultCache, result_from_cache
+from anvil_cli.engine.worker.answers import INVALID_OUTPUT, AnswerChecker, Checked
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
+from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
+from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stopped_within
 from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
@@ -53,22 +59,8 @@ MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 
 
 _Answer = tuple[Any, int, Mapping[str, str]]  # a call's message, HTTP status and response headers
-
-
-class Abandoned(Exception):
-    """Raised when a job is given up because the run is stopping; it goes back to pending."""
-
-    attempts: int = 0  # (what its calls cost was reported call by call: see AgentContext.on_spend)
-
-
-class StopRun(Exception):
-    """Raised when no further request can succeed (auth, spend cap, budget): the run stops."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.attempts = 0
+_JobState = Conversation  # the name it had here (tests build one)
+__all__ = ["Abandoned", "Agent", "AgentContext", "StopRun"]
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -91,27 +83,6 @@ class AgentContext:
     on_spend: Callable[[int, float, str], None] = lambda _seq, _usd, _endpoint: None
 
 
-@dataclass
-class _JobState:
-    job: Job
-    model: str
-    request: dict[str, Any]
-    est_input: int
-    affinity: str | None = None  # the digest of the cached prompt prefix (CallAsk.affinity)
-    endpoint: str | None = None  # the named endpoint of the last call (None: the run's only one)
-    avoid: str | None = None  # the endpoint the last call failed on, if it may be down (CallAsk.avoid)
-    attempts: int = 0
-    cost_usd: float = 0.0
-    overloaded: int = 0  # consecutive overloads (529s): after routing.fallback_after_529, a fallback
-    log: list[Attempt] = field(default_factory=list)
-    tools: dict[str, list[str]] = field(default_factory=dict)  # runnable tools: name -> argv
-    usage: Usage | None = None  # of every turn so far
-
-    def add_usage(self, usage: Usage) -> Usage:
-        self.usage = usage if self.usage is None else self.usage + usage
-        return self.usage
-
-
 class Agent:
     """Runs jobs to completion; each `run` is one asyncio task, many at once per worker."""
 
@@ -121,6 +92,7 @@ class Agent:
         self.timeout_s = s.provider.timeout_s
         self.retries = s.retries
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
+        self.checker = AnswerChecker(self.converse, self.redact, s.checks)
         self._first = next(iter(ctx.clients.values()))
         secrets = {secret for each in ctx.clients.values() for secret in each.endpoint.secrets()}
         self._secrets = sorted(secrets, key=len, reverse=True)  # a key containing another goes first
@@ -148,10 +120,7 @@ class Agent:
     async def run(self, job: Job) -> JobResult:
         started = time.time()
         request = prepare_request(job, self.ctx.settings)
-        hit = self.cache.get(request.key) if self.cache is not None else None
-        if hit is not None:
-            return result_from_cache(job.seq, hit, started)
-        st = _JobState(
+        st = Conversation(
             job=job,
             model=request.model,
             request=request.params,
@@ -159,46 +128,65 @@ class Agent:
             affinity=request.affinity,
             tools=request.tools,
         )
+        try:
+            return await self._run(st, request.key, started)
+        except (Abandoned, StopRun) as exc:
+            exc.attempts = st.calls.attempts  # its checks' calls included
+            raise
+
+    async def _run(self, st: Conversation, key: str, started: float) -> JobResult:
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            cached = await self.checker.check_cached(st, result_from_cache(st.job.seq, hit, started))
+            if cached is not None:
+                return cached
         if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
             info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
             return self._failed(st, info, started)
         try:
-            message = await self._with_retries(st)
-            message = await self._tool_turns(st, message)
+            checked = await self.checker.check(st, await self.converse(st))
         except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
             return self._failed(st, classify(exc), started)
-        except (Abandoned, StopRun) as exc:
-            exc.attempts = st.attempts
-            raise
+        return self._answered(st, checked, started, key if self.cache is not None else None)
+
+    async def converse(self, st: Conversation) -> Any:
+        """The conversation's next answer: a call, then its tool turns."""
+        return await self._tool_turns(st, await self._with_retries(st))
+
+    def _answered(self, st: Conversation, checked: Checked, started: float, key: str | None) -> JobResult:
+        """The job answered: succeeded, or failed when its answer never matched its schema
+        (the answer and its checks kept all the same)."""
         finished = time.time()
-        output, usage = text_of(message), st.add_usage(usage_of(message))
+        message, invalid = checked.message, checked.invalid
         return JobResult(
-            seq=job.seq,
-            succeeded=True,
+            seq=st.job.seq,
+            succeeded=invalid is None,
             model=st.model,
-            attempts=st.attempts,
-            output=output,
+            attempts=st.calls.attempts,
+            output=text_of(message),
             stop_reason=message.stop_reason,
-            usage=usage,
-            cost_usd=st.cost_usd,
-            attempt_log=tuple(st.log),
+            usage=st.add_usage(usage_of(message)),
+            cost_usd=st.calls.cost_usd,
+            error=None if invalid is None else JobError(INVALID_OUTPUT, invalid),
+            attempt_log=tuple(st.calls.log),
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
-            cache_key=request.key if self.cache is not None else None,  # the conductor stores it
+            cache_key=key if invalid is None else None,  # the conductor stores it
             endpoint=st.endpoint,
+            checks=checked.record,
         )
 
-    def _failed(self, st: _JobState, info: ErrorInfo, started: float) -> JobResult:
+    def _failed(self, st: Conversation, info: ErrorInfo, started: float) -> JobResult:
         finished = time.time()
         return JobResult(
             seq=st.job.seq,
             succeeded=False,
             model=st.model,
-            attempts=st.attempts,
-            cost_usd=st.cost_usd,
+            attempts=st.calls.attempts,
+            cost_usd=st.calls.cost_usd,
             error=JobError(info.type, self.redact(info.message), info.status_code),
-            attempt_log=tuple(st.log),
+            attempt_log=tuple(st.calls.log),
             latency_s=finished - started,
             started_at=started,
             finished_at=finished,
@@ -207,7 +195,7 @@ class Agent:
 
     # -- tools --------------------------------------------------------------------------------
 
-    async def _tool_turns(self, st: _JobState, message: Any) -> Any:
+    async def _tool_turns(self, st: Conversation, message: Any) -> Any:
         """While Claude calls tools this job can run, run them and send the results back."""
         for _ in range(MAX_TOOL_TURNS):
             calls = [b for b in message.content if b.type == "tool_use"]
@@ -231,7 +219,7 @@ class Agent:
                 )
             )
             asked = tuple(o.as_call(c.name) for c, o in zip(calls, outcomes, strict=True))
-            st.log[-1] = replace(st.log[-1], tools=asked)  # listed under the answer that asked
+            st.amend(tools=asked)  # listed under the answer that asked
             results = [o.block for o in outcomes]
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
@@ -244,7 +232,7 @@ class Agent:
 
     # -- retries ------------------------------------------------------------------------------
 
-    async def _with_retries(self, st: _JobState) -> Any:
+    async def _with_retries(self, st: Conversation) -> Any:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries.max_attempts),
             wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
@@ -256,16 +244,16 @@ class Agent:
         return await retrying(self._attempt, st)
 
     async def _sleep(self, seconds: float) -> None:
-        if await _stopped_within(self.ctx.stopping, seconds):
+        if await stopped_within(self.ctx.stopping, seconds):
             raise Abandoned("run is stopping")
 
-    def _note_wait(self, st: _JobState, rs: RetryCallState) -> None:
-        if st.log and rs.next_action is not None:
-            st.log[-1] = replace(st.log[-1], wait_s=round(rs.next_action.sleep, 3))
+    def _note_wait(self, st: Conversation, rs: RetryCallState) -> None:
+        if rs.next_action is not None:
+            st.amend(wait_s=round(rs.next_action.sleep, 3))
 
     # -- one attempt --------------------------------------------------------------------------
 
-    async def _attempt(self, st: _JobState) -> Any:
+    async def _attempt(self, st: Conversation) -> Any:
         """One try of tenacity's: a call, asked again at once (not a retry) while named
         endpoints refuse it, up to `_max_refusals` times."""
         refusals = 0
@@ -273,7 +261,7 @@ class Agent:
             if self.ctx.stopping.is_set():
                 raise Abandoned("run is stopping")
             grant = await self._acquire(st)
-            st.attempts += 1
+            st.next_call()
             t0 = time.monotonic()
             try:
                 endpoint = self._endpoint(grant)
@@ -293,29 +281,28 @@ class Agent:
             return self._succeeded(st, grant, endpoint, answer, t0)
 
     def _succeeded(
-        self, st: _JobState, grant: Grant, endpoint: EndpointClient, answer: _Answer, t0: float
+        self, st: Conversation, grant: Grant, endpoint: EndpointClient, answer: _Answer, t0: float
     ) -> Any:
         """Pay for, settle and log a call that was answered."""
         message, status_code, headers = answer
         usage = usage_of(message)
         cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
-        st.cost_usd += cost
+        st.calls.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
         self.ctx.governor.settle(grant.ticket, answered(usage, cost, status_code, headers))
         latency_s = round(time.monotonic() - t0, 4)
         st.avoid = None
-        entry = Attempt(st.attempts, st.model, 200, latency_s=latency_s, endpoint=st.endpoint)
-        st.log.append(entry)
-        self.ctx.on_attempt(st.job.seq, entry)
+        st.book(Attempt(st.n, st.model, 200, latency_s=latency_s, endpoint=st.endpoint))
+        self.ctx.on_attempt(st.job.seq, st.calls.log[st.entry])
         return message
 
-    async def _call(self, st: _JobState, endpoint: EndpointClient) -> _Answer:
+    async def _call(self, st: Conversation, endpoint: EndpointClient) -> _Answer:
         """One request to `endpoint`, with the model id its provider knows: (message, HTTP
         status, response headers). Long requests are streamed, as the API asks for anything that
         may take over ten minutes (the SDK's own rule)."""
         request = {**st.request, "model": endpoint.model_id(st.model)}
         messages = endpoint.client.messages
-        if st.job.max_tokens > STREAM_ABOVE_MAX_TOKENS:
+        if st.max_tokens > STREAM_ABOVE_MAX_TOKENS:
             async with messages.stream(**request, timeout=self.timeout_s) as stream:
                 message = await stream.get_final_message()
                 return message, stream.response.status_code, stream.response.headers
@@ -323,7 +310,7 @@ class Agent:
         return await raw.parse(), raw.http_response.status_code, raw.headers
 
     def _settle_failure(
-        self, st: _JobState, grant: Grant, exc: anthropic.APIError, elapsed_s: float
+        self, st: Conversation, grant: Grant, exc: anthropic.APIError, elapsed_s: float
     ) -> StopRun | None:
         """Tell the governor, log the attempt; the StopRun to raise when the endpoint refused
         the call for a reason no retry there can fix (on a named endpoint the governor takes
@@ -332,7 +319,7 @@ class Agent:
         message = self.redact(info.message)
         self.ctx.governor.settle(grant.ticket, failed(exc, info, grant.endpoint, message))
         entry = Attempt(
-            st.attempts,
+            st.n,
             st.model,
             info.status_code,
             latency_s=round(elapsed_s, 4),
@@ -342,8 +329,8 @@ class Agent:
             unreachable=info.unreachable,  # no connection was made (policy/unreachable.py counts these)
             endpoint=st.endpoint,
         )
-        st.log.append(entry)
-        self.ctx.on_attempt(st.job.seq, entry)
+        st.book(entry)
+        self.ctx.on_attempt(st.job.seq, st.calls.log[st.entry])
         st.avoid = st.endpoint if info.breaker_failure else None
         st.overloaded = st.overloaded + 1 if info.overloaded else 0
         if st.overloaded >= self.ctx.settings.routing.fallback_after_529 and self._switch_to_fallback(st):
@@ -351,12 +338,12 @@ class Agent:
         refused = info.verdict is Verdict.STOP_RUN
         return StopRun(info.type, refusal_message(info, message)) if refused else None
 
-    async def _acquire(self, st: _JobState) -> Grant:
+    async def _acquire(self, st: Conversation) -> Grant:
         """Ask the governor until it grants; switch to a fallback model while a breaker is open."""
         while True:
             # the dearest endpoint's: which one the call goes to is the governor's to say
-            worst = max(p.worst_case_usd(st.model, st.est_input, st.job.max_tokens) for p in self._pricers)
-            ask = CallAsk(st.est_input, st.job.max_tokens, worst, affinity=st.affinity, avoid=st.avoid)
+            worst = max(p.worst_case_usd(st.model, st.est_input, st.max_tokens) for p in self._pricers)
+            ask = CallAsk(st.est_input, st.max_tokens, worst, affinity=st.affinity, avoid=st.avoid)
             waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
             stop = asyncio.ensure_future(self.ctx.stopping.wait())
             done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -370,12 +357,12 @@ class Agent:
             if isinstance(decision, Deny):
                 raise StopRun(decision.reason, decision.message)
             assert isinstance(decision, Wait)  # a breaker is open: another model, or wait a while
-            if not self._switch_to_fallback(st) and await _stopped_within(
+            if not self._switch_to_fallback(st) and await stopped_within(
                 self.ctx.stopping, min(decision.seconds, MAX_WAIT_SLICE_S)
             ):
                 raise Abandoned("run is stopping")
 
-    def _switch_to_fallback(self, st: _JobState) -> bool:
+    def _switch_to_fallback(self, st: Conversation) -> bool:
         chain = fallbacks(st.model, self.ctx.settings.routing)
         if not chain:
             return False
@@ -387,12 +374,3 @@ class Agent:
                 st.affinity = prefix_digest(st.request)  # another model caches apart
                 return True
         return False
-
-
-async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds`; True if the run began stopping meanwhile."""
-    try:
-        await asyncio.wait_for(stopping.wait(), timeout=max(0.0, seconds))
-    except TimeoutError:
-        return False
-    return True
