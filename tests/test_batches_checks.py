@@ -4,6 +4,7 @@ follow-up batch, judges graded in one, a stop between batches resumed from the j
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,9 @@ def test_a_stop_between_the_answer_and_its_re_ask_resumes_from_the_journal(
             cache={"enabled": False},
             state_dir=str(tmp_path / "again"),
         )
-        straight = run_inprocess(again, write_jobs(tmp_path / "b2.jsonl", jobs), tmp_path / "o2.jsonl", mode="batches")
+        straight = run_inprocess(
+            again, write_jobs(tmp_path / "b2.jsonl", jobs), tmp_path / "o2.jsonl", mode="batches"
+        )
     assert calls == [5, 1]
     with Journal.open(tmp_path / ".anvil") as journal:
         total = journal.totals(resumed.run_id)["cost_usd"]
@@ -187,3 +190,30 @@ def test_a_stop_between_the_answer_and_its_re_ask_resumes_from_the_journal(
     results = read_results(out)
     assert {r["id"]: r["status"] for r in results} == {f"c{i}": "succeeded" for i in range(5)}
     assert json.dumps([r["checks"]["reasks"] for r in results]) == "[0, 0, 1, 0, 0]"
+
+
+def test_a_follow_up_reads_back_from_its_journal_json_as_it_was() -> None:
+    from anvil_cli.engine.attempts import Attempt
+    from anvil_cli.engine.modes.batches.followup import FollowUp
+    from anvil_cli.engine.outcomes import Usage
+    from anvil_cli.policy.checks.judge import read_judgement
+    from anvil_cli.policy.checks.schema import check_answer, reask_message
+    from anvil_cli.policy.checks.spec import CheckSpec
+
+    usage = Usage.from_json({"input_tokens": 10, "output_tokens": 5})
+    error = check_answer(SCHEMA, "not json").error
+    assert error is not None
+    fu = FollowUp().called(usage, 0.25, Attempt(1, "m", 200, batch=True))
+    fu = fu.reask("not json", reask_message(SCHEMA, error), error, since=1)
+    fu = fu.called(usage, 0.5, Attempt(2, "m", 200, batch=True, purpose="reask"))
+    spec = CheckSpec("j", "judge", {"rubric": "r", "scale": [1, 5]})
+    judged = read_judgement(spec, "h", '{"score": 4, "reason": "fine"}')
+    asking = replace(fu, stage="judge", answer='{"city": "x"}', results=(None, None))
+    assert asking.next_judge() == 0
+    fu = asking.judged(0, judged, since=2)
+    assert fu.next_judge() == 1
+    back = FollowUp.from_json(json.loads(json.dumps(fu.to_json())))
+    assert back == fu and back.results[0] == judged and back.results[1] is None
+    assert back.reasks == 1 and back.reask_cost_usd == 0.5 and back.cost_usd == 0.75
+    assert back.usage is not None and back.usage.output_tokens == 10
+    assert [a.purpose for a in back.attempt_log] == [None, "reask"]

@@ -1,8 +1,8 @@
 """Checking a job's answer in `--mode batches`, as messages mode does, a batch at a time: the
 answer validated against the job's output schema (`policy/checks/schema.py`), an invalid one
 re-asked in a follow-up batch (the conversation, the invalid answer, the re-ask with its error),
-up to `checks.max_reasks` times, then the job fails "invalid_output" with its last answer kept;
-a valid answer's deterministic checks run at once and its judges go in follow-up batches, one
+up to `checks.max_reasks` times, then the job fails "invalid_output" with its last answer kept
+(its other checks not run, as in messages mode); a valid answer's deterministic checks run at once and its judges go in follow-up batches, one
 judge of a job per batch (`requests.py` builds those requests).
 
 Every call's cost is added to the job's row (`Journal.add_cost`, at the batch price) in the
@@ -114,7 +114,7 @@ class Checking:
                     fu = fu.reask(text, turn, verdict.error, job_row["dispatches"])
                     self.journal.set_followup(self.run_id, job_row["seq"], fu.to_json())
                     return
-                fu = _answer_of(fu, job_row, model, text, stop_reason, verdict.as_check(), job.checks)
+                fu = _answer_of(fu, job_row, model, text, stop_reason, verdict.as_check(), ())
                 self._fail(job_row, fu, model, JobError(INVALID_OUTPUT, verdict.error))
                 return
             schema_result = verdict.as_check()
@@ -176,7 +176,8 @@ def _answer_of(
     """The follow-up holding the job's last answer and its deterministic checks' results (a
     judge's: None, to be asked), its judge stage starting now."""
     specs = specs_of(checks)
-    found = iter(evaluate_all([s for s in specs if not s.is_judge], text))
+    plain = [s for s in specs if not s.is_judge]
+    found = iter(evaluate_all(plain, text) if plain else [])
     results = tuple(None if s.is_judge else next(found) for s in specs)
     return replace(
         fu,

@@ -11,13 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
-
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.modes.batches.followup import JUDGE, FollowUp
 from anvil_cli.engine.modes.batches.ids import custom_id
 from anvil_cli.engine.outcomes import JobResult
-from anvil_cli.engine.requests import prepare_request
+from anvil_cli.engine.requests import prepare_request, with_output_schema
 from anvil_cli.engine.result_cache import ResultCache, result_from_cache
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import COMMAND_KEY
@@ -121,10 +119,6 @@ def _followup_params(
     assert index is not None, "a judge stage with every judge answered is recorded, not resubmitted"
     spec = specs_of(job.checks)[index]
     model = judge_model(spec, settings.checks.judge_model)
-    asked = job.request(followup.model)
-    question = question_of(asked.get("messages") or (), asked.get("system"))
-    judge = judge_request(spec, model, question, followup.answer)
-    if settings.checks.native_format:
-        schema = anthropic.transform_schema(grade_schema(spec))
-        judge["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    asked = judge_request(spec, model, question_of(job.messages, job.system), followup.answer)
+    judge = with_output_schema(asked, grade_schema(spec), native=settings.checks.native_format)
     return model, judge, JUDGE_MAX_TOKENS
