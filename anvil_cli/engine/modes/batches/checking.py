@@ -2,8 +2,9 @@
 answer validated against the job's output schema (`policy/checks/schema.py`), an invalid one
 re-asked in a follow-up batch (the conversation, the invalid answer, the re-ask with its error),
 up to `checks.max_reasks` times, then the job fails "invalid_output" with its last answer kept
-(its other checks not run, as in messages mode); a valid answer's deterministic checks run at once and its judges go in follow-up batches, one
-judge of a job per batch (`requests.py` builds those requests).
+(its other checks not run, as in messages mode); a valid answer's deterministic checks run at
+once and its judges go in follow-up batches, one judge of a job per batch (`requests.py` builds
+those requests). A judge whose request fails for good fails its check, not the job.
 
 Every call's cost is added to the job's row (`Journal.add_cost`, at the batch price) in the
 transaction that ingests it, with the follow-up that says what comes next (`followup.py`), so
