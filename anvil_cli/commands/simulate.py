@@ -28,7 +28,9 @@ EPILOG = (
     "drop=N (close the connection on the first N attempts), latency_ms=X, output_tokens=N, "
     "input_tokens=N, tool=NAME (call that offered tool first), stream_error=N (first N streamed "
     "attempts end in an overloaded_error event after the 200), endpoint_off=NAME / endpoint_on=NAME "
-    "(turn a simulated endpoint off or back on). "
+    "(turn a simulated endpoint off or back on), invalid=N or invalid=always (answers invalid for "
+    "the requested schema until the conversation has N), score=X (every numeric `score` property "
+    "of a structured answer), say=TEXT (the exact text of an answer without a schema). "
     "Tiers (RPM/ITPM/OTPM per model class): "
     + ", ".join(f"{name}={t.rpm:,.0f}/{t.itpm:,.0f}/{t.otpm:,.0f}" for name, t in TIERS.items())
     + ". Rate-limit headers and other details: docs/simulator.md."
@@ -114,6 +116,14 @@ def simulate(
     ),
     slow_ms: float = typer.Option(0.0, metavar="MS", min=0, help="Extra latency of a slow answer."),
     seed: int = typer.Option(0, metavar="N", help="Seed: the same seed and request give the same answer."),
+    invalid_rate: float = typer.Option(
+        0.0,
+        metavar="SHARE",
+        min=0.0,
+        max=1.0,
+        help="Share of conversations whose first answer is invalid for its requested JSON schema "
+        "(chosen by a hash of the first user turn and --seed); re-asks are answered validly.",
+    ),
     batch_seconds_per_request: float = typer.Option(
         0.01, metavar="SECONDS", min=0, help="Compressed clock of Message Batches."
     ),
@@ -157,6 +167,7 @@ def simulate(
         slow_rate=slow_rate,
         slow_ms=slow_ms,
         seed=seed,
+        invalid_rate=invalid_rate,
         batch_seconds_per_request=batch_seconds_per_request,
         require_auth=auth,
         batch_dir=str(state_dir / BATCH_DIR) if state_dir is not None else None,

@@ -81,6 +81,7 @@ class SimConfig:
     slow_rate: float = 0.0  # answer takes slow_ms longer
     slow_ms: float = 0.0
     seed: int = 0
+    invalid_rate: float = 0.0  # share of conversations whose first answer is invalid for its schema
     batch_seconds_per_request: float = 0.01  # compressed clock of Message Batches
     batch_api_fail_first: int = 0  # the first N GETs of the batch endpoints answer 529 overloaded_error
     batch_dir: str | None = None  # keep Message Batches here (and reload them at start); None = memory

@@ -12,7 +12,7 @@ from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.sim.answers.caching import CachePlan, PromptCache
 from anvil_cli.sim.answers.directives import DirectiveError, Directives, request_directives
-from anvil_cli.sim.answers.responses import compose, message
+from anvil_cli.sim.answers.responses import answer_tool, compose, message
 from anvil_cli.sim.config import SimConfig, check_endpoints, endpoint_config, limits_config
 from anvil_cli.sim.digest import request_digest
 from anvil_cli.sim.errors import SPEND_CAP_CODE
@@ -213,8 +213,9 @@ class SimCore:
         problem = self._throw_switches(directives)
         if problem is not None:
             return _error(400, problem)
-        if directives.tool is not None and not _offers_tool(body, directives.tool):
-            return _error(400, f"@sim{{tool={directives.tool}}} names a tool the request does not offer")
+        tool = answer_tool(body, directives)
+        if tool is not None and not _offers_tool(body, tool):
+            return _error(400, f"@sim{{tool={tool}}} names a tool the request does not offer")
         digest = request_digest(body)
         attempt = self._next_attempt(digest)
         injected = None
@@ -256,7 +257,9 @@ class SimCore:
         slow = rng.random() < cfg.slow_rate
         if fault is not None:
             return fault
-        reply = compose(body, directives, cfg.output_tokens, cfg.output_tokens_spread, rng)
+        reply = compose(
+            body, directives, cfg.output_tokens, cfg.output_tokens_spread, rng, cfg.invalid_rate, cfg.seed
+        )
         for limiter in (self.limiter, *self.shared):
             limiter.charge_output(model_class(body["model"]), reply.output_tokens, now_s)
         self.cache.commit(plan, now_s)
@@ -265,6 +268,8 @@ class SimCore:
         stream_error = attempt <= directives.stream_error and bool(body.get("stream"))
         if not stream_error:
             self.stats.success(body["model"], digest, msg["usage"])
+            if reply.structured or reply.invalid:
+                self.stats.shaped(reply.structured, reply.invalid)
         slowed = slow and directives.latency_ms is None  # a `latency_ms` directive overrides it
         return Outcome(
             body=msg, delay_s=delay_s, token_delay_s=token_delay_s, stream_error=stream_error, slowed=slowed

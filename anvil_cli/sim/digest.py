@@ -20,8 +20,10 @@ def messages_digest(messages: list[Any]) -> str:
 def request_digest(body: Mapping[str, Any]) -> str:
     """Identity of a request for attempt counters and duplicate detection.
 
-    Covers model, system, messages, max_tokens and tools: two requests with the same digest
-    would be billed for the same answer twice.
+    Covers model, system, messages, max_tokens, tools and (when given) output_config: two
+    requests with the same digest would be billed for the same answer twice.
     """
     key = [body.get(k) for k in ("model", "system", "messages", "max_tokens", "tools")]
+    if body.get("output_config") is not None:
+        key.append(body["output_config"])
     return hashlib.sha256(_canonical(key)).hexdigest()[:32]

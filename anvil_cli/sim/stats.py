@@ -39,6 +39,8 @@ class Stats:
     refused: int = 0  # requests to an endpoint that was off (connection dropped at once)
     batches_created: int = 0
     batch_requests: int = 0
+    structured: int = 0  # answers to a request that asked for a JSON schema
+    invalid_answers: int = 0  # answers made invalid on purpose (`invalid=`, the invalid rate)
     by_model: dict[str, ModelStats] = field(default_factory=dict)
     _answered: Counter[str] = field(default_factory=Counter)
 
@@ -71,6 +73,13 @@ class Stats:
         self.batch_requests += requests
         if self.parent is not None:
             self.parent.batch_created(requests)
+
+    def shaped(self, structured: bool, invalid: bool) -> None:
+        """A paid answer that had a schema to match (`structured`) or was made invalid."""
+        self.structured += int(structured)
+        self.invalid_answers += int(invalid)
+        if self.parent is not None:
+            self.parent.shaped(structured, invalid)
 
     def record(self, status: int | str, model: str | None = None, slowed: bool = False) -> None:
         """One answer (or `"dropped"`) of a Messages API call; `slowed`: the slow fault delayed it."""
@@ -125,6 +134,8 @@ class Stats:
             "refused": self.refused,
             "batches_created": self.batches_created,
             "batch_requests": self.batch_requests,
+            "structured": self.structured,
+            "invalid_answers": self.invalid_answers,
             "by_model": {
                 m: {
                     "requests": s.requests,

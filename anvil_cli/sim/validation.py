@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from anvil_cli.policy.checks.schema import schema_problem
+
 REJECTED_SAMPLING = ("temperature", "top_p", "top_k")
 ROLES = ("user", "assistant")
 TOOL_CHOICES = ("auto", "any", "none", "tool")
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
 
 def _is_int(value: Any) -> bool:
@@ -57,6 +60,37 @@ def _check_tools(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_format(fmt: Any) -> str | None:
+    """`output_config.format`: `{"type": "json_schema", "schema": {...}}` (or null)."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, Mapping):
+        return "output_config.format: Input should be an object"
+    if fmt.get("type") != "json_schema":
+        return f"output_config.format.type: Input should be 'json_schema', got {fmt.get('type')!r}"
+    if "schema" not in fmt:
+        return "output_config.format.schema: Field required"
+    if not isinstance(fmt["schema"], Mapping):
+        return "output_config.format.schema: Input should be an object (a JSON Schema)"
+    problem = schema_problem(fmt["schema"])
+    return f"output_config.format.schema: {problem}" if problem else None
+
+
+def _check_output_config(body: Mapping[str, Any]) -> str | None:
+    config = body.get("output_config")
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        return "output_config: Input should be an object"
+    unknown = sorted(set(config) - {"format", "effort"})
+    if unknown:
+        return f"output_config.{unknown[0]}: Extra inputs are not permitted"
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        return f"output_config.effort: Input should be one of {', '.join(EFFORTS)}"
+    return _check_format(config.get("format"))
+
+
 def _check_optional(body: Mapping[str, Any]) -> str | None:
     for key in REJECTED_SAMPLING:
         if key in body:
@@ -70,7 +104,7 @@ def _check_optional(body: Mapping[str, Any]) -> str | None:
     stops = body.get("stop_sequences")
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
         return "stop_sequences: Input should be a valid list of strings"
-    return _check_tools(body)
+    return _check_tools(body) or _check_output_config(body)
 
 
 def check_count_tokens(body: Any) -> str | None:

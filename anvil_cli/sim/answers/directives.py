@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ MARK = "@sim{"
 _PATTERN = re.compile(r"@sim\{([^}]*)\}")
 _FAIL_STEP = re.compile(r"^\s*(\d{3})\s*[xX]\s*(\d+)\s*$")
 _STATUS = re.compile(r"^\s*(\d{3})\s*(spend)?\s*$")
+INVALID_ALWAYS = 1 << 30  # `invalid=always`: more invalid answers than any conversation has turns
 
 
 class DirectiveError(ValueError):
@@ -35,6 +37,9 @@ class Directives:
     for_model: str | None = None  # status/fail/drop apply only to requests for this model
     endpoint_off: str | None = None  # turn this simulated endpoint off (its calls are dropped)
     endpoint_on: str | None = None  # turn this simulated endpoint back on
+    invalid: int = 0  # answers invalid for their schema before a valid one (INVALID_ALWAYS: never valid)
+    score: float | None = None  # the value of every numeric `score` property of a structured answer
+    say: str | None = None  # the exact text of an answer without a schema
 
     def fail_status(self, attempt: int) -> int | None:
         """The status `fail=` asks for on `attempt` (1-based), or None once its steps are used up."""
@@ -74,6 +79,31 @@ def _apply_status(found: Directives, value: str) -> None:
     found.spend_cap = bool(match.group(2)) and found.status == 429
 
 
+def _apply_answer(found: Directives, key: str, value: str) -> None:
+    """The keys that shape what the answer says: `invalid`, `score`, `say`."""
+    if key == "invalid":
+        found.invalid = INVALID_ALWAYS if value == "always" else max(0, _int(key, value))
+    elif key == "score":
+        try:
+            found.score = float(value)
+        except ValueError:
+            raise DirectiveError(f"@sim{{score=...}} needs a number, got {value!r}") from None
+        if not math.isfinite(found.score):
+            raise DirectiveError(f"@sim{{score=...}} needs a finite number, got {value!r}")
+    else:
+        found.say = _unescaped(value)
+
+
+def _unescaped(value: str) -> str:
+    """`value` as written in the prompt: directives are read from the request's JSON text, where
+    a quote or a newline is escaped."""
+    try:
+        text = json.loads(f'"{value}"')
+    except json.JSONDecodeError:
+        return value
+    return text if isinstance(text, str) else value
+
+
 def _apply(found: Directives, key: str, value: str) -> None:
     if key == "fail":
         found.fail.extend(_parse_fail(value))
@@ -92,6 +122,8 @@ def _apply(found: Directives, key: str, value: str) -> None:
             raise DirectiveError(f"@sim{{latency_ms=...}} needs a number, got {value!r}") from None
     elif key in ("tool", "for_model", "endpoint_off", "endpoint_on"):
         setattr(found, key, value)
+    elif key in ("invalid", "score", "say"):
+        _apply_answer(found, key, value)
     else:
         raise DirectiveError(f"unknown @sim directive key {key!r}")
 

@@ -9,9 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from anvil_cli.policy.tokens import text_tokens
 from anvil_cli.sim.answers.caching import CachePlan
 from anvil_cli.sim.answers.directives import Directives
 from anvil_cli.sim.answers.schema_fill import fill
+from anvil_cli.sim.answers.structured import (
+    invalid_text,
+    is_judge,
+    requested_schema,
+    valid_text,
+    wants_invalid,
+)
 from anvil_cli.sim.digest import messages_digest
 
 WORDS = (
@@ -69,6 +77,8 @@ class Reply:
     content: list[dict[str, Any]]
     stop_reason: str
     output_tokens: int
+    structured: bool = False  # the request asked for a JSON schema
+    invalid: bool = False  # made invalid on purpose (`invalid=`, the invalid rate)
 
 
 def sample_output_tokens(mean: int, spread: float, rng: random.Random) -> int:
@@ -101,11 +111,17 @@ def tool_to_call(body: Mapping[str, Any], directives: Directives) -> Mapping[str
     choice = body.get("tool_choice") or {}
     if not tools or choice.get("type") == "none" or _has_tool_result(body["messages"]):
         return None
-    wanted = directives.tool or (choice.get("name") if choice.get("type") == "tool" else None)
+    wanted = answer_tool(body, directives) or (choice.get("name") if choice.get("type") == "tool" else None)
     for tool in tools:
         if wanted is None or tool.get("name") == wanted:
             return tool  # type: ignore[no-any-return]
     return None
+
+
+def answer_tool(body: Mapping[str, Any], directives: Directives) -> str | None:
+    """The tool `@sim{tool=...}` names, unless the request is a judge's (which quotes the job's
+    prompt, directives and all, and offers no tools)."""
+    return None if directives.tool is None or is_judge(body) else directives.tool
 
 
 def _tool_reply(
@@ -123,20 +139,52 @@ def _tool_reply(
     return Reply(content=[block], stop_reason="tool_use", output_tokens=max(1, min(wanted, max_tokens)))
 
 
+def _said_reply(text: str, directives: Directives, max_tokens: int) -> Reply:
+    """A text answer whose words are given: its output tokens follow the text (or
+    `output_tokens=`); past `max_tokens` it is cut there, as the API cuts an answer."""
+    wanted = directives.output_tokens or max(1, math.ceil(text_tokens(text)))
+    stop = "end_turn"
+    if wanted > max_tokens:
+        text = text[: len(text) * max_tokens // wanted]
+        wanted, stop = max_tokens, "max_tokens"
+    return Reply(content=[{"type": "text", "text": text}], stop_reason=stop, output_tokens=wanted)
+
+
 def compose(
-    body: Mapping[str, Any], directives: Directives, mean_tokens: int, spread: float, rng: random.Random
+    body: Mapping[str, Any],
+    directives: Directives,
+    mean_tokens: int,
+    spread: float,
+    rng: random.Random,
+    invalid_rate: float = 0.0,
+    seed: int = 0,
 ) -> Reply:
-    """The answer to `body`: a tool call when tools are offered and none was answered yet, else text."""
+    """The answer to `body`: a tool call when tools are offered and none was answered yet, else
+    text: JSON for the requested schema (valid unless asked otherwise: `structured.py`), the
+    `say=` text, or deterministic filler."""
     max_tokens = int(body["max_tokens"])
     tool = tool_to_call(body, directives)
     if tool is not None:
         return _tool_reply(tool, directives, max_tokens, rng)
+    schema = requested_schema(body)
+    invalid = (directives.invalid > 0 or invalid_rate > 0) and wants_invalid(
+        body, directives, invalid_rate, seed
+    )
+    if schema is not None:
+        digest = messages_digest(body["messages"])
+        text = invalid_text(schema, rng, digest) if invalid else valid_text(schema, rng, directives.score)
+        reply = _said_reply(text, directives, max_tokens)
+        reply.structured, reply.invalid = True, invalid
+        return reply
+    if directives.say is not None and not invalid and not is_judge(body):
+        return _said_reply(directives.say, directives, max_tokens)
     wanted = directives.output_tokens or sample_output_tokens(mean_tokens, spread, rng)
     stop = "end_turn"
     if wanted > max_tokens:
         wanted, stop = max_tokens, "max_tokens"
     text = answer_text(messages_digest(body["messages"]), wanted, rng)
-    return Reply(content=[{"type": "text", "text": text}], stop_reason=stop, output_tokens=wanted)
+    content = [{"type": "text", "text": text}]
+    return Reply(content=content, stop_reason=stop, output_tokens=wanted, invalid=invalid)
 
 
 def usage(plan: CachePlan, output_tokens: int) -> dict[str, Any]:
