@@ -121,11 +121,16 @@ def _print_json(summary: BatchSummary, problems: ProblemLog, warnings: list[Prob
 def _print_summary(summary: BatchSummary) -> None:
     """Plain text where user text goes (a path or a model id may hold `[/bold]`)."""
     console = out_console()
+    variants = len(summary.per_variant)
+    times = f" ({summary.base_jobs} × {variants} variant{'s' if variants != 1 else ''})" if variants else ""
     console.print(
         Text.assemble(
-            ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), " jobs, valid"
+            ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), f" jobs{times}, valid"
         )
     )
+    if variants:
+        listed = ", ".join(f"{plain(name)} {count}" for name, count in summary.per_variant.items())
+        console.print(f"variants: {listed}", markup=False)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("model")
     table.add_column("jobs", justify="right")

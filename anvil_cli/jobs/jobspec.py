@@ -159,7 +159,7 @@ class JobFactory:
         messages = _content(raw, ck)
         job = _assemble(raw, defaults or {}, ck, seq, messages, self.answer_keys(raw, defaults or {}, ck))
         if not ck.problems:
-            _check_context(job, ck, "prompt" if "prompt" in raw else "messages")
+            check_context(job, ck, "prompt" if "prompt" in raw else "messages")
         if ck.problems:
             ck.problems.sort(key=lambda p: p.line or 0)  # in file order within the job
             return ck.problems
@@ -221,11 +221,11 @@ class JobFactory:
             line=line,
         )
         if not ck.problems:
-            _check_context(job, ck, "params.messages")
+            check_context(job, ck, "params.messages")
         return ck.problems if ck.problems else job
 
 
-def _check_context(job: Job, ck: Checker, field: str) -> None:
+def check_context(job: Job, ck: Checker, field: str) -> None:
     """A request past its model's context window fails at once with the API's 400: say so now."""
     problem = ck.models.context_problem(job.model, estimate_input_tokens(job.request()))
     if problem is not None:

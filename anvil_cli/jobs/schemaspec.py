@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -36,14 +36,13 @@ class SchemaReader:
             return None
         if isinstance(value, dict) and FILE_KEY in value:
             return self._from_file(value, ck, field)
-        if value is self._last_ok:
-            return value
-        problem = schema_problem(value)
-        if problem is not None:
-            ck.fail(_where(value, field), problem)
-            return None
-        self._last_ok = value
-        return value
+        if value is not self._last_ok:
+            problem = schema_problem(value)
+            if problem is not None:
+                ck.fail(_where(value, field), problem)
+                return None
+            self._last_ok = value
+        return cast(dict[str, Any], value)
 
     def _from_file(self, value: dict[str, Any], ck: Checker, field: str) -> dict[str, Any] | None:
         where = f"{field}.{FILE_KEY}"

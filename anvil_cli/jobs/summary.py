@@ -21,9 +21,15 @@ class BatchSummary:
     jobs: int = 0
     per_model: Counter[str] = field(default_factory=Counter)
     per_priority: Counter[str] = field(default_factory=Counter)
+    per_variant: Counter[str] = field(default_factory=Counter)  # with `variants:` only
     estimated_input_tokens: int = 0  # a local estimate (~4 characters a token), not a count
     problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
     problem_count: int = 0  # all of them
+
+    @property
+    def base_jobs(self) -> int:
+        """The jobs as written, before `variants:` multiplied them."""
+        return max(self.per_variant.values()) if self.per_variant else self.jobs
 
     @property
     def ok(self) -> bool:
@@ -31,7 +37,7 @@ class BatchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (for `anvil validate --json`)."""
-        return {
+        data: dict[str, Any] = {
             "path": self.path,
             "ok": self.ok,
             "jobs": self.jobs,
@@ -41,6 +47,10 @@ class BatchSummary:
             "problems": [problem_dict(p) for p in self.problems],
             "problem_count": self.problem_count,
         }
+        if self.per_variant:  # absent without `variants:`, so existing readers see the same JSON
+            data["base_jobs"] = self.base_jobs
+            data["per_variant"] = dict(self.per_variant)
+        return data
 
 
 def problem_dict(problem: Problem) -> dict[str, Any]:
@@ -67,6 +77,8 @@ def summarize_batch(path: Path, *, extra_models: Collection[str] = ()) -> BatchS
             continue
         summary.jobs += 1
         summary.per_model[item.model] += 1
+        if item.variant is not None:
+            summary.per_variant[item.variant] += 1
         priority_order[item.priority.label] += 1
         summary.estimated_input_tokens += estimate_input_tokens(item.request())
     summary.problems, summary.problem_count = problems.kept, problems.total

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ INPUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 # width would let a short template build an enormous prompt.
 MAX_FORMAT_WIDTH = 1_000
 Item = Job | Problem
+Expand = Callable[[Job, dict[str, Any], str], Iterator[Item]]  # a job → its variants
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ class _Plan:
     id_field: str | None
 
 
-def iter_templated(spec: TemplateSpec, defaults: dict[str, Any], factory: JobFactory) -> Iterator[Item]:
-    """Check the template once, then build one job per input row."""
+def iter_templated(
+    spec: TemplateSpec, defaults: dict[str, Any], factory: JobFactory, expand: Expand | None = None
+) -> Iterator[Item]:
+    """Check the template once, then build one job per input row (one per variant with `expand`)."""
     plan, problems = _plan(spec, defaults, factory)
     if problems or plan is None:
         yield from problems
@@ -68,7 +71,7 @@ def iter_templated(spec: TemplateSpec, defaults: dict[str, Any], factory: JobFac
         if isinstance(row, Problem):
             yield row
         else:
-            yield from _row_job(plan, row, label, factory)
+            yield from _row_job(plan, row, label, factory, expand)
 
 
 def _plan(
@@ -195,7 +198,7 @@ def _inputs_path(spec: TemplateSpec, problems: list[Problem]) -> Path | None:
     return path
 
 
-def _row_job(plan: _Plan, row: Row, label: str, factory: JobFactory) -> Iterator[Item]:
+def _row_job(plan: _Plan, row: Row, label: str, factory: JobFactory, expand: Expand | None) -> Iterator[Item]:
     raw = dict(plan.base)
     for key, text in plan.texts.items():
         if _filled_size(text, row.values) > MAX_REQUEST_BYTES:
@@ -213,7 +216,9 @@ def _row_job(plan: _Plan, row: Row, label: str, factory: JobFactory) -> Iterator
     if plan.id_field is not None:
         raw["id"] = row.values.get(plan.id_field)
     result = factory.anvil_job(raw, file=label, line=row.line)
-    if isinstance(result, Job):
+    if not isinstance(result, Job):
+        yield from result
+    elif expand is None:
         yield result
     else:
-        yield from result
+        yield from expand(result, raw, label)

@@ -1,7 +1,7 @@
 """YAML batches, streamed: the `jobs:` list is read one item at a time, so memory stays flat.
 
-Top-level keys: `defaults:` (must come before `jobs:`), `jobs:`, or `template:` + `inputs:`
-(+ `id_field:`) for a templated batch, and an optional free-text `description:`.
+Top-level keys: `defaults:` and `variants:` (both before `jobs:`), `jobs:`, or `template:` +
+`inputs:` (+ `id_field:`) for a templated batch, and an optional free-text `description:`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from yaml.events import (
     SequenceStartEvent,
     StreamEndEvent,
 )
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from anvil_cli.errors import Problem
 from anvil_cli.input_limits import short_repr
@@ -28,6 +28,7 @@ from anvil_cli.jobs.fields import unknown_key
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.jobspec import JobFactory
 from anvil_cli.jobs.templated import TemplateSpec, iter_templated
+from anvil_cli.jobs.variants import Expander, read_variants
 from anvil_cli.yamlpos import (
     NodeLoader,
     error_position,
@@ -40,7 +41,9 @@ from anvil_cli.yamlpos import (
     walk_lines,
 )
 
-TOP_KEYS = ("defaults", "jobs", "template", "inputs", "id_field", "description")
+TOP_KEYS = ("defaults", "variants", "jobs", "template", "inputs", "id_field", "description")
+DEEP_KEYS = ("output_schema", "checks")  # a job's keys whose problems can sit deep inside them
+DEEP_LEVELS = 8
 Item = Job | Problem
 
 
@@ -73,6 +76,7 @@ class _Document:
     defaults: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    expander: Expander | None = None
 
     def items(self) -> Iterator[Item]:
         loader = self.loader
@@ -114,18 +118,23 @@ class _Document:
         elif key == "jobs":
             got = "nothing" if node.tag.endswith(":null") else f"a {node_kind(node)}"
             yield Problem(self.label, f"expected a list of jobs, got {got}", line=line, field=key)
-        elif key == "defaults":
-            yield from self._defaults(node, line)
+        elif key in ("defaults", "variants"):
+            yield from self._section(key, node, line)
         else:
             self.nodes[key] = node
 
-    def _defaults(self, node: Node, line: int) -> Iterator[Item]:
+    def _section(self, key: str, node: Node, line: int) -> Iterator[Item]:
         if "jobs" in self.seen:
-            msg = f"'defaults:' must come before 'jobs:' (line {self.seen['jobs']}); move it up"
-            yield Problem(self.label, msg, line=line, field="defaults")
+            msg = f"'{key}:' must come before 'jobs:' (line {self.seen['jobs']}); move it up"
+            yield Problem(self.label, msg, line=line, field=key)
             return
-        lines = {p: ln for p, ln, _ in walk_lines(node, 6, prefix="defaults")}
+        lines = {p: ln for p, ln, _ in walk_lines(node, DEEP_LEVELS, prefix=key)}
         raw = to_python(self.loader, node)
+        if key == "variants":
+            variants, problems = read_variants(raw, self.factory, file=self.label, line=line, lines=lines)
+            self.expander = Expander(variants, self.factory) if variants and not problems else None
+            yield from problems
+            return
         self.defaults, problems = self.factory.check_section(
             raw, file=self.label, line=line, lines=lines, section="defaults"
         )
@@ -146,6 +155,8 @@ class _Document:
             if first is not None:
                 msg = f"duplicate key (first at line {first}); remove one"
                 yield Problem(label, msg, line=line, field=path)
+        if isinstance(node, MappingNode) and any(k in lines for k in DEEP_KEYS):
+            _deep_lines(node, lines)
         try:
             raw = to_python(self.loader, node)
         except ConstructorError as exc:  # this job only (`!!float abc`): the next one can be read
@@ -154,10 +165,12 @@ class _Document:
             yield Problem(label, pos.message, line=pos.line, column=pos.column)
             return
         result = factory.anvil_job(raw, file=label, line=line_of(node), lines=lines, defaults=self.defaults)
-        if isinstance(result, Job):
+        if not isinstance(result, Job):
+            yield from result
+        elif self.expander is None:
             yield result
         else:
-            yield from result
+            yield from self.expander.expand(result, raw, label)
 
     def _finish(self) -> Iterator[Item]:
         template_keys = [k for k in ("template", "inputs", "id_field") if k in self.nodes]
@@ -168,7 +181,8 @@ class _Document:
             msg = "a batch has either 'jobs:' or 'template:' with 'inputs:', not both"
             yield Problem(self.label, msg, line=self.seen[key], field=key)
             return
-        yield from iter_templated(self._template_spec(), self.defaults, self.factory)
+        expand = self.expander.expand if self.expander is not None else None
+        yield from iter_templated(self._template_spec(), self.defaults, self.factory, expand)
 
     def _template_spec(self) -> TemplateSpec:
         def value(key: str) -> Any:
@@ -191,3 +205,11 @@ class _Document:
             id_field=value("id_field"),
             key_lines=self.seen,
         )
+
+
+def _deep_lines(node: MappingNode, lines: dict[str, int]) -> None:
+    """The lines inside a job's output schema and checks, past the usual depth."""
+    for key_node, value_node in node.value:
+        key = key_text(key_node)
+        if key in DEEP_KEYS:
+            lines.update((p, ln) for p, ln, _ in walk_lines(value_node, DEEP_LEVELS, prefix=key))
