@@ -208,3 +208,66 @@ def test_a_follow_up_reads_back_from_its_journal_json_as_it_was() -> None:
     assert back.reasks == 1 and back.reask_cost_usd == 0.5 and back.cost_usd == 0.75
     assert back.usage is not None and back.usage.output_tokens == 10
     assert [a.purpose for a in back.attempt_log] == [None, "reask"]
+
+
+@pytest.mark.slow
+def test_batches_mode_ends_with_the_valid_set_messages_mode_gives(tmp_path: Path) -> None:
+    jobs = _schema_jobs(10, {1, 6})  # re-asked once, then valid
+    jobs[8]["prompt"] = "@sim{invalid=always} city 8"  # never valid
+    ends: dict[str, dict[str, tuple[str, int]]] = {}
+    with _sim(25).start_thread() as sim:
+        for mode in ("batches", "messages"):
+            where = tmp_path / mode
+            where.mkdir()
+            batch = write_jobs(where / "b.jsonl", jobs)
+            config = write_config(
+                where / "anvil.yaml", sim.base_url, batches=FAST_BATCHES, cache={"enabled": False}
+            )
+            run_inprocess(config, batch, where / "out.jsonl", mode=mode)
+            ends[mode] = {
+                r["id"]: (r["status"], r["checks"]["reasks"]) for r in read_results(where / "out.jsonl")
+            }
+    assert ends["batches"] == ends["messages"]
+    assert {i for i, (status, _) in ends["batches"].items() if status == "failed"} == {"c8"}
+    assert {i for i, (_, reasks) in ends["batches"].items() if reasks} == {"c1", "c6", "c8"}
+
+
+def test_each_judge_of_a_job_answers_in_turn_and_one_that_fails_fails_only_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = [
+        {"name": "real", "judge": {"rubric": "Names a real city.", "scale": [1, 10]}},
+        {"name": "broken", "judge": {"rubric": "A rubric never answered.", "scale": [1, 10]}},
+    ]
+    original = Batches.create
+    sent: list[dict[str, Any]] = []
+
+    def broken_judge_refused(self: Batches, **kwargs: Any) -> Any:
+        for request in kwargs["requests"]:
+            params = request["params"]
+            sent.append(params)
+            if "never answered" in json.dumps(params["messages"]):  # the simulator errors it
+                params["messages"] = [{"role": "user", "content": "@sim{no_such_directive=1}"}]
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Batches, "create", broken_judge_refused)
+    with _sim(26).start_thread() as sim:
+        batch = write_jobs(
+            tmp_path / "b.jsonl", [{"id": "j", "prompt": "@sim{score=9} a city", "checks": checks}]
+        )
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+    batches, rows = _rows(tmp_path / ".anvil", report.run_id)
+    assert len(batches) == 5  # the answer, the first judge, the second judge submitted 3 times
+    assert all(b.worst_usd > 0 for b in batches)  # each held against the budget
+    judge = sent[1]
+    assert judge["model"] == "claude-haiku-4-5" and judge["max_tokens"] == 512
+    assert judge["output_config"]["format"]["type"] == "json_schema"
+    assert "a city" in judge["messages"][0]["content"]
+    line = read_results(out)[0]
+    real, broken = line["checks"]["results"]
+    assert real["name"] == "real" and real["passed"] and real["value"] == 9
+    assert broken["name"] == "broken" and not broken["passed"] and "judge's call failed" in broken["detail"]
+    assert line["status"] == "succeeded" and not line["checks"]["passed"]
+    assert [a.get("purpose") for a in rows["j"]["attempt_log"]] == [None, "judge"]
