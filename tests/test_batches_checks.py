@@ -271,3 +271,38 @@ def test_each_judge_of_a_job_answers_in_turn_and_one_that_fails_fails_only_its_c
     assert broken["name"] == "broken" and not broken["passed"] and "judge's call failed" in broken["detail"]
     assert line["status"] == "succeeded" and not line["checks"]["passed"]
     assert [a.get("purpose") for a in rows["j"]["attempt_log"]] == [None, "judge"]
+
+
+def test_a_re_ask_never_accepted_by_the_api_fails_the_job_keeping_what_it_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Batches.create
+
+    def refuse_re_asks(self: Batches, **kwargs: Any) -> Any:
+        if any(len(r["params"]["messages"]) > 1 for r in kwargs["requests"]):
+            request = httpx2.Request("POST", "http://sim/v1/messages/batches")
+            raise anthropic.InternalServerError(
+                "overloaded",
+                response=httpx2.Response(500, request=request),
+                body={"type": "error", "error": {"type": "api_error", "message": "try later"}},
+            )
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Batches, "create", refuse_re_asks)
+    with _sim(27).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", _schema_jobs(2, {1}))
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
+        assert sim.stats()["batches_created"] == 1, report.summary
+        assert report.exit_code == ExitCode.JOBS_FAILED, (report.summary, report.message)
+    results = {r["id"]: r for r in read_results(out)}
+    bad = results["c1"]
+    assert results["c0"]["status"] == "succeeded" and bad["status"] == "failed"
+    assert bad["error"]["type"] == "batch_error" and "gave up after" in bad["error"]["message"]
+    assert bad["output"] and bad["cost_usd"] > 0  # the invalid answer, paid for, kept
+    assert bad["checks"]["reasks"] == 1 and bad["checks"]["results"][0]["name"] == "schema"
+    assert not bad["checks"]["results"][0]["passed"]
+    with Journal.open(tmp_path / ".anvil") as journal:
+        assert journal.totals(report.run_id)["cost_usd"] == pytest.approx(
+            results["c0"]["cost_usd"] + bad["cost_usd"]
+        )

@@ -29,7 +29,7 @@ from anvil_cli.jobs.job import Job
 from anvil_cli.policy.checks.evaluate import evaluate_all
 from anvil_cli.policy.checks.judge import failed_judgement, judge_model, read_judgement
 from anvil_cli.policy.checks.record import CheckRecord, CheckResult
-from anvil_cli.policy.checks.schema import check_answer, reask_message
+from anvil_cli.policy.checks.schema import SchemaVerdict, check_answer, reask_message
 from anvil_cli.policy.checks.spec import specs_of
 from anvil_cli.policy.pricing.pricer import Pricer
 
@@ -91,8 +91,14 @@ class Checking:
         (what was asked and paid before is kept); a judge fails its check and the job goes on."""
         job = Job.from_record(job_row["job"])
         index = followup.next_judge() if followup.stage == JUDGE else None
-        if index is None:
-            self._fail(job_row, followup, followup.model or prepare_request(job, self.settings).model, error)
+        if index is None:  # a re-ask: the job's last answer and its schema error are kept
+            said = [t["content"] for t in followup.turns if t.get("role") == "assistant"]
+            last = replace(
+                followup,
+                answer=followup.answer if followup.answer is not None else (said[-1] if said else None),
+                schema_result=followup.schema_result or SchemaVerdict(error=followup.error).as_check(),
+            )
+            self._fail(job_row, last, prepare_request(job, self.settings).model, error)
             return
         spec = specs_of(job.checks)[index]
         model = judge_model(spec, self.settings.checks.judge_model)

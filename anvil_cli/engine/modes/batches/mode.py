@@ -126,6 +126,8 @@ class BatchesRun:
         open_rows = ctx.journal.batches(ctx.run_id, OPEN)
         if open_rows:
             return None, self._poll(open_rows)
+        if self.trouble.troubled:  # a create refused (jobs back to pending): round again
+            return None, False
         if self.steer.stopping:
             return self.steer.end(), False
         if self.budget.denied:
