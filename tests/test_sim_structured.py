@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import pydantic
 import pytest
 from anthropic import AsyncAnthropicBedrock, AsyncAnthropicFoundry, AsyncAnthropicVertex
 from typer.testing import CliRunner
@@ -237,11 +238,12 @@ def test_a_judge_quoting_the_prompt_grades_validly(client: anthropic.Anthropic) 
     """The judge's request quotes the job's prompt, `invalid=` and `tool=` included: they are the
     job's, so the judge still answers a valid grade, with the `score=` the prompt sets."""
     spec = CheckSpec("quality", "judge", {"rubric": "is it good", "scale": [1, 5]})
-    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello}")
+    job = user("write a poem @sim{invalid=always, score=2, tool=look, say=hello, output_tokens=5000}")
     answer = text_of(ask(client, user("write a poem"), None))
     request = judge_request(spec, HAIKU, question_of(job), answer)
     reply = client.messages.create(**request, output_config=fmt(grade_schema(spec)))
     result = read_judgement(spec, HAIKU, text_of(reply))
+    assert reply.stop_reason == "end_turn" and reply.usage.output_tokens < 50
     assert result.value == 2 and result.passed is False and result.detail
     high = judge_request(spec, HAIKU, question_of(user("@sim{score=5}")), answer)
     assert read_judgement(
@@ -408,3 +410,23 @@ def test_stats_count_structured_and_invalid_answers(client: anthropic.Anthropic,
     ask(client, user("c"), None)
     stats = sim.stats()
     assert (stats["structured"], stats["invalid_answers"], stats["successes"]) == (2, 1, 3)
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+    tags: list[str]
+    address: Address | None
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip_code: str
+
+
+def test_the_sdks_parse_helper_reads_the_answer(client: anthropic.Anthropic) -> None:
+    """`messages.parse(output_format=Model)`: the SDK's own schema ($defs, anyOf with null) and
+    its own reading of the answer into the model."""
+    Person.model_rebuild()
+    parsed = client.messages.parse(model=HAIKU, max_tokens=400, messages=user("who"), output_format=Person)
+    assert isinstance(parsed.parsed_output, Person)

@@ -11,8 +11,9 @@ from typing import Any
 from anvil_cli.policy.pricing.table import model_class
 from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.sim.answers.caching import CachePlan, PromptCache
-from anvil_cli.sim.answers.directives import DirectiveError, Directives, request_directives
-from anvil_cli.sim.answers.responses import answer_tool, compose, message
+from anvil_cli.sim.answers.directives import NONE, DirectiveError, Directives, request_directives
+from anvil_cli.sim.answers.responses import compose, message
+from anvil_cli.sim.answers.structured import is_judge
 from anvil_cli.sim.config import SimConfig, check_endpoints, endpoint_config, limits_config
 from anvil_cli.sim.digest import request_digest
 from anvil_cli.sim.errors import SPEND_CAP_CODE
@@ -210,12 +211,13 @@ class SimCore:
             directives = request_directives(body, may_have_directives)
         except DirectiveError as exc:
             return _error(400, str(exc))
+        if directives is not NONE and is_judge(body):
+            directives = directives.for_judge()
         problem = self._throw_switches(directives)
         if problem is not None:
             return _error(400, problem)
-        tool = answer_tool(body, directives)
-        if tool is not None and not _offers_tool(body, tool):
-            return _error(400, f"@sim{{tool={tool}}} names a tool the request does not offer")
+        if directives.tool is not None and not _offers_tool(body, directives.tool):
+            return _error(400, f"@sim{{tool={directives.tool}}} names a tool the request does not offer")
         digest = request_digest(body)
         attempt = self._next_attempt(digest)
         injected = None

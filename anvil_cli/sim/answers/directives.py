@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 MARK = "@sim{"
@@ -40,6 +40,12 @@ class Directives:
     invalid: int = 0  # answers invalid for their schema before a valid one (INVALID_ALWAYS: never valid)
     score: float | None = None  # the value of every numeric `score` property of a structured answer
     say: str | None = None  # the exact text of an answer without a schema
+
+    def for_judge(self) -> Directives:
+        """These directives as a judge's request obeys them: it quotes the job's prompt, so the
+        keys about the job's own answer (`invalid`, `say`, `tool`, `output_tokens`,
+        `input_tokens`) are the job's, not the judge's; the rest apply, `score` sets its grade."""
+        return replace(self, invalid=0, say=None, tool=None, output_tokens=None, input_tokens=None)
 
     def fail_status(self, attempt: int) -> int | None:
         """The status `fail=` asks for on `attempt` (1-based), or None once its steps are used up."""

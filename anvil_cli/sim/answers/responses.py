@@ -15,7 +15,6 @@ from anvil_cli.sim.answers.directives import Directives
 from anvil_cli.sim.answers.schema_fill import fill
 from anvil_cli.sim.answers.structured import (
     invalid_text,
-    is_judge,
     requested_schema,
     valid_text,
     wants_invalid,
@@ -111,17 +110,11 @@ def tool_to_call(body: Mapping[str, Any], directives: Directives) -> Mapping[str
     choice = body.get("tool_choice") or {}
     if not tools or choice.get("type") == "none" or _has_tool_result(body["messages"]):
         return None
-    wanted = answer_tool(body, directives) or (choice.get("name") if choice.get("type") == "tool" else None)
+    wanted = directives.tool or (choice.get("name") if choice.get("type") == "tool" else None)
     for tool in tools:
         if wanted is None or tool.get("name") == wanted:
             return tool  # type: ignore[no-any-return]
     return None
-
-
-def answer_tool(body: Mapping[str, Any], directives: Directives) -> str | None:
-    """The tool `@sim{tool=...}` names, unless the request is a judge's (which quotes the job's
-    prompt, directives and all, and offers no tools)."""
-    return None if directives.tool is None or is_judge(body) else directives.tool
 
 
 def _tool_reply(
@@ -176,7 +169,7 @@ def compose(
         reply = _said_reply(text, directives, max_tokens)
         reply.structured, reply.invalid = True, invalid
         return reply
-    if directives.say is not None and not invalid and not is_judge(body):
+    if directives.say is not None and not invalid:
         return _said_reply(directives.say, directives, max_tokens)
     wanted = directives.output_tokens or sample_output_tokens(mean_tokens, spread, rng)
     stop = "end_turn"

@@ -7,9 +7,8 @@ format is not sent natively). An answer is invalid while the conversation has fe
 than `@sim{invalid=N}` asks (answers = assistant turns that call no tool: a tool call is not an
 answer), or when it is the first answer of a conversation the simulator's `invalid_rate` drew.
 A judge's request (its system prompt is `policy.checks.judge.SYSTEM`) quotes the job's prompt,
-directives included: `invalid`, `say` and `tool` are about the job's own answer and are
-ignored there, and the invalid rate never draws a judge; `score` is what a judge's answer is
-for."""
+directives included: `Directives.for_judge` drops those about the job's own answer, and the
+invalid rate never draws a judge; `score` is what a judge's answer is for."""
 
 from __future__ import annotations
 
