@@ -390,3 +390,25 @@ def test_template_problems_name_the_batch_file(tmp_path: Path) -> None:
         jobs_of(path)
     (problem,) = caught.value.problems
     assert (problem.file, problem.line, problem.field) == (str(path), 4, "template.checks[0].regex")
+
+
+def test_an_inline_schema_repeated_on_every_line_is_checked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[Any] = []
+    real = schemaspec.schema_problem
+
+    def counting(schema: Any) -> str | None:
+        checked.append(schema)
+        return real(schema)
+
+    monkeypatch.setattr(schemaspec, "schema_problem", counting)
+    bad = {"type": "intx"}
+    lines = [{"prompt": "q", "output_schema": SCHEMA if i not in (3, 5) else bad} for i in range(6)]
+    path = write(tmp_path, "\n".join(json.dumps(x) for x in lines) + "\n", "batch.jsonl")
+    items = list(iter_batch(path))
+    assert [type(i).__name__ for i in items] == ["Job", "Job", "Job", "Problem", "Job", "Problem"]
+    assert checked == [SCHEMA, bad]  # each distinct schema once; the bad one reported at each line
+    for item, line in ((items[3], 4), (items[5], 6)):
+        assert isinstance(item, Problem) and (item.line, item.field) == (line, "output_schema.type")
+        assert "not a valid JSON Schema" in item.message

@@ -195,3 +195,17 @@ def test_validate_reports_a_bad_variant(tmp_path: Path, monkeypatch: pytest.Monk
     assert (
         f"{path}:3: field 'variants[0].prompt': a variant's prompt must include {{prompt}}" in result.stderr
     )
+
+
+def test_a_long_id_with_its_variant_is_refused(tmp_path: Path) -> None:
+    long_id = "x" * 250
+    path = write(tmp_path, f"variants:\n  - name: variant\njobs:\n  - id: {long_id}\n    prompt: q\n")
+    (problem,) = problems_of(path)
+    assert (problem.line, problem.field) == (4, "id")
+    assert "longer than 256 characters (258) with its variant's name added" in problem.message
+
+
+def test_a_name_with_a_newline_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'variants:\n  - name: "a\\n"\njobs:\n  - prompt: q\n')
+    (problem,) = problems_of(path)
+    assert problem.field == "variants[0].name"

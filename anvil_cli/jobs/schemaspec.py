@@ -21,6 +21,7 @@ from anvil_cli.yamlpos import NodeLoader, error_position, to_python
 
 FILE_KEY = "$file"
 JSON_SUFFIXES = (".json",)
+MAX_REMEMBERED = 256  # distinct inline schemas remembered per batch
 
 
 class SchemaReader:
@@ -30,19 +31,37 @@ class SchemaReader:
         self.base_dir = base_dir
         self._files: dict[Path, tuple[dict[str, Any] | None, str | None]] = {}
         self._last_ok: Any = None  # the last inline schema found valid (shared by many jobs)
+        # inline schemas seen, as canonical JSON → (problem, where in the schema) or None when
+        # valid: checking one takes ~2 ms, and a JSONL batch written by a program repeats the
+        # same schema on each of its 100,000 lines
+        self._seen: dict[str, tuple[str, str] | None] = {}
 
     def __call__(self, value: Any, ck: Checker, field: str = "output_schema") -> dict[str, Any] | None:
         if value is None:
             return None
         if isinstance(value, dict) and FILE_KEY in value:
             return self._from_file(value, ck, field)
-        if value is not self._last_ok:
+        if value is self._last_ok:
+            return cast(dict[str, Any], value)
+        key = _canonical(value)
+        if key is not None and key in self._seen:
+            found = self._seen[key]
+        else:
             problem = schema_problem(value)
-            if problem is not None:
-                ck.fail(_where(value, field), problem)
-                return None
-            self._last_ok = value
+            found = None if problem is None else (problem, _where(value))
+            self._remember(key, found)
+        if found is not None:
+            ck.fail(field + found[1], found[0])
+            return None
+        self._last_ok = value
         return cast(dict[str, Any], value)
+
+    def _remember(self, key: str | None, found: tuple[str, str] | None) -> None:
+        if key is None:
+            return
+        if len(self._seen) >= MAX_REMEMBERED:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = found
 
     def _from_file(self, value: dict[str, Any], ck: Checker, field: str) -> dict[str, Any] | None:
         where = f"{field}.{FILE_KEY}"
@@ -70,16 +89,23 @@ class SchemaReader:
         return schema
 
 
-def _where(schema: Any, field: str) -> str:
-    """`field` and the path inside the schema where the metaschema finds it wrong."""
+def _canonical(value: Any) -> str | None:
+    """`value` as canonical JSON (a cache key), or None when it has none (a non-text key)."""
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _where(schema: Any) -> str:
+    """Where in `schema` the metaschema finds it wrong, as a field suffix (`.properties.x.type`)."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        parts = [str(p) for p in exc.absolute_path]
-        return ".".join([field, *parts]) if parts else field
+        return "".join(f".{p}" for p in exc.absolute_path)
     except Exception:  # a field name is a nicety; the problem itself is reported
-        return field
-    return field
+        return ""
+    return ""
 
 
 def _load(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anvil_cli.errors import Problem
-from anvil_cli.input_limits import MAX_REQUEST_BYTES, short_repr
+from anvil_cli.input_limits import MAX_REQUEST_BYTES, id_problem, short_repr
 from anvil_cli.jobs.checkspec import check_checks
 from anvil_cli.jobs.fields import (
     Checker,
@@ -83,7 +83,7 @@ def _variant(entry: Any, ck: Checker, factory: JobFactory, field: str) -> Varian
         if key not in VARIANT_KEYS:
             ck.fail(f"{field}.{key}", unknown_key(str(key), VARIANT_KEYS))
     name = entry.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         shown = "missing" if name is None else f"got {short_repr(name)}"
         ck.fail(f"{field}.name", f"a variant needs a name matching ^[A-Za-z0-9_.-]{{1,32}}$; {shown}")
     checks: dict[str, Callable[[Any, Checker, str], Any]] = {
@@ -148,6 +148,9 @@ class Expander:
         ck = Checker(file, job.line, self.factory.models)
         ck.job_id = f"{job.id}@{variant.name}"
         self.factory.register(ck.job_id, ck, "id")
+        problem = id_problem(ck.job_id)
+        if problem is not None:
+            ck.fail("id", f"{problem} with its variant's name added")
         fields: dict[str, Any] = {k: v for k, v in variant.overrides.items() if k != "metadata"}
         if "metadata" in variant.overrides:
             fields["metadata"] = {**job.metadata, **variant.overrides["metadata"]}
