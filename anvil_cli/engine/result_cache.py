@@ -1,8 +1,12 @@
 """The result cache: an identical request is answered from `state_dir/cache.sqlite` at no cost.
 
 "Identical" means the same model, every parameter and the same messages: the key is the
-sha256 of the request's canonical JSON. Only successful answers are stored. Several worker
-processes share the file (SQLite WAL); each process uses one connection behind a lock.
+sha256 of the request's canonical JSON (a job's output schema is part of its request, so of
+the key). Only successful answers are stored. Several worker processes share the file (SQLite
+WAL); each process uses one connection behind a lock.
+
+Checks are not stored: a cached answer is checked again as a fresh one is, by the checks the
+batch has now (engine/worker/answers.py: its schema, its deterministic checks, its judges' calls).
 """
 
 from __future__ import annotations

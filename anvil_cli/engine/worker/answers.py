@@ -178,7 +178,8 @@ class AnswerChecker:
             message = await self.converse(judge)
         except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
             info = classify(exc)
-            why = f"{info.type} ({info.status_code}): {self.redact(info.message)}"
+            status = f" ({info.status_code})" if info.status_code is not None else ""
+            why = f"{info.type}{status}: {self.redact(info.message)}"
             return failed_judgement(spec, judge.model, why)
         return read_judgement(spec, judge.model, text_of(message))
 
