@@ -306,3 +306,42 @@ def test_a_re_ask_never_accepted_by_the_api_fails_the_job_keeping_what_it_paid(
         assert journal.totals(report.run_id)["cost_usd"] == pytest.approx(
             results["c0"]["cost_usd"] + bad["cost_usd"]
         )
+
+
+@pytest.mark.slow
+def test_a_follow_up_left_behind_by_messages_mode_is_not_resumed_after_retry_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches mode stops with a re-ask pending; messages mode then settles the job (it fails,
+    never valid); `--retry-failed` in batches mode asks it afresh, not from the stale re-ask."""
+    original = Batches.create
+    first_messages: list[int] = []
+
+    def refuse_the_second(self: Batches, **kwargs: Any) -> Any:
+        first_messages.append(len(kwargs["requests"][0]["params"]["messages"]))
+        if len(first_messages) == 2:
+            request = httpx2.Request("POST", "http://sim/v1/messages/batches")
+            raise anthropic.PermissionDeniedError(
+                "forbidden",
+                response=httpx2.Response(403, request=request),
+                body={"type": "error", "error": {"type": "permission_error", "message": "key revoked"}},
+            )
+        return original(self, **kwargs)
+
+    jobs = _schema_jobs(1, {0}, times=0)
+    jobs[0]["prompt"] = "@sim{invalid=always} city 0"
+    monkeypatch.setattr(Batches, "create", refuse_the_second)
+    with _sim(28).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        config = _config(tmp_path, sim.base_url, checks={"max_reasks": 1})
+        out = tmp_path / "out.jsonl"
+        stopped = run_inprocess(config, batch, out, mode="batches")
+        assert stopped.exit_code == ExitCode.STOPPED, stopped.summary
+        settled = run_inprocess(config, batch, out, mode="messages")
+        assert settled.exit_code == ExitCode.JOBS_FAILED, settled.summary
+        again = run_inprocess(config, batch, out, mode="batches", retry_failed=True)
+        assert again.exit_code == ExitCode.JOBS_FAILED, again.summary
+    assert first_messages == [1, 3, 1, 3]  # afresh: the answer alone, then its one re-ask
+    _, rows = _rows(tmp_path / ".anvil", again.run_id)
+    assert [a.get("purpose") for a in rows["c0"]["attempt_log"]] == [None, "reask"]
+    assert rows["c0"]["error"]["type"] == "invalid_output"

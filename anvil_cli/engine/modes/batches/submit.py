@@ -104,6 +104,11 @@ class Submitter:
         """The batch item of a pending job (or of its follow-up); None when it was settled here
         (cache hit, gave up)."""
         ctx = self.ctx
+        if followup is not None and dispatches < followup.since:
+            # left by a run that settled the job otherwise (messages mode), then --retry-failed
+            # cleared its submissions: the job starts afresh
+            ctx.journal.set_followup(ctx.run_id, job.seq, None)
+            followup = None
         item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag, followup)
         if isinstance(item, JobResult):
             self.ingest.record(item)
