@@ -14,6 +14,7 @@ import pytest
 from anthropic.resources.messages.batches import Batches
 
 from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.modes.batches.ids import run_tag
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import read_results, run_inprocess, write_config, write_jobs
@@ -200,9 +201,9 @@ def test_a_follow_up_reads_back_from_its_journal_json_as_it_was() -> None:
     spec = CheckSpec("j", "judge", {"rubric": "r", "scale": [1, 5]})
     judged = read_judgement(spec, "h", '{"score": 4, "reason": "fine"}')
     asking = replace(fu, stage="judge", answer='{"city": "x"}', results=(None, None))
-    assert asking.next_judge() == 0
-    fu = asking.judged(0, judged, since=2)
-    assert fu.next_judge() == 1
+    assert asking.pending_judges() == [0, 1]
+    fu = asking.judged(0, judged)
+    assert fu.pending_judges() == [1]
     back = FollowUp.from_json(json.loads(json.dumps(fu.to_json())))
     assert back == fu and back.results[0] == judged and back.results[1] is None
     assert back.reasks == 1 and back.reask_cost_usd == 0.5 and back.cost_usd == 0.75
@@ -232,7 +233,7 @@ def test_batches_mode_ends_with_the_valid_set_messages_mode_gives(tmp_path: Path
     assert {i for i, (_, reasks) in ends["batches"].items() if reasks} == {"c1", "c6", "c8"}
 
 
-def test_each_judge_of_a_job_answers_in_turn_and_one_that_fails_fails_only_its_check(
+def test_a_jobs_judges_go_in_one_batch_and_one_that_fails_fails_only_its_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks = [
@@ -241,8 +242,10 @@ def test_each_judge_of_a_job_answers_in_turn_and_one_that_fails_fails_only_its_c
     ]
     original = Batches.create
     sent: list[dict[str, Any]] = []
+    ids: list[list[str]] = []
 
     def broken_judge_refused(self: Batches, **kwargs: Any) -> Any:
+        ids.append([r["custom_id"] for r in kwargs["requests"]])
         for request in kwargs["requests"]:
             params = request["params"]
             sent.append(params)
@@ -259,7 +262,10 @@ def test_each_judge_of_a_job_answers_in_turn_and_one_that_fails_fails_only_its_c
         report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
         assert report.exit_code == ExitCode.OK, report.summary
     batches, rows = _rows(tmp_path / ".anvil", report.run_id)
-    assert len(batches) == 5  # the answer, the first judge, the second judge submitted 3 times
+    tag = run_tag(report.run_id)
+    # the answer; both judges; the broken one twice more (3 submissions of the judges' stage)
+    assert ids == [[f"{tag}-0"], [f"{tag}-0-0", f"{tag}-0-1"], [f"{tag}-0-1"], [f"{tag}-0-1"]]
+    assert len(batches) == 4
     assert all(b.worst_usd > 0 for b in batches)  # each held against the budget
     judge = sent[1]
     assert judge["model"] == "claude-haiku-4-5" and judge["max_tokens"] == 512
@@ -345,3 +351,30 @@ def test_a_follow_up_left_behind_by_messages_mode_is_not_resumed_after_retry_fai
     _, rows = _rows(tmp_path / ".anvil", again.run_id)
     assert [a.get("purpose") for a in rows["c0"]["attempt_log"]] == [None, "reask"]
     assert rows["c0"]["error"]["type"] == "invalid_output"
+
+
+def test_an_unconfirmed_judges_batch_is_found_on_the_server_not_resubmitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Batches.create
+
+    def judges_then_lose_the_answer(self: Batches, **kwargs: Any) -> Any:
+        batch = original(self, **kwargs)
+        if any(r["custom_id"].count("-") == 2 for r in kwargs["requests"]):  # the judges' batch
+            raise anthropic.APIConnectionError(
+                request=httpx2.Request("POST", "http://sim/v1/messages/batches")
+            )
+        return batch
+
+    monkeypatch.setattr(Batches, "create", judges_then_lose_the_answer)
+    checks = [{"judge": {"rubric": "Names a city.", "scale": [1, 5]}}, {"judge": "Is short."}]
+    jobs = [{"id": f"j{i}", "prompt": f"@sim{{score=4}} city {i}", "checks": checks} for i in range(3)]
+    with _sim(29).start_thread() as sim:
+        batch = write_jobs(tmp_path / "b.jsonl", jobs)
+        out = tmp_path / "out.jsonl"
+        report = run_inprocess(_config(tmp_path, sim.base_url), batch, out, mode="batches")
+        assert report.exit_code == ExitCode.OK, report.summary
+        stats = sim.stats()
+    assert stats["batches_created"] == 2 and stats["batch_requests"] == 3 + 6
+    results = read_results(out)
+    assert all([c["value"] for c in r["checks"]["results"]] == [4, 4] for r in results)

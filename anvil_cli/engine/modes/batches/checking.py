@@ -3,8 +3,8 @@ answer validated against the job's output schema (`policy/checks/schema.py`), an
 re-asked in a follow-up batch (the conversation, the invalid answer, the re-ask with its error),
 up to `checks.max_reasks` times, then the job fails "invalid_output" with its last answer kept
 (its other checks not run, as in messages mode); a valid answer's deterministic checks run at
-once and its judges go in follow-up batches, one judge of a job per batch (`requests.py` builds
-those requests). A judge whose request fails for good fails its check, not the job.
+once and its judges go together in a follow-up batch (`requests.py` builds those requests); a
+judge whose request fails for good fails its check, not the job.
 
 Every call's cost is added to the job's row (`Journal.add_cost`, at the batch price) in the
 transaction that ingests it, with the follow-up that says what comes next (`followup.py`), so
@@ -22,6 +22,7 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.modes.batches.followup import JUDGE, REASK, FollowUp
+from anvil_cli.engine.modes.batches.results import error_of
 from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
@@ -58,21 +59,34 @@ class Checking:
         self.record = record
 
     def answered(self, job_row: dict[str, Any], followup: FollowUp | None, message: Any) -> float:
-        """A succeeded request of a checked job: the answer, a re-ask's answer or a judge's
-        reply. What it cost."""
+        """A succeeded request of a checked job for its answer: the first or a re-ask's. What
+        it cost."""
         job = Job.from_record(job_row["job"])
-        fu = followup or FollowUp()
-        index = fu.next_judge() if followup is not None and fu.stage == JUDGE else None
-        if index is not None:
-            spec = specs_of(job.checks)[index]
-            model = judge_model(spec, self.settings.checks.judge_model)
-            fu, cost = self._called(job_row, fu, model, message, JUDGE)
-            self._judged(job_row, fu, index, read_judgement(spec, model, text_of(message)))
-            return cost
         model = prepare_request(job, self.settings).model
-        fu, cost = self._called(job_row, fu, model, message, REASK if followup is not None else None)
+        fu, cost = self._called(job_row, followup or FollowUp(), model, message, REASK if followup else None)
         self._answer(job_row, job, fu, model, text_of(message), message.stop_reason)
         return cost
+
+    def judges_replied(self, job_row: dict[str, Any], fu: FollowUp, replies: dict[int, Any]) -> float:
+        """The judges' requests of one batch (judge index -> its batch result; absent: missing
+        from the results). Each answered one is graded; an errored or missing one is asked again
+        in the next batch while its stage has submissions left, else its check fails. The job's
+        result once every judge has one. What the judges cost."""
+        specs = specs_of(Job.from_record(job_row["job"]).checks)
+        spent = job_row["dispatches"] - fu.since >= self.settings.batches.max_attempts
+        total = 0.0
+        for index in fu.pending_judges():
+            spec, result = specs[index], replies.get(index)
+            model = judge_model(spec, self.settings.checks.judge_model)
+            if result is not None and result.type == "succeeded":
+                fu, cost = self._called(job_row, fu, model, result.message, JUDGE)
+                fu = fu.judged(index, read_judgement(spec, model, text_of(result.message)))
+                total += cost
+            elif spent:
+                error = error_of(result) if result is not None else JobError("missing", "no result")
+                fu = fu.judged(index, failed_judgement(spec, model, f"{error.type}: {error.message}"))
+        self._judges_done_or_again(job_row, fu)
+        return total
 
     def _called(
         self, job_row: dict[str, Any], fu: FollowUp, model: str, message: Any, purpose: str | None
@@ -90,8 +104,7 @@ class Checking:
         """A follow-up request failed for good: a re-ask fails the job with the request's error
         (what was asked and paid before is kept); a judge fails its check and the job goes on."""
         job = Job.from_record(job_row["job"])
-        index = followup.next_judge() if followup.stage == JUDGE else None
-        if index is None:  # a re-ask: the job's last answer and its schema error are kept
+        if followup.stage != JUDGE:  # a re-ask: the job's last answer and its schema error are kept
             said = [t["content"] for t in followup.turns if t.get("role") == "assistant"]
             last = replace(
                 followup,
@@ -100,11 +113,12 @@ class Checking:
             )
             self._fail(job_row, last, prepare_request(job, self.settings).model, error)
             return
-        spec = specs_of(job.checks)[index]
-        model = judge_model(spec, self.settings.checks.judge_model)
-        self._judged(
-            job_row, followup, index, failed_judgement(spec, model, f"{error.type}: {error.message}")
-        )
+        for index in followup.pending_judges():
+            spec = specs_of(job.checks)[index]
+            model = judge_model(spec, self.settings.checks.judge_model)
+            failed = failed_judgement(spec, model, f"{error.type}: {error.message}")
+            followup = followup.judged(index, failed)
+        self._judges_done_or_again(job_row, followup)
 
     # -- the answer ---------------------------------------------------------------------------
 
@@ -126,17 +140,14 @@ class Checking:
                 return
             schema_result = verdict.as_check()
         fu = _answer_of(fu, job_row, model, text, stop_reason, schema_result, job.checks)
-        if fu.next_judge() is None:
-            self._finish(job_row, fu)
-            return
-        self.journal.set_followup(self.run_id, job_row["seq"], fu.to_json())
+        self._judges_done_or_again(job_row, fu)
 
-    def _judged(self, job_row: dict[str, Any], fu: FollowUp, index: int, result: CheckResult) -> None:
-        fu = fu.judged(index, result, job_row["dispatches"])
-        if fu.next_judge() is None:
-            self._finish(job_row, fu)
-        else:
+    def _judges_done_or_again(self, job_row: dict[str, Any], fu: FollowUp) -> None:
+        """The job's result once every judge has answered, else the judges left to ask."""
+        if fu.pending_judges():
             self.journal.set_followup(self.run_id, job_row["seq"], fu.to_json())
+        else:
+            self._finish(job_row, fu)
 
     # -- the result -----------------------------------------------------------------------------
 

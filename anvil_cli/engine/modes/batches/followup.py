@@ -4,10 +4,10 @@ next request is and what its calls so far found and cost. Kept in the journal, i
 
 Two stages follow the first answer: "reask" (the answer did not match the output schema: the
 next request is the job's conversation, each invalid answer and the re-ask after it) and
-"judge" (the answer is valid and its deterministic checks are done: the next request is the
-next judge's; a job's judges go one per batch, in order). `since` is the job's submissions
-(`jobs.dispatches`) when the stage began: each stage may be submitted `batches.max_attempts`
-times, as a first answer may.
+"judge" (the answer is valid and its deterministic checks are done: the next requests are its
+judges', all in one batch, each its own custom_id; a judge that errored is asked again).
+`since` is the job's submissions (`jobs.dispatches`) when the stage began: each stage may be
+submitted `batches.max_attempts` times, as a first answer may.
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ class FollowUp:
         turns = (*self.turns, {"role": "assistant", "content": answer or "(no answer)"}, reask_turn)
         return replace(self, stage=REASK, since=since, turns=turns, reasks=self.reasks + 1, error=error)
 
-    def next_judge(self) -> int | None:
-        """The index (in the job's checks) of the next judge to ask; None once all have answered."""
-        return next((i for i, r in enumerate(self.results) if r is None), None)
+    def pending_judges(self) -> list[int]:
+        """The indexes (in the job's checks) of the judges still to answer."""
+        return [i for i, r in enumerate(self.results) if r is None]
 
-    def judged(self, index: int, result: CheckResult, since: int) -> FollowUp:
+    def judged(self, index: int, result: CheckResult) -> FollowUp:
         results = tuple(result if i == index else r for i, r in enumerate(self.results))
-        return replace(self, stage=JUDGE, since=since, results=results)
+        return replace(self, results=results)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,8 +12,8 @@ from typing import Any
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import BATCH_ENDED, PENDING, RUNNING, BatchRow, Journal
 from anvil_cli.engine.modes.batches.checking import Checking
-from anvil_cli.engine.modes.batches.followup import FollowUp
-from anvil_cli.engine.modes.batches.ids import seq_of
+from anvil_cli.engine.modes.batches.followup import JUDGE, FollowUp
+from anvil_cli.engine.modes.batches.ids import split_id
 from anvil_cli.engine.modes.batches.requests import Spent, checked
 from anvil_cli.engine.modes.batches.results import error_of, succeeded_result
 from anvil_cli.engine.outcomes import JobError, JobResult
@@ -55,15 +55,25 @@ class Ingest:
         followups = {
             s: FollowUp.from_json(f) for s, f in self.journal.followups(self.run_id, row.seqs).items()
         }
+        judging = {s for s, f in followups.items() if f.stage == JUDGE}  # their judges' requests
         cost_usd = 0.0
         with self.journal.transaction():
             answered: set[int] = set()
+            replies: dict[int, dict[int, Any]] = {s: {} for s in judging & set(jobs)}
             for entry in entries:
-                seq = seq_of(entry.custom_id, tag)
-                if seq is not None and seq in jobs and seq not in answered:
+                found = split_id(entry.custom_id, tag)
+                if found is None or found[0] not in jobs:
+                    continue
+                seq, part = found
+                if seq in replies and part is not None:
+                    replies[seq].setdefault(part, entry.result)
+                elif seq not in judging and part is None and seq not in answered:
                     answered.add(seq)
                     cost_usd += self._ingest(jobs[seq], entry.result, followups.get(seq))
-            for seq in set(row.seqs) - answered:  # not in the results: treat as errored
+            for seq, judged in replies.items():
+                if jobs[seq]["state"] in (PENDING, RUNNING):
+                    cost_usd += self.checking.judges_replied(jobs[seq], followups[seq], judged)
+            for seq in set(row.seqs) - answered - judging:  # not in the results: treat as errored
                 self._retry_or_fail(jobs[seq], MISSING, followups.get(seq))
             self.journal.set_batch(self.run_id, row.n, BATCH_ENDED)
         return cost_usd

@@ -45,11 +45,12 @@ class BatchItem:
     params: dict[str, Any]
     worst_usd: float
     size: int  # bytes of its JSON in the create call's body
+    custom_id: str = ""
 
 
-def chunk_bytes(chunk: list[BatchItem]) -> int:
-    """The create call's body size for these requests (give or take the envelope)."""
-    return sum(i.size for i in chunk) + 64
+def chunk_bytes(requests_bytes: int) -> int:
+    """The create call's body size for requests of these many bytes (give or take the envelope)."""
+    return requests_bytes + 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +74,21 @@ def prepare(
     cache: ResultCache | None,
     tag: str,
     followup: FollowUp | None = None,
-) -> BatchItem | JobResult | Spent:
-    """The batch request of a pending job, or its result when no request is needed."""
+) -> list[BatchItem] | JobResult | Spent:
+    """The batch requests of a pending job (one, or its judges': they go in one batch), or its
+    result when no request is needed."""
     request = prepare_request(job, settings)
     if followup is not None:
         if dispatches - followup.since >= settings.batches.max_attempts:
             return Spent(job.seq, dispatches)
-        model, params, max_tokens = _followup_params(job, request.params, followup, settings)
-        return _item(job.seq, model, params, max_tokens, pricer, tag)
+        if followup.stage == JUDGE:
+            return [
+                _item(job.seq, model, params, JUDGE_MAX_TOKENS, pricer, tag, part=index)
+                for index, model, params in judge_params(job, followup, settings)
+            ]
+        messages = [*request.params["messages"], *followup.turns]
+        params = {**request.params, "messages": messages}
+        return [_item(job.seq, request.model, params, job.max_tokens, pricer, tag)]
     hit = cache.get(request.key) if cache is not None and not checked(job) else None
     if hit is not None:
         return result_from_cache(job.seq, hit)
@@ -89,7 +97,7 @@ def prepare(
     if dispatches >= settings.batches.max_attempts:
         message = f"gave up after {dispatches} submissions"
         return JobResult.failed_now(job.seq, request.model, "batch_error", message)
-    return _item(job.seq, request.model, request.params, job.max_tokens, pricer, tag, request.est_input)
+    return [_item(job.seq, request.model, request.params, job.max_tokens, pricer, tag, request.est_input)]
 
 
 def _item(
@@ -100,25 +108,36 @@ def _item(
     pricer: Pricer,
     tag: str,
     est_input: int | None = None,
+    part: int | None = None,
 ) -> BatchItem:
     est = estimate_input_tokens(params) if est_input is None else est_input
     worst = pricer.worst_case_usd(model, est, max_tokens, batch=True)
-    size = len(json.dumps({"custom_id": custom_id(tag, seq), "params": params})) + 2
-    return BatchItem(seq, model, params, worst, size)
+    cid = custom_id(tag, seq, part)
+    size = len(json.dumps({"custom_id": cid, "params": params})) + 2
+    return BatchItem(seq, model, params, worst, size, cid)
 
 
-def _followup_params(
-    job: Job, params: dict[str, Any], followup: FollowUp, settings: Settings
-) -> tuple[str, dict[str, Any], int]:
-    """(model, params, max_tokens) of a checked job's next request: its conversation with the
-    invalid answers and re-asks appended, or the next judge's request."""
-    if followup.stage != JUDGE:
-        messages = [*params["messages"], *followup.turns]
-        return str(params["model"]), {**params, "messages": messages}, job.max_tokens
-    index = followup.next_judge()
-    assert index is not None, "a judge stage with every judge answered is recorded, not resubmitted"
-    spec = specs_of(job.checks)[index]
-    model = judge_model(spec, settings.checks.judge_model)
-    asked = judge_request(spec, model, question_of(job.messages, job.system), followup.answer)
-    judge = with_output_schema(asked, grade_schema(spec), native=settings.checks.native_format)
-    return model, judge, JUDGE_MAX_TOKENS
+def judge_params(job: Job, followup: FollowUp, settings: Settings) -> list[tuple[int, str, dict[str, Any]]]:
+    """(index in the job's checks, model, params) of each judge of the job still to answer."""
+    specs = specs_of(job.checks)
+    question = question_of(job.messages, job.system)
+    out = []
+    for index in followup.pending_judges():
+        spec = specs[index]
+        model = judge_model(spec, settings.checks.judge_model)
+        asked = judge_request(spec, model, question, followup.answer)
+        judge = with_output_schema(asked, grade_schema(spec), native=settings.checks.native_format)
+        out.append((index, model, judge))
+    return out
+
+
+def expected_ids(tag: str, seqs: list[int], followups: dict[int, FollowUp]) -> set[str]:
+    """The custom_ids of a batch of these jobs, as `prepare` named its requests."""
+    out: set[str] = set()
+    for seq in seqs:
+        followup = followups.get(seq)
+        if followup is not None and followup.stage == JUDGE:
+            out.update(custom_id(tag, seq, index) for index in followup.pending_judges())
+        else:
+            out.add(custom_id(tag, seq))
+    return out
