@@ -13,7 +13,7 @@ fails with an error saying so (`--mode messages` runs it); no Anvil-only key is 
 
 Answers are checked as in messages mode (`checking.py`): an answer that does not match the
 job's output schema is re-asked in a follow-up batch (the conversation, the answer, the error),
-up to `checks.max_reasks` times; a job's judges grade its answer in follow-up batches too. The
+up to `checks.max_reasks` times; a job's judges grade its answer together in a follow-up batch. The
 follow-up is in the job's journal row, so it survives a stop between two batches.
 
 It reports and is steered like messages mode: about once a second it hands the views an
@@ -205,7 +205,7 @@ class BatchesRun:
         self._processing[batch.id] = c.processing
         done = c.succeeded + c.errored + c.canceled + c.expired
         line = (
-            f"batch {batch.id}: {batch.processing_status}, {done}/{len(row.seqs)} done"
+            f"batch {batch.id}: {batch.processing_status}, {done}/{done + c.processing} done"
             f" (succeeded {c.succeeded}, errored {c.errored}, expired {c.expired})"
         )
         if self._seen.get(batch.id) != line:
