@@ -18,9 +18,24 @@ def run_tag(run_id: str) -> str:
     return hashlib.sha256(run_id.encode()).hexdigest()[:6]
 
 
-def custom_id(tag: str, seq: int) -> str:
-    """A job's custom_id: `<tag>-<seq>` (tag = `run_tag(run_id)`), within `^[a-zA-Z0-9_-]{1,64}$`."""
-    return f"{tag}-{seq}"
+def custom_id(tag: str, seq: int, part: int | None = None) -> str:
+    """A job's custom_id: `<tag>-<seq>` (tag = `run_tag(run_id)`), within `^[a-zA-Z0-9_-]{1,64}$`;
+    `<tag>-<seq>-<part>` for one of several requests of a job in one batch (its judges: `part`
+    is the judge's index in the job's checks)."""
+    return f"{tag}-{seq}" if part is None else f"{tag}-{seq}-{part}"
+
+
+def split_id(custom: str, tag: str) -> tuple[int, int | None] | None:
+    """(seq, part) of one of this run's custom_ids (part None: the job's only request); None for
+    anyone else's."""
+    seq = seq_of(custom, tag)
+    if seq is not None:
+        return seq, None
+    prefix, _, rest = custom.partition("-")
+    head, _, part = rest.partition("-")
+    if prefix == tag and _digits(head) and _digits(part):
+        return int(head), int(part)
+    return None
 
 
 def _digits(text: str) -> bool:
@@ -48,14 +63,21 @@ def _counts_total(batch: Any) -> int:
 
 
 def match_intent(
-    api: Any, tag: str, intent: BatchRow, candidates: list[Any], foreign: set[str]
+    api: Any,
+    tag: str,
+    intent: BatchRow,
+    candidates: list[Any],
+    foreign: set[str],
+    expected: set[str] | None = None,
 ) -> tuple[Any, Any]:
     """(the server batch that is this intent's, or None; else one that may be, still processing)
 
     A candidate has as many requests and was created after the intent (give or take the
     clock skew); an ended one is this intent's only when its custom_ids are exactly the
-    intent's, which also tells our batches from other runs' and other state dirs'."""
-    expected = {custom_id(tag, s) for s in intent.seqs}
+    intent's (`expected`; by default one per job), which also tells our batches from other
+    runs' and other state dirs'."""
+    if expected is None:
+        expected = {custom_id(tag, s) for s in intent.seqs}
     earliest = intent.created_at - INTENT_SKEW_S
     unsure = None
     for batch in candidates:

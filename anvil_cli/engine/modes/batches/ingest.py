@@ -1,7 +1,8 @@
 """A Message Batch's results into the journal, in one transaction: succeeded requests become
 results (priced with the batch discount, and cached), the others go back to pending for the
 next batch or fail once `batches.max_attempts` submissions are spent. A result is never
-counted twice: only a job still unfinished takes one."""
+counted twice: only a job still unfinished takes one. A checked job's answers (and its judges'
+replies) are `checking.py`'s: it may stay unfinished, with a follow-up for the next batch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import BATCH_ENDED, PENDING, RUNNING, BatchRow, Journal
-from anvil_cli.engine.modes.batches.ids import seq_of
+from anvil_cli.engine.modes.batches.checking import Checking
+from anvil_cli.engine.modes.batches.followup import JUDGE, FollowUp
+from anvil_cli.engine.modes.batches.ids import split_id
+from anvil_cli.engine.modes.batches.requests import Spent, checked
 from anvil_cli.engine.modes.batches.results import error_of, succeeded_result
 from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.requests import prepare_request
@@ -43,31 +47,48 @@ class Ingest:
         self.pricer = pricer
         self.cache = cache
         self.endpoint = endpoint
+        self.checking = Checking(journal, run_id, settings, pricer, endpoint, self._record_journaled)
 
     def batch(self, row: BatchRow, entries: list[Any], tag: str) -> float:
         """Record an ended batch's result `entries` and mark it ended; what its results cost."""
         jobs = {r["seq"]: r for r in self.journal.job_rows(self.run_id, row.seqs)}
+        followups = {
+            s: FollowUp.from_json(f) for s, f in self.journal.followups(self.run_id, row.seqs).items()
+        }
+        judging = {s for s, f in followups.items() if f.stage == JUDGE}  # their judges' requests
         cost_usd = 0.0
         with self.journal.transaction():
             answered: set[int] = set()
+            replies: dict[int, dict[int, Any]] = {s: {} for s in judging & set(jobs)}
             for entry in entries:
-                seq = seq_of(entry.custom_id, tag)
-                if seq is not None and seq in jobs and seq not in answered:
+                found = split_id(entry.custom_id, tag)
+                if found is None or found[0] not in jobs:
+                    continue
+                seq, part = found
+                if seq in replies and part is not None:
+                    replies[seq].setdefault(part, entry.result)
+                elif seq not in judging and part is None and seq not in answered:
                     answered.add(seq)
-                    cost_usd += self._ingest(jobs[seq], entry.result)
-            for seq in set(row.seqs) - answered:  # not in the results: treat as errored
-                self._retry_or_fail(jobs[seq], MISSING)
+                    cost_usd += self._ingest(jobs[seq], entry.result, followups.get(seq))
+            for seq, judged in replies.items():
+                if jobs[seq]["state"] in (PENDING, RUNNING):
+                    cost_usd += self.checking.judges_replied(jobs[seq], followups[seq], judged)
+            for seq in set(row.seqs) - answered - judging:  # not in the results: treat as errored
+                self._retry_or_fail(jobs[seq], MISSING, followups.get(seq))
             self.journal.set_batch(self.run_id, row.n, BATCH_ENDED)
         return cost_usd
 
-    def _ingest(self, job_row: dict[str, Any], result: Any) -> float:
+    def _ingest(self, job_row: dict[str, Any], result: Any, followup: FollowUp | None) -> float:
         """Record one result; what it cost."""
         if job_row["state"] not in (PENDING, RUNNING):
             return 0.0  # already settled (never count a result twice)
         if result.type != "succeeded":
-            self._retry_or_fail(job_row, error_of(result))
+            self._retry_or_fail(job_row, error_of(result), followup)
             return 0.0
-        request = prepare_request(Job.from_record(job_row["job"]), self.settings)
+        job = Job.from_record(job_row["job"])
+        if followup is not None or checked(job):
+            return self.checking.answered(job_row, followup, result.message)
+        request = prepare_request(job, self.settings)
         done = succeeded_result(job_row, request.model, result.message, self.pricer, self.endpoint)
         self.record(done)
         if self.cache is not None:
@@ -75,10 +96,14 @@ class Ingest:
             self.cache.put(request.key, entry)
         return done.cost_usd
 
-    def _retry_or_fail(self, job_row: dict[str, Any], error: JobError) -> None:
+    def _retry_or_fail(self, job_row: dict[str, Any], error: JobError, followup: FollowUp | None) -> None:
         seq = job_row["seq"]
-        if job_row["dispatches"] < self.settings.batches.max_attempts:
+        since = followup.since if followup is not None else 0
+        if job_row["dispatches"] - since < self.settings.batches.max_attempts:
             self.journal.return_to_pending(self.run_id, [seq], attempts=1)
+            return
+        if followup is not None:
+            self.checking.gave_up(job_row, followup, error)
             return
         model = model_for(Job.from_record(job_row["job"]), self.settings.routing)
         self.record(
@@ -93,6 +118,21 @@ class Ingest:
             )
         )
 
+    def spent(self, item: Spent) -> None:
+        """A checked job's follow-up was submitted `batches.max_attempts` times (its batches
+        were refused or lost): given up as an errored request would be."""
+        error = JobError("batch_error", f"gave up after {item.dispatches} submissions")
+        with self.journal.transaction():
+            rows = self.journal.job_rows(self.run_id, [item.seq])
+            followup = self.journal.followups(self.run_id, [item.seq]).get(item.seq)
+            if rows and followup is not None:
+                self.checking.gave_up(rows[0], FollowUp.from_json(followup), error)
+
     def record(self, result: JobResult) -> None:
         self.journal.record_result(self.run_id, result)
+        self.metrics.on_result(result, time.monotonic())
+
+    def _record_journaled(self, result: JobResult) -> None:
+        """A checked job's result: each of its calls' cost was journaled as it was ingested."""
+        self.journal.record_result(self.run_id, result, cost_journaled=True)
         self.metrics.on_result(result, time.monotonic())

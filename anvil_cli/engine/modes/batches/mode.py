@@ -11,6 +11,11 @@ waits and goes round again (`trouble.py`).
 Batches are single-turn: a job whose tools name an `anvil_command` cannot run them here, so it
 fails with an error saying so (`--mode messages` runs it); no Anvil-only key is ever sent.
 
+Answers are checked as in messages mode (`checking.py`): an answer that does not match the
+job's output schema is re-asked in a follow-up batch (the conversation, the answer, the error),
+up to `checks.max_reasks` times; a job's judges grade its answer together in a follow-up batch. The
+follow-up is in the job's journal row, so it survives a stop between two batches.
+
 It reports and is steered like messages mode: about once a second it hands the views an
 `EngineState` through the run's `Ticker` (dashboard, `anvil status`, `GET /status`); Ctrl-C,
 pause and drain are `steer.Steering`, checked right before every create call; the
@@ -121,6 +126,8 @@ class BatchesRun:
         open_rows = ctx.journal.batches(ctx.run_id, OPEN)
         if open_rows:
             return None, self._poll(open_rows)
+        if self.trouble.troubled:  # a create refused (jobs back to pending): round again
+            return None, False
         if self.steer.stopping:
             return self.steer.end(), False
         if self.budget.denied:
@@ -198,7 +205,7 @@ class BatchesRun:
         self._processing[batch.id] = c.processing
         done = c.succeeded + c.errored + c.canceled + c.expired
         line = (
-            f"batch {batch.id}: {batch.processing_status}, {done}/{len(row.seqs)} done"
+            f"batch {batch.id}: {batch.processing_status}, {done}/{done + c.processing} done"
             f" (succeeded {c.succeeded}, errored {c.errored}, expired {c.expired})"
         )
         if self._seen.get(batch.id) != line:

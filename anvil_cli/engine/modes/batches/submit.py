@@ -25,9 +25,10 @@ import anthropic
 from anvil_cli.engine.journal.store import BATCH_ABANDONED, BATCH_INTENT, BATCH_SUBMITTED, JobResult
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
 from anvil_cli.engine.modes.batches.context import BatchesContext
-from anvil_cli.engine.modes.batches.ids import INTENT_SKEW_S, custom_id, match_intent, server_batches
+from anvil_cli.engine.modes.batches.followup import FollowUp
+from anvil_cli.engine.modes.batches.ids import INTENT_SKEW_S, match_intent, server_batches
 from anvil_cli.engine.modes.batches.ingest import Ingest
-from anvil_cli.engine.modes.batches.requests import BatchItem, chunk_bytes, prepare
+from anvil_cli.engine.modes.batches.requests import BatchItem, Spent, chunk_bytes, expected_ids, prepare
 from anvil_cli.engine.modes.batches.state import OPEN
 from anvil_cli.engine.modes.batches.steer import Steering
 from anvil_cli.engine.modes.batches.trouble import ApiTrouble
@@ -77,54 +78,71 @@ class Submitter:
         if not self.may_submit():
             return None
         busy = {s for row in ctx.journal.batches(ctx.run_id, OPEN) for s in row.seqs}
-        chunk: list[BatchItem] = []
+        chunk: list[list[BatchItem]] = []  # the requests of each job, in order
+        count = nbytes = 0  # the chunk's requests, and their bytes
         after: tuple[int, int] | None = None
         while rows := ctx.journal.pending_after(ctx.run_id, after, 1000):
+            followups = ctx.journal.followups(ctx.run_id, [r[1] for r in rows])  # checked jobs' next requests
             for priority, seq, record, dispatches in rows:
                 after = (priority, seq)
                 if seq in busy:
                     continue
-                item = self._prepare(Job.from_record(json.loads(record)), dispatches)
-                if item is None:
+                followup = FollowUp.from_json(followups[seq]) if seq in followups else None
+                items = self._prepare(Job.from_record(json.loads(record)), dispatches, followup)
+                if not items:
                     continue
+                size = sum(i.size for i in items)
                 if chunk and (
-                    len(chunk) >= self.cfg.max_requests or chunk_bytes(chunk) + item.size > self.cfg.max_bytes
+                    count + len(items) > self.cfg.max_requests
+                    or chunk_bytes(nbytes) + size > self.cfg.max_bytes
                 ):
                     stop = self._submit(chunk)
                     if stop is not None or self.held_back:
                         return stop
-                    chunk = []
-                chunk.append(item)
+                    chunk, count, nbytes = [], 0, 0
+                chunk.append(items)
+                count, nbytes = count + len(items), nbytes + size
         return self._submit(chunk) if chunk else None
 
-    def _prepare(self, job: Job, dispatches: int) -> BatchItem | None:
-        """The batch item of a pending job; None when it was settled here (cache hit, gave up)."""
+    def _prepare(self, job: Job, dispatches: int, followup: FollowUp | None) -> list[BatchItem]:
+        """The batch requests of a pending job (or of its follow-up); none when it was settled
+        here (cache hit, gave up)."""
         ctx = self.ctx
-        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag)
+        if followup is not None and dispatches < followup.since:
+            # left by a run that settled the job otherwise (messages mode), then --retry-failed
+            # cleared its submissions: the job starts afresh
+            ctx.journal.set_followup(ctx.run_id, job.seq, None)
+            followup = None
+        item = prepare(job, dispatches, ctx.settings, ctx.pricer, ctx.cache, self.tag, followup)
         if isinstance(item, JobResult):
             self.ingest.record(item)
-            return None
+            return []
+        if isinstance(item, Spent):
+            self.ingest.spent(item)
+            return []
         return item
 
-    def _submit(self, chunk: list[BatchItem]) -> RunEnd | None:
+    def _submit(self, groups: list[list[BatchItem]]) -> RunEnd | None:
+        """Create a batch of these jobs' requests (as many jobs as the budget covers, each whole)."""
         ctx = self.ctx
         if not self.may_submit():  # right before the call: nothing goes out after the first Ctrl-C
             self.held_back = True
             return None
-        fits = self.budget.fitting([i.worst_usd for i in chunk])
-        if fits < len(chunk):
+        fits = self.budget.fitting([sum(i.worst_usd for i in group) for group in groups])
+        if fits < len(groups):
             self.held_back = True
-            chunk = chunk[:fits]
+            groups = groups[:fits]
+        chunk = [i for group in groups for i in group]
         if not chunk:
             return None
-        seqs = [i.seq for i in chunk]
+        seqs = [group[0].seq for group in groups]
         worst_usd = sum(i.worst_usd for i in chunk)
         with ctx.journal.transaction():
             n = ctx.journal.add_batch_intent(ctx.run_id, seqs, worst_usd)
             ctx.journal.mark_dispatched(ctx.run_id, seqs, time.time())
         self.budget.hold(worst_usd)
-        requests = [{"custom_id": custom_id(self.tag, i.seq), "params": i.params} for i in chunk]
-        self.trouble.doing = f"creating a batch of {len(seqs)} request(s)"
+        requests = [{"custom_id": i.custom_id, "params": i.params} for i in chunk]
+        self.trouble.doing = f"creating a batch of {len(requests)} request(s)"
         try:
             batch = self.api.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except anthropic.APIConnectionError as exc:
@@ -132,7 +150,7 @@ class Submitter:
         except anthropic.APIStatusError as exc:
             return self._create_refused(n, seqs, worst_usd, exc)
         ctx.journal.set_batch(ctx.run_id, n, BATCH_SUBMITTED, batch.id)
-        ctx.say(f"submitted batch {batch.id}: {len(seqs)} request(s)")
+        ctx.say(f"submitted batch {batch.id}: {len(requests)} request(s)")
         self.tick()
         return None
 
@@ -159,7 +177,11 @@ class Submitter:
         candidates = server_batches(self.api, min(i.created_at for i in intents) - INTENT_SKEW_S, known)
         for intent in intents:
             self.trouble.doing = f"reading the custom_ids of the server's batches for intent {intent.n}"
-            match, unsure = match_intent(self.api, self.tag, intent, candidates, self._foreign)
+            followups = ctx.journal.followups(ctx.run_id, intent.seqs)  # unchanged since the intent
+            expected = expected_ids(
+                self.tag, intent.seqs, {s: FollowUp.from_json(f) for s, f in followups.items()}
+            )
+            match, unsure = match_intent(self.api, self.tag, intent, candidates, self._foreign, expected)
             if match is not None:
                 candidates.remove(match)
                 ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_SUBMITTED, match.id)
