@@ -102,8 +102,11 @@ def _anvil(args: list[str], config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, env=_env(), check=False)
 
 
-def plan_judges(batch: Path, config: Path, simulate: bool) -> float:
-    proc = _anvil(["plan", str(batch), "--json", *(["--simulate"] if simulate else [])], config)
+PLANS = {"max_tokens rule": [], "--sample 20": ["--sample", "20"], "--simulate": ["--simulate"]}
+
+
+def plan_judges(batch: Path, config: Path, how: list[str]) -> float:
+    proc = _anvil(["plan", str(batch), "--json", *how], config)
     if proc.returncode != 0:
         raise SystemExit(f"anvil plan failed ({proc.returncode}): {proc.stderr[-2000:]}")
     plan = json.loads(proc.stdout)
@@ -115,7 +118,11 @@ def run_anvil(mode: str, jobs: int, workdir: Path) -> dict[str, Any]:
     with SimServer(sim_cfg).start_process() as sim:
         config = _config(sim, workdir)
         batch = _batch(workdir / "tickets.yaml", jobs)
-        planned = {"plain": plan_judges(batch, config, False), "simulate": plan_judges(batch, config, True)}
+        planned = (
+            {name: plan_judges(batch, config, how) for name, how in PLANS.items()}
+            if mode == "messages"
+            else {}
+        )
         t0 = time.monotonic()
         proc = _anvil(["run", str(batch), "--json", "--quiet", "--fresh", "--mode", mode], config)
         wall = time.monotonic() - t0
@@ -126,7 +133,12 @@ def run_anvil(mode: str, jobs: int, workdir: Path) -> dict[str, Any]:
     reasked = reasks = 0
     reask_usd = judge_usd = total_usd = 0.0
     with sqlite3.connect(workdir / ".anvil" / "journal.sqlite") as db:
-        rows = db.execute("SELECT id, state, output, cost_usd, checks_json FROM jobs").fetchall()
+        (run_id,) = db.execute(  # the run, not `anvil plan --sample`'s run
+            "SELECT id FROM runs WHERE kind = 'run' ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        rows = db.execute(
+            "SELECT id, state, output, cost_usd, checks_json FROM jobs WHERE run_id = ?", (run_id,)
+        ).fetchall()
     for job_id, state, output, cost, checks_json in rows:
         total_usd += cost or 0.0
         record = json.loads(checks_json) if checks_json else {}
@@ -207,10 +219,7 @@ def main() -> None:
         )
         for how, planned in r["planned_judge_usd"].items():
             off = (r["judge_usd"] - planned) / planned if planned else float("nan")
-            print(
-                f"            judges planned (anvil plan {'--simulate' if how == 'simulate' else ''}):"
-                f" ${planned:.4f}, actual {off:+.1%} off"
-            )
+            print(f"    judges planned by `anvil plan` ({how}): ${planned:.4f}; actual {off:+.1%} off that")
     same = m["valid"] == b["valid"]
     print(
         f"  same valid set in both modes: {same} (messages {len(m['valid']):,}, batches {len(b['valid']):,})",

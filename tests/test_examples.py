@@ -19,6 +19,7 @@ import pytest
 
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.policy.checks.schema import check_answer
 from tests.engine_support import anvil_cmd, cli_env, read_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ BATCHES = (
     "templated.yaml",
     "templated_jsonl.yaml",
     "agent_tools.yaml",
+    "checked.yaml",
 )
 # what examples/tools/lookup_order.py prints
 LOOKUP = re.compile(r"order (\S+): (shipped on 2026-11-20|waiting for stock|delivered|not found)\n")
@@ -170,3 +172,44 @@ def test_agent_tools_yaml_runs_its_tool_and_the_model_gets_its_output(root: Path
         assert LOOKUP.fullmatch(call["output"]), call  # what lookup_order.py printed, as sent
         assert "tools" not in answered
     assert not (root / "examples" / "tools" / ".anvil").exists()
+
+
+def test_checked_yaml_checks_every_answer_and_compares_its_variants(root: Path) -> None:
+    ran = run_example(root, "checked.yaml", "--fail-under", "0.5")
+    tickets = ("double-charge", "login-loop", "dark-mode")
+    assert ran.ids == [f"{t}@{v}" for t in tickets for v in ("haiku", "sonnet")]  # job-major
+    schema = json.loads((root / "examples" / "schemas" / "ticket.json").read_text())
+    for job_id, r in ran.results.items():
+        assert r["variant"] == job_id.split("@")[1]
+        assert r["model"] == {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-6"}[r["variant"]]
+        assert check_answer(schema, r["output"]).value == r["output_json"] is not None
+        judge = r["checks"]["results"][-1]
+        assert judge["kind"] == "judge" and judge["model"] == "claude-haiku-4-5"
+        # @sim{score=N} in each ticket: 5 and 4 pass (pass_at 4 of 1-5), 2 fails
+        assert judge["value"] == {"double-charge": 5, "login-loop": 4, "dark-mode": 2}[job_id.split("@")[0]]
+        assert r["checks"]["passed"] is (not job_id.startswith("dark-mode"))
+        # @sim{invalid=1}: login-loop's first answer was re-asked once, in both variants
+        assert r["checks"]["reasks"] == (1 if job_id.startswith("login-loop") else 0)
+        assert r["metadata"]["team"] == ("product" if job_id.startswith("dark-mode") else "support")
+    assert ran.summary["checks"]["passed"] == 4 and ran.summary["checks"]["checked"] == 6
+    assert ran.summary["fail_under"]["below"] is False
+    # anvil compare on the latest run: its two variants, each at 2 of 3 passing
+    done = subprocess.run(
+        anvil_cmd("compare", "--json", "--pass-rate", "0.6"),
+        cwd=root,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    compared = json.loads(done.stdout)
+    sides = {side["name"]: side for side in compared["sides"]}
+    assert set(sides) == {"haiku", "sonnet"}
+    for name, side in sides.items():
+        mine = [row for row in ran.rows.values() if row["job"]["variant"] == name]
+        assert side["pass_rate"] == pytest.approx(2 / 3, abs=1e-6)
+        assert side["cost_usd"] == pytest.approx(sum(row["cost_usd"] for row in mine), abs=1e-6)
+    cheapest = min(sides.values(), key=lambda side: side["cost_per_job_usd"])["name"]
+    assert compared["cheapest"] == cheapest

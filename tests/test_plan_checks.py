@@ -278,6 +278,12 @@ def test_a_sample_measures_the_share_of_answers_reasked(tmp_path: Path) -> None:
     # the sample's jobs kept their schema and checks: each was judged too
     records = _journal_records(tmp_path / ".anvil")
     assert len(records) == 10 and all(len(x["results"]) == 2 for x in records)
+    # ... and its judges' grades were measured: the plan prices each grade at their mean length
+    grades = [x["results"][1]["output_tokens"] for x in records]
+    assert all(isinstance(g, int) and g > 0 for g in grades)
+    (judges,) = plan["checks"]["judges"]
+    assert plan["checks"]["judge_output"] == "sample"
+    assert judges["expected_output_tokens"] == pytest.approx(40 * sum(grades) / len(grades), abs=0.05)
 
 
 def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:

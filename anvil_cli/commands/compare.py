@@ -26,8 +26,10 @@ from anvil_cli.views.compare.render_text import render_text
 
 
 def compare_command(
-    runs: list[str] = typer.Argument(
-        ..., metavar="RUN_A [RUN_B]", help="Two run ids or prefixes; or one run, to compare its variants."
+    runs: list[str] | None = typer.Argument(
+        None,
+        metavar="[RUN_A [RUN_B]]",
+        help="Two run ids or prefixes; or one run, to compare its variants (none: the latest run's).",
     ),
     variants: tuple[str, str] | None = typer.Option(
         None, "--variants", metavar="A B", help="Two variants of the run to compare (default: all of them)."
@@ -48,12 +50,14 @@ def compare_command(
     ),
 ) -> None:
     """Compare two runs (jobs matched by id), or the variants of one run (matched by the id the
-    batch gave them): jobs, succeeded and failed, pass rate and mean score of their checks, cost
-    in all and per job, the judges' cost, re-asks, latency p50/p95 and tokens side by side, with
-    each difference (B − A, and B / A); the jobs that flipped from pass to fail and back, the jobs
-    only one side has, and the cheapest side whose pass rate is at least --pass-rate.
+    batch gave them; without a run, the latest run's variants): jobs, succeeded and failed, pass
+    rate and mean score of their checks, cost in all and per job, the judges' cost, re-asks,
+    latency p50/p95 and tokens side by side, with each difference (B − A, and B / A); the jobs
+    that flipped from pass to fail and back, the jobs only one side has, and the cheapest side
+    whose pass rate is at least --pass-rate.
 
     Exit 2 for an unknown run or variant, or arguments that do not fit."""
+    runs = runs or []
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():

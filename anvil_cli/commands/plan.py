@@ -112,8 +112,10 @@ def plan_command(
             first = next(jobs, None)
             counter, note = _counter(settings, simulate, stack, first)
             all_jobs = itertools.chain([first] if first is not None else [], jobs)
-            reasks = outcome.reasks if outcome else None
-            plan = make_plan(all_jobs, settings, counter, output_model(settings, simulate), fits, reasks)
+            reasks, grades = (outcome.reasks, outcome.grades) if outcome else (None, None)
+            plan = make_plan(
+                all_jobs, settings, counter, output_model(settings, simulate), fits, reasks, grades
+            )
             plan.notes += [note, *([fit_note] if fit_note else []), *(outcome.notes if outcome else [])]
             plan.sample = outcome.as_dict() if outcome else None
     if json_out:

@@ -96,7 +96,8 @@ class ChecksPlan:
 
     judges: list[JudgePlan]
     reasks: ReaskPlan | None
-    judge_output: str = "assumed"  # "assumed" (JUDGE_OUTPUT_TOKENS) or "simulator" (plan/simulated.py)
+    # "assumed" (JUDGE_OUTPUT_TOKENS), "simulator" (plan/simulated.py) or "sample" (measured)
+    judge_output: str = "assumed"
     expected_usd: float = 0.0
     worst_usd: float = 0.0
     loads: list[Load] = field(default_factory=list)  # the calls they add, per model (not in the JSON)
@@ -138,10 +139,14 @@ class ChecksPlanner:
         pricers_of: PricersOf,
         sampled_reasks: Sequence[int] | None,
         simulated: bool = False,
+        sampled_grades: Mapping[str, float] | None = None,
     ) -> None:
         """`simulated`: for the embedded simulator, whose answers and grades are measured
-        (plan/simulated.py) rather than assumed."""
+        (plan/simulated.py) rather than assumed; `sampled_grades`: the mean output tokens of a
+        sample run's judges, per judge model (`sampled_grades`), used before either."""
         self.simulated = simulated
+        self.sampled_grades = dict(sampled_grades or {})
+        self.grades_sampled = False
         self.default_judge = settings.checks.judge_model
         self.native = settings.checks.native_format
         self.max_reasks = settings.checks.max_reasks
@@ -176,7 +181,10 @@ class ChecksPlanner:
             asked = judge_request(spec, jm, question, "")
             base = estimate_input_tokens(with_output_schema(asked, grade_schema(spec), native=self.native))
             tokens = round(base + answer_tokens)
-            grade = grade_tokens(spec, self.native) if self.simulated else JUDGE_OUTPUT_TOKENS
+            if jm in self.sampled_grades:
+                grade, self.grades_sampled = self.sampled_grades[jm], True
+            else:
+                grade = grade_tokens(spec, self.native) if self.simulated else JUDGE_OUTPUT_TOKENS
             out = min(grade, JUDGE_MAX_TOKENS)
             pricer, dearest = self.pricers_of(jm)
             jp = self.judges.setdefault(jm, JudgePlan(jm))
@@ -217,7 +225,7 @@ class ChecksPlanner:
         reasks = self.reasks if self.reasks.jobs else None
         expected = sum(j.expected_usd for j in judges) + (reasks.expected_usd if reasks else 0.0)
         worst = sum(j.worst_usd for j in judges) + (reasks.worst_usd if reasks else 0.0)
-        source = "simulator" if self.simulated else "assumed"
+        source = "sample" if self.grades_sampled else "simulator" if self.simulated else "assumed"
         return ChecksPlan(judges, reasks, source, expected, worst, self.loads)
 
 
@@ -257,7 +265,24 @@ def _grade(checks: Mapping[str, Any], judge: Mapping[str, Any]) -> str:
     per = judge["expected_output_tokens"] / max(1, judge["calls"])
     if checks["judge_output"] == "simulator":
         return f"{per:.1f} per grade, as the embedded simulator fills it"
+    if checks["judge_output"] == "sample":
+        return f"{per:.1f} per grade, measured on the sample"
     return f"{per:.0f} per grade, assumed"
+
+
+def sampled_grades(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The mean output tokens of the judges' grades per judge model, from a run's journal rows
+    (each judge's `CheckResult.output_tokens`)."""
+    seen: dict[str, list[int]] = {}
+    for row in rows:
+        checks = row.get("checks")
+        results = checks.get("results") if isinstance(checks, dict) else None
+        for result in results if isinstance(results, list) else ():
+            if isinstance(result, dict) and result.get("kind") == "judge" and result.get("model"):
+                tokens = result.get("output_tokens")
+                if isinstance(tokens, int) and not isinstance(tokens, bool):
+                    seen.setdefault(str(result["model"]), []).append(tokens)
+    return {model: sum(counts) / len(counts) for model, counts in seen.items()}
 
 
 def sampled_reasks(rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -153,14 +153,16 @@ def make_plan(
     out: OutputModel,
     fits: Mapping[str, ModelFit] | None = None,
     sampled_reasks: Sequence[int] | None = None,
+    sampled_grades: Mapping[str, float] | None = None,
 ) -> Plan:
     """Plan a batch; `counter` counts a request's input tokens (None: the local estimate);
     `fits`: output lengths and latency observed per model (a sample, or earlier runs), used
-    before the rule of `out`; `sampled_reasks`: re-asks per schema job of a sample run."""
+    before the rule of `out`; `sampled_reasks`: re-asks per schema job of a sample run;
+    `sampled_grades`: its judges' mean output tokens per judge model."""
     fits = fits or {}
     pricer = Pricer.from_settings(settings)
     pricers = _Pricers(settings, pricer)
-    checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated)
+    checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated, sampled_grades)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
     total = 0

@@ -28,7 +28,7 @@ from anvil_cli.engine.journal.kind import SAMPLE_KIND, SAMPLES_DIR
 from anvil_cli.engine.output import secure_write_lines
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
-from anvil_cli.plan.checks import sampled_reasks
+from anvil_cli.plan.checks import sampled_grades, sampled_reasks
 from anvil_cli.policy.forecast import MIN_ANSWERS, Answer
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.routing import model_for
@@ -49,6 +49,7 @@ class SampleOutcome:
     stop_reason: str | None
     notes: list[str]
     reasks: list[int] = field(default_factory=list)  # re-asks per finished job with an output schema
+    grades: dict[str, float] = field(default_factory=dict)  # judges' mean output tokens per model
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -207,9 +208,10 @@ def run_sample(
     with Journal.open(settings.state_dir) as journal:
         answers = history_answers(journal, only_run=report.run_id)
         spent = journal.totals(report.run_id)["cost_usd"]
-        reasks = sampled_reasks(list(journal.iter_results(report.run_id)))
+        rows = list(journal.iter_results(report.run_id))
+        reasks, grades = sampled_reasks(rows), sampled_grades(rows)
     stop = report.summary.get("stop_reason")
-    return SampleOutcome(report.run_id, len(jobs), answers, spent, max_usd, stop, notes, reasks)
+    return SampleOutcome(report.run_id, len(jobs), answers, spent, max_usd, stop, notes, reasks, grades)
 
 
 def first_turn_only(job: Job) -> Job:

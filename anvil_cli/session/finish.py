@@ -24,7 +24,8 @@ from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.context import RunContext
-from anvil_cli.snapshot.checks import ChecksSummary, summarize_checks
+from anvil_cli.snapshot.checks import ChecksSummary
+from anvil_cli.snapshot.checks_journal import checks_of_run
 from anvil_cli.snapshot.metrics import RunMetrics
 
 
@@ -52,8 +53,11 @@ def finish(run: RunContext, end: RunEnd, resumed: bool, notes: list[str]) -> Run
     summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})
     message = end.stop_message
     summary["tool_sandbox"] = settings.run.tool_sandbox  # bwrap, or none: tools ran UNSANDBOXED
+    checks = checks_of_run(journal, run_id, settings.checks.by)  # None: no job has checks
+    if checks is not None:
+        summary["checks"] = checks.to_json()
     if settings.checks.fail_under is not None and state == RUN_FINISHED:
-        gate = pass_rate_gate(journal, run_id, settings.checks.fail_under)
+        gate = fail_under_gate(checks, settings.checks.fail_under)
         summary["fail_under"] = gate
         if gate["below"] and code == ExitCode.OK:
             code = ExitCode.CHECKS_BELOW
@@ -85,7 +89,7 @@ def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:
 def pass_rate_gate(journal: Journal, run_id: str, rate: float) -> dict[str, Any]:
     """`--fail-under RATE` on the run's pass rate (snapshot/checks.py: finished jobs with checks,
     passed when they succeeded and every check passed)."""
-    return fail_under_gate(summarize_checks(journal.iter_results(run_id)), rate)
+    return fail_under_gate(checks_of_run(journal, run_id), rate)
 
 
 def fail_under_gate(checks: ChecksSummary | None, rate: float) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.engine.worker.classify import classify
 from anvil_cli.engine.worker.conversation import Conversation
-from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.sdk_message import text_of, tokens_of, usage_of
 from anvil_cli.policy.checks.evaluate import evaluate_all
 from anvil_cli.policy.checks.judge import (
     failed_judgement,
@@ -181,7 +181,7 @@ class AnswerChecker:
             status = f" ({info.status_code})" if info.status_code is not None else ""
             why = f"{info.type}{status}: {self.redact(info.message)}"
             return failed_judgement(spec, judge.model, why)
-        return read_judgement(spec, judge.model, text_of(message))
+        return read_judgement(spec, judge.model, text_of(message), tokens_of(message))
 
 
 def _said(message: Any) -> list[dict[str, Any]]:

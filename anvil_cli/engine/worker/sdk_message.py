@@ -16,6 +16,13 @@ def usage_of(message: Any) -> Usage:
     return Usage.from_json(data)
 
 
+def tokens_of(message: Any) -> tuple[int, int]:
+    """The message's input tokens (uncached, cache writes and reads: all it was sent) and output
+    tokens."""
+    usage = usage_of(message)
+    return usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens, usage.output_tokens
+
+
 def text_of(message: Any) -> str:
     """The message's text blocks, joined."""
     return "".join(getattr(block, "text", "") for block in message.content if block.type == "text")

@@ -94,19 +94,34 @@ def judge_request(spec: CheckSpec, model: str, question: str, answer: str | None
     }
 
 
-def read_judgement(spec: CheckSpec, model: str, reply: str | None) -> CheckResult:
+def read_judgement(
+    spec: CheckSpec, model: str, reply: str | None, tokens: tuple[int, int] | None = None
+) -> CheckResult:
     """A judge's reply as a check result: its score mapped onto 0..1; a reply that is not a
-    grade on the scale fails the check (and says why)."""
+    grade on the scale fails the check (and says why). `tokens`: the call's input tokens
+    (cache reads and writes included) and output tokens, kept on the result (`anvil plan
+    --sample` prices judges from them)."""
+    inp, out = tokens if tokens is not None else (None, None)
     verdict = check_answer(grade_schema(spec), reply)
     if not verdict.valid:
         detail = f"the judge's reply is not a grade: {verdict.error}"[:MAX_ERROR_CHARS]
-        return CheckResult(spec.name, "judge", False, 0.0, detail=detail, model=model)
+        return CheckResult(
+            spec.name, "judge", False, 0.0, detail=detail, model=model, input_tokens=inp, output_tokens=out
+        )
     grade = float(verdict.value["score"])
     low, high = scale_of(spec)
     score = (grade - low) / (high - low) if high > low else 1.0
     reason = str(verdict.value.get("reason", ""))[:MAX_ERROR_CHARS] or None
     return CheckResult(
-        spec.name, "judge", grade >= pass_at(spec), score, value=grade, detail=reason, model=model
+        spec.name,
+        "judge",
+        grade >= pass_at(spec),
+        score,
+        value=grade,
+        detail=reason,
+        model=model,
+        input_tokens=inp,
+        output_tokens=out,
     )
 
 

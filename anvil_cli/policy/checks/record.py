@@ -25,6 +25,9 @@ class CheckResult:
     value: float | None = None  # a judge's grade on its scale
     detail: str | None = None
     model: str | None = None  # the judge's model
+    # a judge's call: its input tokens (cache reads and writes included) and output tokens
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "passed": self.passed}
@@ -35,6 +38,10 @@ class CheckResult:
             out["detail"] = self.detail
         if self.model is not None:
             out["model"] = self.model
+        if self.input_tokens is not None:
+            out["input_tokens"] = self.input_tokens
+        if self.output_tokens is not None:
+            out["output_tokens"] = self.output_tokens
         return out
 
     @classmethod
@@ -48,7 +55,13 @@ class CheckResult:
             value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
             detail=data.get("detail") if isinstance(data.get("detail"), str) else None,
             model=data.get("model") if isinstance(data.get("model"), str) else None,
+            input_tokens=_count(data.get("input_tokens")),
+            output_tokens=_count(data.get("output_tokens")),
         )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,7 +280,7 @@ def compare(rows: Sequence[SideRows], *, matched_by: str, pass_rate: float = DEF
 
 def build_comparison(
     journal: Journal,
-    runs: Sequence[str],
+    runs: Sequence[str],  # none: the latest run's variants
     variants: Sequence[str] | None = None,
     *,
     pass_rate: float = DEFAULT_PASS_RATE,
@@ -295,6 +295,7 @@ def build_comparison(
         if a.run_id == b.run_id:
             raise UsageError(f"both names are run {a.run_id}: name two runs, or one run with --variants A B")
         return compare([a, b], matched_by="id", pass_rate=pass_rate)
-    if len(runs) == 1:
-        return compare(variant_sides(journal, runs[0], variants), matched_by="base_id", pass_rate=pass_rate)
+    if len(runs) <= 1:
+        run = runs[0] if runs else None
+        return compare(variant_sides(journal, run, variants), matched_by="base_id", pass_rate=pass_rate)
     raise UsageError(USAGE)

@@ -87,10 +87,10 @@ def variants_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(v for v in (_variant_of(r) for r in rows) if v is not None))
 
 
-def variant_sides(journal: Journal, run: str, wanted: Sequence[str] | None) -> list[SideRows]:
-    """The variants of one run (id or unique prefix): the `wanted` ones in that order, or every
-    one when None; their jobs matched by base id. UsageError if the run has fewer than two
-    variants to compare, or if one wanted is not among them."""
+def variant_sides(journal: Journal, run: str | None, wanted: Sequence[str] | None) -> list[SideRows]:
+    """The variants of one run (id or unique prefix; None: the latest run): the `wanted` ones in
+    that order, or every one when None; their jobs matched by base id. UsageError if the run has
+    fewer than two variants to compare, or if one wanted is not among them."""
     run_id = find_run(journal, run).id
     by_variant: dict[str, list[JobFacts]] = {}
     tallies: dict[str, ChecksTally] = {}

@@ -25,7 +25,7 @@ from anvil_cli.engine.modes.batches.followup import JUDGE, REASK, FollowUp
 from anvil_cli.engine.modes.batches.results import error_of
 from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.requests import prepare_request
-from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.sdk_message import text_of, tokens_of, usage_of
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.checks.evaluate import evaluate_all
 from anvil_cli.policy.checks.judge import failed_judgement, judge_model, read_judgement
@@ -80,7 +80,8 @@ class Checking:
             model = judge_model(spec, self.settings.checks.judge_model)
             if result is not None and result.type == "succeeded":
                 fu, cost = self._called(job_row, fu, model, result.message, JUDGE)
-                fu = fu.judged(index, read_judgement(spec, model, text_of(result.message)))
+                judged = read_judgement(spec, model, text_of(result.message), tokens_of(result.message))
+                fu = fu.judged(index, judged)
                 total += cost
             elif spent:
                 error = error_of(result) if result is not None else JobError("missing", "no result")
