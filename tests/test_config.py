@@ -197,3 +197,17 @@ def test_top_level_must_be_a_mapping() -> None:
 def test_duplicate_keys_are_reported() -> None:
     (problem,) = problems_of(config_path=write("c.yaml", "budget:\n  max_usd: 1\n  max_usd: 2\n"), env={})
     assert problem.line == 3 and problem.field == "budget.max_usd" and "duplicate key" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [("ANVIL_STATE_DIR", "state_dir"), ("ANVIL_RUN__TOOL_READ_PATHS", "run.tool_read_paths")],
+)
+def test_a_home_directory_that_does_not_exist_is_a_config_error(variable: str, field: str) -> None:
+    # found by tests/test_input_properties.py: `~user` of no such user made pathlib raise
+    value = '["~no-such-user-anvil/x"]' if "PATHS" in variable else "~no-such-user-anvil/x"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={variable: value})
+    (problem,) = caught.value.problems
+    assert problem.field == field and problem.file == f"environment variable {variable}"
+    assert "home directory that cannot be found" in problem.message

@@ -171,7 +171,7 @@ def test_validate_counts_jobs_times_variants(tmp_path: Path, monkeypatch: pytest
     path = write(tmp_path, BATCH)
     result = runner.invoke(app, ["validate", str(path)], env={"NO_COLOR": "1", "COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
-    assert "4 jobs (2 × 2 variants), valid" in result.stdout
+    assert "4 jobs, valid (2 × 2 variants)" in result.stdout
     assert "variants: haiku 2, sonnet-brief 2" in result.stdout
     data = json.loads(runner.invoke(app, ["validate", "--json", str(path)]).stdout)
     assert (data["jobs"], data["base_jobs"], data["per_variant"]) == (4, 2, {"haiku": 2, "sonnet-brief": 2})

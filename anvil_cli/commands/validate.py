@@ -125,7 +125,7 @@ def _print_summary(summary: BatchSummary) -> None:
     times = f" ({summary.base_jobs} × {variants} variant{'s' if variants != 1 else ''})" if variants else ""
     console.print(
         Text.assemble(
-            ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), f" jobs{times}, valid"
+            ("✓", "green"), f" {plain(summary.path)}: ", (str(summary.jobs), "bold"), f" jobs, valid{times}"
         )
     )
     if variants:

@@ -35,16 +35,29 @@ def check_settings(merged: Layer) -> Settings:
     problems.extend(_model_name_problems(merged.values, merged.origins))
     if problems or settings is None:
         raise ConfigError(problems)
-    if not settings.state_dir.is_absolute():
-        settings.state_dir = Path.cwd() / settings.state_dir.expanduser()
-    run = settings.run  # sandbox paths: relative to where anvil starts, like state_dir
-    run.tool_read_paths = [_absolute(p) for p in run.tool_read_paths]
-    run.tool_write_paths = [_absolute(p) for p in run.tool_write_paths]
+    try:
+        if not settings.state_dir.is_absolute():
+            settings.state_dir = _absolute(settings.state_dir, "state_dir")
+        run = settings.run  # sandbox paths: relative to where anvil starts, like state_dir
+        run.tool_read_paths = [_absolute(p, "run.tool_read_paths") for p in run.tool_read_paths]
+        run.tool_write_paths = [_absolute(p, "run.tool_write_paths") for p in run.tool_write_paths]
+    except _NoHome as exc:
+        raise ConfigError([_at(merged.origins, exc.field, str(exc))]) from None
     return settings
 
 
-def _absolute(path: Path) -> Path:
-    path = path.expanduser()
+class _NoHome(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _absolute(path: Path, field: str) -> Path:
+    """`path` made absolute (relative: to where anvil starts; `~` and `~user` expanded)."""
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # `~user` of no such user, or no home directory at all
+        raise _NoHome(field, f"{str(path)!r} starts with a home directory that cannot be found") from None
     return path if path.is_absolute() else Path.cwd() / path
 
 

@@ -85,6 +85,15 @@ def _job_schemas() -> dict[str, JsonSchema]:
             "tools": ref("Tools"),
             "tool_choice": ref("ToolChoice"),
             "stop_sequences": {"type": "array", "items": text},
+            "output_schema": {
+                "anyOf": [{"type": "object"}, {"type": "null"}],
+                "description": "A JSON Schema the answer must match (docs/checks.md); not `$file` here.",
+            },
+            "checks": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Checks of the answer (docs/checks.md).",
+            },
         },
         "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
         "additionalProperties": False,
