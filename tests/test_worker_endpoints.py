@@ -28,10 +28,11 @@ from anvil_cli.engine.governor_host.manager import start_governor
 from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.engine.process.forkserver import worker_context
 from anvil_cli.engine.requests import prepare_request
-from anvil_cli.engine.worker.agent import Agent, AgentContext, _JobState
+from anvil_cli.engine.worker.agent import Agent, AgentContext
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.clients import make_clients
 from anvil_cli.engine.worker.config import WorkerConfig
+from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.loader import load_batch
 from anvil_cli.policy.governor import (
@@ -375,7 +376,7 @@ def test_a_fallback_is_taken_while_some_endpoint_serves_it(
             )  # type: ignore[arg-type]
             agent = Agent(ctx)
             request = prepare_request(job, settings)
-            st = _JobState(
+            st = Conversation(
                 job=job, model=request.model, request=request.params, est_input=1, affinity=request.affinity
             )
             return agent._switch_to_fallback(st), st.model, st.affinity

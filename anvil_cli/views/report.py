@@ -130,11 +130,13 @@ def embedded_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _sha256(text: str) -> str:
+def csp_hash(text: str) -> str:
+    """`text`'s hash as a Content-Security-Policy source ('sha256-...')."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def _inline(name: str) -> str:
+def inline_asset(name: str) -> str:
+    """A packaged web asset's text, to inline in a self-contained page."""
     text = read(name).decode()
     if _CLOSERS.search(text):  # would end its element early: a packaging mistake, not user data
         raise RuntimeError(f"{name} cannot be inlined: it contains '</script', '</style' or '<!--'")
@@ -151,11 +153,11 @@ def render_html(data: dict[str, Any]) -> str:
     """The live page made self-contained: styles and scripts inline, the data embedded, and a
     Content-Security-Policy that lets only these scripts and styles run and connects nowhere."""
     page = read(PAGE).decode()
-    styles = {name: _inline(name) for name in _STYLES}
-    scripts = {name: _inline(name) for name in _SCRIPTS}
+    styles = {name: inline_asset(name) for name in _STYLES}
+    scripts = {name: inline_asset(name) for name in _SCRIPTS}
     csp = (
-        "default-src 'none'; script-src " + " ".join(_sha256(s) for s in scripts.values())
-        + "; style-src " + " ".join(_sha256(s) for s in styles.values())
+        "default-src 'none'; script-src " + " ".join(csp_hash(s) for s in scripts.values())
+        + "; style-src " + " ".join(csp_hash(s) for s in styles.values())
         + "; img-src data:; base-uri 'none'; form-action 'none'"
     )  # fmt: skip
     page = _replace_once(

@@ -59,7 +59,6 @@ MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 
 
 _Answer = tuple[Any, int, Mapping[str, str]]  # a call's message, HTTP status and response headers
-_JobState = Conversation  # the name it had here (tests build one)
 __all__ = ["Abandoned", "Agent", "AgentContext", "StopRun"]
 
 

@@ -16,7 +16,7 @@ from typing import Final
 from anvil_cli.timefmt import local_iso
 from anvil_cli.views.compare.fmt import fmt_difference, fmt_value
 from anvil_cli.views.compare.model import FIGURES, Comparison, Flip, Pair
-from anvil_cli.views.report import _inline, _sha256, embedded_json, write_report
+from anvil_cli.views.report import csp_hash, embedded_json, inline_asset, write_report
 
 MAX_ROWS: Final = 1_000  # of each list on the page (`--json` has all of them)
 # what this page adds to the run page's stylesheet: room between its panels and sections
@@ -96,8 +96,8 @@ def _pair(c: Comparison, pair: Pair) -> str:
 
 def render_html(c: Comparison, *, now: float) -> str:
     """The comparison as a whole page."""
-    css = _inline("app.css") + _MORE_CSS
-    csp = f"default-src 'none'; style-src {_sha256(css)}; img-src data:; base-uri 'none'; form-action 'none'"
+    css = inline_asset("app.css") + _MORE_CSS
+    csp = f"default-src 'none'; style-src {csp_hash(css)}; img-src data:; base-uri 'none'; form-action 'none'"
     names = " · ".join(s.name for s in c.sides)
     run = f" of run {c.sides[0].run_id}" if c.matched_by == "base_id" else ""
     return (
