@@ -5,14 +5,16 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from anvil_cli.config.settings import Settings
+from anvil_cli.config.settings import Settings, is_http_url
 from anvil_cli.config.sources import Layer, Origin, origin_of
+from anvil_cli.config.vault import environ_with_secrets
 from anvil_cli.errors import ConfigError, Problem
 from anvil_cli.input_limits import scan_value, short_repr
 from anvil_cli.jobs.job import COMPLEXITIES
@@ -21,8 +23,10 @@ from anvil_cli.policy.pricing.table import known_models, suggest_model
 _GLOB_CHARS = frozenset("*?[")
 
 
-def check_settings(merged: Layer) -> Settings:
-    """Validate the merged values; raise ConfigError listing every problem, else return Settings."""
+def check_settings(merged: Layer, env: Mapping[str, str] | None = None) -> Settings:
+    """Validate the merged values; raise ConfigError listing every problem, else return Settings.
+    `env`: where the variables the settings name (a webhook's URL and headers) are read (default:
+    this process's environment with the secrets the vault holds)."""
     problems = list(merged.problems)
     settings: Settings | None = None
     beyond = _beyond_limits(merged.values, merged.origins)
@@ -35,6 +39,9 @@ def check_settings(merged: Layer) -> Settings:
     problems.extend(_model_name_problems(merged.values, merged.origins))
     if problems or settings is None:
         raise ConfigError(problems)
+    webhooks = _webhook_problems(settings, environ_with_secrets() if env is None else env, merged.origins)
+    if webhooks:
+        raise ConfigError(webhooks)
     try:
         if not settings.state_dir.is_absolute():
             settings.state_dir = _absolute(settings.state_dir, "state_dir")
@@ -88,6 +95,27 @@ def _nul_path(value: Any, path: str) -> str | None:
         if found:
             return found
     return None
+
+
+def _webhook_problems(settings: Settings, env: Mapping[str, str], origins: dict[str, Origin]) -> list[Problem]:
+    """Each variable `alerts.webhooks` names must be set (a URL: to an http(s) one; a header value:
+    without control characters). A problem names the setting and the variable, never its value."""
+    problems = []
+    for i, hook in enumerate(settings.alerts.webhooks):
+        named = [("url_env", hook.url_env)] if hook.url_env else []
+        named += [(f"headers.{header}", name) for header, name in hook.headers.items()]
+        for field, name in named:
+            value = env.get(name)
+            message = None
+            if not value:
+                message = f"the variable {name} is not set"
+            elif field == "url_env" and not is_http_url(value):
+                message = f"the variable {name} does not hold an http(s) URL (its value is not shown)"
+            elif not value.isprintable():
+                message = f"the variable {name} contains control characters (its value is not shown)"
+            if message:
+                problems.append(_at(origins, f"alerts.webhooks[{i}].{field}", message))
+    return problems
 
 
 # -- schema errors -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def load_located_settings(
     layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
     layers.append(flags_layer(overrides or {}))
     merged = merge_layers(layers)
-    return check_settings(merged), merged.origins
+    return check_settings(merged, env), merged.origins
 
 
 def _default_config_path() -> Path | None:

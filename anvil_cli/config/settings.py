@@ -15,14 +15,15 @@ import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 # Durations: a setting in seconds above this is a typo, and some would overflow further down
 # (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
 MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Section(BaseModel):
@@ -152,6 +153,46 @@ class ChecksSettings(_Section):
     fail_under: float | None = Field(None, ge=0, le=1, description="exit 1 when the pass rate is lower")
 
 
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"  # an HTTP header name (a token)
+
+
+class AlertWebhook(_Section):
+    """One receiver of alerts as Slack-compatible JSON (`alerts.webhooks`). Its URL and header
+    values are secrets: the settings name the environment variables holding them (a URL that
+    is no secret, an internal relay's, may be given as `url`)."""
+
+    url_env: str | None = Field(None, pattern=ENV_VAR_NAME, description="variable holding the URL")
+    url: str | None = Field(None, min_length=1, description="the URL itself, when it is no secret")
+    headers: dict[
+        Annotated[str, StringConstraints(pattern=HEADER_NAME)],
+        Annotated[str, StringConstraints(pattern=ENV_VAR_NAME)],
+    ] = Field(default_factory=dict, description="header name -> variable holding its value")
+    min_severity: Literal["low", "medium", "high"] = "medium"
+    timeout_s: float = Field(5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _check_url(self) -> AlertWebhook:
+        if (self.url_env is None) == (self.url is None):
+            raise _cross_field(
+                "url_env", "give url_env (the variable holding the webhook's URL) or url, one of them"
+            )
+        if self.url is not None and not is_http_url(self.url):
+            raise _cross_field("url", "not an http(s) URL with a host")
+        return self
+
+
+def is_http_url(url: str) -> bool:
+    """`url` is http(s), with a host and a valid port (a webhook's, read from a file or a variable)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and url.isprintable() and " " not in url
+
+
 class Alerts(_Section):
     error_rate_pct: float = Field(2.0, ge=0)
     queue_depth: int = Field(500, ge=0)
@@ -160,6 +201,7 @@ class Alerts(_Section):
     utilisation_pct: float = Field(90.0, ge=0, le=100)  # of a rate limit (the `rate_limit` alert)
     agent_utilisation_pct: float = Field(90.0, ge=0, le=100)  # busy agents of the agent limit
     command: str | None = None
+    webhooks: list[AlertWebhook] = Field(default_factory=list)  # Slack-compatible JSON, retried
 
 
 class Provider(_Section):
@@ -214,7 +256,6 @@ def rate_limit_entry(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[
 
 PROVIDERS = ("anthropic", "bedrock", "vertex", "foundry")
 ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _default_rate_limits() -> dict[str, RateLimit]:

@@ -13,9 +13,11 @@ ANTHROPIC_CUSTOM_HEADERS, ANVIL_API_TOKEN), and every variable an endpoint of th
 section reads its credential from (`providers.credential_variables`: the `api_key_env` and
 `auth_token_env` it names, else its provider's usual ones: ANTHROPIC_FOUNDRY_API_KEY, or
 AWS_BEARER_TOKEN_BEDROCK and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN for
-Bedrock). The settings are not loaded yet when this runs, so `configured_secret_names` reads
-the same sources they are loaded from: the `--config`/`-c` file of the command line (else
-./anvil.yaml) and the `ANVIL_ENDPOINTS...` variables. No name pattern is guessed: a tool that
+Bedrock), and every variable an `alerts.webhooks` entry reads its URL or a header from
+(`url_env`, `headers`). The settings are not loaded yet when this runs, so
+`configured_secret_names` reads the same sources they are loaded from: the `--config`/`-c` file
+of the command line (else ./anvil.yaml) and the `ANVIL_ENDPOINTS...` and `ANVIL_ALERTS...`
+variables. No name pattern is guessed: a tool that
 needs its own `SERPAPI_API_KEY` still gets it. `anvil validate` warns about a credential
 variable still in its environment (a config it could not read here, or not Linux).
 
@@ -107,14 +109,14 @@ def configured_secret_names(argv: list[str], env: Mapping[str, str]) -> tuple[st
     if path is not None:
         with contextlib.suppress(OSError):
             text = Path(path).read_bytes()
-    from_env = any(name.startswith("ANVIL_ENDPOINTS") for name in env)
-    if b"endpoints" not in text and not from_env:  # the common case: nothing to parse
+    from_env = any(name.startswith(("ANVIL_ENDPOINTS", "ANVIL_ALERTS")) for name in env)
+    if b"endpoints" not in text and b"webhooks" not in text and not from_env:  # the common case
         return ()
     from anvil_cli.config.providers import credential_variables
     from anvil_cli.config.sources import merge_layers, read_env_layer, read_file_layer
 
     layers = [read_file_layer(Path(path))] if path is not None else []  # as load_settings reads them
-    merged = merge_layers([*layers, read_env_layer(env, {"endpoints"})])  # not the schema: not loaded yet
+    merged = merge_layers([*layers, read_env_layer(env, {"endpoints", "alerts"})])  # the schema: not yet
     entries = merged.values.get("endpoints")
     names: list[str] = []
     for entry in entries if isinstance(entries, list) else []:
@@ -122,9 +124,22 @@ def configured_secret_names(argv: list[str], env: Mapping[str, str]) -> tuple[st
             fields = [entry.get(k) for k in ("provider", "api_key_env", "auth_token_env")]
             provider, key_env, token_env = (f if isinstance(f, str) else None for f in fields)
             names.extend(credential_variables(provider or "anthropic", key_env, token_env))
+    names.extend(_webhook_variables(merged.values.get("alerts")))
     return tuple(
         dict.fromkeys(n for n in names if n and "=" not in n and "\x00" not in n and n not in _NEVER_HELD)
     )
+
+
+def _webhook_variables(alerts: object) -> list[str]:
+    """The variables `alerts.webhooks` entries read their URL (`url_env`) and header values from."""
+    hooks = alerts.get("webhooks") if isinstance(alerts, dict) else None
+    names: list[str] = []
+    for hook in hooks if isinstance(hooks, list) else []:
+        if isinstance(hook, dict):
+            headers = hook.get("headers")
+            values = [hook.get("url_env"), *(headers.values() if isinstance(headers, dict) else ())]
+            names.extend(v for v in values if isinstance(v, str))
+    return names
 
 
 def _config_arg(argv: list[str]) -> str | None:

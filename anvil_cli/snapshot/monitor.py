@@ -4,7 +4,7 @@
 mode) hands it an `EngineState` through `engine.ticker.Ticker`, which stores the snapshot and its
 alert changes in the journal, serves it to the API, then calls `show(snapshot)`. It is the
 small driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions),
-`deliver` (the user's alert command) and a `Screen` (what shows them: a reporter of
+`deliver` (the user's alert command), `WebhookSender` (`alerts.webhooks`) and a `Screen` (what shows them: a reporter of
 `views.dashboard`, which this module does not import).
 """
 
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from anvil_cli.alerts.delivery import deliver
-from anvil_cli.alerts.rules import AlertChange, AlertEngine
+from anvil_cli.alerts.rules import ENDED_STATES, AlertChange, AlertEngine
+from anvil_cli.alerts.webhook import WebhookSender, webhook_sender
 from anvil_cli.config.settings import Settings
+from anvil_cli.config.vault import secret
 from anvil_cli.snapshot.build import Snapshot, build_snapshot, pending_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.state import EngineState
@@ -85,6 +87,7 @@ class RunMonitor:
         wall_clock: Callable[[], float] = time.time,
         mono_clock: Callable[[], float] = time.monotonic,
         deliver_alert: Callable[[str, AlertChange], Any] = deliver,
+        webhooks: WebhookSender | None = None,  # default: those of `alerts.webhooks`, if any
     ) -> None:
         self.settings = settings
         self.reporter = reporter
@@ -93,12 +96,14 @@ class RunMonitor:
         self._wall = wall_clock
         self._mono = mono_clock
         self._deliver = deliver_alert
+        self.webhooks = webhooks if webhooks is not None else webhook_sender(settings.alerts, secret)
+        self._flushed = False
         self._started_wall: float | None = None
         self._backlog = Backlog()
 
     def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observed:
         """The snapshot with its alerts evaluated; alert changes are printed by the reporter and
-        handed to `alerts.command`, and returned for the driver to record. Shows nothing."""
+        handed to `alerts.command` and `alerts.webhooks`, and returned for the driver to record. Shows nothing."""
         now = self._mono() if now is None else now
         if self._started_wall is None:  # wall time of the metrics' start, derived once
             self._started_wall = self._wall() - (now - metrics.started_at)
@@ -120,6 +125,11 @@ class RunMonitor:
             self.reporter.alert(change)
             if self.settings.alerts.command:
                 self._deliver(self.settings.alerts.command, change)
+            if self.webhooks is not None:
+                self.webhooks.send(change, snap["run_id"])
+        if self.webhooks is not None and snap["state"] in ENDED_STATES and not self._flushed:
+            self._flushed = True  # the run's last tick: a bounded wait, once, for what is queued
+            self.webhooks.flush()
         return Observed(snap, changes)
 
     def note(self, line: str) -> None:
