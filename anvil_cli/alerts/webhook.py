@@ -262,9 +262,10 @@ class WebhookSender:
         return left_over
 
     def close(self) -> None:
-        """Let every lane's thread end once its queue is empty (after the post under way)."""
+        """Drop what is queued and let every lane's thread end (after the post under way)."""
         for lane in self.lanes:
             with lane.cond:
+                lane.queue.clear()
                 lane.closed = True
                 lane.cond.notify_all()
 
