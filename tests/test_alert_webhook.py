@@ -112,7 +112,9 @@ def test_an_alert_arrives_once_slack_shaped_after_503_and_429(
     settings = _settings(url_env="HOOK_URL", headers={"Authorization": "HOOK_TOKEN"})
     waits: list[float] = []
     sender = WebhookSender(resolve_webhooks(settings.alerts, env.get), sleep=waits.append)
-    monitor = RunMonitor(settings, NoScreen(), batch_path="/x/b.jsonl", wall_clock=lambda: 1.7e9, webhooks=sender)
+    monitor = RunMonitor(
+        settings, NoScreen(), batch_path="/x/b.jsonl", wall_clock=lambda: 1.7e9, webhooks=sender
+    )
     _raise_queue_alert(monitor, end=True)  # the last tick waits (bounded) for the queue to empty
     assert sender.pending() == 0
     assert len(receiver.posts) == 3 and waits == [1.0, 7.0]  # back-off, then the receiver's Retry-After
@@ -228,7 +230,13 @@ def test_the_webhook_variables_are_held_out_of_the_environment(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "ANTHROPIC_"))}
     env.update(HOOK_URL="https://hooks.example.com" + SECRET_PATH, HOOK_TOKEN=SECRET_TOKEN)
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert done.stdout.split() == ["True", "True", "False", "False"]
 

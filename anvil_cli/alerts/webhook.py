@@ -111,7 +111,9 @@ def post(hook: Webhook, body: bytes) -> int:
         status = exc.code
         retry_after = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
         exc.close()
-        raise PostFailed(f"HTTP {status}", retry=status == 429 or status >= 500, retry_after_s=retry_after) from None
+        raise PostFailed(
+            f"HTTP {status}", retry=status == 429 or status >= 500, retry_after_s=retry_after
+        ) from None
     except urllib.error.URLError as exc:
         raise PostFailed(f"could not connect ({_why(exc.reason)})", retry=True) from None
     except TimeoutError:

@@ -97,7 +97,9 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
-def _webhook_problems(settings: Settings, env: Mapping[str, str], origins: dict[str, Origin]) -> list[Problem]:
+def _webhook_problems(
+    settings: Settings, env: Mapping[str, str], origins: dict[str, Origin]
+) -> list[Problem]:
     """Each variable `alerts.webhooks` names must be set (a URL: to an http(s) one; a header value:
     without control characters). A problem names the setting and the variable, never its value."""
     problems = []

@@ -4,8 +4,8 @@
 mode) hands it an `EngineState` through `engine.ticker.Ticker`, which stores the snapshot and its
 alert changes in the journal, serves it to the API, then calls `show(snapshot)`. It is the
 small driver around pure pieces: `build_snapshot` (figures), `AlertEngine` (decisions),
-`deliver` (the user's alert command), `WebhookSender` (`alerts.webhooks`) and a `Screen` (what shows them: a reporter of
-`views.dashboard`, which this module does not import).
+`deliver` (the user's alert command), `WebhookSender` (`alerts.webhooks`) and a `Screen` (what
+shows them: a reporter of `views.dashboard`, which this module does not import).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ class RunMonitor:
 
     def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observed:
         """The snapshot with its alerts evaluated; alert changes are printed by the reporter and
-        handed to `alerts.command` and `alerts.webhooks`, and returned for the driver to record. Shows nothing."""
+        handed to `alerts.command` and `alerts.webhooks`, and returned for the driver to record.
+        Shows nothing."""
         now = self._mono() if now is None else now
         if self._started_wall is None:  # wall time of the metrics' start, derived once
             self._started_wall = self._wall() - (now - metrics.started_at)
