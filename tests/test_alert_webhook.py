@@ -207,6 +207,12 @@ def test_webhooks_from_a_variable_as_flow_text(tmp_path: Path, monkeypatch: pyte
         "webhook 2 (relay)",
     ]
     assert configured_secret_names(["run", "b.jsonl"], env) == ("HOOK_URL",)
+    for name, value in env.items():  # the run's monitor reads the URL as the driver holds it (vault)
+        monkeypatch.setenv(name, value)
+    monitor = RunMonitor(load_settings(None), NoScreen(), batch_path="/x/b.jsonl")
+    assert monitor.webhooks is not None
+    assert [lane.hook.url for lane in monitor.webhooks.lanes] == [env["HOOK_URL"], "http://relay:8080/a"]
+    assert RunMonitor(Settings(), NoScreen(), batch_path="/x/b.jsonl").webhooks is None
 
 
 def test_the_webhook_variables_are_held_out_of_the_environment(tmp_path: Path) -> None:
