@@ -59,8 +59,9 @@ def set_in(overrides: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
-    return load_settings(config, overrides=overrides)
+def settings_from(config: Path | None, overrides: dict[str, Any], *, variables: bool = False) -> Settings:
+    """The settings of a command; `variables`: the variables they name must be set (`run`)."""
+    return load_settings(config, overrides=overrides, variables=variables)
 
 
 def problem_lines(problems: list[Problem], total: int | None = None) -> tuple[list[str], list[str]]:

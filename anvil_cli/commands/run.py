@@ -159,7 +159,7 @@ def run_command(
             serve=_serve_at(serve),
             command=["anvil", *sys.argv[1:]],
         )
-        settings = _with_agents(settings_from(config, overrides), agents)
+        settings = _with_agents(settings_from(config, overrides, variables=True), agents)
         report = _run(settings, opts, shown)
         advice = _resume_advice(settings, report)
     _print_report(report, shown, advice)

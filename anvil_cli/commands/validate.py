@@ -52,7 +52,7 @@ def validate(
     settings: Settings | None = None
     origins: dict[str, Origin] = {}
     try:
-        settings, origins = load_located_settings(config)
+        settings, origins = load_located_settings(config, variables=True)
     except ConfigError as exc:
         problems.extend(exc.problems, exc.total)
     extra_models = list(settings.prices) if settings is not None else []

@@ -23,7 +23,9 @@ from anvil_cli.policy.pricing.table import known_models, suggest_model
 _GLOB_CHARS = frozenset("*?[")
 
 
-def check_settings(merged: Layer, env: Mapping[str, str] | None = None) -> Settings:
+def check_settings(
+    merged: Layer, env: Mapping[str, str] | None = None, *, variables: bool = False
+) -> Settings:
     """Validate the merged values; raise ConfigError listing every problem, else return Settings.
     `env`: where the variables the settings name (a webhook's URL and headers) are read (default:
     this process's environment with the secrets the vault holds)."""
@@ -39,7 +41,11 @@ def check_settings(merged: Layer, env: Mapping[str, str] | None = None) -> Setti
     problems.extend(_model_name_problems(merged.values, merged.origins))
     if problems or settings is None:
         raise ConfigError(problems)
-    webhooks = _webhook_problems(settings, environ_with_secrets() if env is None else env, merged.origins)
+    webhooks = (
+        _webhook_problems(settings, environ_with_secrets() if env is None else env, merged.origins)
+        if variables
+        else []
+    )
     if webhooks:
         raise ConfigError(webhooks)
     try:

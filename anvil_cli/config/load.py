@@ -19,6 +19,8 @@ def load_settings(
     config_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    variables: bool = False,
 ) -> Settings:
     """Build the settings from defaults < file < ANVIL_* env < flags. Raises ConfigError.
 
@@ -27,15 +29,19 @@ def load_settings(
     3. then the file: `config_path` (must exist), else `./anvil.yaml` when present;
     4. then the built-in defaults.
     Every problem from every source is collected before raising. A relative `state_dir` is
-    resolved against the current directory. Nothing is created or written.
+    resolved against the current directory. Nothing is created or written. `variables`: check
+    the variables the settings name (a webhook's URL and headers) are set — for `anvil run` and
+    `anvil validate`, not for commands that only read (`anvil status` from another shell).
     """
-    return load_located_settings(config_path, env, overrides)[0]
+    return load_located_settings(config_path, env, overrides, variables=variables)[0]
 
 
 def load_located_settings(
     config_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    variables: bool = False,
 ) -> tuple[Settings, dict[str, Origin]]:
     """`load_settings`, and where each value came from (by dotted path: `endpoints[1].region`),
     for checks made after loading (`anvil validate`'s of the endpoints) to point at a line."""
@@ -46,7 +52,7 @@ def load_located_settings(
     layers.append(read_env_layer(os.environ if env is None else env, set(Settings.model_fields)))
     layers.append(flags_layer(overrides or {}))
     merged = merge_layers(layers)
-    return check_settings(merged, env), merged.origins
+    return check_settings(merged, env, variables=variables), merged.origins
 
 
 def _default_config_path() -> Path | None:
