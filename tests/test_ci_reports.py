@@ -1,0 +1,256 @@
+"""CI reports of a real run (views/ci/): the JUnit file `anvil run --junit` writes, validated
+against a JUnit schema (tests/data/junit.xsd) and read by `junitparser`; the GitHub step summary
+and annotations for the same run; and hostile job text (line breaks, `::`, `<`, `]]>`, control
+characters) put into the journal, inert in all three. One in-process run against the simulator
+(in a thread, without latency) serves every test."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import junitparser
+import pytest
+import xmlschema
+import yaml
+from typer.testing import CliRunner
+
+from anvil_cli.cli import app
+from anvil_cli.engine.journal.store import Journal, RunRow
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.session.finish import RunReport
+from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.views.ci.annotations import escape_data, escape_property, workflow_commands
+from anvil_cli.views.ci.github import github_outputs
+from anvil_cli.views.ci.jobs import ci_jobs
+from anvil_cli.views.ci.junit import junit_xml, xml_safe
+from anvil_cli.views.ci.step_summary import md_text
+from tests.engine_support import run_inprocess, write_config
+
+SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
+HOSTILE_SAY = "Lyon <b>x</b> ]]> | `tick` ::error::boom"
+HOSTILE = (
+    "line one\n::error title=pwned::injected\r\n<script>alert(1)</script> ]]> | `x` %0A \x07\x1b[31m\x00 end"
+)
+JOBS = [
+    {"id": "right", "prompt": "Capital of France? @sim{say=Paris}", "checks": [{"contains": "Paris"}]},
+    {
+        "id": "wrong",
+        "prompt": f"Capital of France? @sim{{say={HOSTILE_SAY}}}",
+        "checks": [{"name": "is-paris", "equals": "Paris"}],
+    },
+    {
+        "id": "graded-low",
+        "prompt": "Capital of France? @sim{say=Paris} @sim{score=1}",
+        "checks": [{"name": "right", "judge": {"rubric": "Is it right?", "scale": [1, 5]}}],
+    },
+    {"id": "broken", "prompt": "Capital of France? @sim{status=400}"},
+]
+
+
+@dataclass
+class Ran:
+    report: RunReport
+    state: Path
+    junit: Path
+    rows: dict[str, dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
+    root = tmp_path_factory.mktemp("ci")
+    sim = SimServer(SimConfig()).start_thread()  # no latency: the run takes what its calls take
+    batch = root / "batch.yaml"
+    batch.write_text(
+        yaml.safe_dump({"defaults": {"model": "claude-haiku-4-5", "max_tokens": 64}, "jobs": JOBS})
+    )
+    config = write_config(root / "anvil.yaml", sim.base_url, retries={"max_attempts": 1})
+    junit = root / "junit.xml"
+    try:
+        report = run_inprocess(config, batch, root / "out.jsonl", junit=junit)
+    finally:
+        sim.stop()
+    with Journal.open(root / ".anvil") as journal:
+        rows = {row["id"]: row for row in journal.iter_results(report.run_id)}
+    yield Ran(report, root / ".anvil", junit, rows)
+
+
+def _run_row(journal: Journal, run_id: str) -> RunRow:
+    row = journal.get_run(run_id)
+    assert row is not None
+    return row
+
+
+@pytest.mark.slow
+def test_the_run_writes_a_junit_file_valid_against_the_schema(ran: Ran) -> None:
+    assert ran.report.exit_code == ExitCode.JOBS_FAILED
+    assert ran.report.summary["junit"] == str(ran.junit)
+    assert ran.junit.stat().st_mode & 0o777 == 0o600
+    xmlschema.XMLSchema(str(SCHEMA)).validate(str(ran.junit))
+    assert not list(ran.junit.parent.glob(".junit.xml.*"))  # written atomically: no temp file left
+
+
+@pytest.mark.slow
+def test_junit_counts_and_failures_are_the_journals(ran: Ran) -> None:
+    xml = junitparser.JUnitXml.fromfile(str(ran.junit))
+    (suite,) = list(xml)
+    assert suite.name == "batch.yaml"
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (4, 3, 0, 0)
+    cases = {case.name: case for case in suite}
+    assert list(cases) == list(ran.rows)  # batch order
+    for job_id, case in cases.items():
+        row = ran.rows[job_id]
+        assert case.classname == "batch.yaml.claude-haiku-4-5"
+        assert case.time == pytest.approx(row["latency_s"], abs=0.001)
+    assert cases["right"].is_passed
+    (broken,) = cases["broken"].result
+    error = ran.rows["broken"]["error"]
+    assert isinstance(broken, junitparser.Failure)
+    assert (broken.type, broken.message) == (error["type"], error["message"])
+    assert error["type"] == "invalid_request_error"
+    (wrong,) = cases["wrong"].result
+    detail = ran.rows["wrong"]["checks"]["results"][0]["detail"]
+    assert wrong.type == "checks" and "is-paris" in wrong.message
+    assert wrong.text == f"is-paris (equals): {detail}"
+    assert HOSTILE_SAY in detail  # the model's words, `<`, `]]>` and all, read back as written
+    (low,) = cases["graded-low"].result
+    assert low.type == "checks" and low.message == "1 of 1 checks failed: right"
+
+
+@pytest.mark.slow
+def test_step_summary_and_annotations_for_the_run(ran: Ran, tmp_path: Path) -> None:
+    target = tmp_path / "summary.md"
+    target.write_text("earlier step\n")
+    err = io.StringIO()
+    env = {"GITHUB_STEP_SUMMARY": str(target), "GITHUB_ACTIONS": "true"}
+    with Journal.open(ran.state) as journal:
+        assert github_outputs(journal, ran.report.run_id, ran.report.summary, env, err) is None
+        totals = journal.totals(ran.report.run_id)
+    text = target.read_text()
+    assert text.startswith("earlier step\n### Anvil: batch\\.yaml (finished)")  # appended
+    summary = ran.report.summary
+    counts_row = "| 4 | 3 | 1 | 0 | "
+    assert counts_row in text
+    assert f"${totals['cost_usd']:.6f}" in text or f"${totals['cost_usd']:.4f}" in text
+    assert f"{summary['job_time_s']['p95']:.2f} s" in text
+    assert "**Checks:** 1 of 3 answers passed (33.3%)" in text
+    assert "#### Failures (3)" in text and "| broken | invalid\\_request\\_error: " in text
+    assert "#### Most expensive jobs" in text
+    # the hostile answer quoted in the check's detail: no HTML, no cell break, no code span
+    assert "<b>" not in text and "&lt;b&gt;" in text and "\\| \\`tick\\`" in text
+    lines = err.getvalue().splitlines()
+    assert [line.split("::")[1] for line in lines] == [
+        "error title=Anvil job wrong failed its checks",
+        "error title=Anvil job graded-low failed its checks",
+        "error title=Anvil job broken failed",
+    ]
+    assert lines[2] == (
+        "::error title=Anvil job broken failed::invalid_request_error (HTTP 400): "
+        + escape_data(ran.rows["broken"]["error"]["message"])
+    )
+
+
+@pytest.mark.slow
+def test_no_github_variables_no_output(ran: Ran, tmp_path: Path) -> None:
+    err = io.StringIO()
+    with Journal.open(ran.state) as journal:
+        github_outputs(journal, ran.report.run_id, ran.report.summary, {}, err)
+    assert err.getvalue() == ""
+
+
+def test_fail_under_warning() -> None:
+    gate = {"rate": 0.9, "pass_rate": 0.5, "below": True, "message": "pass rate 50.0% < 90.0%: exit 1"}
+    (line,) = workflow_commands([], {"fail_under": gate})
+    assert line == "::warning title=Anvil checks under --fail-under::pass rate 50.0%25 < 90.0%25: exit 1"
+
+
+def test_github_escaping() -> None:
+    assert escape_data("50%\r\nnext::x") == "50%25%0D%0Anext::x"
+    assert escape_property("a: b, c%\n") == "a%3A b%2C c%25%0A"
+    assert escape_data("bell\x07 esc\x1b") == "bell\\x07 esc\\x1b"
+
+
+@pytest.fixture(scope="module")
+def hostile(ran: Ran, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the run's journal where a model's and a server's words are hostile: the failed
+    job's error message, the failed check's detail; and one job left pending."""
+    state = tmp_path_factory.mktemp("hostile") / ".anvil"
+    shutil.copytree(ran.state, state)
+    with sqlite3.connect(state / "journal.sqlite") as db:
+        error = {"type": "api_error\n::error::x", "message": HOSTILE, "status_code": 400}
+        db.execute("UPDATE jobs SET error_json = ? WHERE id = 'broken'", (json.dumps(error),))
+        checks = dict(ran.rows["wrong"]["checks"])
+        checks["results"] = [{**checks["results"][0], "detail": HOSTILE}]
+        db.execute("UPDATE jobs SET checks_json = ? WHERE id = 'wrong'", (json.dumps(checks),))
+        db.execute("UPDATE jobs SET state = 'pending' WHERE id = 'right'")
+    return state
+
+
+@pytest.mark.slow
+def test_hostile_text_stays_inert_in_junit(ran: Ran, hostile: Path, tmp_path: Path) -> None:
+    with Journal.open(hostile) as journal:
+        xml = junit_xml(journal, _run_row(journal, ran.report.run_id))
+    path = tmp_path / "junit.xml"
+    path.write_text(xml)
+    xmlschema.XMLSchema(str(SCHEMA)).validate(str(path))  # parses: no forbidden character left
+    (suite,) = list(junitparser.JUnitXml.fromfile(str(path)))
+    assert (suite.tests, suite.failures, suite.skipped) == (4, 3, 1)
+    cases = {case.name: case for case in suite}
+    assert isinstance(cases["right"].result[0], junitparser.Skipped)
+    (broken,) = cases["broken"].result
+    assert broken.message == xml_safe(HOSTILE) and broken.type == "api_error\n::error::x"
+    assert "<script>" not in xml and "]]>" not in xml and "\x07" not in xml and "\\x07" in broken.message
+    (wrong,) = cases["wrong"].result
+    assert wrong.text == f"is-paris (equals): {xml_safe(HOSTILE)}"
+
+
+@pytest.mark.slow
+def test_hostile_text_stays_inert_in_the_summary_and_annotations(
+    ran: Ran, hostile: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "summary.md"
+    err = io.StringIO()
+    env = {"GITHUB_STEP_SUMMARY": str(target), "GITHUB_ACTIONS": "true"}
+    with Journal.open(hostile) as journal:
+        github_outputs(journal, ran.report.run_id, ran.report.summary, env, err)
+        jobs = {job.id: job for job in ci_jobs(journal, ran.report.run_id)}
+    text = target.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text and "\x07" not in text and "\x1b" not in text
+    failures = text.split("#### Failures (3)")[1].split("####")[0].strip().splitlines()[2:]
+    assert [row.split(" ")[1] for row in failures] == ["wrong", "graded\\-low", "broken"]
+    for row in failures:  # every row still has its two cells: no `|` a model wrote splits one
+        assert len(re.findall(r"(?<!\\)\|", row)) == 3, row
+    assert md_text(HOSTILE) in text
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 3  # one line a job: no line a model wrote starts a command
+    for line in lines:
+        assert re.fullmatch(r"::error title=[^:]*::[^\r\n\x00-\x1f]*", line), line
+    tail = "%0A::error title=pwned::injected%0D%0A<script>alert(1)</script> ]]> | `x` %250A"
+    assert lines[0].endswith(tail + " \\x07\\x1b[31m\\x00 end")
+    assert jobs["broken"].error == HOSTILE
+
+
+@pytest.mark.slow
+def test_export_writes_the_same_junit_later(ran: Ran, tmp_path: Path) -> None:
+    """`anvil export RUN --junit FILE` (what a failed `--junit` write advises) writes the file
+    `anvil run --junit` wrote; without -o or --junit, export is a usage error."""
+    runner = CliRunner()
+    out = tmp_path / "again.xml"
+    state = str(ran.state)
+    done = runner.invoke(app, ["export", ran.report.run_id, "--junit", str(out), "--state-dir", state])
+    assert done.exit_code == 0, done.output
+
+    def same(xml: str) -> str:  # the run's duration: to its journaled end now, a moment before then
+        return re.sub(r'(<testsuites? [^>]*)time="[0-9.]+"', r"\1", xml)
+
+    assert same(out.read_text()) == same(ran.junit.read_text())
+    assert out.stat().st_mode & 0o777 == 0o600
+    neither = runner.invoke(app, ["export", ran.report.run_id, "--state-dir", state])
+    assert neither.exit_code == ExitCode.BAD_INPUT and "--junit FILE" in neither.output
