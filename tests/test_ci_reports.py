@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import shlex
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import junitparser
 import pytest
+import typer
 import xmlschema
 import yaml
 from typer.testing import CliRunner
@@ -32,7 +35,7 @@ from anvil_cli.views.ci.github import github_outputs
 from anvil_cli.views.ci.jobs import ci_jobs
 from anvil_cli.views.ci.junit import junit_xml, xml_safe
 from anvil_cli.views.ci.step_summary import md_text
-from tests.engine_support import run_inprocess, write_config
+from tests.engine_support import anvil_cmd, cli_env, run_inprocess, write_config
 
 SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
 HOSTILE_SAY = "Lyon <b>x</b> ]]> | `tick` ::error::boom"
@@ -254,3 +257,75 @@ def test_export_writes_the_same_junit_later(ran: Ran, tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o600
     neither = runner.invoke(app, ["export", ran.report.run_id, "--state-dir", state])
     assert neither.exit_code == ExitCode.BAD_INPUT and "--junit FILE" in neither.output
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "ci"
+ANVIL = re.compile(r"\banvil (?:validate|plan|run|report|export|status)\b[^;>\n#]*")
+
+
+def example_commands(name: str) -> list[list[str]]:
+    """Every `anvil` command in an example pipeline's scripts, as argv (redirections left out)."""
+    doc = yaml.safe_load((EXAMPLES / name).read_text())
+    scripts: list[str] = []
+    for job in doc["jobs"].values() if "jobs" in doc else [v for v in doc.values() if isinstance(v, dict)]:
+        scripts += [step["run"] for step in job.get("steps", []) if "run" in step]
+        scripts += [*job.get("script", []), *job.get("after_script", [])]
+    return [shlex.split(found) for script in scripts for found in ANVIL.findall(script)]
+
+
+def test_the_example_pipelines_run_anvil_as_documented() -> None:
+    github = example_commands("github-actions.yml")
+    gitlab = example_commands("gitlab-ci.yml")
+    assert github == gitlab  # the same steps in both
+    assert [argv[1] for argv in github] == ["validate", "plan", "run", "report"]
+    plan, run = github[1], github[2]
+    assert plan[plan.index("--max-usd") + 1] == "50"
+    assert {"--json", "--junit", "-o"} <= set(run)
+    gitlab_doc = yaml.safe_load((EXAMPLES / "gitlab-ci.yml").read_text())
+    assert gitlab_doc["anvil"]["artifacts"]["reports"]["junit"] == run[run.index("--junit") + 1]
+    steps = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())["jobs"]["batch"]["steps"]
+    uploaded = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert {"junit.xml", "anvil-report.html"} <= set(uploaded["with"]["path"].split())
+
+
+@pytest.mark.slow
+def test_the_example_pipelines_commands_work_in_github_actions(tmp_path: Path) -> None:
+    """Each command of the examples, run as the pipeline runs it (offline: the run `--simulate`)
+    on a small batch with a failing job, with GitHub's variables set: the run
+    writes the JUnit file, appends the step summary and annotates the failed job."""
+    batch = {
+        "defaults": {"model": "claude-haiku-4-5", "max_tokens": 32},
+        "jobs": [{"id": "fine", "prompt": "Hello"}, {"id": "refused", "prompt": "Hello @sim{status=400}"}],
+    }
+    (tmp_path / "batch.yaml").write_text(yaml.safe_dump(batch))
+    summary = tmp_path / "step-summary.md"
+    github = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    codes = {}
+    for argv in example_commands("github-actions.yml"):
+        if argv[1] == "plan":  # its flags parsed as the CLI parses them (a plan takes seconds)
+            command = typer.main.get_command(app)
+            assert isinstance(command, typer.core.TyperGroup)
+            plan = command.commands["plan"].make_context("plan", argv[2:])
+            codes["plan"] = 0 if plan.params["max_usd"] == 50 else -1
+            continue
+        if argv[1] != "run":  # in process
+            codes[argv[1]] = CliRunner().invoke(app, argv[1:], env=github).exit_code
+            continue
+        done = subprocess.run(  # the run as its own process: what GitHub's runner reads of it
+            anvil_cmd(*argv[1:], "--simulate"),
+            cwd=tmp_path,
+            env={**cli_env(), **github},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        codes["run"] = done.returncode
+        ran_summary = json.loads(done.stdout)  # annotations on stderr: stdout stays JSON
+        assert "::error title=Anvil job refused failed::invalid_request_error (HTTP 400)" in done.stderr
+    assert codes == {"validate": 0, "plan": 0, "run": ExitCode.JOBS_FAILED, "report": 0}
+    assert ran_summary["junit"] == "junit.xml"
+    (suite,) = list(junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml")))
+    assert (suite.tests, suite.failures) == (2, 1)
+    assert "| 2 | 1 | 1 | 0 |" in summary.read_text()
+    assert (tmp_path / "results.jsonl").exists() and (tmp_path / "anvil-report.html").exists()
