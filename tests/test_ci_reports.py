@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from anvil_cli.cli import app
 from anvil_cli.engine.journal.store import Journal, RunRow
+from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.finish import RunReport
 from anvil_cli.sim import SimConfig, SimServer
@@ -106,6 +107,11 @@ def test_junit_counts_and_failures_are_the_journals(ran: Ran) -> None:
     (suite,) = list(xml)
     assert suite.name == "batch.yaml"
     assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (4, 3, 0, 0)
+    props = {prop.name: prop.value for prop in suite.properties()}
+    with Journal.open(ran.state) as journal:
+        cost = journal.totals(ran.report.run_id)["cost_usd"]
+    assert props["anvil.run_id"] == ran.report.run_id
+    assert float(props["anvil.cost_usd"]) == pytest.approx(cost, abs=1e-6) and cost > 0
     cases = {case.name: case for case in suite}
     assert list(cases) == list(ran.rows)  # batch order
     for job_id, case in cases.items():
@@ -329,3 +335,12 @@ def test_the_example_pipelines_commands_work_in_github_actions(tmp_path: Path) -
     assert (suite.tests, suite.failures) == (2, 1)
     assert "| 2 | 1 | 1 | 0 |" in summary.read_text()
     assert (tmp_path / "results.jsonl").exists() and (tmp_path / "anvil-report.html").exists()
+
+
+def test_a_junit_path_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump({"defaults": {"model": "claude-haiku-4-5"}, "jobs": JOBS[:1]}))
+    config = write_config(tmp_path / "anvil.yaml", "http://127.0.0.1:9")
+    with pytest.raises(UsageError, match=r"^--junit .*missing/junit\.xml: the directory .* does not exist"):
+        run_inprocess(config, batch, junit=tmp_path / "missing" / "junit.xml")
+    assert not (tmp_path / ".anvil").exists()  # nothing written, nothing spent

@@ -74,7 +74,7 @@ def junit_tree(journal: Journal, run: RunRow, ended_at: float | None = None) -> 
     failures = sum(1 for j in jobs if j.verdict in (ERRORED, CHECKS_FAILED))
     skipped = sum(1 for j in jobs if j.verdict == SKIPPED)
     end = ended_at if ended_at is not None else (run.ended_at or run.updated_at)
-    counts = {"tests": str(len(jobs)), "failures": str(failures), "errors": "0"}
+    counts = {"tests": str(len(jobs)), "failures": str(failures), "errors": "0", "skipped": str(skipped)}
     duration = _secs(end - run.created_at)
     root = ET.Element("testsuites", {"name": xml_safe(f"anvil run {run.id}"), **counts, "time": duration})
     suite = ET.SubElement(
@@ -83,7 +83,6 @@ def junit_tree(journal: Journal, run: RunRow, ended_at: float | None = None) -> 
         {
             "name": xml_safe(suite_name),
             **counts,
-            "skipped": str(skipped),
             "time": duration,
             # JUnit's timestamp has no zone: UTC
             "timestamp": datetime.fromtimestamp(run.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -91,7 +90,7 @@ def junit_tree(journal: Journal, run: RunRow, ended_at: float | None = None) -> 
         },
     )
     properties = ET.SubElement(suite, "properties")
-    cost = sum(j.cost_usd for j in jobs)
+    cost = journal.totals(run.id)["cost_usd"]  # the run's spend, as `anvil status` gives it
     for name, value in (
         ("anvil.run_id", run.id),
         ("anvil.mode", run.mode),
