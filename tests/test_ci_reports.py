@@ -344,3 +344,31 @@ def test_a_junit_path_that_cannot_be_written_is_refused_before_the_run(tmp_path:
     with pytest.raises(UsageError, match=r"^--junit .*missing/junit\.xml: the directory .* does not exist"):
         run_inprocess(config, batch, junit=tmp_path / "missing" / "junit.xml")
     assert not (tmp_path / ".anvil").exists()  # nothing written, nothing spent
+
+
+@pytest.mark.slow
+def test_a_junit_file_that_cannot_be_written_says_how_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up as the report is written: the run's results are in the journal and the
+    results file; it exits 3 and gives the `anvil export --junit` command that writes it."""
+    import errno
+
+    import anvil_cli.session.finish as finish
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(finish, "write_junit", full)
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump({"defaults": {"model": "claude-haiku-4-5"}, "jobs": JOBS[:1]}))
+    sim = SimServer(SimConfig()).start_thread()
+    try:
+        config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+        report = run_inprocess(config, batch, tmp_path / "out.jsonl", junit=tmp_path / "junit.xml")
+    finally:
+        sim.stop()
+    assert report.exit_code == ExitCode.STOPPED and (tmp_path / "out.jsonl").exists()
+    assert report.message is not None and "No space left on device" in report.message
+    command = f"anvil export {report.run_id} --junit {tmp_path / 'junit.xml'}"
+    assert command in report.message and report.summary["junit_error"] == report.message
