@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from anvil_cli.commands.common import (
 )
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.sources import FLAGS
-from anvil_cli.engine.journal.store import Journal
+from anvil_cli.engine.journal.store import Journal, RunRow
 from anvil_cli.engine.output import iter_result_lines, write_results
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.errors import ConfigError, Problem, UsageError
@@ -48,6 +50,13 @@ def run_command(
         "-o",
         metavar="FILE",
         help="Write results here (JSONL, one line per job in batch order, mode 0600).",
+    ),
+    junit: Path | None = typer.Option(
+        None,
+        "--junit",
+        metavar="FILE",
+        help="Also write the run as a JUnit XML report (a test case per job; failed jobs and failed"
+        " checks as failures), for CI systems; mode 0600.",
     ),
     config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
@@ -152,6 +161,7 @@ def run_command(
         opts = RunOptions(
             batch=batch,
             output=output,
+            junit=junit,
             fresh=fresh,
             retry_failed=retry_failed,
             simulate=simulate,
@@ -161,6 +171,7 @@ def run_command(
         )
         settings = _with_agents(settings_from(config, overrides, variables=True), agents)
         report = _run(settings, opts, shown)
+        _github_outputs(settings, report)
         advice = _resume_advice(settings, report)
     _print_report(report, shown, advice)
     raise typer.Exit(int(report.exit_code))
@@ -215,6 +226,24 @@ def _run(settings: Settings, opts: RunOptions, shown: Shown) -> RunReport:
         reporter.stop()
 
 
+def _github_outputs(settings: Settings, report: RunReport) -> None:
+    """In GitHub Actions: the step summary and the annotations (views/ci/github.py)."""
+    if not os.environ.get("GITHUB_STEP_SUMMARY") and os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    from anvil_cli.views.ci.github import github_outputs
+
+    try:
+        journal = Journal.open_existing(settings.state_dir)
+        if journal is None:
+            return
+        with journal:
+            note = github_outputs(journal, report.run_id, report.summary, os.environ, sys.stderr)
+    except sqlite3.Error as exc:  # the journal failed the run already: the run's report says so
+        note = f"no GitHub step summary or annotations: the journal cannot be read ({exc})"
+    if note:
+        report.notes.append(note)
+
+
 def _resume_advice(settings: Settings, report: RunReport) -> ResumeAdvice | None:
     """The command that resumes this run, as `anvil status` gives it (`resume_advice`)."""
     if report.exit_code not in (ExitCode.STOPPED, ExitCode.INTERRUPTED):
@@ -251,8 +280,11 @@ def _print_report(report: RunReport, shown: Shown, advice: ResumeAdvice | None) 
 
 def export_command(
     run: str | None = typer.Argument(None, metavar="RUN", help="Run id or prefix (default: the latest run)."),
-    output: Path = typer.Option(
-        ..., "--output", "-o", metavar="FILE", help="JSONL file to write (mode 0600)."
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="JSONL file to write (mode 0600)."
+    ),
+    junit: Path | None = typer.Option(
+        None, "--junit", metavar="FILE", help="JUnit XML report to write (mode 0600), as `run --junit`."
     ),
     config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(
@@ -263,24 +295,51 @@ def export_command(
     them to standard output."""
     overrides: dict[str, Any] = {}
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
-    to_stdout = str(output) == "-"
     with domain_errors():
+        if output is None and junit is None:
+            raise UsageError(
+                "anvil export: give -o FILE (the results, JSONL), --junit FILE (a JUnit report), or both"
+            )
         settings = settings_from(config, overrides)
-        if not to_stdout:
-            check_output_path(output)  # a missing directory is an error, not created: exit 2
+        for path, flag in ((output, "-o"), (junit, "--junit")):
+            if path is not None and str(path) != "-":
+                check_output_path(path, flag)  # a missing directory is an error, not created: exit 2
         journal = journal_for_reading(settings)
         with journal:
             row = find_run(journal, run)
-            if to_stdout:
-                n = _write_stdout(iter_result_lines(journal, row.id))
-            else:
-                try:
-                    n = write_results(journal, row.id, output)
-                except OSError as exc:  # nothing is written (all or nothing): say why, no traceback
-                    reason = exc.strerror or exc
-                    raise UsageError(f"-o {output}: cannot write the results ({reason})") from None
+            if output is not None:
+                _export_results(journal, row.id, output)
+            if junit is not None:
+                _export_junit(journal, row, junit)
+
+
+def _export_results(journal: Journal, run_id: str, output: Path) -> None:
+    to_stdout = str(output) == "-"
+    if to_stdout:
+        n = _write_stdout(iter_result_lines(journal, run_id))
+    else:
+        try:
+            n = write_results(journal, run_id, output)
+        except OSError as exc:  # nothing is written (all or nothing): say why, no traceback
+            reason = exc.strerror or exc
+            raise UsageError(f"-o {output}: cannot write the results ({reason})") from None
     where = "stdout" if to_stdout else str(output)
-    err_console().print(f"wrote {n} result(s) of run {row.id} to {where}", markup=False)
+    err_console().print(f"wrote {n} result(s) of run {run_id} to {where}", markup=False)
+
+
+def _export_junit(journal: Journal, row: RunRow, junit: Path) -> None:
+    """`anvil export --junit FILE`: the run as `anvil run --junit` writes it (`-` for stdout)."""
+    from anvil_cli.views.ci.junit import junit_xml, write_junit
+
+    if str(junit) == "-":
+        sys.stdout.write(junit_xml(journal, row) + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        write_junit(journal, row, junit)
+    except OSError as exc:
+        raise UsageError(f"--junit {junit}: cannot write the report ({exc.strerror or exc})") from None
+    err_console().print(f"wrote the JUnit report of run {row.id} to {junit}", markup=False)
 
 
 def _write_stdout(lines: Iterator[str]) -> int:

@@ -30,6 +30,7 @@ class RunOptions:
 
     batch: Path
     output: Path | None = None
+    junit: Path | None = None  # --junit FILE: the run as a JUnit XML report (views/ci/junit.py)
     fresh: bool = False
     retry_failed: bool = False
     simulate: bool = False

@@ -4,6 +4,7 @@ journal — or, when the journal itself failed, a report that writes nothing mor
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from anvil_cli.session.context import RunContext
 from anvil_cli.snapshot.checks import ChecksSummary
 from anvil_cli.snapshot.checks_journal import checks_of_run
 from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.views.ci.junit import write_junit
 
 
 @dataclass
@@ -70,9 +72,33 @@ def finish(run: RunContext, end: RunEnd, resumed: bool, notes: list[str]) -> Run
             code = code if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED) else ExitCode.STOPPED
             summary["output_error"] = unwritten
             message = f"{message}; {unwritten}" if message else unwritten
+    if opts.junit is not None:  # after the results file, from the journal as well
+        unwritten_junit = _write_junit(run, summary)
+        if unwritten_junit is not None:
+            code = code if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED) else ExitCode.STOPPED
+            message = f"{message}; {unwritten_junit}" if message else unwritten_junit
     summary["exit_code"] = int(code)
     journal.set_run_state(run_id, state, stop_reason=end.stop_reason, summary=summary, ended=True)
     return RunReport(run_id, code, state, summary, message, resumed, notes)
+
+
+def _write_junit(run: RunContext, summary: dict[str, Any]) -> str | None:
+    """`--junit FILE`: the run as a JUnit report (views/ci/junit.py); what to say if it could not
+    be written (the results are in the journal: `anvil export --junit` writes it later)."""
+    path, row = run.opts.junit, run.journal.get_run(run.run_id)
+    assert path is not None and row is not None
+    try:
+        write_junit(run.journal, row, path, ended_at=time.time())
+        summary["junit"] = str(path)
+        return None
+    except OSError as exc:
+        command = shlex.join(
+            ["anvil", "export", run.run_id, "--junit", str(path), "--state-dir", str(run.settings.state_dir)]
+        )
+        reason = exc.strerror or type(exc).__name__
+        unwritten = f"the JUnit report could not be written to {path} ({reason}); write it with `{command}`"
+        summary["junit_error"] = unwritten
+        return unwritten
 
 
 def _exit_code(end: RunEnd, counts: dict[str, int]) -> tuple[ExitCode, str]:

@@ -17,17 +17,18 @@ from anvil_cli.errors import UsageError
 from anvil_cli.securefile import refuse_links
 
 
-def check_output_path(path: Path) -> None:
-    """`-o PATH` must be a file Anvil can create or replace: checked before any call is paid for."""
+def check_output_path(path: Path, flag: str = "-o") -> None:
+    """`-o PATH` (or `flag` PATH) must be a file Anvil can create or replace: checked before any
+    call is paid for."""
     if path.is_dir():
-        raise UsageError(f"-o {path}: is a directory; name a file to write the results to")
+        raise UsageError(f"{flag} {path}: is a directory; name a file to write the results to")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise UsageError(f"-o {path}: the directory {parent} does not exist")
+        raise UsageError(f"{flag} {path}: the directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"-o {path}: cannot write in {parent} (permission denied)")
+        raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied)")
     if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"-o {path}: the file exists and cannot be replaced (permission denied)")
+        raise UsageError(f"{flag} {path}: the file exists and cannot be replaced (permission denied)")
 
 
 def check_state_dir(state_dir: Path) -> None:

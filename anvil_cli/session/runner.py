@@ -55,8 +55,7 @@ def execute_run(
     check_state_dir(settings.state_dir)  # before anything is written or spent
     if settings.run.backend == "ray":
         require_ray()
-    if opts.output is not None:
-        check_output_path(opts.output)
+    _check_output_paths(opts)
     settings = simulated_poll(settings, opts.simulate)
     processes = worker_context()  # already running when started by the `anvil` entry point
     sha = batch_sha(opts.batch)  # hashed once: to skip re-validating a resume, and to check it
@@ -100,6 +99,13 @@ def execute_run(
         if ticker.capped_note:
             notes.append(ticker.capped_note + " (raise scaling.max_agents or --agents)")
         return finish(run, end, resumed, notes)
+
+
+def _check_output_paths(opts: RunOptions) -> None:
+    """The files the run will write (`-o`, `--junit`): writable, before anything is spent."""
+    for path, flag in ((opts.output, "-o"), (opts.junit, "--junit")):
+        if path is not None:
+            check_output_path(path, flag)
 
 
 def _silent_monitor(settings: Settings, opts: RunOptions) -> Monitor:
