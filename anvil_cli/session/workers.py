@@ -14,6 +14,7 @@ from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.governor_host.link import GovernorHost
 from anvil_cli.engine.governor_host.manager import GovernorKeeper
+from anvil_cli.engine.worker import telemetry
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.tools.sandbox import sweep_after_run
 from anvil_cli.session.context import RunContext
@@ -34,9 +35,13 @@ def worker_configs(run: RunContext) -> ConfigMaker:
     and run; and room for every agent (a worker may hold every slot if the others died)."""
     settings_json = run.settings.model_dump_json()
     agents = run.settings.scaling.agent_limit()
+    otel_env = telemetry.otel_environment()
+    telemetry.warn_once(dict(otel_env))  # traces asked for without the extra: said once, here
+    if telemetry.warning_if_unavailable(dict(otel_env)) is not None:
+        otel_env = ()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id)
+        return WorkerConfig(wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id, otel_env)
 
     return make_config
 

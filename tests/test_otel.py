@@ -1,0 +1,242 @@
+"""OpenTelemetry traces (docs/telemetry.md): a small batch run by the real engine (worker
+processes, the governor, the journal) against the simulator, with `OTEL_EXPORTER_OTLP_ENDPOINT`
+pointing at an OTLP/HTTP receiver started here, which decodes what arrives with
+opentelemetry-proto. Every job is one trace, named and valued per the GenAI conventions, its
+figures the journal's. A run without OTEL variables imports none of OpenTelemetry's SDK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from anvil_cli.engine.worker import telemetry
+from anvil_cli.exitcodes import ExitCode
+from anvil_cli.sim import SimConfig, SimServer
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    journal_query,
+    run_inprocess,
+    write_config,
+    write_jsonl_batch,
+)
+
+HAIKU = "claude-haiku-4-5"
+ECHO = [sys.executable, "-c", "import json,sys; d=json.load(sys.stdin); print('order', d['order_id'])"]
+TOOL = {
+    "name": "lookup_order",
+    "description": "find an order",
+    "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    "anvil_command": ECHO,
+}
+JOBS = [
+    {"id": "plain", "prompt": "Say hi"},
+    {"id": "retried", "prompt": "@sim{fail=500x2} Say hi"},
+    {"id": "refused", "prompt": "@sim{status=400} Say hi"},
+    {"id": "tooled", "prompt": "Where is my order?", "tools": [TOOL]},
+    {
+        "id": "checked",
+        "prompt": "@sim{score=5} Which city?",
+        "checks": [{"name": "says-city", "contains": "city"}, {"name": "right", "judge": {"rubric": "Right?"}}],
+    },
+]
+
+
+def _attrs(kv: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in kv:
+        v = a.value
+        kind = v.WhichOneof("value")
+        if kind == "array_value":
+            out[a.key] = [getattr(x, x.WhichOneof("value")) for x in v.array_value.values]
+        else:
+            out[a.key] = getattr(v, kind) if kind else None
+    return out
+
+
+class Receiver:
+    """An OTLP/HTTP traces receiver on 127.0.0.1: every span that arrives, decoded."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        spans: list[dict[str, Any]] = []
+        self.spans = spans
+        self.resources: list[dict[str, Any]] = []
+        resources = self.resources
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for rs in request.resource_spans:
+                    resources.append(_attrs(rs.resource.attributes))
+                    for ss in rs.scope_spans:
+                        for s in ss.spans:
+                            spans.append(
+                                {
+                                    "name": s.name,
+                                    "trace_id": s.trace_id.hex(),
+                                    "span_id": s.span_id.hex(),
+                                    "parent": s.parent_span_id.hex(),
+                                    "kind": s.kind,
+                                    "status": s.status.code,
+                                    "attributes": _attrs(s.attributes),
+                                    "events": [(e.name, _attrs(e.attributes)) for e in s.events],
+                                }
+                            )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, dict[str, dict[str, Any]]]]:
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed")
+    pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto is not installed")
+    receiver = Receiver()
+    tmp = tmp_path_factory.mktemp("otel")
+    with SimServer(SimConfig(seed=3)).start_thread() as sim, pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        mp.setenv("OTEL_SERVICE_NAME", "anvil-test")
+        mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        batch = tmp / "batch.yaml"
+        batch.write_text(yaml.safe_dump({"defaults": {"model": HAIKU, "max_tokens": 200}, "jobs": JOBS}))
+        retries = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
+        cfg = write_config(tmp / "anvil.yaml", sim.base_url, retries=retries)
+        report = run_inprocess(cfg, batch, tmp / "out.jsonl")
+        assert report.exit_code == ExitCode.JOBS_FAILED  # "refused" failed
+        rows = journal_query(tmp / ".anvil", "SELECT job_json, cost_usd, usage_json, attempts_json FROM jobs")
+    journal = {
+        json.loads(job)["id"]: {"cost_usd": cost, "usage": json.loads(usage) if usage else None, "log": json.loads(log)}
+        for job, cost, usage, log in rows
+    }
+    receiver.server.shutdown()
+    yield receiver, journal
+
+
+def _by_job(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    roots = {s["trace_id"]: s["attributes"]["gen_ai.conversation.id"] for s in spans if s["name"].startswith("invoke_agent")}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in spans:
+        out.setdefault(roots[s["trace_id"]], []).append(s)
+    return out
+
+
+def test_each_job_is_one_trace_named_per_the_conventions(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, journal = traced
+    jobs = _by_job(receiver.spans)
+    assert set(jobs) == set(journal) == {j["id"] for j in JOBS}
+    assert len({spans[0]["trace_id"] for spans in jobs.values()}) == len(JOBS)  # one trace each
+    assert all(r["service.name"] == "anvil-test" for r in receiver.resources)
+    for job_id, spans in jobs.items():
+        (root,) = [s for s in spans if s["name"] == f"invoke_agent {job_id}"]
+        assert root["parent"] == "" and root["kind"] == 1  # a root; INTERNAL
+        a = root["attributes"]
+        assert a["gen_ai.operation.name"] == "invoke_agent" and a["anvil.run.id"]
+        assert a["anvil.job.priority"] == "normal"
+        assert a["gen_ai.usage.cost.amount"] == pytest.approx(journal[job_id]["cost_usd"])
+        for child in spans:
+            if child is not root:
+                assert child["parent"] == root["span_id"]  # judges' calls too
+        chats = [s for s in spans if s["name"].startswith("chat ")]
+        assert len(chats) == len(journal[job_id]["log"])  # a span per call, failed ones included
+        for c in chats:
+            ca = c["attributes"]
+            assert c["kind"] == 3 and c["name"] == f"chat {ca['gen_ai.request.model']}"  # CLIENT
+            assert ca["gen_ai.provider.name"] == "anthropic" and ca["server.address"] == "127.0.0.1"
+        assert sum(c["attributes"].get("gen_ai.usage.cost.amount", 0.0) for c in chats) == pytest.approx(
+            journal[job_id]["cost_usd"]
+        )
+
+
+def test_call_spans_carry_the_journals_tokens_and_answer(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, journal = traced
+    jobs = _by_job(receiver.spans)
+    for job_id in ("plain", "retried", "tooled"):
+        answered = [s["attributes"] for s in jobs[job_id] if s["name"].startswith("chat ") and s["status"] != 2]
+        usage = journal[job_id]["usage"]
+        sent = usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+        assert sum(a["gen_ai.usage.input_tokens"] for a in answered) == sent
+        assert sum(a["gen_ai.usage.output_tokens"] for a in answered) == usage["output_tokens"]
+        for a in answered:
+            assert a["gen_ai.response.id"] and a["gen_ai.response.model"] and a["gen_ai.request.max_tokens"] == 200
+            assert a["gen_ai.response.finish_reasons"] in (["end_turn"], ["tool_use"])
+            assert a["gen_ai.usage.cost.currency"] == "USD"
+            assert "gen_ai.input.messages" not in a  # content only on opt-in
+
+
+def test_a_retried_call_has_an_error_span_and_a_retry_event(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, _ = traced
+    spans = _by_job(receiver.spans)["retried"]
+    failed = [s for s in spans if s["name"].startswith("chat ") and s["status"] == 2]
+    assert failed and all(s["attributes"]["error.type"] == "api_error" for s in failed)
+    (root,) = [s for s in spans if s["name"].startswith("invoke_agent")]
+    retries = [attrs for name, attrs in root["events"] if name == "anvil.retry"]
+    assert len(retries) == len(failed) and all(r["error.type"] == "api_error" for r in retries)
+
+
+def test_a_failed_job_has_an_error_status(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, _ = traced
+    spans = _by_job(receiver.spans)["refused"]
+    (root,) = [s for s in spans if s["name"].startswith("invoke_agent")]
+    assert root["status"] == 2 and root["attributes"]["error.type"] == "invalid_request_error"
+    (call,) = [s for s in spans if s["name"].startswith("chat ")]
+    assert call["status"] == 2 and call["attributes"]["error.type"] == "invalid_request_error"
+
+
+def test_tools_and_checks_have_their_spans_and_events(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, _ = traced
+    jobs = _by_job(receiver.spans)
+    (tool,) = [s for s in jobs["tooled"] if s["name"] == "execute_tool lookup_order"]
+    assert tool["attributes"]["gen_ai.tool.name"] == "lookup_order" and tool["attributes"]["gen_ai.tool.call.id"]
+    (root,) = [s for s in jobs["checked"] if s["name"].startswith("invoke_agent")]
+    grades = {a["gen_ai.evaluation.name"]: a for n, a in root["events"] if n == "gen_ai.evaluation.result"}
+    assert set(grades) == {"says-city", "right"}
+    assert all(g["gen_ai.evaluation.score.label"] in ("pass", "fail") for g in grades.values())
+    judged = [s["attributes"] for s in jobs["checked"] if s["attributes"].get("anvil.call.purpose") == "judge"]
+    assert judged  # the judge's call is a span of the job's trace
+
+
+def test_what_turns_traces_on() -> None:
+    assert not telemetry.wanted({})
+    assert telemetry.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x:4318/v1/traces"})
+    assert not telemetry.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
+    assert not telemetry.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
+
+
+def test_without_the_extra_one_warning_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "missing_extra", lambda: True)
+    text = telemetry.warning_if_unavailable({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"})
+    assert text is not None and "pip install 'anvil-cli[otel]'" in text
+    assert telemetry.warning_if_unavailable({}) is None
+
+
+def test_a_plain_run_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a", "b"])
+    argv = [sys.executable, "-X", "importtime", *anvil_cmd("run", str(batch), "--simulate", "-q")[1:]]
+    proc = subprocess.run(argv, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    assert "anvil_cli.engine.worker.loop" in imported  # the workers' imports are seen too
+    # the SDK itself depends on opentelemetry-api; Anvil's traces need the SDK and exporter
+    assert not {m for m in imported if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}
+    assert "anvil: warning" not in proc.stderr
