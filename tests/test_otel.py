@@ -2,12 +2,12 @@
 processes, the governor, the journal) against the simulator, with `OTEL_EXPORTER_OTLP_ENDPOINT`
 pointing at an OTLP/HTTP receiver started here, which decodes what arrives with
 opentelemetry-proto. Every job is one trace, named and valued per the GenAI conventions, its
-figures the journal's. A run without OTEL variables imports none of OpenTelemetry's SDK."""
+figures the journal's, and each links to the driver's run span. (A run without OTEL variables
+imports none of OpenTelemetry's SDK: tests/test_backend_choice.py.)"""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,24 +18,21 @@ from typing import Any
 import pytest
 import yaml
 
-from anvil_cli.engine.worker import telemetry
+from anvil_cli.engine.worker import trace_setup
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import (
-    anvil_cmd,
-    cli_env,
-    journal_query,
-    run_inprocess,
-    write_config,
-    write_jsonl_batch,
-)
+from tests.engine_support import journal_query, run_inprocess, write_config, write_jsonl_batch
 
 HAIKU = "claude-haiku-4-5"
 ECHO = [sys.executable, "-c", "import json,sys; d=json.load(sys.stdin); print('order', d['order_id'])"]
 TOOL = {
     "name": "lookup_order",
     "description": "find an order",
-    "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"],
+    },
     "anvil_command": ECHO,
 }
 JOBS = [
@@ -46,7 +43,10 @@ JOBS = [
     {
         "id": "checked",
         "prompt": "@sim{score=5} Which city?",
-        "checks": [{"name": "says-city", "contains": "city"}, {"name": "right", "judge": {"rubric": "Right?"}}],
+        "checks": [
+            {"name": "says-city", "contains": "city"},
+            {"name": "right", "judge": {"rubric": "Right?"}},
+        ],
     },
 ]
 
@@ -92,6 +92,7 @@ class Receiver:
                                     "status": s.status.code,
                                     "attributes": _attrs(s.attributes),
                                     "events": [(e.name, _attrs(e.attributes)) for e in s.events],
+                                    "links": [(x.trace_id.hex(), x.span_id.hex()) for x in s.links],
                                 }
                             )
                 self.send_response(200)
@@ -126,7 +127,11 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         assert report.exit_code == ExitCode.JOBS_FAILED  # "refused" failed
         rows = journal_query(tmp / ".anvil", "SELECT job_json, cost_usd, usage_json, attempts_json FROM jobs")
     journal = {
-        json.loads(job)["id"]: {"cost_usd": cost, "usage": json.loads(usage) if usage else None, "log": json.loads(log)}
+        json.loads(job)["id"]: {
+            "cost_usd": cost,
+            "usage": json.loads(usage) if usage else None,
+            "log": json.loads(log),
+        }
         for job, cost, usage, log in rows
     }
     receiver.server.shutdown()
@@ -134,13 +139,34 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
 
 
 def _by_job(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    roots = {s["trace_id"]: s["attributes"]["gen_ai.conversation.id"] for s in spans if s["name"].startswith("invoke_agent")}
+    roots = {
+        s["trace_id"]: s["attributes"]["gen_ai.conversation.id"]
+        for s in spans
+        if s["name"].startswith("invoke_agent")
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     for s in spans:
-        out.setdefault(roots[s["trace_id"]], []).append(s)
+        if not s["name"].startswith("anvil run "):
+            out.setdefault(roots[s["trace_id"]], []).append(s)
     return out
 
 
+@pytest.mark.slow
+def test_the_run_span_is_the_drivers_and_every_job_links_to_it(
+    traced: tuple[Receiver, dict[str, Any]],
+) -> None:
+    receiver, journal = traced
+    (run,) = [s for s in receiver.spans if s["name"] == "anvil run batch.yaml"]
+    assert run["parent"] == "" and run["attributes"]["anvil.batch"] == "batch.yaml"
+    roots = [s for s in receiver.spans if s["name"].startswith("invoke_agent")]
+    assert len(roots) == len(journal)
+    for root in roots:
+        assert root["trace_id"] != run["trace_id"]  # a trace of its own
+        assert root["links"] == [(run["trace_id"], run["span_id"])]
+        assert root["attributes"]["anvil.run.id"] == run["attributes"]["anvil.run.id"]
+
+
+@pytest.mark.slow
 def test_each_job_is_one_trace_named_per_the_conventions(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, journal = traced
     jobs = _by_job(receiver.spans)
@@ -168,22 +194,34 @@ def test_each_job_is_one_trace_named_per_the_conventions(traced: tuple[Receiver,
         )
 
 
+@pytest.mark.slow
 def test_call_spans_carry_the_journals_tokens_and_answer(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, journal = traced
     jobs = _by_job(receiver.spans)
     for job_id in ("plain", "retried", "tooled"):
-        answered = [s["attributes"] for s in jobs[job_id] if s["name"].startswith("chat ") and s["status"] != 2]
+        answered = [
+            s["attributes"] for s in jobs[job_id] if s["name"].startswith("chat ") and s["status"] != 2
+        ]
         usage = journal[job_id]["usage"]
-        sent = usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+        sent = (
+            usage["input_tokens"]
+            + usage.get("cache_read_input_tokens", 0)
+            + usage.get("cache_creation_input_tokens", 0)
+        )
         assert sum(a["gen_ai.usage.input_tokens"] for a in answered) == sent
         assert sum(a["gen_ai.usage.output_tokens"] for a in answered) == usage["output_tokens"]
         for a in answered:
-            assert a["gen_ai.response.id"] and a["gen_ai.response.model"] and a["gen_ai.request.max_tokens"] == 200
+            assert (
+                a["gen_ai.response.id"]
+                and a["gen_ai.response.model"]
+                and a["gen_ai.request.max_tokens"] == 200
+            )
             assert a["gen_ai.response.finish_reasons"] in (["end_turn"], ["tool_use"])
             assert a["gen_ai.usage.cost.currency"] == "USD"
             assert "gen_ai.input.messages" not in a  # content only on opt-in
 
 
+@pytest.mark.slow
 def test_a_retried_call_has_an_error_span_and_a_retry_event(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
     spans = _by_job(receiver.spans)["retried"]
@@ -194,6 +232,7 @@ def test_a_retried_call_has_an_error_span_and_a_retry_event(traced: tuple[Receiv
     assert len(retries) == len(failed) and all(r["error.type"] == "api_error" for r in retries)
 
 
+@pytest.mark.slow
 def test_a_failed_job_has_an_error_status(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
     spans = _by_job(receiver.spans)["refused"]
@@ -203,40 +242,42 @@ def test_a_failed_job_has_an_error_status(traced: tuple[Receiver, dict[str, Any]
     assert call["status"] == 2 and call["attributes"]["error.type"] == "invalid_request_error"
 
 
+@pytest.mark.slow
 def test_tools_and_checks_have_their_spans_and_events(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
     jobs = _by_job(receiver.spans)
     (tool,) = [s for s in jobs["tooled"] if s["name"] == "execute_tool lookup_order"]
-    assert tool["attributes"]["gen_ai.tool.name"] == "lookup_order" and tool["attributes"]["gen_ai.tool.call.id"]
+    assert (
+        tool["attributes"]["gen_ai.tool.name"] == "lookup_order" and tool["attributes"]["gen_ai.tool.call.id"]
+    )
     (root,) = [s for s in jobs["checked"] if s["name"].startswith("invoke_agent")]
     grades = {a["gen_ai.evaluation.name"]: a for n, a in root["events"] if n == "gen_ai.evaluation.result"}
     assert set(grades) == {"says-city", "right"}
     assert all(g["gen_ai.evaluation.score.label"] in ("pass", "fail") for g in grades.values())
-    judged = [s["attributes"] for s in jobs["checked"] if s["attributes"].get("anvil.call.purpose") == "judge"]
+    judged = [
+        s["attributes"] for s in jobs["checked"] if s["attributes"].get("anvil.call.purpose") == "judge"
+    ]
     assert judged  # the judge's call is a span of the job's trace
 
 
 def test_what_turns_traces_on() -> None:
-    assert not telemetry.wanted({})
-    assert telemetry.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x:4318/v1/traces"})
-    assert not telemetry.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
-    assert not telemetry.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
+    assert not trace_setup.wanted({})
+    assert trace_setup.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x:4318/v1/traces"})
+    assert not trace_setup.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
+    assert not trace_setup.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
 
 
-def test_without_the_extra_one_warning_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "missing_extra", lambda: True)
-    text = telemetry.warning_if_unavailable({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"})
-    assert text is not None and "pip install 'anvil-cli[otel]'" in text
-    assert telemetry.warning_if_unavailable({}) is None
-
-
-def test_a_plain_run_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
-    batch = write_jsonl_batch(tmp_path / "b.jsonl", ["a", "b"])
-    argv = [sys.executable, "-X", "importtime", *anvil_cmd("run", str(batch), "--simulate", "-q")[1:]]
-    proc = subprocess.run(argv, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
-    assert "anvil_cli.engine.worker.loop" in imported  # the workers' imports are seen too
-    # the SDK itself depends on opentelemetry-api; Anvil's traces need the SDK and exporter
-    assert not {m for m in imported if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}
-    assert "anvil: warning" not in proc.stderr
+def test_without_the_extra_one_warning_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(trace_setup, "missing_extra", lambda: True)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    with SimServer(SimConfig(seed=4)).start_thread() as sim:
+        cfg = write_config(tmp_path / "anvil.yaml", sim.base_url)
+        report = run_inprocess(
+            cfg, write_jsonl_batch(tmp_path / "b.jsonl", ["a", "b"]), tmp_path / "out.jsonl"
+        )
+    assert report.exit_code == ExitCode.OK
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("anvil: warning")]
+    assert len(warnings) == 1 and "pip install 'anvil-cli[otel]'" in warnings[0]
+    assert trace_setup.warning_if_unavailable({}) is None

@@ -14,7 +14,7 @@ from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.governor_host.link import GovernorHost
 from anvil_cli.engine.governor_host.manager import GovernorKeeper
-from anvil_cli.engine.worker import telemetry
+from anvil_cli.engine.worker import trace_setup
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.tools.sandbox import sweep_after_run
 from anvil_cli.session.context import RunContext
@@ -35,13 +35,14 @@ def worker_configs(run: RunContext) -> ConfigMaker:
     and run; and room for every agent (a worker may hold every slot if the others died)."""
     settings_json = run.settings.model_dump_json()
     agents = run.settings.scaling.agent_limit()
-    otel_env = telemetry.otel_environment()
-    telemetry.warn_once(dict(otel_env))  # traces asked for without the extra: said once, here
-    if telemetry.warning_if_unavailable(dict(otel_env)) is not None:
-        otel_env = ()
+    otel_env = trace_setup.otel_environment()  # traces: the driver's variables decide (docs/telemetry.md)
+    otel_env = otel_env if trace_setup.traced(dict(otel_env)) else ()
+    link = trace_setup.run_link()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id, otel_env)
+        return WorkerConfig(
+            wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id, otel_env, link
+        )
 
     return make_config
 

@@ -254,9 +254,7 @@ class Agent:
     def _note_wait(self, st: Conversation, rs: RetryCallState) -> None:
         if rs.next_action is not None:
             st.amend(wait_s=round(rs.next_action.sleep, 3))
-            failure = rs.outcome.exception() if rs.outcome is not None else None
-            kind = classify(failure).type if isinstance(failure, anthropic.APIError) else type(failure).__name__
-            telemetry.event("anvil.retry", {"error.type": kind, "anvil.retry.backoff_s": rs.next_action.sleep})
+            telemetry.retried(rs.outcome.exception() if rs.outcome else None, rs.next_action.sleep)
 
     # -- one attempt --------------------------------------------------------------------------
 
@@ -269,8 +267,7 @@ class Agent:
                 raise Abandoned("run is stopping")
             asked = time.monotonic()
             grant = await self._acquire(st)
-            if (waited := time.monotonic() - asked) >= 0.001:
-                telemetry.event("anvil.limiter.wait", {"anvil.limiter.wait_s": waited})
+            telemetry.waited(time.monotonic() - asked)
             st.next_call()
             t0 = time.monotonic()
             try:

@@ -162,7 +162,9 @@ async def run_worker_loop(
     the broker, the heartbeat. `attach(worker)` hooks the transport's command intake up to
     `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
-    telemetry.start(cfg.otel_env, cfg.run_id)  # here, after the fork: its exporter's thread is this process's
+    telemetry.start(
+        cfg.otel_env, cfg.run_id, cfg.otel_link
+    )  # here, after the fork: its exporter's thread is this process's
     settings = Settings.model_validate_json(cfg.settings_json)
     pricer = Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()})
     # one client per endpoint, each pool sized to the agents (any of them may send every call)

@@ -4,13 +4,12 @@ GenAI semantic conventions: one trace per job, its root an `invoke_agent {job id
 and an `execute_tool {name}` child per tool call; the limiter's waits, the retries and the
 checks' grades are events on the job span.
 
-Configured only by the standard `OTEL_*` variables, the driver's (`WorkerConfig.otel_env`, so a
-Ray node's own environment does not decide): off unless `OTEL_EXPORTER_OTLP_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, and off with `OTEL_TRACES_EXPORTER=none` or
-`OTEL_SDK_DISABLED=true`. Off, every hook is a no-op and nothing of OpenTelemetry's SDK or
-exporter is imported. On, the tracer provider is made in the worker process after it was forked
-(a `BatchSpanProcessor`'s thread does not survive a fork), kept private (not the global one),
-and shut down, flushing its spans, when the worker's loop ends.
+Configured only by the driver's `OTEL_*` variables (`WorkerConfig.otel_env`, so a Ray node's own
+environment does not decide; when they turn traces on: `trace_setup.py`). Each job's trace links
+to the driver's run span (`WorkerConfig.otel_link`). Off, every hook is a no-op and nothing of
+OpenTelemetry's SDK or exporter is imported. On, the tracer provider is made in the worker
+process after it was forked (a `BatchSpanProcessor`'s thread does not survive a fork), kept
+private (not the global one), and shut down, flushing its spans, when the worker's loop ends.
 
 Why not the SDK's own `open_telemetry=` option (`anthropic._tracing`): its span per SDK call
 cannot carry what Anvil owns. The cost of a call is Anvil's pricing (the figure it journals);
@@ -27,11 +26,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Awaitable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
+
+import anthropic
+
+from anvil_cli.engine.worker import trace_setup
+from anvil_cli.engine.worker.classify import classify
 
 if TYPE_CHECKING:
     from anvil_cli.engine.outcomes import JobResult
@@ -40,10 +43,8 @@ if TYPE_CHECKING:
     from anvil_cli.engine.worker.tools.outcome import ToolOutcome
     from anvil_cli.jobs.job import Job
 
-__all__ = ["chat", "event", "job_span", "otel_environment", "shutdown", "start", "tool"]
+__all__ = ["chat", "event", "flush", "job_span", "shutdown", "start", "tool"]
 
-SCOPE = "anvil_cli"
-EXTRA_HINT = "pip install 'anvil-cli[otel]'"
 # the convention's `gen_ai.provider.name` by Anvil's provider (it names none for Foundry yet)
 PROVIDER_NAMES = {
     "anthropic": "anthropic",
@@ -53,45 +54,11 @@ PROVIDER_NAMES = {
 }
 
 
-def otel_environment(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
-    """The `OTEL_*` variables of `environ` (this process's): what the driver gives its workers."""
-    env = os.environ if environ is None else environ
-    return tuple(sorted((k, v) for k, v in env.items() if k.startswith("OTEL_")))
-
-
-def wanted(env: Mapping[str, str]) -> bool:
-    """Whether these variables ask for traces."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return False
-    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-
-
-def missing_extra() -> bool:
-    """Whether the `otel` extra is not installed (asked without importing it)."""
-    import importlib.util
-
-    try:
-        return any(
-            importlib.util.find_spec(name) is None
-            for name in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
-        )
-    except ModuleNotFoundError:  # not even `opentelemetry`
-        return True
-
-
-def warning_if_unavailable(env: Mapping[str, str]) -> str | None:
-    """The one warning for a run whose variables ask for traces the extra cannot make."""
-    if wanted(env) and missing_extra():
-        return f"OTEL_* variables ask for traces, but OpenTelemetry is not installed ({EXTRA_HINT}); running without them"
-    return None
-
-
 class _State:
     tracer: Any = None  # None: off
     provider: Any = None
     run_id: str = ""
+    link: Any = None  # the run span's context, which every job span links to
     content: bool = False
 
 
@@ -99,24 +66,17 @@ _state = _State()
 _job: ContextVar[Any] = ContextVar("anvil_job_span", default=None)  # the job span of this task
 
 
-def start(otel_env: tuple[tuple[str, str], ...], run_id: str) -> None:
-    """Start tracing in this (worker) process when `otel_env` asks for it and the extra is
-    installed; else stay off (the driver warned)."""
+def start(otel_env: tuple[tuple[str, str], ...], run_id: str, run_link: str = "") -> None:
+    """Start tracing in this (worker) process when `otel_env` (the driver's `OTEL_*`) asks for
+    it and the extra is installed (else the driver warned); job spans link to `run_link`."""
     env = dict(otel_env)
-    if not wanted(env) or missing_extra():
+    if not trace_setup.traced(env):
         return
     os.environ.update(env)  # the exporter and sampler read their settings from the environment
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "anvil"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    _state.provider = provider
-    _state.tracer = provider.get_tracer(SCOPE)
+    _state.provider = trace_setup.make_provider(env)
+    _state.tracer = _state.provider.get_tracer(trace_setup.SCOPE)
     _state.run_id = run_id
+    _state.link = trace_setup.link_of(run_link)
     capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
     _state.content = capture.strip().lower() == "true"
 
@@ -152,7 +112,9 @@ class JobTrace:
         span.set_attribute("anvil.job.attempts", result.attempts)
         if result.usage is not None:
             u = result.usage
-            span.set_attribute("gen_ai.usage.input_tokens", u.input_tokens + u.cache_read_tokens + u.cache_write_tokens)
+            span.set_attribute(
+                "gen_ai.usage.input_tokens", u.input_tokens + u.cache_read_tokens + u.cache_write_tokens
+            )
             span.set_attribute("gen_ai.usage.output_tokens", u.output_tokens)
         for check in result.checks.results if result.checks is not None else ():
             grade = {"gen_ai.evaluation.name": check.name, "gen_ai.evaluation.score.value": check.score}
@@ -171,7 +133,7 @@ def job_span(job: Job) -> Iterator[JobTrace]:
         yield JobTrace(None)
         return
     from opentelemetry.context import Context
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import Link, SpanKind
 
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
@@ -182,7 +144,8 @@ def job_span(job: Job) -> Iterator[JobTrace]:
     }
     if job.variant:
         attributes["anvil.job.variant"] = job.variant
-    span = tracer.start_span(f"invoke_agent {job.id}", Context(), SpanKind.INTERNAL, attributes)
+    links = [Link(_state.link)] if _state.link is not None else []
+    span = tracer.start_span(f"invoke_agent {job.id}", Context(), SpanKind.INTERNAL, attributes, links)
     token = _job.set(span)
     try:
         yield JobTrace(span)
@@ -199,6 +162,20 @@ def event(name: str, attributes: Mapping[str, Any]) -> None:
     span = _job.get()
     if span is not None:
         span.add_event(name, dict(attributes))
+
+
+def waited(seconds: float) -> None:
+    """The rate limiter (the governor) made a call wait `seconds` for its grant."""
+    if seconds >= 0.001:
+        event("anvil.limiter.wait", {"anvil.limiter.wait_s": seconds})
+
+
+def retried(failure: BaseException | None, backoff_s: float) -> None:
+    """A call failed with `failure` and is tried again after `backoff_s`."""
+    if _job.get() is None:
+        return
+    kind = classify(failure).type if isinstance(failure, anthropic.APIError) else type(failure).__name__
+    event("anvil.retry", {"error.type": kind, "anvil.retry.backoff_s": backoff_s})
 
 
 def _parent() -> Any:
@@ -247,7 +224,13 @@ def chat(
     if _state.content:
         span.set_attribute("gen_ai.input.messages", json.dumps(_messages(st.request.get("messages", []))))
         if message is not None:
-            said = [{"role": "assistant", "parts": _parts(_dump(message.content)), "finish_reason": message.stop_reason}]
+            said = [
+                {
+                    "role": "assistant",
+                    "parts": _parts(_dump(message.content)),
+                    "finish_reason": message.stop_reason,
+                }
+            ]
             span.set_attribute("gen_ai.output.messages", json.dumps(said))
     if error_type is not None:
         _error(span, error_type)
@@ -278,7 +261,11 @@ async def tool(name: str, call_id: str, running: Awaitable[ToolOutcome]) -> Tool
         return await running
     from opentelemetry.trace import SpanKind
 
-    attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id}
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.call.id": call_id,
+    }
     span = tracer.start_span(f"execute_tool {name}", _parent(), SpanKind.INTERNAL, attributes)
     try:
         outcome = await running
@@ -319,16 +306,22 @@ def _parts(content: Any) -> list[dict[str, Any]]:
         if kind == "text":
             parts.append({"type": "text", "content": block.get("text", "")})
         elif kind == "tool_use":
-            parts.append({"type": "tool_call", "id": block.get("id"), "name": block.get("name"), "arguments": block.get("input")})
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": block.get("id"),
+                    "name": block.get("name"),
+                    "arguments": block.get("input"),
+                }
+            )
         elif kind == "tool_result":
-            parts.append({"type": "tool_call_response", "id": block.get("tool_use_id"), "response": block.get("content")})
+            parts.append(
+                {
+                    "type": "tool_call_response",
+                    "id": block.get("tool_use_id"),
+                    "response": block.get("content"),
+                }
+            )
         else:
             parts.append({"type": str(kind)})
     return parts
-
-
-def warn_once(env: Mapping[str, str]) -> None:
-    """Print the one warning for a run whose traces cannot be made (see `warning_if_unavailable`)."""
-    text = warning_if_unavailable(env)
-    if text is not None:
-        print(f"anvil: warning: {text}", file=sys.stderr)
