@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from anvil_cli.engine.worker import trace_setup
+from anvil_cli.engine.worker import telemetry, trace_setup
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import journal_query, run_inprocess, write_config, write_jsonl_batch
@@ -119,6 +119,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         mp.setenv("OTEL_SERVICE_NAME", "anvil-test")
         mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        mp.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         batch = tmp / "batch.yaml"
         batch.write_text(yaml.safe_dump({"defaults": {"model": HAIKU, "max_tokens": 200}, "jobs": JOBS}))
         retries = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
@@ -218,7 +219,11 @@ def test_call_spans_carry_the_journals_tokens_and_answer(traced: tuple[Receiver,
             )
             assert a["gen_ai.response.finish_reasons"] in (["end_turn"], ["tool_use"])
             assert a["gen_ai.usage.cost.currency"] == "USD"
-            assert "gen_ai.input.messages" not in a  # content only on opt-in
+            said = json.loads(a["gen_ai.output.messages"])  # content: the run opted in
+            assert said[0]["role"] == "assistant" and said[0]["parts"]
+            assert json.loads(a["gen_ai.input.messages"])[0]["role"] == "user"
+    values = [str(v) for s in receiver.spans for v in s["attributes"].values()]
+    assert not [v for v in values if "test-key" in v]  # the API key never (headers are not recorded)
 
 
 @pytest.mark.slow
@@ -258,6 +263,22 @@ def test_tools_and_checks_have_their_spans_and_events(traced: tuple[Receiver, di
         s["attributes"] for s in jobs["checked"] if s["attributes"].get("anvil.call.purpose") == "judge"
     ]
     assert judged  # the judge's call is a span of the job's trace
+
+
+def test_content_is_recorded_only_on_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    opted = {**on, "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+    for name in opted:  # a worker takes the driver's variables into its environment: undone after
+        monkeypatch.setenv(name, "")
+    for env, content in ((on, False), (opted, True)):
+        telemetry.start(tuple(env.items()), "run")
+        try:
+            assert telemetry._state.tracer is not None and telemetry._state.content is content
+        finally:
+            telemetry.shutdown()
+    telemetry.start((), "run")
+    assert telemetry._state.tracer is None  # no OTEL variables: off
 
 
 def test_what_turns_traces_on() -> None:
