@@ -22,6 +22,9 @@ from typing import Any
 
 EXTRA_HINT = "pip install 'anvil-cli[otel]'"
 SCOPE = "anvil_cli"
+# an export's time limit unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT sets one (the SDK's is 10 s):
+# what a collector that is down costs each worker, and the driver, as it ends
+EXPORT_TIMEOUT_S = 3.0
 
 _run_link = ""  # the run span's traceparent while the driver's run span is open
 
@@ -77,7 +80,12 @@ def make_provider(env: Mapping[str, str]) -> Any:
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "anvil"})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    timeout_s = (
+        None
+        if {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"} & set(env)
+        else EXPORT_TIMEOUT_S
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=timeout_s)))
     return provider
 
 
