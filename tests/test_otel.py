@@ -67,16 +67,29 @@ class Receiver:
     """An OTLP/HTTP traces receiver on 127.0.0.1: every span that arrives, decoded."""
 
     def __init__(self) -> None:
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
         spans: list[dict[str, Any]] = []
         self.spans = spans
+        points: list[tuple[str, dict[str, Any], float, int]] = []  # histograms: name, attributes, sum, count
+        self.points = points
         self.resources: list[dict[str, Any]] = []
         resources = self.resources
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/metrics":
+                    metrics = ExportMetricsServiceRequest.FromString(body)
+                    for rm in metrics.resource_metrics:
+                        for sm in rm.scope_metrics:
+                            for m in sm.metrics:
+                                for p in m.histogram.data_points:
+                                    points.append((m.name, _attrs(p.attributes), p.sum, p.count))
+                    self.send_response(200)
+                    self.end_headers()
+                    return
                 request = ExportTraceServiceRequest.FromString(body)
                 for rs in request.resource_spans:
                     resources.append(_attrs(rs.resource.attributes))
@@ -120,6 +133,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         mp.setenv("OTEL_SERVICE_NAME", "anvil-test")
         mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         mp.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+        mp.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")  # each worker's: summed here
         batch = tmp / "batch.yaml"
         batch.write_text(yaml.safe_dump({"defaults": {"model": HAIKU, "max_tokens": 200}, "jobs": JOBS}))
         retries = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
@@ -224,6 +238,27 @@ def test_call_spans_carry_the_journals_tokens_and_answer(traced: tuple[Receiver,
             assert json.loads(a["gen_ai.input.messages"])[0]["role"] == "user"
     values = [str(v) for s in receiver.spans for v in s["attributes"].values()]
     assert not [v for v in values if "test-key" in v]  # the API key never (headers are not recorded)
+
+
+@pytest.mark.slow
+def test_the_genai_client_metrics_count_every_call(traced: tuple[Receiver, dict[str, Any]]) -> None:
+    receiver, _ = traced
+    chats = [s for s in receiver.spans if s["name"].startswith("chat ")]
+    answered = [s["attributes"] for s in chats if s["status"] != 2]
+    tokens = {"input": 0.0, "output": 0.0}
+    for name, attrs, total, _count in receiver.points:
+        if name == "gen_ai.client.token.usage":
+            assert attrs["gen_ai.provider.name"] == "anthropic" and attrs["gen_ai.request.model"]
+            tokens[attrs["gen_ai.token.type"]] += total
+    assert tokens["input"] == sum(a["gen_ai.usage.input_tokens"] for a in answered)
+    assert tokens["output"] == sum(a["gen_ai.usage.output_tokens"] for a in answered)
+    durations = [
+        (attrs, count)
+        for name, attrs, _total, count in receiver.points
+        if name == "gen_ai.client.operation.duration"
+    ]
+    assert sum(count for _, count in durations) == len(chats)  # failed calls too, with their error.type
+    assert sum(count for attrs, count in durations if "error.type" in attrs) == len(chats) - len(answered)
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 GenAI semantic conventions: one trace per job, its root an `invoke_agent {job id}` span
 (INTERNAL: the agent runs in this process) with a `chat {model}` child (CLIENT) per API call
 and an `execute_tool {name}` child per tool call; the limiter's waits, the retries and the
-checks' grades are events on the job span.
+checks' grades are events on the job span. Each call is also counted in the conventions' client
+metrics (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`) when they are sent.
 
 Configured only by the driver's `OTEL_*` variables (`WorkerConfig.otel_env`, so a Ray node's own
 environment does not decide; when they turn traces on: `trace_setup.py`). Each job's trace links
@@ -59,6 +60,9 @@ class _State:
     provider: Any = None
     run_id: str = ""
     link: Any = None  # the run span's context, which every job span links to
+    meters: Any = None  # the meter provider (None: no metrics), and its two histograms
+    tokens: Any = None
+    duration: Any = None
     content: bool = False
 
 
@@ -77,16 +81,23 @@ def start(otel_env: tuple[tuple[str, str], ...], run_id: str, run_link: str = ""
     _state.tracer = _state.provider.get_tracer(trace_setup.SCOPE)
     _state.run_id = run_id
     _state.link = trace_setup.link_of(run_link)
+    if trace_setup.metrics_wanted(env):
+        _state.meters = trace_setup.make_meter_provider(env)
+        meter = _state.meters.get_meter(trace_setup.SCOPE)
+        _state.tokens = meter.create_histogram("gen_ai.client.token.usage", "{token}", "Tokens per call")
+        _state.duration = meter.create_histogram("gen_ai.client.operation.duration", "s", "Time per call")
     capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
     _state.content = capture.strip().lower() == "true"
 
 
 def shutdown() -> None:
     """Flush what is queued and stop (the worker is ending)."""
-    provider, _state.provider, _state.tracer = _state.provider, None, None
-    if provider is not None:
-        with contextlib.suppress(Exception):  # a collector that is down must not fail the worker
-            provider.shutdown()
+    providers = (_state.provider, _state.meters)
+    _state.provider = _state.tracer = _state.meters = _state.tokens = _state.duration = None
+    for provider in providers:
+        if provider is not None:
+            with contextlib.suppress(Exception):  # a collector that is down must not fail the worker
+                provider.shutdown()
 
 
 def flush() -> None:
@@ -238,6 +249,22 @@ def chat(
     if error_type is not None:
         _error(span, error_type)
     span.end(end_time=now)
+    if _state.meters is not None:
+        _measure(attributes, elapsed_s, error_type)
+
+
+def _measure(attributes: Mapping[str, Any], elapsed_s: float, error_type: str | None) -> None:
+    """The call in the GenAI client metrics: its duration, and its input and output tokens."""
+    keys = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model")
+    common = {k: attributes[k] for k in (*keys, "server.address", "server.port") if k in attributes}
+    _state.duration.record(elapsed_s, {**common, "error.type": error_type} if error_type else common)
+    if error_type is None:
+        _state.tokens.record(
+            attributes["gen_ai.usage.input_tokens"], {**common, "gen_ai.token.type": "input"}
+        )
+        _state.tokens.record(
+            attributes["gen_ai.usage.output_tokens"], {**common, "gen_ai.token.type": "output"}
+        )
 
 
 def _answer_attributes(message: Any, cost_usd: float) -> dict[str, Any]:

@@ -89,6 +89,28 @@ def make_provider(env: Mapping[str, str]) -> Any:
     return provider
 
 
+def metrics_wanted(env: Mapping[str, str]) -> bool:
+    """Whether a traced process also sends the GenAI client metrics: when the variables give
+    them an endpoint and `OTEL_METRICS_EXPORTER` is not `none`."""
+    if env.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def make_meter_provider(env: Mapping[str, str]) -> Any:
+    """A meter provider sending metrics over OTLP/HTTP (every `OTEL_METRIC_EXPORT_INTERVAL`, and
+    when it is shut down)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    timeout = {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"} & set(env)
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(timeout=None if timeout else EXPORT_TIMEOUT_S))
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "anvil"})
+    return MeterProvider(metric_readers=[reader], resource=resource)
+
+
 @contextlib.contextmanager
 def run_span(run_id: str, batch: str) -> Iterator[None]:
     """The driver's `anvil run {batch}` span around a run with workers; `run_link()` is its
