@@ -25,6 +25,8 @@ def test_a_local_run_never_imports_ray(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in lines}
     assert "anvil_cli.engine.worker.loop" in imported  # -X importtime reaches the fork server's imports too
     assert not {m for m in imported if m == "ray" or m.startswith("ray.")}
+    # nor the OpenTelemetry SDK without OTEL_* variables (the anthropic SDK itself needs the API)
+    assert not {m for m in imported if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}
 
 
 def test_without_the_extra_backend_ray_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 
 from anvil_cli.engine.conductor.core import Conductor
 from anvil_cli.engine.run_end import RunEnd
+from anvil_cli.engine.worker import trace_setup
 from anvil_cli.session.context import RunContext
 from anvil_cli.session.workers import Workers, local_workers
 
@@ -17,7 +18,7 @@ def conduct(run: RunContext) -> RunEnd:
     """Run the pending jobs until they are done or the run must stop; how it ended."""
     if run.opts.mode == "batches" or run.journal.batches(run.run_id, ("intent", "submitted")):
         return _batches(run)
-    with _workers(run) as workers:
+    with trace_setup.run_span(run.run_id, run.opts.batch.name), _workers(run) as workers:
         conductor = Conductor(
             run.settings,
             run.journal,

@@ -14,6 +14,7 @@ from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.governor_host.link import GovernorHost
 from anvil_cli.engine.governor_host.manager import GovernorKeeper
+from anvil_cli.engine.worker import trace_setup
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.tools.sandbox import sweep_after_run
 from anvil_cli.session.context import RunContext
@@ -34,9 +35,14 @@ def worker_configs(run: RunContext) -> ConfigMaker:
     and run; and room for every agent (a worker may hold every slot if the others died)."""
     settings_json = run.settings.model_dump_json()
     agents = run.settings.scaling.agent_limit()
+    otel_env = trace_setup.otel_environment()  # traces: the driver's variables decide (docs/telemetry.md)
+    otel_env = otel_env if trace_setup.traced(dict(otel_env)) else ()
+    link = trace_setup.run_link()
 
     def make_config(wid: int) -> WorkerConfig:
-        return WorkerConfig(wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id)
+        return WorkerConfig(
+            wid, settings_json, run.endpoints, agents, os.getpid(), run.run_id, otel_env, link
+        )
 
     return make_config
 

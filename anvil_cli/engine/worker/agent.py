@@ -33,6 +33,7 @@ from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.outcomes import JobError, JobResult
 from anvil_cli.engine.requests import prepare_request
 from anvil_cli.engine.result_cache import ResultCache, result_from_cache
+from anvil_cli.engine.worker import telemetry
 from anvil_cli.engine.worker.answers import INVALID_OUTPUT, AnswerChecker, Checked
 from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
@@ -204,15 +205,19 @@ class Agent:
             cwd = tools.workdir_for(st.job)
             outcomes = await asyncio.gather(
                 *(
-                    run_tool_async(
-                        st.tools[c.name],
-                        c.input,
+                    telemetry.tool(
+                        c.name,
                         c.id,
-                        timeout_s=tools.timeout_s,
-                        limits=tools.limits_for(st.job, c.name),
-                        cwd=cwd,
-                        env=tools.env,
-                        processes=tools.processes,
+                        run_tool_async(
+                            st.tools[c.name],
+                            c.input,
+                            c.id,
+                            timeout_s=tools.timeout_s,
+                            limits=tools.limits_for(st.job, c.name),
+                            cwd=cwd,
+                            env=tools.env,
+                            processes=tools.processes,
+                        ),
                     )
                     for c in calls
                 )
@@ -249,6 +254,7 @@ class Agent:
     def _note_wait(self, st: Conversation, rs: RetryCallState) -> None:
         if rs.next_action is not None:
             st.amend(wait_s=round(rs.next_action.sleep, 3))
+            telemetry.retried(rs.outcome.exception() if rs.outcome else None, rs.next_action.sleep)
 
     # -- one attempt --------------------------------------------------------------------------
 
@@ -259,7 +265,9 @@ class Agent:
         while True:
             if self.ctx.stopping.is_set():
                 raise Abandoned("run is stopping")
+            asked = time.monotonic()
             grant = await self._acquire(st)
+            telemetry.waited(time.monotonic() - asked)
             st.next_call()
             t0 = time.monotonic()
             try:
@@ -290,6 +298,7 @@ class Agent:
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
         self.ctx.governor.settle(grant.ticket, answered(usage, cost, status_code, headers))
         latency_s = round(time.monotonic() - t0, 4)
+        telemetry.chat(st, endpoint, latency_s, message=message, cost_usd=cost)
         st.avoid = None
         st.book(Attempt(st.n, st.model, 200, latency_s=latency_s, endpoint=st.endpoint))
         self.ctx.on_attempt(st.job.seq, st.calls.log[st.entry])
@@ -329,6 +338,7 @@ class Agent:
             endpoint=st.endpoint,
         )
         st.book(entry)
+        telemetry.chat(st, self._endpoint(grant), elapsed_s, error_type=info.type)
         self.ctx.on_attempt(st.job.seq, st.calls.log[st.entry])
         st.avoid = st.endpoint if info.breaker_failure else None
         st.overloaded = st.overloaded + 1 if info.overloaded else 0

@@ -19,6 +19,8 @@ class WorkerConfig:
     max_agents: int  # agents this worker may run at once (each may hold every slot if others die)
     conductor_pid: int
     run_id: str = ""  # names the run's tool working directories
+    otel_env: tuple[tuple[str, str], ...] = ()  # the driver's OTEL_* variables (worker/telemetry.py)
+    otel_link: str = ""  # the run span's W3C traceparent, which job spans link to ("": none)
 
     def __repr__(self) -> str:  # keep the credential out of any traceback or log
         return f"WorkerConfig(worker_id={self.worker_id}, endpoints={list(self.endpoints)!r})"

@@ -44,6 +44,7 @@ from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.engine.process.fdlimit import raise_nofile_limit
 from anvil_cli.engine.process.lifeline import die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
+from anvil_cli.engine.worker import telemetry
 from anvil_cli.engine.worker.agent import Abandoned, Agent, AgentContext, StopRun
 from anvil_cli.engine.worker.broker import GovernorBroker, GovernorLost
 from anvil_cli.engine.worker.clients import make_clients
@@ -121,9 +122,12 @@ class _Worker:
 
     async def run_one(self, job: Job) -> None:
         try:
-            result = await self.agent.run(job)
+            with telemetry.job_span(job) as trace:
+                result = await self.agent.run(job)
+                trace.ended(result)
         except Abandoned as exc:
             self.put(JobAbandoned(self.wid, job.seq, exc.attempts))
+            asyncio.get_running_loop().run_in_executor(None, telemetry.flush)  # the worker may not last
         except StopRun as exc:
             self.put(RunFatal(self.wid, job.seq, exc.reason, exc.message, exc.attempts))
         except GovernorLost as exc:  # the governor's Manager is gone: nothing can be asked
@@ -158,6 +162,9 @@ async def run_worker_loop(
     the broker, the heartbeat. `attach(worker)` hooks the transport's command intake up to
     `worker.handle`; events leave through `sink`. Returns once told to stop and its jobs ended."""
     loop = asyncio.get_running_loop()
+    telemetry.start(
+        cfg.otel_env, cfg.run_id, cfg.otel_link
+    )  # here, after the fork: its exporter's thread is this process's
     settings = Settings.model_validate_json(cfg.settings_json)
     pricer = Pricer.from_overrides({k: v.model_dump() for k, v in settings.prices.items()})
     # one client per endpoint, each pool sized to the agents (any of them may send every call)
@@ -205,6 +212,7 @@ async def run_worker_loop(
         broker.close()
         for each in clients.values():
             await each.client.close()
+        await loop.run_in_executor(None, telemetry.shutdown)  # its spans sent, off the loop
 
 
 async def _serve_pipes(
