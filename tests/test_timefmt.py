@@ -88,6 +88,7 @@ VIEWS_EXEMPT = {
     "engine/result_cache.py",  # a damaged cache set aside: cache.sqlite.corrupt-20261205T031500-…
     "sim/rate_limits.py",  # the simulated API's rate-limit headers: RFC 3339 UTC, as Anthropic's
     "sim/batches/store.py",  # the simulated Message Batches API's timestamps, as Anthropic's
+    "views/ci/junit.py",  # JUnit's `timestamp`: the XSD's xs:dateTime in UTC without a zone, for CI systems
     "timefmt.py",
 }
 
