@@ -20,7 +20,14 @@ from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.simulated import SIM_POLL_INTERVAL_S, simulated_poll
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import invoke_cli, journal_query, run_cli, run_inprocess, write_config, write_jsonl_batch
+from tests.engine_support import (
+    invoke_cli,
+    journal_query,
+    run_cli,
+    run_inprocess,
+    write_config,
+    write_jsonl_batch,
+)
 
 
 @pytest.fixture(name="two_runs", scope="module")
@@ -98,14 +105,14 @@ def test_a_plan_sample_is_never_the_latest_run(tmp_path: Path) -> None:
         assert planned.returncode == 0, planned.stderr
         sample_id = json.loads(planned.stdout)["sample"]["run_id"]
     assert sample_id != run_id
-    status = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+    status = json.loads(invoke_cli("status", "--json", cwd=tmp_path).stdout)
     assert status["run_id"] == run_id
-    exported = run_cli("export", "-o", "-", cwd=tmp_path)
+    exported = invoke_cli("export", "-o", "-", cwd=tmp_path)
     assert f"run {run_id}" in exported.stderr and len(exported.stdout.splitlines()) == 8
-    reported = run_cli("report", "-o", "r.html", cwd=tmp_path)
+    reported = invoke_cli("report", "-o", "r.html", cwd=tmp_path)
     assert f"run {run_id}" in reported.stderr
     # still there by its id, for whoever asks for it
-    assert json.loads(run_cli("status", sample_id, "--json", cwd=tmp_path).stdout)["run_id"] == sample_id
+    assert json.loads(invoke_cli("status", sample_id, "--json", cwd=tmp_path).stdout)["run_id"] == sample_id
 
 
 def test_an_older_journal_gets_run_kinds_and_its_samples_are_not_the_latest(tmp_path: Path) -> None:
@@ -153,7 +160,7 @@ def test_a_quote_closed_by_the_next_jobs_quote_is_reported_where_it_opened(tmp_p
     (tmp_path / "b.yaml").write_text(
         'jobs:\n  - id: a\n    prompt: "hello\n    model: claude-haiku-4-5\n  - id: "b"\n    prompt: x\n'
     )
-    done = run_cli("validate", "b.yaml", cwd=tmp_path)
+    done = invoke_cli("validate", "b.yaml", cwd=tmp_path)
     assert done.returncode == ExitCode.BAD_INPUT, done.stderr
     assert "b.yaml:3:13:" in done.stderr and "closing quote missing" in done.stderr, done.stderr
 
