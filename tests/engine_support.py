@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,30 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def invoke_cli(
+    *args: str, cwd: Path | None = None, secret: str = "test-key"
+) -> subprocess.CompletedProcess[str]:
+    """`anvil ARGS` in this process (typer's runner), in `cwd` (default: the current directory,
+    each test's own, see conftest), shaped like `run_cli`'s answer. For commands that read or
+    refuse and whose test is not about the process itself: it saves a CLI start-up (its imports,
+    seconds of CPU on a loaded machine). An exception the command let escape is a traceback on
+    stderr and exit 1, as the real process would show it, so "no traceback" assertions keep
+    their meaning."""
+    from typer.testing import CliRunner
+
+    from anvil_cli.cli import app
+
+    env = {name: None for name in os.environ if name.startswith(("ANVIL_", "ANTHROPIC_"))}
+    with contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(
+            app, list(args), env={**env, "ANTHROPIC_API_KEY": secret, "NO_COLOR": "1"}
+        )
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exc_info[1], SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["anvil", *args], result.exit_code, result.stdout, stderr)
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    invoke_cli,
     journal_query,
     run_cli,
     succeeded_jobs,
@@ -56,7 +57,7 @@ def _run_printed(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _status(cwd: Path) -> dict[str, object]:
-    done = run_cli("status", "--json", cwd=cwd)
+    done = invoke_cli("status", "--json", cwd=cwd)
     assert done.returncode == 0, done.stderr
     status: dict[str, object] = json.loads(done.stdout)
     return status

@@ -20,50 +20,58 @@ from anvil_cli.engine.journal.store import Journal
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.session.simulated import SIM_POLL_INTERVAL_S, simulated_poll
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import journal_query, run_cli, run_inprocess, write_config, write_jsonl_batch
+from tests.engine_support import (
+    invoke_cli,
+    journal_query,
+    run_cli,
+    run_inprocess,
+    write_config,
+    write_jsonl_batch,
+)
 
 
-@pytest.fixture(name="two_runs")
-def fixture_two_runs(tmp_path: Path) -> tuple[str, str]:
-    """Two finished runs of a 3-job batch in ./.anvil (ids share their date prefix)."""
+@pytest.fixture(name="two_runs", scope="module")
+def fixture_two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """Two finished runs of a 3-job batch in DIR/.anvil (ids share their date prefix): (DIR, ids).
+    Made once for the module: its tests only read them, and check they wrote nothing."""
+    where = tmp_path_factory.mktemp("two-runs")
     with SimServer(SimConfig(seed=1, latency_ms=5)).start_thread() as sim:
-        write_config(tmp_path / "anvil.yaml", sim.base_url)
-        write_jsonl_batch(tmp_path / "b.jsonl", ["one", "two", "three"])
+        write_config(where / "anvil.yaml", sim.base_url)
+        write_jsonl_batch(where / "b.jsonl", ["one", "two", "three"])
         ids = []
         for _ in range(2):
-            done = run_cli("run", "b.jsonl", "--fresh", "-q", "--json", cwd=tmp_path)
+            done = run_cli("run", "b.jsonl", "--fresh", "-q", "--json", cwd=where)
             assert done.returncode == 0, done.stderr
             ids.append(json.loads(done.stdout)["run_id"])
-    return ids[0], ids[1]
+    return where, ids[0], ids[1]
 
 
-def test_export_to_stdout_and_ambiguous_prefixes(tmp_path: Path, two_runs: tuple[str, str]) -> None:
-    first, latest = two_runs
-    done = run_cli("export", "-o", "-", cwd=tmp_path)
+def test_export_to_stdout_and_ambiguous_prefixes(two_runs: tuple[Path, str, str]) -> None:
+    where, first, latest = two_runs
+    done = invoke_cli("export", "-o", "-", cwd=where)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["id"] for r in rows] == ["job-0000", "job-0001", "job-0002"]
-    assert not (tmp_path / "-").exists() and f"run {latest}" in done.stderr
+    assert not (where / "-").exists() and f"run {latest}" in done.stderr
 
     prefix = first[:4]  # the year: both runs
     for command in (["export", prefix, "-o", "x.jsonl"], ["status", prefix], ["report", prefix]):
-        refused = run_cli(*command, cwd=tmp_path)
+        refused = invoke_cli(*command, cwd=where)
         assert refused.returncode == ExitCode.BAD_INPUT, refused.stderr
         assert "ambiguous" in refused.stderr and first in refused.stderr and latest in refused.stderr
-    assert not (tmp_path / "x.jsonl").exists()
-    unknown = run_cli("export", "zz", "-o", "x.jsonl", cwd=tmp_path)
+    assert not (where / "x.jsonl").exists()
+    unknown = invoke_cli("export", "zz", "-o", "x.jsonl", cwd=where)
     assert unknown.returncode == ExitCode.BAD_INPUT and "no run matches 'zz'" in unknown.stderr
 
 
-def test_report_and_export_into_a_missing_directory_write_nothing(
-    tmp_path: Path, two_runs: tuple[str, str]
-) -> None:
+def test_report_and_export_into_a_missing_directory_write_nothing(two_runs: tuple[Path, str, str]) -> None:
+    where = two_runs[0]
     for command in ("report", "export"):
-        target = tmp_path / "missing" / "dir" / "out.file"
-        done = run_cli(command, "-o", str(target), cwd=tmp_path)
+        target = where / "missing" / "dir" / "out.file"
+        done = invoke_cli(command, "-o", str(target), cwd=where)
         assert done.returncode == ExitCode.BAD_INPUT, done.stderr
         assert "does not exist" in done.stderr
-        assert not (tmp_path / "missing").exists()
+        assert not (where / "missing").exists()
 
 
 def test_serving_on_a_public_address_without_a_token_writes_nothing(tmp_path: Path) -> None:
@@ -97,14 +105,14 @@ def test_a_plan_sample_is_never_the_latest_run(tmp_path: Path) -> None:
         assert planned.returncode == 0, planned.stderr
         sample_id = json.loads(planned.stdout)["sample"]["run_id"]
     assert sample_id != run_id
-    status = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+    status = json.loads(invoke_cli("status", "--json", cwd=tmp_path).stdout)
     assert status["run_id"] == run_id
-    exported = run_cli("export", "-o", "-", cwd=tmp_path)
+    exported = invoke_cli("export", "-o", "-", cwd=tmp_path)
     assert f"run {run_id}" in exported.stderr and len(exported.stdout.splitlines()) == 8
-    reported = run_cli("report", "-o", "r.html", cwd=tmp_path)
+    reported = invoke_cli("report", "-o", "r.html", cwd=tmp_path)
     assert f"run {run_id}" in reported.stderr
     # still there by its id, for whoever asks for it
-    assert json.loads(run_cli("status", sample_id, "--json", cwd=tmp_path).stdout)["run_id"] == sample_id
+    assert json.loads(invoke_cli("status", sample_id, "--json", cwd=tmp_path).stdout)["run_id"] == sample_id
 
 
 def test_an_older_journal_gets_run_kinds_and_its_samples_are_not_the_latest(tmp_path: Path) -> None:
@@ -152,7 +160,7 @@ def test_a_quote_closed_by_the_next_jobs_quote_is_reported_where_it_opened(tmp_p
     (tmp_path / "b.yaml").write_text(
         'jobs:\n  - id: a\n    prompt: "hello\n    model: claude-haiku-4-5\n  - id: "b"\n    prompt: x\n'
     )
-    done = run_cli("validate", "b.yaml", cwd=tmp_path)
+    done = invoke_cli("validate", "b.yaml", cwd=tmp_path)
     assert done.returncode == ExitCode.BAD_INPUT, done.stderr
     assert "b.yaml:3:13:" in done.stderr and "closing quote missing" in done.stderr, done.stderr
 

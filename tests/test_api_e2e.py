@@ -27,6 +27,7 @@ from tests.engine_support import (
     MODEL,
     anvil_cmd,
     cli_env,
+    invoke_cli,
     read_results,
     run_cli,
     write_config,
@@ -115,7 +116,7 @@ class Served:
 
     def export(self) -> dict[str, dict[str, Any]]:
         out = self.cwd / "exported.jsonl"
-        done = run_cli("export", "-o", str(out), "--config", str(self.config), cwd=self.cwd)
+        done = invoke_cli("export", "-o", str(out), "--config", str(self.config), cwd=self.cwd)
         assert done.returncode == 0, done.stderr
         return {r["id"]: r for r in read_results(out)}
 

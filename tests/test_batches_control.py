@@ -23,6 +23,7 @@ from anvil_cli.sim.embedded import BATCH_DIR
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    invoke_cli,
     read_results,
     run_cli,
     run_inprocess,
@@ -73,7 +74,7 @@ def serve(tmp_path: Path, slow_sim: SimServer) -> Iterator[Callable[[int], Serve
 def _same_tick(run: Served, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(GET /status, `anvil status --json`) read within one tick of the run."""
     for _ in range(10):
-        done = run_cli("status", run_id, "--json", "--config", str(run.config), cwd=run.cwd)
+        done = invoke_cli("status", run_id, "--json", "--config", str(run.config), cwd=run.cwd)
         assert done.returncode == 0, done.stderr
         cli = json.loads(done.stdout)
         served = run.api.status()

@@ -22,10 +22,10 @@ from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    invoke_cli,
     journal_query,
     read_results,
     requeued_from_lost_workers,
-    run_cli,
     succeeded_jobs,
     write_config,
     write_jsonl_batch,
@@ -162,7 +162,7 @@ def test_a_run_survives_its_processes_being_killed_again_and_again(tmp_path: Pat
         assert len(kills) >= 6, kills
 
         out = tmp_path / "out.jsonl"
-        assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+        assert invoke_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
         results = read_results(out)
         assert sorted(r["id"] for r in results) == sorted(f"job-{i:04d}" for i in range(N_JOBS))
         assert all(r["status"] == "succeeded" for r in results)

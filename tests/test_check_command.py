@@ -16,7 +16,7 @@ from anvil_cli.policy.checks.judge import read_judgement
 from anvil_cli.policy.checks.record import CheckRecord
 from anvil_cli.policy.checks.spec import CheckSpec
 from anvil_cli.session.recheck import NOT_JUDGED, recheck_record
-from tests.engine_support import MODEL, run_cli
+from tests.engine_support import MODEL, invoke_cli, run_cli
 
 HAIKU = "claude-haiku-4-5"
 JUDGE: dict[str, Any] = {
@@ -115,7 +115,7 @@ def test_check_a_run_again_with_its_own_checks_and_with_changed_ones(tmp_path: P
     passed = sum(r["passed"] for r in before.values())
     assert 0 < passed < 20  # the digest's first hex digit decides
 
-    again = run_cli("check", "--json", cwd=tmp_path)  # the latest run, its own checks
+    again = invoke_cli("check", "--json", cwd=tmp_path)  # the latest run, its own checks
     assert again.returncode == 0, again.stderr
     out = json.loads(again.stdout)
     assert (out["run_id"], out["rechecked"], out["changed"], out["not_judged"]) == (run_id, 20, 0, 0)
@@ -123,7 +123,9 @@ def test_check_a_run_again_with_its_own_checks_and_with_changed_ones(tmp_path: P
     assert _records(tmp_path) == before  # the same checks give the same records
 
     loose = _batch(tmp_path / "loose.yaml", [{"contains": "sim:"}, {"regex": "^sim:"}])
-    looser = run_cli("check", run_id[:8], "--batch", str(loose), "--json", "--fail-under", "1", cwd=tmp_path)
+    looser = invoke_cli(
+        "check", run_id[:8], "--batch", str(loose), "--json", "--fail-under", "1", cwd=tmp_path
+    )
     assert looser.returncode == 0, looser.stderr
     out = json.loads(looser.stdout)
     assert out["changed"] == 20 - passed and out["checks"]["pass_rate"] == 1.0
@@ -131,7 +133,7 @@ def test_check_a_run_again_with_its_own_checks_and_with_changed_ones(tmp_path: P
     assert all(r["passed"] for r in _records(tmp_path).values())
     assert len(out["flips"]) == 20 - passed and {f["after"] for f in out["flips"]} == {"passed"}
 
-    gated = run_cli("check", run_id, "--batch", str(strict), "--fail-under", "0.99", cwd=tmp_path)
+    gated = invoke_cli("check", run_id, "--batch", str(strict), "--fail-under", "0.99", cwd=tmp_path)
     assert gated.returncode == 1, gated.stderr
     rate = passed / 20
     assert f"pass rate {rate:.1%} ({passed} of 20 checked)" in gated.stdout
@@ -139,7 +141,7 @@ def test_check_a_run_again_with_its_own_checks_and_with_changed_ones(tmp_path: P
     assert _records(tmp_path) == before
 
     judged = _batch(tmp_path / "judged.yaml", [{"contains": "sim:"}, {"judge": "Is it right?"}])
-    out = json.loads(run_cli("check", "--batch", str(judged), "--json", cwd=tmp_path).stdout)
+    out = json.loads(invoke_cli("check", "--batch", str(judged), "--json", cwd=tmp_path).stdout)
     assert out["not_judged"] == 20 and out["checks"]["passed"] == 0
     record = _records(tmp_path)["q0"]
     assert record["results"][1]["detail"] == NOT_JUDGED
@@ -150,11 +152,11 @@ def test_check_a_run_again_with_its_own_checks_and_with_changed_ones(tmp_path: P
 
 
 def test_check_refuses_what_it_cannot_check(tmp_path: Path) -> None:
-    none = run_cli("check", cwd=tmp_path)
+    none = invoke_cli("check", cwd=tmp_path)
     assert none.returncode == 2 and "no journal" in none.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         yaml.safe_dump({"jobs": [{"id": "a", "prompt": "p", "model": MODEL, "checks": [{"nope": 1}]}]})
     )
-    done = run_cli("check", "--batch", str(bad), cwd=tmp_path)
+    done = invoke_cli("check", "--batch", str(bad), cwd=tmp_path)
     assert done.returncode == 2 and "checks[0]" in done.stderr, done.stderr

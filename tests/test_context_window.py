@@ -16,7 +16,7 @@ from anvil_cli.policy.pricing.table import builtin_prices
 from anvil_cli.policy.tokens import estimate_input_tokens
 from anvil_cli.session.control import RunControl
 from anvil_cli.views.api.server import ApiServer
-from tests.engine_support import run_cli, write_jsonl_batch
+from tests.engine_support import invoke_cli, run_cli, write_jsonl_batch
 from tests.test_api_server import TOKEN, call
 
 HAIKU_WINDOW = builtin_prices().context_window("claude-haiku-4-5")
@@ -72,7 +72,7 @@ def test_message_batches_shape_is_checked_too(tmp_path: Path) -> None:
     }
     batch = tmp_path / "mb.jsonl"
     batch.write_text(json.dumps(line) + "\n")
-    done = run_cli("validate", str(batch), cwd=tmp_path)
+    done = invoke_cli("validate", str(batch), cwd=tmp_path)
     assert done.returncode == 2 and "(200,000 tokens)" in " ".join(done.stderr.split())
 
 

@@ -43,7 +43,7 @@ from anvil_cli.views.dashboard import QuietReporter, RunMonitor
 from anvil_cli.views.dashboard.render import render as render_frame
 from anvil_cli.views.endpoints import render_endpoints
 from anvil_cli.views.report import render_html, report_data
-from tests.engine_support import read_results, run_cli, write_config, write_jobs
+from tests.engine_support import invoke_cli, read_results, write_config, write_jobs
 
 N_JOBS = 12
 T0 = 1000.0
@@ -469,13 +469,13 @@ def test_the_commands_show_it(ran: Ran, tmp_path: Path) -> None:
     expected = _from_rows(ran.journal, ran.run_id)
     ran.journal.set_run_state(ran.run_id, "finished", ended=True)  # as the session ends it
     config = str(ran.config)
-    shown = run_cli("status", ran.run_id, "--config", config, cwd=tmp_path)
+    shown = invoke_cli("status", ran.run_id, "--config", config, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "by endpoint" in shown.stdout
     for name, want in expected.items():
         [line] = [line for line in shown.stdout.splitlines() if line.split()[:1] == [name]]
         assert line.split()[1] == f"{want['calls']:,}" and line.split()[3] == f"${want['cost_usd']:,.4f}"
-    as_json = run_cli("status", ran.run_id, "--json", "--config", config, cwd=tmp_path)
+    as_json = invoke_cli("status", ran.run_id, "--json", "--config", config, cwd=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
     endpoints = json.loads(as_json.stdout)["endpoints"]
     assert {k: (v["calls"], v["errors"], v["rate_limited"]) for k, v in endpoints.items()} == {
@@ -485,7 +485,7 @@ def test_the_commands_show_it(ran: Ran, tmp_path: Path) -> None:
         k: pytest.approx(v["cost_usd"], abs=1e-6) for k, v in expected.items()
     }
     out = tmp_path / "results.jsonl"
-    exported = run_cli("export", ran.run_id, "-o", str(out), "--config", config, cwd=tmp_path)
+    exported = invoke_cli("export", ran.run_id, "-o", str(out), "--config", config, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert {r["id"]: r["endpoint"] for r in read_results(out)} == {
         json.loads(line)["id"]: json.loads(line)["endpoint"]

@@ -19,6 +19,7 @@ from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    invoke_cli,
     journal_query,
     read_results,
     run_cli,
@@ -123,7 +124,7 @@ def test_kill_9_of_a_worker_loses_nothing(tmp_path: Path, slow_sim: SimServer) -
     code, err = _finish(proc)
     assert code == ExitCode.OK, err
     out = tmp_path / "out.jsonl"
-    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    assert invoke_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     # in the journal's order: the victim started, died, and then a new worker started
@@ -170,7 +171,7 @@ def test_ctrl_c_stops_cleanly_then_resume_completes(tmp_path: Path, slow_sim: Si
     assert "resume" in err
     done_before = succeeded_jobs(state)
     assert done_before < N_JOBS
-    status = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    status = invoke_cli("status", "--json", "--config", str(config), cwd=tmp_path)
 
     resume = json.loads(status.stdout)["resume_command"]
     assert resume.startswith("anvil run ") and "--config" in resume  # said the way it was started
@@ -231,7 +232,7 @@ def test_a_lost_governor_is_restarted_and_the_run_goes_on(tmp_path: Path, slow_s
     assert code == ExitCode.OK, err
     assert "governor was lost: started again" in err
     out = tmp_path / "out.jsonl"
-    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    assert invoke_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     rows = journal_query(state, "SELECT data_json FROM events WHERE kind = 'governor_restarted'")
@@ -256,7 +257,7 @@ def test_losing_the_fork_server_harms_no_worker(tmp_path: Path, slow_sim: SimSer
     code, err = _finish(proc)
     assert code == ExitCode.OK, err
     out = tmp_path / "out.jsonl"
-    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    assert invoke_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     assert all(r["status"] == "succeeded" for r in read_results(out))
     kinds = [str(k) for (k,) in journal_query(state, "SELECT kind FROM events")]
     assert "worker_died" not in kinds and "governor_restarted" not in kinds  # nothing was lost
@@ -282,7 +283,7 @@ def test_a_stopped_worker_is_noticed_killed_and_replaced(tmp_path: Path, slow_si
             os.kill(victim, signal.SIGKILL)
     assert code == ExitCode.OK, err
     out = tmp_path / "out.jsonl"
-    assert run_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
+    assert invoke_cli("export", "-o", str(out), "--config", str(config), cwd=tmp_path).returncode == 0
     results = read_results(out)
     assert len(results) == N_JOBS and all(r["status"] == "succeeded" for r in results)
     sql = "SELECT kind FROM events WHERE kind LIKE 'worker_%' ORDER BY rowid"

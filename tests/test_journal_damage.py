@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_support import run_cli, write_jsonl_batch
+from tests.engine_support import invoke_cli, run_cli, write_jsonl_batch
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_a_damaged_row_is_named_not_a_traceback(
     failing = 0
     commands = [("status",), ("status", "--json"), ("export", "-o", "out.jsonl"), ("report", "-o", "r.html")]
     for argv in commands:
-        done = run_cli(*argv, cwd=tmp_path)
+        done = invoke_cli(*argv)  # in this process, in tmp_path (conftest): no CLI start-up each
         assert "Traceback" not in done.stderr, (argv, done.stderr)
         if done.returncode == 0:  # this command does not read that column
             continue

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine_support import run_cli
+from tests.engine_support import invoke_cli
 
 HAIKU = "claude-haiku-4-5"
 
@@ -29,7 +29,7 @@ def test_control_characters_in_metadata_are_refused(
 ) -> None:
     batch = tmp_path / "b.jsonl"
     batch.write_text(json.dumps({"id": "j1", "prompt": "hi", "model": HAIKU, "metadata": metadata}) + "\n")
-    done = run_cli("validate", str(batch), cwd=tmp_path)
+    done = invoke_cli("validate", str(batch), cwd=tmp_path)
     assert done.returncode == 2
     assert where in done.stderr
     assert "\x1b" not in done.stderr and "\x9b" not in done.stderr  # the message itself is escaped
@@ -38,9 +38,9 @@ def test_control_characters_in_metadata_are_refused(
 def test_metadata_in_defaults_is_checked_and_printable_text_passes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'defaults:\n  model: {HAIKU}\n  metadata: {{team: "a\\u0007b"}}\njobs:\n  - prompt: hi\n')
-    done = run_cli("validate", str(bad), cwd=tmp_path)
+    done = invoke_cli("validate", str(bad), cwd=tmp_path)
     assert done.returncode == 2 and "'defaults.metadata.team': text must be printable: U+0007" in done.stderr
     good = tmp_path / "good.jsonl"
     meta = {"team": "équipe 東京 🚀", "tags": ["a b", 3, None], "nested": {"x": "tab-free"}}
     good.write_text(json.dumps({"id": "j1", "prompt": "hi", "model": HAIKU, "metadata": meta}) + "\n")
-    assert run_cli("validate", str(good), cwd=tmp_path).returncode == 0
+    assert invoke_cli("validate", str(good), cwd=tmp_path).returncode == 0

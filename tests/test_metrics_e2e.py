@@ -16,7 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.snapshot.metrics import PROM_BOUNDS_S
-from tests.engine_support import MODEL, anvil_cmd, cli_env, run_cli, write_config, write_jsonl_batch
+from tests.engine_support import (
+    MODEL,
+    anvil_cmd,
+    cli_env,
+    invoke_cli,
+    write_config,
+    write_jsonl_batch,
+)
 from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
 
 N_JOBS = 30
@@ -119,7 +126,7 @@ def test_metrics_of_a_real_run_parse_and_agree_with_its_status(
 
     assert api.post("/resume")[0] == 200
     assert proc.wait(timeout=60) == ExitCode.OK
-    done = run_cli("status", "--json", "--config", str(config), cwd=config.parent)
+    done = invoke_cli("status", "--json", "--config", str(config), cwd=config.parent)
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout)  # the run's last snapshot, as `anvil status --json` keeps it
     assert final["state"] == "finished" and final["job_time_s"]["count"] == N_JOBS

@@ -27,7 +27,7 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, run_cli, write_config, write_jobs
+from tests.engine_support import anvil_cmd, cli_env, invoke_cli, write_config, write_jobs
 from tests.test_api_e2e import TOKEN, Api, free_port, wait_for
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
@@ -231,7 +231,7 @@ def test_every_percentile_shown_is_within_two_percent_of_the_journal(
         assert_close(calls_printed[key], nearest_rank(latencies, pct), f"printed {key}")
         assert_close(jobs_printed[key], nearest_rank(job_times, pct), f"printed job time {key}")
 
-    done = run_cli("status", "--json", "--config", str(config), cwd=cwd)
+    done = invoke_cli("status", "--json", "--config", str(config), cwd=cwd)
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout)
     for shown, what in ((final, "status --json"), (final["summary"], "stored summary")):
@@ -239,13 +239,13 @@ def test_every_percentile_shown_is_within_two_percent_of_the_journal(
         assert_figures(shown["job_time_s"], job_times, f"{what} job time")
         for model, values in per_model.items():
             assert_figures(shown["call_latency_by_model_s"][model], values, f"{what} {model}")
-    text = run_cli("status", "--config", str(config), cwd=cwd)
+    text = invoke_cli("status", "--config", str(config), cwd=cwd)
     assert text.returncode == 0, text.stderr
     for key, pct in PCTS:
         assert_close(printed_figures(text.stdout, "API call latency")[key], nearest_rank(latencies, pct), key)
 
     report = cwd / "report.html"
-    made = run_cli("report", "-o", str(report), "--config", str(config), cwd=cwd)
+    made = invoke_cli("report", "-o", str(report), "--config", str(config), cwd=cwd)
     assert made.returncode == 0, made.stderr
     data = embedded_data(report)
     assert_figures(data["status"]["call_latency_s"], latencies, "report")

@@ -11,7 +11,7 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import run_cli, write_config, write_jsonl_batch
+from tests.engine_support import invoke_cli, run_cli, write_config, write_jsonl_batch
 
 
 def _setup(tmp_path: Path, sim: SimServer) -> tuple[Path, Path]:
@@ -94,7 +94,7 @@ def test_serve_refusals_write_no_run(tmp_path: Path) -> None:
         assert done.returncode == ExitCode.BAD_INPUT and f"127.0.0.1:{port}" in done.stderr
         public = run_cli("run", str(batch), "--config", str(config), "--serve", "0.0.0.0:0", cwd=tmp_path)
         assert public.returncode == ExitCode.BAD_INPUT and "ANVIL_API_TOKEN" in public.stderr
-        listed = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+        listed = invoke_cli("status", "--json", "--config", str(config), cwd=tmp_path)
         assert listed.returncode == ExitCode.BAD_INPUT and "nothing has run here yet" in listed.stderr
         assert not (tmp_path / ".anvil").exists()  # refused before the state dir was made
         assert _paid(sim) == 0

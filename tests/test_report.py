@@ -21,7 +21,7 @@ from anvil_cli.jobs.loader import load_batch
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.views.dashboard import QuietReporter, RunMonitor
 from anvil_cli.views.report import build_report, default_name
-from tests.engine_support import run_cli, write_jobs
+from tests.engine_support import invoke_cli, write_jobs
 from tests.snapshot_support import HAIKU, T0, WALL0, engine_state, feed
 
 EVIL = "</script><script>alert(1)</script><!--"
@@ -119,7 +119,7 @@ def test_a_journal_from_before_samples_gives_a_report_without_charts(tmp_path: P
     state_dir, run_id = _run(tmp_path)
     with sqlite3.connect(state_dir / "journal.sqlite") as db:
         db.execute("DROP TABLE samples")  # as an older Anvil left it
-    done = run_cli("report", "-o", str(tmp_path / "r.html"), "--state-dir", str(state_dir), cwd=tmp_path)
+    done = invoke_cli("report", "-o", str(tmp_path / "r.html"), "--state-dir", str(state_dir))
     assert done.returncode == 0, done.stderr
     data = _embedded((tmp_path / "r.html").read_text())
     assert data["samples"] == [] and data["status"]["run_id"] == run_id
@@ -128,19 +128,19 @@ def test_a_journal_from_before_samples_gives_a_report_without_charts(tmp_path: P
 def test_the_command_names_its_file_and_refuses_clearly(tmp_path: Path) -> None:
     state_dir, run_id = _run(tmp_path)
     args = ("--state-dir", str(state_dir))
-    done = run_cli("report", *args, cwd=tmp_path)
+    done = invoke_cli("report", *args)
     assert done.returncode == 0, done.stderr
     made = tmp_path / default_name(run_id)
     assert made.name == f"anvil-report-{run_id}.html" and made.exists() and run_id in done.stderr
-    unknown = run_cli("report", "no-such-run", *args, cwd=tmp_path)
+    unknown = invoke_cli("report", "no-such-run", *args)
     assert unknown.returncode == 2 and "no run matches 'no-such-run'" in unknown.stderr
     blocker = tmp_path / "blocker"  # a file where a directory should be: unwritable, even for root
     blocker.write_text("x")
-    refused = run_cli("report", "-o", str(blocker / "r.html"), *args, cwd=tmp_path)
+    refused = invoke_cli("report", "-o", str(blocker / "r.html"), *args)
     assert refused.returncode == 2 and "cannot write the report" in refused.stderr
-    into_dir = run_cli("report", "-o", str(tmp_path), *args, cwd=tmp_path)
+    into_dir = invoke_cli("report", "-o", str(tmp_path), *args)
     assert into_dir.returncode == 2 and "cannot write the report" in into_dir.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # nothing half-written
-    helped = run_cli("report", "--help", cwd=tmp_path)
+    helped = invoke_cli("report", "--help")
     assert helped.returncode == 0
     assert "anvil-report-<run id>.html" in " ".join(helped.stdout.split())  # help is re-filled to the width

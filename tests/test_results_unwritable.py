@@ -23,9 +23,9 @@ from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import (
     anvil_cmd,
     cli_env,
+    invoke_cli,
     journal_query,
     read_results,
-    run_cli,
     succeeded_jobs,
     write_config,
     write_jsonl_batch,
@@ -125,7 +125,9 @@ def test_export_to_a_path_it_cannot_write_is_a_clear_error(tmp_path: Path) -> No
         journal.create_run(str(batch), "sha", load_batch(batch))
     (tmp_path / "taken").write_text("a file, not a directory\n")
     state = str(tmp_path / ".anvil")
-    done = run_cli("export", "-o", str(tmp_path / "taken" / "out.jsonl"), "--state-dir", state, cwd=tmp_path)
+    done = invoke_cli(
+        "export", "-o", str(tmp_path / "taken" / "out.jsonl"), "--state-dir", state, cwd=tmp_path
+    )
     assert done.returncode == ExitCode.BAD_INPUT
     assert "Traceback" not in done.stderr
     assert f"-o {tmp_path / 'taken' / 'out.jsonl'}: " in done.stderr  # the path, and why (checked first)

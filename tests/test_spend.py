@@ -12,7 +12,7 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import run_cli, write_config, write_jobs
+from tests.engine_support import invoke_cli, run_cli, write_config, write_jobs
 
 N_JOBS = 30
 LONG_SYSTEM = "You review code carefully and answer in one paragraph. " * 120  # over the caching threshold
@@ -33,7 +33,7 @@ def _jobs(**extra: Any) -> list[dict[str, Any]]:
 
 
 def _status(tmp_path: Path, config: Path, *args: str) -> dict[str, Any]:
-    proc = run_cli("status", *args, "--json", "--config", str(config), cwd=tmp_path)
+    proc = invoke_cli("status", *args, "--json", "--config", str(config), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -48,7 +48,7 @@ def test_cost_by_model_and_metadata_adds_up_and_the_cache_saving_is_priced(tmp_p
         again = run_cli("run", str(batch), "--config", str(config), "--fresh", cwd=tmp_path)
         assert again.returncode == ExitCode.OK, again.stderr
         cached = _status(tmp_path, config)
-        human = run_cli("status", "--by", "metadata.team", "--config", str(config), cwd=tmp_path).stdout
+        human = invoke_cli("status", "--by", "metadata.team", "--config", str(config), cwd=tmp_path).stdout
 
     spend = first["spend"]
     paid = first["cost_usd"]
@@ -84,7 +84,7 @@ def test_prompt_caching_and_batches_savings(tmp_path: Path) -> None:
 
 
 def test_a_bad_by_key_is_a_usage_error(tmp_path: Path) -> None:
-    proc = run_cli("status", "--by", "metadata.", cwd=tmp_path)
+    proc = invoke_cli("status", "--by", "metadata.", cwd=tmp_path)
     assert proc.returncode == ExitCode.BAD_INPUT and "metadata.KEY" in proc.stderr
 
 

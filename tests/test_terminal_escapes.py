@@ -15,7 +15,7 @@ import pytest
 
 from anvil_cli.input_limits import plain_tree
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, run_cli, write_config, write_jobs
+from tests.engine_support import anvil_cmd, cli_env, invoke_cli, run_cli, write_config, write_jobs
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m"  # retitle, clear the screen, a C1 CSI
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
@@ -45,11 +45,11 @@ def test_status_and_the_summary_escape_what_tools_and_file_names_said(tmp_path: 
     done = run_cli("run", str(batch), "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _raw_escapes(done.stdout + done.stderr) == []
-    status = run_cli("status", "--config", str(config), cwd=tmp_path)
+    status = invoke_cli("status", "--config", str(config), cwd=tmp_path)
     assert status.returncode == 0
     assert "pwned\\x07\\x1b[2J" in status.stdout  # shown, as text
     assert _raw_escapes(status.stdout + status.stderr) == []
-    as_json = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    as_json = invoke_cli("status", "--json", "--config", str(config), cwd=tmp_path)
     assert json.loads(as_json.stdout)["batch_path"].endswith("b\x1b[31mred.jsonl")  # kept as it was
 
 
@@ -64,7 +64,7 @@ def test_by_metadata_escapes_what_an_older_journal_holds(tmp_path: Path, sim: Si
         job = json.loads(job_json)
         job["metadata"] = {"team": HOSTILE}
         db.execute("UPDATE jobs SET job_json = ?", (json.dumps(job),))
-    shown = run_cli("status", "--by", "metadata.team", "--config", str(config), cwd=tmp_path)
+    shown = invoke_cli("status", "--by", "metadata.team", "--config", str(config), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "pwned" in shown.stdout and _raw_escapes(shown.stdout) == []
 

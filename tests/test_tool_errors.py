@@ -24,7 +24,7 @@ from anvil_cli.views.api.typed_schema import SchemaSet
 from anvil_cli.views.dashboard.render import render
 from anvil_cli.views.progress import human_summary, snapshot_line
 from anvil_cli.views.report import report_data
-from tests.engine_support import read_results, run_cli, write_config, write_jobs
+from tests.engine_support import invoke_cli, read_results, run_cli, write_config, write_jobs
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
 PY = sys.executable
@@ -57,9 +57,9 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out = tmp / "out.jsonl"
         done = run_cli("run", str(batch), "--config", str(config), "--json", "-o", str(out), cwd=tmp)
     assert done.returncode == ExitCode.OK, done.stderr
-    status = run_cli("status", "--json", "--config", str(config), cwd=tmp)
+    status = invoke_cli("status", "--json", "--config", str(config), cwd=tmp)
     assert status.returncode == ExitCode.OK, status.stderr
-    text = run_cli("status", "--config", str(config), cwd=tmp)
+    text = invoke_cli("status", "--config", str(config), cwd=tmp)
     return {
         "summary": json.loads(done.stdout),
         "results": {r["id"]: r for r in read_results(out)},

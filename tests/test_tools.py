@@ -13,7 +13,7 @@ from anvil_cli.engine.outcomes import Usage
 from anvil_cli.engine.worker.tools.toolbox import command_argv, split_tools
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import read_results, run_cli, run_inprocess, write_config, write_jobs
+from tests.engine_support import invoke_cli, read_results, run_inprocess, write_config, write_jobs
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
 ECHO = [
@@ -76,7 +76,7 @@ def test_a_tool_without_a_command_ends_the_job_at_tool_use(tmp_path: Path, sim: 
 
 def test_a_bad_command_is_a_validation_error(tmp_path: Path) -> None:
     batch = write_jobs(tmp_path / "b.jsonl", [{"id": "a", "prompt": "x", "tools": [tool(command=[])]}])
-    proc = run_cli("validate", str(batch), cwd=tmp_path)
+    proc = invoke_cli("validate", str(batch), cwd=tmp_path)
     assert proc.returncode == ExitCode.BAD_INPUT
     assert "b.jsonl:1" in proc.stderr and "tools[0].anvil_command" in proc.stderr
     assert not (tmp_path / ".anvil").exists()
