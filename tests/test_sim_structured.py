@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tests.sim_fixtures import (  # noqa: F401
     fixture_sim_factory,
     user,
 )
+from tests.test_api_e2e import wait_for
 
 PERSON = {
     "type": "object",
@@ -333,10 +333,11 @@ def test_batches_answer_structured_and_invalid(sim_factory: SimFactory, client_f
         }
     )
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-    deadline = time.monotonic() + 30  # a hang guard only
-    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)  # sleep-ok: polling the batch's status, bounded by a deadline
+    wait_for(
+        lambda: client.messages.batches.retrieve(batch.id).processing_status == "ended",
+        timeout_s=30,
+        what="the batch ended",
+    )
     results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
     valid = {
         cid: check_answer(PERSON, text_of(r.message)).valid
