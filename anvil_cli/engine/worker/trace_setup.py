@@ -27,6 +27,7 @@ SCOPE = "anvil_cli"
 EXPORT_TIMEOUT_S = 3.0
 
 _run_link = ""  # the run span's traceparent while the driver's run span is open
+_run: tuple[Any, Any] | None = None  # (its tracer, its span) meanwhile: for the driver's own spans
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
@@ -115,7 +116,7 @@ def make_meter_provider(env: Mapping[str, str]) -> Any:
 def run_span(run_id: str, batch: str) -> Iterator[None]:
     """The driver's `anvil run {batch}` span around a run with workers; `run_link()` is its
     traceparent meanwhile. Untraced, nothing (with the warning when the extra is missing)."""
-    global _run_link
+    global _run_link, _run
     env = dict(otel_environment())
     if (warning := warning_if_unavailable(env)) is not None:
         print(f"anvil: warning: {warning}", file=sys.stderr)
@@ -133,10 +134,11 @@ def run_span(run_id: str, batch: str) -> Iterator[None]:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, set_span_in_context(span))
     _run_link = carrier.get("traceparent", "")
+    _run = (provider.get_tracer(SCOPE), span)
     try:
         yield
     finally:
-        _run_link = ""
+        _run_link, _run = "", None
         span.end()
         with contextlib.suppress(Exception):  # a collector that is down must not fail the run
             provider.shutdown()
@@ -145,6 +147,12 @@ def run_span(run_id: str, batch: str) -> Iterator[None]:
 def run_link() -> str:
     """The open run span's W3C traceparent ("" when the run is not traced)."""
     return _run_link
+
+
+def run_tracer() -> tuple[Any, Any] | None:
+    """(the tracer, the run span) while the driver's run span is open and traced: for the spans
+    the driver makes itself (Message Batches mode); None otherwise."""
+    return _run
 
 
 def link_of(traceparent: str) -> Any:
