@@ -19,6 +19,7 @@ import yaml
 from anvil_cli.engine.worker import telemetry, trace_setup
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.snapshot import otlp_metrics
 from tests.engine_support import journal_query, run_inprocess, write_config, write_jsonl_batch
 from tests.otel_support import Receiver, by_job, need_otel
 
@@ -37,6 +38,7 @@ TOOL = {
 JOBS = [
     {"id": "plain", "prompt": "Say hi"},
     {"id": "retried", "prompt": "@sim{fail=500x2} Say hi"},
+    {"id": "throttled", "prompt": "@sim{fail=429x1, retry_after=0} Say hi"},
     {"id": "refused", "prompt": "@sim{status=400} Say hi"},
     {"id": "tooled", "prompt": "Where is my order?", "tools": [TOOL]},
     {
@@ -60,6 +62,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         mp.setenv("OTEL_SERVICE_NAME", "anvil-test")
         mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        mp.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")  # metrics: once, as each process ends
         mp.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         mp.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")  # each worker's: summed here
         batch = tmp / "batch.yaml"
@@ -68,14 +71,19 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         cfg = write_config(tmp / "anvil.yaml", sim.base_url, retries=retries)
         report = run_inprocess(cfg, batch, tmp / "out.jsonl")
         assert report.exit_code == ExitCode.JOBS_FAILED  # "refused" failed
-        rows = journal_query(tmp / ".anvil", "SELECT job_json, cost_usd, usage_json, attempts_json FROM jobs")
+        rows = journal_query(
+            tmp / ".anvil",
+            "SELECT job_json, cost_usd, usage_json, attempts_json, state, checks_json FROM jobs",
+        )
     journal = {
         json.loads(job)["id"]: {
             "cost_usd": cost,
             "usage": json.loads(usage) if usage else None,
             "log": json.loads(log),
+            "state": state,
+            "checks": json.loads(checks) if checks else None,
         }
-        for job, cost, usage, log in rows
+        for job, cost, usage, log, state, checks in rows
     }
     receiver.close()
     yield receiver, journal
@@ -252,3 +260,49 @@ def test_without_the_extra_one_warning_and_the_run_goes_on(
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("anvil: warning")]
     assert len(warnings) == 1 and "pip install 'anvil-cli[otel]'" in warnings[0]
     assert trace_setup.warning_if_unavailable({}) is None
+
+
+@pytest.mark.slow
+def test_anvils_own_metrics_arrive_with_the_journals_final_figures(
+    traced: tuple[Receiver, dict[str, Any]],
+) -> None:
+    """The driver's metrics from the snapshot that feeds /metrics (snapshot/otlp_metrics.py),
+    sent as the run ended: the same names, the journal's final figures."""
+    receiver, journal = traced
+    states = {
+        state: sum(1 for j in journal.values() if j["state"] == state) for state in otlp_metrics.JOB_STATES
+    }
+    assert receiver.last("anvil_jobs") == {(("state", s),): float(n) for s, n in states.items()}
+    assert receiver.last("anvil_run_jobs") == {(): float(len(JOBS))}
+    cost = sum(j["cost_usd"] for j in journal.values())
+    for name in ("anvil_run_cost_usd", "anvil_cost_usd"):
+        assert receiver.last(name)[()] == pytest.approx(cost)
+    tokens = {
+        kind: sum((j["usage"] or {}).get(key, 0) for j in journal.values())
+        for kind, key in (("input", "input_tokens"), ("output", "output_tokens"))
+    }
+    got = receiver.last("anvil_tokens")
+    assert {kind: got[(("kind", kind),)] for kind in tokens} == tokens
+    calls = [a for j in journal.values() for a in j["log"]]
+    assert receiver.last("anvil_api_calls") == {(): float(len(calls))}
+    limited = sum(1 for a in calls if a["status_code"] == 429)
+    assert limited == 1 and receiver.last("anvil_rate_limited") == {(): 1.0}
+    assert receiver.last("anvil_agents_in_flight") == {(): 0.0}
+    checked = [j["checks"]["passed"] for j in journal.values() if j["checks"]]
+    assert receiver.last("anvil_checks_pass_rate") == {(): sum(checked) / len(checked)}
+    headroom = receiver.last("anvil_limiter_headroom_percent")
+    assert headroom and all(0.0 <= v <= 100.0 for v in headroom.values())
+    assert {dict(k)["dimension"] for k in headroom} >= {"requests"}
+    units = {name: unit for name, _, _, unit in receiver.values}
+    assert units["anvil_run_cost_usd"] == "USD" and units["anvil_tokens"] == "{token}"
+
+
+def test_anvils_own_metrics_are_off_unless_asked() -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    assert otlp_metrics.exporter({}) is None
+    on = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:9/v1/metrics"}
+    assert otlp_metrics.exporter({**on, "OTEL_METRICS_EXPORTER": "none"}) is None
+    assert otlp_metrics.exporter({**on, "OTEL_SDK_DISABLED": "true"}) is None
+    made = otlp_metrics.exporter(on)
+    assert made is not None
+    made.ended()

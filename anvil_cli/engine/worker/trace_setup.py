@@ -109,7 +109,9 @@ def make_meter_provider(env: Mapping[str, str]) -> Any:
     timeout = {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"} & set(env)
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(timeout=None if timeout else EXPORT_TIMEOUT_S))
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "anvil"})
-    return MeterProvider(metric_readers=[reader], resource=resource)
+    return MeterProvider(
+        metric_readers=[reader], resource=resource, shutdown_on_exit=False
+    )  # its owner shuts it
 
 
 @contextlib.contextmanager
