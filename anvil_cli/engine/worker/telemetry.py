@@ -4,6 +4,8 @@ GenAI semantic conventions: one trace per job, its root an `invoke_agent {job id
 and an `execute_tool {name}` child per tool call; the limiter's waits, the retries and the
 checks' grades are events on the job span. Each call is also counted in the conventions' client
 metrics (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`) when they are sent.
+The spans' attributes are made by `job_attributes`, `call_attributes`, `answer_attributes`,
+`cost`, `graded` and `mark_error`, which `--mode batches` uses too (`engine/modes/batch_spans.py`).
 
 Configured only by the driver's `OTEL_*` variables (`WorkerConfig.otel_env`, so a Ray node's own
 environment does not decide; when they turn traces on: `trace_setup.py`). Each job's trace links

@@ -8,7 +8,8 @@ so once and goes on untraced.
 
 The driver's one span is the run's, `anvil run {batch}`: its W3C `traceparent` goes to every
 worker (`WorkerConfig.otel_link`), whose job spans (`telemetry.py`) each start a trace of their
-own, linked to it. Nothing here imports OpenTelemetry until traces are on.
+own, linked to it; in `--mode batches` the driver makes its batches' spans itself, with the run
+span's tracer (`run_tracer()`). Nothing here imports OpenTelemetry until traces are on.
 """
 
 from __future__ import annotations
