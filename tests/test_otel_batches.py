@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from anvil_cli.engine.modes import batch_spans
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import journal_query, run_inprocess, write_config, write_jobs
@@ -41,6 +42,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         mp.chdir(tmp)
         mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        mp.setattr(batch_spans, "FLUSH_EVERY", 2)  # a big batch's spans are sent as they are made
         batch = write_jobs(tmp / "b.jsonl", JOBS)
         config = write_config(
             tmp / "anvil.yaml", sim.base_url, batches=FAST_BATCHES, cache={"enabled": False}

@@ -27,6 +27,7 @@ from anvil_cli.policy.checks.spec import specs_of
 from anvil_cli.policy.pricing.pricer import Pricer
 
 PROVIDER = "anthropic"  # Message Batches go to the Anthropic API only (batches/endpoint.py)
+FLUSH_EVERY = 500  # jobs: their spans sent before the span queue (2048 by default) fills
 
 Before = dict[int, tuple[float, bool]]  # seq -> (its row's cost, it had a re-ask pending)
 
@@ -46,6 +47,7 @@ class BatchSpans:
     ) -> None:
         self.journal, self.run_id, self.settings, self.pricer = journal, run_id, settings, pricer
         self.url, self.endpoint, self.tag = url, endpoint, tag
+        self.flushing = True  # until a flush fails: then a collector that is down costs no more
 
     def before(self, row: BatchRow) -> Before | None:
         """What the batch's jobs stood at before its results are ingested (None: untraced)."""
@@ -77,9 +79,11 @@ class BatchSpans:
             found = split_id(entry.custom_id, self.tag)
             if found is not None and found[0] in before:
                 parts.setdefault(found[0], []).append((found[1], entry.result))
-        for job_row in self.journal.job_rows(self.run_id, sorted(parts)):
+        for n, job_row in enumerate(self.journal.job_rows(self.run_id, sorted(parts)), 1):
             seq = job_row["seq"]
             self._job(tracer, (batch, row.batch_id or ""), job_row, parts[seq], before[seq], (start, now))
+            if n % FLUSH_EVERY == 0 and self.flushing:
+                self.flushing = trace_setup.flush_run()
         batch.end(end_time=now)
 
     def _batch_attributes(self, row: BatchRow, entries: list[Any], cost_usd: float) -> dict[str, Any]:

@@ -28,7 +28,7 @@ SCOPE = "anvil_cli"
 EXPORT_TIMEOUT_S = 3.0
 
 _run_link = ""  # the run span's traceparent while the driver's run span is open
-_run: tuple[Any, Any] | None = None  # (its tracer, its span) meanwhile: for the driver's own spans
+_run: tuple[Any, Any, Any] | None = None  # (its tracer, span, provider) meanwhile: the driver's spans
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
@@ -137,7 +137,7 @@ def run_span(run_id: str, batch: str) -> Iterator[None]:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, set_span_in_context(span))
     _run_link = carrier.get("traceparent", "")
-    _run = (provider.get_tracer(SCOPE), span)
+    _run = (provider.get_tracer(SCOPE), span, provider)
     try:
         yield
     finally:
@@ -155,7 +155,18 @@ def run_link() -> str:
 def run_tracer() -> tuple[Any, Any] | None:
     """(the tracer, the run span) while the driver's run span is open and traced: for the spans
     the driver makes itself (Message Batches mode); None otherwise."""
-    return _run
+    return None if _run is None else _run[:2]
+
+
+def flush_run() -> bool:
+    """Send the driver's queued spans now (its queue holds 2048 by default: a big batch's spans
+    are sent as they are made, not dropped); False when the collector did not take them."""
+    if _run is None:
+        return True
+    try:
+        return bool(_run[2].force_flush(int(EXPORT_TIMEOUT_S * 1000)))
+    except Exception:  # a collector that is down must not fail the run
+        return False
 
 
 def link_of(traceparent: str) -> Any:
