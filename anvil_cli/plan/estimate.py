@@ -25,6 +25,7 @@ from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan import endpoints as pooled
 from anvil_cli.plan.checks import ChecksPlanner
+from anvil_cli.plan.duration import duration_paces, latency_spread
 from anvil_cli.plan.schedule import Load, PoolPlan, merged, schedule
 from anvil_cli.plan.simulated import structured_tokens
 from anvil_cli.policy.forecast import ModelFit, Range, Total
@@ -45,6 +46,7 @@ class OutputModel:
     ratio: float = 0.5  # else this share of max_tokens
     lognormal_sigma: float = 0.0  # with mean_tokens: the spread of a lognormal around it
     simulated: bool = False  # the embedded simulator's: JSON answers as long as it fills them
+    latency_sigma: float = 0.0  # a known lognormal spread of one call's latency (the simulator's)
 
     def expected(self, max_tokens: int) -> float:
         if self.mean_tokens is None:
@@ -82,6 +84,7 @@ def output_model(settings: Settings, simulate: bool) -> OutputModel:
             mean_tokens=embedded.OUTPUT_TOKENS,
             lognormal_sigma=embedded.OUTPUT_TOKENS_SPREAD,
             simulated=True,
+            latency_sigma=embedded.LATENCY_SPREAD,
         )
     p = settings.plan
     return OutputModel(p.assumed_latency_s, p.expected_output_tokens, p.expected_output_ratio)
@@ -123,7 +126,10 @@ class Plan:
     method: str = "rule"  # how output was forecast: sample, history, simulator, rule, or a mix (history+rule)
     cost_range_usd: dict[str, float] = field(default_factory=dict)  # p10, expected, p90
     duration_range_s: dict[str, float] = field(default_factory=dict)
-    sample: dict[str, Any] | None = None  # `--sample N`: what the sample run did
+    sample: dict[str, Any] | None = None  # `--sample N` or `auto`: what the sample run(s) did
+    # what the duration's range comes from: one call's latency spread (cv), the fitted mean
+    # latency's own error (relative sd), and what binds at the range's p10 and p90
+    duration_spread: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # with `endpoints:`: per pool, each endpoint's rate, the shared ceilings, the pooled rate and
     # what binds it (plan/endpoints.py); None, and left out of the JSON, without that section
@@ -131,9 +137,12 @@ class Plan:
     # with output schemas or judges: what checking costs (plan/checks.py), in the totals above;
     # None, and left out of the JSON, without them
     checks: dict[str, Any] | None = None
+    # the cost forecast as summed (not in the JSON): `--sample auto` reads its parts
+    cost_total: Total | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["cost_total"]
         for key in ("endpoints", "checks"):
             if out[key] is None:
                 del out[key]
@@ -215,7 +224,11 @@ def make_plan(
         [Load(m.model, m.jobs, m.input_tokens, m.expected_output_tokens) for m in models.values()]
         + (checks.loads if checks is not None else [])
     )
-    runs = [schedule(loads, limit_for, latency, agents, share) for share in _shares(out_range)]
+    spread = latency_spread([(m.jobs, fits.get(m.model)) for m in models.values()], out.latency_sigma)
+    runs = [
+        schedule(loads, limit_for, seconds, agents, share, pace)
+        for seconds, share, pace in duration_paces(latency, _shares(out_range), spread)
+    ]
     expected = runs[1]
     sources = sorted({m.output_source for m in models.values()})
     return Plan(
@@ -234,7 +247,18 @@ def make_plan(
         concurrency_needed=sum(p.concurrency_needed for p in expected.pools),
         method="+".join(sources) if sources else "rule",
         cost_range_usd=cost.range().as_dict(),
-        duration_range_s=Range(runs[0].duration_s, expected.duration_s, runs[2].duration_s).as_dict(3),
+        duration_range_s=Range(
+            min(runs[0].duration_s, expected.duration_s),
+            expected.duration_s,
+            max(runs[2].duration_s, expected.duration_s),
+        ).as_dict(3),
+        duration_spread={
+            "latency_cv": round(spread[0], 4),
+            "latency_fit_error": round(spread[1], 4),
+            "binding_p10": runs[0].binding,
+            "binding_p90": runs[2].binding,
+        },
+        cost_total=cost,
         notes=expected.notes,
         endpoints=pricers.section(expected.pools),
         checks=checks.as_dict() if checks is not None else None,
