@@ -170,12 +170,26 @@ def test_the_duration_paces_from_the_latency_spread() -> None:
 def test_the_latency_spread_comes_from_the_fit_or_the_simulators_known_spread() -> None:
     answers = [Answer("claude-haiku-4-5", 100, 100, 400, s) for s in (1.0, 2.0, 3.0, 2.0)]
     fit = fit_models(answers, "sample")["claude-haiku-4-5"]
-    assert fit.latency is not None
-    cv, error = latency_spread([(30, fit), (10, None)], 0.0)
+    assert fit.latency is not None and fit.latency.slope == 0.0
+    cv, error = latency_spread([(30, fit, 30 * 100.0, 30 * 100.0**2), (10, None, 0.0, 0.0)], 0.0)
     assert cv == pytest.approx(30 * fit.latency.cv / 40)
     assert error == pytest.approx(30 * fit.latency.cv / 2 / 40)  # sqrt(4 answers)
-    assert latency_spread([(10, None)], 0.3) == (pytest.approx(math.sqrt(math.exp(0.09) - 1)), 0.0)
+    assert latency_spread([(10, None, 0.0, 0.0)], 0.3) == (pytest.approx(math.sqrt(math.exp(0.09) - 1)), 0.0)
     assert latency_spread([], 0.3) == (0.0, 0.0)
+
+
+def test_a_latency_growing_with_output_spreads_with_the_output() -> None:
+    # 0.1 s + 1 ms a token exactly; outputs 100 to 300 tokens around a flat mean of 200
+    answers = [
+        Answer("claude-sonnet-4-6", 100, o, 1000, 0.1 + o / 1000) for o in (100, 150, 200, 250, 300, 200)
+    ]
+    fit = fit_models(answers, "sample")["claude-sonnet-4-6"]
+    assert fit.latency is not None and fit.latency.slope == pytest.approx(0.001) and fit.latency.cv < 1e-9
+    # jobs expecting 100 and 300 tokens (mean 200, sd 100 across them), each +/- the output fit's cv
+    cv, error = latency_spread([(2, fit, 400.0, 100.0**2 + 300.0**2)], 0.0)
+    by_output, across = 0.001 * fit.output.cv * 200, 0.001 * 100
+    assert cv == pytest.approx(math.sqrt(by_output**2 + across**2) / 0.3)
+    assert error == pytest.approx(by_output / 0.3 / math.sqrt(6))
 
 
 def test_a_rate_bound_plans_duration_is_a_range_not_a_point() -> None:

@@ -25,18 +25,29 @@ PACING = 0.98
 BURST_RESERVE = 0.10
 
 
-def latency_spread(models: Iterable[tuple[int, ModelFit | None]], sigma: float) -> tuple[float, float]:
+def latency_spread(
+    models: Iterable[tuple[int, ModelFit | None, float, float]], sigma: float
+) -> tuple[float, float]:
     """(one call's latency spread as a cv, the fitted mean latency's own relative error) over
-    the batch's jobs, from (jobs, fit) per model: each model's latency fit (its spread around
-    the line; that over the square root of its answers), else a known lognormal `sigma` (the
-    simulator's), else none (the latency is assumed)."""
+    the batch's jobs, from (jobs, fit, their expected output tokens, the sum of those squared)
+    per model. With a latency fit: its spread around the line, plus the line's slope times the
+    spread of output tokens (around the output fit, and across the jobs' expected outputs); the
+    mean's error is the first two over the square root of the answers. Else a known lognormal
+    `sigma` (the simulator's), else none (the latency is assumed)."""
     cv = error = 0.0
     jobs = 0
-    for count, fit in models:
+    for count, fit, outputs, squares in models:
         jobs += count
-        if fit is not None and fit.latency is not None:
-            cv += count * fit.latency.cv
-            error += count * fit.latency.cv / math.sqrt(max(1, fit.answers))
+        if fit is not None and fit.latency is not None and count > 0:
+            mean_out = outputs / count
+            seconds = fit.latency_s(mean_out) or 0.0
+            if seconds <= 0:
+                continue
+            around = fit.latency.cv * seconds  # the line's cv is over the answers' mean latency
+            by_output = fit.latency.slope * fit.output.cv * mean_out
+            across = fit.latency.slope * math.sqrt(max(0.0, squares / count - mean_out * mean_out))
+            cv += count * math.sqrt(around**2 + by_output**2 + across**2) / seconds
+            error += count * math.sqrt(around**2 + by_output**2) / seconds / math.sqrt(max(1, fit.answers))
         elif fit is None and sigma > 0:
             cv += count * math.sqrt(math.exp(sigma**2) - 1)
     return (cv / jobs, error / jobs) if jobs else (0.0, 0.0)

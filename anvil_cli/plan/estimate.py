@@ -174,6 +174,7 @@ def make_plan(
     checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated, sampled_grades)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
+    squares: dict[str, float] = {}  # per model: the sum of its jobs' expected output tokens squared
     total = 0
     for job in jobs:
         total += 1
@@ -209,6 +210,7 @@ def make_plan(
         mp.jobs += 1
         mp.input_tokens += tokens
         mp.expected_output_tokens += expected_out
+        squares[model] = squares.get(model, 0.0) + expected_out * expected_out
         mp.max_output_tokens += job.max_tokens
         mp.expected_usd += in_usd + out_usd
         mp.worst_usd += dearest.worst_case_usd(model, tokens, job.max_tokens)
@@ -224,7 +226,10 @@ def make_plan(
         [Load(m.model, m.jobs, m.input_tokens, m.expected_output_tokens) for m in models.values()]
         + (checks.loads if checks is not None else [])
     )
-    spread = latency_spread([(m.jobs, fits.get(m.model)) for m in models.values()], out.latency_sigma)
+    spread = latency_spread(
+        [(m.jobs, fits.get(m.model), m.expected_output_tokens, squares[m.model]) for m in models.values()],
+        out.latency_sigma,
+    )
     runs = [
         schedule(loads, limit_for, seconds, agents, share, pace)
         for seconds, share, pace in duration_paces(latency, _shares(out_range), spread)
