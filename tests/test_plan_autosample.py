@@ -2,7 +2,8 @@
 p10-p90 half-width is within `--precision`, the precision said being the plan's own, the
 journal holding exactly the answers and the spend the plan claims, the same command again
 paying nothing; a precision the sample's budget cannot buy stops and says what more would
-cost; bad values of `--sample` and `--precision` are usage errors (exit 2)."""
+cost; a stop between rounds (Ctrl-C) keeps what was measured; bad values of `--sample` and
+`--precision` are usage errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.config.load import load_settings
+from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.exitcodes import ExitCode
+from anvil_cli.jobs.loader import load_batch
+from anvil_cli.plan.autosample import auto_lines, sample_auto
+from anvil_cli.plan.estimate import Plan, make_plan, output_model
 from anvil_cli.plan.rounds import precision
+from anvil_cli.plan.sample import SampleOutcome
+from anvil_cli.policy.forecast import fit_models
 from anvil_cli.sim import SimConfig, SimServer
 from tests.engine_support import invoke_cli, journal_query, write_config, write_jsonl_batch
 
@@ -121,3 +129,43 @@ def test_bad_sample_or_precision_is_a_usage_error(tmp_path: Path, args: tuple[st
     assert proc.returncode == ExitCode.BAD_INPUT
     assert says in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
     assert not (tmp_path / ".anvil").exists()  # nothing run, nothing written
+
+
+@pytest.mark.slow  # one sample run
+def test_a_stop_between_rounds_keeps_what_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    cfg = SimConfig(seed=9, latency_ms=10, output_tokens=110, output_tokens_spread=0.5)
+    with SimServer(cfg).start_thread() as sim:
+        batch, config = _setup(tmp_path, sim, 200)
+        settings = load_settings(config, env={})
+        jobs = list(load_batch(batch))
+        signals = SignalState()  # counted, not installed: the test presses Ctrl-C itself
+        said: list[str] = []
+
+        def plan_of(outcome: SampleOutcome) -> Plan:
+            signals.count += 1  # Ctrl-C while the first round's plan is made
+            fits = fit_models(outcome.answers, "sample")
+            return make_plan(jobs, settings, None, output_model(settings, False), fits)
+
+        outcome, plan, auto = sample_auto(
+            settings,
+            batch,
+            jobs,
+            target=0.06,
+            cap_usd=1.0,
+            simulate=False,
+            allow_tools=False,
+            plan_of=plan_of,
+            say=said.append,
+            signals=signals,
+        )
+        asked = sim.stats()["requests"]
+    assert auto.stopped_early and outcome.stop_reason == "interrupted" and len(auto.run_ids) == 1
+    assert len(outcome.answers) == asked == 20 and plan.models[0].output_source == "sample"
+    assert auto.reached == pytest.approx(precision(plan.cost_range_usd["p10"], plan.cost_range_usd["p90"]))
+    assert auto.more is not None and auto.more[0] > 0  # what the target would still take
+    lines = auto_lines(outcome, auto)
+    assert "stopped early: this plan is from the 20 answer(s) measured so far" in lines
+    assert said[-1].startswith("sample round 1: 20 answer(s) in all") and "next:" not in said[-1]

@@ -10,7 +10,9 @@ size). They run as a run of their own through the ordinary engine, under a budge
 and their answers go into the result cache: the batch's run then takes them from the cache and
 pays for them once. Sampling the same jobs again resumes (or reuses) that run, paying nothing
 more. The run's kind is "sample": it never becomes "the latest run" of `anvil status`, `export`
-or `report`.
+or `report`. `--sample auto` (plan/autosample.py) runs several such samples, one per round:
+`choose_more` picks each round's jobs among those not sampled yet, and `read_outcome` reads the
+answers and spend of all its runs.
 """
 
 from __future__ import annotations
