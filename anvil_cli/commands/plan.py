@@ -100,8 +100,10 @@ def plan_command(
 
     Cost and duration come with a p10-p90 range at the configured limits (naming
     the binding limit and the concurrency needed to reach it). Output lengths come from
-    answers seen before: a sample run (`--sample N`), else earlier runs of the same models in
-    the state dir, else the `plan:` settings (a share of `max_tokens`); the plan says which.
+    answers seen before: a sample run (`--sample N`; `--sample auto` samples in rounds until the
+    cost's p10-p90 is within --precision of its middle, and says what more would take), else
+    earlier runs of the same models in the state dir, else the `plan:` settings (a share of
+    `max_tokens`); the plan says which.
     Without --sample it sends nothing billable: input tokens are counted with `count_tokens`
     when an API is reachable (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN, at provider.base_url,
     else ANTHROPIC_BASE_URL), else estimated locally."""
