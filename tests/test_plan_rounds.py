@@ -217,3 +217,24 @@ def test_a_rate_bound_plans_duration_is_a_range_not_a_point() -> None:
     low = latency * (1 - Z90 * error)
     assert d["p10"] == pytest.approx(9.0 + low * (1 - Z90 * cv), abs=1e-3)
     assert "duration_spread" in plan.as_dict() and "cost_total" not in plan.as_dict()
+
+
+def test_jobs_already_answered_are_known_not_forecast() -> None:
+    jobs = [_job(i, "claude-haiku-4-5", 396) for i in range(10)]
+    answers = [Answer("claude-haiku-4-5", 111, 40 + 20 * (i % 3), 100) for i in range(6)]
+    fits = fit_models(answers, "sample")
+    forecast = make_plan(jobs, Settings(), None, OutputModel(latency_s=1.0), fits)
+    assert forecast.cost_range_usd["p10"] < forecast.cost_range_usd["p90"]
+    known = {j.id: 30 + i for i, j in enumerate(jobs)}
+    plan = make_plan(jobs, Settings(), None, OutputModel(latency_s=1.0), fits, answered=known)
+    assert plan.models[0].expected_output_tokens == sum(known.values())
+    c = plan.cost_range_usd
+    assert c["p10"] == c["expected"] == c["p90"] == pytest.approx(plan.expected_usd)
+    half = make_plan(
+        jobs, Settings(), None, OutputModel(latency_s=1.0), fits, answered=dict(list(known.items())[:5])
+    )
+    assert (
+        0
+        < precision(half.cost_range_usd["p10"], half.cost_range_usd["p90"])
+        < precision(forecast.cost_range_usd["p10"], forecast.cost_range_usd["p90"])
+    )

@@ -226,7 +226,8 @@ def _plan_auto(
             fits, fit_note = _fits(settings, outcome)
             fit_notes[:] = [fit_note] if fit_note else []
             out = output_model(settings, simulate)
-            return make_plan(jobs, settings, counted, out, fits, outcome.reasks, outcome.grades)
+            reasks, grades, answered = outcome.reasks, outcome.grades, outcome.answered
+            return make_plan(jobs, settings, counted, out, fits, reasks, grades, answered)
 
         def say(line: str) -> None:
             err_console().print(line, markup=False, highlight=False, soft_wrap=True)

@@ -4,7 +4,8 @@ as asked, the sample's budget is spent, or the batch is all sampled (plan/rounds
 Each round is a sample run of its own (plan/sample.py: journaled, cached, under what is left of
 `--sample-max-usd`), of jobs not sampled before (`choose_more`: as `choose` chooses, by model
 and prompt length); every round's answers go into the fit, and the plan is made again from all
-of them. The first round is the jobs `--sample 20` samples, and the same command again chooses
+of them, the jobs sampled at their answers' known length (the batch's run takes them from the
+cache). The first round is the jobs `--sample 20` samples, and the same command again chooses
 the same rounds (the same answers, the same spread), so it resumes or reuses their runs: no
 answer is paid twice. Each round's state goes to `say` (stderr); a Ctrl-C or SIGTERM (counted
 by `signals`) ends the sampling with what was measured, marked as stopped early.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.jobs.job import Job
+from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan.estimate import Plan
 from anvil_cli.plan.rounds import (
     ALL_SAMPLED,
@@ -51,13 +53,16 @@ class AutoSample:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     more: tuple[int, float] | None = None  # answers and $ the target would still take
+    whole_batch: bool = False  # ... the rest of the batch: the target is under the floor
 
     @property
     def stopped_early(self) -> bool:
         return self.stop_reason == INTERRUPTED
 
     def as_dict(self) -> dict[str, Any]:
-        more = None if self.more is None else {"answers": self.more[0], "usd": round(self.more[1], 6)}
+        more = None
+        if self.more is not None:
+            more = {"answers": self.more[0], "usd": round(self.more[1], 6), "whole_batch": self.whole_batch}
         return {
             "mode": "auto",
             "run_ids": self.run_ids,
@@ -103,6 +108,7 @@ def sample_auto(
     chosen = choose(jobs, first_round(len(jobs), models), settings)
     auto = AutoSample(target)
     taken: set[str] = set()
+    exact: set[str] = set()  # jobs sampled as the batch runs them (a tool job without its tools is not)
     notes: list[str] = []
     while True:
         left = cap_usd - (auto.rounds[-1]["spent_usd"] if auto.rounds else 0.0)
@@ -119,7 +125,11 @@ def sample_auto(
         auto.run_ids.append(got.run_id)
         taken.update(j.id for j in chosen)
         notes += [n for n in got.notes if n not in notes and not n.startswith(CAP_NOTE)]
+        exact.update(j.id for j in chosen if allow_tools or not split_tools(j.params)[1])
         outcome = read_outcome(settings, auto.run_ids, len(taken), cap_usd, None, notes)
+        outcome = dataclasses.replace(
+            outcome, answered={k: v for k, v in outcome.answered.items() if k in exact}
+        )
         plan = plan_of(outcome)
         auto.reached, auto.floor = plan_precision(plan)
         n, spent = len(outcome.answers), outcome.spent_usd
@@ -155,6 +165,9 @@ def sample_auto(
         auto.stop_reason = stop
         if stop != REACHED and stop != ALL_SAMPLED:
             auto.more = more_to_reach(step.needed, n, per_answer)
+            if auto.more is None:  # under the floor: only every job's answer (the rest of the batch)
+                left = len(jobs) - len(taken)
+                auto.more, auto.whole_batch = (left, left * per_answer), True
         if got.stop_reason == "budget":
             notes.append(
                 f"the sample stopped at its cap of ${cap_usd:.2f} (--sample-max-usd): fewer answers to fit"
@@ -185,15 +198,15 @@ def auto_lines(outcome: SampleOutcome, auto: AutoSample) -> list[str]:
     lines.append(f"{reached}: the target of +/-{auto.target:.1%} was not reached ({why})")
     if auto.stopped_early:
         lines.append(f"stopped early: this plan is from the {len(outcome.answers)} answer(s) measured so far")
+    if auto.whole_batch:
+        lines.append(
+            f"short of the whole batch no number of answers reaches +/-{auto.target:.1%}: the"
+            f" batch's own spread keeps the range at +/-{auto.floor:.1%} or more"
+        )
     if auto.more is not None:
         answers, usd = auto.more
         lines.append(
             f"reaching +/-{auto.target:.1%} would take ~{answers:,} more answer(s), ~${usd:.4f} more"
             f" (--sample-max-usd {math.ceil((outcome.spent_usd + usd) * 100) / 100:.2f} in all)"
-        )
-    elif auto.stop_reason != ALL_SAMPLED:
-        lines.append(
-            f"no number of answers reaches +/-{auto.target:.1%}: the batch's own spread keeps the"
-            f" range at +/-{auto.floor:.1%} or more"
         )
     return lines

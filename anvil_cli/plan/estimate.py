@@ -163,12 +163,15 @@ def make_plan(
     fits: Mapping[str, ModelFit] | None = None,
     sampled_reasks: Sequence[int] | None = None,
     sampled_grades: Mapping[str, float] | None = None,
+    answered: Mapping[str, int] | None = None,
 ) -> Plan:
     """Plan a batch; `counter` counts a request's input tokens (None: the local estimate);
     `fits`: output lengths and latency observed per model (a sample, or earlier runs), used
     before the rule of `out`; `sampled_reasks`: re-asks per schema job of a sample run;
-    `sampled_grades`: its judges' mean output tokens per judge model."""
+    `sampled_grades`: its judges' mean output tokens per judge model; `answered`: output tokens
+    of jobs already answered (by id: `--sample auto`'s), known rather than forecast."""
     fits = fits or {}
+    answered = answered or {}
     pricer = Pricer.from_settings(settings)
     pricers = _Pricers(settings, pricer)
     checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated, sampled_grades)
@@ -187,14 +190,16 @@ def make_plan(
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
         expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
-        filled = fit is None and out.simulated and job.output_schema is not None
-        if filled:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
+        exact = fit is None and out.simulated and job.output_schema is not None
+        if exact:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
             expected_out = min(structured_tokens(job.output_schema or {}), job.max_tokens)
+        if job.id in answered:  # its answer is known (and cached for the batch's run)
+            expected_out, exact = float(min(answered[job.id], job.max_tokens)), True
         pricer, dearest = pricers.of(model)
         in_usd = pricer.expected_usd(model, tokens, 0)
         out_usd = _out_usd(pricer, model, expected_out)
         cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
-        if filled:
+        if exact:
             cost.add_bounded(out_usd, out_usd, out_usd)
             output.add_bounded(expected_out, expected_out, expected_out)
         elif fit is not None:

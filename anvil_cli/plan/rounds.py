@@ -11,6 +11,8 @@ difference, at least `MIN_ROUND` (a fit from a few more answers moves little), a
 again), never more than the batch has left, cut to what is left of the sample's budget at the
 cost per answer seen so far. Sampling stops when the target is reached, when the batch is all
 sampled, when the target is under the floor, or when not even a minimum round fits the budget.
+(The jobs sampled are known, not forecast: the floor is the jobs not sampled yet, and only the
+whole batch's answers take it to zero; plan/autosample.py says what that would cost.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ GROWTH = 2.0  # a round samples at most this many times the answers so far
 # why sampling stopped
 REACHED = "precision"  # the target was reached
 ALL_SAMPLED = "batch"  # every job of the batch was sampled
-FLOOR = "floor"  # the target is under what any number of answers can reach
+FLOOR = "floor"  # the target is under what any number of answers short of the whole batch reaches
 BUDGET = "budget"  # not even a minimum round fits what is left of --sample-max-usd
 INTERRUPTED = "interrupted"  # Ctrl-C (SIGINT) or SIGTERM: stopped with what was measured
 

@@ -55,6 +55,7 @@ class SampleOutcome:
     notes: list[str]
     reasks: list[int] = field(default_factory=list)  # re-asks per finished job with an output schema
     grades: dict[str, float] = field(default_factory=dict)  # judges' mean output tokens per model
+    answered: dict[str, int] = field(default_factory=dict)  # output tokens of each job answered, by id
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -248,7 +249,17 @@ def read_outcome(
             spent += journal.totals(run_id)["cost_usd"]
             rows += journal.iter_results(run_id)
     reasks, grades = sampled_reasks(rows), sampled_grades(rows)
-    return SampleOutcome(run_ids[0], jobs, answers, spent, cap_usd, stop, notes, reasks, grades)
+    answered = {str(r["id"]): int(r["usage"]["output_tokens"]) for r in rows if _answered(r)}
+    return SampleOutcome(run_ids[0], jobs, answers, spent, cap_usd, stop, notes, reasks, grades, answered)
+
+
+def _answered(row: dict[str, Any]) -> bool:
+    usage = row.get("usage")
+    return (
+        row.get("state") == "succeeded"
+        and isinstance(usage, dict)
+        and isinstance(usage.get("output_tokens"), int)
+    )
 
 
 def first_turn_only(job: Job) -> Job:
