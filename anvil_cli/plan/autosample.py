@@ -154,9 +154,14 @@ def sample_auto(
         say(
             f"sample round {len(auto.rounds)}: {n} answer(s) in all, ${spent:.4f}; cost"
             f" +/-{auto.reached:.1%} (target +/-{target:.1%})"
-            + (f"; next: {step.size} more" if step.stop is None and not signals.count else "")
+            + (
+                f"; next: {step.size} more"
+                if step.stop is None and not (signals.count or got.stop_reason)
+                else ""
+            )
         )
-        stop = INTERRUPTED if signals.count else (got.stop_reason or step.stop)
+        stop = step.stop if step.stop == REACHED else (got.stop_reason or step.stop)
+        stop = INTERRUPTED if signals.count else stop
         if stop is None:
             chosen = choose_more(jobs, step.size, settings, taken)
             if chosen:
@@ -165,9 +170,11 @@ def sample_auto(
         auto.stop_reason = stop
         if stop != REACHED and stop != ALL_SAMPLED:
             auto.more = more_to_reach(step.needed, n, per_answer)
-            if auto.more is None:  # under the floor: only every job's answer (the rest of the batch)
-                left = len(jobs) - len(taken)
+            left = len(jobs) - len(taken)
+            if left > 0 and (auto.more is None or auto.more[0] >= left):  # only the rest of the batch
                 auto.more, auto.whole_batch = (left, left * per_answer), True
+            elif left <= 0:
+                auto.more = None
         if got.stop_reason == "budget":
             notes.append(
                 f"the sample stopped at its cap of ${cap_usd:.2f} (--sample-max-usd): fewer answers to fit"
