@@ -20,8 +20,9 @@ from typing import cast
 
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
+from anvil_cli.config.vault import set_not_dumpable
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.process.forkserver import ensure_forkserver
+from anvil_cli.engine.process.forkserver import start_clean
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.policy.governor import (
@@ -250,6 +251,7 @@ GovernorManager.register("Governor", GovernorService)
 
 
 def _manager_init(conductor_pid: int) -> None:
+    set_not_dumpable()  # no /proc reading or ptrace by other processes (spawned: not inherited)
     leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(conductor_pid)
 
@@ -257,10 +259,10 @@ def _manager_init(conductor_pid: int) -> None:
 def start_governor(
     settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
 ) -> tuple[GovernorManager, GovernorClient]:
-    """Start the Manager process and create the run's governor in it."""
-    ensure_forkserver()  # started again without the secrets if it died
+    """Start the Manager process (from `ctx`: `forkserver.governor_context()` in a run) and
+    create the run's governor in it."""
     manager = GovernorManager(ctx=ctx)
-    manager.start(initializer=_manager_init, initargs=(os.getpid(),))
+    start_clean(lambda: manager.start(initializer=_manager_init, initargs=(os.getpid(),)))
     proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
 

@@ -1,9 +1,11 @@
-"""The fork server that worker processes start from.
+"""The fork server that worker processes start from, and the run's other helper processes:
+how they are started and, when the command ends, stopped.
 
 Workers fork from a clean process that has already imported and warmed the SDK (importing it
 takes about a second), not from a conductor that has threads. `anvil run` starts the fork
 server before anything else, so that second overlaps with the CLI's own start-up and with
-loading the batch.
+loading the batch. The governor's Manager is spawned instead (`governor_context`): it makes no
+calls, so it does not carry the SDK.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import threading
 import time
 from multiprocessing import forkserver, resource_tracker, util
+from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -34,11 +37,37 @@ _stop_registered: list[int] = []  # the pid that registered `stop_helpers` at ex
 
 
 def worker_context() -> BaseContext:
-    """The multiprocessing context for workers and the governor's Manager (idempotent)."""
+    """The multiprocessing context for workers (idempotent)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])
     ensure_forkserver()
     return ctx
+
+
+def governor_context() -> BaseContext:
+    """The context the governor's Manager starts from: spawned, a fresh interpreter that imports
+    only the governor (~40 MB), not forked from the fork server, whose SDK it never uses (a
+    fork carries the fork server's ~100 MB). Start its process with `start_clean`."""
+    return multiprocessing.get_context("spawn")
+
+
+def start_clean(start: Callable[[], None]) -> None:
+    """Call `start` (which starts a child process of any context) as the fork server is started:
+    without the secrets and the API's variables in the environment, SIGINT and SIGTERM blocked
+    (the child unblocks them with its handler, `signals.leave_stop_to_conductor`)."""
+    ensure_forkserver()  # and the resource tracker, started clean
+    with _lock, _secrets_out(), stop_signals_blocked():
+        start()
+
+
+@contextlib.contextmanager
+def _secrets_out() -> Iterator[None]:
+    names = (*SECRET_ENV, *API_ENV)
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def ensure_forkserver() -> None:
@@ -55,14 +84,10 @@ def ensure_forkserver() -> None:
     process group is the conductor's to act on (see `signals`), and the fork server has no
     handler of its own. (The resource tracker is started first: it unblocks them when it starts.)"""
     with _lock:
-        names = (*SECRET_ENV, *API_ENV)
-        saved = {name: os.environ.pop(name) for name in names if name in os.environ}
-        try:
+        with _secrets_out():
             resource_tracker.ensure_running()
             with stop_signals_blocked():
                 forkserver.ensure_running()
-        finally:
-            os.environ.update(saved)
         if os.getpid() not in _stop_registered:
             _stop_registered.append(os.getpid())
             atexit.register(stop_helpers)
