@@ -100,3 +100,10 @@ def test_nothing_is_left_after_ctrl_c(tmp_path: Path) -> None:
     assert code == ExitCode.INTERRUPTED, err
     assert len(seen - {proc.pid}) >= 3, seen
     assert not left, left
+
+
+def test_the_fork_server_starts_without_every_variable_the_api_is_configured_by() -> None:
+    from anvil_cli.config import endpoint
+    from anvil_cli.engine.process import forkserver
+
+    assert set(endpoint.API_ENV) <= set(forkserver.API_ENV)

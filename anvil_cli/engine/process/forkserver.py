@@ -18,16 +18,18 @@ import select
 import signal
 import threading
 import time
-from multiprocessing import forkserver, resource_tracker, util
 from collections.abc import Callable, Iterator
+from multiprocessing import forkserver, resource_tracker, util
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from anvil_cli.config.endpoint import API_ENV
 from anvil_cli.engine.process.signals import stop_signals_blocked
 from anvil_cli.jobs.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.process.warm"
+# `config.endpoint.API_ENV`, named here: importing that module (settings, pydantic: ~0.2 s) would
+# delay the fork server, which `anvil` starts before the CLI's own imports (a test holds them equal)
+API_ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS")
 
 
 STOP_WAIT_S = 5.0  # for each helper to exit once told to, before it is killed
