@@ -107,3 +107,19 @@ def test_the_fork_server_starts_without_every_variable_the_api_is_configured_by(
     from anvil_cli.engine.process import forkserver
 
     assert set(endpoint.API_ENV) <= set(forkserver.API_ENV)
+
+
+def test_a_governor_begun_early_and_never_taken_is_stopped() -> None:
+    """A run with nothing to do (or refused) never takes the Manager it spawned as it began."""
+    from anvil_cli.engine.governor_host import early
+    from anvil_cli.engine.governor_host.manager import begin_governor
+    from anvil_cli.engine.process.forkserver import governor_context
+
+    begin_governor(governor_context())
+    taken = early.take(governor_context())
+    assert taken is not None
+    process = taken[0]._process  # type: ignore[attr-defined]
+    early.keep(taken[0], taken[1], governor_context())
+    early.drop()
+    assert process.exitcode is not None  # reaped
+    assert early.take(governor_context()) is None
