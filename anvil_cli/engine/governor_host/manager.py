@@ -21,6 +21,7 @@ from typing import cast
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
 from anvil_cli.engine.governor_host.client import GovernorClient
+from anvil_cli.engine.ledger.book import scope_book
 from anvil_cli.engine.process.forkserver import ensure_forkserver
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
@@ -161,6 +162,7 @@ class GovernorService:
             now=time.monotonic(),
             seed=seed,
             spent_before_usd=spent_before_usd,
+            scopes=scope_book(settings),  # budget.scopes and the state dir's day/month caps
         )
 
     def acquire(
