@@ -25,7 +25,7 @@ def scope_book(settings: Settings) -> ScopeBook | None:
         return ScopeBook(caps, MemoryLedger(), wall_offset)
     ledger = Ledger.open(settings.state_dir)
     book = ScopeBook(caps, ledger, wall_offset)
-    util.Finalize(book, close_book, args=(book, ledger), exitpriority=10)
+    util.Finalize(None, close_book, args=(book, ledger), exitpriority=10)
     return book
 
 

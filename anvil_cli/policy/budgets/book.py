@@ -20,6 +20,7 @@ from anvil_cli.policy.governor.calls import Deny, Wait
 from anvil_cli.policy.governor.scoped import SCOPE_DENY, ScopeLine
 
 SYNC_S: Final = 1.0  # spend goes to the ledger at most this often (at once while a cap is tight)
+RENEW_S: Final = 15.0  # leases held this long are renewed (the ledger's LEASE_TTL_S is longer)
 POLL_S: Final = 1.0  # a call waiting for money held elsewhere asks again after this long
 
 
@@ -27,6 +28,7 @@ POLL_S: Final = 1.0  # a call waiting for money held elsewhere asks again after 
 class _Lease:
     leased: float = 0.0  # leased from the ledger and not yet returned
     held: float = 0.0  # worst cases of calls in flight
+    holds: int = 0  # calls in flight: at zero, `held` is exactly 0.0 (float sums drift)
     spent: float = 0.0  # settled here, not yet synced
     tight: bool = False
     ledger_spent: float = 0.0  # the ledger's spend of the key when last heard
@@ -103,7 +105,9 @@ class ScopeBook:
         """Hold `worst_usd` for a granted call (after `check` said it fits)."""
         keys = [key for key, _ in self._keys(scopes, now)]
         for key in keys:
-            self._leases.setdefault(key, _Lease()).held += worst_usd
+            lease = self._leases.setdefault(key, _Lease())
+            lease.held += worst_usd
+            lease.holds += 1
         if keys:
             self._holds[ticket] = _Hold(keys, worst_usd)
 
@@ -119,17 +123,20 @@ class ScopeBook:
         tight = False
         for key in hold.keys:
             lease = self._leases[key]
-            lease.held = max(0.0, lease.held - hold.worst)
+            lease.holds -= 1
+            lease.held = max(0.0, lease.held - hold.worst) if lease.holds > 0 else 0.0
             lease.spent += actual_usd
             tight = tight or lease.tight
         if tight or now - self._synced_at >= SYNC_S:
             self.sync(now)
 
     def tick(self, now: float) -> None:
-        """Sync when due (the host calls this as it is asked for its view)."""
-        if now - self._synced_at >= SYNC_S and any(
-            lease.spent or lease.free > 0 for lease in self._leases.values()
-        ):
+        """Sync when due (the host calls this as it is asked for its view): spend settled here,
+        leases no call holds back, and every `RENEW_S` the leases renewed (else reclaimable)."""
+        since = now - self._synced_at
+        leases = self._leases.values()
+        idle = any(lease.spent or (lease.holds == 0 and lease.leased > 0) for lease in leases)
+        if (since >= SYNC_S and idle) or (since >= RENEW_S and any(lease.leased > 0 for lease in leases)):
             self.sync(now)
 
     def sync(self, now: float, *, closing: bool = False) -> None:
@@ -140,8 +147,8 @@ class ScopeBook:
         for key, lease in self._leases.items():
             source = self._source(key)
             _, spent, keep = by_source.setdefault(id(source), (source, {}, {}))
-            back = closing or lease.tight or lease.held == 0
-            new_leased = lease.held if back else lease.leased - lease.spent
+            back = closing or lease.tight or lease.holds == 0
+            new_leased = 0.0 if closing else lease.held if back else lease.leased - lease.spent
             if lease.spent:
                 spent[key] = lease.spent
             if new_leased != lease.leased - lease.spent or lease.spent:
