@@ -56,7 +56,7 @@ def test_two_connections_racing_for_the_last_dollars_never_lease_past_the_cap(tm
         t.join(timeout=60)
     ledger = Ledger.open(tmp_path)
     try:
-        [row] = ledger.rows()
+        [row] = ledger.rows(WALL)
         assert row.spent_usd == pytest.approx(100 * W) and row.spent_usd <= cap
         assert row.leased_usd == 0.0
         assert len(granted[0]) + len(granted[1]) == 100  # each grant paid for one call
@@ -107,7 +107,7 @@ def test_a_book_over_the_ledger_returns_everything_when_closing(tmp_path: Path) 
             book.hold(ticket, (KEY.scope,), W, 0.0)
             book.settle(ticket, W / 2, 0.0)
         book.sync(0.0, closing=True)
-        [row] = ledger.rows()
+        [row] = ledger.rows(WALL)
         assert (
             row.key.scope == KEY.scope and row.spent_usd == pytest.approx(5 * W / 2) and row.leased_usd == 0.0
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import calendar
 from pathlib import Path
+
 import pytest
 
 from anvil_cli.config.load import load_settings

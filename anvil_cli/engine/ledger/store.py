@@ -92,13 +92,15 @@ class Ledger:
 
     def _reclaim(self, db: sqlite3.Connection, wall: float) -> int:
         owners = db.execute("SELECT owner, host, pid, start, MAX(expires_at) FROM leases GROUP BY owner")
-        gone = [
-            owner
-            for owner, host, pid, start, expires in owners.fetchall()
-            if owner != self.owner and (not owner_alive(pid, start) if host == self.host else expires < wall)
-        ]
+        gone = [row[0] for row in owners.fetchall() if self._gone(*row, wall)]
         db.executemany("DELETE FROM leases WHERE owner = ?", [(o,) for o in gone])
         return len(gone)
+
+    def _gone(self, owner: str, host: str, pid: int, start: str | None, expires: float, wall: float) -> bool:
+        """Is this lease's owner gone: its process dead (this host), or its lease expired (another)?"""
+        if owner == self.owner:
+            return False
+        return not owner_alive(pid, start) if host == self.host else expires < wall
 
     def _figures(self, db: sqlite3.Connection, key: CapKey) -> tuple[float, float]:
         spent = db.execute(f"SELECT spent_usd FROM spend WHERE {KEY}", key).fetchone()
@@ -143,17 +145,17 @@ class Ledger:
                     )
             db.execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (wall + LEASE_TTL_S, self.owner))
 
-    def rows(self) -> list[LedgerRow]:
-        """Every key with spend or a lease, as stored (gone owners' leases included until reclaimed)."""
+    def rows(self, wall: float) -> list[LedgerRow]:
+        """Every key with spend or a live lease (the leases of owners gone left out)."""
         spent = {
             CapKey(*r[:3]): r[3] for r in self.db.execute("SELECT scope, win, period, spent_usd FROM spend")
         }
-        leased = {
-            CapKey(*r[:3]): r[3]
-            for r in self.db.execute(
-                "SELECT scope, win, period, SUM(leased_usd) FROM leases GROUP BY scope, win, period"
-            )
-        }
+        leased: dict[CapKey, float] = {}
+        for owner, host, pid, start, expires, *key, usd in self.db.execute(
+            "SELECT owner, host, pid, start, expires_at, scope, win, period, leased_usd FROM leases"
+        ):
+            if not self._gone(owner, host, pid, start, expires, wall):
+                leased[CapKey(*key)] = leased.get(CapKey(*key), 0.0) + usd
         return [LedgerRow(k, spent.get(k, 0.0), leased.get(k, 0.0)) for k in sorted({*spent, *leased})]
 
     def close(self) -> None:
