@@ -110,6 +110,8 @@ def _header(st: RunStatus) -> list[RenderableType]:
         lines.append(Text(f"interrupted: its process (pid {st['pid']}) is gone", style="bold yellow"))
     elif st["stop_reason"]:
         lines.append(Text(f"stopped: {st['stop_reason']}", style="yellow"))
+    for spent in st.get("budget_scopes", []):  # budget.scopes that stopped jobs (the others went on)
+        lines.append(Text(spent, style="yellow"))
     if st["resume_command"]:
         lines.append(Text.assemble("resume with: ", (st["resume_command"], "bold")))
     return lines

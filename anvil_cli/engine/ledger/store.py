@@ -92,7 +92,11 @@ class Ledger:
 
     def _reclaim(self, db: sqlite3.Connection, wall: float) -> int:
         owners = db.execute("SELECT owner, host, pid, start, MAX(expires_at) FROM leases GROUP BY owner")
-        gone = [row[0] for row in owners.fetchall() if self._gone(*row, wall)]
+        gone = [
+            o
+            for o, host, pid, start, expires in owners.fetchall()
+            if self._gone(o, host, pid, start, expires, wall)
+        ]
         db.executemany("DELETE FROM leases WHERE owner = ?", [(o,) for o in gone])
         return len(gone)
 
