@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.config.budget import Budget
 from anvil_cli.config.load import load_settings
-from anvil_cli.config.settings import Budget
 from anvil_cli.errors import ConfigError
 from anvil_cli.policy.budgets import (
     ALL,
@@ -129,7 +129,8 @@ def test_a_scope_that_runs_out_denies_its_calls_while_another_goes_on() -> None:
         "scope metadata.team=research: spent $0.10 of its $0.1050 per day (2026-12-05), and the next "
         "call's worst case ($0.01) would pass it"
     )
-    [(kind, data)] = book.drain_events()
+    [(kind, at, data)] = book.drain_events()
+    assert at == 0.0
     assert kind == "budget_scope_exhausted"
     assert (
         data["scope"] == RESEARCH
@@ -157,10 +158,14 @@ def test_a_call_is_held_against_every_cap_it_is_under() -> None:
 
 
 def test_money_held_by_calls_in_flight_makes_a_call_wait_not_fail() -> None:
-    book = _book(Cap(RESEARCH, "day", 1.5 * W))
+    source = CountingLedger()
+    book = _book(Cap(RESEARCH, "day", 1.5 * W), source=source)
     assert book.check((RESEARCH,), W, 0.0) is None
     book.hold(1, (RESEARCH,), W, 0.0)
     assert book.check((RESEARCH,), W, 0.0) == Wait(1.0, SCOPE_DENY)  # in flight: may cost less
+    asked = source.leases
+    assert book.check((RESEARCH,), W, 0.1) == Wait(1.0, SCOPE_DENY)
+    assert source.leases == asked  # the ledger said no a moment ago: not asked again yet
     book.settle(1, 0.2 * W, 0.5)  # it did
     assert book.check((RESEARCH,), W, 0.5) is None
     book.hold(2, (RESEARCH,), W, 0.5)
@@ -234,10 +239,13 @@ def test_the_governor_denies_a_spent_scopes_asks_alone() -> None:
     ]
     granted = gov.acquire_many("claude-haiku-4-5", asks, 0.0)
     assert len(granted.grants) == 2 and granted.denied == ()  # research's first, and support's
-    # the third waits for research's call in flight: its money may come back
-    assert granted.then == Wait(1.0, SCOPE_DENY)
+    # the third waits alone for research's call in flight (its money may come back), asking again soon
+    assert granted.waiting == (2,) and granted.then == Wait(0.02, SCOPE_DENY)
+    behind = gov.acquire_many("claude-haiku-4-5", [asks[2], asks[1]], 0.01)
+    assert behind.waiting == (0,) and len(behind.grants) == 1  # support's call is not held up behind it
     gov.settle(1, Outcome(ok=True, cost_usd=W), 1.0)
     gov.settle(2, Outcome(ok=True, cost_usd=W), 1.0)
+    gov.settle(behind.grants[0].ticket, Outcome(ok=True, cost_usd=W), 1.0)
     again = gov.acquire_many("claude-haiku-4-5", asks, 2.0)
     assert [i for i, _ in again.denied] == [0, 2] and len(again.grants) == 1 and again.then is None
     assert again.denied[0][1].reason == SCOPE_DENY

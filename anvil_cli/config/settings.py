@@ -13,29 +13,19 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, StringConstraints, model_validator
+
+from anvil_cli.config.budget import Budget as Budget  # the section, where it always was
+from anvil_cli.config.section import _cross_field, _Section
 
 # Durations: a setting in seconds above this is a typo, and some would overflow further down
 # (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
 MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: `.inf`, "inf" or "nan" in any float setting is refused here (inf
-    # would pass `gt=0` and break the run: JSON turns it into null on its way to the workers).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def _cross_field(field: str, message: str) -> PydanticCustomError:
-    """A check between two fields, reported against `field` (the loader adds it to the path)."""
-    return PydanticCustomError("cross_field", message, {"field": field})
 
 
 class Scaling(_Section):
@@ -95,56 +85,6 @@ class CircuitBreakerSettings(_Section):
     failure_threshold: int = Field(5, ge=1)
     recovery_timeout_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     half_open_probes: int = Field(1, ge=1)
-
-
-SCOPE_KEY = r"^metadata\.[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # `metadata.team`: a key of the jobs' metadata
-
-
-class ScopeCaps(_Section):
-    """One scope's caps (`budget.scopes.metadata.team.research`): a bare number is `per_day_usd`.
-    Day and month are UTC, across every run of the state dir; `max_usd` is per run."""
-
-    per_day_usd: float | None = Field(None, gt=0)
-    per_month_usd: float | None = Field(None, gt=0)
-    max_usd: float | None = Field(None, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_number(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return {"per_day_usd": value}
-        return value
-
-    @model_validator(mode="after")
-    def _some_cap(self) -> ScopeCaps:
-        if self.per_day_usd is None and self.per_month_usd is None and self.max_usd is None:
-            raise _cross_field("per_day_usd", "a scope needs a cap: per_day_usd, per_month_usd or max_usd")
-        return self
-
-
-ScopeValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-
-
-class Budget(_Section):
-    max_usd: float | None = Field(None, gt=0)
-    warn_usd: float | None = Field(None, gt=0)
-    # everything run from this state dir, per UTC day and month (the ledger beside the journal)
-    per_day_usd: float | None = Field(None, gt=0)
-    per_month_usd: float | None = Field(None, gt=0)
-    # `metadata.KEY` -> the key's value -> its caps: a job whose metadata has that value is in it
-    scopes: dict[str, dict[ScopeValue, ScopeCaps]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_warn_below_max(self) -> Budget:
-        if self.max_usd is not None and self.warn_usd is not None and self.warn_usd > self.max_usd:
-            raise _cross_field(
-                "warn_usd", f"warn_usd ({self.warn_usd:g}) must be <= max_usd ({self.max_usd:g})"
-            )
-        for key in self.scopes:
-            if not re.match(SCOPE_KEY, key):
-                message = f"a scope is a key of the jobs' metadata, written `metadata.KEY`; got {key!r}"
-                raise _cross_field(f"scopes.{key}", message)
-        return self
 
 
 class Routing(_Section):

@@ -219,8 +219,8 @@ class GovernorBroker:
         for i, denial in granted.denied:  # their scope's budget is spent: those jobs stop
             self._answer(live[i], denial)
             answered.append(live[i])
-        denied = {i for i, _ in granted.denied}
-        live = [w for i, w in enumerate(live) if i not in denied]
+        aside = {i for i, _ in granted.denied} | set(granted.waiting)  # waiting: they ask again
+        live = [w for i, w in enumerate(live) if i not in aside]
         for waiter, grant in zip(live, granted.grants, strict=False):
             self._answer(waiter, grant)
             answered.append(waiter)

@@ -21,6 +21,7 @@ from anvil_cli.policy.governor.scoped import SCOPE_DENY, ScopeLine
 
 SYNC_S: Final = 1.0  # spend goes to the ledger at most this often (at once while a cap is tight)
 RENEW_S: Final = 15.0  # leases held this long are renewed (the ledger's LEASE_TTL_S is longer)
+RETRY_S: Final = 0.25  # a cap with nothing to lease is asked again after this long
 POLL_S: Final = 1.0  # a call waiting for money held elsewhere asks again after this long
 
 
@@ -32,6 +33,7 @@ class _Lease:
     spent: float = 0.0  # settled here, not yet synced
     tight: bool = False
     ledger_spent: float = 0.0  # the ledger's spend of the key when last heard
+    retry_at: float = 0.0  # the ledger had nothing to lease: not asked again before this
 
     @property
     def free(self) -> float:
@@ -55,7 +57,7 @@ class ScopeBook:
     _leases: dict[CapKey, _Lease] = field(default_factory=dict)
     _holds: dict[int, _Hold] = field(default_factory=dict)
     _exhausted: set[CapKey] = field(default_factory=set)
-    _events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     _synced_at: float = 0.0
 
     def _keys(self, scopes: tuple[str, ...], now: float) -> list[tuple[CapKey, Cap]]:
@@ -76,14 +78,16 @@ class ScopeBook:
             lease = self._leases.setdefault(key, _Lease())
             if lease.free + SLACK_USD >= worst_usd:
                 continue
-            need = worst_usd - max(0.0, lease.free)
-            answer = self._source(key).lease(key, cap.usd, need, worst_usd, now + self.wall_offset)
-            lease.leased += answer.granted_usd
-            lease.ledger_spent = answer.spent_usd
-            lease.tight = cap.usd - answer.spent_usd - answer.leased_usd < TIGHT_CALLS * worst_usd
-            if answer.granted_usd > 0:
-                continue
-            spent = answer.spent_usd + lease.spent
+            if now >= lease.retry_at:  # else the ledger said no a moment ago: not asked again yet
+                need = worst_usd - max(0.0, lease.free)
+                answer = self._source(key).lease(key, cap.usd, need, worst_usd, now + self.wall_offset)
+                lease.leased += answer.granted_usd
+                lease.ledger_spent = answer.spent_usd
+                lease.tight = cap.usd - answer.spent_usd - answer.leased_usd < TIGHT_CALLS * worst_usd
+                if answer.granted_usd > 0:
+                    continue
+                lease.retry_at = now + RETRY_S
+            spent = lease.ledger_spent + lease.spent
             if spent + worst_usd > cap.usd + SLACK_USD:
                 return self._deny(key, cap, spent, worst_usd, now)
             return Wait(POLL_S, SCOPE_DENY)  # held by calls in flight: they may leave enough
@@ -97,8 +101,10 @@ class ScopeBook:
         if key not in self._exhausted:
             self._exhausted.add(key)
             data = {"scope": key.scope, "window": key.window, "period": key.period, "cap_usd": cap.usd}
-            self._events.append(("budget_scope_exhausted", {**data, "spent_usd": spent, "message": message}))
-        self.sync(now)  # what is leased here goes back: other processes may still fit smaller calls
+            self._events.append(
+                ("budget_scope_exhausted", now, {**data, "spent_usd": spent, "message": message})
+            )
+            self.sync(now)  # what is leased here goes back: other processes may still fit smaller calls
         return Deny(SCOPE_DENY, message)
 
     def hold(self, ticket: int, scopes: tuple[str, ...], worst_usd: float, now: float) -> None:
@@ -124,6 +130,7 @@ class ScopeBook:
         for key in hold.keys:
             lease = self._leases[key]
             lease.holds -= 1
+            lease.retry_at = 0.0  # what it held may be enough for the next: the ledger may be asked
             lease.held = max(0.0, lease.held - hold.worst) if lease.holds > 0 else 0.0
             lease.spent += actual_usd
             tight = tight or lease.tight
@@ -159,7 +166,8 @@ class ScopeBook:
             if spent or keep:
                 source.sync(spent, keep, now + self.wall_offset)
 
-    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+    def drain_events(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """(kind, now, data) of the caps spent since the last drain: "budget_scope_exhausted"."""
         out, self._events = self._events, []
         return out
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from anvil_cli.config.settings import Budget
+from anvil_cli.config.budget import Budget
 
 ALL: Final = "all"  # every call made from the state dir (`budget.per_day_usd`, `budget.per_month_usd`)
 WINDOWS: Final = ("day", "month", "run")

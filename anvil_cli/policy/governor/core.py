@@ -213,7 +213,8 @@ class Governor:
         """Grants for as many of `asks`, in order, as fit now: one round trip for a worker's
         waiting calls. Across askers, priority holds: while an asker with a more urgent
         `priority` (lower value) was told to wait for the model's pools, a less urgent one
-        waits too. An ask whose scope is spent is denied alone (`Granted.denied`)."""
+        waits too. An ask whose scope is spent is denied alone (`Granted.denied`); one whose
+        scope's money is held by calls in flight waits alone (`Granted.waiting`)."""
         routes = self._endpoints.serving(model)
         pools = tuple(self._endpoints.draw(r, model, now).pool for r in routes)
         waiting = self._waiting.setdefault(pools, {})
@@ -221,6 +222,7 @@ class Governor:
             return Granted([], Wait(PRIORITY_RECHECK_S, "priority"))
         grants: list[Grant] = []
         denied: list[tuple[int, Deny]] = []
+        held: list[int] = []
         then: Wait | Deny | None = None
         for i, ask in enumerate(asks):
             decision = self.acquire(
@@ -233,8 +235,8 @@ class Governor:
                 avoid=ask.avoid,
                 scopes=ask.scopes,
             )
-            if isinstance(decision, Deny) and decision.reason == SCOPE_DENY:
-                denied.append((i, decision))  # its scope is spent; the others' may not be
+            if isinstance(decision, Deny | Wait) and decision.reason == SCOPE_DENY:  # the others' may fit
+                denied.append((i, decision)) if isinstance(decision, Deny) else held.append(i)
                 continue
             if not isinstance(decision, Grant):
                 then = decision
@@ -247,7 +249,9 @@ class Governor:
             waiting[asker] = (priority, now + then.seconds + PRIORITY_HOLD_S)  # its place, till it re-asks
         else:
             waiting.pop(asker, None)
-        return Granted(grants, then, tuple(denied))
+        if then is None and held:  # they ask again soon: the calls in flight may leave them room
+            then = Wait(PRIORITY_RECHECK_S, SCOPE_DENY)
+        return Granted(grants, then, tuple(denied), tuple(held))
 
     def _check_budget(self, worst_cost_usd: float, now: float) -> Wait | Deny | None:
         budget = self._budget
@@ -260,12 +264,7 @@ class Governor:
         return None
 
     def _check_scopes(self, scopes: tuple[str, ...], worst_cost_usd: float, now: float) -> Wait | Deny | None:
-        if self._scopes is None:
-            return None
-        refusal = self._scopes.check(scopes, worst_cost_usd, now)
-        for kind, data in self._scopes.drain_events():
-            self._emit(kind, now, **data)
-        return refusal
+        return None if self._scopes is None else self._scopes.check(scopes, worst_cost_usd, now)
 
     def settle(self, ticket: int, outcome: Outcome, now: float) -> None:
         """Account for a finished call; unknown or already-settled tickets are ignored."""
@@ -369,6 +368,8 @@ class Governor:
 
     def drain_events(self) -> list[GovernorEvent]:
         """Events since the last drain, oldest first."""
+        if self._scopes is not None:
+            self._events += [GovernorEvent(kind, at, data) for kind, at, data in self._scopes.drain_events()]
         out, self._events = self._events, []
         return out
 
