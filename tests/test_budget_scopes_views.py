@@ -59,7 +59,7 @@ def test_the_run_stops_for_its_scope_and_says_why(stopped: tuple[Path, RunReport
     c = report.summary["counts"]
     assert c["pending"] > 0 and c["succeeded"] + c["pending"] == 24 and c["failed"] == 0
     assert report.message is not None and report.message.startswith(f"scope {RESEARCH}: spent $")
-    assert "`anvil run --resume` runs these" in report.message
+    assert "resumed, the next day or with the cap raised, it runs these" in report.message
 
 
 def test_status_text_and_json_say_the_scope_is_spent(stopped: tuple[Path, RunReport, float]) -> None:

@@ -28,5 +28,7 @@ def end_for_scopes(journal: Journal, run_id: str, end: RunEnd, unfinished: int) 
         messages = scope_messages(journal, run_id)
         if messages:
             end.stop_reason = SCOPE_DENY
-            resume = " (the run's other jobs went on; `anvil run --resume` runs these)"
+            resume = (
+                " (the run's other jobs went on; resumed, the next day or with the cap raised, it runs these)"
+            )
             end.stop_message = "; ".join(messages) + resume
