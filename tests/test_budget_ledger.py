@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from anvil_cli.config.settings import Settings
+from anvil_cli.engine.ledger.book import scope_book
 from anvil_cli.engine.ledger.store import LEASE_TTL_S, Ledger, ledger_path
-from anvil_cli.policy.budgets import CapKey, ScopeBook
+from anvil_cli.policy.budgets import CapKey, MemoryLedger, ScopeBook
 from anvil_cli.policy.budgets.caps import Cap
+from anvil_cli.policy.budgets.lease import LedgerUnavailable
+from anvil_cli.policy.governor import Deny
 
 KEY = CapKey("metadata.team=research", "day", "2026-12-05")
 W = 0.01
@@ -113,3 +117,35 @@ def test_a_book_over_the_ledger_returns_everything_when_closing(tmp_path: Path) 
         )
     finally:
         ledger.close()
+
+
+def test_a_damaged_ledger_denies_the_capped_calls_saying_why(tmp_path: Path) -> None:
+    ledger_path(tmp_path).write_text("not a database, " * 200)
+    with pytest.raises(LedgerUnavailable, match="is not a readable budget ledger"):
+        Ledger.open(tmp_path)
+    settings = Settings.model_validate({"state_dir": str(tmp_path), "budget": {"per_day_usd": 5}})
+    book = scope_book(settings)
+    assert book is not None
+    denial = book.check((), W, 0.0)
+    assert isinstance(denial, Deny) and "the budget ledger cannot be used" in denial.message
+    assert str(ledger_path(tmp_path)) in denial.message
+
+
+def test_spend_the_ledger_could_not_take_is_kept_for_the_next_sync() -> None:
+    class Flaky(MemoryLedger):
+        down = False
+
+        def sync(self, spent: dict[CapKey, float], keep: dict[CapKey, float], wall: float) -> None:
+            if self.down:
+                raise LedgerUnavailable("locked")
+            super().sync(spent, keep, wall)
+
+    source = Flaky()
+    book = ScopeBook((Cap(KEY.scope, "day", 1.0),), source, 0.0)
+    assert book.check((KEY.scope,), W, 0.0) is None
+    book.hold(1, (KEY.scope,), W, 0.0)
+    source.down = True
+    book.settle(1, W, 5.0)  # due: the sync fails
+    source.down = False
+    book.sync(6.0, closing=True)
+    assert sum(source.spent.values()) == pytest.approx(W) and set(source.leased.values()) == {0.0}

@@ -12,7 +12,8 @@ from multiprocessing import util
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.ledger.store import Ledger
-from anvil_cli.policy.budgets import MemoryLedger, ScopeBook, caps_from
+from anvil_cli.policy.budgets import CapKey, LeaseAnswer, MemoryLedger, ScopeBook, caps_from
+from anvil_cli.policy.budgets.lease import LedgerUnavailable
 
 
 def scope_book(settings: Settings) -> ScopeBook | None:
@@ -23,10 +24,28 @@ def scope_book(settings: Settings) -> ScopeBook | None:
     wall_offset = time.time() - time.monotonic()
     if settings.run.backend == "ray":
         return ScopeBook(caps, MemoryLedger(), wall_offset)
-    ledger = Ledger.open(settings.state_dir)
+    try:
+        ledger = Ledger.open(settings.state_dir)
+    except LedgerUnavailable as exc:  # every capped call is denied, saying why: its jobs stop, resumably
+        return ScopeBook(caps, Unusable(str(exc)), wall_offset)
     book = ScopeBook(caps, ledger, wall_offset)
     util.Finalize(None, close_book, args=(book, ledger), exitpriority=10)
     return book
+
+
+class Unusable:
+    """The ledger of a state dir that cannot be opened: every lease and sync fails, saying why."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def lease(
+        self, key: CapKey, cap_usd: float, need_usd: float, worst_usd: float, wall: float
+    ) -> LeaseAnswer:
+        raise LedgerUnavailable(self.why)
+
+    def sync(self, spent: dict[CapKey, float], keep: dict[CapKey, float], wall: float) -> None:
+        raise LedgerUnavailable(self.why)
 
 
 def close_book(book: ScopeBook, ledger: Ledger) -> None:

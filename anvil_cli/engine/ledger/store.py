@@ -20,6 +20,7 @@ from typing import Final
 
 from anvil_cli.engine.process.lifeline import owner_alive, process_start
 from anvil_cli.policy.budgets import CapKey, LeaseAnswer, lease_size
+from anvil_cli.policy.budgets.lease import LedgerUnavailable
 from anvil_cli.securefile import private_sqlite
 
 LEDGER_NAME: Final = "ledger.sqlite"
@@ -62,10 +63,14 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         private_sqlite(path)
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:  # not SQLite, or damaged: move it away (the journals keep the spend)
+            self.db.close()
+            raise LedgerUnavailable(f"{path} is not a readable budget ledger ({exc})") from exc
         self.pid = os.getpid() if pid is None else pid
         self.host = socket.gethostname() if host is None else host
         self.start = process_start(self.pid)
@@ -77,13 +82,17 @@ class Ledger:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One short transaction; a ledger that cannot be written is `LedgerUnavailable`."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"{self.path}: {exc}") from exc
 
     def reclaim(self, wall: float) -> int:
         """Drop the leases of owners gone: their unused money is the caps' again. How many."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anvil_cli.policy.budgets.caps import ALL, Cap, CapKey, period_of
-from anvil_cli.policy.budgets.lease import SLACK_USD, TIGHT_CALLS, LeaseSource
+from anvil_cli.policy.budgets.lease import SLACK_USD, TIGHT_CALLS, LeaseSource, LedgerUnavailable
 from anvil_cli.policy.budgets.memory import MemoryLedger
 from anvil_cli.policy.governor.budget import usd
 from anvil_cli.policy.governor.calls import Deny, Wait
@@ -80,7 +80,10 @@ class ScopeBook:
                 continue
             if now >= lease.retry_at:  # else the ledger said no a moment ago: not asked again yet
                 need = worst_usd - max(0.0, lease.free)
-                answer = self._source(key).lease(key, cap.usd, need, worst_usd, now + self.wall_offset)
+                try:
+                    answer = self._source(key).lease(key, cap.usd, need, worst_usd, now + self.wall_offset)
+                except LedgerUnavailable as exc:  # no lease, no call: its jobs stop, resumably
+                    return self._deny(key, cap, lease.ledger_spent + lease.spent, worst_usd, now, f"{exc}")
                 lease.leased += answer.granted_usd
                 lease.ledger_spent = answer.spent_usd
                 lease.tight = cap.usd - answer.spent_usd - answer.leased_usd < TIGHT_CALLS * worst_usd
@@ -93,11 +96,15 @@ class ScopeBook:
             return Wait(POLL_S, SCOPE_DENY)  # held by calls in flight: they may leave enough
         return None
 
-    def _deny(self, key: CapKey, cap: Cap, spent: float, worst_usd: float, now: float) -> Deny:
+    def _deny(
+        self, key: CapKey, cap: Cap, spent: float, worst_usd: float, now: float, ledger_error: str = ""
+    ) -> Deny:
         message = (
             f"scope {key.scope}: spent {usd(spent)} of its {usd(cap.usd)} {key.label()}, and the next "
             f"call's worst case ({usd(worst_usd)}) would pass it"
         )
+        if ledger_error:
+            message = f"scope {key.scope} ({key.label()}): the budget ledger cannot be used: {ledger_error}"
         if key not in self._exhausted:
             self._exhausted.add(key)
             data = {"scope": key.scope, "window": key.window, "period": key.period, "cap_usd": cap.usd}
@@ -155,16 +162,18 @@ class ScopeBook:
             source = self._source(key)
             _, spent, keep = by_source.setdefault(id(source), (source, {}, {}))
             back = closing or lease.tight or lease.holds == 0
-            new_leased = 0.0 if closing else lease.held if back else lease.leased - lease.spent
+            keep[key] = 0.0 if closing else lease.held if back else lease.leased - lease.spent
             if lease.spent:
                 spent[key] = lease.spent
-            if new_leased != lease.leased - lease.spent or lease.spent:
-                keep[key] = new_leased
-            lease.ledger_spent += lease.spent
-            lease.leased, lease.spent = new_leased, 0.0
         for source, spent, keep in by_source.values():
-            if spent or keep:
+            try:
                 source.sync(spent, keep, now + self.wall_offset)
+            except LedgerUnavailable:  # kept here (still leased there): synced next time
+                continue
+            for key, new_leased in keep.items():
+                lease = self._leases[key]
+                lease.ledger_spent += lease.spent
+                lease.leased, lease.spent = new_leased, 0.0
 
     def drain_events(self) -> list[tuple[str, float, dict[str, Any]]]:
         """(kind, now, data) of the caps spent since the last drain: "budget_scope_exhausted"."""

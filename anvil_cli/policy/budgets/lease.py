@@ -27,6 +27,10 @@ def lease_size(left_usd: float, need_usd: float, worst_usd: float) -> float:
     return min(size, max(left_usd, need_usd))
 
 
+class LedgerUnavailable(Exception):
+    """The ledger cannot be read or written (a damaged file, a lock held too long, a full disk)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseAnswer:
     """What the ledger granted (0: nothing), and its figures for the cap after the grant: spent
@@ -38,7 +42,8 @@ class LeaseAnswer:
 
 
 class LeaseSource(Protocol):
-    """Where leases come from and spend goes (one transaction each)."""
+    """Where leases come from and spend goes (one transaction each); `LedgerUnavailable` when
+    neither can be done."""
 
     def lease(
         self, key: CapKey, cap_usd: float, need_usd: float, worst_usd: float, wall: float
