@@ -192,7 +192,7 @@ def _cost(s: Snapshot) -> Iterator[Metric]:
     )
     yield from _gauge("anvil_budget_max_usd", "Spend cap (USD).", b["max_usd"])
     yield from _gauge("anvil_budget_warn_usd", "Spend warning level (USD).", b["warn_usd"])
-    yield from _scopes(s["governor"].get("scopes") or [])
+    yield from _scopes((s.get("governor") or {}).get("scopes") or [])
 
 
 def _scopes(lines: list[dict[str, Any]]) -> Iterator[Metric]:

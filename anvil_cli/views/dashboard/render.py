@@ -331,7 +331,7 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows += [("breakers", _breakers(s))]
     rows += _labelled("events", _events(s))
     rows += [("cost", _cost(s))]
-    scopes = spent_scopes_line(s["governor"])  # budget.scopes: only once one has stopped its jobs
+    scopes = spent_scopes_line(s.get("governor") or {})  # budget.scopes: once one has stopped its jobs
     if scopes is not None:
         rows += [("budget", _line((scopes, "yellow")))]
     rows += _labelled("endpoint", _endpoints(s))
