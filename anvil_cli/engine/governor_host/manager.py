@@ -21,7 +21,6 @@ from typing import cast
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.ledger.book import scope_book
 from anvil_cli.engine.process.forkserver import ensure_forkserver
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
@@ -140,6 +139,8 @@ class GovernorService:
     def __init__(
         self, settings_json: str, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
     ) -> None:
+        from anvil_cli.engine.ledger.book import scope_book  # here: the hook of budget.scopes (below)
+
         settings = Settings.model_validate_json(settings_json)
         budget = settings.budget
         cb = settings.circuit_breaker
