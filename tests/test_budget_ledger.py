@@ -149,3 +149,13 @@ def test_spend_the_ledger_could_not_take_is_kept_for_the_next_sync() -> None:
     source.down = False
     book.sync(6.0, closing=True)
     assert sum(source.spent.values()) == pytest.approx(W) and set(source.leased.values()) == {0.0}
+
+
+def test_on_ray_the_governor_holds_the_scopes_in_memory(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {"state_dir": str(tmp_path), "run": {"backend": "ray"}, "budget": {"per_day_usd": 5}}
+    )
+    book = scope_book(settings)
+    assert book is not None and isinstance(book.source, MemoryLedger)
+    assert not ledger_path(tmp_path).exists()  # a cluster has no shared state dir
+    assert scope_book(Settings.model_validate({"state_dir": str(tmp_path)})) is None  # no caps: no book
