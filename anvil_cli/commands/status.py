@@ -25,12 +25,16 @@ from anvil_cli.commands.common import (
     set_in,
     settings_from,
 )
+from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
+from anvil_cli.engine.ledger.store import ledger_path
 from anvil_cli.input_limits import plain_tree
 from anvil_cli.policy.pricing.pricer import Pricer
+from anvil_cli.snapshot.budgets import budget_lines
 from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.status import RunStatus, runs_json, status_json
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.budgets import render_budgets
 from anvil_cli.views.checks import render_checks
 from anvil_cli.views.dashboard.render import describe_tool_error, fmt_duration, fmt_s, fmt_usd, render
 from anvil_cli.views.endpoints import render_endpoints
@@ -106,6 +110,8 @@ def _header(st: RunStatus) -> list[RenderableType]:
         lines.append(Text(f"interrupted: its process (pid {st['pid']}) is gone", style="bold yellow"))
     elif st["stop_reason"]:
         lines.append(Text(f"stopped: {st['stop_reason']}", style="yellow"))
+    for spent in st.get("budget_scopes", []):  # budget.scopes that stopped jobs (the others went on)
+        lines.append(Text(spent, style="yellow"))
     if st["resume_command"]:
         lines.append(Text.assemble("resume with: ", (st["resume_command"], "bold")))
     return lines
@@ -247,6 +253,12 @@ def status_command(
         metavar="KEY",
         help="Also break the cost down by this key of the jobs: metadata.KEY (e.g. metadata.team) or model.",
     ),
+    budgets: bool = typer.Option(
+        False,
+        "--budgets",
+        help="Show each budget by scope and window (budget.scopes, per_day_usd, per_month_usd): its cap,"
+        " spent, reserved by running processes and left, from the state dir's ledger (no run needed).",
+    ),
 ) -> None:
     """What ran and what is running: the recent runs, and one run's counts, speed, latency, cost,
     errors and alerts, and where its money went (cost by model and by --by, the most expensive
@@ -256,6 +268,9 @@ def status_command(
     set_in(overrides, "state_dir", str(state_dir) if state_dir else None)
     with domain_errors():
         settings = settings_from(config, overrides)
+        if budgets:
+            _show_budgets(settings, json_out)
+            return
         spend = SpendOptions(Pricer.from_settings(settings), check_by(by) if by else None)
         journal = journal_for_reading(settings)
         console = out_console()
@@ -271,6 +286,14 @@ def status_command(
         sys.stdout.write(text + "\n")
     else:
         console.print(human)
+
+
+def _show_budgets(settings: Settings, json_out: bool) -> None:
+    lines = budget_lines(settings, time.time())
+    if json_out:
+        sys.stdout.write(json.dumps({"budgets": lines}, indent=2) + "\n")
+    else:
+        out_console().print(render_budgets(plain_tree(lines), str(ledger_path(settings.state_dir))))
 
 
 def register(app: typer.Typer) -> None:

@@ -17,24 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, StringConstraints, model_validator
+
+from anvil_cli.config.budget import Budget as Budget  # the section, where it always was
+from anvil_cli.config.section import _cross_field, _Section
 
 # Durations: a setting in seconds above this is a typo, and some would overflow further down
 # (a provider.timeout_s of 1e300 overflows the platform's time_t inside the HTTP client).
 MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: `.inf`, "inf" or "nan" in any float setting is refused here (inf
-    # would pass `gt=0` and break the run: JSON turns it into null on its way to the workers).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def _cross_field(field: str, message: str) -> PydanticCustomError:
-    """A check between two fields, reported against `field` (the loader adds it to the path)."""
-    return PydanticCustomError("cross_field", message, {"field": field})
 
 
 class Scaling(_Section):
@@ -94,19 +85,6 @@ class CircuitBreakerSettings(_Section):
     failure_threshold: int = Field(5, ge=1)
     recovery_timeout_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     half_open_probes: int = Field(1, ge=1)
-
-
-class Budget(_Section):
-    max_usd: float | None = Field(None, gt=0)
-    warn_usd: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _check_warn_below_max(self) -> Budget:
-        if self.max_usd is not None and self.warn_usd is not None and self.warn_usd > self.max_usd:
-            raise _cross_field(
-                "warn_usd", f"warn_usd ({self.warn_usd:g}) must be <= max_usd ({self.max_usd:g})"
-            )
-        return self
 
 
 class Routing(_Section):

@@ -21,6 +21,7 @@ from anvil_cli.engine.journal.store import (
     SUCCEEDED,
     Journal,
 )
+from anvil_cli.engine.ledger.stops import end_for_scopes
 from anvil_cli.engine.output import unwritten_message, write_results
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.exitcodes import ExitCode
@@ -50,6 +51,7 @@ def finish(run: RunContext, end: RunEnd, resumed: bool, notes: list[str]) -> Run
         return _journal_failed(run, end, notes)
     journal, run_id, opts, settings = run.journal, run.run_id, run.opts, run.settings
     counts = journal.counts(run_id)
+    end_for_scopes(journal, run_id, end, counts[PENDING] + counts[RUNNING])  # budget.scopes spent
     code, state = _exit_code(end, counts)
     summary = run_summary(journal, run_id, run.metrics, counts)
     summary.update({"run_id": run_id, "state": state, "stop_reason": end.stop_reason})

@@ -31,7 +31,7 @@ run that stored none yet gets the builder's empty one) with what the journal kno
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypedDict, cast
 
 from anvil_cli.engine.journal.store import (
     FAILED,
@@ -45,6 +45,7 @@ from anvil_cli.engine.journal.store import (
     Journal,
     RunRow,
 )
+from anvil_cli.engine.ledger.stops import scope_messages
 from anvil_cli.engine.process.lifeline import owner_alive
 from anvil_cli.errors import UsageError
 from anvil_cli.snapshot.build import build_snapshot, snapshot_of
@@ -67,7 +68,11 @@ ENDED_PHASES: Final[dict[str, Phase]] = {
 }
 
 
-class RunStatus(Snapshot):
+class _ScopesStopped(TypedDict, total=False):
+    budget_scopes: list[str]  # why budget.scopes stopped jobs (only when they did)
+
+
+class RunStatus(Snapshot, _ScopesStopped):
     """A run's status: its last snapshot with the journal's counts, history and run record."""
 
     stored_state: str
@@ -219,6 +224,9 @@ def status_json(
         status["checks"] = checks.to_json()
     else:  # a run without checks keeps the JSON it always had
         status.pop("checks", None)
+    spent_scopes = scope_messages(journal, row.id)  # budget.scopes that stopped its jobs
+    if spent_scopes:
+        status["budget_scopes"] = spent_scopes
     return cast(RunStatus, status)
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from anvil_cli.input_limits import plain_tree
 from anvil_cli.snapshot.types import Snapshot
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.budgets import spent_scopes_line
 from anvil_cli.views.checks import checks_line, pct
 from anvil_cli.views.dashboard.render import describe_error
 from anvil_cli.views.dashboard.render import (
@@ -39,6 +40,9 @@ def snapshot_line(s: Snapshot) -> str:
         f"errors {e['error_rate_pct']:.1f}% 429s {e['rate_limited']} retries {e['retries']} | "
         f"${s['cost']['so_far_usd']:.4f} (${s['cost']['per_hour_usd']:.2f}/h)"
     )
+    scopes = spent_scopes_line(s.get("governor") or {})  # budget.scopes: once one has stopped its jobs
+    if scopes is not None:
+        line += f" | {scopes}"
     tool_errors = e.get("tool_errors", 0)  # absent from a snapshot stored by an older Anvil
     if tool_errors:
         line += f" | tool errors {tool_errors}"

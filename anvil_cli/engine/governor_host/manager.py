@@ -142,6 +142,8 @@ class GovernorService:
     def __init__(
         self, settings_json: str, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
     ) -> None:
+        from anvil_cli.engine.ledger.book import scope_book  # here: the hook of budget.scopes (below)
+
         settings = Settings.model_validate_json(settings_json)
         budget = settings.budget
         cb = settings.circuit_breaker
@@ -164,6 +166,7 @@ class GovernorService:
             now=time.monotonic(),
             seed=seed,
             spent_before_usd=spent_before_usd,
+            scopes=scope_book(settings),  # budget.scopes and the state dir's day/month caps
         )
 
     def acquire(

@@ -41,10 +41,11 @@ from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
-from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stopped_within
+from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stop_for, stopped_within
 from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
+from anvil_cli.policy.budgets.caps import scopes_of
 from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
 from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
@@ -352,7 +353,8 @@ class Agent:
         while True:
             # the dearest endpoint's: which one the call goes to is the governor's to say
             worst = max(p.worst_case_usd(st.model, st.est_input, st.max_tokens) for p in self._pricers)
-            ask = CallAsk(st.est_input, st.max_tokens, worst, affinity=st.affinity, avoid=st.avoid)
+            scopes = scopes_of(st.job.metadata, self.ctx.settings.budget.scopes)  # budget.scopes it is under
+            ask = CallAsk(st.est_input, st.max_tokens, worst, st.affinity, st.avoid, scopes)
             waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
             stop = asyncio.ensure_future(self.ctx.stopping.wait())
             done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -364,7 +366,7 @@ class Agent:
             if isinstance(decision, Grant):
                 return decision
             if isinstance(decision, Deny):
-                raise StopRun(decision.reason, decision.message)
+                raise stop_for(decision.reason, decision.message)  # the run, or (its scope spent) the job
             assert isinstance(decision, Wait)  # a breaker is open: another model, or wait a while
             if not self._switch_to_fallback(st) and await stopped_within(
                 self.ctx.stopping, min(decision.seconds, MAX_WAIT_SLICE_S)

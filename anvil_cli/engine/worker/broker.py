@@ -216,6 +216,11 @@ class GovernorBroker:
                 return
         granted = gov.acquire_many(model, [w.ask for w in live], live[0].priority, self._owner)
         answered: list[_Waiter] = []
+        for i, denial in granted.denied:  # their scope's budget is spent: those jobs stop
+            self._answer(live[i], denial)
+            answered.append(live[i])
+        aside = {i for i, _ in granted.denied} | set(granted.waiting)  # waiting: they ask again
+        live = [w for i, w in enumerate(live) if i not in aside]
         for waiter, grant in zip(live, granted.grants, strict=False):
             self._answer(waiter, grant)
             answered.append(waiter)

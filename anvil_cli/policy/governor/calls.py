@@ -57,15 +57,22 @@ class CallAsk:
     # another endpoint serving the model is admitted, its retry goes there, not again to one
     # that may be down
     avoid: str | None = None
+    # the scopes of `budget.scopes` its job belongs to (`metadata.team=research`)
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """The answer to `acquire_many`: grants for a prefix of the asks, and why the rest must wait
-    (None when every ask was granted)."""
+    """The answer to `acquire_many`: grants for a prefix of the asks (those neither `denied` nor
+    `waiting`), and why the rest must wait (None when every ask was granted)."""
 
     grants: list[Grant]
     then: Wait | Deny | None
+    # asks denied alone because their scope's budget is spent: (index in the asks, why); the
+    # grants are for the other asks, in order
+    denied: tuple[tuple[int, Deny], ...] = ()
+    # asks whose scope's money is held by calls in flight: not answered, they ask again
+    waiting: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

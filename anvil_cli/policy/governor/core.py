@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from anvil_cli.policy.governor.adapted import header_changes, learned_change
 from anvil_cli.policy.governor.breaker import OPEN, STATES, Admission, BreakerPolicy
 from anvil_cli.policy.governor.budget import BudgetGuard, exhausted_message
 from anvil_cli.policy.governor.calls import CallAsk, Deny, Grant, Granted, Outcome, Wait
@@ -33,8 +34,9 @@ from anvil_cli.policy.governor.limiter import (
 )
 from anvil_cli.policy.governor.pools import Draw, EndpointPools
 from anvil_cli.policy.governor.routes import AffinityMemory, LimitsFor, Route, RouteTable
-from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed
-from anvil_cli.policy.governor.view import EndpointView, GovernorView, split_endpoint_key
+from anvil_cli.policy.governor.scoped import SCOPE_DENY, ScopeGuard, ScopeLine
+from anvil_cli.policy.governor.seed import TICKETS_PER_GENERATION, GovernorSeed, restore
+from anvil_cli.policy.governor.view import EndpointView, GovernorView
 
 __all__ = ["Governor", "GovernorEvent"]
 
@@ -83,6 +85,7 @@ class Governor:
         estimator: OutputEstimator | None = None,
         seed: GovernorSeed | None = None,
         spent_before_usd: float = 0.0,
+        scopes: ScopeGuard | None = None,
     ) -> None:
         self._table = limits_for if isinstance(limits_for, RouteTable) else RouteTable.single(limits_for)
         self._endpoints = EndpointPools(self._table, breaker, replacement=seed is not None)
@@ -91,6 +94,7 @@ class Governor:
         self._affinity = AffinityMemory()
         self._granted: dict[str, int] = {}  # endpoint -> calls granted there
         self._budget = BudgetGuard(max_usd, warn_usd, spent_before_usd)
+        self._scopes = scopes  # the scoped budgets' book (`budget.scopes`, per day and month)
         self._estimator = estimator or OutputEstimator()
         self._in_flight: dict[int, _InFlight] = {}
         self._first_ticket = 1 + (seed.generation if seed else 0) * TICKETS_PER_GENERATION
@@ -103,17 +107,7 @@ class Governor:
 
     def _restore(self, seed: GovernorSeed, now: float) -> None:
         """Begin where a lost governor left off, conservatively (see `GovernorSeed`)."""
-        for key in seed.models:
-            endpoint, model = split_endpoint_key(key)
-            route = self._table.route(endpoint)
-            if route is None or not self._endpoints.serves(route, model):
-                continue
-            for pool_key in self._endpoints.draw(route, model, now).keys:
-                pool = self._pools[pool_key]
-                for dim, rate in seed.rates_per_min.get(pool_key, {}).items():
-                    pool.lower_rate(dim, rate, now)
-                pool.empty(now)
-            self._endpoints.breaker(endpoint, model, now)
+        for endpoint, model in restore(self._endpoints, self._table, seed, now):
             self._collect_breaker(endpoint, model)
 
     @property
@@ -138,11 +132,13 @@ class Governor:
         *,
         affinity: str | None = None,
         avoid: str | None = None,
+        scopes: tuple[str, ...] = (),
     ) -> Grant | Wait | Deny:
-        """Budget, then breakers, then pauses, then all buckets, endpoint by endpoint; takes
-        nothing unless it grants. Waits for "breaker" only when every endpoint serving the
-        model refuses it (the caller may switch model); else for the soonest endpoint."""
-        refusal = self._check_budget(worst_cost_usd, now)
+        """Budget and the caps of the call's `scopes`, then breakers, then pauses, then all
+        buckets, endpoint by endpoint; takes nothing unless it grants. Waits for "breaker" only
+        when every endpoint serving the model refuses it (the caller may switch model); else for
+        the soonest endpoint."""
+        refusal = self._check_budget(worst_cost_usd, now) or self._check_scopes(scopes, worst_cost_usd, now)
         if refusal is not None:
             return refusal
         routes = self._endpoints.serving(model)
@@ -183,6 +179,8 @@ class Governor:
                     admission.probe,
                     route.name,
                 )
+                if self._scopes is not None:
+                    self._scopes.hold(grant.ticket, scopes, worst_cost_usd, now)
                 return self._take(grant, draw, need, affinity, now)
             if seconds < soonest:
                 soonest, reason = seconds, why
@@ -215,15 +213,18 @@ class Governor:
         """Grants for as many of `asks`, in order, as fit now: one round trip for a worker's
         waiting calls. Across askers, priority holds: while an asker with a more urgent
         `priority` (lower value) was told to wait for the model's pools, a less urgent one
-        waits too."""
+        waits too. An ask whose scope is spent is denied alone (`Granted.denied`); one whose
+        scope's money is held by calls in flight waits alone (`Granted.waiting`)."""
         routes = self._endpoints.serving(model)
         pools = tuple(self._endpoints.draw(r, model, now).pool for r in routes)
         waiting = self._waiting.setdefault(pools, {})
         if any(who != asker and p < priority and now <= until for who, (p, until) in waiting.items()):
             return Granted([], Wait(PRIORITY_RECHECK_S, "priority"))
         grants: list[Grant] = []
+        denied: list[tuple[int, Deny]] = []
+        held: list[int] = []
         then: Wait | Deny | None = None
-        for ask in asks:
+        for i, ask in enumerate(asks):
             decision = self.acquire(
                 model,
                 ask.est_input_tokens,
@@ -232,7 +233,11 @@ class Governor:
                 now,
                 affinity=ask.affinity,
                 avoid=ask.avoid,
+                scopes=ask.scopes,
             )
+            if isinstance(decision, Deny | Wait) and decision.reason == SCOPE_DENY:  # the others' may fit
+                denied.append((i, decision)) if isinstance(decision, Deny) else held.append(i)
+                continue
             if not isinstance(decision, Grant):
                 then = decision
                 break
@@ -240,11 +245,13 @@ class Governor:
             if decision.probe and len(routes) == 1:  # the one half-open breaker lets one call through
                 then = Wait(PRIORITY_RECHECK_S, "breaker") if len(asks) > 1 else None
                 break
-        if isinstance(then, Wait) and then.reason not in ("breaker", "budget"):
+        if isinstance(then, Wait) and then.reason not in ("breaker", "budget", SCOPE_DENY):
             waiting[asker] = (priority, now + then.seconds + PRIORITY_HOLD_S)  # its place, till it re-asks
         else:
             waiting.pop(asker, None)
-        return Granted(grants, then)
+        if then is None and held:  # they ask again soon: the calls in flight may leave them room
+            then = Wait(PRIORITY_RECHECK_S, SCOPE_DENY)
+        return Granted(grants, then, tuple(denied), tuple(held))
 
     def _check_budget(self, worst_cost_usd: float, now: float) -> Wait | Deny | None:
         budget = self._budget
@@ -255,6 +262,9 @@ class Governor:
         if not budget.fits(worst_cost_usd):
             return Wait(BUDGET_POLL_S, "budget")
         return None
+
+    def _check_scopes(self, scopes: tuple[str, ...], worst_cost_usd: float, now: float) -> Wait | Deny | None:
+        return None if self._scopes is None else self._scopes.check(scopes, worst_cost_usd, now)
 
     def settle(self, ticket: int, outcome: Outcome, now: float) -> None:
         """Account for a finished call; unknown or already-settled tickets are ignored."""
@@ -270,6 +280,8 @@ class Governor:
             self._estimator.observe(grant.model, outcome.output_tokens)
         self._budget.settle(grant.cost_usd, outcome.cost_usd)
         self._collect_budget(now)
+        if self._scopes is not None:
+            self._scopes.settle(ticket, outcome.cost_usd, now)
         self._settle_breaker(grant, outcome, now)
         pool = self._pools[grant.pool]
         rate_limited = not outcome.refused and (  # a spend cap's 429 is no rate limit
@@ -296,31 +308,12 @@ class Governor:
             self._collect_breaker(grant.endpoint, model)
 
     def _observe_headers(self, key: str, pool: PoolLimiter, outcome: Outcome, now: float) -> None:
-        for change in pool.observe(outcome.headers, now, outcome.headers_at):
-            self._emit(
-                "limit_adapted",
-                now,
-                pool=key,
-                dimension=change.dimension,
-                configured_per_min=change.configured_per_min,
-                server_per_min=change.server_per_min,
-                effective_per_min=change.effective_per_min,
-            )
+        for data in header_changes(key, pool, outcome, now):
+            self._emit("limit_adapted", now, **data)
 
     def _report_learned(self, key: str, learned: Learned | None, now: float) -> None:
-        if learned is None:
-            return
-        self._emit(
-            "limit_adapted",
-            now,
-            pool=key,
-            dimension=learned.dimension,
-            configured_per_min=learned.configured_per_min,
-            server_per_min=None,
-            effective_per_min=learned.effective_per_min,
-            learned=True,
-            reason=learned.reason,
-        )
+        if learned is not None:
+            self._emit("limit_adapted", now, **learned_change(key, learned))
 
     def release(self, ticket: int, now: float) -> None:
         """Give back everything of a grant that was never used (the request was not sent)."""
@@ -330,6 +323,8 @@ class Governor:
         grant = flight.grant
         self._endpoints.refund(flight.charged, now)
         self._budget.release(grant.cost_usd)
+        if self._scopes is not None:
+            self._scopes.release(ticket, now)
         if grant.probe:
             self._endpoints.breaker(grant.endpoint, grant.model, now).end_probe()
 
@@ -373,6 +368,8 @@ class Governor:
 
     def drain_events(self) -> list[GovernorEvent]:
         """Events since the last drain, oldest first."""
+        if self._scopes is not None:
+            self._events += [GovernorEvent(kind, at, data) for kind, at, data in self._scopes.drain_events()]
         out, self._events = self._events, []
         return out
 
@@ -394,4 +391,8 @@ class Governor:
                 )
                 for r in self._table.routes
             }
-        return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight), endpoints)
+        scopes: tuple[ScopeLine, ...] = ()
+        if self._scopes is not None:
+            self._scopes.tick(now)
+            scopes = tuple(self._scopes.lines(now))
+        return GovernorView(pools, breakers, self._budget.view(), len(self._in_flight), endpoints, scopes)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from anvil_cli.policy.governor.view import GovernorView
+from anvil_cli.policy.governor.pools import EndpointPools
+from anvil_cli.policy.governor.routes import RouteTable
+from anvil_cli.policy.governor.view import GovernorView, split_endpoint_key
 
 TICKETS_PER_GENERATION: Final = 1 << 40
 
@@ -37,3 +39,24 @@ def seed_from(view: GovernorView, generation: int) -> GovernorSeed:
             if rate is not None and rate > 0:
                 rates.setdefault(key, {})[dim] = float(rate)
     return GovernorSeed(generation, tuple(sorted(view.breakers)), rates)
+
+
+def restore(
+    endpoints: EndpointPools, table: RouteTable, seed: GovernorSeed, now: float
+) -> list[tuple[str, str]]:
+    """Set a new governor's pools and breakers from `seed`: each model's pools at the rates the
+    lost one had lowered to and empty, its breakers made; the (endpoint, model) of each."""
+    touched = []
+    for key in seed.models:
+        endpoint, model = split_endpoint_key(key)
+        route = table.route(endpoint)
+        if route is None or not endpoints.serves(route, model):
+            continue
+        for pool_key in endpoints.draw(route, model, now).keys:
+            pool = endpoints.pools[pool_key]
+            for dim, rate in seed.rates_per_min.get(pool_key, {}).items():
+                pool.lower_rate(dim, rate, now)
+            pool.empty(now)
+        endpoints.breaker(endpoint, model, now)
+        touched.append((endpoint, model))
+    return touched

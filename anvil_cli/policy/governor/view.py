@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anvil_cli.policy.governor.budget import BudgetView
+from anvil_cli.policy.governor.scoped import ScopeLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,8 @@ class GovernorView:
     in_flight: int | None = None  # calls granted and not yet settled or released
     # per named endpoint (`endpoints:`); empty for the run's only, unnamed endpoint
     endpoints: Mapping[str, EndpointView] = field(default_factory=dict)
+    # the caps of `budget.scopes` and the state dir's windows (none unless set)
+    scopes: tuple[ScopeLine, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON: a governor's pools, breakers, endpoints (if named), budget and calls in
@@ -128,6 +131,8 @@ class GovernorView:
             out["budget"] = self.budget.to_dict()
         if self.in_flight is not None:
             out["in_flight"] = self.in_flight
+        if self.scopes:
+            out["scopes"] = [line.to_dict() for line in self.scopes]
         return out
 
 

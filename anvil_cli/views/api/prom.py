@@ -192,6 +192,23 @@ def _cost(s: Snapshot) -> Iterator[Metric]:
     )
     yield from _gauge("anvil_budget_max_usd", "Spend cap (USD).", b["max_usd"])
     yield from _gauge("anvil_budget_warn_usd", "Spend warning level (USD).", b["warn_usd"])
+    yield from _scopes((s.get("governor") or {}).get("scopes") or [])
+
+
+def _scopes(lines: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Each cap of `budget.scopes` and the state dir's windows (none unless set)."""
+    if not lines:
+        return
+    labels = ["scope", "window"]
+    spent = GaugeMetricFamily(
+        "anvil_budget_scope_spent_usd", "Spent under a scope's cap this period (USD).", labels=labels
+    )
+    cap = GaugeMetricFamily("anvil_budget_scope_cap_usd", "A scope's cap (USD).", labels=labels)
+    for line in lines:
+        spent.add_metric([line["scope"], line["window"]], line["spent_usd"])
+        cap.add_metric([line["scope"], line["window"]], line["cap_usd"])
+    yield spent
+    yield cap
 
 
 def _agents(s: Snapshot) -> Iterator[Metric]:

@@ -21,6 +21,7 @@ from anvil_cli.input_limits import plain_tree
 from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.types import Alert, LastError, LastToolError, Pool, Snapshot, TimeSummary, WorkerRow
 from anvil_cli.timefmt import local_iso
+from anvil_cli.views.budgets import spent_scopes_line
 from anvil_cli.views.checks import checks_line
 
 MAX_MODELS: Final = 4
@@ -330,6 +331,9 @@ def _section_rows(s: Snapshot) -> list[tuple[str, RenderableType]]:
     rows += [("breakers", _breakers(s))]
     rows += _labelled("events", _events(s))
     rows += [("cost", _cost(s))]
+    scopes = spent_scopes_line(s.get("governor") or {})  # budget.scopes: once one has stopped its jobs
+    if scopes is not None:
+        rows += [("budget", _line((scopes, "yellow")))]
     rows += _labelled("endpoint", _endpoints(s))
     checks = checks_line(s.get("checks"))  # only once a job was checked
     if checks is not None:
