@@ -13,7 +13,7 @@ distribution (the plan cannot read it: `@sim{...}` is just prompt text):
                under max_tokens 8,192: a few answers make much of the total
   exponential  exponential answers, mean 150-800 tokens
   mixed        haiku, sonnet and opus in random shares (opus 5-20%), each its own distribution
-  prompts      prompts of 20-1,200 words; on every other seed of the family the answer grows
+  prompts      prompts of 20-500 words; on every other seed of the family the answer grows
                with the prompt (0.5-2 tokens a word, +/-15-40%), on the others it does not
 
 For each batch: `anvil plan --sample 20 --json` (in this process, as the CLI runs it), then the
@@ -143,7 +143,7 @@ def spec_for(seed: int) -> Spec:
             mean = rng.uniform(150, 800)
             draw, text = _lognormal(mean, sigma), f"lognormal({mean:.0f}, {sigma:.2f}), not the prompt"
         models = {MODELS["sonnet"]: (1.0, 4096, draw)}
-        return Spec(seed, family, jobs, text, models, words=(20, 1200))
+        return Spec(seed, family, jobs, text, models, words=(20, 500))
     return Spec(seed, family, jobs, text, models)
 
 
