@@ -31,9 +31,9 @@ from anvil_cli.engine.worker.clients import make_clients
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.checks.judge import JUDGE_MAX_TOKENS
 from anvil_cli.policy.checks.schema import schema_instruction
-from anvil_cli.policy.governor import BreakerPolicy, CallAsk, Governor, GovernorView, Granted, Limits, Outcome
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.sim import SimServer
+from tests.governor_support import JumpingGovernor
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 
 HAIKU = "claude-haiku-4-5"
@@ -45,44 +45,12 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class _Governor:
-    """The real Governor as the worker's GovernorClient; its clock jumps a minute every round
-    trip, so no pause holds a test. Keeps the asks it saw."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        limits = Limits(requests_per_minute=60_000, burst_size=1_000)
-        self.gov = Governor(
-            lambda _m: ("default", limits), BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0
-        )
-        self.asked: list[tuple[str, CallAsk, int]] = []
-
-    def _tick(self) -> float:
-        self.now += 60.0
-        return self.now
-
-    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
-        self.asked.extend((model, ask, priority) for ask in asks)
-        return self.gov.acquire_many(model, asks, self._tick(), priority=priority, asker=owner)
-
-    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
-        now = self._tick()
-        for ticket, outcome in settled:
-            self.gov.settle(ticket, outcome, now)
-        for ticket in released:
-            self.gov.release(ticket, now)
-        return []
-
-    def view(self) -> GovernorView:
-        return self.gov.view(self.now)
-
-
 @dataclass
 class Ran:
     result: JobResult
     attempts: list[Attempt]  # as the conductor hears of them (on_attempt)
     spent: list[tuple[int, float, str]]  # (seq, USD, endpoint) as settled (on_spend -> CallSettled)
-    governor: _Governor
+    governor: JumpingGovernor
 
 
 def settings_in(tmp_path: Path, **extra: Any) -> Settings:
@@ -132,7 +100,7 @@ def run_job(
 ) -> Ran:
     """`job` run by one agent of a worker whose only endpoint is `sim`; the run begins to stop
     once an attempt `stop_when` picks is logged; `spent` gets what is paid as it is."""
-    governor = _Governor()
+    governor = JumpingGovernor()
 
     async def main() -> Ran:
         broker = GovernorBroker(governor, 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]

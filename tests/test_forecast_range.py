@@ -109,3 +109,13 @@ def test_a_plan_from_a_skewed_sample_reaches_further_up_than_down() -> None:
     # the middle is the fit's, as before: only the range moved
     mean = sum(lengths) / len(lengths)
     assert plan.models[0].expected_output_tokens == pytest.approx(300 * mean)
+
+
+def test_without_the_fit_error_only_the_answers_own_spread_is_left() -> None:
+    total = Total()
+    for _ in range(100):
+        total.add_fitted(1.0, 1.0, 16, Spread(df=15, skew=2.0))
+        total.add_fitted(1.0, 0.5, 25)  # a given spread, alike
+    r = total.without_fit_error().range()
+    own = math.sqrt(100 * t90(15) ** 2 + Z90**2 * 100 * 0.5**2)
+    assert r.p90 - r.expected == pytest.approx(own) and r.expected - r.p10 == pytest.approx(own)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,9 @@ import yaml
 from anvil_cli.engine.worker import telemetry, trace_setup
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
+from anvil_cli.snapshot import otlp_metrics
 from tests.engine_support import journal_query, run_inprocess, write_config, write_jsonl_batch
+from tests.otel_support import Receiver, by_job, need_otel
 
 HAIKU = "claude-haiku-4-5"
 ECHO = [sys.executable, "-c", "import json,sys; d=json.load(sys.stdin); print('order', d['order_id'])"]
@@ -38,6 +38,7 @@ TOOL = {
 JOBS = [
     {"id": "plain", "prompt": "Say hi"},
     {"id": "retried", "prompt": "@sim{fail=500x2} Say hi"},
+    {"id": "throttled", "prompt": "@sim{fail=429x1, retry_after=0} Say hi"},
     {"id": "refused", "prompt": "@sim{status=400} Say hi"},
     {"id": "tooled", "prompt": "Where is my order?", "tools": [TOOL]},
     {
@@ -51,80 +52,9 @@ JOBS = [
 ]
 
 
-def _attrs(kv: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for a in kv:
-        v = a.value
-        kind = v.WhichOneof("value")
-        if kind == "array_value":
-            out[a.key] = [getattr(x, x.WhichOneof("value")) for x in v.array_value.values]
-        else:
-            out[a.key] = getattr(v, kind) if kind else None
-    return out
-
-
-class Receiver:
-    """An OTLP/HTTP traces receiver on 127.0.0.1: every span that arrives, decoded."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        spans: list[dict[str, Any]] = []
-        self.spans = spans
-        points: list[tuple[str, dict[str, Any], float, int]] = []  # histograms: name, attributes, sum, count
-        self.points = points
-        self.resources: list[dict[str, Any]] = []
-        resources = self.resources
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path == "/v1/metrics":
-                    metrics = ExportMetricsServiceRequest.FromString(body)
-                    for rm in metrics.resource_metrics:
-                        for sm in rm.scope_metrics:
-                            for m in sm.metrics:
-                                for p in m.histogram.data_points:
-                                    points.append((m.name, _attrs(p.attributes), p.sum, p.count))
-                    self.send_response(200)
-                    self.end_headers()
-                    return
-                request = ExportTraceServiceRequest.FromString(body)
-                for rs in request.resource_spans:
-                    resources.append(_attrs(rs.resource.attributes))
-                    for ss in rs.scope_spans:
-                        for s in ss.spans:
-                            spans.append(
-                                {
-                                    "name": s.name,
-                                    "trace_id": s.trace_id.hex(),
-                                    "span_id": s.span_id.hex(),
-                                    "parent": s.parent_span_id.hex(),
-                                    "kind": s.kind,
-                                    "status": s.status.code,
-                                    "attributes": _attrs(s.attributes),
-                                    "events": [(e.name, _attrs(e.attributes)) for e in s.events],
-                                    "links": [(x.trace_id.hex(), x.span_id.hex()) for x in s.links],
-                                }
-                            )
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, dict[str, dict[str, Any]]]]:
-    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed")
-    pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto is not installed")
+    need_otel()
     receiver = Receiver()
     tmp = tmp_path_factory.mktemp("otel")
     with SimServer(SimConfig(seed=3)).start_thread() as sim, pytest.MonkeyPatch.context() as mp:
@@ -132,6 +62,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         mp.setenv("OTEL_SERVICE_NAME", "anvil-test")
         mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        mp.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")  # metrics: once, as each process ends
         mp.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         mp.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")  # each worker's: summed here
         batch = tmp / "batch.yaml"
@@ -140,30 +71,22 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver,
         cfg = write_config(tmp / "anvil.yaml", sim.base_url, retries=retries)
         report = run_inprocess(cfg, batch, tmp / "out.jsonl")
         assert report.exit_code == ExitCode.JOBS_FAILED  # "refused" failed
-        rows = journal_query(tmp / ".anvil", "SELECT job_json, cost_usd, usage_json, attempts_json FROM jobs")
+        rows = journal_query(
+            tmp / ".anvil",
+            "SELECT job_json, cost_usd, usage_json, attempts_json, state, checks_json FROM jobs",
+        )
     journal = {
         json.loads(job)["id"]: {
             "cost_usd": cost,
             "usage": json.loads(usage) if usage else None,
             "log": json.loads(log),
+            "state": state,
+            "checks": json.loads(checks) if checks else None,
         }
-        for job, cost, usage, log in rows
+        for job, cost, usage, log, state, checks in rows
     }
-    receiver.server.shutdown()
+    receiver.close()
     yield receiver, journal
-
-
-def _by_job(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    roots = {
-        s["trace_id"]: s["attributes"]["gen_ai.conversation.id"]
-        for s in spans
-        if s["name"].startswith("invoke_agent")
-    }
-    out: dict[str, list[dict[str, Any]]] = {}
-    for s in spans:
-        if not s["name"].startswith("anvil run "):
-            out.setdefault(roots[s["trace_id"]], []).append(s)
-    return out
 
 
 @pytest.mark.slow
@@ -184,7 +107,7 @@ def test_the_run_span_is_the_drivers_and_every_job_links_to_it(
 @pytest.mark.slow
 def test_each_job_is_one_trace_named_per_the_conventions(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, journal = traced
-    jobs = _by_job(receiver.spans)
+    jobs = by_job(receiver.spans)
     assert set(jobs) == set(journal) == {j["id"] for j in JOBS}
     assert len({spans[0]["trace_id"] for spans in jobs.values()}) == len(JOBS)  # one trace each
     assert all(r["service.name"] == "anvil-test" for r in receiver.resources)
@@ -212,7 +135,7 @@ def test_each_job_is_one_trace_named_per_the_conventions(traced: tuple[Receiver,
 @pytest.mark.slow
 def test_call_spans_carry_the_journals_tokens_and_answer(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, journal = traced
-    jobs = _by_job(receiver.spans)
+    jobs = by_job(receiver.spans)
     for job_id in ("plain", "retried", "tooled"):
         answered = [
             s["attributes"] for s in jobs[job_id] if s["name"].startswith("chat ") and s["status"] != 2
@@ -264,7 +187,7 @@ def test_the_genai_client_metrics_count_every_call(traced: tuple[Receiver, dict[
 @pytest.mark.slow
 def test_a_retried_call_has_an_error_span_and_a_retry_event(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
-    spans = _by_job(receiver.spans)["retried"]
+    spans = by_job(receiver.spans)["retried"]
     failed = [s for s in spans if s["name"].startswith("chat ") and s["status"] == 2]
     assert failed and all(s["attributes"]["error.type"] == "api_error" for s in failed)
     (root,) = [s for s in spans if s["name"].startswith("invoke_agent")]
@@ -275,7 +198,7 @@ def test_a_retried_call_has_an_error_span_and_a_retry_event(traced: tuple[Receiv
 @pytest.mark.slow
 def test_a_failed_job_has_an_error_status(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
-    spans = _by_job(receiver.spans)["refused"]
+    spans = by_job(receiver.spans)["refused"]
     (root,) = [s for s in spans if s["name"].startswith("invoke_agent")]
     assert root["status"] == 2 and root["attributes"]["error.type"] == "invalid_request_error"
     (call,) = [s for s in spans if s["name"].startswith("chat ")]
@@ -285,7 +208,7 @@ def test_a_failed_job_has_an_error_status(traced: tuple[Receiver, dict[str, Any]
 @pytest.mark.slow
 def test_tools_and_checks_have_their_spans_and_events(traced: tuple[Receiver, dict[str, Any]]) -> None:
     receiver, _ = traced
-    jobs = _by_job(receiver.spans)
+    jobs = by_job(receiver.spans)
     (tool,) = [s for s in jobs["tooled"] if s["name"] == "execute_tool lookup_order"]
     assert (
         tool["attributes"]["gen_ai.tool.name"] == "lookup_order" and tool["attributes"]["gen_ai.tool.call.id"]
@@ -337,3 +260,49 @@ def test_without_the_extra_one_warning_and_the_run_goes_on(
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("anvil: warning")]
     assert len(warnings) == 1 and "pip install 'anvil-cli[otel]'" in warnings[0]
     assert trace_setup.warning_if_unavailable({}) is None
+
+
+@pytest.mark.slow
+def test_anvils_own_metrics_arrive_with_the_journals_final_figures(
+    traced: tuple[Receiver, dict[str, Any]],
+) -> None:
+    """The driver's metrics from the snapshot that feeds /metrics (snapshot/otlp_metrics.py),
+    sent as the run ended: the same names, the journal's final figures."""
+    receiver, journal = traced
+    states = {
+        state: sum(1 for j in journal.values() if j["state"] == state) for state in otlp_metrics.JOB_STATES
+    }
+    assert receiver.last("anvil_jobs") == {(("state", s),): float(n) for s, n in states.items()}
+    assert receiver.last("anvil_run_jobs") == {(): float(len(JOBS))}
+    cost = sum(j["cost_usd"] for j in journal.values())
+    for name in ("anvil_run_cost_usd", "anvil_cost_usd"):
+        assert receiver.last(name)[()] == pytest.approx(cost)
+    tokens = {
+        kind: sum((j["usage"] or {}).get(key, 0) for j in journal.values())
+        for kind, key in (("input", "input_tokens"), ("output", "output_tokens"))
+    }
+    got = receiver.last("anvil_tokens")
+    assert {kind: got[(("kind", kind),)] for kind in tokens} == tokens
+    calls = [a for j in journal.values() for a in j["log"]]
+    assert receiver.last("anvil_api_calls") == {(): float(len(calls))}
+    limited = sum(1 for a in calls if a["status_code"] == 429)
+    assert limited == 1 and receiver.last("anvil_rate_limited") == {(): 1.0}
+    assert receiver.last("anvil_agents_in_flight") == {(): 0.0}
+    checked = [j["checks"]["passed"] for j in journal.values() if j["checks"]]
+    assert receiver.last("anvil_checks_pass_rate") == {(): sum(checked) / len(checked)}
+    headroom = receiver.last("anvil_limiter_headroom_percent")
+    assert headroom and all(0.0 <= v <= 100.0 for v in headroom.values())
+    assert {dict(k)["dimension"] for k in headroom} >= {"requests"}
+    units = {name: unit for name, _, _, unit in receiver.values}
+    assert units["anvil_run_cost_usd"] == "USD" and units["anvil_tokens"] == "{token}"
+
+
+def test_anvils_own_metrics_are_off_unless_asked() -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    assert otlp_metrics.exporter({}) is None
+    on = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:9/v1/metrics"}
+    assert otlp_metrics.exporter({**on, "OTEL_METRICS_EXPORTER": "none"}) is None
+    assert otlp_metrics.exporter({**on, "OTEL_SDK_DISABLED": "true"}) is None
+    made = otlp_metrics.exporter(on)
+    assert made is not None
+    made.ended()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,13 @@ from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.loader import load_batch
 from anvil_cli.policy.governor import (
-    BreakerPolicy,
     BreakerView,
-    CallAsk,
-    Governor,
-    GovernorView,
-    Granted,
-    Limits,
-    Outcome,
 )
 from anvil_cli.policy.governor.view import endpoint_key
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.sim import SimServer
 from tests.backend_contract import Gathered, contract_settings, journal_rows
+from tests.governor_support import JumpingGovernor
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 
 HAIKU = "claude-haiku-4-5"
@@ -59,42 +53,6 @@ SECRET_KEY = "endpoint/b/secret/key"
 SESSION_TOKEN = "endpoint-b-session-token"
 TOKEN = "ya29.endpoint-v-token"
 LONG_SYSTEM = "You review pull requests for a storage engine. " * 4  # over prompt_caching_min_chars
-
-
-class RoutingGovernor:
-    """The real Governor as the worker's GovernorClient, its grants naming `endpoint`. Its clock
-    jumps a minute every round trip, so a 429's pause never holds a test. Keeps what it saw."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.now = 0.0
-        limits = Limits(requests_per_minute=60_000, burst_size=1_000)
-        self.gov = Governor(
-            lambda _m: ("default", limits), BreakerPolicy(), max_usd=None, warn_usd=None, now=0.0
-        )
-        self.asks: list[CallAsk] = []
-        self.outcomes: list[Outcome] = []
-
-    def _tick(self) -> float:
-        self.now += 60.0
-        return self.now
-
-    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
-        self.asks.extend(asks)
-        granted = self.gov.acquire_many(model, asks, self._tick(), priority=priority, asker=owner)
-        return Granted([replace(g, endpoint=self.endpoint) for g in granted.grants], granted.then)
-
-    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
-        now = self._tick()
-        for ticket, outcome in settled:
-            self.outcomes.append(outcome)
-            self.gov.settle(ticket, outcome, now)
-        for ticket in released:
-            self.gov.release(ticket, now)
-        return []
-
-    def view(self) -> GovernorView:
-        return self.gov.view(self.now)
 
 
 @dataclass
@@ -122,7 +80,7 @@ def jobs_in(tmp_path: Path, *jobs: dict[str, Any]) -> list[Job]:
     return list(load_batch(path))
 
 
-def run_job(job: Job, endpoints: list[Endpoint], governor: RoutingGovernor, settings: Settings) -> Ran:
+def run_job(job: Job, endpoints: list[Endpoint], governor: JumpingGovernor, settings: Settings) -> Ran:
     """`job` run by one agent of a worker holding a client per endpoint."""
 
     async def main() -> Ran:
@@ -186,7 +144,7 @@ def test_a_call_goes_to_the_endpoint_its_grant_names(sim_factory: SimFactory, tm
     settings = settings_in(tmp_path)
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
     bedrock = bedrock_at(sim_b)
-    ran = run_job(job, [anthropic_at(sim_a), bedrock], RoutingGovernor("b"), settings)
+    ran = run_job(job, [anthropic_at(sim_a), bedrock], JumpingGovernor("b"), settings)
 
     assert ran.result.succeeded and ran.result.endpoint == "b" and ran.result.model == HAIKU
     assert sim_a.stats()["requests"] == 0
@@ -211,7 +169,7 @@ def test_the_endpoint_s_own_mapping_names_the_model_sent(sim_factory: SimFactory
     profile = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
     endpoint = bedrock_at(sim_b, models=((HAIKU, profile),))
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
-    ran = run_job(job, [endpoint], RoutingGovernor("b"), settings_in(tmp_path))
+    ran = run_job(job, [endpoint], JumpingGovernor("b"), settings_in(tmp_path))
     assert ran.result.succeeded and ran.result.model == HAIKU
     assert list(sim_b.stats()["by_model"]) == ["claude-sonnet-4-5"]
 
@@ -220,7 +178,7 @@ def test_the_run_s_only_endpoint_is_named_nowhere(sim_factory: SimFactory, tmp_p
     """Without `endpoints:`, attempts, results and spend are what they were before endpoints."""
     sim = sim_factory()
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
-    ran = run_job(job, [anthropic_at(sim, name="")], RoutingGovernor(""), settings_in(tmp_path))
+    ran = run_job(job, [anthropic_at(sim, name="")], JumpingGovernor(""), settings_in(tmp_path))
     assert ran.result.succeeded and ran.result.endpoint is None
     assert [a.endpoint for a in ran.result.attempt_log] == [None]
     assert "endpoint" not in ran.result.attempt_log[0].to_json()
@@ -230,7 +188,7 @@ def test_the_run_s_only_endpoint_is_named_nowhere(sim_factory: SimFactory, tmp_p
 def test_a_grant_without_an_endpoint_goes_to_the_first(sim_factory: SimFactory, tmp_path: Path) -> None:
     sim_a, sim_b = sim_factory(), sim_factory()
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "hello"})
-    ran = run_job(job, [anthropic_at(sim_a), bedrock_at(sim_b)], RoutingGovernor(""), settings_in(tmp_path))
+    ran = run_job(job, [anthropic_at(sim_a), bedrock_at(sim_b)], JumpingGovernor(""), settings_in(tmp_path))
     assert ran.result.endpoint == "a" and sim_a.stats()["successes"] == 1 and sim_b.stats()["requests"] == 0
 
 
@@ -242,7 +200,7 @@ def test_a_provider_s_throttling_is_retried_as_a_rate_limit(
 ) -> None:
     sim = sim_factory()
     endpoint: Endpoint = at(sim)
-    governor = RoutingGovernor(endpoint.name)
+    governor = JumpingGovernor(endpoint.name)
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "@sim{fail=429x1} hello"})
     ran = run_job(job, [endpoint], governor, settings_in(tmp_path))
 
@@ -258,7 +216,7 @@ def test_a_provider_s_throttling_is_retried_as_a_rate_limit(
 
 def test_a_bedrock_stream_s_error_frame_is_retried(sim_factory: SimFactory, tmp_path: Path) -> None:
     sim = sim_factory()
-    governor = RoutingGovernor("b")
+    governor = JumpingGovernor("b")
     # max_tokens above what the SDK lets a non-streaming call ask for: the agent streams
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "@sim{stream_error=1} hello", "max_tokens": 30_000})
     ran = run_job(job, [bedrock_at(sim)], governor, settings_in(tmp_path))
@@ -278,7 +236,7 @@ def test_asks_carry_the_digest_of_the_cached_prefix(sim_factory: SimFactory, tmp
         {"id": "c", "prompt": "first", "system": LONG_SYSTEM},
         {"id": "p", "prompt": "second", "system": "Be brief."},
     )
-    governor = RoutingGovernor("a")
+    governor = JumpingGovernor("a")
     for job in (cached, plain):
         assert run_job(job, [anthropic_at(sim)], governor, settings).result.succeeded
     expected = prepare_request(cached, settings).affinity
@@ -431,7 +389,7 @@ def test_bedrock_s_overload_counts_toward_the_fallback(sim_factory: SimFactory, 
     settings = settings_in(tmp_path, routing={"fallbacks": {SONNET: [HAIKU]}, "fallback_after_529": 1})
     prompt = f"@sim{{for_model={SONNET},status=529}} hello"
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": prompt, "model": SONNET})
-    ran = run_job(job, [bedrock_at(sim)], RoutingGovernor("b"), settings)
+    ran = run_job(job, [bedrock_at(sim)], JumpingGovernor("b"), settings)
 
     assert ran.result.succeeded and ran.result.model == HAIKU
     first, second = ran.result.attempt_log
@@ -459,7 +417,7 @@ def test_a_call_is_paid_at_its_endpoint_s_prices(sim_factory: SimFactory, tmp_pa
     for name in ("a", "b"):
 
         async def main(name: str = name) -> JobResult:
-            broker = GovernorBroker(RoutingGovernor(name), 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
+            broker = GovernorBroker(JumpingGovernor(name), 0, asyncio.get_running_loop()).start()  # type: ignore[arg-type]
             clients = make_clients([anthropic_at(sim_a), bedrock_at(sim_b)], 10.0, 2, base)
             ctx = AgentContext(
                 clients=clients, governor=broker, settings=settings, pricer=base, stopping=asyncio.Event()

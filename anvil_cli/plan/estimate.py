@@ -25,6 +25,7 @@ from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.toolspec import split_tools
 from anvil_cli.plan import endpoints as pooled
 from anvil_cli.plan.checks import ChecksPlanner
+from anvil_cli.plan.duration import duration_paces, latency_spread
 from anvil_cli.plan.schedule import Load, PoolPlan, merged, schedule
 from anvil_cli.plan.simulated import structured_tokens
 from anvil_cli.policy.forecast import ModelFit, Range, Total
@@ -45,6 +46,7 @@ class OutputModel:
     ratio: float = 0.5  # else this share of max_tokens
     lognormal_sigma: float = 0.0  # with mean_tokens: the spread of a lognormal around it
     simulated: bool = False  # the embedded simulator's: JSON answers as long as it fills them
+    latency_sigma: float = 0.0  # a known lognormal spread of one call's latency (the simulator's)
 
     def expected(self, max_tokens: int) -> float:
         if self.mean_tokens is None:
@@ -82,6 +84,7 @@ def output_model(settings: Settings, simulate: bool) -> OutputModel:
             mean_tokens=embedded.OUTPUT_TOKENS,
             lognormal_sigma=embedded.OUTPUT_TOKENS_SPREAD,
             simulated=True,
+            latency_sigma=embedded.LATENCY_SPREAD,
         )
     p = settings.plan
     return OutputModel(p.assumed_latency_s, p.expected_output_tokens, p.expected_output_ratio)
@@ -123,7 +126,10 @@ class Plan:
     method: str = "rule"  # how output was forecast: sample, history, simulator, rule, or a mix (history+rule)
     cost_range_usd: dict[str, float] = field(default_factory=dict)  # p10, expected, p90
     duration_range_s: dict[str, float] = field(default_factory=dict)
-    sample: dict[str, Any] | None = None  # `--sample N`: what the sample run did
+    sample: dict[str, Any] | None = None  # `--sample N` or `auto`: what the sample run(s) did
+    # what the duration's range comes from: one call's latency spread (cv), the fitted mean
+    # latency's own error (relative sd), and what binds at the range's p10 and p90
+    duration_spread: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # with `endpoints:`: per pool, each endpoint's rate, the shared ceilings, the pooled rate and
     # what binds it (plan/endpoints.py); None, and left out of the JSON, without that section
@@ -131,9 +137,12 @@ class Plan:
     # with output schemas or judges: what checking costs (plan/checks.py), in the totals above;
     # None, and left out of the JSON, without them
     checks: dict[str, Any] | None = None
+    # the cost forecast as summed (not in the JSON): `--sample auto` reads its parts
+    cost_total: Total | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["cost_total"]
         for key in ("endpoints", "checks"):
             if out[key] is None:
                 del out[key]
@@ -154,17 +163,21 @@ def make_plan(
     fits: Mapping[str, ModelFit] | None = None,
     sampled_reasks: Sequence[int] | None = None,
     sampled_grades: Mapping[str, float] | None = None,
+    answered: Mapping[str, int] | None = None,
 ) -> Plan:
     """Plan a batch; `counter` counts a request's input tokens (None: the local estimate);
     `fits`: output lengths and latency observed per model (a sample, or earlier runs), used
     before the rule of `out`; `sampled_reasks`: re-asks per schema job of a sample run;
-    `sampled_grades`: its judges' mean output tokens per judge model."""
+    `sampled_grades`: its judges' mean output tokens per judge model; `answered`: output tokens
+    of jobs already answered (by id: `--sample auto`'s), known rather than forecast."""
     fits = fits or {}
+    answered = answered or {}
     pricer = Pricer.from_settings(settings)
     pricers = _Pricers(settings, pricer)
     checking = ChecksPlanner(settings, pricers.of, sampled_reasks, out.simulated, sampled_grades)
     models: dict[str, ModelPlan] = {}
     cost, output = Total(), Total()
+    squares: dict[str, float] = {}  # per model: the sum of its jobs' expected output tokens squared
     total = 0
     for job in jobs:
         total += 1
@@ -177,14 +190,16 @@ def make_plan(
         mp = models.setdefault(model, ModelPlan(model))
         fit = fits.get(model)
         expected_out = fit.output_tokens(tokens, job.max_tokens) if fit else out.expected(job.max_tokens)
-        filled = fit is None and out.simulated and job.output_schema is not None
-        if filled:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
+        exact = fit is None and out.simulated and job.output_schema is not None
+        if exact:  # the simulator answers a schema with JSON filled for it (plan/simulated.py)
             expected_out = min(structured_tokens(job.output_schema or {}), job.max_tokens)
+        if job.id in answered:  # its answer is known (and cached for the batch's run)
+            expected_out, exact = float(min(answered[job.id], job.max_tokens)), True
         pricer, dearest = pricers.of(model)
         in_usd = pricer.expected_usd(model, tokens, 0)
         out_usd = _out_usd(pricer, model, expected_out)
         cost.add_bounded(in_usd, in_usd, in_usd)  # input is counted (or estimated), not forecast
-        if filled:
+        if exact:
             cost.add_bounded(out_usd, out_usd, out_usd)
             output.add_bounded(expected_out, expected_out, expected_out)
         elif fit is not None:
@@ -200,6 +215,7 @@ def make_plan(
         mp.jobs += 1
         mp.input_tokens += tokens
         mp.expected_output_tokens += expected_out
+        squares[model] = squares.get(model, 0.0) + expected_out * expected_out
         mp.max_output_tokens += job.max_tokens
         mp.expected_usd += in_usd + out_usd
         mp.worst_usd += dearest.worst_case_usd(model, tokens, job.max_tokens)
@@ -215,7 +231,14 @@ def make_plan(
         [Load(m.model, m.jobs, m.input_tokens, m.expected_output_tokens) for m in models.values()]
         + (checks.loads if checks is not None else [])
     )
-    runs = [schedule(loads, limit_for, latency, agents, share) for share in _shares(out_range)]
+    spread = latency_spread(
+        [(m.jobs, fits.get(m.model), m.expected_output_tokens, squares[m.model]) for m in models.values()],
+        out.latency_sigma,
+    )
+    runs = [
+        schedule(loads, limit_for, seconds, agents, share, pace)
+        for seconds, share, pace in duration_paces(latency, _shares(out_range), spread)
+    ]
     expected = runs[1]
     sources = sorted({m.output_source for m in models.values()})
     return Plan(
@@ -234,7 +257,18 @@ def make_plan(
         concurrency_needed=sum(p.concurrency_needed for p in expected.pools),
         method="+".join(sources) if sources else "rule",
         cost_range_usd=cost.range().as_dict(),
-        duration_range_s=Range(runs[0].duration_s, expected.duration_s, runs[2].duration_s).as_dict(3),
+        duration_range_s=Range(
+            min(runs[0].duration_s, expected.duration_s),
+            expected.duration_s,
+            max(runs[2].duration_s, expected.duration_s),
+        ).as_dict(3),
+        duration_spread={
+            "latency_cv": round(spread[0], 4),
+            "latency_fit_error": round(spread[1], 4),
+            "binding_p10": runs[0].binding,
+            "binding_p90": runs[2].binding,
+        },
+        cost_total=cost,
         notes=expected.notes,
         endpoints=pricers.section(expected.pools),
         checks=checks.as_dict() if checks is not None else None,

@@ -10,7 +10,9 @@ size). They run as a run of their own through the ordinary engine, under a budge
 and their answers go into the result cache: the batch's run then takes them from the cache and
 pays for them once. Sampling the same jobs again resumes (or reuses) that run, paying nothing
 more. The run's kind is "sample": it never becomes "the latest run" of `anvil status`, `export`
-or `report`.
+or `report`. `--sample auto` (plan/autosample.py) runs several such samples, one per round:
+`choose_more` picks each round's jobs among those not sampled yet, and `read_outcome` reads the
+answers and spend of all its runs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.kind import SAMPLE_KIND, SAMPLES_DIR
@@ -33,6 +35,9 @@ from anvil_cli.policy.forecast import MIN_ANSWERS, Answer
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.routing import model_for
 from anvil_cli.policy.tokens import estimate_input_tokens
+
+if TYPE_CHECKING:
+    from anvil_cli.engine.process.signals import SignalState
 
 MIN_PER_MODEL = MIN_ANSWERS  # the fewest answers a model's fit needs
 
@@ -50,6 +55,7 @@ class SampleOutcome:
     notes: list[str]
     reasks: list[int] = field(default_factory=list)  # re-asks per finished job with an output schema
     grades: dict[str, float] = field(default_factory=dict)  # judges' mean output tokens per model
+    answered: dict[str, int] = field(default_factory=dict)  # output tokens of each job answered, by id
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -68,16 +74,30 @@ class SampleOutcome:
 
 def choose(jobs: Sequence[Job], n: int, settings: Settings) -> list[Job]:
     """`n` jobs that cover the batch: per model in proportion, across prompt lengths."""
-    by_model: dict[str, list[tuple[int, int]]] = {}  # model -> (estimated tokens, index)
+    return choose_more(jobs, n, settings, ())
+
+
+def choose_more(jobs: Sequence[Job], n: int, settings: Settings, taken: Collection[str]) -> list[Job]:
+    """`n` more jobs, none of `taken` (ids of jobs already sampled), chosen as `choose` chooses:
+    the models' shares of all the answers (those taken and these), each model's new ones spread
+    over the prompt lengths of its jobs not yet taken."""
+    by_model: dict[str, list[tuple[int, int]]] = {}  # model -> (estimated tokens, index), not taken
+    counts: dict[str, int] = {}
+    have: dict[str, int] = {}
     for i, job in enumerate(jobs):
         model = model_for(job, settings.routing)
-        by_model.setdefault(model, []).append((estimate_input_tokens(job.request(model)), i))
+        counts[model] = counts.get(model, 0) + 1
+        if job.id in taken:
+            have[model] = have.get(model, 0) + 1
+        else:
+            by_model.setdefault(model, []).append((estimate_input_tokens(job.request(model)), i))
     pricer = Pricer.from_settings(settings)
-    weights = {m: len(v) * math.sqrt(_output_price(pricer, m)) for m, v in by_model.items()}
-    shares = _shares({m: len(v) for m, v in by_model.items()}, weights, min(n, len(jobs)))
+    weights = {m: c * math.sqrt(_output_price(pricer, m)) for m, c in counts.items()}
+    total = min(n + sum(have.values()), len(jobs))
+    shares = _shares(counts, weights, total, have)
     chosen: list[int] = []
     for model, group in by_model.items():
-        k = shares.get(model, 0)
+        k = min(len(group), shares.get(model, 0) - have.get(model, 0))
         if k <= 0:
             continue
         group.sort()
@@ -91,14 +111,17 @@ def _output_price(pricer: Pricer, model: str) -> float:
     return price.output if price is not None and price.output > 0 else 1.0
 
 
-def _shares(counts: dict[str, int], weights: dict[str, float], n: int) -> dict[str, int]:
-    """Jobs to sample per model: at least MIN_PER_MODEL each (the weightiest models first while
-    n lasts), the rest in proportion to the weights (never more than a model's jobs)."""
-    shares: dict[str, int] = {}
-    left = n
+def _shares(
+    counts: dict[str, int], weights: dict[str, float], n: int, start: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Jobs to sample per model, `n` in all: at least MIN_PER_MODEL each (the weightiest models
+    first while n lasts), the rest in proportion to the weights (never more than a model's
+    jobs); from `start` (the answers each model has already) when given."""
+    shares = {m: (start or {}).get(m, 0) for m in counts}
+    left = n - sum(shares.values())
     for model in sorted(counts, key=lambda m: -weights[m]):
-        take = min(MIN_PER_MODEL, counts[model], left)
-        shares[model] = take
+        take = max(0, min(MIN_PER_MODEL - shares[model], counts[model] - shares[model], left))
+        shares[model] += take
         left -= take
     total = sum(weights.values()) or 1.0
     while left > 0:
@@ -174,14 +197,14 @@ def run_sample(
     simulate: bool,
     max_usd: float,
     allow_tools: bool = False,
+    signals: SignalState | None = None,
 ) -> SampleOutcome:
     """Run `jobs` for real (at most `max_usd`), journaled and cached; their answers. Without
     `allow_tools` no tool command runs (a CI gate may plan an untrusted change): a tool job is
-    sampled for its first answer only, its tools offered to the model but not run."""
+    sampled for its first answer only, its tools offered to the model but not run. `signals`:
+    handlers the caller holds across several samples (`--sample auto`), else the run's own."""
     held = 0 if allow_tools else sum(1 for j in jobs if split_tools(j.params)[1])
     jobs = jobs if allow_tools else [first_turn_only(j) for j in jobs]
-    from anvil_cli.engine.journal.history import history_answers
-    from anvil_cli.engine.journal.store import Journal
     from anvil_cli.session.runner import RunOptions, execute_run
 
     path = sample_path(settings, batch, jobs)
@@ -190,7 +213,7 @@ def run_sample(
         secure_write_lines(path, (batch_line(j) for j in jobs))
     budget = settings.budget.model_copy(update={"max_usd": max_usd, "warn_usd": None})
     capped = settings.model_copy(update={"budget": budget})
-    report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND))
+    report = execute_run(capped, RunOptions(batch=path, simulate=simulate, kind=SAMPLE_KIND), signals)
     notes = []
     if not settings.cache.enabled:
         notes.append(
@@ -205,13 +228,38 @@ def run_sample(
             f"{held} tool job(s) sampled for their first answer only: no tool command ran"
             " (--allow-tools runs them)"
         )
-    with Journal.open(settings.state_dir) as journal:
-        answers = history_answers(journal, only_run=report.run_id)
-        spent = journal.totals(report.run_id)["cost_usd"]
-        rows = list(journal.iter_results(report.run_id))
-        reasks, grades = sampled_reasks(rows), sampled_grades(rows)
     stop = report.summary.get("stop_reason")
-    return SampleOutcome(report.run_id, len(jobs), answers, spent, max_usd, stop, notes, reasks, grades)
+    return read_outcome(settings, [report.run_id], len(jobs), max_usd, stop, notes)
+
+
+def read_outcome(
+    settings: Settings, run_ids: Sequence[str], jobs: int, cap_usd: float, stop: str | None, notes: list[str]
+) -> SampleOutcome:
+    """What the sample runs `run_ids` answered and spent, from the journal (the first run's id
+    names the outcome)."""
+    from anvil_cli.engine.journal.history import history_answers
+    from anvil_cli.engine.journal.store import Journal
+
+    answers: list[Answer] = []
+    rows: list[dict[str, Any]] = []
+    spent = 0.0
+    with Journal.open(settings.state_dir) as journal:
+        for run_id in run_ids:
+            answers += history_answers(journal, only_run=run_id)
+            spent += journal.totals(run_id)["cost_usd"]
+            rows += journal.iter_results(run_id)
+    reasks, grades = sampled_reasks(rows), sampled_grades(rows)
+    answered = {str(r["id"]): int(r["usage"]["output_tokens"]) for r in rows if _answered(r)}
+    return SampleOutcome(run_ids[0], jobs, answers, spent, cap_usd, stop, notes, reasks, grades, answered)
+
+
+def _answered(row: dict[str, Any]) -> bool:
+    usage = row.get("usage")
+    return (
+        row.get("state") == "succeeded"
+        and isinstance(usage, dict)
+        and isinstance(usage.get("output_tokens"), int)
+    )
 
 
 def first_turn_only(job: Job) -> Job:

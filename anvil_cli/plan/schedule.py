@@ -71,15 +71,40 @@ def merged(loads: Iterable[Load]) -> list[Load]:
     return list(out.values())
 
 
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """What moves one schedule of a plan's range off the expected one (the defaults: the
+    expected itself), besides its output tokens and mean latency: the last call's latency
+    (`tail_s`, default the mean's); the limits' rates as a share of the configured ones (the
+    governor paces a little under them); the request bucket's level at the start as a share of
+    `burst_size` (the governor keeps a reserve); and how many standard
+    deviations of a chain of calls one agent makes in a row (`chain_sd`, with each call's
+    latency spread `latency_cv`), where the agents bind."""
+
+    tail_s: float | None = None
+    rate_share: float = 1.0
+    bucket_start: float = 1.0
+    chain_sd: float = 0.0
+    latency_cv: float = 0.0
+
+
 def schedule(
-    loads: list[Load], limit_for: LimitFor, latency_s: float, agents: int, output_share: float
+    loads: list[Load],
+    limit_for: LimitFor,
+    latency_s: float,
+    agents: int,
+    output_share: float,
+    pace: Pace | None = None,
 ) -> Schedule:
     """How long the calls take at the configured limits with `output_share` x the expected
-    output: the slowest pool, or the agents (Little's law), plus one call."""
-    pools = _pools(loads, limit_for, latency_s, output_share)
+    output: the slowest pool, or the agents (Little's law), plus one call. `pace`: what else
+    differs from the expected (plan/duration.py)."""
+    pace = pace or Pace()
+    pools = _pools(loads, limit_for, latency_s, output_share, pace)
     rate_s = max((p.duration_s - latency_s for p in pools), default=0.0)
     requests = sum(p.requests for p in pools)
-    conc_s = (math.ceil(requests / agents) - 1) * latency_s if requests else 0.0
+    chain = math.ceil(requests / agents) - 1 if requests else 0  # calls one agent makes before its last
+    conc_s = max(0.0, chain * latency_s + pace.chain_sd * pace.latency_cv * latency_s * math.sqrt(chain))
     slowest = max(pools, key=lambda p: p.duration_s, default=None)
     if rate_s <= 0:
         slowest = None
@@ -92,30 +117,39 @@ def schedule(
             f"max_agents ({agents}) caps this run below what the limits can feed: set"
             f" scaling.max_agents (or --agents) to ~{needed:,} to reach them"
         )
-    duration = (max(rate_s, conc_s) + latency_s) if requests else 0.0
+    tail_s = latency_s if pace.tail_s is None else pace.tail_s
+    duration = (max(rate_s, conc_s) + tail_s) if requests else 0.0
     return Schedule(pools, duration, binding, slowest.pool if slowest is not None else None, notes)
 
 
-def _pools(loads: list[Load], limit_for: LimitFor, latency_s: float, output_share: float) -> list[PoolPlan]:
+def _pools(
+    loads: list[Load], limit_for: LimitFor, latency_s: float, output_share: float, pace: Pace
+) -> list[PoolPlan]:
     grouped: dict[str, list[Load]] = {}
     for load in loads:
         key, _ = limit_for(load.model)
         grouped.setdefault(f"{key}:{model_class(load.model)}", []).append(load)
-    return [_pool(name, group, limit_for, latency_s, output_share) for name, group in sorted(grouped.items())]
+    return [
+        _pool(name, group, limit_for, latency_s, output_share, pace)
+        for name, group in sorted(grouped.items())
+    ]
 
 
 def _pool(
-    name: str, group: list[Load], limit_for: LimitFor, latency_s: float, output_share: float
+    name: str, group: list[Load], limit_for: LimitFor, latency_s: float, output_share: float, pace: Pace
 ) -> PoolPlan:
     _, rl = limit_for(group[0].model)
     requests = round(sum(m.requests for m in group))
     inp = round(sum(m.input_tokens for m in group))
     outp = sum(m.expected_output_tokens for m in group) * output_share
-    seconds = {"requests": _need_s(requests, rl.requests_per_minute, rl.burst_size)}
+    share = pace.rate_share
+    rpm = rl.requests_per_minute * share
+    seconds = {"requests": _need_s(requests, rpm, rl.burst_size * pace.bucket_start)}
     if rl.input_tokens_per_minute:
-        seconds["input tokens"] = _need_s(inp, rl.input_tokens_per_minute, rl.input_tokens_per_minute)
+        seconds["input tokens"] = _need_s(inp, rl.input_tokens_per_minute * share, rl.input_tokens_per_minute)
     if rl.output_tokens_per_minute:
-        seconds["output tokens"] = _need_s(outp, rl.output_tokens_per_minute, rl.output_tokens_per_minute)
+        out_per_min = rl.output_tokens_per_minute
+        seconds["output tokens"] = _need_s(outp, out_per_min * share, out_per_min)
     binding = max(seconds, key=lambda k: seconds[k])
     rate_s = seconds[binding]
     throughput = requests / rate_s if rate_s > 0 else float(requests) / max(latency_s, 1e-9)
@@ -136,5 +170,5 @@ def _pool(
 
 
 def _need_s(amount: float, per_min: float, capacity: float) -> float:
-    """Seconds a bucket refilled at `per_min` and starting full at `capacity` needs for `amount`."""
+    """Seconds a bucket refilled at `per_min` and starting at `capacity` needs for `amount`."""
     return max(0.0, amount - capacity) / per_min * 60.0

@@ -28,6 +28,7 @@ in `anvil_cli.engine.journal.history` reads observed answers from the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
@@ -222,6 +223,11 @@ class Total:
         self.expected += expected
         self.low += low - expected
         self.high += high - expected
+
+    def without_fit_error(self) -> Total:
+        """This total as if the fits were exact (their own error gone, the answers' spread
+        kept): the precision no number of answers improves on."""
+        return dataclasses.replace(self, shared=0.0, measured_up=0.0, measured_down=0.0)
 
     def range(self) -> Range:
         own = Z90 * Z90 * self.variance + self.measured

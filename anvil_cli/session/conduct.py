@@ -17,7 +17,8 @@ from anvil_cli.session.workers import Workers, local_workers
 def conduct(run: RunContext) -> RunEnd:
     """Run the pending jobs until they are done or the run must stop; how it ended."""
     if run.opts.mode == "batches" or run.journal.batches(run.run_id, ("intent", "submitted")):
-        return _batches(run)
+        with trace_setup.run_span(run.run_id, run.opts.batch.name):  # its batches' spans are in it
+            return _batches(run)
     with trace_setup.run_span(run.run_id, run.opts.batch.name), _workers(run) as workers:
         conductor = Conductor(
             run.settings,

@@ -8,11 +8,15 @@ import os
 import time
 from contextlib import ExitStack
 from dataclasses import replace
+from multiprocessing.context import BaseContext
 
+from anvil_cli.config.endpoint import Endpoint
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine.governor_host import early
+from anvil_cli.engine.governor_host.manager import begin_governor
 from anvil_cli.engine.journal.store import FAILED, PENDING, SUCCEEDED, Journal
 from anvil_cli.engine.modes.batches.endpoint import require_batches_endpoint
-from anvil_cli.engine.process.forkserver import worker_context
+from anvil_cli.engine.process.forkserver import governor_context, worker_context
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.engine.run_end import RunEnd
 from anvil_cli.engine.ticker import Monitor, Ticker
@@ -58,6 +62,23 @@ def execute_run(
     _check_output_paths(opts)
     settings = simulated_poll(settings, opts.simulate)
     processes = worker_context()  # already running when started by the `anvil` entry point
+    if settings.run.backend != "ray" and opts.mode != "batches":
+        begin_governor(governor_context())  # its start-up overlaps loading the batch
+    try:
+        return _execute(settings, opts, endpoints, processes, signals, monitor, fd_note)
+    finally:
+        early.drop()  # not taken: nothing to run, or refused
+
+
+def _execute(
+    settings: Settings,
+    opts: RunOptions,
+    endpoints: tuple[Endpoint, ...],
+    processes: BaseContext,
+    signals: SignalState | None,
+    monitor: Monitor | None,
+    fd_note: str | None,
+) -> RunReport:
     sha = batch_sha(opts.batch)  # hashed once: to skip re-validating a resume, and to check it
     jobs = validated_jobs(settings, opts, sha)
     sha = sha or file_sha256(opts.batch)

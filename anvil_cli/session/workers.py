@@ -14,6 +14,7 @@ from anvil_cli.engine.backends.local import LocalBackend
 from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.engine.governor_host.link import GovernorHost
 from anvil_cli.engine.governor_host.manager import GovernorKeeper
+from anvil_cli.engine.process.forkserver import governor_context
 from anvil_cli.engine.worker import trace_setup
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.tools.sandbox import sweep_after_run
@@ -49,8 +50,10 @@ def worker_configs(run: RunContext) -> ConfigMaker:
 
 @contextmanager
 def local_workers(run: RunContext) -> Iterator[Workers]:
-    """Worker processes from the fork server, and the governor in a process of its own."""
-    keeper = GovernorKeeper(run.settings, run.processes, run.journal.totals(run.run_id)["cost_usd"])
+    """Worker processes from the fork server, and the governor in a process of its own (spawned:
+    it makes no calls, so it is not forked from the fork server that holds the SDK)."""
+    spent = run.journal.totals(run.run_id)["cost_usd"]
+    keeper = GovernorKeeper(run.settings, governor_context(), spent)
     try:
         run.journal.add_event(run.run_id, "governor_started", {"pid": keeper.pid})
         yield Workers(LocalBackend(run.processes, worker_configs(run), keeper.client), keeper.client, keeper)

@@ -23,6 +23,7 @@ from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import secret
 from anvil_cli.snapshot.build import Snapshot, build_snapshot, pending_of
 from anvil_cli.snapshot.metrics import RunMetrics
+from anvil_cli.snapshot.otlp_metrics import exporter as otlp_exporter
 from anvil_cli.snapshot.state import EngineState
 
 BACKLOG_WINDOW_S = 60.0
@@ -100,6 +101,7 @@ class RunMonitor:
         self._flushed = False
         self._started_wall: float | None = None
         self._backlog = Backlog()
+        self.otlp = otlp_exporter()  # the run's metrics over OTLP when OTEL_* ask (None: off)
 
     def observe(self, state: EngineState, metrics: RunMetrics, now: float | None = None) -> Observed:
         """The snapshot with its alerts evaluated; alert changes are printed by the reporter and
@@ -131,6 +133,11 @@ class RunMonitor:
         if self.webhooks is not None and snap["state"] in ENDED_STATES and not self._flushed:
             self._flushed = True  # the run's last tick: a bounded wait, once, for what is queued
             self.webhooks.flush()
+        if self.otlp is not None:  # fed each tick; its last figures sent on the run's last
+            self.otlp.update(snap)
+            if snap["state"] in ENDED_STATES:
+                self.otlp.ended()
+                self.otlp = None
         return Observed(snap, changes)
 
     def note(self, line: str) -> None:

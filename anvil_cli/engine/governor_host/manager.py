@@ -14,14 +14,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import cast
 
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
+from anvil_cli.config.vault import set_not_dumpable
+from anvil_cli.engine.governor_host import early
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.process.forkserver import ensure_forkserver
+from anvil_cli.engine.process.forkserver import start_clean
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.policy.governor import (
@@ -250,19 +253,45 @@ GovernorManager.register("Governor", GovernorService)
 
 
 def _manager_init(conductor_pid: int) -> None:
+    set_not_dumpable()  # no /proc reading or ptrace by other processes (spawned: not inherited)
     leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(conductor_pid)
+
+
+def begin_governor(ctx: BaseContext) -> None:
+    """Spawn the Manager process now, for this process's next `start_governor` from `ctx` to
+    take (see `early`); `early.drop()` stops it if none does."""
+    manager = GovernorManager(ctx=ctx)
+    readers: list[Connection] = []
+    start_clean(lambda: readers.append(early.begin(manager, _manager_init, (os.getpid(),))))
+    early.keep(manager, readers[0], ctx)
 
 
 def start_governor(
     settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
 ) -> tuple[GovernorManager, GovernorClient]:
-    """Start the Manager process and create the run's governor in it."""
-    ensure_forkserver()  # started again without the secrets if it died
-    manager = GovernorManager(ctx=ctx)
-    manager.start(initializer=_manager_init, initargs=(os.getpid(),))
+    """Start the Manager process (from `ctx`: `forkserver.governor_context()` in a run), or take
+    the one begun early, and create the run's governor in it."""
+    manager = _taken_early(ctx)
+    if manager is None:
+        manager = GovernorManager(ctx=ctx)
+        start_clean(lambda: manager.start(initializer=_manager_init, initargs=(os.getpid(),)))
     proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
+
+
+def _taken_early(ctx: BaseContext) -> GovernorManager | None:
+    """The Manager begun early from `ctx`, once it listens; None if there is none, or it died."""
+    taken = early.take(ctx)
+    if taken is None:
+        return None
+    manager = cast(GovernorManager, taken[0])
+    try:
+        early.ready(manager, taken[1])
+    except (EOFError, OSError):
+        early.discard(manager)
+        return None
+    return manager
 
 
 class GovernorKeeper:

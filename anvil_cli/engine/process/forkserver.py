@@ -1,35 +1,75 @@
-"""The fork server that worker processes start from.
+"""The fork server that worker processes start from, and the run's other helper processes:
+how they are started and, when the command ends, stopped.
 
 Workers fork from a clean process that has already imported and warmed the SDK (importing it
 takes about a second), not from a conductor that has threads. `anvil run` starts the fork
 server before anything else, so that second overlaps with the CLI's own start-up and with
-loading the batch.
+loading the batch. The governor's Manager is spawned instead (`governor_context`): it makes no
+calls, so it does not carry the SDK.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import multiprocessing
 import os
+import select
+import signal
 import threading
-from multiprocessing import forkserver, resource_tracker
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing import forkserver, resource_tracker, util
 from multiprocessing.context import BaseContext
+from typing import Any
 
-from anvil_cli.config.endpoint import API_ENV
 from anvil_cli.engine.process.signals import stop_signals_blocked
 from anvil_cli.jobs.toolspec import SECRET_ENV
 
 PRELOAD = "anvil_cli.engine.process.warm"
+# `config.endpoint.API_ENV`, named here: importing that module (settings, pydantic: ~0.2 s) would
+# delay the fork server, which `anvil` starts before the CLI's own imports (a test holds them equal)
+API_ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS")
 
+
+STOP_WAIT_S = 5.0  # for each helper to exit once told to, before it is killed
 
 _lock = threading.Lock()
+_stop_registered: list[int] = []  # the pid that registered `stop_helpers` at exit (not a child's)
 
 
 def worker_context() -> BaseContext:
-    """The multiprocessing context for workers and the governor's Manager (idempotent)."""
+    """The multiprocessing context for workers (idempotent)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])
     ensure_forkserver()
     return ctx
+
+
+def governor_context() -> BaseContext:
+    """The context the governor's Manager starts from: spawned, a fresh interpreter that imports
+    only the governor (~40 MB), not forked from the fork server, whose SDK it never uses (a
+    fork carries the fork server's ~100 MB). Start its process with `start_clean`."""
+    return multiprocessing.get_context("spawn")
+
+
+def start_clean(start: Callable[[], None]) -> None:
+    """Call `start` (which starts a child process of any context) as the fork server is started:
+    without the secrets and the API's variables in the environment, SIGINT and SIGTERM blocked
+    (the child unblocks them with its handler, `signals.leave_stop_to_conductor`)."""
+    ensure_forkserver()  # and the resource tracker, started clean
+    with _lock, _secrets_out(), stop_signals_blocked():
+        start()
+
+
+@contextlib.contextmanager
+def _secrets_out() -> Iterator[None]:
+    names = (*SECRET_ENV, *API_ENV)
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def ensure_forkserver() -> None:
@@ -46,11 +86,71 @@ def ensure_forkserver() -> None:
     process group is the conductor's to act on (see `signals`), and the fork server has no
     handler of its own. (The resource tracker is started first: it unblocks them when it starts.)"""
     with _lock:
-        names = (*SECRET_ENV, *API_ENV)
-        saved = {name: os.environ.pop(name) for name in names if name in os.environ}
-        try:
+        with _secrets_out():
             resource_tracker.ensure_running()
             with stop_signals_blocked():
                 forkserver.ensure_running()
-        finally:
-            os.environ.update(saved)
+        if os.getpid() not in _stop_registered:
+            _stop_registered.append(os.getpid())
+            atexit.register(stop_helpers)
+
+
+def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
+    """Stop the fork server and the resource tracker and wait for them (bounded: killed if they
+    do not exit in `wait_s`), so nothing of the run outlives the command. Run at exit (normal
+    end, error or Ctrl-C alike); by then the workers and the governor have been stopped and
+    joined. Each of the two exits on its own once every holder of its "alive" pipe has closed
+    it; closing ours is the request, reaping it the wait. Either is started again on demand."""
+    if os.getpid() not in _stop_registered:  # a forked child: they are its parent's
+        return
+    with _lock:
+        server: Any = getattr(forkserver, "_forkserver")  # noqa: B009 (private: no stop API in 3.11)
+        pid, fd = server._forkserver_pid, server._forkserver_alive_fd
+        if pid is not None:
+            server._forkserver_pid = server._forkserver_alive_fd = None
+            address, server._forkserver_address = server._forkserver_address, None
+            _stop_child(pid, fd, wait_s)
+            if isinstance(address, str) and not util.is_abstract_socket_namespace(address):
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
+        tracker: Any = getattr(resource_tracker, "_resource_tracker")  # noqa: B009
+        with tracker._lock:
+            pid, fd = tracker._pid, tracker._fd
+            if pid is not None:
+                tracker._pid = tracker._fd = None
+                _stop_child(pid, fd, wait_s)
+
+
+def _stop_child(pid: int, alive_fd: int | None, wait_s: float) -> None:
+    """Close our end of a child's "alive" pipe (it exits at EOF), then reap it, killing it
+    after `wait_s`."""
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+    pidfd = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(pid)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not _reaped(pid):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                return
+            if pidfd is not None:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(min(left, 0.01))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:  # reaped already (or not ours)
+        return True

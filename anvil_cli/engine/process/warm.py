@@ -1,7 +1,11 @@
 """Preloaded by the fork server: import and warm the SDK once, so every worker (and every
-replacement after a crash) starts in milliseconds instead of re-importing it."""
+replacement after a crash) starts in milliseconds instead of re-importing it. What it built is
+then frozen (`gc.freeze`): the workers' collector never walks it, so the pages they share with
+the fork server stay shared instead of being copied into each worker."""
 
 from __future__ import annotations
+
+import gc
 
 import anthropic
 import anthropic.resources.messages
@@ -17,5 +21,7 @@ def _warm() -> None:
     client.close()
 
 
-set_not_dumpable()  # the fork server: workers and the Manager fork from it and inherit this
+set_not_dumpable()  # the fork server: workers fork from it and inherit this
 _warm()
+gc.collect()
+gc.freeze()

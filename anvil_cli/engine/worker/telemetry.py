@@ -4,6 +4,8 @@ GenAI semantic conventions: one trace per job, its root an `invoke_agent {job id
 and an `execute_tool {name}` child per tool call; the limiter's waits, the retries and the
 checks' grades are events on the job span. Each call is also counted in the conventions' client
 metrics (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`) when they are sent.
+The spans' attributes are made by `job_attributes`, `call_attributes`, `answer_attributes`,
+`cost`, `graded` and `mark_error`, which `--mode batches` uses too (`engine/modes/batch_spans.py`).
 
 Configured only by the driver's `OTEL_*` variables (`WorkerConfig.otel_env`, so a Ray node's own
 environment does not decide; when they turn traces on: `trace_setup.py`). Each job's trace links
@@ -43,8 +45,6 @@ if TYPE_CHECKING:
     from anvil_cli.engine.worker.conversation import Conversation
     from anvil_cli.engine.worker.tools.outcome import ToolOutcome
     from anvil_cli.jobs.job import Job
-
-__all__ = ["chat", "event", "flush", "job_span", "shutdown", "start", "tool"]
 
 # the convention's `gen_ai.provider.name` by Anvil's provider (it names none for Foundry yet)
 PROVIDER_NAMES = {
@@ -117,22 +117,46 @@ class JobTrace:
         if self.span is None:
             return
         span = self.span
-        span.set_attribute("anvil.job.cost_usd", result.cost_usd)
-        span.set_attribute("gen_ai.usage.cost.amount", result.cost_usd)
-        span.set_attribute("gen_ai.usage.cost.currency", "USD")
         span.set_attribute("anvil.job.attempts", result.attempts)
-        if result.usage is not None:
-            u = result.usage
-            span.set_attribute(
-                "gen_ai.usage.input_tokens", u.input_tokens + u.cache_read_tokens + u.cache_write_tokens
-            )
-            span.set_attribute("gen_ai.usage.output_tokens", u.output_tokens)
-        for check in result.checks.results if result.checks is not None else ():
-            grade = {"gen_ai.evaluation.name": check.name, "gen_ai.evaluation.score.value": check.score}
-            label = "pass" if check.passed else "fail"
-            span.add_event("gen_ai.evaluation.result", {**grade, "gen_ai.evaluation.score.label": label})
+        cost(span, result.cost_usd, result.usage)
+        graded(span, result.checks.to_json() if result.checks is not None else None)
         if not result.succeeded and result.error is not None:
-            _error(span, result.error.type)
+            mark_error(span, result.error.type)
+
+
+def cost(span: Any, cost_usd: float, usage: Any) -> None:
+    """A job span's cost and (`usage`: a `Usage`, or None) the tokens of its answer."""
+    span.set_attribute("anvil.job.cost_usd", cost_usd)
+    span.set_attribute("gen_ai.usage.cost.amount", cost_usd)
+    span.set_attribute("gen_ai.usage.cost.currency", "USD")
+    if usage is not None:
+        u = usage
+        span.set_attribute(
+            "gen_ai.usage.input_tokens", u.input_tokens + u.cache_read_tokens + u.cache_write_tokens
+        )
+        span.set_attribute("gen_ai.usage.output_tokens", u.output_tokens)
+
+
+def graded(span: Any, checks: Mapping[str, Any] | None) -> None:
+    """A `gen_ai.evaluation.result` event per check of a job (`CheckRecord.to_json()`)."""
+    for check in checks.get("results", ()) if checks else ():
+        grade = {"gen_ai.evaluation.name": check["name"], "gen_ai.evaluation.score.value": check["score"]}
+        label = "pass" if check["passed"] else "fail"
+        span.add_event("gen_ai.evaluation.result", {**grade, "gen_ai.evaluation.score.label": label})
+
+
+def job_attributes(job: Job, run_id: str) -> dict[str, Any]:
+    """An `invoke_agent {job id}` span's attributes, whichever mode ran the job."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": "anvil",
+        "gen_ai.conversation.id": job.id,
+        "anvil.run.id": run_id,
+        "anvil.job.priority": job.priority.name.lower(),
+    }
+    if job.variant:
+        attributes["anvil.job.variant"] = job.variant
+    return attributes
 
 
 @contextlib.contextmanager
@@ -146,22 +170,14 @@ def job_span(job: Job) -> Iterator[JobTrace]:
     from opentelemetry.context import Context
     from opentelemetry.trace import Link, SpanKind
 
-    attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": "anvil",
-        "gen_ai.conversation.id": job.id,
-        "anvil.run.id": _state.run_id,
-        "anvil.job.priority": job.priority.name.lower(),
-    }
-    if job.variant:
-        attributes["anvil.job.variant"] = job.variant
+    attributes = job_attributes(job, _state.run_id)
     links = [Link(_state.link)] if _state.link is not None else []
     span = tracer.start_span(f"invoke_agent {job.id}", Context(), SpanKind.INTERNAL, attributes, links)
     token = _job.set(span)
     try:
         yield JobTrace(span)
     except BaseException as exc:
-        _error(span, getattr(exc, "reason", None) or type(exc).__name__.lower())
+        mark_error(span, getattr(exc, "reason", None) or type(exc).__name__.lower())
         raise
     finally:
         _job.reset(token)
@@ -215,22 +231,12 @@ def chat(
     from opentelemetry.trace import SpanKind
 
     model = endpoint.model_id(st.model)
-    url = endpoint.client.base_url
-    attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": PROVIDER_NAMES.get(endpoint.endpoint.provider, endpoint.endpoint.provider),
-        "gen_ai.request.model": model,
-        "gen_ai.request.max_tokens": st.max_tokens,
-        "gen_ai.conversation.id": st.job.id,
-        "server.address": url.host,
-        "server.port": url.port or (443 if url.scheme == "https" else 80),
-    }
-    if st.purpose:
-        attributes["anvil.call.purpose"] = st.purpose
-    if endpoint.name:
-        attributes["anvil.endpoint"] = endpoint.name
+    provider = PROVIDER_NAMES.get(endpoint.endpoint.provider, endpoint.endpoint.provider)
+    attributes = call_attributes(
+        provider, model, st.max_tokens, st.job.id, endpoint.client.base_url, st.purpose, endpoint.name
+    )
     if message is not None:
-        attributes.update(_answer_attributes(message, cost_usd or 0.0))
+        attributes.update(answer_attributes(message, cost_usd or 0.0))
     now = time.time_ns()
     span = tracer.start_span(
         f"chat {model}", _parent(), SpanKind.CLIENT, attributes, start_time=now - int(elapsed_s * 1e9)
@@ -247,7 +253,7 @@ def chat(
             ]
             span.set_attribute("gen_ai.output.messages", json.dumps(said))
     if error_type is not None:
-        _error(span, error_type)
+        mark_error(span, error_type)
     span.end(end_time=now)
     if _state.meters is not None:
         _measure(attributes, elapsed_s, error_type)
@@ -267,7 +273,36 @@ def _measure(attributes: Mapping[str, Any], elapsed_s: float, error_type: str | 
         )
 
 
-def _answer_attributes(message: Any, cost_usd: float) -> dict[str, Any]:
+def call_attributes(
+    provider: str,
+    model: str,
+    max_tokens: int | None,
+    job_id: str,
+    url: Any,
+    purpose: str | None,
+    endpoint: str | None,
+) -> dict[str, Any]:
+    """A `chat {model}` span's attributes before its answer: the call of job `job_id` to `url`
+    (an httpx URL), whichever mode made it."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.conversation.id": job_id,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+    }
+    if max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = max_tokens
+    if purpose:
+        attributes["anvil.call.purpose"] = purpose
+    if endpoint:
+        attributes["anvil.endpoint"] = endpoint
+    return attributes
+
+
+def answer_attributes(message: Any, cost_usd: float) -> dict[str, Any]:
+    """A `chat` span's attributes from the API's answer (an SDK `Message`) and its cost."""
     usage = message.usage
     read = getattr(usage, "cache_read_input_tokens", None) or 0
     written = getattr(usage, "cache_creation_input_tokens", None) or 0
@@ -300,16 +335,17 @@ async def tool(name: str, call_id: str, running: Awaitable[ToolOutcome]) -> Tool
     try:
         outcome = await running
         if outcome.error_kind is not None and outcome.block.get("is_error"):  # a cut output is no error
-            _error(span, outcome.error_kind)
+            mark_error(span, outcome.error_kind)
         return outcome
     except BaseException as exc:
-        _error(span, type(exc).__name__.lower())
+        mark_error(span, type(exc).__name__.lower())
         raise
     finally:
         span.end()
 
 
-def _error(span: Any, error_type: str) -> None:
+def mark_error(span: Any, error_type: str) -> None:
+    """The span failed with `error_type`: status ERROR and the convention's `error.type`."""
     from opentelemetry.trace import Status, StatusCode
 
     span.set_attribute("error.type", error_type)

@@ -8,7 +8,8 @@ so once and goes on untraced.
 
 The driver's one span is the run's, `anvil run {batch}`: its W3C `traceparent` goes to every
 worker (`WorkerConfig.otel_link`), whose job spans (`telemetry.py`) each start a trace of their
-own, linked to it. Nothing here imports OpenTelemetry until traces are on.
+own, linked to it; in `--mode batches` the driver makes its batches' spans itself, with the run
+span's tracer (`run_tracer()`). Nothing here imports OpenTelemetry until traces are on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SCOPE = "anvil_cli"
 EXPORT_TIMEOUT_S = 3.0
 
 _run_link = ""  # the run span's traceparent while the driver's run span is open
+_run: tuple[Any, Any, Any] | None = None  # (its tracer, span, provider) meanwhile: the driver's spans
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
@@ -108,14 +110,16 @@ def make_meter_provider(env: Mapping[str, str]) -> Any:
     timeout = {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"} & set(env)
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(timeout=None if timeout else EXPORT_TIMEOUT_S))
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "anvil"})
-    return MeterProvider(metric_readers=[reader], resource=resource)
+    return MeterProvider(
+        metric_readers=[reader], resource=resource, shutdown_on_exit=False
+    )  # its owner shuts it
 
 
 @contextlib.contextmanager
 def run_span(run_id: str, batch: str) -> Iterator[None]:
     """The driver's `anvil run {batch}` span around a run with workers; `run_link()` is its
     traceparent meanwhile. Untraced, nothing (with the warning when the extra is missing)."""
-    global _run_link
+    global _run_link, _run
     env = dict(otel_environment())
     if (warning := warning_if_unavailable(env)) is not None:
         print(f"anvil: warning: {warning}", file=sys.stderr)
@@ -133,10 +137,11 @@ def run_span(run_id: str, batch: str) -> Iterator[None]:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, set_span_in_context(span))
     _run_link = carrier.get("traceparent", "")
+    _run = (provider.get_tracer(SCOPE), span, provider)
     try:
         yield
     finally:
-        _run_link = ""
+        _run_link, _run = "", None
         span.end()
         with contextlib.suppress(Exception):  # a collector that is down must not fail the run
             provider.shutdown()
@@ -145,6 +150,23 @@ def run_span(run_id: str, batch: str) -> Iterator[None]:
 def run_link() -> str:
     """The open run span's W3C traceparent ("" when the run is not traced)."""
     return _run_link
+
+
+def run_tracer() -> tuple[Any, Any] | None:
+    """(the tracer, the run span) while the driver's run span is open and traced: for the spans
+    the driver makes itself (Message Batches mode); None otherwise."""
+    return None if _run is None else _run[:2]
+
+
+def flush_run() -> bool:
+    """Send the driver's queued spans now (its queue holds 2048 by default: a big batch's spans
+    are sent as they are made, not dropped); False when the collector did not take them."""
+    if _run is None:
+        return True
+    try:
+        return bool(_run[2].force_flush(int(EXPORT_TIMEOUT_S * 1000)))
+    except Exception:  # a collector that is down must not fail the run
+        return False
 
 
 def link_of(traceparent: str) -> Any:

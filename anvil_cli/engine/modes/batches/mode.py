@@ -31,6 +31,7 @@ import anthropic
 import httpx2
 
 from anvil_cli.engine.journal.store import BatchRow
+from anvil_cli.engine.modes.batch_spans import BatchSpans
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
 from anvil_cli.engine.modes.batches.context import BatchesContext
 from anvil_cli.engine.modes.batches.ids import run_tag
@@ -59,6 +60,10 @@ class BatchesRun:
         self.tag = run_tag(ctx.run_id)
         self.ingest = Ingest(
             ctx.journal, ctx.run_id, ctx.settings, ctx.metrics, ctx.pricer, ctx.cache, ctx.endpoint or None
+        )
+        url = ctx.client.base_url
+        self.spans = BatchSpans(
+            ctx.journal, ctx.run_id, ctx.settings, ctx.pricer, url, ctx.endpoint, self.tag
         )
         self.steer = Steering(ctx.journal, ctx.run_id, ctx.signals, ctx.metrics, ctx.control, ctx.say)
         cap = ctx.settings.budget
@@ -216,7 +221,10 @@ class BatchesRun:
         assert row.batch_id is not None
         self.trouble.doing = f"downloading the results of batch {row.batch_id}"
         entries = list(self.api.messages.batches.results(row.batch_id))
-        self.budget.settle(row.worst_usd, self.ingest.batch(row, entries, self.tag))
+        before = self.spans.before(row)  # traced: its spans once its results are in (batch_spans.py)
+        cost_usd = self.ingest.batch(row, entries, self.tag)
+        self.budget.settle(row.worst_usd, cost_usd)
+        self.spans.ended(row, entries, before, cost_usd)
         self._processing.pop(row.batch_id, None)
         ok = sum(1 for e in entries if e.result.type == "succeeded")
         self.ctx.say(
