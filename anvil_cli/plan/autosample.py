@@ -85,7 +85,7 @@ def plan_precision(plan: Plan) -> tuple[float, float]:
     now = precision(c["p10"], c["p90"])
     if plan.cost_total is None:
         return now, 0.0
-    low = dataclasses.replace(plan.cost_total, shared=0.0).range()
+    low = plan.cost_total.without_fit_error().range()
     return now, min(now, precision(low.p10, low.p90))
 
 
