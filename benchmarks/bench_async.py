@@ -492,9 +492,11 @@ def holds(
     return rows
 
 
-def bench_engine_holds(quick: bool) -> None:
+def bench_engine_holds(quick: bool, only: set[int] | None = None) -> None:
     print("\n[7] benchmarks 1-4 (bench_engine.py's scenarios; baseline = 32 threads over the SDK)")
     for n, sc in bench_engine.scenarios(quick).items():
+        if only and n not in only:
+            continue
         with tempfile.TemporaryDirectory(prefix=f"anvil-bench7-{n}-") as tmp:
             work = Path(tmp)
             batch = bench_engine._batch(work / "batch.jsonl", sc.jobs)
@@ -568,6 +570,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--only", default="5,6,7,8", help="benchmarks to run, e.g. 5,8")
     parser.add_argument("--quick", action="store_true", help="small sizes, for trying things")
+    parser.add_argument("--engine", default="1,2,3,4", help="benchmark 7: which of benchmarks 1-4")
     parser.add_argument("--no-pyc", action="store_true", help="no bytecode for this checkout (as before)")
     args = parser.parse_args()
     BYTECODE["on"] = not args.no_pyc
@@ -580,7 +583,7 @@ def main() -> None:
     runners: dict[int, Callable[[], None]] = {
         5: lambda: bench_span(cases[5]),
         6: lambda: bench_span(cases[6]),
-        7: lambda: bench_engine_holds(args.quick),
+        7: lambda: bench_engine_holds(args.quick, {int(x) for x in args.engine.split(",") if x.strip()}),
         8: lambda: bench_priority.run(args.quick),
         13: lambda: bench_capacity(args.quick),
     }
