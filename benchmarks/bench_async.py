@@ -419,7 +419,7 @@ def capacity_counts(quick: bool) -> list[int]:
     return [250, 500, 1000] if quick else [1000, 2000, 4000, 8000]
 
 
-def bench_capacity(quick: bool, span_target: float = 1.1) -> None:
+def bench_capacity(quick: bool, counts: list[int] | None = None, span_target: float = 1.1) -> None:
     """Issue 24's new benchmark: the largest agent count one process tree sustains at 10 s latency
     (3 jobs per agent: three waves) with its span within `span_target` of the floor's, measured
     in the same run for each count; upward from the first count, stopping at the first that
@@ -433,7 +433,7 @@ def bench_capacity(quick: bool, span_target: float = 1.1) -> None:
               "CPU ratio", "RSS", "PSS", "floor RSS", "")  # fmt: skip
     rows: list[tuple[str, ...]] = []
     sustained: int | None = None
-    for agents in capacity_counts(quick):
+    for agents in counts or capacity_counts(quick):
         case = SpanCase(13, agents, latency_s, 3 * agents, 0, None, span_target)
         r = run_span(case)
         span_r = ratio(r.a_span, r.f_span)
@@ -570,6 +570,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--only", default="5,6,7,8", help="benchmarks to run, e.g. 5,8")
     parser.add_argument("--quick", action="store_true", help="small sizes, for trying things")
+    parser.add_argument("--counts", default="", help="benchmark 13: agent counts to try, e.g. 8000,16000")
     parser.add_argument("--engine", default="1,2,3,4", help="benchmark 7: which of benchmarks 1-4")
     parser.add_argument("--no-pyc", action="store_true", help="no bytecode for this checkout (as before)")
     args = parser.parse_args()
@@ -585,7 +586,7 @@ def main() -> None:
         6: lambda: bench_span(cases[6]),
         7: lambda: bench_engine_holds(args.quick, {int(x) for x in args.engine.split(",") if x.strip()}),
         8: lambda: bench_priority.run(args.quick),
-        13: lambda: bench_capacity(args.quick),
+        13: lambda: bench_capacity(args.quick, [int(x) for x in args.counts.split(",") if x.strip()]),
     }
     for n in chosen:
         if n not in runners:
