@@ -110,7 +110,11 @@ class LocalBackend(Spawning):
         events: list[WorkerEvent] = []
         try:
             while len(events) < limit and proc.events.poll():
-                events.append(proc.events.recv())
+                sent = proc.events.recv()  # a worker sends one turn of its loop's events as a list
+                if isinstance(sent, list):
+                    events.extend(sent)
+                else:
+                    events.append(sent)
         except (EOFError, OSError):
             proc.closed = True
         return events

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine import garbage
 from anvil_cli.engine.conductor.losses import MAX_CRASHES_PER_JOB, WorkerLosses
 from anvil_cli.engine.conductor.shutdown import Shutdown
 from anvil_cli.engine.conductor.state import JOURNAL_ERROR
@@ -35,8 +36,12 @@ class Conductor(Shutdown, WorkerLosses):
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> RunEnd:
-        self.start()
-        return self.finish()
+        before = garbage.for_the_run()  # a loop of many small objects: collect less often
+        try:
+            self.start()
+            return self.finish()
+        finally:
+            garbage.restore(before)
 
     def start(self) -> None:
         """Start the workers."""

@@ -5,7 +5,9 @@ One thread per worker talks to the governor. Each round it settles every outcome
 the last one (`settle_many`) and asks, per model, for grants for the calls waiting, most urgent
 first (`acquire_many`): the governor sees aggregate traffic and exact spend; a call pays no IPC
 on its own path. Rounds follow each other as fast as there is work (a group commit: whatever
-queued during one round trip goes in the next) and idle otherwise.
+queued during one round trip goes in the next) and idle otherwise. The loop wakes the thread at
+most once per turn (what its agents asked, settled and released during the turn, together), and
+the thread answers a round's grants in one callback on the loop, not one per grant.
 
 Grants are drawn only for calls waiting, so none sits unused; a worker that dies holding some
 has them released by the conductor (`release_owner`).
@@ -72,6 +74,8 @@ class GovernorBroker:
         self._retry_at: dict[str, float] = {}  # model -> when to ask again after a Wait
         self._order = itertools.count()
         self._closed = False
+        self._kicked = False  # a wake-up of the thread is scheduled on the loop
+        self._loop_thread = threading.get_ident()  # made on the loop
         self._lost: BaseException | None = None
         self._lost_cause: BaseException = ConnectionError("the governor is gone")
         self._breakers: dict[str, BreakerView] = {}
@@ -94,18 +98,32 @@ class GovernorBroker:
             heapq.heappush(
                 self._waiting.setdefault(model, []), _Waiter(priority, next(self._order), model, ask, future)
             )
-            self._cond.notify()
+            self._kick()
         return await future
 
     def settle(self, ticket: int, outcome: Outcome) -> None:
         with self._cond:
             self._settled.append((ticket, outcome))
-            self._cond.notify()
+            self._kick()
 
     def release(self, ticket: int) -> None:
         """A grant whose request was never sent."""
         with self._cond:
             self._released.append(ticket)
+            self._kick()
+
+    def _kick(self) -> None:
+        """Wake the thread at the end of this turn of the loop (once, whatever queued during the
+        turn), or at once from another thread. Called holding `_cond`."""
+        if threading.get_ident() != self._loop_thread:
+            self._cond.notify()
+        elif not self._kicked:
+            self._kicked = True
+            self._loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._kicked = False
             self._cond.notify()
 
     def breakers(self) -> dict[str, BreakerView]:
@@ -194,8 +212,13 @@ class GovernorBroker:
             settled.clear()  # counted: not to be settled again with another governor
         if not ask:  # closing: settle what is done, take nothing more
             return
-        for model in self._due_models():
-            self._ask(gov, model, cutoff)
+        answers: list[tuple[asyncio.Future[Grant | Wait | Deny], Grant | Wait | Deny]] = []
+        try:
+            for model in self._due_models():
+                self._ask(gov, model, cutoff, answers)
+        finally:  # every answer drawn reaches its agent (or goes back), in one callback
+            if answers:
+                self._loop.call_soon_threadsafe(_deliver_all, answers, self.release)
         if time.monotonic() - self._breakers_at >= BREAKERS_EVERY_S:
             self._breakers = dict(gov.view().breakers)
             self._breakers_at = time.monotonic()
@@ -205,7 +228,13 @@ class GovernorBroker:
         with self._cond:
             return [m for m, heap in self._waiting.items() if heap and self._retry_at.get(m, 0.0) <= now]
 
-    def _ask(self, gov: GovernorClient, model: str, cutoff: int) -> None:
+    def _ask(
+        self,
+        gov: GovernorClient,
+        model: str,
+        cutoff: int,
+        answers: list[tuple[asyncio.Future[Grant | Wait | Deny], Grant | Wait | Deny]],
+    ) -> None:
         with self._cond:
             heap = self._waiting[model]
             asked = (w for w in heap if w.order < cutoff and not w.future.done())
@@ -217,18 +246,17 @@ class GovernorBroker:
         granted = gov.acquire_many(model, [w.ask for w in live], live[0].priority, self._owner)
         answered: list[_Waiter] = []
         for i, denial in granted.denied:  # their scope's budget is spent: those jobs stop
-            self._answer(live[i], denial)
+            answers.append((live[i].future, denial))
             answered.append(live[i])
         aside = {i for i, _ in granted.denied} | set(granted.waiting)  # waiting: they ask again
         live = [w for i, w in enumerate(live) if i not in aside]
         for waiter, grant in zip(live, granted.grants, strict=False):
-            self._answer(waiter, grant)
+            answers.append((waiter.future, grant))
             answered.append(waiter)
         then = granted.then
         if isinstance(then, Deny) or (isinstance(then, Wait) and then.reason == "breaker"):
             answered += live[len(granted.grants) :]  # they decide: another model, or stop
-            for waiter in live[len(granted.grants) :]:
-                self._answer(waiter, then)
+            answers.extend((waiter.future, then) for waiter in live[len(granted.grants) :])
         elif isinstance(then, Wait):
             self._retry_at[model] = time.monotonic() + min(then.seconds, MAX_WAIT_SLICE_S)
         else:
@@ -239,9 +267,6 @@ class GovernorBroker:
             heapq.heapify(rest)
             self._waiting[model] = rest
 
-    def _answer(self, waiter: _Waiter, answer: Grant | Wait | Deny) -> None:
-        self._loop.call_soon_threadsafe(_deliver, waiter.future, answer, self.release)
-
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:
             self._lost = exc
@@ -251,15 +276,17 @@ class GovernorBroker:
             self._loop.call_soon_threadsafe(_fail, waiter.future, exc)
 
 
-def _deliver(
-    future: asyncio.Future[Grant | Wait | Deny], answer: Grant | Wait | Deny, release: Callable[[int], None]
+def _deliver_all(
+    answers: list[tuple[asyncio.Future[Grant | Wait | Deny], Grant | Wait | Deny]],
+    release: Callable[[int], None],
 ) -> None:
-    """On the loop: answer a waiting agent; a grant for one that gave up goes back."""
-    if future.done():
-        if isinstance(answer, Grant):
-            release(answer.ticket)
-        return
-    future.set_result(answer)
+    """On the loop: answer the waiting agents of one round; a grant for one that gave up goes back."""
+    for future, answer in answers:
+        if future.done():
+            if isinstance(answer, Grant):
+                release(answer.ticket)
+        else:
+            future.set_result(answer)
 
 
 def _lost(exc: BaseException) -> GovernorLost:

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from anvil_cli.config.settings import Settings
+from anvil_cli.engine import garbage
 from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.events import (
     HEARTBEAT_S,
@@ -70,27 +71,51 @@ def worker_main(cfg: WorkerConfig, governor: GovernorClient, inbox: Connection, 
 
 
 class _Outbox:
-    """Events to the conductor, written by a thread of their own: the loop never blocks on a full
-    pipe (the conductor may itself be blocked sending this worker jobs, which only the loop reads)."""
+    """Events to the conductor, one message per turn of the loop: what the agents report during a
+    turn is gathered and handed, as one list, to a thread of its own that writes it (the loop never
+    blocks on a full pipe: the conductor may itself be blocked sending this worker jobs, which only
+    the loop reads). One pickle, one write and one wake-up of the conductor per turn, not per event."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
         self._conn = conn
-        self._queue: queue.SimpleQueue[WorkerEvent | None] = queue.SimpleQueue()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()  # made on the loop
+        self._lock = threading.Lock()
+        self._pending: list[WorkerEvent] = []
+        self._flushing = False  # a flush is scheduled on the loop
+        self._queue: queue.SimpleQueue[list[WorkerEvent] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="worker-outbox", daemon=True)
         self._thread.start()
 
     def put(self, event: WorkerEvent) -> None:
-        self._queue.put(event)
+        """Queue an event (from the loop or any thread); it leaves at the end of this turn."""
+        with self._lock:
+            self._pending.append(event)
+            if self._flushing:
+                return
+            self._flushing = True
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(self._flush)
+        else:
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._flushing = False
+        if batch:
+            self._queue.put(batch)
 
     def _write(self) -> None:
-        while (event := self._queue.get()) is not None:
+        while (batch := self._queue.get()) is not None:
             try:
-                self._conn.send(event)
+                self._conn.send(batch)
             except OSError:  # the conductor is gone
                 os._exit(1)
 
     def close(self) -> None:
         """Send what is queued, then close the pipe."""
+        self._flush()
         self._queue.put(None)
         self._thread.join()
         self._conn.close()
@@ -198,6 +223,7 @@ async def run_worker_loop(
         )
     )
     worker = _Worker(cfg, agent, broker, sink)
+    collecting = garbage.for_the_run()  # what the worker was forked with, and its clients, frozen
     attach(worker)
     worker.put(WorkerReady(wid, os.getpid(), cfg.endpoints[0].host))
     beating = asyncio.create_task(_beat(worker))
@@ -213,6 +239,7 @@ async def run_worker_loop(
         for each in clients.values():
             await each.client.close()
         await loop.run_in_executor(None, telemetry.shutdown)  # its spans sent, off the loop
+        garbage.restore(collecting)
 
 
 async def _serve_pipes(
@@ -220,7 +247,7 @@ async def _serve_pipes(
 ) -> None:
     """A local worker process: commands on its inbox pipe, events on its own pipe."""
     loop = asyncio.get_running_loop()
-    outbox = _Outbox(events)
+    outbox = _Outbox(events, loop)
 
     def on_inbox(worker: _Worker) -> None:  # the inbox is readable: take every command waiting
         try:
