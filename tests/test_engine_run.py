@@ -15,6 +15,7 @@ from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
 from anvil_cli.sim.digest import messages_digest
 from tests.engine_support import (
+    journal_query,
     read_results,
     run_cli,
     run_inprocess,
@@ -355,3 +356,18 @@ def test_agents_scale_down_to_what_a_binding_rate_limit_can_feed(tmp_path: Path)
     # this machine measured (test_scaler checks the arithmetic), so only the cut is checked here.
     assert first["from"] == 20 and first["limiter_pct"] >= 80
     assert 2 <= first["to"] < 20
+
+
+def test_a_job_larger_than_the_pipe_reaches_its_worker_whole(tmp_path: Path, sim: SimServer) -> None:
+    """A job of 300 KB is sent to its worker in pieces (the pipe holds 64 KB). uvloop (the `fast`
+    extra) makes a pipe it watches non-blocking, so a worker reading its inbox got EAGAIN partway
+    through such a message and died; its jobs then ran again on a replacement."""
+    prompts = [f"{i} " + "a long document line. " * 14_000 for i in range(4)]
+    batch = write_jsonl_batch(tmp_path / "b.jsonl", prompts)
+    config = write_config(tmp_path / "anvil.yaml", sim.base_url)
+    out = tmp_path / "out.jsonl"
+    report = run_inprocess(config, batch, out)
+    assert report.exit_code == ExitCode.OK, report.summary
+    assert _ok(read_results(out))
+    rows = journal_query(tmp_path / ".anvil", "SELECT COUNT(*) FROM events WHERE kind = 'worker_died'")
+    assert rows == [(0,)]

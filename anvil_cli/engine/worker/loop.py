@@ -258,6 +258,10 @@ async def _serve_pipes(
 
     def attach(worker: _Worker) -> None:
         loop.add_reader(inbox.fileno(), on_inbox, worker)
+        # uvloop makes a watched fd non-blocking; a command bigger than the pipe (a long prompt)
+        # arrives in pieces, and a non-blocking recv would fail partway. Once the inbox is
+        # readable the rest of the message is on its way: wait for it.
+        os.set_blocking(inbox.fileno(), True)
 
     try:
         await run_worker_loop(cfg, governor, outbox, attach)
