@@ -68,9 +68,9 @@ def test_the_live_projection_uses_the_same_range_model() -> None:
     projected = running.project(so_far_usd=0.4, remaining_jobs=80)
     assert projected is not None
     assert projected.expected == pytest.approx(0.4 + 80 * 0.02)
-    direct = Total(
-        expected=1.6, variance=80 * (0.02 * running.cv) ** 2, shared=80 * 0.02 * running.cv / math.sqrt(20)
-    )
+    direct = Total()  # 80 jobs forecast from the 20 answers as a plan forecasts them
+    for _ in range(80):
+        direct.add_fitted(0.02, running.cv, 20)
     assert projected.p90 - projected.expected == pytest.approx(direct.range().p90 - 1.6)
 
 

@@ -119,3 +119,23 @@ def test_without_the_fit_error_only_the_answers_own_spread_is_left() -> None:
     r = total.without_fit_error().range()
     own = math.sqrt(100 * t90(15) ** 2 + Z90**2 * 100 * 0.5**2)
     assert r.p90 - r.expected == pytest.approx(own) and r.expected - r.p10 == pytest.approx(own)
+
+
+def test_the_fits_of_different_models_err_independently() -> None:
+    """One model's fit errs for all its jobs at once (summed); two models were fitted from
+    different answers, so their errors add in quadrature: a mixed batch's range is narrower than
+    if every model's fit moved together, and equal to it for one model."""
+    together, apart = Total(), Total()
+    for model in ("haiku", "opus"):
+        for _ in range(100):
+            together.add_fitted(1.0, 0.5, 25, Spread(df=24))
+            apart.add_fitted(1.0, 0.5, 25, Spread(df=24), group=model)
+    t = t90(24)
+    own = 200 * (0.5 * t) ** 2
+    per_model = 100 * 0.5 / 5 * t
+    assert apart.range().p90 - 200 == pytest.approx(math.sqrt(own + 2 * per_model**2))
+    assert together.range().p90 - 200 == pytest.approx(math.sqrt(own + (2 * per_model) ** 2))
+    single = Total()
+    for _ in range(100):
+        single.add_fitted(1.0, 0.5, 25, Spread(df=24), group="haiku")
+    assert single.range().p90 - 100 == pytest.approx(math.sqrt(100 * (0.5 * t) ** 2 + per_model**2))

@@ -203,8 +203,8 @@ def make_plan(
             cost.add_bounded(out_usd, out_usd, out_usd)
             output.add_bounded(expected_out, expected_out, expected_out)
         elif fit is not None:
-            cost.add_fitted(out_usd, fit.output.cv, fit.answers, fit.spread)
-            output.add_fitted(expected_out, fit.output.cv, fit.answers, fit.spread)
+            cost.add_fitted(out_usd, fit.output.cv, fit.answers, fit.spread, group=model)
+            output.add_fitted(expected_out, fit.output.cv, fit.answers, fit.spread, group=model)
         elif out.lognormal_sigma > 0:  # a known distribution (the embedded simulator's)
             cv = math.sqrt(math.exp(out.lognormal_sigma**2) - 1)
             cost.add_fitted(out_usd, cv, KNOWN_DISTRIBUTION)

@@ -190,33 +190,39 @@ class Total:
 
     Jobs whose spread is given add to `variance` and `shared` (a normal range); jobs whose
     spread was measured (`Spread`) add to the `measured*` sums, already in p90 units (t
-    quantiles, the skew's widening). The fit errors of all jobs move together (summed, not
-    added in quadrature): the same answers made the fit of every job of a model."""
+    quantiles, the skew's widening). The fit errors of the jobs of one `group` (a model: the
+    same answers made the fit of every job of it) move together and are summed; different
+    groups' fits come from different answers, so their errors add in quadrature."""
 
     expected: float = 0.0
     variance: float = 0.0  # of the answers around the fit
-    shared: float = 0.0  # the part that moves with the fit's own error (sum of expected x cv/sqrt(n))
     low: float = 0.0  # bounds where nothing was observed: added to the range as they are
     high: float = 0.0
     measured: float = 0.0  # sum of (expected x cv x t)^2: measured answers' own spread, at p90
-    measured_up: float = 0.0  # sum of expected x cv/sqrt(n) x (t + widening): the fit's error, upwards
-    measured_down: float = 0.0  # ... and downwards
+    # per group, the fit's own error at p90, upwards and downwards: sum of expected x cv/sqrt(n)
+    # x z (a given spread) or x (t + the skew's widening) (a measured one)
+    fit_up: dict[str, float] = dataclasses.field(default_factory=dict)
+    fit_down: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def add_fitted(self, expected: float, cv: float, answers: int, spread: Spread | None = None) -> None:
+    def add_fitted(
+        self, expected: float, cv: float, answers: int, spread: Spread | None = None, group: str = ""
+    ) -> None:
         """A job forecast by a fit to `answers` answers spread by `cv`; `spread`: how sure the
-        fit is of that spread (None: it is given, a normal range)."""
+        fit is of that spread (None: it is given, a normal range); `group`: which fit (a model)."""
         self.expected += expected
+        n = max(1, answers)
+        error = expected * cv / math.sqrt(n)
         if spread is None:
             self.variance += (expected * cv) ** 2
-            self.shared += expected * cv / math.sqrt(max(1, answers))
-            return
-        n = max(1, answers)
-        t = t90(spread.df)
-        widening = (2 * t * t + 1) / (6 * math.sqrt(n))  # per unit of skew, in standard errors
-        error = expected * cv / math.sqrt(n)
-        self.measured += (expected * cv * t) ** 2
-        self.measured_up += error * (t + max(0.0, spread.skew) * widening)
-        self.measured_down += error * (t + max(0.0, -spread.skew) * widening)
+            up = down = Z90 * error
+        else:
+            t = t90(spread.df)
+            widening = (2 * t * t + 1) / (6 * math.sqrt(n))  # per unit of skew, in standard errors
+            self.measured += (expected * cv * t) ** 2
+            up = error * (t + max(0.0, spread.skew) * widening)
+            down = error * (t + max(0.0, -spread.skew) * widening)
+        self.fit_up[group] = self.fit_up.get(group, 0.0) + up
+        self.fit_down[group] = self.fit_down.get(group, 0.0) + down
 
     def add_bounded(self, expected: float, low: float, high: float) -> None:
         """A job with no observed answers: its expected value by rule, within [low, high]."""
@@ -227,12 +233,12 @@ class Total:
     def without_fit_error(self) -> Total:
         """This total as if the fits were exact (their own error gone, the answers' spread
         kept): the precision no number of answers improves on."""
-        return dataclasses.replace(self, shared=0.0, measured_up=0.0, measured_down=0.0)
+        return dataclasses.replace(self, fit_up={}, fit_down={})
 
     def range(self) -> Range:
         own = Z90 * Z90 * self.variance + self.measured
-        up = math.sqrt(own + (Z90 * self.shared + self.measured_up) ** 2)
-        down = math.sqrt(own + (Z90 * self.shared + self.measured_down) ** 2)
+        up = math.sqrt(own + sum(e * e for e in self.fit_up.values()))
+        down = math.sqrt(own + sum(e * e for e in self.fit_down.values()))
         return Range(max(0.0, self.expected - down + self.low), self.expected, self.expected + up + self.high)
 
 
@@ -302,7 +308,8 @@ class RunningCost:
         rest = Total(
             expected=self.mean * remaining_jobs,
             variance=remaining_jobs * spread**2,  # each job's own spread
-            shared=remaining_jobs * spread / math.sqrt(self.n),  # the error of the mean itself
         )
+        mean_error = Z90 * remaining_jobs * spread / math.sqrt(self.n)  # the error of the mean itself
+        rest.fit_up[""] = rest.fit_down[""] = mean_error
         r = rest.range()
         return Range(so_far_usd + r.p10, so_far_usd + r.expected, so_far_usd + r.p90)
