@@ -69,10 +69,7 @@ def run_command(
     ),
     budget: float | None = typer.Option(None, "--budget", metavar="USD", help="Spend cap (budget.max_usd)."),
     workers: int | None = typer.Option(
-        None,
-        "--workers",
-        metavar="N",
-        help="Worker processes (scaling.workers; default auto: one per 5,000 agents, at most one per CPU).",
+        None, "--workers", metavar="N", help="Worker processes (scaling.workers)."
     ),
     agents: int | None = typer.Option(
         None,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from anvil_cli.config.budget import Budget as Budget  # the section, where it always was
 from anvil_cli.config.section import _cross_field, _Section
@@ -28,20 +28,8 @@ MAX_SECONDS = 30 * 24 * 3600.0  # 30 days
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-# `scaling.workers: auto` (the default): one worker process per this many agents of the agent
-# limit, at most one per CPU. One worker's asyncio loop holds thousands of agents; a second is
-# ~100-150 MB more and, measured, no faster even when the run is CPU-bound (the conductor, one
-# process, is the bottleneck first): docs/configuration.md, docs/benchmarks.md.
-AGENTS_PER_WORKER = 5000
-
-
 class Scaling(_Section):
-    workers: int | None = Field(
-        None,
-        ge=1,
-        le=256,
-        description=f"worker processes (auto: one per {AGENTS_PER_WORKER:,} agents, at most one per CPU)",
-    )
+    workers: int | None = Field(None, ge=1, le=256, description="worker processes (default: CPU count)")
     min_agents: int = Field(10, ge=1)
     max_agents: int = Field(100, ge=1)
     scale_up_threshold: float = Field(80, ge=0, le=100)
@@ -64,18 +52,8 @@ class Scaling(_Section):
             )
         return self
 
-    @field_validator("workers", mode="before")
-    @classmethod
-    def _auto_workers(cls, value: object) -> object:
-        return None if value == "auto" else value  # `auto` is the default, as if unset
-
     def worker_count(self) -> int:
-        """`workers` if set; else (auto) one per AGENTS_PER_WORKER agents of the agent limit,
-        at least one, at most the CPU count."""
-        if self.workers is not None:
-            return self.workers
-        wanted = -(-self.agent_limit() // AGENTS_PER_WORKER)
-        return max(1, min(wanted, os.cpu_count() or 1))
+        return self.workers or os.cpu_count() or 1
 
     def agent_limit(self) -> int:
         return min(self.max_agents, self.max_concurrent_jobs)

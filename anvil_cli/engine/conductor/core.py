@@ -206,7 +206,6 @@ class Conductor(Shutdown, WorkerLosses):
 
 
 def workers_for(settings: Settings, agent_limit: int) -> int:
-    """How many worker processes: `scaling.workers`, by default one per 5,000 agents (at most
-    the CPU count), many agents each (each may hold every agent slot, so the run goes on if
-    others die); never more than agents."""
+    """How many worker processes: a few, many agents each (each may hold every agent slot, so
+    the run goes on if others die)."""
     return max(1, min(settings.scaling.worker_count(), agent_limit))
