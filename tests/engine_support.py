@@ -137,3 +137,20 @@ def requeued_from_lost_workers(state_dir: Path) -> int:
     sql = "SELECT COALESCE(SUM(json_extract(data_json, '$.jobs')), 0) FROM events WHERE kind = 'worker_died'"
     rows = journal_query(state_dir, sql)
     return int(rows[0][0]) if rows else 0
+
+
+def live_pids(*, group: int | None = None, session: int | None = None) -> set[int]:
+    """Live (not zombie) processes of process group `group` or session `session`, from /proc
+    (a run started in a group or session of its own: never other runs' processes)."""
+    field, wanted = (2, group) if group is not None else (3, session)  # stat's pgrp, session
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[field]) == wanted and fields[0] != "Z":
+            members.add(int(entry.name))
+    return members

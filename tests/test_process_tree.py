@@ -18,7 +18,14 @@ import pytest
 
 from anvil_cli.exitcodes import ExitCode
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, succeeded_jobs, write_config, write_jsonl_batch
+from tests.engine_support import (
+    anvil_cmd,
+    cli_env,
+    live_pids,
+    succeeded_jobs,
+    write_config,
+    write_jsonl_batch,
+)
 
 HANG_GUARD_S = 60.0  # waits only against a hang, never a measure of speed
 
@@ -27,21 +34,6 @@ HANG_GUARD_S = 60.0  # waits only against a hang, never a measure of speed
 def sim() -> Iterator[SimServer]:
     with SimServer(SimConfig(latency_ms=100, seed=11)).start_thread() as server:
         yield server
-
-
-def _group(pgid: int) -> set[int]:
-    """Live (not zombie) members of process group `pgid`."""
-    members = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.add(int(entry.name))
-    return members
 
 
 def _run(tmp_path: Path, sim: SimServer, jobs: int) -> tuple[subprocess.Popen[str], Path]:
@@ -64,7 +56,7 @@ def _watch(proc: subprocess.Popen[str], until: int, state: Path) -> set[int]:
     seen: set[int] = set()
     deadline = time.monotonic() + HANG_GUARD_S
     while succeeded_jobs(state) < until and proc.poll() is None and time.monotonic() < deadline:
-        seen |= _group(proc.pid)
+        seen |= live_pids(group=proc.pid)
         time.sleep(0.02)  # sleep-ok: polling for real progress, bounded by a deadline
     return seen
 
@@ -83,7 +75,7 @@ def test_nothing_of_the_run_is_left_after_it_returns(tmp_path: Path, sim: SimSer
     proc, state = _run(tmp_path, sim, jobs=12)
     seen = _watch(proc, 1, state)
     code, err = _ended(proc)
-    left = _group(proc.pid)
+    left = live_pids(group=proc.pid)
     assert code == ExitCode.OK, err
     assert len(seen - {proc.pid}) >= 3, seen  # it had helpers: the fork server, the governor, workers
     assert not left, left
@@ -96,7 +88,7 @@ def test_nothing_is_left_after_ctrl_c(tmp_path: Path) -> None:
         seen = _watch(proc, 2, state)
         os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C at a terminal: to the whole group
         code, err = _ended(proc)
-    left = _group(proc.pid)
+    left = live_pids(group=proc.pid)
     assert code == ExitCode.INTERRUPTED, err
     assert len(seen - {proc.pid}) >= 3, seen
     assert not left, left

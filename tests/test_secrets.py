@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from anvil_cli.sim import SimConfig, SimServer
-from tests.engine_support import anvil_cmd, cli_env, journal_query, write_config, write_jsonl_batch
+from tests.engine_support import anvil_cmd, cli_env, journal_query, live_pids, write_config, write_jsonl_batch
 
 NOBODY = 65534
 
@@ -28,21 +28,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Every live process of session `sid` (the run was started in its own session)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: the session id
-            found.append(int(entry.name))
-    return found
 
 
 def _read(path: Path) -> bytes:
@@ -92,7 +77,7 @@ def test_no_process_of_a_run_has_the_key_or_the_token(tmp_path: Path, slow_sim: 
     proc = _start_run(tmp_path, slow_sim, env)
     try:
         _wait_for_a_call(proc, slow_sim)
-        pids = _session_pids(proc.pid)
+        pids = sorted(live_pids(session=proc.pid))
         assert len(pids) >= 4, pids  # the conductor, the fork server, two workers, the Manager...
         leaks = []
         for pid in Path("/proc").iterdir():  # every process on the machine, not only the run's
@@ -196,7 +181,7 @@ def test_every_process_of_a_run_is_not_dumpable(slow_sim: SimServer) -> None:
         try:
             _wait_for_a_call(proc, slow_sim)
             owners = {}
-            for pid in _session_pids(proc.pid):
+            for pid in sorted(live_pids(session=proc.pid)):
                 cmdline = _read(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").decode(errors="replace")
                 if "resource_tracker" in cmdline:  # multiprocessing's own helper: holds no secret
                     continue
