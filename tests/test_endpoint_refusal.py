@@ -47,6 +47,7 @@ from anvil_cli.snapshot.history import describe_event, history_of
 from anvil_cli.snapshot.metrics import RunMetrics
 from anvil_cli.snapshot.state import EngineState
 from tests.engine_support import journal_query, read_results, run_inprocess, write_config, write_jobs
+from tests.governor_support import JumpingGovernor
 from tests.sim_fixtures import SimFactory, fixture_sim_factory  # noqa: F401
 from tests.test_worker_endpoints import HAIKU, KEY, jobs_in, run_job, settings_in
 
@@ -297,37 +298,11 @@ def test_the_breaker_history_names_the_endpoint_and_the_refusal() -> None:
 # --- the worker's agent against the simulator -------------------------------------------------
 
 
-class TableGovernor:
-    """The real Governor over two routes "a" and "b" as the worker's GovernorClient; its clock
-    moves a millisecond per round trip (no recovery timeout passes). Keeps what it saw."""
-
-    def __init__(self, *names: str) -> None:
-        self.now = 0.0
-        self.gov = Governor(
-            RouteTable(tuple(_route(n) for n in names)), POLICY, max_usd=None, warn_usd=None, now=0.0
-        )
-        self.outcomes: list[Outcome] = []
-        self.events: list[dict[str, Any]] = []
-
-    def _tick(self) -> float:
-        self.now += 0.001
-        return self.now
-
-    def acquire_many(self, model: str, asks: list[CallAsk], priority: int, owner: int) -> Granted:
-        return self.gov.acquire_many(model, asks, self._tick(), priority=priority, asker=owner)
-
-    def settle_many(self, settled: list[tuple[int, Outcome]], released: list[int]) -> list[str]:
-        now = self._tick()
-        for ticket, outcome in settled:
-            self.outcomes.append(outcome)
-            self.gov.settle(ticket, outcome, now)
-        for ticket in released:
-            self.gov.release(ticket, now)
-        self.events += [dict(e.data) for e in self.gov.drain_events() if e.kind == "breaker"]
-        return []
-
-    def view(self) -> GovernorView:
-        return self.gov.view(self.now)
+def table_governor(*names: str) -> JumpingGovernor:
+    """The real Governor over routes `names` as the worker's GovernorClient; its clock moves a
+    millisecond per round trip (no recovery timeout passes). Keeps what it saw."""
+    gov = Governor(RouteTable(tuple(_route(n) for n in names)), POLICY, max_usd=None, warn_usd=None, now=0.0)
+    return JumpingGovernor(gov=gov, step_s=0.001)
 
 
 def _two_endpoints(sim_factory: SimFactory) -> tuple[SimServer, list[Endpoint]]:
@@ -347,7 +322,7 @@ def test_a_job_refused_on_one_endpoint_succeeds_on_the_other(sim_factory: SimFac
     # one try only: the refusal does not spend it
     settings = settings_in(tmp_path, retries={"max_attempts": 1})
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": f"@sim{{status=401, for_model={HAIKU}-at-a}} hello"})
-    governor = TableGovernor("a", "b")
+    governor = table_governor("a", "b")
     ran = run_job(job, endpoints, governor, settings)  # type: ignore[arg-type]
 
     assert ran.result.succeeded and ran.result.endpoint == "b" and ran.result.attempts == 2
@@ -375,7 +350,7 @@ def test_a_job_refused_on_one_endpoint_succeeds_on_the_other(sim_factory: SimFac
 def test_a_job_refused_everywhere_stops_the_run(sim_factory: SimFactory, tmp_path: Path) -> None:
     _, endpoints = _two_endpoints(sim_factory)
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "@sim{status=401} hello"})
-    governor = TableGovernor("a", "b")
+    governor = table_governor("a", "b")
     with pytest.raises(StopRun) as stopped:
         run_job(job, endpoints, governor, settings_in(tmp_path))  # type: ignore[arg-type]
     assert stopped.value.reason == "authentication_error"
@@ -388,7 +363,7 @@ def test_with_one_named_endpoint_a_refusal_stops_the_run(sim_factory: SimFactory
     _, endpoints = _two_endpoints(sim_factory)
     (job,) = jobs_in(tmp_path, {"id": "j", "prompt": "@sim{status=403} hello"})
     with pytest.raises(StopRun) as stopped:
-        run_job(job, endpoints[1:], TableGovernor("b"), settings_in(tmp_path))  # type: ignore[arg-type]
+        run_job(job, endpoints[1:], table_governor("b"), settings_in(tmp_path))  # type: ignore[arg-type]
     assert (stopped.value.reason, stopped.value.attempts) == ("permission_error", 1)
 
 
