@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_async import MODEL, Side, fmt, print_table, problems, run_anvil, verdict
+from treebench import MODEL, Side, fmt, print_table, problems, run_anvil, verdict
 
 from anvil_cli.sim import SimConfig
 
