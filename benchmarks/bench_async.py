@@ -56,6 +56,7 @@ from treebench import (  # noqa: E402
     child_env,
     cpu_pair,
     fmt,
+    print_roles,
     print_table,
     problems,
     ratio,
@@ -181,6 +182,7 @@ def bench_span(case: SpanCase) -> None:
          f"{floor.run.procs} ({floor.run.orphans})", "", "", "info"),
     ]  # fmt: skip
     print_table(("", "anvil", "floor", "ratio", "target", ""), rows)
+    print_roles(anvil.run)
     if anvil.run.outlived_s > 0.5:
         print(f"  note: Anvil's last process outlived the main one by {anvil.run.outlived_s:.1f} s (counted)")
     if ffacts.get("errors"):
@@ -306,6 +308,7 @@ def bench_engine_holds(quick: bool, only: set[int] | None = None) -> None:
             rows.append(("wall: spawn → exit", fmt(m.run.wall_s, " s"), "", "info"))
             rows.append(("peak PSS of the tree", fmt(m.run.peak_pss_mb, " MB", 0), "", "info"))
         print_table(("", "anvil", "target", ""), rows)
+        print_roles(m.run)
 
 
 # -- main ---------------------------------------------------------------------------------------------

@@ -80,6 +80,29 @@ def _stat(pid: int) -> tuple[int, int] | None:
         return None
 
 
+def role(pid: int, parent_role: str | None) -> str:
+    """What a process of an `anvil run` tree is, from its command line (and its parent's role):
+    conductor, fork server, worker (forked by the fork server), Manager (spawned), resource
+    tracker; anything else by its first argument."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return "?"
+    line = b" ".join(argv).decode(errors="replace")
+    if parent_role in ("fork server", "worker") and "forkserver import main" in line:
+        return "worker"
+    for needle, name in (
+        ("forkserver import main", "fork server"),
+        ("resource_tracker import main", "resource tracker"),
+        ("spawn import spawn_main", "spawned (Manager)"),
+        ("anvil_cli", "conductor"),
+    ):
+        if needle in line:
+            return name
+    return Path(argv[0].decode(errors="replace")).name or "?"
+
+
 def _pss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
@@ -109,6 +132,17 @@ class TreeRun:
     orphans: int = 0  # of which re-parented to us (their parent died first)
     outlived_s: float = 0.0  # how long the last process outlived the main one
     killed: list[int] = field(default_factory=list)  # pids we had to kill at the end
+    roles: dict[int, str] = field(default_factory=dict)  # pid -> what it is (`role`)
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)  # sampled CPU s (a lower bound)
+    rss_by_pid: dict[int, float] = field(default_factory=dict)  # peak RSS MB
+
+    def by_role(self) -> dict[str, tuple[int, float, float]]:
+        """role -> (processes, sampled CPU s, largest peak RSS MB of one of them)."""
+        out: dict[str, tuple[int, float, float]] = {}
+        for pid, role in self.roles.items():
+            n, cpu, rss = out.get(role, (0, 0.0, 0.0))
+            out[role] = (n + 1, cpu + self.cpu_by_pid.get(pid, 0.0), max(rss, self.rss_by_pid.get(pid, 0.0)))
+        return out
     stdout: str = ""
     stderr: str = ""
 
@@ -217,19 +251,24 @@ class TreeMeter:
         for pid, ppid in ppids.items():
             children.setdefault(ppid, []).append(pid)
         roots = [p for p in children.get(self._me, []) if p not in self._before]
-        tree: set[int] = set()
+        order: list[int] = []  # parents before their children
         stack = list(roots)
         while stack:
             pid = stack.pop()
-            tree.add(pid)
+            order.append(pid)
             stack.extend(children.get(pid, []))
+        tree = set(order)
         rss = pss = 0
-        for pid in tree:
+        for pid in order:
             got = _stat(pid)
             if got is None:
                 continue
             ticks, rss_kb = got
             self._ticks[pid] = max(self._ticks.get(pid, 0), ticks)
+            if pid not in self.run.roles:
+                self.run.roles[pid] = role(pid, self.run.roles.get(ppids.get(pid, 0)))
+            self.run.cpu_by_pid[pid] = self._ticks[pid] / CLK_TCK
+            self.run.rss_by_pid[pid] = max(self.run.rss_by_pid.get(pid, 0.0), rss_kb / 1024)
             rss += rss_kb
             pss += _pss_kb(pid) if rss_kb else 0
         self.run.peak_rss_mb = max(self.run.peak_rss_mb, rss / 1024)

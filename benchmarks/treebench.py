@@ -241,6 +241,15 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         print("  " + "  ".join(cells))
 
 
+def print_roles(run: TreeRun) -> None:
+    """Where the tree's CPU and memory went, by process (sampled: a lower bound of each)."""
+    parts = [
+        f"{name} {'' if n == 1 else f'x{n} '}{cpu:.2f} s / {rss:.0f} MB"
+        for name, (n, cpu, rss) in sorted(run.by_role().items(), key=lambda kv: -kv[1][1])
+    ]
+    print("  by process (CPU s sampled / peak RSS of one): " + "; ".join(parts))
+
+
 def problems(m: Measured, label: str) -> list[str]:
     """Lines worth showing when a run did not end cleanly."""
     out = []
