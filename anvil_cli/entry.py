@@ -12,9 +12,10 @@ def main() -> None:
     set_not_dumpable()
     argv = sys.argv[1:]
     if argv[:1] == ["run"] and not {"--help", "-h"} & set(argv):
-        from anvil_cli.engine.process.forkserver import worker_context
+        from anvil_cli.engine.process.forkserver import for_one_run, worker_context
 
         worker_context()  # its SDK import (~1 s) overlaps with the CLI's own start-up
+        for_one_run()  # and it goes once the workers are up
     from anvil_cli.cli import main as cli_main
 
     cli_main()

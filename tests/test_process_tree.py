@@ -88,10 +88,48 @@ def test_nothing_is_left_after_ctrl_c(tmp_path: Path) -> None:
         seen = _watch(proc, 2, state)
         os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C at a terminal: to the whole group
         code, err = _ended(proc)
+        answered = slow.stats()["requests"]
     left = live_pids(group=proc.pid)
     assert code == ExitCode.INTERRUPTED, err
     assert len(seen - {proc.pid}) >= 3, seen
     assert not left, left
+    # the calls in flight at Ctrl-C were let finish and recorded (their fork server long gone):
+    # every request the API answered is a result in the journal, none paid for and lost
+    assert answered == succeeded_jobs(state)
+
+
+def _forked_by_forkserver(pids: set[int]) -> dict[int, int]:
+    """pid -> parent pid of the members started from multiprocessing's fork server (the fork
+    server itself and the workers it forked)."""
+    found = {}
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            ppid = int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"multiprocessing.forkserver import main" in argv:
+            found[pid] = ppid
+    return found
+
+
+@pytest.mark.slow
+def test_the_fork_server_goes_once_the_workers_are_up_and_comes_back_for_a_replacement(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """`anvil run` stops its fork server (an idle copy of the SDK) once the workers run; a
+    worker killed later is replaced from a fork server started again, and every job is done."""
+    proc, state = _run(tmp_path, sim, jobs=80)
+    _watch(proc, 2, state)
+    members = _forked_by_forkserver(live_pids(group=proc.pid))
+    assert proc.pid not in members.values(), members  # the conductor's fork server is gone
+    workers = [pid for pid, ppid in members.items() if ppid != proc.pid]
+    assert len(workers) == 2, members
+    os.kill(workers[0], signal.SIGKILL)
+    code, err = _ended(proc)
+    assert code == ExitCode.OK, err
+    assert succeeded_jobs(state) == 80
+    assert not live_pids(group=proc.pid)
 
 
 def test_the_fork_server_starts_without_every_variable_the_api_is_configured_by() -> None:

@@ -7,7 +7,6 @@ workers, so a worker killed at any instant cannot leave a lock held that others 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import connection
@@ -18,8 +17,8 @@ from typing import Any
 
 from anvil_cli.engine.backend import Spawning, WorkerLost
 from anvil_cli.engine.events import NewGovernor, Stop, WorkerCommand, WorkerEvent
-from anvil_cli.engine.process.forkserver import ensure_forkserver
-from anvil_cli.engine.process.lifeline import PidHandle
+from anvil_cli.engine.process.forkserver import ensure_forkserver, workers_started
+from anvil_cli.engine.process.lifeline import PidHandle, wait_exited
 from anvil_cli.engine.worker.config import WorkerConfig
 from anvil_cli.engine.worker.entry import run_worker
 from anvil_cli.snapshot.state import WorkerInfo
@@ -56,6 +55,11 @@ class LocalBackend(Spawning):
         self.governor = governor  # the Manager's proxy, handed to each process
         self._procs: dict[int, _Process] = {}
         self._next_id = 0
+
+    def start(self, count: int) -> list[int]:
+        started = super().start(count)
+        workers_started()  # `anvil run`: the fork server's idle SDK goes (a replacement restarts it)
+        return started
 
     def _spawn(self) -> int:
         wid = self._next_id
@@ -135,9 +139,9 @@ class LocalBackend(Spawning):
         """Ask every worker to finish what it holds and exit; kill those that do not in time."""
         for wid in list(self._procs):
             self.send(wid, Stop())
-        deadline = time.monotonic() + timeout_s
-        for proc in self._procs.values():
-            proc.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        # by pid: with the fork server gone, `join` would return at once (multiprocessing reads
+        # its children's exit through it) and they would be killed mid-call
+        wait_exited([p.handle for p in self._procs.values()], timeout_s)
         return self.kill()
 
     def kill(self) -> list[WorkerEvent]:
@@ -145,8 +149,8 @@ class LocalBackend(Spawning):
         for proc in self._procs.values():
             proc.handle.kill()
         events: list[WorkerEvent] = []
+        wait_exited([p.handle for p in self._procs.values()], 2.0)
         for proc in self._procs.values():
-            proc.process.join(timeout=2)
             if not proc.closed:
                 events.extend(self._receive(proc, 1_000_000))
             self._close(proc)

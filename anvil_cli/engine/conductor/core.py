@@ -8,8 +8,10 @@ for a test that drives it one turn at a time."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 
 from anvil_cli.config.settings import Settings
@@ -21,6 +23,7 @@ from anvil_cli.engine.control import SteeringHooks, apply_commands
 from anvil_cli.engine.events import ReadyRow, RunJob
 from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.policy.governor.view import GovernorView
+from anvil_cli.policy.workers import workers_needed
 from anvil_cli.snapshot.state import EngineState
 
 __all__ = ["JOURNAL_ERROR", "Conductor", "workers_for"]
@@ -45,7 +48,8 @@ class Conductor(Shutdown, WorkerLosses):
 
     def start(self) -> None:
         """Start the workers."""
-        for wid in self.backend.start(workers_for(self.settings, self.sizing.limit)):
+        models = self.journal.models(self.run_id)
+        for wid in self.backend.start(workers_for(self.settings, self.sizing.limit, models)):
             self.held.add_worker(wid)
 
     def step(self) -> None:
@@ -205,7 +209,12 @@ class Conductor(Shutdown, WorkerLosses):
         )
 
 
-def workers_for(settings: Settings, agent_limit: int) -> int:
+def workers_for(settings: Settings, agent_limit: int, models: Iterable[str] = ()) -> int:
     """How many worker processes: a few, many agents each (each may hold every agent slot, so
-    the run goes on if others die)."""
-    return max(1, min(settings.scaling.worker_count(), agent_limit))
+    the run goes on if others die). On this machine, as many as the configured limits can keep
+    busy (`policy/workers.py`); on Ray, one per CPU unless set (actors spread over nodes)."""
+    if settings.run.backend == "ray":
+        wanted = settings.scaling.worker_count()
+    else:
+        wanted = workers_needed(settings, models, os.cpu_count() or 1)
+    return max(1, min(wanted, agent_limit))

@@ -30,6 +30,11 @@ class JobQueries(Connection):
             ).fetchall()
         return [ReadyRow(*r) for r in rows]
 
+    def models(self, run_id: str) -> set[str]:
+        """The models the run's jobs ask for (`auto` as written)."""
+        rows = self.db.execute("SELECT DISTINCT model FROM jobs WHERE run_id = ?", (run_id,))
+        return {m for (m,) in rows if m}
+
     def counts(self, run_id: str) -> dict[str, int]:
         """How many of the run's jobs are in each state (every state named, plain strings)."""
         counts: dict[str, int] = {state.value: 0 for state in JobState}

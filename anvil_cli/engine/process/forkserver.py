@@ -36,6 +36,7 @@ STOP_WAIT_S = 5.0  # for each helper to exit once told to, before it is killed
 
 _lock = threading.Lock()
 _stop_registered: list[int] = []  # the pid that registered `stop_helpers` at exit (not a child's)
+_one_run: list[int] = []  # the pid of an `anvil run` process: it runs once, then exits
 
 
 def worker_context() -> BaseContext:
@@ -95,6 +96,22 @@ def ensure_forkserver() -> None:
             atexit.register(stop_helpers)
 
 
+def for_one_run() -> None:
+    """This process (`anvil run`) runs one run and exits: its fork server is stopped as soon as
+    the run's workers are up (`workers_started`), since its copy of the SDK (~100 MB) would sit
+    idle to the end. A worker replaced after a crash starts it again (`ensure_forkserver`).
+    A process that may run again (a test, a library caller) keeps it for the next run."""
+    if os.getpid() not in _one_run:
+        _one_run.append(os.getpid())
+
+
+def workers_started() -> None:
+    """The run's workers are up: stop the fork server if this process runs once (`for_one_run`)."""
+    if os.getpid() in _one_run:
+        with _lock:
+            _stop_forkserver(STOP_WAIT_S)
+
+
 def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
     """Stop the fork server and the resource tracker and wait for them (bounded: killed if they
     do not exit in `wait_s`), so nothing of the run outlives the command. Run at exit (normal
@@ -104,21 +121,27 @@ def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
     if os.getpid() not in _stop_registered:  # a forked child: they are its parent's
         return
     with _lock:
-        server: Any = getattr(forkserver, "_forkserver")  # noqa: B009 (private: no stop API in 3.11)
-        pid, fd = server._forkserver_pid, server._forkserver_alive_fd
-        if pid is not None:
-            server._forkserver_pid = server._forkserver_alive_fd = None
-            address, server._forkserver_address = server._forkserver_address, None
-            _stop_child(pid, fd, wait_s)
-            if isinstance(address, str) and not util.is_abstract_socket_namespace(address):
-                with contextlib.suppress(OSError):
-                    os.unlink(address)
+        _stop_forkserver(wait_s)
         tracker: Any = getattr(resource_tracker, "_resource_tracker")  # noqa: B009
         with tracker._lock:
             pid, fd = tracker._pid, tracker._fd
             if pid is not None:
                 tracker._pid = tracker._fd = None
                 _stop_child(pid, fd, wait_s)
+
+
+def _stop_forkserver(wait_s: float) -> None:
+    """Stop the fork server (hold `_lock`). The workers it forked run on: they are watched by
+    pid (`lifeline.PidHandle`), not through it."""
+    server: Any = getattr(forkserver, "_forkserver")  # noqa: B009 (private: no stop API in 3.11)
+    pid, fd = server._forkserver_pid, server._forkserver_alive_fd
+    if pid is not None:
+        server._forkserver_pid = server._forkserver_alive_fd = None
+        address, server._forkserver_address = server._forkserver_address, None
+        _stop_child(pid, fd, wait_s)
+        if isinstance(address, str) and not util.is_abstract_socket_namespace(address):
+            with contextlib.suppress(OSError):
+                os.unlink(address)
 
 
 def _stop_child(pid: int, alive_fd: int | None, wait_s: float) -> None:

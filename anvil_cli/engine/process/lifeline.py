@@ -82,6 +82,20 @@ def _watch_poll(pid: int) -> None:
     os._exit(1)
 
 
+def wait_exited(handles: list[PidHandle], timeout_s: float) -> None:
+    """Wait until every one of `handles` has exited, or `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    for handle in handles:
+        while handle.alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if handle.fd is not None:
+                select.select([handle.fd], [], [], left)
+            else:
+                time.sleep(min(left, POLL_S))
+
+
 class PidHandle:
     """A process this one did not fork (the fork server did), watched by pid: whether it is
     alive does not depend on the fork server (whose death makes multiprocessing report every
