@@ -90,8 +90,8 @@ def role(pid: int, parent_role: str | None) -> str:
     except OSError:
         return "?"
     line = b" ".join(argv).decode(errors="replace")
-    if parent_role in ("fork server", "worker") and "forkserver import main" in line:
-        return "worker"
+    if "forkserver import main" in line and parent_role not in (None, "conductor"):
+        return "worker"  # forked by the fork server (or orphaned by it: re-parented to us)
     for needle, name in (
         ("forkserver import main", "fork server"),
         ("resource_tracker import main", "resource tracker"),

@@ -109,7 +109,9 @@ def workers_started() -> None:
     """The run's workers are up: stop the fork server if this process runs once (`for_one_run`)."""
     if os.getpid() in _one_run:
         with _lock:
-            _stop_forkserver(STOP_WAIT_S)
+            # killed, not asked: every worker it forked holds its "alive" pipe too, so it would
+            # wait for them (it has no handler to lose, and a killed one harms none of them)
+            _stop_forkserver(0.0)
 
 
 def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
@@ -131,8 +133,8 @@ def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
 
 
 def _stop_forkserver(wait_s: float) -> None:
-    """Stop the fork server (hold `_lock`). The workers it forked run on: they are watched by
-    pid (`lifeline.PidHandle`), not through it."""
+    """Stop the fork server (hold `_lock`), killed after `wait_s`. The workers it forked run on:
+    they are watched by pid (`lifeline.PidHandle`), not through it."""
     server: Any = getattr(forkserver, "_forkserver")  # noqa: B009 (private: no stop API in 3.11)
     pid, fd = server._forkserver_pid, server._forkserver_alive_fd
     if pid is not None:
