@@ -135,6 +135,8 @@ class TreeRun:
     roles: dict[int, str] = field(default_factory=dict)  # pid -> what it is (`role`)
     cpu_by_pid: dict[int, float] = field(default_factory=dict)  # sampled CPU s (a lower bound)
     rss_by_pid: dict[int, float] = field(default_factory=dict)  # peak RSS MB
+    stdout: str = ""
+    stderr: str = ""
 
     def by_role(self) -> dict[str, tuple[int, float, float]]:
         """role -> (processes, sampled CPU s, largest peak RSS MB of one of them)."""
@@ -143,8 +145,6 @@ class TreeRun:
             n, cpu, rss = out.get(role, (0, 0.0, 0.0))
             out[role] = (n + 1, cpu + self.cpu_by_pid.get(pid, 0.0), max(rss, self.rss_by_pid.get(pid, 0.0)))
         return out
-    stdout: str = ""
-    stderr: str = ""
 
     @property
     def cpu_s(self) -> float:

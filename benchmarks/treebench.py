@@ -214,6 +214,23 @@ def run_floor(
     return m, facts
 
 
+BARE_SDK_CALL = """
+import sys, anthropic
+client = anthropic.Anthropic(base_url=sys.argv[1], max_retries=0)
+client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+def run_bare_sdk(sim_config: SimConfig, workdir: Path) -> Measured:
+    """The least any process that calls through the SDK needs before its first request: a
+    script that imports it and makes one call (the first-request baseline of benchmark 1)."""
+
+    def make_argv(base_url: str) -> list[str]:
+        return [sys.executable, "-c", BARE_SDK_CALL, base_url]
+
+    return measure(make_argv, sim_config, workdir, 60.0, child_env())
+
+
 # -- reporting -------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,11 @@
 """How many worker processes a local run needs: pure policy.
 
-A worker is one asyncio process holding many agents; what it spends is CPU per call (about
-2 ms: the SDK's request and response, Anvil's bookkeeping), not time per agent. One worker
-saturates a core at ~500 calls/s (benchmark 3), so it serves a run whose calls cannot come
-faster than `RPM_PER_WORKER` requests/min with half a core to spare. Calls never come faster
-than the configured limits allow (the governor follows the server's headers down, never above
-what is configured), so the sum of the request rates of the pools the run's models draw from
-bounds them. Each further worker is one more copy of the SDK and its agents' memory (~100 MB)
+A worker is one asyncio process holding many agents; what it spends is CPU per call (~1.1 ms:
+the SDK's request and response, Anvil's bookkeeping; benchmark 5), not time per agent. So one
+worker serves a run whose calls cannot come faster than `RPM_PER_WORKER` requests/min (400 a
+second) on under half a core. Calls never come faster than the configured limits allow (the
+governor follows the server's headers down, never above what is configured), so the sum of the
+request rates of the pools the run's models draw from bounds them. Each further worker is one more copy of the SDK and its agents' memory (~100 MB)
 and one more start-up, for nothing when the API is what the run waits on.
 
 `scaling.workers` set by the user is always obeyed.
@@ -21,7 +20,7 @@ from anvil_cli.config.endpoint_checks import batch_models
 from anvil_cli.config.settings import RateLimit, Settings, rate_limit_entry
 from anvil_cli.policy.pricing.table import model_class
 
-RPM_PER_WORKER = 15_000.0
+RPM_PER_WORKER = 24_000.0
 
 
 def request_rate_bound(settings: Settings, models: Iterable[str]) -> float:
