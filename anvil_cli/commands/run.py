@@ -69,7 +69,11 @@ def run_command(
     ),
     budget: float | None = typer.Option(None, "--budget", metavar="USD", help="Spend cap (budget.max_usd)."),
     workers: int | None = typer.Option(
-        None, "--workers", metavar="N", help="Worker processes (scaling.workers)."
+        None,
+        "--workers",
+        metavar="N",
+        help="Worker processes (scaling.workers; default: one per 24,000 requests/min the limits"
+        " allow, at most one per CPU).",
     ),
     agents: int | None = typer.Option(
         None,

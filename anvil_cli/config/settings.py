@@ -29,7 +29,7 @@ ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Scaling(_Section):
-    workers: int | None = Field(None, ge=1, le=256, description="worker processes (default: CPU count)")
+    workers: int | None = Field(None, ge=1, le=256, description="worker processes (default: by limits)")
     min_agents: int = Field(10, ge=1)
     max_agents: int = Field(100, ge=1)
     scale_up_threshold: float = Field(80, ge=0, le=100)

@@ -5,8 +5,9 @@ the SDK's request and response, Anvil's bookkeeping; benchmark 5), not time per 
 worker serves a run whose calls cannot come faster than `RPM_PER_WORKER` requests/min (400 a
 second) on under half a core. Calls never come faster than the configured limits allow (the
 governor follows the server's headers down, never above what is configured), so the sum of the
-request rates of the pools the run's models draw from bounds them. Each further worker is one more copy of the SDK and its agents' memory (~100 MB)
-and one more start-up, for nothing when the API is what the run waits on.
+request rates of the pools the run's models draw from bounds them. Each further worker is one
+more copy of the SDK and its agents' memory (~100 MB) and one more start-up, for nothing when
+the API is what the run waits on.
 
 `scaling.workers` set by the user is always obeyed.
 """
