@@ -98,9 +98,11 @@ def test_nothing_is_left_after_ctrl_c(tmp_path: Path) -> None:
     assert answered == succeeded_jobs(state)
 
 
-def _forked_by_forkserver(pids: set[int]) -> dict[int, int]:
+def _forked_by_forkserver(
+    pids: set[int], needle: bytes = b"multiprocessing.forkserver import main"
+) -> dict[int, int]:
     """pid -> parent pid of the members started from multiprocessing's fork server (the fork
-    server itself and the workers it forked)."""
+    server itself and the workers it forked), or whose command line holds `needle`."""
     found = {}
     for pid in pids:
         try:
@@ -108,7 +110,7 @@ def _forked_by_forkserver(pids: set[int]) -> dict[int, int]:
             ppid = int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"multiprocessing.forkserver import main" in argv:
+        if needle in argv:
             found[pid] = ppid
     return found
 
@@ -117,12 +119,15 @@ def _forked_by_forkserver(pids: set[int]) -> dict[int, int]:
 def test_the_fork_server_goes_once_the_workers_are_up_and_comes_back_for_a_replacement(
     tmp_path: Path, sim: SimServer
 ) -> None:
-    """`anvil run` stops its fork server (an idle copy of the SDK) once the workers run; a
-    worker killed later is replaced from a fork server started again, and every job is done."""
+    """`anvil run` stops its fork server (an idle copy of the SDK) and multiprocessing's resource
+    tracker once the workers run; a worker killed later is replaced from a fork server started
+    again, and every job is done."""
     proc, state = _run(tmp_path, sim, jobs=80)
     _watch(proc, 2, state)
-    members = _forked_by_forkserver(live_pids(group=proc.pid))
+    running = live_pids(group=proc.pid)
+    members = _forked_by_forkserver(running)
     assert proc.pid not in members.values(), members  # the conductor's fork server is gone
+    assert not _forked_by_forkserver(running, b"multiprocessing.resource_tracker import main")
     workers = [pid for pid, ppid in members.items() if ppid != proc.pid]
     assert len(workers) == 2, members
     os.kill(workers[0], signal.SIGKILL)

@@ -106,12 +106,15 @@ def for_one_run() -> None:
 
 
 def workers_started() -> None:
-    """The run's workers are up: stop the fork server if this process runs once (`for_one_run`)."""
+    """The run's workers are up: if this process runs once (`for_one_run`), stop the fork server
+    and the resource tracker (Anvil creates no semaphore or shared memory for it to clean up;
+    it is there because multiprocessing starts it with the fork server). Both are killed, not
+    asked: every worker holds their pipes too, so they would wait for the workers; neither has
+    a handler to lose, and their deaths harm no worker. Either starts again on demand."""
     if os.getpid() in _one_run:
         with _lock:
-            # killed, not asked: every worker it forked holds its "alive" pipe too, so it would
-            # wait for them (it has no handler to lose, and a killed one harms none of them)
             _stop_forkserver(0.0)
+            _stop_tracker(0.0)
 
 
 def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
@@ -124,12 +127,17 @@ def stop_helpers(wait_s: float = STOP_WAIT_S) -> None:
         return
     with _lock:
         _stop_forkserver(wait_s)
-        tracker: Any = getattr(resource_tracker, "_resource_tracker")  # noqa: B009
-        with tracker._lock:
-            pid, fd = tracker._pid, tracker._fd
-            if pid is not None:
-                tracker._pid = tracker._fd = None
-                _stop_child(pid, fd, wait_s)
+        _stop_tracker(wait_s)
+
+
+def _stop_tracker(wait_s: float) -> None:
+    """Stop multiprocessing's resource tracker (hold `_lock`), killed after `wait_s`."""
+    tracker: Any = getattr(resource_tracker, "_resource_tracker")  # noqa: B009
+    with tracker._lock:
+        pid, fd = tracker._pid, tracker._fd
+        if pid is not None:
+            tracker._pid = tracker._fd = None
+            _stop_child(pid, fd, wait_s)
 
 
 def _stop_forkserver(wait_s: float) -> None:
