@@ -90,7 +90,7 @@ def role(pid: int, parent_role: str | None) -> str:
     except OSError:
         return "?"
     line = b" ".join(argv).decode(errors="replace")
-    if "forkserver import main" in line and parent_role not in (None, "conductor"):
+    if "forkserver import main" in line and parent_role != "conductor":
         return "worker"  # forked by the fork server (or orphaned by it: re-parented to us)
     for needle, name in (
         ("forkserver import main", "fork server"),
