@@ -53,7 +53,7 @@ def local_workers(run: RunContext) -> Iterator[Workers]:
     """Worker processes from the fork server, and the governor in a process of its own (spawned:
     it makes no calls, so it is not forked from the fork server that holds the SDK)."""
     spent = run.journal.totals(run.run_id)["cost_usd"]
-    keeper = GovernorKeeper(run.settings, governor_context(), spent)
+    keeper = GovernorKeeper(run.settings, governor_context(), spent, run.run_id)
     try:
         run.journal.add_event(run.run_id, "governor_started", {"pid": keeper.pid})
         yield Workers(LocalBackend(run.processes, worker_configs(run), keeper.client), keeper.client, keeper)

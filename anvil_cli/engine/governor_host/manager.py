@@ -140,7 +140,11 @@ class GovernorService:
     """Serves the governor to many processes and threads; reads the clock, holds the lock."""
 
     def __init__(
-        self, settings_json: str, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
+        self,
+        settings_json: str,
+        spent_before_usd: float = 0.0,
+        seed: GovernorSeed | None = None,
+        run_id: str | None = None,
     ) -> None:
         from anvil_cli.engine.ledger.book import scope_book  # here: the hook of budget.scopes (below)
 
@@ -166,7 +170,7 @@ class GovernorService:
             now=time.monotonic(),
             seed=seed,
             spent_before_usd=spent_before_usd,
-            scopes=scope_book(settings),  # budget.scopes and the state dir's day/month caps
+            scopes=scope_book(settings, run_id),  # budget.scopes and the state dir's day/month caps
         )
 
     def acquire(
@@ -271,15 +275,19 @@ def begin_governor(ctx: BaseContext) -> None:
 
 
 def start_governor(
-    settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, seed: GovernorSeed | None = None
+    settings: Settings,
+    ctx: BaseContext,
+    spent_before_usd: float = 0.0,
+    seed: GovernorSeed | None = None,
+    run_id: str | None = None,
 ) -> tuple[GovernorManager, GovernorClient]:
     """Start the Manager process (from `ctx`: `forkserver.governor_context()` in a run), or take
-    the one begun early, and create the run's governor in it."""
+    the one begun early, and create the run `run_id`'s governor in it."""
     manager = _taken_early(ctx)
     if manager is None:
         manager = GovernorManager(ctx=ctx)
         start_clean(lambda: manager.start(initializer=_manager_init, initargs=(os.getpid(),)))
-    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
+    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed, run_id)  # type: ignore[attr-defined]
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
 
 
@@ -301,11 +309,14 @@ class GovernorKeeper:
     """The run's governor process: started, watched by pid, and started again when lost, from
     the budget the journal holds and the state it last showed (`restart`)."""
 
-    def __init__(self, settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0) -> None:
+    def __init__(
+        self, settings: Settings, ctx: BaseContext, spent_before_usd: float = 0.0, run_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.ctx = ctx
+        self.run_id = run_id
         self.generation = 0
-        self._manager, self.client = start_governor(settings, ctx, spent_before_usd)
+        self._manager, self.client = start_governor(settings, ctx, spent_before_usd, run_id=run_id)
         self._handle = PidHandle(self.pid or 0)
 
     @property
@@ -323,7 +334,7 @@ class GovernorKeeper:
         self._close_manager()
         self.generation += 1
         seed = seed_from(last_view, self.generation)
-        self._manager, self.client = start_governor(self.settings, self.ctx, spent_usd, seed)
+        self._manager, self.client = start_governor(self.settings, self.ctx, spent_usd, seed, self.run_id)
         self._handle = PidHandle(self.pid or 0)
         return self.client
 

@@ -16,8 +16,10 @@ from anvil_cli.policy.budgets import CapKey, LeaseAnswer, MemoryLedger, ScopeBoo
 from anvil_cli.policy.budgets.lease import LedgerUnavailable
 
 
-def scope_book(settings: Settings) -> ScopeBook | None:
-    """The book of the settings' caps (None when there are none)."""
+def scope_book(settings: Settings, run_id: str | None = None) -> ScopeBook | None:
+    """The book of the settings' caps (None when there are none). With `run_id`, a scope's cap
+    of one run (`max_usd`) is held in the ledger under the run's id too: a resumed run, or a
+    governor started again after it was lost, counts what the run spent before."""
     caps = caps_from(settings.budget)
     if not caps:
         return None
@@ -28,7 +30,10 @@ def scope_book(settings: Settings) -> ScopeBook | None:
         ledger = Ledger.open(settings.state_dir)
     except LedgerUnavailable as exc:  # every capped call is denied, saying why: its jobs stop, resumably
         return ScopeBook(caps, Unusable(str(exc)), wall_offset)
-    book = ScopeBook(caps, ledger, wall_offset)
+    if run_id is None:
+        book = ScopeBook(caps, ledger, wall_offset)
+    else:
+        book = ScopeBook(caps, ledger, wall_offset, run_source=ledger, run_period=run_id)
     util.Finalize(None, close_book, args=(book, ledger), exitpriority=10)
     return book
 

@@ -48,12 +48,15 @@ class _Hold:
 
 @dataclass(slots=True)
 class ScopeBook:
-    """The caps of a run's governor, held against `source` (the `run` window in memory)."""
+    """The caps of a run's governor, held against `source`; the `run` window against
+    `run_source`, under the period `run_period` (the run's id where the ledger holds it, so a
+    resumed run or a replaced governor counts what the run spent before)."""
 
     caps: tuple[Cap, ...]
     source: LeaseSource
     wall_offset: float = 0.0  # Unix time minus `now`
     run_source: LeaseSource = field(default_factory=MemoryLedger)
+    run_period: str = "run"
     _leases: dict[CapKey, _Lease] = field(default_factory=dict)
     _holds: dict[int, _Hold] = field(default_factory=dict)
     _exhausted: set[CapKey] = field(default_factory=set)
@@ -63,10 +66,13 @@ class ScopeBook:
     def _keys(self, scopes: tuple[str, ...], now: float) -> list[tuple[CapKey, Cap]]:
         wall = now + self.wall_offset
         return [
-            (CapKey(c.scope, c.window, period_of(c.window, wall)), c)
+            (CapKey(c.scope, c.window, self._period(c.window, wall)), c)
             for c in self.caps
             if c.scope == ALL or c.scope in scopes
         ]
+
+    def _period(self, window: str, wall: float) -> str:
+        return self.run_period if window == "run" else period_of(window, wall)
 
     def _source(self, key: CapKey) -> LeaseSource:
         return self.run_source if key.window == "run" else self.source
