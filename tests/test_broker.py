@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from anvil_cli.engine.worker.broker import GovernorBroker, GovernorLost
+from anvil_cli.engine.worker import broker as broker_module
+from anvil_cli.engine.worker.broker import ASKS_AFTER_WAIT, GovernorBroker, GovernorLost
 from anvil_cli.policy.governor import (
     BreakerPolicy,
     CallAsk,
@@ -95,6 +96,40 @@ def test_waiting_agents_are_granted_most_urgent_first() -> None:
         return order
 
     assert _run(scenario()) == [0, 1, 2, 3]
+
+
+def test_after_a_wait_only_the_most_urgent_few_are_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate-bound: 40 agents wait on a bucket of one request a second. The first round asks for
+    all 40; once told to wait, a round asks for the most urgent few only, not every waiting
+    call again; grants still go most urgent first."""
+
+    monkeypatch.setattr(broker_module, "MAX_WAIT_SLICE_S", 0.005)  # the test's clock is not the broker's
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        gov = FakeClockGovernor()
+        broker = GovernorBroker(gov, 0, asyncio.get_running_loop())  # type: ignore[arg-type]
+        order: list[int] = []
+
+        async def agent(priority: int) -> None:
+            grant = await broker.acquire(MODEL, ASK, priority)
+            assert isinstance(grant, Grant)
+            order.append(priority)
+            broker.settle(grant.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10))
+
+        tasks = [asyncio.create_task(agent(i % 4)) for i in range(40)]
+        await asyncio.sleep(0)
+        broker.start()
+        for step in range(1, 41):
+            await _until(lambda: len(order) >= step)  # noqa: B023
+            gov.now += 1.0
+        await asyncio.gather(*tasks)
+        broker.close()
+        asked = [int(r.split()[1]) for r in gov.rounds if r.startswith("acquire")]
+        return order, asked
+
+    order, asked = _run(scenario())
+    assert order == sorted(order)  # most urgent first, throughout
+    assert asked[0] == 40 and max(asked[1:]) <= ASKS_AFTER_WAIT  # not every waiting call again
 
 
 def test_a_grant_for_an_agent_that_gave_up_goes_back() -> None:

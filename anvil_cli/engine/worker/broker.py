@@ -33,6 +33,10 @@ from anvil_cli.engine.governor_host.client import GovernorClient
 from anvil_cli.policy.governor import BreakerView, CallAsk, Deny, Grant, Outcome, Wait
 
 MAX_ASKS_PER_ROUND: Final = 256  # calls of one model asked for in one round trip
+# after a Wait, a round asks for the most urgent few only (at least this many, or twice what the
+# last round was granted): a rate-bound run would otherwise send every waiting call's ask a
+# few times a second to be told to wait again
+ASKS_AFTER_WAIT: Final = 8
 MAX_WAIT_SLICE_S: Final = 0.25  # after a Wait, ask again at least this often (a grant may free capacity)
 IDLE_WAKE_S: Final = 1.0  # an idle thread still wakes this often (breaker states, stop)
 BREAKERS_EVERY_S: Final = 1.0
@@ -72,6 +76,7 @@ class GovernorBroker:
         self._settled: list[tuple[int, Outcome]] = []
         self._released: list[int] = []
         self._retry_at: dict[str, float] = {}  # model -> when to ask again after a Wait
+        self._ask_limit: dict[str, int] = {}  # model -> asks in its next round, after a Wait
         self._order = itertools.count()
         self._closed = False
         self._kicked = False  # a wake-up of the thread is scheduled on the loop
@@ -238,7 +243,7 @@ class GovernorBroker:
         with self._cond:
             heap = self._waiting[model]
             asked = (w for w in heap if w.order < cutoff and not w.future.done())
-            live = heapq.nsmallest(MAX_ASKS_PER_ROUND, asked)
+            live = heapq.nsmallest(self._ask_limit.get(model, MAX_ASKS_PER_ROUND), asked)
             if not live:
                 self._waiting[model] = [w for w in heap if not w.future.done()]
                 heapq.heapify(self._waiting[model])
@@ -259,8 +264,10 @@ class GovernorBroker:
             answers.extend((waiter.future, then) for waiter in live[len(granted.grants) :])
         elif isinstance(then, Wait):
             self._retry_at[model] = time.monotonic() + min(then.seconds, MAX_WAIT_SLICE_S)
-        else:
+            self._ask_limit[model] = max(ASKS_AFTER_WAIT, 2 * len(granted.grants))
+        else:  # every ask granted: the next round asks for every waiting call again
             self._retry_at.pop(model, None)
+            self._ask_limit.pop(model, None)
         with self._cond:
             done = set(map(id, answered))
             rest = [w for w in self._waiting[model] if id(w) not in done and not w.future.done()]
