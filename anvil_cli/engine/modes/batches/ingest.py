@@ -49,14 +49,15 @@ class Ingest:
         self.endpoint = endpoint
         self.checking = Checking(journal, run_id, settings, pricer, endpoint, self._record_journaled)
 
-    def batch(self, row: BatchRow, entries: list[Any], tag: str) -> float:
-        """Record an ended batch's result `entries` and mark it ended; what its results cost."""
+    def batch(self, row: BatchRow, entries: list[Any], tag: str) -> dict[int, float]:
+        """Record an ended batch's result `entries` and mark it ended; what its results cost,
+        job by job (seq -> USD; a job whose results cost nothing is left out)."""
         jobs = {r["seq"]: r for r in self.journal.job_rows(self.run_id, row.seqs)}
         followups = {
             s: FollowUp.from_json(f) for s, f in self.journal.followups(self.run_id, row.seqs).items()
         }
         judging = {s for s, f in followups.items() if f.stage == JUDGE}  # their judges' requests
-        cost_usd = 0.0
+        costs: dict[int, float] = {}
         with self.journal.transaction():
             answered: set[int] = set()
             replies: dict[int, dict[int, Any]] = {s: {} for s in judging & set(jobs)}
@@ -69,14 +70,14 @@ class Ingest:
                     replies[seq].setdefault(part, entry.result)
                 elif seq not in judging and part is None and seq not in answered:
                     answered.add(seq)
-                    cost_usd += self._ingest(jobs[seq], entry.result, followups.get(seq))
+                    _add(costs, seq, self._ingest(jobs[seq], entry.result, followups.get(seq)))
             for seq, judged in replies.items():
                 if jobs[seq]["state"] in (PENDING, RUNNING):
-                    cost_usd += self.checking.judges_replied(jobs[seq], followups[seq], judged)
+                    _add(costs, seq, self.checking.judges_replied(jobs[seq], followups[seq], judged))
             for seq in set(row.seqs) - answered - judging:  # not in the results: treat as errored
                 self._retry_or_fail(jobs[seq], MISSING, followups.get(seq))
             self.journal.set_batch(self.run_id, row.n, BATCH_ENDED)
-        return cost_usd
+        return costs
 
     def _ingest(self, job_row: dict[str, Any], result: Any, followup: FollowUp | None) -> float:
         """Record one result; what it cost."""
@@ -136,3 +137,8 @@ class Ingest:
         """A checked job's result: each of its calls' cost was journaled as it was ingested."""
         self.journal.record_result(self.run_id, result, cost_journaled=True)
         self.metrics.on_result(result, time.monotonic())
+
+
+def _add(costs: dict[int, float], seq: int, usd: float) -> None:
+    if usd:
+        costs[seq] = costs.get(seq, 0.0) + usd

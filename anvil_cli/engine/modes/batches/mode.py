@@ -19,7 +19,8 @@ follow-up is in the job's journal row, so it survives a stop between two batches
 It reports and is steered like messages mode: about once a second it hands the views an
 `EngineState` through the run's `Ticker` (dashboard, `anvil status`, `GET /status`); Ctrl-C,
 pause and drain are `steer.Steering`, checked right before every create call; the
-budget is the governor's guard (`budget.BatchesBudget`), warning included.
+budget is the governor's guard (`budget.BatchesBudget`), warning included, and the scopes and
+windows the governor's book (`scopes.py`): a job its caps cannot cover stays pending.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ import anthropic
 import httpx2
 
 from anvil_cli.engine.journal.store import BatchRow
+from anvil_cli.engine.ledger.book import scope_book
 from anvil_cli.engine.modes.batch_spans import BatchSpans
 from anvil_cli.engine.modes.batches.budget import BatchesBudget
 from anvil_cli.engine.modes.batches.context import BatchesContext
 from anvil_cli.engine.modes.batches.ids import run_tag
 from anvil_cli.engine.modes.batches.ingest import Ingest
+from anvil_cli.engine.modes.batches.scopes import BatchScopes, open_asks
 from anvil_cli.engine.modes.batches.state import OPEN, engine_state, phase_of
 from anvil_cli.engine.modes.batches.steer import Steering
 from anvil_cli.engine.modes.batches.submit import Submitter
@@ -67,11 +70,15 @@ class BatchesRun:
         )
         self.steer = Steering(ctx.journal, ctx.run_id, ctx.signals, ctx.metrics, ctx.control, ctx.say)
         cap = ctx.settings.budget
+        open_rows = ctx.journal.batches(ctx.run_id, OPEN)
+        scopes = BatchScopes(scope_book(ctx.settings, ctx.run_id), cap.scopes)
+        scopes.hold(open_asks(ctx.journal, ctx.run_id, open_rows, scopes, ctx.settings, ctx.pricer, self.tag))
         self.budget = BatchesBudget(
             cap.max_usd,
             cap.warn_usd,
             ctx.journal.totals(ctx.run_id)["cost_usd"],
-            [row.worst_usd for row in ctx.journal.batches(ctx.run_id, OPEN)],
+            [row.worst_usd for row in open_rows],
+            scopes,
         )
         self.trouble = ApiTrouble(ctx, self._wait)
         self.submitter = Submitter(
@@ -97,6 +104,7 @@ class BatchesRun:
                 ctx.journal.add_event(ctx.run_id, "run_stopping", data)
             self._tick(ctx.clock(), end)  # the last frame and stored figures show the end
         finally:
+            self.budget.scopes.close()  # spend to the ledger, leases back
             if ctx.cache is not None:
                 ctx.cache.close()
         return end
@@ -137,9 +145,9 @@ class BatchesRun:
             return self.steer.end(), False
         if self.budget.denied:
             return self._budget_end(), False
-        if self.steer.paused:  # alive until resume or drain, as in messages mode
-            return None, False
-        return RunEnd(), False
+        if self.steer.paused or self.submitter.scope_waiting:  # alive until resume or drain, as in
+            return None, False  # messages mode; or until money a cap holds elsewhere comes back
+        return RunEnd(), False  # a spent scope's jobs left pending: the session says so (ledger/stops.py)
 
     def _budget_end(self) -> RunEnd:
         spent = self.ctx.journal.totals(self.ctx.run_id)["cost_usd"]  # the whole run's, every resume
@@ -185,6 +193,7 @@ class BatchesRun:
             phase,
             paused=self.steer.paused,
             budget=self.budget.view(),
+            scopes=self.budget.scopes.lines(),
             processing=self._processing,
         )
 
@@ -222,8 +231,9 @@ class BatchesRun:
         self.trouble.doing = f"downloading the results of batch {row.batch_id}"
         entries = list(self.api.messages.batches.results(row.batch_id))
         before = self.spans.before(row)  # traced: its spans once its results are in (batch_spans.py)
-        cost_usd = self.ingest.batch(row, entries, self.tag)
-        self.budget.settle(row.worst_usd, cost_usd)
+        costs = self.ingest.batch(row, entries, self.tag)
+        cost_usd = sum(costs.values())
+        self.budget.settle(row.worst_usd, cost_usd, row.seqs, costs)
         self.spans.ended(row, entries, before, cost_usd)
         self._processing.pop(row.batch_id, None)
         ok = sum(1 for e in entries if e.result.type == "succeeded")

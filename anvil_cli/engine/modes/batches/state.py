@@ -9,6 +9,7 @@ from anvil_cli.engine.journal.rows import BATCH_ENDED, BATCH_INTENT, BATCH_SUBMI
 from anvil_cli.engine.journal.store import PENDING, RUNNING, Journal
 from anvil_cli.engine.run_end import RunEnd, phase
 from anvil_cli.policy.governor import BudgetView, GovernorView
+from anvil_cli.policy.governor.scoped import ScopeLine
 from anvil_cli.snapshot.state import BatchesInfo, EngineState, Phase
 
 OPEN = (BATCH_INTENT, BATCH_SUBMITTED)
@@ -29,6 +30,7 @@ def engine_state(
     paused: bool,
     budget: BudgetView,
     processing: Mapping[str, int],
+    scopes: tuple[ScopeLine, ...] = (),
 ) -> EngineState:
     """`processing`: batch id -> requests still processing at its last poll (a batch not polled
     yet counts all of its requests)."""
@@ -46,7 +48,8 @@ def engine_state(
         agent_min=0,
         agent_max=in_flight,
         queue_depth=max(0, counts[PENDING] + counts[RUNNING] - in_flight),  # not in a batch yet
-        governor=GovernorView(budget=budget),  # no rate limits: the budget alone, which its alert reads
+        # no rate limits: the budget (which its alert reads) and the caps of budget.scopes alone
+        governor=GovernorView(budget=budget, scopes=scopes),
         batches=BatchesInfo(
             submitted=len(open_rows),
             processing_requests=sum(processing.get(r.batch_id or "", len(r.seqs)) for r in open_rows),

@@ -11,7 +11,9 @@ only be read from its results); when none is left the jobs are submitted again. 
 never matches (`ids.py`).
 
 Nothing is submitted after Ctrl-C or a drain, while paused, or beyond the budget: each create
-call asks right before it goes out.
+call asks right before it goes out. A job the caps of its scopes (or the state dir's day and
+month) cannot cover is left out of the batch and stays pending for a resume, as in messages
+mode; the others go in.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from anvil_cli.engine.modes.batches.followup import FollowUp
 from anvil_cli.engine.modes.batches.ids import INTENT_SKEW_S, match_intent, server_batches
 from anvil_cli.engine.modes.batches.ingest import Ingest
 from anvil_cli.engine.modes.batches.requests import BatchItem, Spent, chunk_bytes, expected_ids, prepare
+from anvil_cli.engine.modes.batches.scopes import Ask
 from anvil_cli.engine.modes.batches.state import OPEN
 from anvil_cli.engine.modes.batches.steer import Steering
 from anvil_cli.engine.modes.batches.trouble import ApiTrouble
@@ -62,6 +65,8 @@ class Submitter:
         self.trouble = trouble
         self.tick = tick
         self.held_back = False  # this round left jobs unsubmitted (budget, pause, stop)
+        self.scope_waiting = False  # this round left jobs out while a cap's money is held elsewhere
+        self.scope_stopped: set[int] = set()  # jobs a cap could not cover: pending, not tried again
         self._foreign: set[str] = set()  # ended server batches whose custom_ids are not ours
         self._waiting_for: dict[int, str] = {}  # intent n -> unconfirmed candidate announced
 
@@ -74,10 +79,11 @@ class Submitter:
     def submit_pending(self) -> RunEnd | None:
         """Every pending job not in an open batch, in chunks within the batch limits."""
         ctx = self.ctx
-        self.held_back = False
+        self.held_back = self.scope_waiting = False
         if not self.may_submit():
             return None
-        busy = {s for row in ctx.journal.batches(ctx.run_id, OPEN) for s in row.seqs}
+        busy = {s for row in ctx.journal.batches(ctx.run_id, OPEN) for s in row.seqs} | self.scope_stopped
+        scopes: dict[int, tuple[str, ...]] = {}  # the scopes of each job in the chunk
         chunk: list[list[BatchItem]] = []  # the requests of each job, in order
         count = nbytes = 0  # the chunk's requests, and their bytes
         after: tuple[int, int] | None = None
@@ -88,21 +94,23 @@ class Submitter:
                 if seq in busy:
                     continue
                 followup = FollowUp.from_json(followups[seq]) if seq in followups else None
-                items = self._prepare(Job.from_record(json.loads(record)), dispatches, followup)
+                job = Job.from_record(json.loads(record))
+                items = self._prepare(job, dispatches, followup)
                 if not items:
                     continue
+                scopes[seq] = self.budget.scopes.of(job.metadata)
                 size = sum(i.size for i in items)
                 if chunk and (
                     count + len(items) > self.cfg.max_requests
                     or chunk_bytes(nbytes) + size > self.cfg.max_bytes
                 ):
-                    stop = self._submit(chunk)
+                    stop = self._submit(chunk, scopes)
                     if stop is not None or self.held_back:
                         return stop
                     chunk, count, nbytes = [], 0, 0
                 chunk.append(items)
                 count, nbytes = count + len(items), nbytes + size
-        return self._submit(chunk) if chunk else None
+        return self._submit(chunk, scopes) if chunk else None
 
     def _prepare(self, job: Job, dispatches: int, followup: FollowUp | None) -> list[BatchItem]:
         """The batch requests of a pending job (or of its follow-up); none when it was settled
@@ -122,16 +130,19 @@ class Submitter:
             return []
         return item
 
-    def _submit(self, groups: list[list[BatchItem]]) -> RunEnd | None:
-        """Create a batch of these jobs' requests (as many jobs as the budget covers, each whole)."""
+    def _submit(self, groups: list[list[BatchItem]], scopes: dict[int, tuple[str, ...]]) -> RunEnd | None:
+        """Create a batch of these jobs' requests (as many jobs as the budget covers, each whole;
+        each held under the caps of its `scopes`, by seq, and left out when they cannot cover it)."""
         ctx = self.ctx
         if not self.may_submit():  # right before the call: nothing goes out after the first Ctrl-C
             self.held_back = True
             return None
-        fits = self.budget.fitting([sum(i.worst_usd for i in group) for group in groups])
-        if fits < len(groups):
-            self.held_back = True
-            groups = groups[:fits]
+        asks = [Ask(g[0].seq, scopes.get(g[0].seq, ()), sum(i.worst_usd for i in g)) for g in groups]
+        choice = self.budget.choose(asks)
+        self.held_back = self.held_back or choice.stopped
+        self.scope_waiting = self.scope_waiting or choice.scope_waiting
+        self.scope_stopped.update(asks[n].seq for n in choice.scope_denied)
+        groups = [groups[n] for n in choice.chosen]
         chunk = [i for group in groups for i in group]
         if not chunk:
             return None
@@ -161,7 +172,7 @@ class Submitter:
         with ctx.journal.transaction():
             ctx.journal.set_batch(ctx.run_id, n, BATCH_ABANDONED)
             ctx.journal.return_to_pending(ctx.run_id, seqs)
-        self.budget.release(worst_usd)
+        self.budget.release(worst_usd, seqs)
         return self.trouble.create_refused(exc)
 
     # -- intents without a batch id -----------------------------------------------------------
@@ -198,4 +209,4 @@ class Submitter:
                 with ctx.journal.transaction():
                     ctx.journal.set_batch(ctx.run_id, intent.n, BATCH_ABANDONED)
                     ctx.journal.return_to_pending(ctx.run_id, intent.seqs)
-                self.budget.release(intent.worst_usd)
+                self.budget.release(intent.worst_usd, intent.seqs)
