@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
 from anvil_cli.config.vault import set_not_dumpable
+from anvil_cli.engine import garbage
 from anvil_cli.engine.governor_host import early
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.process.forkserver import start_clean
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.policy.governor import (
@@ -45,8 +45,10 @@ from anvil_cli.policy.governor import (
     Wait,
     seed_from,
 )
-from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.pricing.table import model_class
+
+if TYPE_CHECKING:
+    from anvil_cli.policy.pricing.pricer import Pricer
 
 # Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
 RATE_MARGIN = 0.98
@@ -111,7 +113,11 @@ def endpoint_order(settings: Settings, pricer: Pricer | None = None) -> Callable
     price of the model, ties in listed order."""
     if settings.routing.endpoint_order != "cheapest":
         return None
-    pricer = pricer or Pricer.from_settings(settings)
+    if pricer is None:
+        # imported here: the spawned governor process loads the price table for "cheapest" only
+        from anvil_cli.policy.pricing.pricer import Pricer
+
+        pricer = Pricer.from_settings(settings)
     endpoints = settings.endpoints
 
     def order_for(model: str) -> list[str]:
@@ -259,11 +265,16 @@ def _manager_init(conductor_pid: int) -> None:
     set_not_dumpable()  # no /proc reading or ptrace by other processes (spawned: not inherited)
     leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(conductor_pid)
+    # what it imported lives as long as it does: out of the collector's sight, as the conductor's
+    # and the workers' (`garbage`), so serving the workers' calls never walks it
+    garbage.for_the_run()
 
 
 def begin_governor(ctx: BaseContext) -> None:
     """Spawn the Manager process now, for this process's next `start_governor` from `ctx` to
     take (see `early`); `early.drop()` stops it if none does."""
+    from anvil_cli.engine.process.forkserver import start_clean  # the conductor's side only
+
     manager = GovernorManager(ctx=ctx)
     readers: list[Connection] = []
     start_clean(lambda: readers.append(early.begin(manager, _manager_init, (os.getpid(),))))
@@ -277,6 +288,10 @@ def start_governor(
     the one begun early, and create the run's governor in it."""
     manager = _taken_early(ctx)
     if manager is None:
+        # imported here, as in `begin_governor`: the spawned governor process imports this
+        # module, and never starts a process (the fork server's module is not its to load)
+        from anvil_cli.engine.process.forkserver import start_clean
+
         manager = GovernorManager(ctx=ctx)
         start_clean(lambda: manager.start(initializer=_manager_init, initargs=(os.getpid(),)))
     proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed)  # type: ignore[attr-defined]
