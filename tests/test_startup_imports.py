@@ -36,6 +36,8 @@ NOT_IN_CONDUCTOR = (
 # The module the spawned Manager process imports (to unpickle its server) and what it does without.
 MANAGER_IMPORTS = ("anvil_cli.engine.governor_host.manager",)
 NOT_IN_MANAGER = (
+    "pydantic",  # the settings' schema: the Manager is sent a plain `GovernorSpec` (spec.py)
+    "anvil_cli.config.settings",
     "yaml",  # the price table's reader: the governor needs `model_class`, not the prices
     "anvil_cli.policy.pricing.pricer",  # only for routing.endpoint_order: cheapest
     "anvil_cli.engine.process.forkserver",  # the conductor starts the Manager; it starts nothing
