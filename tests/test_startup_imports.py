@@ -41,6 +41,7 @@ NOT_IN_MANAGER = (
     "yaml",  # the price table's reader: the governor needs `model_class`, not the prices
     "anvil_cli.policy.pricing.pricer",  # only for routing.endpoint_order: cheapest
     "anvil_cli.engine.process.forkserver",  # the conductor starts the Manager; it starts nothing
+    "email.utils",  # an HTTP-date retry-after: the workers' (policy/governor/backoff.py)
     "jsonschema",
     "anthropic",
     "typer",
