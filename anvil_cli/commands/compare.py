@@ -21,8 +21,6 @@ from anvil_cli.commands.common import (
 from anvil_cli.errors import UsageError
 from anvil_cli.session.preflight import check_output_path
 from anvil_cli.views.compare.model import DEFAULT_PASS_RATE, build_comparison
-from anvil_cli.views.compare.render_html import write_html
-from anvil_cli.views.compare.render_text import render_text
 
 
 def compare_command(
@@ -74,10 +72,16 @@ def compare_command(
         with journal_for_reading(settings) as journal:
             comparison = build_comparison(journal, runs, variants, pass_rate=pass_rate)
         if html is not None:
+            # imported here, as `render_text` below: the page and text views load for `anvil
+            # compare` only, not for every command's start-up
+            from anvil_cli.views.compare.render_html import write_html
+
             write_html(comparison, html)
     if json_out:
         sys.stdout.write(json.dumps(comparison.to_json(), indent=2) + "\n")
     else:
+        from anvil_cli.views.compare.render_text import render_text
+
         out_console().print(render_text(comparison))
     if html is not None:
         err_console().print(f"wrote the comparison to {html}", markup=False, soft_wrap=True)

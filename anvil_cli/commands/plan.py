@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,19 +24,21 @@ from anvil_cli.commands.common import (
 from anvil_cli.config.endpoint import Endpoint, resolve_endpoints
 from anvil_cli.config.settings import Settings
 from anvil_cli.config.vault import environ_with_secrets
-from anvil_cli.engine.journal.history import history_answers
 from anvil_cli.engine.journal.store import Journal
 from anvil_cli.engine.process.signals import SignalState
 from anvil_cli.errors import UsageError
 from anvil_cli.exitcodes import EXIT_CODES_HELP, ExitCode
 from anvil_cli.jobs.job import Job
 from anvil_cli.jobs.loader import load_batch
-from anvil_cli.plan.autosample import AutoSample, auto_lines, sample_auto
-from anvil_cli.plan.estimate import Plan, TokenCounter, api_counter, make_plan, output_model
-from anvil_cli.plan.render import render
-from anvil_cli.plan.sample import SampleOutcome, choose, run_sample
 from anvil_cli.policy.forecast import ModelFit, fit_models
 from anvil_cli.policy.routing import model_for
+
+# The planner's modules (anvil_cli/plan, ~12 ms) are imported where `anvil plan` uses them: every
+# other command, `anvil run` included, starts without them.
+if TYPE_CHECKING:
+    from anvil_cli.plan.autosample import AutoSample
+    from anvil_cli.plan.estimate import Plan, TokenCounter
+    from anvil_cli.plan.sample import SampleOutcome
 
 SIM_KEY = "sk-ant-simulated-local-key"
 PROBE_TIMEOUT_S = 10.0
@@ -107,6 +109,9 @@ def plan_command(
     Without --sample it sends nothing billable: input tokens are counted with `count_tokens`
     when an API is reachable (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN, at provider.base_url,
     else ANTHROPIC_BASE_URL), else estimated locally."""
+    from anvil_cli.plan.autosample import auto_lines
+    from anvil_cli.plan.render import render
+
     size = _sample_size(sample)
     target = _precision(precision, size)
     overrides: dict[str, Any] = {}
@@ -185,6 +190,9 @@ def _plan(
     allow_tools: bool,
 ) -> tuple[SampleOutcome | None, Plan]:
     """The plan, after a sample of `sample` jobs (0: none)."""
+    from anvil_cli.plan.estimate import make_plan, output_model
+    from anvil_cli.plan.sample import choose, run_sample
+
     outcome = None
     if sample:
         listed = list(jobs)
@@ -217,6 +225,9 @@ def _plan_auto(
 ) -> tuple[SampleOutcome, Plan, AutoSample]:
     """`--sample auto`: sample in rounds (plan/autosample.py), each round's plan made from all
     the answers so far, input tokens counted once."""
+    from anvil_cli.plan.autosample import sample_auto
+    from anvil_cli.plan.estimate import make_plan, output_model
+
     with ExitStack() as stack:
         counter, note = _counter(settings, simulate, stack, jobs[0] if jobs else None)
         counted = _remembered(counter) if counter is not None else None
@@ -265,6 +276,8 @@ def _remembered(counter: TokenCounter) -> TokenCounter:
 
 def _fits(settings: Settings, outcome: SampleOutcome | None) -> tuple[dict[str, ModelFit], str | None]:
     """Output fits from the sample's answers, then (for other models) earlier runs' answers."""
+    from anvil_cli.engine.journal.history import history_answers
+
     fits: dict[str, ModelFit] = {}
     if outcome is not None:
         fits = fit_models(outcome.answers, "sample")
@@ -285,6 +298,8 @@ def _counter(
 ) -> tuple[TokenCounter | None, str]:
     """A `count_tokens` counter when an API answers a probe, else None (local estimate)."""
     import anthropic
+
+    from anvil_cli.plan.estimate import api_counter
 
     if simulate:
         from anvil_cli.sim import SimServer

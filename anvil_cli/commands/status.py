@@ -27,10 +27,8 @@ from anvil_cli.commands.common import (
 )
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.journal.store import RUN_INTERRUPTED, RUN_RUNNING, RUN_STOPPED, Journal
-from anvil_cli.engine.ledger.store import ledger_path
 from anvil_cli.input_limits import plain_tree
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.snapshot.budgets import budget_lines
 from anvil_cli.snapshot.history import describe_event
 from anvil_cli.snapshot.status import RunStatus, runs_json, status_json
 from anvil_cli.timefmt import local_iso
@@ -289,6 +287,11 @@ def status_command(
 
 
 def _show_budgets(settings: Settings, json_out: bool) -> None:
+    # imported here: the budget ledger's modules (~4 ms) load for `--budgets` only, not at
+    # every command's start-up (`anvil run`'s included: the CLI imports every command)
+    from anvil_cli.engine.ledger.store import ledger_path
+    from anvil_cli.snapshot.budgets import budget_lines
+
     lines = budget_lines(settings, time.time())
     if json_out:
         sys.stdout.write(json.dumps({"budgets": lines}, indent=2) + "\n")

@@ -11,7 +11,6 @@ The API key is never part of the settings: it only comes from `ANTHROPIC_API_KEY
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from anvil_cli.config.budget import Budget as Budget  # the section, where it always was
+from anvil_cli.config.model_entry import entry_for
 from anvil_cli.config.section import _cross_field, _Section
 
 # Durations: a setting in seconds above this is a typo, and some would overflow further down
@@ -224,12 +224,7 @@ class RaySettings(_Section):
 def rate_limit_entry(rate_limits: Mapping[str, RateLimit], model: str) -> tuple[str, RateLimit]:
     """The entry of a `rate_limits:` mapping (the top level's, an endpoint's, a shared
     ceiling's) that applies to `model`, and its key: exact id, then glob, then default."""
-    if model in rate_limits:
-        return model, rate_limits[model]
-    for key, rl in rate_limits.items():
-        if key != "default" and fnmatch.fnmatch(model, key):
-            return key, rl
-    return "default", rate_limits.get("default", RateLimit())
+    return entry_for(rate_limits, model, RateLimit)
 
 
 PROVIDERS = ("anthropic", "bedrock", "vertex", "foundry")

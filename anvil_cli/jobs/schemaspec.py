@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from anvil_cli.input_limits import MAX_REQUEST_BYTES, plain, scan_value, short_repr
 from anvil_cli.jobs.fields import Checker, type_name
@@ -99,6 +97,10 @@ def _canonical(value: Any) -> str | None:
 
 def _where(schema: Any) -> str:
     """Where in `schema` the metaschema finds it wrong, as a field suffix (`.properties.x.type`)."""
+    # imported here: jsonschema (~30 ms) only for a batch with schemas (see `schema_problem`)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

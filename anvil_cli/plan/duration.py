@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from anvil_cli.plan.schedule import Pace
 from anvil_cli.policy.forecast import Z90, ModelFit
 
-# the governor's pacing (engine/governor_host/manager.py: RATE_MARGIN, BURST_RESERVE): it paces
+# the governor's pacing (engine/governor_host/spec.py: RATE_MARGIN, BURST_RESERVE): it paces
 # at this share of a limit, and keeps this share of the request burst in reserve
 PACING = 0.98
 BURST_RESERVE = 0.10

@@ -2,35 +2,33 @@
 
 The policy (`anvil_cli.policy.governor`) is pure and takes `now`; this module is the thin driver
 that reads the clock, holds the lock and serves the calls of all worker processes. It builds
-the governor from settings: the pools of the run's one endpoint (`limits_resolver`), or with
-`endpoints:` a route per endpoint, the shared ceilings and their order (`route_table`).
+the governor from the settings' `GovernorSpec` (spec.py): the pools of the run's one endpoint
+(`limits_resolver`), or with `endpoints:` a route per endpoint, the shared ceilings and their
+order (`route_table`). The Manager's process imports this module: what it imports at the top
+is what serving the governor needs (not the settings' schema, nor the price table's reader).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from anvil_cli.config.provider_models import default_models, serves_all
-from anvil_cli.config.settings import EndpointSettings, RateLimit, Settings, rate_limit_entry
 from anvil_cli.config.vault import set_not_dumpable
+from anvil_cli.engine import garbage
 from anvil_cli.engine.governor_host import early
 from anvil_cli.engine.governor_host.client import GovernorClient
-from anvil_cli.engine.process.forkserver import start_clean
+from anvil_cli.engine.governor_host.spec import GovernorSpec, governor_spec, limits_of, routes_of
 from anvil_cli.engine.process.lifeline import PidHandle, die_with
 from anvil_cli.engine.process.signals import leave_stop_to_conductor
 from anvil_cli.policy.governor import (
-    BreakerPolicy,
     CallAsk,
-    Ceiling,
     Deny,
     Governor,
     GovernorEvent,
@@ -40,100 +38,38 @@ from anvil_cli.policy.governor import (
     Granted,
     Limits,
     Outcome,
-    Route,
     RouteTable,
     Wait,
     seed_from,
 )
-from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.pricing.table import model_class
 
-# Pace at 98% of the effective rate and leave 10% of the burst unused: see `Limits`.
-RATE_MARGIN = 0.98
-BURST_RESERVE = 0.10
-
-
-def _limits(rl: RateLimit) -> Limits:
-    return Limits(
-        requests_per_minute=rl.requests_per_minute,
-        burst_size=rl.burst_size,
-        input_tokens_per_minute=rl.input_tokens_per_minute,
-        output_tokens_per_minute=rl.output_tokens_per_minute,
-        rate_margin=RATE_MARGIN,
-        burst_reserve=BURST_RESERVE,
-    )
+if TYPE_CHECKING:
+    from anvil_cli.config.settings import Settings
+    from anvil_cli.policy.budgets import ScopeBook
+    from anvil_cli.policy.pricing.pricer import Pricer
 
 
 def limits_resolver(settings: Settings) -> Callable[[str], tuple[str, Limits]]:
     """`limits_for(model) -> (pool, Limits)`: pools are per config entry and model class."""
-    return _entry_limits(settings.rate_limits)
-
-
-def _entry_limits(rate_limits: Mapping[str, RateLimit]) -> Callable[[str], tuple[str, Limits]]:
-    def limits_for(model: str) -> tuple[str, Limits]:
-        key, rl = rate_limit_entry(rate_limits, model)
-        return f"{key}:{model_class(model)}", _limits(rl)
-
-    return limits_for
-
-
-def serves(endpoint: EndpointSettings, model: str) -> bool:
-    """Can `endpoint` serve `model`? The Anthropic API and Foundry serve every model; Bedrock
-    and Vertex the ones Anvil knows they offer (config/provider_models.py) or `models:` maps
-    (as `Endpoint.serves` answers for the resolved endpoint)."""
-    if serves_all(endpoint.provider) or model in endpoint.models:
-        return True
-    return model in default_models(endpoint.provider, endpoint.region)
-
-
-def _route(endpoint: EndpointSettings, settings: Settings) -> Route:
-    entry_limits = _entry_limits(endpoint.rate_limits)
-
-    def limits_for(model: str) -> tuple[str, Limits] | None:
-        return entry_limits(model) if serves(endpoint, model) else None
-
-    ceilings = tuple(
-        name for name, shared in settings.shared_limits.items() if endpoint.name in shared.endpoints
-    )
-    # only Anthropic's API sends anthropic-ratelimit-* headers: elsewhere the rate is learned from 429s
-    return Route(endpoint.name, limits_for, learns_rate=endpoint.provider != "anthropic", ceilings=ceilings)
-
-
-def endpoint_price(pricer: Pricer, endpoint: EndpointSettings, model: str) -> float:
-    """USD per million tokens in and out of `model` on `endpoint`, at its provider's and
-    region's prices (inf: not priced), to rank endpoints by."""
-    price = pricer.for_endpoint(endpoint).price(model)
-    return math.inf if price is None else float(price.input + price.output)
-
-
-def endpoint_order(settings: Settings, pricer: Pricer | None = None) -> Callable[[str], list[str]] | None:
-    """`routing.endpoint_order`: None for "listed"; for "cheapest", the endpoints by their
-    price of the model, ties in listed order."""
-    if settings.routing.endpoint_order != "cheapest":
-        return None
-    pricer = pricer or Pricer.from_settings(settings)
-    endpoints = settings.endpoints
-
-    def order_for(model: str) -> list[str]:
-        ranked = sorted(endpoints, key=lambda e: endpoint_price(pricer, e, model))  # stable: ties listed
-        return [e.name for e in ranked]
-
-    return order_for
+    return limits_of(governor_spec(settings).rate_limits)
 
 
 def route_table(settings: Settings, pricer: Pricer | None = None) -> RouteTable | None:
     """The governor's routes from `endpoints:`, `shared_limits:` and `routing.endpoint_order`;
     None without an `endpoints:` section (the run's one endpoint: `limits_resolver`)."""
-    if not settings.endpoints:
+    return routes_of(governor_spec(settings), pricer)
+
+
+def _scope_book(spec: GovernorSpec, settings: Settings | None, run_id: str | None) -> ScopeBook | None:
+    """The book of budget.scopes and the state dir's day/month caps (a scope's cap of one run
+    under `run_id`); None without caps."""
+    if spec.scoped_settings_json is None:
         return None
-    return RouteTable(
-        tuple(_route(e, settings) for e in settings.endpoints),
-        tuple(
-            Ceiling(name, _entry_limits(shared.rate_limits))
-            for name, shared in settings.shared_limits.items()
-        ),
-        endpoint_order(settings, pricer),
-    )
+    # imported here: only a run with caps needs the settings (and pydantic) in this process
+    from anvil_cli.config.settings import Settings
+    from anvil_cli.engine.ledger.book import scope_book
+
+    return scope_book(settings or Settings.model_validate_json(spec.scoped_settings_json), run_id)
 
 
 class GovernorService:
@@ -141,36 +77,34 @@ class GovernorService:
 
     def __init__(
         self,
-        settings_json: str,
+        spec: GovernorSpec | str,
         spent_before_usd: float = 0.0,
         seed: GovernorSeed | None = None,
         run_id: str | None = None,
     ) -> None:
-        from anvil_cli.engine.ledger.book import scope_book  # here: the hook of budget.scopes (below)
+        """`spec`: the run's `GovernorSpec`, or its settings as JSON (the Ray actor's way)."""
+        settings = None
+        if isinstance(spec, str):
+            from anvil_cli.config.settings import Settings
 
-        settings = Settings.model_validate_json(settings_json)
-        budget = settings.budget
-        cb = settings.circuit_breaker
+            settings = Settings.model_validate_json(spec)
+            spec = governor_spec(settings)
         self._lock = threading.Lock()
         self._owners: dict[int, int] = {}  # ticket -> worker holding the grant
         self._joined: set[str] = set()  # runs whose earlier spend is counted (`join`)
-        warn = budget.warn_usd
+        warn = spec.warn_usd
         # a replacement of a lost governor does not warn again of what the lost one warned of
         warned = seed is not None and warn is not None and spent_before_usd >= warn
         self._gov = Governor(
-            route_table(settings) or limits_resolver(settings),
-            BreakerPolicy(
-                failure_threshold=cb.failure_threshold,
-                recovery_timeout_s=cb.recovery_timeout_s,
-                half_open_probes=cb.half_open_probes,
-            ),
+            routes_of(spec) or limits_of(spec.rate_limits),
+            spec.breaker,
             # a resumed run has spent money already: the cap covers the whole run
-            max_usd=budget.max_usd,
+            max_usd=spec.max_usd,
             warn_usd=None if warned else warn,
             now=time.monotonic(),
             seed=seed,
             spent_before_usd=spent_before_usd,
-            scopes=scope_book(settings, run_id),  # budget.scopes and the state dir's day/month caps
+            scopes=_scope_book(spec, settings, run_id),  # budget.scopes and the state dir's day/month caps
         )
 
     def acquire(
@@ -263,11 +197,16 @@ def _manager_init(conductor_pid: int) -> None:
     set_not_dumpable()  # no /proc reading or ptrace by other processes (spawned: not inherited)
     leave_stop_to_conductor()  # Ctrl-C and SIGTERM to the process group are the conductor's
     die_with(conductor_pid)
+    # what it imported lives as long as it does: out of the collector's sight, as the conductor's
+    # and the workers' (`garbage`), so serving the workers' calls never walks it
+    garbage.for_the_run()
 
 
 def begin_governor(ctx: BaseContext) -> None:
     """Spawn the Manager process now, for this process's next `start_governor` from `ctx` to
     take (see `early`); `early.drop()` stops it if none does."""
+    from anvil_cli.engine.process.forkserver import start_clean  # the conductor's side only
+
     manager = GovernorManager(ctx=ctx)
     readers: list[Connection] = []
     start_clean(lambda: readers.append(early.begin(manager, _manager_init, (os.getpid(),))))
@@ -285,9 +224,13 @@ def start_governor(
     the one begun early, and create the run `run_id`'s governor in it."""
     manager = _taken_early(ctx)
     if manager is None:
+        # imported here, as in `begin_governor`: the spawned governor process imports this
+        # module, and never starts a process (the fork server's module is not its to load)
+        from anvil_cli.engine.process.forkserver import start_clean
+
         manager = GovernorManager(ctx=ctx)
         start_clean(lambda: manager.start(initializer=_manager_init, initargs=(os.getpid(),)))
-    proxy = manager.Governor(settings.model_dump_json(), spent_before_usd, seed, run_id)  # type: ignore[attr-defined]
+    proxy = manager.Governor(governor_spec(settings), spent_before_usd, seed, run_id)  # type: ignore[attr-defined]
     return manager, cast(GovernorClient, proxy)  # the proxy forwards GovernorService's methods
 
 

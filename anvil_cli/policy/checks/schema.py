@@ -10,9 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-
 from anvil_cli.policy.checks.record import SCHEMA_CHECK, CheckResult
 
 _FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
@@ -40,6 +37,10 @@ def schema_problem(schema: Any) -> str | None:
     """Why `schema` is not a usable JSON Schema (for the batch reader), or None."""
     if not isinstance(schema, Mapping):
         return f"an output schema must be a mapping (a JSON Schema), got {type(schema).__name__}"
+    # imported here, as in `check_answer`: jsonschema (~30 ms) only for a batch with schemas
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -68,6 +69,9 @@ def check_answer(schema: Mapping[str, Any], text: str | None) -> SchemaVerdict:
     value, error = parse_answer(text)
     if error is not None:
         return SchemaVerdict(error=error)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
     found = best_match(Draft202012Validator(schema).iter_errors(value))
     if found is None:
         return SchemaVerdict(value=value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import time
@@ -40,6 +39,8 @@ def _seconds(text: str | None, scale: float) -> float | None:
 def _http_date_in_s(text: str | None, wall_now: float | None) -> float | None:
     if text is None or wall_now is None:
         return None
+    import email.utils  # here: an HTTP date is rare, and the governor's process needs no email (~3 ms)
+
     parsed = email.utils.parsedate_tz(text)
     if parsed is None:
         return None

@@ -10,8 +10,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from anvil_cli.policy.pricing.providers import ProviderPrices, provider_prices
 
 AUTO = "auto"
@@ -101,6 +99,8 @@ def _parse_table(raw: dict[str, Any]) -> PriceTable:
 @lru_cache(maxsize=1)
 def builtin_prices() -> PriceTable:
     """The price table shipped in the package."""
+    import yaml  # here: the governor's process needs `model_class`, never the table (~10 ms)
+
     text = resources.files("anvil_cli.data").joinpath("prices.yaml").read_text("utf-8")
     return _parse_table(yaml.safe_load(text))
 
