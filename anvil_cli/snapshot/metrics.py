@@ -56,7 +56,7 @@ class RollingCounters:
             self._slots.append((second, Counter()))
         slot = self._slots[-1][1]
         for name, amount in amounts.items():  # Counter.update's sum, without its Mapping check
-            slot[name] = slot.get(name, 0) + amount
+            slot[name] = slot.get(name, 0) + amount  # type: ignore[assignment]  # floats too, as ever
         self._trim(now)
 
     def _trim(self, now: float) -> None:
