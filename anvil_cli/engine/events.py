@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.attempts import Attempt, by_fields
 from anvil_cli.engine.outcomes import JobResult
 
 if TYPE_CHECKING:
@@ -47,16 +47,19 @@ class ReadyRow(NamedTuple):
 # -- conductor -> worker ----------------------------------------------------------------------
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class RunJob:
     row: ReadyRow
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Drain:
     pass
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Stop:
     pass
@@ -73,6 +76,7 @@ WorkerCommand = RunJob | Drain | Stop | NewGovernor
 # -- worker -> conductor ----------------------------------------------------------------------
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class WorkerReady:
     worker: int
@@ -80,6 +84,7 @@ class WorkerReady:
     api_host: str  # host:port this worker calls (from the driver's endpoint)
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class CallFailed:
     worker: int
@@ -87,6 +92,7 @@ class CallFailed:
     info: Attempt  # its attempt log entry
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class CallSettled:
     worker: int
@@ -95,12 +101,14 @@ class CallSettled:
     endpoint: str = ""  # the named endpoint that was paid ("" : the run's only endpoint)
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class JobDone:
     worker: int
     result: JobResult
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class JobAbandoned:
     worker: int
@@ -108,6 +116,7 @@ class JobAbandoned:
     attempts: int
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class RunFatal:
     worker: int
@@ -120,11 +129,13 @@ class RunFatal:
 HEARTBEAT_S = 1.0
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     worker: int
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class ToolGroup:
     worker: int

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from anvil_cli.engine.attempts import Attempt
+from anvil_cli.engine.attempts import Attempt, by_fields
 from anvil_cli.policy.checks.record import CheckRecord
 
 # The API's token counts, by the name each has in `Usage`
@@ -28,6 +28,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts of one call, or of a job's calls added up (the API's `usage`). The API's
@@ -59,14 +60,20 @@ class Usage:
 
     def to_json(self) -> dict[str, Any]:
         """The API's `usage` dict, as it came."""
-        extra = dict(self.api_fields)
+        values: dict[str, Any] = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+        }
+        values.update(self.api_fields)  # the API's own value wins
         keys = self.keys or (
             "input_tokens",
             "output_tokens",
             *(k for k in ("cache_creation_input_tokens", "cache_read_input_tokens") if self._count(k)),
-            *extra,
+            *dict(self.api_fields),
         )
-        return {k: extra[k] if k in extra else self._count(k) for k in keys}
+        return {k: values[k] for k in keys}
 
     def _count(self, key: str) -> int:
         count: int = getattr(self, _COUNTS[key])
@@ -79,6 +86,7 @@ class Usage:
         return cls(**counts, api_fields=extra, keys=tuple(data))
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class JobError:
     """Why a job failed for good: the API's error type and message (secrets redacted), its HTTP
@@ -96,6 +104,7 @@ class JobError:
         return cls(data.get("type", "error"), data.get("message", ""), data.get("status_code"))
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class JobResult:
     """What a worker reports when it is done with a job."""

@@ -187,9 +187,17 @@ class ChecksTally:
     def add_result(self, succeeded: bool, model: str, cost_usd: float, checks: Any) -> None:
         """A job finished in this session (`JobResult`: its model, cost and `CheckRecord`), its
         variant and metadata not known (the journal's figures have them)."""
-        record = checks.to_json() if checks is not None else None
+        if checks is None:  # counted as `add_row` counts a finished row without checks
+            cost = float(cost_usd or 0.0)
+            self.total.add(cost, False, False, None)
+            if model:
+                counts = self.by_model.get(str(model))
+                if counts is None:
+                    counts = self.by_model[str(model)] = _Counts()
+                counts.add(cost, False, False, None)
+            return
         state = "succeeded" if succeeded else "failed"
-        self.add_row({"state": state, "model": model, "cost_usd": cost_usd, "checks": record})
+        self.add_row({"state": state, "model": model, "cost_usd": cost_usd, "checks": checks.to_json()})
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         """One job row (`job_row`): counted in its groups; its checks when it is finished with some."""

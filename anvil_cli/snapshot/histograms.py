@@ -24,6 +24,7 @@ __all__ = ["WINDOW_SLOT_S", "LogHistogram", "WindowedHistogram", "percentile", "
 WINDOW_SLOT_S: Final = 0.25  # a window's older edge is exact to this (values up to this older count)
 _HIST_GROWTH: Final = 1.01  # relative width of one histogram bucket
 _HIST_FLOOR_S: Final = 1e-6  # values at or below this share bucket "zero"
+_LOG_GROWTH: Final = math.log(_HIST_GROWTH)
 PERCENTILES: Final = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0))
 
 
@@ -44,8 +45,6 @@ class LogHistogram:
 
     __slots__ = ("_buckets", "count", "max", "min", "total")
 
-    _LOG_GROWTH: Final = math.log(_HIST_GROWTH)
-
     def __init__(self) -> None:
         self._buckets: Counter[int] = Counter()
         self.count = 0
@@ -55,16 +54,19 @@ class LogHistogram:
 
     def add(self, value: float) -> None:
         """Record one value (negative values count as zero)."""
-        value = max(0.0, value)
-        if value <= _HIST_FLOOR_S:
-            index = -1
+        if value > _HIST_FLOOR_S:
+            index = math.floor(math.log(value / _HIST_FLOOR_S) / _LOG_GROWTH)
         else:
-            index = math.floor(math.log(value / _HIST_FLOOR_S) / self._LOG_GROWTH)
+            index = -1
+            if not value > 0.0:  # negative (or not a number): zero
+                value = 0.0
         self._buckets[index] += 1
         self.count += 1
         self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
     def _value_of(self, index: int) -> float:
         """The geometric middle of bucket `index`, kept within the values actually seen."""

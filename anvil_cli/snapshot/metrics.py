@@ -54,7 +54,9 @@ class RollingCounters:
         second = int(now)
         if not self._slots or self._slots[-1][0] != second:
             self._slots.append((second, Counter()))
-        self._slots[-1][1].update(amounts)
+        slot = self._slots[-1][1]
+        for name, amount in amounts.items():  # Counter.update's sum, without its Mapping check
+            slot[name] = slot.get(name, 0) + amount  # type: ignore[assignment]  # floats too, as ever
         self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -179,7 +181,10 @@ class RunMetrics:
             recent = self.recent_call_latency_by_model[model] = WindowedHistogram(_RECENT_SPAN_S)
         recent.add(latency_s, now)
         self._windows_read.clear()
-        self.call_latency_by_model.setdefault(model, LogHistogram()).add(latency_s)
+        by_model = self.call_latency_by_model.get(model)
+        if by_model is None:
+            by_model = self.call_latency_by_model[model] = LogHistogram()
+        by_model.add(latency_s)
 
     def on_result(self, r: JobResult, now: float) -> None:
         calls = r.attempts
@@ -194,7 +199,8 @@ class RunMetrics:
         # a retry is a failed call that was followed by another (tool turns are not retries)
         retried = failed if r.succeeded else failed[:-1]
         self.retried_attempts += len(retried)
-        self.retries_by_type.update(a.error_type or "error" for a in retried)
+        if retried:
+            self.retries_by_type.update(a.error_type or "error" for a in retried)
         ok_calls = max(0, calls - len(failed))
         self.ok_calls += ok_calls
         if r.succeeded:
@@ -204,7 +210,10 @@ class RunMetrics:
             self._on_failure(r, now)
         if r.latency_s is not None:
             self.job_time.add(r.latency_s)
-            self.job_time_by_model.setdefault(r.model, LogHistogram()).add(r.latency_s)
+            job_time = self.job_time_by_model.get(r.model)
+            if job_time is None:
+                job_time = self.job_time_by_model[r.model] = LogHistogram()
+            job_time.add(r.latency_s)
         self._on_usage(r, now, ok_calls, call_s)
         self._on_tools(r)
         self._endpoint_errors(log)

@@ -14,6 +14,7 @@ class Holdings:
 
     def __init__(self) -> None:
         self._jobs: dict[int, dict[int, ReadyRow]] = {}  # worker -> seq -> row
+        self._held: set[int] = set()  # every seq held by some worker: asked for every job and turn
         self._ready: set[int] = set()
 
     def add_worker(self, worker: int) -> None:
@@ -36,20 +37,27 @@ class Holdings:
         return min(self._ready, key=lambda w: len(self._jobs[w]))
 
     def hold(self, worker: int, row: ReadyRow) -> None:
+        """Only a job not held already (`holds`)."""
         self._jobs[worker][row.seq] = row
+        self._held.add(row.seq)
 
     def holds(self, seq: int) -> bool:
-        return any(seq in jobs for jobs in self._jobs.values())
+        return seq in self._held
 
     def release(self, worker: int, seq: int) -> ReadyRow | None:
         """The job's worker is done with it; None if it no longer held it (already handled)."""
         jobs = self._jobs.get(worker)
-        return None if jobs is None else jobs.pop(seq, None)
+        row = None if jobs is None else jobs.pop(seq, None)
+        if row is not None:
+            self._held.discard(seq)
+        return row
 
     def drop_worker(self, worker: int) -> list[ReadyRow]:
         """A lost worker: forget it; returns the jobs it still held."""
         self._ready.discard(worker)
-        return list(self._jobs.pop(worker, {}).values())
+        rows = list(self._jobs.pop(worker, {}).values())
+        self._held.difference_update(row.seq for row in rows)
+        return rows
 
     def drop_all(self) -> list[ReadyRow]:
         rows = [row for w in list(self._jobs) for row in self.drop_worker(w)]
@@ -59,4 +67,4 @@ class Holdings:
         return len(self._jobs.get(worker, {}))
 
     def in_flight(self) -> int:
-        return sum(len(jobs) for jobs in self._jobs.values())
+        return len(self._held)

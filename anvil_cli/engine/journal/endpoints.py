@@ -45,10 +45,13 @@ def add_endpoint_cost(db: sqlite3.Connection, run_id: str, seq: int, endpoint: s
 def add_endpoint_errors(db: sqlite3.Connection, run_id: str, seq: int, log: Iterable[Attempt]) -> None:
     """The failed calls of a finished job's attempt log, on the named endpoints they went to
     (inside the caller's transaction, once per result)."""
+    failed = [a for a in log if a.endpoint and not a.ok and not a.cache_hit]
+    if not failed:  # most results: nothing to write
+        return
     errors: Counter[str] = Counter()
     limited: Counter[str] = Counter()
-    for attempt in log:
-        if attempt.endpoint and not attempt.ok and not attempt.cache_hit:
+    for attempt in failed:
+        if attempt.endpoint:
             errors[attempt.endpoint] += 1
             limited[attempt.endpoint] += attempt.status_code == 429
     for endpoint, n in errors.items():
