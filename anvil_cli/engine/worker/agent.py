@@ -1,8 +1,8 @@
 """An agent: one job's conversation with Claude, an asyncio task driven through the governor
-(via the worker's `GovernorBroker`) and tenacity.
+(via the worker's `GovernorBroker`) and its retries (`retries.py`).
 
 Every API call asks the governor first and settles with it afterwards. The SDK's own retries
-are off; tenacity is the one owner of retries, so the governor sees every attempt. The grant
+are off; the agent is the one owner of retries, so the governor sees every attempt. The grant
 names the endpoint to call: the agent sends the request through that endpoint's client, with
 the id that provider knows the model by; everything it records keeps Anvil's model id and
 names the endpoint.
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
@@ -39,6 +38,7 @@ from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.conversation import Conversation
+from anvil_cli.engine.worker.retries import RetryPolicy
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
 from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stop_for, stopped_within
@@ -46,7 +46,7 @@ from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.budgets.caps import scopes_of
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
+from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait
 from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.prompt_caching import prefix_digest
@@ -62,10 +62,6 @@ MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 
 _Answer = tuple[Any, int, Mapping[str, str]]  # a call's message, HTTP status and response headers
 __all__ = ["Abandoned", "Agent", "AgentContext", "StopRun"]
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, anthropic.APIError) and classify(exc).verdict is Verdict.RETRY
 
 
 @dataclass
@@ -91,7 +87,7 @@ class Agent:
         self.ctx = ctx
         s = ctx.settings
         self.timeout_s = s.provider.timeout_s
-        self.retries = s.retries
+        self._retry = RetryPolicy.of(s.retries)
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
         self.checker = AnswerChecker(self.converse, self.redact, s.checks)
         self._first = next(iter(ctx.clients.values()))
@@ -120,6 +116,16 @@ class Agent:
 
     async def run(self, job: Job) -> JobResult:
         started = time.time()
+        st, key = self._conversation(job)
+        try:
+            return await self._run(st, key, started)
+        except (Abandoned, StopRun) as exc:
+            exc.attempts = st.calls.attempts  # its checks' calls included
+            raise
+
+    def _conversation(self, job: Job) -> tuple[Conversation, str]:
+        """The job's conversation, and its result cache key ("": no cache). Only what the
+        conversation needs is kept while the job runs, not its `Request`."""
         request = prepare_request(job, self.ctx.settings)
         st = Conversation(
             job=job,
@@ -129,11 +135,7 @@ class Agent:
             affinity=request.affinity,
             tools=request.tools,
         )
-        try:
-            return await self._run(st, request.key, started)
-        except (Abandoned, StopRun) as exc:
-            exc.attempts = st.calls.attempts  # its checks' calls included
-            raise
+        return st, request.key if self.cache is not None else ""
 
     async def _run(self, st: Conversation, key: str, started: float) -> JobResult:
         hit = self.cache.get(key) if self.cache is not None else None
@@ -238,29 +240,25 @@ class Agent:
     # -- retries ------------------------------------------------------------------------------
 
     async def _with_retries(self, st: Conversation) -> Any:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retries.max_attempts),
-            wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
-            retry=retry_if_exception(_is_transient),
-            sleep=self._sleep,
-            before_sleep=lambda rs: self._note_wait(st, rs),
-            reraise=True,
-        )
-        return await retrying(self._attempt, st)
-
-    async def _sleep(self, seconds: float) -> None:
-        if await stopped_within(self.ctx.stopping, seconds):
-            raise Abandoned("run is stopping")
-
-    def _note_wait(self, st: Conversation, rs: RetryCallState) -> None:
-        if rs.next_action is not None:
-            st.amend(wait_s=round(rs.next_action.sleep, 3))
-            telemetry.retried(rs.outcome.exception() if rs.outcome else None, rs.next_action.sleep)
+        """The call's answer: tried again after a transient error (`retries.py`), or its error."""
+        tried = 1
+        while True:
+            try:
+                return await self._attempt(st)
+            except anthropic.APIError as exc:
+                wait_s = self._retry.wait_s(tried, exc)
+                if wait_s is None:
+                    raise
+                st.amend(wait_s=round(wait_s, 3))
+                telemetry.retried(exc, wait_s)
+            if await stopped_within(self.ctx.stopping, wait_s):
+                raise Abandoned("run is stopping")
+            tried += 1
 
     # -- one attempt --------------------------------------------------------------------------
 
     async def _attempt(self, st: Conversation) -> Any:
-        """One try of tenacity's: a call, asked again at once (not a retry) while named
+        """One try of a call's (`_with_retries`): a call, asked again at once (not a retry) while named
         endpoints refuse it, up to `_max_refusals` times."""
         refusals = 0
         while True:

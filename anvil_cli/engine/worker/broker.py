@@ -43,7 +43,7 @@ class GovernorLost(Exception):
     """Raised to waiting agents when the governor cannot be reached any more."""
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Waiter:
     priority: int
     order: int

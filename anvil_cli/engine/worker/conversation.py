@@ -13,7 +13,7 @@ from anvil_cli.engine.outcomes import Usage
 from anvil_cli.jobs.job import Job
 
 
-@dataclass
+@dataclass(slots=True)
 class JobCalls:
     """Every call of one job, in every conversation it holds."""
 
@@ -22,7 +22,7 @@ class JobCalls:
     log: list[Attempt] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     """Where one conversation stands: the model and request of its next call, what the governor
     is told of it, and the job's `calls` it books its calls in."""
