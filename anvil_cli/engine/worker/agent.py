@@ -41,7 +41,7 @@ from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.engine.worker.retries import RetryPolicy
 from anvil_cli.engine.worker.sdk_message import text_of, usage_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
-from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stop_for, stopped_within
+from anvil_cli.engine.worker.stopping import Abandoned, Asks, StopRun, stop_for, stopped_within
 from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
@@ -97,6 +97,7 @@ class Agent:
         # refusals one try may meet before giving up (each takes its endpoint out: normally
         # the governor grants another endpoint or denies the call long before)
         self._max_refusals = 2 * len(ctx.clients)
+        self._asks = Asks(ctx.stopping)  # the governor's answers its agents wait for
 
     def redact(self, text: str) -> str:
         """Error text never carries any endpoint's key, token or AWS secret, whatever an
@@ -353,14 +354,8 @@ class Agent:
             worst = max(p.worst_case_usd(st.model, st.est_input, st.max_tokens) for p in self._pricers)
             scopes = scopes_of(st.job.metadata, self.ctx.settings.budget.scopes)  # budget.scopes it is under
             ask = CallAsk(st.est_input, st.max_tokens, worst, st.affinity, st.avoid, scopes)
-            waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
-            stop = asyncio.ensure_future(self.ctx.stopping.wait())
-            done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if waiting not in done:
-                waiting.cancel()  # a grant that arrives anyway goes back (GovernorBroker)
-                raise Abandoned("run is stopping")
-            stop.cancel()
-            decision = waiting.result()
+            # Abandoned when the run begins stopping first (a grant that arrives anyway goes back)
+            decision = await self._asks.answer(self.ctx.governor.ask(st.model, ask, int(st.job.priority)))
             if isinstance(decision, Grant):
                 return decision
             if isinstance(decision, Deny):
