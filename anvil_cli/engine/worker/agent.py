@@ -118,8 +118,20 @@ class Agent:
     async def run(self, job: Job) -> JobResult:
         started = time.time()
         st, key = self._conversation(job)
-        try:
-            return await self._run(st, key, started)
+        try:  # (one coroutine less per job than a method of its own)
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                cached = await self.checker.check_cached(st, result_from_cache(job.seq, hit, started))
+                if cached is not None:
+                    return cached
+            if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before paying
+                info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
+                return self._failed(st, info, started)
+            try:
+                checked = await self.checker.check(st, await self.converse(st))
+            except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
+                return self._failed(st, classify(exc), started)
+            return self._answered(st, checked, started, key if self.cache is not None else None)
         except (Abandoned, StopRun) as exc:
             exc.attempts = st.calls.attempts  # its checks' calls included
             raise
@@ -137,21 +149,6 @@ class Agent:
             tools=request.tools,
         )
         return st, request.key if self.cache is not None else ""
-
-    async def _run(self, st: Conversation, key: str, started: float) -> JobResult:
-        hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None:
-            cached = await self.checker.check_cached(st, result_from_cache(st.job.seq, hit, started))
-            if cached is not None:
-                return cached
-        if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
-            info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
-            return self._failed(st, info, started)
-        try:
-            checked = await self.checker.check(st, await self.converse(st))
-        except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
-            return self._failed(st, classify(exc), started)
-        return self._answered(st, checked, started, key if self.cache is not None else None)
 
     async def converse(self, st: Conversation) -> Any:
         """The conversation's next answer: a call, then its tool turns."""
@@ -308,7 +305,8 @@ class Agent:
         """One request to `endpoint`, with the model id its provider knows: (message, HTTP
         status, response headers). Long requests are streamed, as the API asks for anything that
         may take over ten minutes (the SDK's own rule)."""
-        request = {**st.request, "model": endpoint.model_id(st.model)}
+        model = endpoint.model_id(st.model)  # a copy of the request only for another id
+        request = st.request if st.request.get("model") == model else {**st.request, "model": model}
         messages = endpoint.client.messages
         if st.max_tokens > STREAM_ABOVE_MAX_TOKENS:
             async with messages.stream(**request, timeout=self.timeout_s) as stream:
