@@ -39,7 +39,7 @@ from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.conversation import Conversation
 from anvil_cli.engine.worker.retries import RetryPolicy
-from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.sdk_message import text_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
 from anvil_cli.engine.worker.stopping import Abandoned, Asks, StopRun, stop_for, stopped_within
 from anvil_cli.engine.worker.tools.runner import run_tool_async
@@ -166,7 +166,7 @@ class Agent:
             attempts=st.calls.attempts,
             output=text_of(message),
             stop_reason=message.stop_reason,
-            usage=st.add_usage(usage_of(message)),
+            usage=st.add_usage(st.usage_of(message)),
             cost_usd=st.calls.cost_usd,
             error=None if invalid is None else JobError(INVALID_OUTPUT, invalid),
             attempt_log=tuple(st.calls.log),
@@ -229,7 +229,7 @@ class Agent:
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})
-            st.add_usage(usage_of(message))
+            st.add_usage(st.usage_of(message))
             st.request = {**st.request, "messages": messages}
             st.est_input = estimate_input_tokens(st.request)
             message = await self._with_retries(st)
@@ -289,7 +289,7 @@ class Agent:
     ) -> Any:
         """Pay for, settle and log a call that was answered."""
         message, status_code, headers = answer
-        usage = usage_of(message)
+        usage = st.usage_of(message)
         cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
         st.calls.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
