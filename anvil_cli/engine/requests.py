@@ -32,7 +32,7 @@ class Request:
     """One job's request, ready to send."""
 
     model: str
-    key: str  # the result cache's key: the request as the job asks it, Anvil's keys included
+    asked: dict[str, Any]  # the request as the job asks it, Anvil's keys included
     params: dict[str, Any]  # as the API must see it
     tools: dict[str, list[str]]  # the tools Anvil runs itself: name -> argv
     commands: bool  # a tool names a command (`anvil_command`), runnable or not
@@ -40,6 +40,12 @@ class Request:
     # a digest of the model and the prompt prefix the API caches (None: nothing cached): the
     # governor sends calls sharing one to the endpoint whose cache holds it
     affinity: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The result cache's key: a digest of the request as asked (made when asked for: a run
+        without the result cache has no use for it)."""
+        return request_key(self.asked)
 
 
 def prepare_request(job: Job, settings: Settings) -> Request:
@@ -53,7 +59,7 @@ def prepare_request(job: Job, settings: Settings) -> Request:
         params = mark_prompt_cache(params, settings.cache.prompt_caching_min_chars)
     return Request(
         model=model,
-        key=request_key(asked),
+        asked=asked,
         params=params,
         tools=tools,
         commands=_uses_commands(asked),

@@ -1,8 +1,8 @@
 """An agent: one job's conversation with Claude, an asyncio task driven through the governor
-(via the worker's `GovernorBroker`) and tenacity.
+(via the worker's `GovernorBroker`) and its retries (`retries.py`).
 
 Every API call asks the governor first and settles with it afterwards. The SDK's own retries
-are off; tenacity is the one owner of retries, so the governor sees every attempt. The grant
+are off; the agent is the one owner of retries, so the governor sees every attempt. The grant
 names the endpoint to call: the agent sends the request through that endpoint's client, with
 the id that provider knows the model by; everything it records keeps Anvil's model id and
 names the endpoint.
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from anvil_cli.config.settings import Settings
 from anvil_cli.engine.attempts import Attempt
@@ -39,14 +38,15 @@ from anvil_cli.engine.worker.broker import GovernorBroker
 from anvil_cli.engine.worker.classify import ErrorInfo, Verdict, classify
 from anvil_cli.engine.worker.clients import EndpointClient
 from anvil_cli.engine.worker.conversation import Conversation
-from anvil_cli.engine.worker.sdk_message import text_of, usage_of
+from anvil_cli.engine.worker.retries import RetryPolicy
+from anvil_cli.engine.worker.sdk_message import text_of
 from anvil_cli.engine.worker.settling import answered, failed, refusal_message
-from anvil_cli.engine.worker.stopping import Abandoned, StopRun, stop_for, stopped_within
+from anvil_cli.engine.worker.stopping import Abandoned, Asks, StopRun, stop_for, stopped_within
 from anvil_cli.engine.worker.tools.runner import run_tool_async
 from anvil_cli.engine.worker.tools.toolbox import ToolContext
 from anvil_cli.jobs.job import Job
 from anvil_cli.policy.budgets.caps import scopes_of
-from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait, WaitBackoff
+from anvil_cli.policy.governor import CallAsk, Deny, Grant, Wait
 from anvil_cli.policy.governor.view import model_open
 from anvil_cli.policy.pricing.pricer import Pricer
 from anvil_cli.policy.prompt_caching import prefix_digest
@@ -62,10 +62,6 @@ MAX_TOOL_TURNS = 20  # tool round trips per job, then the job ends where it is
 
 _Answer = tuple[Any, int, Mapping[str, str]]  # a call's message, HTTP status and response headers
 __all__ = ["Abandoned", "Agent", "AgentContext", "StopRun"]
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, anthropic.APIError) and classify(exc).verdict is Verdict.RETRY
 
 
 @dataclass
@@ -91,7 +87,7 @@ class Agent:
         self.ctx = ctx
         s = ctx.settings
         self.timeout_s = s.provider.timeout_s
-        self.retries = s.retries
+        self._retry = RetryPolicy.of(s.retries)
         self.cache = ResultCache(s.state_dir) if s.cache.enabled else None
         self.checker = AnswerChecker(self.converse, self.redact, s.checks)
         self._first = next(iter(ctx.clients.values()))
@@ -101,6 +97,7 @@ class Agent:
         # refusals one try may meet before giving up (each takes its endpoint out: normally
         # the governor grants another endpoint or denies the call long before)
         self._max_refusals = 2 * len(ctx.clients)
+        self._asks = Asks(ctx.stopping)  # the governor's answers its agents wait for
 
     def redact(self, text: str) -> str:
         """Error text never carries any endpoint's key, token or AWS secret, whatever an
@@ -120,6 +117,28 @@ class Agent:
 
     async def run(self, job: Job) -> JobResult:
         started = time.time()
+        st, key = self._conversation(job)
+        try:  # (one coroutine less per job than a method of its own)
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                cached = await self.checker.check_cached(st, result_from_cache(job.seq, hit, started))
+                if cached is not None:
+                    return cached
+            if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before paying
+                info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
+                return self._failed(st, info, started)
+            try:
+                checked = await self.checker.check(st, await self.converse(st))
+            except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
+                return self._failed(st, classify(exc), started)
+            return self._answered(st, checked, started, key if self.cache is not None else None)
+        except (Abandoned, StopRun) as exc:
+            exc.attempts = st.calls.attempts  # its checks' calls included
+            raise
+
+    def _conversation(self, job: Job) -> tuple[Conversation, str]:
+        """The job's conversation, and its result cache key ("": no cache). Only what the
+        conversation needs is kept while the job runs, not its `Request`."""
         request = prepare_request(job, self.ctx.settings)
         st = Conversation(
             job=job,
@@ -129,26 +148,7 @@ class Agent:
             affinity=request.affinity,
             tools=request.tools,
         )
-        try:
-            return await self._run(st, request.key, started)
-        except (Abandoned, StopRun) as exc:
-            exc.attempts = st.calls.attempts  # its checks' calls included
-            raise
-
-    async def _run(self, st: Conversation, key: str, started: float) -> JobResult:
-        hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None:
-            cached = await self.checker.check_cached(st, result_from_cache(st.job.seq, hit, started))
-            if cached is not None:
-                return cached
-        if st.tools and (refused := await self.ctx.tools.refusal()) is not None:  # before anything is paid
-            info = ErrorInfo(Verdict.FAIL_JOB, "tool_sandbox", refused, None, False)
-            return self._failed(st, info, started)
-        try:
-            checked = await self.checker.check(st, await self.converse(st))
-        except anthropic.APIError as exc:  # permanent, or transient with retries exhausted
-            return self._failed(st, classify(exc), started)
-        return self._answered(st, checked, started, key if self.cache is not None else None)
+        return st, request.key if self.cache is not None else ""
 
     async def converse(self, st: Conversation) -> Any:
         """The conversation's next answer: a call, then its tool turns."""
@@ -166,7 +166,7 @@ class Agent:
             attempts=st.calls.attempts,
             output=text_of(message),
             stop_reason=message.stop_reason,
-            usage=st.add_usage(usage_of(message)),
+            usage=st.add_usage(st.usage_of(message)),
             cost_usd=st.calls.cost_usd,
             error=None if invalid is None else JobError(INVALID_OUTPUT, invalid),
             attempt_log=tuple(st.calls.log),
@@ -229,7 +229,7 @@ class Agent:
             assistant = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
             messages = [*st.request["messages"], {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": results})
-            st.add_usage(usage_of(message))
+            st.add_usage(st.usage_of(message))
             st.request = {**st.request, "messages": messages}
             st.est_input = estimate_input_tokens(st.request)
             message = await self._with_retries(st)
@@ -238,29 +238,25 @@ class Agent:
     # -- retries ------------------------------------------------------------------------------
 
     async def _with_retries(self, st: Conversation) -> Any:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retries.max_attempts),
-            wait=WaitBackoff(self.retries.backoff_base_s, self.retries.backoff_max_s),
-            retry=retry_if_exception(_is_transient),
-            sleep=self._sleep,
-            before_sleep=lambda rs: self._note_wait(st, rs),
-            reraise=True,
-        )
-        return await retrying(self._attempt, st)
-
-    async def _sleep(self, seconds: float) -> None:
-        if await stopped_within(self.ctx.stopping, seconds):
-            raise Abandoned("run is stopping")
-
-    def _note_wait(self, st: Conversation, rs: RetryCallState) -> None:
-        if rs.next_action is not None:
-            st.amend(wait_s=round(rs.next_action.sleep, 3))
-            telemetry.retried(rs.outcome.exception() if rs.outcome else None, rs.next_action.sleep)
+        """The call's answer: tried again after a transient error (`retries.py`), or its error."""
+        tried = 1
+        while True:
+            try:
+                return await self._attempt(st)
+            except anthropic.APIError as exc:
+                wait_s = self._retry.wait_s(tried, exc)
+                if wait_s is None:
+                    raise
+                st.amend(wait_s=round(wait_s, 3))
+                telemetry.retried(exc, wait_s)
+            if await stopped_within(self.ctx.stopping, wait_s):
+                raise Abandoned("run is stopping")
+            tried += 1
 
     # -- one attempt --------------------------------------------------------------------------
 
     async def _attempt(self, st: Conversation) -> Any:
-        """One try of tenacity's: a call, asked again at once (not a retry) while named
+        """One try of a call's (`_with_retries`): a call, asked again at once (not a retry) while named
         endpoints refuse it, up to `_max_refusals` times."""
         refusals = 0
         while True:
@@ -293,7 +289,7 @@ class Agent:
     ) -> Any:
         """Pay for, settle and log a call that was answered."""
         message, status_code, headers = answer
-        usage = usage_of(message)
+        usage = st.usage_of(message)
         cost = endpoint.pricer.cost_usd(st.model, usage.to_json())
         st.calls.cost_usd += cost
         self.ctx.on_spend(st.job.seq, cost, endpoint.endpoint.name)  # journaled before anything else
@@ -309,7 +305,8 @@ class Agent:
         """One request to `endpoint`, with the model id its provider knows: (message, HTTP
         status, response headers). Long requests are streamed, as the API asks for anything that
         may take over ten minutes (the SDK's own rule)."""
-        request = {**st.request, "model": endpoint.model_id(st.model)}
+        model = endpoint.model_id(st.model)  # a copy of the request only for another id
+        request = st.request if st.request.get("model") == model else {**st.request, "model": model}
         messages = endpoint.client.messages
         if st.max_tokens > STREAM_ABOVE_MAX_TOKENS:
             async with messages.stream(**request, timeout=self.timeout_s) as stream:
@@ -355,14 +352,8 @@ class Agent:
             worst = max(p.worst_case_usd(st.model, st.est_input, st.max_tokens) for p in self._pricers)
             scopes = scopes_of(st.job.metadata, self.ctx.settings.budget.scopes)  # budget.scopes it is under
             ask = CallAsk(st.est_input, st.max_tokens, worst, st.affinity, st.avoid, scopes)
-            waiting = asyncio.ensure_future(self.ctx.governor.acquire(st.model, ask, int(st.job.priority)))
-            stop = asyncio.ensure_future(self.ctx.stopping.wait())
-            done, _ = await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if waiting not in done:
-                waiting.cancel()  # a grant that arrives anyway goes back (GovernorBroker)
-                raise Abandoned("run is stopping")
-            stop.cancel()
-            decision = waiting.result()
+            # Abandoned when the run begins stopping first (a grant that arrives anyway goes back)
+            decision = await self._asks.answer(self.ctx.governor.ask(st.model, ask, int(st.job.priority)))
             if isinstance(decision, Grant):
                 return decision
             if isinstance(decision, Deny):

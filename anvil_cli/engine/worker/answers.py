@@ -37,7 +37,7 @@ from anvil_cli.engine.outcomes import JobResult
 from anvil_cli.engine.requests import with_output_schema
 from anvil_cli.engine.worker.classify import classify
 from anvil_cli.engine.worker.conversation import Conversation
-from anvil_cli.engine.worker.sdk_message import text_of, tokens_of, usage_of
+from anvil_cli.engine.worker.sdk_message import text_of, tokens_of
 from anvil_cli.policy.checks.evaluate import evaluate_all
 from anvil_cli.policy.checks.judge import (
     failed_judgement,
@@ -127,7 +127,7 @@ class AnswerChecker:
         verdict = check_answer(schema, text_of(message))
         reasks, cost = 0, 0.0
         while verdict.error is not None and reasks < self.settings.max_reasks:
-            st.add_usage(usage_of(message))  # the answer re-asked was paid for too
+            st.add_usage(st.usage_of(message))  # the answer re-asked was paid for too
             said = {"role": "assistant", "content": _said(message)}
             messages = [*st.request["messages"], said, reask_message(schema, verdict.error)]
             st.request = {**st.request, "messages": messages}

@@ -47,7 +47,7 @@ class GovernorLost(Exception):
     """Raised to waiting agents when the governor cannot be reached any more."""
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Waiter:
     priority: int
     order: int
@@ -96,6 +96,11 @@ class GovernorBroker:
     async def acquire(self, model: str, ask: CallAsk, priority: int) -> Grant | Wait | Deny:
         """A grant for one call; or a `Wait` for an open breaker (the caller may switch model and
         ask again), or a `Deny` (the budget cannot cover it). Cancel to give up waiting."""
+        return await self.ask(model, ask, priority)
+
+    def ask(self, model: str, ask: CallAsk, priority: int) -> asyncio.Future[Grant | Wait | Deny]:
+        """`acquire`'s answer as a future of the loop (no task made per call). Cancel it, or set
+        its result or exception, to give up waiting: a grant that arrives anyway goes back."""
         future: asyncio.Future[Grant | Wait | Deny] = self._loop.create_future()
         with self._cond:
             if self._lost is not None:
@@ -104,7 +109,7 @@ class GovernorBroker:
                 self._waiting.setdefault(model, []), _Waiter(priority, next(self._order), model, ask, future)
             )
             self._kick()
-        return await future
+        return future
 
     def settle(self, ticket: int, outcome: Outcome) -> None:
         with self._cond:

@@ -14,6 +14,7 @@ owns retries.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,13 @@ from anvil_cli.errors import UsageError
 from anvil_cli.policy.pricing.pricer import Pricer
 
 CONNECT_TIMEOUT_S = 5.0
+# Anvil traces its calls itself (telemetry.py): the SDK's own spans stay off, and so does the work
+# of making a span no one records on every call (an SDK without the option makes none)
+_NO_SDK_SPANS: dict[str, Any] = (
+    {"open_telemetry": False}
+    if "open_telemetry" in inspect.signature(anthropic.AsyncAnthropic.__init__).parameters
+    else {}
+)
 
 
 # Foundry's client is an AsyncAnthropic; each has `messages` and `close()`.
@@ -92,7 +100,12 @@ def make_client(endpoint: Endpoint, timeout_s: float, max_connections: int) -> P
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         timeout=httpx2.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
     )
-    common: dict[str, Any] = {"max_retries": 0, "timeout": timeout_s, "http_client": http_client}
+    common: dict[str, Any] = {
+        "max_retries": 0,
+        "timeout": timeout_s,
+        "http_client": http_client,
+        **_NO_SDK_SPANS,
+    }
     client = maker(endpoint, common)
     # The SDK merges this process's ANTHROPIC_CUSTOM_HEADERS into any headers given: the
     # driver's (in the endpoint) are the only ones that apply.

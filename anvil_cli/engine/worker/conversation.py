@@ -10,10 +10,11 @@ from typing import Any
 
 from anvil_cli.engine.attempts import Attempt
 from anvil_cli.engine.outcomes import Usage
+from anvil_cli.engine.worker.sdk_message import usage_of
 from anvil_cli.jobs.job import Job
 
 
-@dataclass
+@dataclass(slots=True)
 class JobCalls:
     """Every call of one job, in every conversation it holds."""
 
@@ -22,7 +23,7 @@ class JobCalls:
     log: list[Attempt] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     """Where one conversation stands: the model and request of its next call, what the governor
     is told of it, and the job's `calls` it books its calls in."""
@@ -41,6 +42,15 @@ class Conversation:
     n: int = 0  # its current call's number among the job's calls (`Attempt.n`)
     entry: int = -1  # where its last call is in `calls.log` (-1: none yet)
     calls: JobCalls = field(default_factory=JobCalls)
+    last: tuple[Any, Usage] | None = None  # its last answer, and that answer's usage
+
+    def usage_of(self, message: Any) -> Usage:
+        """The usage of `message`, an answer of this conversation's (read once per answer)."""
+        if self.last is not None and self.last[0] is message:
+            return self.last[1]
+        usage = usage_of(message)
+        self.last = (message, usage)
+        return usage
 
     @property
     def max_tokens(self) -> int:

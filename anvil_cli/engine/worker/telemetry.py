@@ -159,14 +159,17 @@ def job_attributes(job: Job, run_id: str) -> dict[str, Any]:
     return attributes
 
 
-@contextlib.contextmanager
-def job_span(job: Job) -> Iterator[JobTrace]:
+_UNTRACED = contextlib.nullcontext(JobTrace(None))  # traces off: one for every job, nothing made
+
+
+def job_span(job: Job) -> contextlib.AbstractContextManager[JobTrace]:
     """The job's `invoke_agent` span around its agent's run: the root of the job's own trace
     and, through this task's context (its judges' tasks copy it), the parent of its calls'."""
-    tracer = _state.tracer
-    if tracer is None:
-        yield JobTrace(None)
-        return
+    return _UNTRACED if _state.tracer is None else _job_span(_state.tracer, job)
+
+
+@contextlib.contextmanager
+def _job_span(tracer: Any, job: Job) -> Iterator[JobTrace]:
     from opentelemetry.context import Context
     from opentelemetry.trace import Link, SpanKind
 
