@@ -232,7 +232,10 @@ def test_the_retries_follow_tenacity_s_rules(errors: list[BaseException]) -> Non
 
 def test_the_retry_policy_is_the_settings_retries() -> None:
     policy = RetryPolicy.of(Retries(max_attempts=5, backoff_base_s=0.5, backoff_max_s=30.0))
-    assert (policy.max_attempts, policy.base_s, policy.max_s) == (5, 0.5, 30.0)
+    overloaded = status_error(529, "overloaded_error")
+    waits, raised = waits_of(policy, [overloaded] * 6)
+    assert len(waits) == 4 and raised is overloaded  # five tries in all
+    assert all(0.0 <= w <= 0.5 * 2.0**i for i, w in enumerate(waits))  # from 0.5 s, doubling
 
 
 # -- the SDK's own spans ----------------------------------------------------------------------

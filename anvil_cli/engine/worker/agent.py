@@ -1,8 +1,9 @@
 """An agent: one job's conversation with Claude, an asyncio task driven through the governor
-(via the worker's `GovernorBroker`) and its retries (`retries.py`).
+(via the worker's `GovernorBroker`) and tenacity's retry rules (`retries.py`).
 
 Every API call asks the governor first and settles with it afterwards. The SDK's own retries
-are off; the agent is the one owner of retries, so the governor sees every attempt. The grant
+are off; tenacity is the one owner of retries (it decides, the agent's loop sleeps and tries
+again), so the governor sees every attempt. The grant
 names the endpoint to call: the agent sends the request through that endpoint's client, with
 the id that provider knows the model by; everything it records keeps Anvil's model id and
 names the endpoint.
