@@ -101,6 +101,24 @@ def test_the_books_know_held_jobs_and_their_count_through_holds_releases_and_los
     assert sorted(r.seq for r in held.drop_all()) == [2, 4] and held.in_flight() == 0
 
 
+def test_a_worker_ready_first_takes_its_share_of_the_first_wave_not_all_of_it() -> None:
+    held = Holdings()
+    for worker in (0, 1):
+        held.add_worker(worker)
+    held.mark_ready(0)  # the other is still starting
+    taken = 0
+    while (worker := held.pick(window=10)) is not None:
+        held.hold(worker, ReadyRow(0, taken, "{}", 0))
+        taken += 1
+    assert taken == 5 and held.jobs_of(0) == 5  # the other half is kept for worker 1
+    held.mark_ready(1)
+    while (worker := held.pick(window=10)) is not None and held.in_flight() < 10:
+        held.hold(worker, ReadyRow(0, taken, "{}", 0))
+        taken += 1
+    assert held.jobs_of(1) == 5
+    assert held.pick(window=10) is not None  # all ready: no share kept (the caller bounds the window)
+
+
 def test_a_result_without_checks_is_tallied_as_its_journal_row_is() -> None:
     fast, general = ChecksTally(), ChecksTally()
     for succeeded, model, cost in ((True, "haiku", 0.5), (False, "opus", None), (True, "", 0.25)):

@@ -131,12 +131,13 @@ class Conductor(Shutdown, WorkerLosses):
     def _dispatch(self) -> None:
         """Move jobs from the ready queue to workers: journal first, then send. At most the
         in-flight window: what the agent limit allows and the rate limits can feed."""
-        free = self.sizing.window() - self.held.in_flight()
+        window = self.sizing.window()
+        free = window - self.held.in_flight()
         if free <= 0:
             return
         batch: list[tuple[int, ReadyRow]] = []
         for _ in range(free):
-            worker = self.held.pick()
+            worker = self.held.pick(window)
             if worker is None:
                 break
             row = self.ready.pop()

@@ -30,11 +30,19 @@ class Holdings:
     def is_ready(self, worker: int) -> bool:
         return worker in self._ready
 
-    def pick(self) -> int | None:
-        """The ready worker holding the fewest jobs."""
+    def pick(self, window: int | None = None) -> int | None:
+        """The ready worker holding the fewest jobs. While some workers are not ready yet, a
+        ready one takes at most its share of `window` (the jobs kept in workers): the rest is
+        theirs once they are, not all of the first wave the first worker's (its memory grows
+        with every agent it holds, and the others would sit idle)."""
         if not self._ready:
             return None
-        return min(self._ready, key=lambda w: len(self._jobs[w]))
+        worker = min(self._ready, key=lambda w: len(self._jobs[w]))
+        if window is not None and len(self._ready) < len(self._jobs):
+            share = -(-window // len(self._jobs))
+            if len(self._jobs[worker]) >= share:
+                return None
+        return worker
 
     def hold(self, worker: int, row: ReadyRow) -> None:
         """Only a job not held already (`holds`)."""
