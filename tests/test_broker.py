@@ -72,62 +72,44 @@ def _run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout=30))  # a hang guard only
 
 
+async def _grant_in_turn(priorities: list[int]) -> tuple[list[int], FakeClockGovernor]:
+    """Agents of these priorities, all waiting before the broker starts, granted one a second
+    (the bucket's refill) by the real governor on the test's clock: the priorities in the order
+    they were granted, and the governor (its round trips)."""
+    gov = FakeClockGovernor()
+    broker = GovernorBroker(gov, 0, asyncio.get_running_loop())  # type: ignore[arg-type]
+    order: list[int] = []
+
+    async def agent(priority: int) -> None:
+        grant = await broker.acquire(MODEL, ASK, priority)
+        assert isinstance(grant, Grant)
+        order.append(priority)
+        broker.settle(grant.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10))
+
+    tasks = [asyncio.create_task(agent(p)) for p in priorities]
+    await asyncio.sleep(0)
+    broker.start()
+    for step in range(1, len(priorities) + 1):
+        await _until(lambda: len(order) >= step)  # noqa: B023
+        gov.now += 1.0
+    await asyncio.gather(*tasks)
+    broker.close()
+    assert len(gov.settled) == len(priorities)
+    return order, gov
+
+
 def test_waiting_agents_are_granted_most_urgent_first() -> None:
-    async def scenario() -> list[int]:
-        gov = FakeClockGovernor()
-        broker = GovernorBroker(gov, 0, asyncio.get_running_loop())  # type: ignore[arg-type]
-        order: list[int] = []
-
-        async def agent(priority: int) -> None:
-            grant = await broker.acquire(MODEL, ASK, priority)
-            assert isinstance(grant, Grant)
-            order.append(priority)
-            broker.settle(grant.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10))
-
-        tasks = [asyncio.create_task(agent(p)) for p in (3, 2, 0, 1)]  # all waiting before it starts
-        await asyncio.sleep(0)
-        broker.start()
-        for step in range(1, 5):  # the bucket refills one request a second
-            await _until(lambda: len(order) >= step)  # noqa: B023
-            gov.now += 1.0
-        await asyncio.gather(*tasks)
-        broker.close()
-        assert len(gov.settled) == 4
-        return order
-
-    assert _run(scenario()) == [0, 1, 2, 3]
+    order, _ = _run(_grant_in_turn([3, 2, 0, 1]))
+    assert order == [0, 1, 2, 3]
 
 
 def test_after_a_wait_only_the_most_urgent_few_are_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rate-bound: 40 agents wait on a bucket of one request a second. The first round asks for
     all 40; once told to wait, a round asks for the most urgent few only, not every waiting
     call again; grants still go most urgent first."""
-
     monkeypatch.setattr(broker_module, "MAX_WAIT_SLICE_S", 0.005)  # the test's clock is not the broker's
-
-    async def scenario() -> tuple[list[int], list[int]]:
-        gov = FakeClockGovernor()
-        broker = GovernorBroker(gov, 0, asyncio.get_running_loop())  # type: ignore[arg-type]
-        order: list[int] = []
-
-        async def agent(priority: int) -> None:
-            grant = await broker.acquire(MODEL, ASK, priority)
-            assert isinstance(grant, Grant)
-            order.append(priority)
-            broker.settle(grant.ticket, Outcome(ok=True, input_tokens=10, output_tokens=10))
-
-        tasks = [asyncio.create_task(agent(i % 4)) for i in range(40)]
-        await asyncio.sleep(0)
-        broker.start()
-        for step in range(1, 41):
-            await _until(lambda: len(order) >= step)  # noqa: B023
-            gov.now += 1.0
-        await asyncio.gather(*tasks)
-        broker.close()
-        asked = [int(r.split()[1]) for r in gov.rounds if r.startswith("acquire")]
-        return order, asked
-
-    order, asked = _run(scenario())
+    order, gov = _run(_grant_in_turn([i % 4 for i in range(40)]))
+    asked = [int(r.split()[1]) for r in gov.rounds if r.startswith("acquire")]
     assert order == sorted(order)  # most urgent first, throughout
     assert asked[0] == 40 and max(asked[1:]) <= ASKS_AFTER_WAIT  # not every waiting call again
 
