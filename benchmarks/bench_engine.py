@@ -93,14 +93,21 @@ def _cpu_ticks(pid: int) -> int:
         return 0
 
 
-def run_anvil(sc: Scenario, base_url: str, workdir: Path) -> dict[str, Any]:
-    batch = _batch(workdir / "batch.jsonl", sc.jobs)
-    cfg = {
-        "provider": {"base_url": base_url, "timeout_s": 60},
+def anvil_config(sc: Scenario) -> dict[str, Any]:
+    """Anvil's config for a scenario (also what bench_holds.py runs as a measured tree)."""
+    return {
         "scaling": {"max_agents": sc.agents, "max_concurrent_jobs": sc.agents, "min_agents": 1},
         "rate_limits": {"default": {"requests_per_minute": sc.anvil_rpm, "burst_size": sc.anvil_burst}},
         "retries": {"max_attempts": 10},
         "run": {"progress_interval_s": 3600},
+    }
+
+
+def run_anvil(sc: Scenario, base_url: str, workdir: Path) -> dict[str, Any]:
+    batch = _batch(workdir / "batch.jsonl", sc.jobs)
+    cfg = {
+        **anvil_config(sc),
+        "provider": {"base_url": base_url, "timeout_s": 60},
         "state_dir": str(workdir / ".anvil"),
     }
     config = workdir / "anvil.yaml"
