@@ -20,7 +20,7 @@ from typing import Any
 
 from anvil_cli.config.settings import RateLimit, Settings, rate_limit_entry
 from anvil_cli.policy.pricing.pricer import Pricer
-from anvil_cli.policy.pricing.table import model_class
+from anvil_cli.policy.pricing.table import pool_key
 
 # the limits a pool has, as estimate.py names them, and the RateLimit field of each
 KINDS = {
@@ -135,9 +135,7 @@ def pooled_rate(settings: Settings, model: str, pricer: Pricer) -> tuple[str, Po
     )
     for r in rates:
         r.share = round(shares[r.endpoint] / pooled["requests"], 4) if pooled["requests"] else 0.0
-    pool = PooledRate(
-        f"{key}:{model_class(model)}", rates, ceilings, total, pooled, max(1, int(sum(burst.values())))
-    )
+    pool = PooledRate(pool_key(key, model), rates, ceilings, total, pooled, max(1, int(sum(burst.values()))))
     return key, pool
 
 

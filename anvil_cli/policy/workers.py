@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from anvil_cli.config.endpoint_checks import batch_models
 from anvil_cli.config.settings import RateLimit, Settings, rate_limit_entry
-from anvil_cli.policy.pricing.table import model_class
+from anvil_cli.policy.pricing.table import pool_key
 
 RPM_PER_WORKER = 24_000.0
 
@@ -39,7 +39,7 @@ def request_rate_bound(settings: Settings, models: Iterable[str]) -> float:
         pools: dict[str, float] = {}
         for model in wanted:
             key, rl = rate_limit_entry(table, model)
-            pools[f"{key}:{model_class(model)}"] = rl.requests_per_minute
+            pools[pool_key(key, model)] = rl.requests_per_minute
         total += sum(pools.values())
     return total
 

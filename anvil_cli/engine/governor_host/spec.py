@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from anvil_cli.config.model_entry import DEFAULT, entry_for
 from anvil_cli.config.provider_models import default_models, serves_all
 from anvil_cli.policy.governor import BreakerPolicy, Ceiling, Limits, Route, RouteTable
-from anvil_cli.policy.pricing.table import model_class
+from anvil_cli.policy.pricing.table import pool_key
 
 if TYPE_CHECKING:
     from anvil_cli.config.settings import RateLimit, Settings
@@ -122,7 +122,7 @@ def limits_of(table: LimitsTable) -> Callable[[str], tuple[str, Limits]]:
 
     def limits_for(model: str) -> tuple[str, Limits]:
         key, limits = entry_for(table, model, lambda: table[DEFAULT])
-        return f"{key}:{model_class(model)}", limits
+        return pool_key(key, model), limits
 
     return limits_for
 

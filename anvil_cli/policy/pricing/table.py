@@ -117,6 +117,12 @@ def suggest_model(model: str, candidates: list[str] | None = None) -> str | None
     return match[0] if match else None
 
 
+def pool_key(entry: str, model: str) -> str:
+    """The rate-limit pool of `model` under the limits entry `entry` (`default:sonnet`): one per
+    entry and model class, as the governor keeps them."""
+    return f"{entry}:{model_class(model)}"
+
+
 def model_class(model: str) -> str:
     """The rate-limit pool a model belongs to: all Opus share one, all Sonnet one, Haiku one."""
     for family in ("opus", "sonnet", "haiku"):
